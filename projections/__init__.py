@@ -1,0 +1,1 @@
+"""Read models fed by events: SQL, metrics, the archive, audit replay."""

@@ -1,0 +1,560 @@
+"""The SLA clock: one deterministic fold from a ticket's events to its SLA verdicts.
+
+``evaluate(ticket, policy, now)`` (or ``clocks(events, policy, now)``) returns, for every
+SLA of the policy version in force at filing that applies to the ticket, a ``Clock``:
+status, deadline, remaining time or overrun, the ledger of segments tied to the events
+that opened and closed them, and a French explanation. ``due_facts`` says which SLA facts
+(warning, breach, retraction) the log should contain by ``now`` and does not yet. The
+live pipeline and the audit replay both call these, so they cannot disagree.
+
+Rules of the fold
+- Clock-relevant events are taken in business-time order (``occurred_at``, ties in log
+  order): an acknowledgement typed in late but made before the deadline counts as made
+  before the deadline.
+- A clock starts on one of its ``starts_on`` signals and stops for good on a
+  ``stops_on`` signal; ``restarts_on`` closes the current cycle and opens a new one
+  (periodic updates); ``pauses_on``/``resumes_on`` suspend it, and the time left at the
+  pause is counted again from the resumption (in open hours for a business rule).
+- A cycle is breached when it stops, pauses or is evaluated strictly after its deadline;
+  stopping exactly at the deadline meets it.
+- A breach recorded in the log whose cycle is no longer breached (late correction,
+  reclassification to an excluded product) is retracted by a new event, never deleted.
+- The status ``pending`` means the clock has not started (e.g. go-live waiting for the
+  member's elements).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from . import french
+from .calendar import add_calendar_days, add_calendar_months, holiday_name
+from .events import Event, EventType, format_instant, new_event, sla_fact_id
+from .policy import Policy, PolicyVersion, SlaDefinition
+from .ticket import Mark, Ticket, fold
+
+SLA_CLOCK_ACTOR = "slaledger/sla-clock"
+
+
+class ClockStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    MET = "met"
+    BREACHED = "breached"
+    RETRACTED = "retracted"
+    EXCLUDED = "excluded"
+
+
+class SegmentKind(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    OUTSIDE_HOURS = "outside_hours"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of a clock's life; ``None`` ids mean the calendar opened or closed it."""
+
+    kind: SegmentKind
+    start: datetime
+    end: datetime | None
+    opened_by: uuid.UUID | None
+    closed_by: uuid.UUID | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "start": format_instant(self.start),
+            "end": format_instant(self.end) if self.end else None,
+            "opened_by": str(self.opened_by) if self.opened_by else None,
+            "closed_by": str(self.closed_by) if self.closed_by else None,
+        }
+
+
+@dataclass(slots=True)
+class Cycle:
+    """One deadline of a clock (periodic clocks have several)."""
+
+    start: datetime
+    started_by: uuid.UUID
+    counting_from: datetime  # start, or the next window opening for a window rule
+    budget: float  # seconds of the rule's measure between counting_from and the first deadline
+    deadline: datetime
+    warning_at: datetime
+    end: datetime | None = None
+    ended_by: uuid.UUID | None = None
+    end_is_stop: bool = False
+    overdue: bool = False  # crossed its deadline while running
+    paused_at: datetime | None = None
+    remaining: float = 0.0  # seconds of the measure left at the pause
+    pauses: list[tuple[datetime, datetime | None, uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    sla: str
+    definition: SlaDefinition
+    policy_version: PolicyVersion
+    status: ClockStatus
+    at_risk: bool
+    now: datetime
+    cycles: tuple[Cycle, ...]
+    excluded_reason: str | None = None
+    retracted: tuple[tuple[datetime, uuid.UUID], ...] = ()  # breached deadlines no longer breached
+
+    @property
+    def current(self) -> Cycle | None:
+        return self.cycles[-1] if self.cycles else None
+
+    @property
+    def deadline(self) -> datetime | None:
+        cycle = self.current
+        if cycle is None or self.status is ClockStatus.EXCLUDED:
+            return None
+        return cycle.deadline
+
+    @property
+    def warning_at(self) -> datetime | None:
+        cycle = self.current
+        return cycle.warning_at if cycle is not None and self.status is not ClockStatus.EXCLUDED else None
+
+    @property
+    def stopped_at(self) -> datetime | None:
+        cycle = self.current
+        return cycle.end if cycle is not None and cycle.end_is_stop else None
+
+    @property
+    def remaining_seconds(self) -> float | None:
+        """Time left before the current deadline (negative: overrun); at the stop once stopped."""
+        cycle = self.current
+        if cycle is None or self.status is ClockStatus.EXCLUDED:
+            return None
+        if cycle.paused_at is not None and not cycle.overdue:
+            return cycle.remaining
+        until = cycle.end if cycle.end is not None else self.now
+        return (cycle.deadline - until).total_seconds()
+
+    def segments(self) -> list[Segment]:
+        out: list[Segment] = []
+        for cycle in self.cycles:
+            if cycle.counting_from > cycle.start:
+                out.append(Segment(SegmentKind.OUTSIDE_HOURS, cycle.start, cycle.counting_from, cycle.started_by, None))
+            cursor = cycle.counting_from
+            opener = cycle.started_by if cycle.counting_from == cycle.start else None
+            for paused_at, resumed_at, pause_id, resume_id in cycle.pauses:
+                out.extend(self._running(cursor, paused_at, opener, pause_id))
+                out.append(Segment(SegmentKind.PAUSED, paused_at, resumed_at, pause_id, resume_id))
+                if resumed_at is None:
+                    break
+                cursor, opener = resumed_at, resume_id
+            else:
+                out.extend(self._running(cursor, cycle.end, opener, cycle.ended_by))
+        return out
+
+    def _running(
+        self, start: datetime, end: datetime | None, opened_by: uuid.UUID | None, closed_by: uuid.UUID | None
+    ) -> list[Segment]:
+        """A running stretch; for a business rule, split into open and outside hours."""
+        calendar = self.definition.calendar
+        if self.definition.rule != "business" or calendar is None:
+            return [Segment(SegmentKind.RUNNING, start, end, opened_by, closed_by)]
+        horizon = end if end is not None else max(self.now, start)
+        pieces: list[tuple[SegmentKind, datetime, datetime | None]] = []
+        cursor = start
+        for lo, hi in calendar.open_intervals(start, horizon):
+            if lo > cursor:
+                pieces.append((SegmentKind.OUTSIDE_HOURS, cursor, lo))
+            pieces.append((SegmentKind.RUNNING, lo, hi))
+            cursor = hi
+        if cursor < horizon or not pieces:
+            kind = SegmentKind.RUNNING if not pieces and calendar.in_window(start) else SegmentKind.OUTSIDE_HOURS
+            pieces.append((kind, cursor, horizon))
+        if end is None:  # still running: the last stretch is open-ended
+            pieces[-1] = (pieces[-1][0], pieces[-1][1], None)
+        last = len(pieces) - 1
+        return [
+            Segment(kind, lo, hi, opened_by if i == 0 else None, closed_by if i == last else None)
+            for i, (kind, lo, hi) in enumerate(pieces)
+        ]
+
+    def explanation(self, *, live: bool = True) -> str:
+        """French explanation; ``live=False`` leaves out what depends on ``now`` (time left,
+        overrun so far), for texts stored in events."""
+        return _explain(self, live)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.definition
+        remaining = self.remaining_seconds
+        return {
+            "sla": self.sla,
+            "title": d.title,
+            "contractual": d.contractual,
+            "status": str(self.status),
+            "at_risk": self.at_risk,
+            "deadline": format_instant(self.deadline) if self.deadline else None,
+            "warning_at": format_instant(self.warning_at) if self.warning_at else None,
+            "started_at": format_instant(self.cycles[0].start) if self.cycles else None,
+            "stopped_at": format_instant(self.stopped_at) if self.stopped_at else None,
+            "remaining_seconds": remaining,
+            "rule": _rule_text(d),
+            "policy_version": self.policy_version.id,
+            "segments": [s.to_dict() for s in self.segments()],
+            "breached_deadlines": [format_instant(c.deadline) for c in self.cycles if c.overdue],
+            "retracted_deadlines": [format_instant(at) for at, _ in self.retracted],
+            "explanation": self.explanation(),
+        }
+
+
+# --- the fold ---------------------------------------------------------------------------
+
+def clocks(events: Iterable[Event], policy: Policy, now: datetime) -> list[Clock]:
+    """Fold a ticket's events (log order) and evaluate its clocks at ``now``."""
+    return evaluate(fold(events), policy, now)
+
+
+def evaluate(ticket: Ticket, policy: Policy, now: datetime) -> list[Clock]:
+    if ticket.filed_at is None:
+        return []
+    version = policy.version_for(ticket.filed_at)
+    marks = sorted(ticket.marks, key=_mark_order)
+    excluded_reason = version.excluded_products.get(ticket.product)
+    out = []
+    for definition in version.slas:
+        if not definition.applies_to(ticket.kind, ticket.channel):
+            continue
+        out.append(_evaluate_one(ticket, definition, version, marks, now, excluded_reason))
+    return out
+
+
+def _mark_order(mark: Mark) -> tuple[datetime, int]:
+    return mark.at, mark.seq
+
+
+class _Measure:
+    """Elapsed-time arithmetic, or open-hours arithmetic for a business rule."""
+
+    __slots__ = ("calendar",)
+
+    def __init__(self, definition: SlaDefinition) -> None:
+        self.calendar = definition.calendar if definition.rule == "business" else None
+
+    def between(self, start: datetime, end: datetime) -> float:
+        if self.calendar is not None:
+            return self.calendar.business_seconds(start, end)
+        return (end - start).total_seconds()
+
+    def add(self, start: datetime, seconds: float) -> datetime:
+        if self.calendar is not None:
+            return self.calendar.add_business_seconds(start, seconds)
+        return start + timedelta(seconds=seconds)
+
+
+def first_deadline(definition: SlaDefinition, version: PolicyVersion, start: datetime) -> tuple[datetime, datetime]:
+    """(counting_from, deadline) of a cycle starting at ``start`` under ``definition``."""
+    rule = definition.rule
+    if rule == "window":
+        assert definition.calendar is not None
+        cal = definition.calendar
+        counting_from = start if cal.in_window(start) else cal.next_opening_after(start)
+        return counting_from, counting_from + timedelta(seconds=definition.duration_seconds)
+    if rule == "elapsed":
+        return start, start + timedelta(seconds=definition.duration_seconds)
+    if rule == "business":
+        assert definition.calendar is not None
+        return start, definition.calendar.add_business_seconds(start, definition.duration_seconds)
+    if definition.months:
+        return start, add_calendar_months(start, version.tz, definition.months)
+    return start, add_calendar_days(start, version.tz, definition.days)
+
+
+def _start_cycle(
+    definition: SlaDefinition, version: PolicyVersion, measure: _Measure, at: datetime, event_id: uuid.UUID
+) -> Cycle:
+    counting_from, deadline = first_deadline(definition, version, at)
+    budget = measure.between(counting_from, deadline)
+    warning_at = measure.add(counting_from, budget * version.warning_ratio)
+    return Cycle(at, event_id, counting_from, budget, deadline, warning_at)
+
+
+def _evaluate_one(
+    ticket: Ticket,
+    definition: SlaDefinition,
+    version: PolicyVersion,
+    marks: list[Mark],
+    now: datetime,
+    excluded_reason: str | None,
+) -> Clock:
+    measure = _Measure(definition)
+    ratio = version.warning_ratio
+    cycles: list[Cycle] = []
+    cycle: Cycle | None = None
+    stopped = False
+    for mark in marks:
+        sig = mark.signals
+        if cycle is None:
+            if sig & definition.starts_on:
+                cycle = _start_cycle(definition, version, measure, mark.at, mark.event_id)
+                cycles.append(cycle)
+            continue
+        if sig & definition.stops_on:
+            _end(cycle, mark, stop=True)
+            stopped = True
+            break
+        if cycle.paused_at is None:
+            if sig & definition.restarts_on:
+                _end(cycle, mark, stop=False)
+                cycle = _start_cycle(definition, version, measure, mark.at, mark.event_id)
+                cycles.append(cycle)
+            elif sig & definition.pauses_on:
+                cycle.paused_at = mark.at
+                cycle.pauses.append((mark.at, None, mark.event_id, None))
+                if mark.at > cycle.deadline:
+                    cycle.overdue = True
+                    cycle.remaining = 0.0
+                else:
+                    cycle.remaining = measure.between(mark.at, cycle.deadline)
+        elif sig & definition.resumes_on:
+            start_pause, _, pause_id, _ = cycle.pauses[-1]
+            cycle.pauses[-1] = (start_pause, mark.at, pause_id, mark.event_id)
+            cycle.paused_at = None
+            if not cycle.overdue:
+                warn_left = cycle.remaining - cycle.budget * (1 - ratio)
+                cycle.deadline = measure.add(mark.at, cycle.remaining)
+                cycle.warning_at = measure.add(mark.at, max(0.0, warn_left))
+
+    if cycle is not None and not stopped and cycle.paused_at is None and now > cycle.deadline:
+        cycle.overdue = True
+
+    # Recorded breaches that no cycle supports any more.
+    breached_deadlines = {c.deadline for c in cycles if c.overdue} if excluded_reason is None else set()
+    retracted = tuple(
+        sorted(
+            (deadline, fact.event_id)
+            for (fact_type, sla, deadline), fact in ticket.facts.items()
+            if fact_type is EventType.SLA_BREACHED and sla == definition.name and deadline not in breached_deadlines
+        )
+    )
+
+    at_risk = False
+    if excluded_reason is not None:
+        status = ClockStatus.EXCLUDED
+    elif cycle is None:
+        status = ClockStatus.PENDING
+    elif breached_deadlines:
+        status = ClockStatus.BREACHED
+    elif stopped:
+        status = ClockStatus.RETRACTED if retracted else ClockStatus.MET
+    elif cycle.paused_at is not None:
+        status = ClockStatus.PAUSED
+    else:
+        status = ClockStatus.RUNNING
+        at_risk = now >= cycle.warning_at
+    return Clock(
+        definition.name, definition, version, status, at_risk, now, tuple(cycles), excluded_reason, retracted
+    )
+
+
+def _end(cycle: Cycle, mark: Mark, *, stop: bool) -> None:
+    cycle.end, cycle.ended_by, cycle.end_is_stop = mark.at, mark.event_id, stop
+    if cycle.paused_at is not None:
+        start_pause, _, pause_id, _ = cycle.pauses[-1]
+        cycle.pauses[-1] = (start_pause, mark.at, pause_id, mark.event_id)
+    elif mark.at > cycle.deadline:
+        cycle.overdue = True
+
+
+# --- facts the log should contain --------------------------------------------------------
+
+def due_facts(ticket: Ticket, ticket_clocks: Iterable[Clock], now: datetime) -> list[Event]:
+    """Warnings, breaches and retractions that are due by ``now`` and not yet recorded.
+
+    Ids are derived from (ticket, SLA, deadline, policy version, fact type), so asking twice
+    — two timers, a restart, a replay — yields the same events, which ``Ticket.apply``
+    then ignores.
+    """
+    out: list[Event] = []
+    for clock in ticket_clocks:
+        if clock.status is ClockStatus.EXCLUDED:
+            breached: list[Cycle] = []
+        else:
+            breached = [c for c in clock.cycles if c.overdue]
+        for cycle in breached:
+            if not ticket.has_fact(EventType.SLA_BREACHED, clock.sla, cycle.deadline):
+                out.append(_fact(EventType.SLA_BREACHED, ticket, clock, cycle.deadline, cycle.deadline, now))
+        current = clock.current
+        if (
+            clock.status is ClockStatus.RUNNING
+            and clock.at_risk
+            and current is not None
+            and not ticket.has_fact(EventType.SLA_WARNING_RAISED, clock.sla, current.deadline)
+        ):
+            out.append(_fact(EventType.SLA_WARNING_RAISED, ticket, clock, current.deadline, current.warning_at, now))
+        for deadline, breach_id in clock.retracted:
+            if not ticket.has_fact(EventType.SLA_BREACH_RETRACTED, clock.sla, deadline):
+                out.append(
+                    _fact(EventType.SLA_BREACH_RETRACTED, ticket, clock, deadline, now, now, breach_id=breach_id)
+                )
+    return out
+
+
+def _fact(
+    fact_type: EventType,
+    ticket: Ticket,
+    clock: Clock,
+    deadline: datetime,
+    occurred_at: datetime,
+    now: datetime,
+    breach_id: uuid.UUID | None = None,
+) -> Event:
+    payload: dict[str, Any] = {
+        "sla": clock.sla,
+        "deadline": deadline,
+        "policy_version": clock.policy_version.id,
+        "explanation": clock.explanation(live=False),
+    }
+    if breach_id is not None:
+        payload["breach_event_id"] = str(breach_id)
+    return new_event(
+        fact_type,
+        ticket.ticket_id,
+        occurred_at=min(occurred_at, now),
+        recorded_at=now,
+        actor=SLA_CLOCK_ACTOR,
+        payload=payload,
+        event_id=sla_fact_id(fact_type, ticket.ticket_id, clock.sla, deadline, clock.policy_version.id),
+    )
+
+
+def next_wakeup(ticket_clocks: Iterable[Clock], ticket: Ticket) -> datetime | None:
+    """The earliest instant at which ``due_facts`` may return something new (for the
+    timer's deadline index): the next warning or deadline of a running clock."""
+    best: datetime | None = None
+    for clock in ticket_clocks:
+        cycle = clock.current
+        if clock.status is not ClockStatus.RUNNING or cycle is None:
+            continue
+        if not ticket.has_fact(EventType.SLA_WARNING_RAISED, clock.sla, cycle.deadline) and not clock.at_risk:
+            candidate = cycle.warning_at
+        else:
+            # A breach is due strictly after the deadline.
+            candidate = cycle.deadline + timedelta(microseconds=1)
+        if best is None or candidate < best:
+            best = candidate
+    return best
+
+
+# --- explanations --------------------------------------------------------------------------
+
+_SIGNAL_FR = {
+    "filed": "au dépôt de la demande",
+    "acknowledged": "à la prise en compte",
+    "informed": "à la première information du demandeur",
+    "informed_with_eta": "à la communication d'un délai probable de rétablissement",
+    "elements_complete": "à la fourniture complète des éléments nécessaires",
+    "customer_responded": "à la réponse du demandeur",
+    "waiting_for_customer": "à la mise en attente du demandeur",
+    "resolved": "à la résolution",
+    "closed": "à la clôture",
+    "reopened": "à la réouverture",
+}
+
+
+def _rule_text(d: SlaDefinition) -> str:
+    if d.rule == "window" and d.calendar is not None:
+        return (
+            f"{french.duration(d.duration_seconds)} si déposée dans la plage {french.window(d.calendar)} ; "
+            f"sinon {french.duration(d.duration_seconds)} après l'ouverture de la plage du jour ouvrable suivant"
+        )
+    if d.rule == "business" and d.calendar is not None:
+        return f"{french.duration(d.duration_seconds)} ouvrées, {french.window(d.calendar)} hors jours fériés"
+    if d.rule == "calendar":
+        if d.months:
+            return "un mois calendaire" if d.months == 1 else f"{d.months} mois calendaires"
+        return "une semaine calendaire" if d.days == 7 else f"{d.days} jours calendaires"
+    return f"{french.duration(d.duration_seconds)} écoulées"
+
+
+def _explain(clock: Clock, live: bool) -> str:
+    d, v = clock.definition, clock.policy_version
+    tz = v.tz
+    parts: list[str] = []
+    if not d.contractual:
+        parts.append("Objectif interne (la convention ne fixe pas de durée).")
+    if clock.status is ClockStatus.EXCLUDED:
+        parts.append(f"Hors engagements : {clock.excluded_reason}.")
+        return " ".join(parts)
+    if not clock.cycles:
+        starts = " ou ".join(_SIGNAL_FR.get(s, s) for s in sorted(d.starts_on))
+        parts.append(f"Délai non démarré : il court {starts} ({_rule_text(d)}).")
+        return " ".join(parts)
+
+    for index, cycle in enumerate(clock.cycles):
+        parts.append(_explain_cycle(d, v, cycle, first=index == 0))
+        for paused_at, resumed_at, _, _ in cycle.pauses:
+            if resumed_at is None:
+                parts.append(f"Délai suspendu depuis le {french.instant(paused_at, tz)} (attente du demandeur).")
+            else:
+                parts.append(
+                    f"Délai suspendu du {french.instant(paused_at, tz)} au {french.instant(resumed_at, tz)} "
+                    f"(attente du demandeur)."
+                )
+        if cycle.pauses and cycle.paused_at is None and not cycle.overdue:
+            parts.append(f"Échéance reportée au {french.instant(cycle.deadline, tz)}.")
+        parts.append(_verdict(d, cycle, clock.now, tz, live=live))
+    for deadline, _ in clock.retracted:
+        parts.append(
+            f"Le manquement déclaré pour l'échéance du {french.instant(deadline, tz)} est retiré : "
+            "les événements enregistrés depuis montrent que cette échéance n'a pas été dépassée."
+        )
+    return " ".join(p for p in parts if p)
+
+
+def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: bool) -> str:
+    tz = v.tz
+    label = d.start_label if first else "Nouveau cycle"
+    head = f"{label} le {french.instant(cycle.start, tz)}"
+    due = f"{d.due_label} le {french.instant(cycle.deadline if not cycle.pauses else _initial_deadline(d, v, cycle), tz)}"
+    if d.rule == "window" and d.calendar is not None:
+        cal = d.calendar
+        if cycle.counting_from == cycle.start:
+            return f"{head}, dans la plage ({french.window(cal)}) : {due} ({french.duration(d.duration_seconds)})."
+        skipped = cal.skipped_days(cycle.start.astimezone(tz).date(), cycle.counting_from.astimezone(tz).date())
+        holidays = [
+            f"{french.date(day)} férié : {holiday_name(cal.holiday_country, day)}"
+            for day in skipped
+            if cal.holiday_country and cal.is_holiday(day)
+        ]
+        note = f" ({', '.join(holidays)})" if holidays else ""
+        return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
+    return f"{head} : {due} ({_rule_text(d)})."
+
+
+def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datetime:
+    return first_deadline(d, v, cycle.start)[1]
+
+
+def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
+    if cycle.end is not None:
+        when = french.instant(cycle.end, tz)
+        what = d.stop_label if cycle.end_is_stop else "Information transmise, nouveau cycle"
+        margin = (cycle.deadline - cycle.end).total_seconds()
+        if cycle.overdue:
+            return f"{what} le {when} : échéance dépassée de {french.duration(-margin)}."
+        if cycle.paused_at is not None or (cycle.pauses and cycle.pauses[-1][1] == cycle.end):
+            return f"{what} le {when} : délai respecté."
+        return f"{what} le {when} : délai respecté ({french.duration(margin)} d'avance)."
+    if cycle.paused_at is not None:
+        if cycle.overdue:
+            return f"Échéance du {french.instant(cycle.deadline, tz)} dépassée avant la suspension."
+        return f"Il restera {french.duration(cycle.remaining)} à la reprise."
+    if cycle.overdue:
+        if not live:
+            return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
+        return f"Échéance dépassée depuis {french.duration((now - cycle.deadline).total_seconds())}."
+    return f"Temps restant : {french.duration((cycle.deadline - now).total_seconds())}." if live else ""

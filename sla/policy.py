@@ -1,0 +1,280 @@
+"""The SLA policy: versioned, effective-dated data parsed from TOML.
+
+A ticket is judged by the policy version in force when it was filed (``version_for``),
+and every SLA fact records that version's id, so a later change of the rules never
+rewrites an earlier verdict. Parsing is pure (text in, objects out); reading the file is
+the caller's business.
+
+Each SLA names
+- ``rule``: how the first deadline follows from the start instant —
+  ``window`` (inside the calendar's window: start + duration; outside: next opening +
+  duration), ``elapsed`` (start + duration), ``business`` (duration of open time in the
+  calendar), ``calendar`` (same local wall-clock time ``days`` or ``months`` later);
+- the signals that start, stop, pause, resume and restart its clock (see ``SIGNALS``);
+- which kinds and channels it applies to, and whether it is contractual or an internal
+  target (the convention names no number for incidents).
+Durations are seconds (an integer) or a string such as ``"4h"``, ``"30m"``, ``"2s"``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .calendar import BusinessCalendar
+from .events import CHANNELS, KINDS
+
+RULES = ("window", "elapsed", "business", "calendar")
+# What a ticket's events say, as far as clocks are concerned (see ``sla.ticket.signals_of``).
+SIGNALS = frozenset(
+    {
+        "filed",
+        "acknowledged",
+        "informed",
+        "informed_with_eta",
+        "waiting_for_customer",
+        "customer_responded",
+        "elements_complete",
+        "resolved",
+        "closed",
+        "reopened",
+    }
+)
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; the message names the version, SLA and field."""
+
+
+@dataclass(frozen=True)
+class SlaDefinition:
+    name: str
+    title: str
+    due_label: str
+    start_label: str
+    stop_label: str
+    rule: str
+    contractual: bool
+    kinds: frozenset[str]
+    channels: frozenset[str]
+    starts_on: frozenset[str]
+    stops_on: frozenset[str]
+    pauses_on: frozenset[str]
+    resumes_on: frozenset[str]
+    restarts_on: frozenset[str]
+    duration_seconds: float = 0.0
+    calendar: BusinessCalendar | None = None
+    days: int = 0
+    months: int = 0
+    clause: str = ""
+
+    def applies_to(self, kind: str, channel: str) -> bool:
+        return kind in self.kinds and channel in self.channels
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    id: str
+    effective_from: datetime
+    tz: ZoneInfo
+    warning_ratio: float
+    excluded_products: Mapping[str, str]  # product → why it is excluded (French)
+    calendars: Mapping[str, BusinessCalendar]
+    slas: tuple[SlaDefinition, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    versions: tuple[PolicyVersion, ...]  # sorted by effective_from
+
+    def version_for(self, filed_at: datetime) -> PolicyVersion:
+        """The version in force at ``filed_at`` (the latest one already effective)."""
+        chosen = None
+        for version in self.versions:
+            if version.effective_from <= filed_at:
+                chosen = version
+        if chosen is None:
+            raise PolicyError(
+                f"no policy version in force on {filed_at.isoformat()} "
+                f"(the first takes effect on {self.versions[0].effective_from.isoformat()})"
+            )
+        return chosen
+
+    def version(self, version_id: str) -> PolicyVersion:
+        for version in self.versions:
+            if version.id == version_id:
+                return version
+        raise PolicyError(f"unknown policy version {version_id!r}")
+
+
+def parse_duration(value: object, where: str) -> float:
+    if isinstance(value, bool):
+        raise PolicyError(f"{where}: {value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    else:
+        raise PolicyError(f"{where}: {value!r} is not a duration (seconds, or e.g. '4h', '30m', '2s')")
+    if seconds <= 0:
+        raise PolicyError(f"{where}: a duration must be positive")
+    return seconds
+
+
+def parse_policy(text: str) -> Policy:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy is not valid TOML: {exc}") from None
+    raw_versions = doc.get("versions")
+    if not isinstance(raw_versions, list) or not raw_versions:
+        raise PolicyError("policy: at least one [[versions]] table is required")
+    versions = sorted((_parse_version(v, i) for i, v in enumerate(raw_versions)), key=lambda v: v.effective_from)
+    ids = [v.id for v in versions]
+    if len(set(ids)) != len(ids):
+        raise PolicyError(f"policy: version ids must be unique, got {ids}")
+    return Policy(tuple(versions))
+
+
+def _get(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise PolicyError(f"{where}: missing '{key}'")
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise PolicyError(f"{where}.{key}: unexpected value {value!r}")
+    return value
+
+
+def _names(values: list[Any], allowed: frozenset[str] | tuple[str, ...], where: str) -> frozenset[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise PolicyError(f"{where}: unknown value(s) {bad}; allowed: {sorted(allowed)}")
+    return frozenset(values)
+
+
+def _clock_time(value: str, where: str) -> time:
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise PolicyError(f"{where}: {value!r} is not a time of day (HH:MM)") from None
+
+
+def _parse_version(raw: Any, index: int) -> PolicyVersion:
+    where = f"versions[{index}]"
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where}: must be a table")
+    version_id = _get(raw, "id", where, str)
+    where = f"version {version_id!r}"
+    effective = _get(raw, "effective_from", where, (datetime, str))
+    if isinstance(effective, str):
+        try:
+            effective = datetime.fromisoformat(effective)
+        except ValueError:
+            raise PolicyError(f"{where}.effective_from: {effective!r} is not a date-time") from None
+    if effective.tzinfo is None:
+        raise PolicyError(f"{where}.effective_from: needs a UTC offset")
+    try:
+        tz = ZoneInfo(_get(raw, "timezone", where, str))
+    except ZoneInfoNotFoundError:
+        raise PolicyError(f"{where}.timezone: unknown time zone") from None
+    ratio = float(_get(raw, "warning_ratio", where, (int, float), 0.75))
+    if not 0 < ratio < 1:
+        raise PolicyError(f"{where}.warning_ratio: must be between 0 and 1 (exclusive)")
+
+    calendars: dict[str, BusinessCalendar] = {}
+    for name, cal in _get(raw, "calendars", where, dict, {}).items():
+        cwhere = f"{where}.calendars.{name}"
+        days = _get(cal, "weekdays", cwhere, list, ["mon", "tue", "wed", "thu", "fri"])
+        try:
+            calendars[name] = BusinessCalendar(
+                name=name,
+                tz=tz,
+                open_at=_clock_time(_get(cal, "open", cwhere, str), f"{cwhere}.open"),
+                close_at=_clock_time(_get(cal, "close", cwhere, str), f"{cwhere}.close"),
+                weekdays=frozenset(_WEEKDAYS[d] for d in _names(days, tuple(_WEEKDAYS), f"{cwhere}.weekdays")),
+                holiday_country=_get(cal, "holidays", cwhere, str, "FR") or None,
+            )
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
+
+    excluded = _get(raw, "excluded_products", where, dict, {})
+    slas = tuple(_parse_sla(s, f"{where}.slas[{i}]", calendars) for i, s in enumerate(_get(raw, "slas", where, list)))
+    names = [s.name for s in slas]
+    if len(set(names)) != len(names):
+        raise PolicyError(f"{where}: SLA names must be unique, got {names}")
+    return PolicyVersion(
+        id=version_id,
+        effective_from=effective,
+        tz=tz,
+        warning_ratio=ratio,
+        excluded_products={str(k): str(v) for k, v in excluded.items()},
+        calendars=calendars,
+        slas=slas,
+    )
+
+
+def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar]) -> SlaDefinition:
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{where}: must be a table")
+    name = _get(raw, "name", where, str)
+    where = f"{where} ({name})"
+    rule = _get(raw, "rule", where, str)
+    if rule not in RULES:
+        raise PolicyError(f"{where}.rule: {rule!r} is not one of {', '.join(RULES)}")
+    known = {
+        "name", "title", "due_label", "start_label", "stop_label", "rule", "contractual", "kinds", "channels", "starts_on",
+        "stops_on", "pauses_on", "resumes_on", "restarts_on", "duration", "calendar", "days", "months", "clause",
+    }
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {unknown}")
+
+    def signals(key: str, required: bool = False) -> frozenset[str]:
+        values = _get(raw, key, where, list, ... if required else [])
+        return _names(values, SIGNALS, f"{where}.{key}")
+
+    calendar = None
+    if rule in ("window", "business"):
+        cal_name = _get(raw, "calendar", where, str)
+        if cal_name not in calendars:
+            raise PolicyError(f"{where}.calendar: no calendar named {cal_name!r}")
+        calendar = calendars[cal_name]
+    duration = days = months = 0
+    if rule == "calendar":
+        days = _get(raw, "days", where, int, 0)
+        months = _get(raw, "months", where, int, 0)
+        if days < 0 or months < 0 or (days == 0) == (months == 0):
+            raise PolicyError(f"{where}: a calendar rule needs exactly one of a positive 'days' or 'months'")
+    else:
+        duration = parse_duration(_get(raw, "duration", where, (int, float, str)), f"{where}.duration")
+
+    return SlaDefinition(
+        name=name,
+        title=_get(raw, "title", where, str, name),
+        due_label=_get(raw, "due_label", where, str, "échéance"),
+        start_label=_get(raw, "start_label", where, str, "Début"),
+        stop_label=_get(raw, "stop_label", where, str, "Arrêt"),
+        rule=rule,
+        contractual=_get(raw, "contractual", where, bool, True),
+        kinds=_names(_get(raw, "kinds", where, list, list(KINDS)), KINDS, f"{where}.kinds"),
+        channels=_names(_get(raw, "channels", where, list, list(CHANNELS)), CHANNELS, f"{where}.channels"),
+        starts_on=signals("starts_on", required=True),
+        stops_on=signals("stops_on", required=True),
+        pauses_on=signals("pauses_on"),
+        resumes_on=signals("resumes_on"),
+        restarts_on=signals("restarts_on"),
+        duration_seconds=duration,
+        calendar=calendar,
+        days=days,
+        months=months,
+        clause=_get(raw, "clause", where, str, ""),
+    )

@@ -1,0 +1,325 @@
+"""The ticket state machine: commands are decided against the current state.
+
+State diagram (a command not drawn here is refused with a ``DomainError`` that says why)::
+
+                 file                 acknowledge
+    (nothing) ─────────► open ─────────────────────► in_progress ◄──────────────┐
+                          │                            │  ▲   │                  │
+                          │ customer_response          │  │   │ wait_for_customer│
+                          │ reclassify                 │  │   ▼                  │
+                          └──(stays open)              │  └── waiting_for_customer
+                                                       │   customer_response
+                            resolve (from in_progress  │
+                            or waiting_for_customer)   ▼
+                                                    resolved ──reopen──► in_progress
+                                                       │
+                                                 close │
+                                                       ▼
+                                                    closed  (final: nothing more)
+
+``inform`` is accepted in in_progress and waiting_for_customer (it changes no state),
+``reclassify`` in open, in_progress and waiting_for_customer, ``customer_response`` in
+open, in_progress and waiting_for_customer (it ends the wait). SLA facts (warning,
+breach, retraction) are not commands: they are recorded on any state.
+
+``Ticket.apply`` never refuses an event: the log is the truth and a fold must be total.
+Validation happens once, in ``decide``, before the events exist. ``Ticket`` keeps only
+what the clocks need (``marks``), not whole events, so a worker can hold many open
+tickets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from .events import SLA_FACT_TYPES, Event, EventDecodeError, EventType, new_event
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    WAITING_FOR_CUSTOMER = "waiting_for_customer"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class CommandType(StrEnum):
+    FILE = "file"
+    ACKNOWLEDGE = "acknowledge"
+    INFORM = "inform"
+    WAIT_FOR_CUSTOMER = "wait_for_customer"
+    CUSTOMER_RESPONSE = "customer_response"
+    RECLASSIFY = "reclassify"
+    RESOLVE = "resolve"
+    CLOSE = "close"
+    REOPEN = "reopen"
+
+
+COMMAND_EVENT = {
+    CommandType.FILE: EventType.TICKET_FILED,
+    CommandType.ACKNOWLEDGE: EventType.ACKNOWLEDGED,
+    CommandType.INFORM: EventType.CUSTOMER_INFORMED,
+    CommandType.WAIT_FOR_CUSTOMER: EventType.WAITING_FOR_CUSTOMER,
+    CommandType.CUSTOMER_RESPONSE: EventType.CUSTOMER_RESPONDED,
+    CommandType.RECLASSIFY: EventType.RECLASSIFIED,
+    CommandType.RESOLVE: EventType.RESOLVED,
+    CommandType.CLOSE: EventType.CLOSED,
+    CommandType.REOPEN: EventType.REOPENED,
+}
+
+_ALLOWED: dict[CommandType, frozenset[Status]] = {
+    CommandType.ACKNOWLEDGE: frozenset({Status.OPEN}),
+    CommandType.INFORM: frozenset({Status.IN_PROGRESS, Status.WAITING_FOR_CUSTOMER}),
+    CommandType.WAIT_FOR_CUSTOMER: frozenset({Status.IN_PROGRESS}),
+    CommandType.CUSTOMER_RESPONSE: frozenset({Status.OPEN, Status.IN_PROGRESS, Status.WAITING_FOR_CUSTOMER}),
+    CommandType.RECLASSIFY: frozenset({Status.OPEN, Status.IN_PROGRESS, Status.WAITING_FOR_CUSTOMER}),
+    CommandType.RESOLVE: frozenset({Status.IN_PROGRESS, Status.WAITING_FOR_CUSTOMER}),
+    CommandType.CLOSE: frozenset({Status.RESOLVED}),
+    CommandType.REOPEN: frozenset({Status.RESOLVED}),
+}
+
+_STATUS_FR = {
+    Status.OPEN: "ouvert, pas encore pris en compte",
+    Status.IN_PROGRESS: "en cours de traitement",
+    Status.WAITING_FOR_CUSTOMER: "en attente d'une réponse du demandeur",
+    Status.RESOLVED: "résolu",
+    Status.CLOSED: "clos",
+}
+
+_COMMAND_FR = {
+    CommandType.ACKNOWLEDGE: "prendre en compte",
+    CommandType.INFORM: "informer le demandeur sur",
+    CommandType.WAIT_FOR_CUSTOMER: "mettre en attente du demandeur",
+    CommandType.CUSTOMER_RESPONSE: "enregistrer une réponse du demandeur sur",
+    CommandType.RECLASSIFY: "reclasser",
+    CommandType.RESOLVE: "résoudre",
+    CommandType.CLOSE: "clore",
+    CommandType.REOPEN: "rouvrir",
+}
+
+_HINT_FR = {
+    (CommandType.INFORM, Status.OPEN): " Prenez-le d'abord en compte.",
+    (CommandType.WAIT_FOR_CUSTOMER, Status.OPEN): " Prenez-le d'abord en compte.",
+    (CommandType.RESOLVE, Status.OPEN): " Prenez-le d'abord en compte.",
+    (CommandType.CLOSE, Status.IN_PROGRESS): " Résolvez-le d'abord.",
+    (CommandType.CLOSE, Status.WAITING_FOR_CUSTOMER): " Résolvez-le d'abord.",
+}
+
+# How far in the future a business time may be (clock skew between desks and servers).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class DomainError(Exception):
+    """A command that the ticket's current state does not allow.
+
+    ``code`` tells the API how to answer: ``conflict`` (409: the state forbids it now),
+    ``invalid`` (422: the command itself is wrong), ``not_found`` (404).
+    """
+
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request to change a ticket. ``occurred_at`` is when it really happened (a phone
+    call taken earlier, an acknowledgement typed in late); ``None`` means "now"."""
+
+    type: CommandType
+    ticket_id: str
+    actor: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+    command_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a clock needs to know of one event: when, what, which event, and the signals."""
+
+    at: datetime
+    event_id: uuid.UUID
+    signals: frozenset[str]
+    seq: int  # position in the ticket's log, to order equal business times stably
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFact:
+    event_id: uuid.UUID
+    recorded_at: datetime
+
+
+def signals_of(event: Event) -> frozenset[str]:
+    """The clock signals an event carries (see ``sla.policy.SIGNALS``)."""
+    t, p = event.type, event.payload
+    if t is EventType.TICKET_FILED:
+        return _FILED_COMPLETE if p.get("elements_complete") else _FILED
+    if t is EventType.CUSTOMER_INFORMED:
+        return _INFORMED_ETA if p.get("restoration_eta") is not None else _INFORMED
+    if t is EventType.CUSTOMER_RESPONDED:
+        return _RESPONDED_COMPLETE if p.get("elements_complete") else _RESPONDED
+    return _SIMPLE.get(t, frozenset())
+
+
+_FILED = frozenset({"filed"})
+_FILED_COMPLETE = frozenset({"filed", "elements_complete"})
+_INFORMED = frozenset({"informed"})
+_INFORMED_ETA = frozenset({"informed", "informed_with_eta"})
+_RESPONDED = frozenset({"customer_responded"})
+_RESPONDED_COMPLETE = frozenset({"customer_responded", "elements_complete"})
+_SIMPLE = {
+    EventType.ACKNOWLEDGED: frozenset({"acknowledged"}),
+    EventType.WAITING_FOR_CUSTOMER: frozenset({"waiting_for_customer"}),
+    EventType.RESOLVED: frozenset({"resolved"}),
+    EventType.CLOSED: frozenset({"closed"}),
+    EventType.REOPENED: frozenset({"reopened"}),
+}
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A ticket's current state, folded from its events in log order."""
+
+    ticket_id: str
+    status: Status = Status.OPEN
+    kind: str = ""
+    channel: str = ""
+    product: str = ""
+    member: str = ""
+    subject: str = ""
+    filed_at: datetime | None = None
+    filed_recorded_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    restoration_eta: datetime | None = None
+    last_event_at: datetime | None = None
+    version: int = 0  # number of distinct events applied
+    marks: list[Mark] = field(default_factory=list)
+    # (fact type, sla, deadline) → the recorded fact; deadlines are UTC instants.
+    facts: dict[tuple[EventType, str, datetime], RecordedFact] = field(default_factory=dict)
+    event_ids: set[uuid.UUID] = field(default_factory=set)
+
+    @property
+    def exists(self) -> bool:
+        return self.filed_at is not None
+
+    def apply(self, event: Event) -> bool:
+        """Fold one event in; returns False (and changes nothing) if it was already applied."""
+        if event.event_id in self.event_ids:
+            return False
+        self.event_ids.add(event.event_id)
+        self.version += 1
+        self.last_event_at = event.recorded_at
+        t, p = event.type, event.payload
+        if t in SLA_FACT_TYPES:
+            self.facts[(t, p["sla"], p["deadline"])] = RecordedFact(event.event_id, event.recorded_at)
+            return True
+        sig = signals_of(event)
+        if sig:
+            self.marks.append(Mark(event.occurred_at, event.event_id, sig, self.version))
+        if t is EventType.TICKET_FILED:
+            self.kind, self.channel = p["kind"], p["channel"]
+            self.product, self.member, self.subject = p["product"], p["member"], p["subject"]
+            self.filed_at, self.filed_recorded_at = event.occurred_at, event.recorded_at
+            self.status = Status.OPEN
+        elif t is EventType.ACKNOWLEDGED:
+            self.acknowledged_at = event.occurred_at
+            self.status = Status.IN_PROGRESS
+        elif t is EventType.CUSTOMER_INFORMED:
+            if p.get("restoration_eta") is not None:
+                self.restoration_eta = p["restoration_eta"]
+        elif t is EventType.WAITING_FOR_CUSTOMER:
+            self.status = Status.WAITING_FOR_CUSTOMER
+        elif t is EventType.CUSTOMER_RESPONDED:
+            if self.status is Status.WAITING_FOR_CUSTOMER:
+                self.status = Status.IN_PROGRESS
+        elif t is EventType.RECLASSIFIED:
+            self.kind = p.get("kind") or self.kind
+            self.product = p.get("product") or self.product
+        elif t is EventType.RESOLVED:
+            self.resolved_at = event.occurred_at
+            self.status = Status.RESOLVED
+        elif t is EventType.CLOSED:
+            self.closed_at = event.occurred_at
+            self.status = Status.CLOSED
+        elif t is EventType.REOPENED:
+            self.resolved_at = None
+            self.status = Status.IN_PROGRESS
+        return True
+
+    def has_fact(self, fact_type: EventType, sla: str, deadline: datetime) -> bool:
+        return (fact_type, sla, deadline) in self.facts
+
+
+def fold(events: Iterable[Event], ticket_id: str | None = None) -> Ticket:
+    """Fold a ticket's events (in log order) into its state."""
+    ticket: Ticket | None = None if ticket_id is None else Ticket(ticket_id)
+    for event in events:
+        if ticket is None:
+            ticket = Ticket(event.ticket_id)
+        ticket.apply(event)
+    if ticket is None:
+        raise ValueError("fold() needs at least one event or a ticket id")
+    return ticket
+
+
+def command_event_id(command_id: uuid.UUID) -> uuid.UUID:
+    """A redelivered command yields the same event id, so it cannot be applied twice."""
+    return uuid.uuid5(command_id, "event")
+
+
+def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event]:
+    """Validate ``command`` against ``ticket`` (None: unknown ticket) and return its events."""
+    occurred = command.occurred_at or now
+    if occurred.tzinfo is None:
+        raise DomainError("La date de l'événement doit préciser son fuseau horaire (ex. +01:00).", "invalid")
+    if occurred > now + CLOCK_SKEW:
+        raise DomainError("La date de l'événement est dans le futur.", "invalid")
+
+    if command.type is CommandType.FILE:
+        if ticket is not None and ticket.exists:
+            raise DomainError(f"Le ticket {command.ticket_id} existe déjà.", "conflict")
+    else:
+        if ticket is None or not ticket.exists:
+            raise DomainError(f"Le ticket {command.ticket_id} n'existe pas.", "not_found")
+        if ticket.status is Status.CLOSED:
+            raise DomainError(
+                f"Impossible de {_COMMAND_FR[command.type]} le ticket {ticket.ticket_id} : il est clos, "
+                "plus aucune action n'est possible.",
+                "conflict",
+            )
+        if ticket.status not in _ALLOWED[command.type]:
+            raise DomainError(
+                f"Impossible de {_COMMAND_FR[command.type]} le ticket {ticket.ticket_id} : il est "
+                f"{_STATUS_FR[ticket.status]}.{_HINT_FR.get((command.type, ticket.status), '')}",
+                "conflict",
+            )
+        assert ticket.filed_at is not None
+        if occurred < ticket.filed_at:
+            raise DomainError("La date de l'événement précède le dépôt du ticket.", "invalid")
+        if command.type is CommandType.RECLASSIFY:
+            kind, product = command.payload.get("kind"), command.payload.get("product")
+            if (kind in (None, ticket.kind)) and (product in (None, ticket.product)):
+                raise DomainError("Le reclassement ne change ni le type ni le produit du ticket.", "invalid")
+
+    try:
+        event = new_event(
+            COMMAND_EVENT[command.type],
+            command.ticket_id,
+            occurred_at=occurred,
+            recorded_at=now,
+            actor=command.actor,
+            payload=command.payload,
+            event_id=command_event_id(command.command_id),
+        )
+    except EventDecodeError as exc:
+        raise DomainError(str(exc), "invalid") from None
+    return [event]

@@ -1,0 +1,1 @@
+"""Kafka stream processing (Faust): topics, agents, timers, the HTTP command API."""

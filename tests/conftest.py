@@ -1,0 +1,43 @@
+"""Shared fixtures and builders for every test layer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sla.events import Event, EventType, new_event
+from sla.policy import Policy
+from slaledger.settings import load_policy
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy()
+
+
+def at(text: str) -> datetime:
+    """An aware instant from ISO 8601 (with offset)."""
+    value = datetime.fromisoformat(text)
+    assert value.tzinfo is not None, text
+    return value
+
+
+def ev(event_type: EventType, when: datetime | str, ticket_id: str = "T-1", *, recorded: datetime | str | None = None,
+       **payload: Any) -> Event:
+    """Build an event; ``recorded`` defaults to the business time."""
+    occurred = at(when) if isinstance(when, str) else when
+    rec = at(recorded) if isinstance(recorded, str) else (recorded or occurred)
+    return new_event(event_type, ticket_id, occurred_at=occurred, recorded_at=rec, actor="test",
+                     payload=payload, event_id=uuid.uuid4())
+
+
+def filed(when: datetime | str, *, kind: str = "assistance", channel: str = "portal", product: str = "solaere",
+          member: str = "m-001", ticket_id: str = "T-1", **extra: Any) -> Event:
+    return ev(EventType.TICKET_FILED, when, ticket_id, kind=kind, channel=channel, product=product,
+              member=member, subject="Demande", **extra)
