@@ -69,6 +69,9 @@ class BusinessCalendar:
     weekdays: frozenset[int] = frozenset(range(5))  # Monday=0 … Friday=4
     holiday_country: str | None = "FR"
     _is_holiday: Callable[[date], bool] = field(init=False, repr=False, compare=False)
+    # Memo tables: deadlines are computed for every ticket on every evaluation.
+    _working: dict[date, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _instants: dict[tuple[date, time], datetime] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.open_at >= self.close_at:
@@ -78,7 +81,10 @@ class BusinessCalendar:
 
     # --- days -----------------------------------------------------------------------
     def is_working_day(self, day: date) -> bool:
-        return day.weekday() in self.weekdays and not self._is_holiday(day)
+        working = self._working.get(day)
+        if working is None:
+            working = self._working[day] = day.weekday() in self.weekdays and not self._is_holiday(day)
+        return working
 
     def is_holiday(self, day: date) -> bool:
         return self._is_holiday(day)
@@ -107,7 +113,11 @@ class BusinessCalendar:
 
     def at(self, day: date, wall: time) -> datetime:
         """The absolute instant of a local wall-clock time on a day (UTC-normalised)."""
-        return datetime.combine(day, wall, tzinfo=self.tz).astimezone(UTC)
+        key = (day, wall)
+        instant = self._instants.get(key)
+        if instant is None:
+            instant = self._instants[key] = datetime.combine(day, wall, tzinfo=self.tz).astimezone(UTC)
+        return instant
 
     def in_window(self, instant: datetime) -> bool:
         local = instant.astimezone(self.tz)

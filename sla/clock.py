@@ -86,7 +86,10 @@ class Cycle:
     counting_from: datetime  # start, or the next window opening for a window rule
     budget: float  # seconds of the rule's measure between counting_from and the first deadline
     deadline: datetime
-    warning_at: datetime
+    # The at-risk instant is ``measure_add(definition, warn_from, warn_after)``, computed only when
+    # asked (most clocks a worker evaluates are stopped and never need it).
+    warn_from: datetime
+    warn_after: float
     end: datetime | None = None
     ended_by: uuid.UUID | None = None
     end_is_stop: bool = False
@@ -96,8 +99,11 @@ class Cycle:
     pauses: list[tuple[datetime, datetime | None, uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Clock:
+    """One SLA's verdict at ``now``. A value: nothing mutates it after ``evaluate`` builds it
+    (not ``frozen`` only because frozen construction is slow on this hot path)."""
+
     sla: str
     definition: SlaDefinition
     policy_version: PolicyVersion
@@ -121,8 +127,11 @@ class Clock:
 
     @property
     def warning_at(self) -> datetime | None:
+        """When the current cycle becomes at risk (the policy's warning ratio of its budget)."""
         cycle = self.current
-        return cycle.warning_at if cycle is not None and self.status is not ClockStatus.EXCLUDED else None
+        if cycle is None or self.status is ClockStatus.EXCLUDED:
+            return None
+        return warning_instant(self.definition, cycle)
 
     @property
     def stopped_at(self) -> datetime | None:
@@ -222,37 +231,26 @@ def evaluate(ticket: Ticket, policy: Policy, now: datetime) -> list[Clock]:
     if ticket.filed_at is None:
         return []
     version = policy.version_for(ticket.filed_at)
-    marks = sorted(ticket.marks, key=_mark_order)
+    marks = sorted(ticket.marks)  # by business time, then log position
     excluded_reason = version.excluded_products.get(ticket.product)
-    out = []
-    for definition in version.slas:
-        if not definition.applies_to(ticket.kind, ticket.channel):
-            continue
-        out.append(_evaluate_one(ticket, definition, version, marks, now, excluded_reason))
-    return out
+    return [
+        _evaluate_one(ticket, definition, version, marks, now, excluded_reason)
+        for definition in version.slas_for(ticket.kind, ticket.channel)
+    ]
 
 
-def _mark_order(mark: Mark) -> tuple[datetime, int]:
-    return mark.at, mark.seq
+def measure_between(definition: SlaDefinition, start: datetime, end: datetime) -> float:
+    """Seconds of the rule's measure between two instants: open time for a business rule,
+    elapsed time otherwise (a pause in a calendar rule gives back the elapsed time lost)."""
+    if definition.rule == "business" and definition.calendar is not None:
+        return definition.calendar.business_seconds(start, end)
+    return (end - start).total_seconds()
 
 
-class _Measure:
-    """Elapsed-time arithmetic, or open-hours arithmetic for a business rule."""
-
-    __slots__ = ("calendar",)
-
-    def __init__(self, definition: SlaDefinition) -> None:
-        self.calendar = definition.calendar if definition.rule == "business" else None
-
-    def between(self, start: datetime, end: datetime) -> float:
-        if self.calendar is not None:
-            return self.calendar.business_seconds(start, end)
-        return (end - start).total_seconds()
-
-    def add(self, start: datetime, seconds: float) -> datetime:
-        if self.calendar is not None:
-            return self.calendar.add_business_seconds(start, seconds)
-        return start + timedelta(seconds=seconds)
+def measure_add(definition: SlaDefinition, start: datetime, seconds: float) -> datetime:
+    if definition.rule == "business" and definition.calendar is not None:
+        return definition.calendar.add_business_seconds(start, seconds)
+    return start + timedelta(seconds=seconds)
 
 
 def first_deadline(definition: SlaDefinition, version: PolicyVersion, start: datetime) -> tuple[datetime, datetime]:
@@ -274,12 +272,16 @@ def first_deadline(definition: SlaDefinition, version: PolicyVersion, start: dat
 
 
 def _start_cycle(
-    definition: SlaDefinition, version: PolicyVersion, measure: _Measure, at: datetime, event_id: uuid.UUID
+    definition: SlaDefinition, version: PolicyVersion, at: datetime, event_id: uuid.UUID
 ) -> Cycle:
     counting_from, deadline = first_deadline(definition, version, at)
-    budget = measure.between(counting_from, deadline)
-    warning_at = measure.add(counting_from, budget * version.warning_ratio)
-    return Cycle(at, event_id, counting_from, budget, deadline, warning_at)
+    # The budget is the rule's duration, except for calendar rules (a month varies).
+    budget = definition.duration_seconds or (deadline - counting_from).total_seconds()
+    return Cycle(at, event_id, counting_from, budget, deadline, counting_from, budget * version.warning_ratio)
+
+
+def warning_instant(definition: SlaDefinition, cycle: Cycle) -> datetime:
+    return measure_add(definition, cycle.warn_from, cycle.warn_after)
 
 
 def _evaluate_one(
@@ -290,7 +292,6 @@ def _evaluate_one(
     now: datetime,
     excluded_reason: str | None,
 ) -> Clock:
-    measure = _Measure(definition)
     ratio = version.warning_ratio
     cycles: list[Cycle] = []
     cycle: Cycle | None = None
@@ -299,7 +300,7 @@ def _evaluate_one(
         sig = mark.signals
         if cycle is None:
             if sig & definition.starts_on:
-                cycle = _start_cycle(definition, version, measure, mark.at, mark.event_id)
+                cycle = _start_cycle(definition, version, mark.at, mark.event_id)
                 cycles.append(cycle)
             continue
         if sig & definition.stops_on:
@@ -309,7 +310,7 @@ def _evaluate_one(
         if cycle.paused_at is None:
             if sig & definition.restarts_on:
                 _end(cycle, mark, stop=False)
-                cycle = _start_cycle(definition, version, measure, mark.at, mark.event_id)
+                cycle = _start_cycle(definition, version, mark.at, mark.event_id)
                 cycles.append(cycle)
             elif sig & definition.pauses_on:
                 cycle.paused_at = mark.at
@@ -318,15 +319,15 @@ def _evaluate_one(
                     cycle.overdue = True
                     cycle.remaining = 0.0
                 else:
-                    cycle.remaining = measure.between(mark.at, cycle.deadline)
+                    cycle.remaining = measure_between(definition, mark.at, cycle.deadline)
         elif sig & definition.resumes_on:
             start_pause, _, pause_id, _ = cycle.pauses[-1]
             cycle.pauses[-1] = (start_pause, mark.at, pause_id, mark.event_id)
             cycle.paused_at = None
             if not cycle.overdue:
                 warn_left = cycle.remaining - cycle.budget * (1 - ratio)
-                cycle.deadline = measure.add(mark.at, cycle.remaining)
-                cycle.warning_at = measure.add(mark.at, max(0.0, warn_left))
+                cycle.deadline = measure_add(definition, mark.at, cycle.remaining)
+                cycle.warn_from, cycle.warn_after = mark.at, max(0.0, warn_left)
 
     if cycle is not None and not stopped and cycle.paused_at is None and now > cycle.deadline:
         cycle.overdue = True
@@ -339,7 +340,7 @@ def _evaluate_one(
             for (fact_type, sla, deadline), fact in ticket.facts.items()
             if fact_type is EventType.SLA_BREACHED and sla == definition.name and deadline not in breached_deadlines
         )
-    )
+    ) if ticket.facts else ()
 
     at_risk = False
     if excluded_reason is not None:
@@ -354,7 +355,7 @@ def _evaluate_one(
         status = ClockStatus.PAUSED
     else:
         status = ClockStatus.RUNNING
-        at_risk = now >= cycle.warning_at
+        at_risk = now >= warning_instant(definition, cycle)
     return Clock(
         definition.name, definition, version, status, at_risk, now, tuple(cycles), excluded_reason, retracted
     )
@@ -394,7 +395,8 @@ def due_facts(ticket: Ticket, ticket_clocks: Iterable[Clock], now: datetime) -> 
             and current is not None
             and not ticket.has_fact(EventType.SLA_WARNING_RAISED, clock.sla, current.deadline)
         ):
-            out.append(_fact(EventType.SLA_WARNING_RAISED, ticket, clock, current.deadline, current.warning_at, now))
+            warning_at = warning_instant(clock.definition, current)
+            out.append(_fact(EventType.SLA_WARNING_RAISED, ticket, clock, current.deadline, warning_at, now))
         for deadline, breach_id in clock.retracted:
             if not ticket.has_fact(EventType.SLA_BREACH_RETRACTED, clock.sla, deadline):
                 out.append(
@@ -440,7 +442,7 @@ def next_wakeup(ticket_clocks: Iterable[Clock], ticket: Ticket) -> datetime | No
         if clock.status is not ClockStatus.RUNNING or cycle is None:
             continue
         if not ticket.has_fact(EventType.SLA_WARNING_RAISED, clock.sla, cycle.deadline) and not clock.at_risk:
-            candidate = cycle.warning_at
+            candidate = warning_instant(clock.definition, cycle)
         else:
             # A breach is due strictly after the deadline.
             candidate = cycle.deadline + timedelta(microseconds=1)
@@ -519,7 +521,8 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
     tz = v.tz
     label = d.start_label if first else "Nouveau cycle"
     head = f"{label} le {french.instant(cycle.start, tz)}"
-    due = f"{d.due_label} le {french.instant(cycle.deadline if not cycle.pauses else _initial_deadline(d, v, cycle), tz)}"
+    initial = _initial_deadline(d, v, cycle) if cycle.pauses else cycle.deadline
+    due = f"{d.due_label} le {french.instant(initial, tz)}"
     if d.rule == "window" and d.calendar is not None:
         cal = d.calendar
         if cycle.counting_from == cycle.start:

@@ -37,7 +37,7 @@ def instant(value: datetime, tz: ZoneInfo) -> str:
 
 def duration(seconds: float) -> str:
     """« 2 h 15 min », « 3 j 4 h », « 45 s »."""
-    total = int(round(abs(seconds)))
+    total = round(abs(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -88,6 +88,17 @@ class PolicyVersion:
     excluded_products: Mapping[str, str]  # product → why it is excluded (French)
     calendars: Mapping[str, BusinessCalendar]
     slas: tuple[SlaDefinition, ...]
+    _applicable: dict[tuple[str, str], tuple[SlaDefinition, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def slas_for(self, kind: str, channel: str) -> tuple[SlaDefinition, ...]:
+        """The SLAs that apply to a ticket of this kind filed on this channel (memoised)."""
+        key = (kind, channel)
+        found = self._applicable.get(key)
+        if found is None:
+            found = self._applicable[key] = tuple(s for s in self.slas if s.applies_to(kind, channel))
+        return found
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,8 @@ class Policy:
 
     def version_for(self, filed_at: datetime) -> PolicyVersion:
         """The version in force at ``filed_at`` (the latest one already effective)."""
+        if len(self.versions) == 1 and self.versions[0].effective_from <= filed_at:
+            return self.versions[0]
         chosen = None
         for version in self.versions:
             if version.effective_from <= filed_at:
@@ -149,7 +162,7 @@ def _get(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type
             raise PolicyError(f"{where}: missing '{key}'")
         return default
     value = table[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise PolicyError(f"{where}.{key}: unexpected value {value!r}")
     return value
 
@@ -230,10 +243,7 @@ def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar]) 
     rule = _get(raw, "rule", where, str)
     if rule not in RULES:
         raise PolicyError(f"{where}.rule: {rule!r} is not one of {', '.join(RULES)}")
-    known = {
-        "name", "title", "due_label", "start_label", "stop_label", "rule", "contractual", "kinds", "channels", "starts_on",
-        "stops_on", "pauses_on", "resumes_on", "restarts_on", "duration", "calendar", "days", "months", "clause",
-    }
+    known = {f.name for f in fields(SlaDefinition)} - {"duration_seconds"} | {"duration"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PolicyError(f"{where}: unknown key(s) {unknown}")
@@ -248,7 +258,7 @@ def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar]) 
         if cal_name not in calendars:
             raise PolicyError(f"{where}.calendar: no calendar named {cal_name!r}")
         calendar = calendars[cal_name]
-    duration = days = months = 0
+    duration, days, months = 0.0, 0, 0
     if rule == "calendar":
         days = _get(raw, "days", where, int, 0)
         months = _get(raw, "months", where, int, 0)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sla.clock import Clock, evaluate
-from sla.events import KINDS, CHANNELS, EventDecodeError, EventType, new_event, parse_instant
+from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
 from sla.policy import Policy, PolicyError
 from sla.ticket import fold
 
@@ -97,7 +97,8 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
             "explanation": clock.explanation(live=False),
         })
     if args.json:
-        doc = {"filed_at": args.filed_at.astimezone(version.tz).isoformat(), "policy_version": version.id, "targets": targets}
+        filed_at = args.filed_at.astimezone(version.tz).isoformat()
+        doc = {"filed_at": filed_at, "policy_version": version.id, "targets": targets}
         print(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
         print(f"Politique {version.id}")
