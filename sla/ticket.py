@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from .events import SLA_FACT_TYPES, Event, EventDecodeError, EventType, new_event
+from .events import SLA_FACT_TYPES, Event, EventDecodeError, EventType, format_instant, new_event, parse_instant
 
 
 class Status(StrEnum):
@@ -325,3 +325,71 @@ def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event
     except EventDecodeError as exc:
         raise DomainError(str(exc), "invalid") from None
     return [event]
+
+
+# --- storage form (Faust table values, snapshots) -----------------------------------------
+
+def ticket_to_dict(ticket: Ticket) -> dict[str, Any]:
+    """A JSON-ready form of the state; ``ticket_from_dict`` reads it back exactly."""
+
+    def iso(value: datetime | None) -> str | None:
+        return format_instant(value) if value is not None else None
+
+    return {
+        "ticket_id": ticket.ticket_id,
+        "status": str(ticket.status),
+        "kind": ticket.kind,
+        "channel": ticket.channel,
+        "product": ticket.product,
+        "member": ticket.member,
+        "subject": ticket.subject,
+        "filed_at": iso(ticket.filed_at),
+        "filed_recorded_at": iso(ticket.filed_recorded_at),
+        "acknowledged_at": iso(ticket.acknowledged_at),
+        "resolved_at": iso(ticket.resolved_at),
+        "closed_at": iso(ticket.closed_at),
+        "restoration_eta": iso(ticket.restoration_eta),
+        "last_event_at": iso(ticket.last_event_at),
+        "version": ticket.version,
+        "marks": [[format_instant(m.at), m.seq, m.event_id.hex, sorted(m.signals)] for m in ticket.marks],
+        "facts": [
+            [str(t), sla, format_instant(deadline), fact.event_id.hex, format_instant(fact.recorded_at)]
+            for (t, sla, deadline), fact in ticket.facts.items()
+        ],
+        "event_ids": [format(i, "032x") for i in sorted(ticket.event_ids)],
+    }
+
+
+def ticket_from_dict(data: Mapping[str, Any]) -> Ticket:
+    def instant(value: str | None) -> datetime | None:
+        return parse_instant(value, "ticket") if value is not None else None
+
+    ticket = Ticket(
+        ticket_id=data["ticket_id"],
+        status=Status(data["status"]),
+        kind=data["kind"],
+        channel=data["channel"],
+        product=data["product"],
+        member=data["member"],
+        subject=data["subject"],
+        filed_at=instant(data["filed_at"]),
+        filed_recorded_at=instant(data["filed_recorded_at"]),
+        acknowledged_at=instant(data["acknowledged_at"]),
+        resolved_at=instant(data["resolved_at"]),
+        closed_at=instant(data["closed_at"]),
+        restoration_eta=instant(data["restoration_eta"]),
+        last_event_at=instant(data["last_event_at"]),
+        version=data["version"],
+    )
+    ticket.marks = [
+        Mark(parse_instant(at, "mark"), seq, uuid.UUID(hex=eid), frozenset(signals))
+        for at, seq, eid, signals in data["marks"]
+    ]
+    ticket.facts = {
+        (EventType(t), sla, parse_instant(deadline, "fact")): RecordedFact(
+            uuid.UUID(hex=eid), parse_instant(recorded, "fact")
+        )
+        for t, sla, deadline, eid, recorded in data["facts"]
+    }
+    ticket.event_ids = {int(h, 16) for h in data["event_ids"]}
+    return ticket

@@ -9,12 +9,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
+
 from sla.clock import Clock, evaluate
 from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
 from sla.policy import Policy, PolicyError
 from sla.ticket import fold
 
-from .settings import load_policy
+from .logs import configure_logging
+from .settings import Settings, load_policy
 
 
 class UsageError(Exception):
@@ -49,7 +52,100 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--policy", help="policy file (TOML); the convention's policy by default")
     explain.add_argument("--json", action="store_true", help="one JSON object on stdout")
     explain.set_defaults(handler=cmd_sla_explain)
+
+    topics = commands.add_parser("topics", help="Kafka topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True, parser_class=_Parser)
+    create = topic_commands.add_parser("create", help="create every topic with its partitions and config")
+    create.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
+    create.add_argument("--partitions", type=int, help="partitions of the ticket topics (env SLALEDGER_PARTITIONS)")
+    create.set_defaults(handler=cmd_topics_create)
+
+    worker = commands.add_parser("worker", help="run one stream worker against any Kafka")
+    _worker_flags(worker)
+    worker.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
+    worker.set_defaults(handler=cmd_worker)
+
+    dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
+    _worker_flags(dev)
+    dev.add_argument("--broker-port", type=int, help="port of the embedded broker (default: a free one)")
+    dev.set_defaults(handler=cmd_dev)
     return parser
+
+
+def _worker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, dest="web_port", help="HTTP port (env SLALEDGER_WEB_PORT, default 8080)")
+    parser.add_argument("--host", dest="web_host", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--data-dir", help="local state directory (env SLALEDGER_DATA_DIR, default ./data)")
+    parser.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
+    parser.add_argument("--partitions", type=int, help="partitions of the ticket topics")
+    parser.add_argument("--timer-interval", type=float, help="seconds between deadline checks (default 0.5)")
+
+
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    names = ("web_port", "web_host", "data_dir", "policy_file", "partitions", "timer_interval")
+    flags = {n: getattr(args, n, None) for n in names}
+    if getattr(args, "broker", None):
+        flags["broker_url"] = args.broker
+    flags.update(extra)
+    try:
+        return Settings.from_env(**flags)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from streams.topics import create_topics
+
+    settings = _settings(args)
+    configure_logging(settings.log_format, settings.log_level)
+    created = create_topics(settings.bootstrap, settings.partitions)
+    print(f"{len(created)} topic(s) created" + (f": {', '.join(created)}" if created else ""))
+    return 0
+
+
+def _run_worker(settings: Settings) -> int:
+    import faust
+
+    from streams.app import Pipeline
+
+    policy = settings.policy()  # fail fast on a bad policy file
+    configure_logging(settings.log_format, settings.log_level)
+    structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
+    pipeline = Pipeline(settings, policy)
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
+                          redirect_stdouts=False, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return _run_worker(_settings(args))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams.embedded import EmbeddedBroker
+    from streams.topics import create_topics
+
+    base = _settings(args, log_format="console")
+    configure_logging(base.log_format, base.log_level)
+    Path(base.data_dir).mkdir(parents=True, exist_ok=True)
+    base.policy()  # a bad policy file stops here, before anything starts
+    broker = EmbeddedBroker(port=args.broker_port, log_path=Path(base.data_dir) / "broker.log")
+    broker.start()
+    try:
+        settings = _settings(args, log_format="console", broker_url=broker.url, embedded=True,
+                             session_timeout=4.0, heartbeat_interval=0.5, rebalance_timeout=2.0)
+        create_topics(settings.bootstrap, settings.partitions)
+        print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
+              f"(API /api/tickets, metrics /metrics, broker {broker.bootstrap}); Ctrl-C stops", flush=True)
+        return _run_worker(settings)
+    finally:
+        broker.stop()
 
 
 def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:

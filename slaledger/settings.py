@@ -1,13 +1,21 @@
-"""Settings from the environment and flags (12-factor), and loading the SLA policy file."""
+"""Settings from the environment and flags (12-factor), and loading the SLA policy file.
+
+Every setting has an environment variable ``SLALEDGER_<NAME>``; a command-line flag wins
+over it. ``Settings.public()`` is what the worker logs at start (secrets masked).
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from sla.policy import Policy, parse_policy
 
 DEFAULT_POLICY = "default_policy.toml"
+_SECRET_HINTS = ("password", "secret", "token")
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
@@ -17,3 +25,61 @@ def load_policy(path: str | Path | None = None) -> Policy:
     else:
         text = Path(path).read_text(encoding="utf-8")
     return parse_policy(text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = "kafka://127.0.0.1:9092"
+    partitions: int = 4
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    data_dir: str = "./data"
+    policy_file: str | None = None
+    store_url: str = "memory://"
+    timer_interval: float = 0.5
+    command_timeout: float = 10.0
+    # Tansu answers ListOffsets wrongly unless every batch holds one record.
+    embedded: bool = False
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    rebalance_timeout: float = 10.0
+    commit_interval: float = 1.0
+    log_format: str = "json"  # json | console
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"SLALEDGER_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(f.default) if f.default is not None else str
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif kind in (int, float):
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"SLALEDGER_{f.name.upper()}: {raw!r} is not a number") from None
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker_url.removeprefix("kafka://")
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if any(h in key for h in _SECRET_HINTS) and value:
+                out[key] = "***"
+        if "@" in self.broker_url:
+            out["broker_url"] = "kafka://***@" + self.broker_url.split("@", 1)[1]
+        return out
+
+    def policy(self) -> Policy:
+        return load_policy(self.policy_file)

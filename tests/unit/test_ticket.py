@@ -94,3 +94,17 @@ def test_redelivered_command_yields_same_event_and_applies_once() -> None:
     assert first.event_id == second.event_id
     ticket = fold([first, second])
     assert ticket.version == 1
+
+
+def test_storage_form_round_trips() -> None:
+    from sla.ticket import ticket_from_dict, ticket_to_dict
+
+    t = run(
+        (CommandType.FILE, FILE),
+        (CommandType.ACKNOWLEDGE, {}),
+        (CommandType.INFORM, {"message": "Analyse", "restoration_eta": at("2026-03-16T14:00:00+01:00")}),
+    )
+    data = ticket_to_dict(t)
+    again = ticket_from_dict(data)
+    assert again == t
+    assert ticket_to_dict(again) == data

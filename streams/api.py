@@ -1,0 +1,306 @@
+"""The HTTP API (Faust web views, JSON).
+
+A command is validated here first (unknown fields, wrong types → 422 naming the field;
+nothing is sent), then sent to the commands topic keyed by ticket id; the handler waits
+for the agent's outcome (201/200 with the ticket, or 404/409/422 with the domain error).
+Reads go to the worker that owns the ticket's partition (``table_route``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sla.clock import ClockStatus, evaluate
+from sla.events import KINDS, PAYLOAD_SCHEMAS, EventDecodeError, EventType, parse_instant, validate_payload
+from sla.ticket import COMMAND_EVENT, Command, CommandType, Status
+from sla.view import ticket_view
+
+from .processor import encode_command
+
+if TYPE_CHECKING:
+    from .app import Pipeline
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 64 * 1024
+ACTIONS = {
+    "acknowledge": CommandType.ACKNOWLEDGE,
+    "inform": CommandType.INFORM,
+    "wait-for-customer": CommandType.WAIT_FOR_CUSTOMER,
+    "customer-response": CommandType.CUSTOMER_RESPONSE,
+    "reclassify": CommandType.RECLASSIFY,
+    "resolve": CommandType.RESOLVE,
+    "close": CommandType.CLOSE,
+    "reopen": CommandType.REOPEN,
+}
+# The business time of the action, when it is not "now" (phone call taken earlier, etc.).
+TIME_FIELD = {CommandType.FILE: "received_at"}
+SLA_STATES = ("running", "paused", "at_risk", "breached", "met", "retracted", "excluded", "pending")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def new_ticket_id() -> str:
+    """Short, unambiguous, URL-safe: « SL-7K2M9QX4PA »."""
+    alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+    return "SL-" + "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+def command_from_body(command_type: CommandType, ticket_id: str, body: Any, actor: str) -> Command:
+    """Validate a request body strictly and build the command (raises BadRequest 422)."""
+    if not isinstance(body, dict):
+        raise BadRequest(422, "the request body must be a JSON object")
+    event_type = COMMAND_EVENT[command_type]
+    time_field = TIME_FIELD.get(command_type, "occurred_at")
+    allowed = set(PAYLOAD_SCHEMAS[event_type]) | {time_field}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+                         unknown[0])
+    payload = {k: v for k, v in body.items() if k != time_field}
+    occurred: datetime | None = None
+    if body.get(time_field) is not None:
+        try:
+            occurred = parse_instant(body[time_field], time_field)
+        except EventDecodeError as exc:
+            raise BadRequest(422, str(exc), time_field) from None
+    try:
+        validate_payload(event_type, payload, wire=True)
+    except EventDecodeError as exc:
+        field = str(exc).split(":", 1)[0].removeprefix("payload.")
+        raise BadRequest(422, str(exc).replace("payload.", ""), field) from None
+    return Command(command_type, ticket_id, actor, payload, occurred, uuid.uuid4())
+
+
+async def read_json(request: Request) -> Any:
+    length = request.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise BadRequest(413, f"request body larger than {MAX_BODY} bytes")
+    data = await request.read()
+    if len(data) > MAX_BODY:
+        raise BadRequest(413, f"request body larger than {MAX_BODY} bytes")
+    if not data.strip():
+        return {}
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(422, f"invalid JSON: {exc}") from None
+
+
+def register_views(pipeline: Pipeline) -> None:
+    app = pipeline.app
+    settings = pipeline.settings
+
+    def error(view: View, exc: BadRequest) -> Response:
+        body: dict[str, Any] = {"error": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        return view.json(body, status=exc.status)
+
+    async def send_command(view: View, command: Command) -> Response:
+        if not pipeline.waiter.ready.is_set():
+            return view.json({"error": "service starting, retry shortly"}, status=503)
+        cid = str(command.command_id)
+        future = pipeline.waiter.expect(cid)
+        try:
+            await pipeline.commands.send(key=command.ticket_id.encode(), value=encode_command(command))
+            outcome = await asyncio.wait_for(future, timeout=settings.command_timeout)
+        except TimeoutError:
+            log.warning("command outcome timed out", ticket_id=command.ticket_id, command_id=cid)
+            return view.json({"error": "no outcome in time; the command may still be applied",
+                              "command_id": cid}, status=504)
+        finally:
+            pipeline.waiter.forget(cid)
+        log.info("command answered", ticket_id=command.ticket_id, command_id=cid, status=outcome.status,
+                 command=str(command.type))
+        return view.json(outcome.body, status=outcome.status)
+
+    def actor_of(request: Request) -> str:
+        return "api:anonymous"
+
+    @app.page("/api/tickets")
+    class Tickets(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await read_json(request)
+                command = command_from_body(CommandType.FILE, new_ticket_id(), body, actor_of(request))
+            except BadRequest as exc:
+                return error(self, exc)
+            response = await send_command(self, command)
+            return response
+
+        async def get(self, request: Request) -> Response:
+            # Tickets of the partitions this worker owns (the SQL read model serves the
+            # complete list once the projector runs).
+            query = request.query
+            try:
+                page = max(1, int(query.get("page", "1")))
+                size = min(500, max(1, int(query.get("page_size", "50"))))
+            except ValueError:
+                return self.json({"error": "page and page_size must be integers", "field": "page"}, status=422)
+            status, member, sla_status = query.get("status"), query.get("member"), query.get("sla_status")
+            if status and status not in [s.value for s in Status]:
+                return self.json({"error": f"unknown status {status!r}", "field": "status"}, status=422)
+            if sla_status and sla_status not in SLA_STATES:
+                return self.json({"error": f"unknown sla_status {sla_status!r}", "field": "sla_status"}, status=422)
+            now = datetime.now(tz=pipeline.policy.versions[0].tz)
+            rows = []
+            for _key, raw in list(pipeline.tickets.items()):
+                if not raw or (status and raw["status"] != status) or (member and raw["member"] != member):
+                    continue
+                ticket = pipeline.load(raw["ticket_id"])
+                if ticket is None:
+                    continue
+                if sla_status:
+                    clocks = evaluate(ticket, pipeline.policy, now)
+                    states = {str(c.status) for c in clocks} | ({"at_risk"} if any(c.at_risk for c in clocks) else set())
+                    if sla_status not in states:
+                        continue
+                rows.append(ticket)
+            rows.sort(key=lambda t: (t.filed_at is None, t.filed_at), reverse=True)
+            chunk = rows[(page - 1) * size: page * size]
+            return self.json({
+                "items": [ticket_view(t, pipeline.policy, now) for t in chunk],
+                "page": page, "page_size": size, "total": len(rows),
+            })
+
+    @app.page("/api/tickets/{ticket_id}")
+    class OneTicket(View):
+        @app.table_route(table=pipeline.tickets, match_info="ticket_id")
+        async def get(self, request: Request, ticket_id: str) -> Response:
+            ticket = pipeline.load(ticket_id)
+            if ticket is None or not ticket.exists:
+                return self.json({"error": f"ticket {ticket_id} not found"}, status=404)
+            return self.json(ticket_view(ticket, pipeline.policy, datetime.now(tz=pipeline.policy.versions[0].tz)))
+
+    @app.page("/api/tickets/{ticket_id}/{action}")
+    class TicketAction(View):
+        async def post(self, request: Request, ticket_id: str, action: str) -> Response:
+            command_type = ACTIONS.get(action)
+            if command_type is None:
+                return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
+            try:
+                body = await read_json(request)
+                command = command_from_body(command_type, ticket_id, body, actor_of(request))
+            except BadRequest as exc:
+                return error(self, exc)
+            except EventDecodeError as exc:
+                return self.json({"error": str(exc), "field": "ticket_id"}, status=404)
+            return await send_command(self, command)
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready = pipeline.recovered and pipeline.waiter.ready.is_set()
+            body = {"ready": ready, "tables_recovered": pipeline.recovered,
+                    "partitions": sorted(pipeline.active_partitions())}
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/api/openapi.json")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(openapi_document())
+
+
+def _schema_for(event_type: EventType, time_field: str) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    required = []
+    for name, spec in PAYLOAD_SCHEMAS[event_type].items():
+        if isinstance(spec.kind, tuple):
+            props[name] = {"type": "string", "enum": list(spec.kind)}
+        elif spec.kind is bool:
+            props[name] = {"type": "boolean"}
+        elif spec.kind is datetime:
+            props[name] = {"type": "string", "format": "date-time"}
+        else:
+            props[name] = {"type": "string", "maxLength": spec.max_length}
+        if spec.required:
+            required.append(name)
+            if spec.kind is str:
+                props[name]["minLength"] = 1
+    props[time_field] = {"type": "string", "format": "date-time",
+                         "description": "business time of the action, if not now (ISO 8601 with offset)"}
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def openapi_document() -> dict[str, Any]:
+    error = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    ticket = {"description": "the ticket", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths: dict[str, Any] = {
+        "/api/tickets": {
+            "post": {
+                "summary": "File a ticket",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _schema_for(EventType.TICKET_FILED, "received_at")}}},
+                "responses": {"201": ticket, "409": error, "413": error, "422": error, "503": error, "504": error},
+            },
+            "get": {
+                "summary": "List tickets (paged)",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
+                    {"name": "member", "in": "query", "schema": {"type": "string"}},
+                    {"name": "sla_status", "in": "query", "schema": {"type": "string", "enum": list(SLA_STATES)}},
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                ],
+                "responses": {"200": {"description": "a page of tickets"}, "422": error},
+            },
+        },
+        "/api/tickets/{ticket_id}": {
+            "get": {
+                "summary": "A ticket with its SLA clocks",
+                "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": ticket, "404": error},
+            }
+        },
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+        "/readyz": {"get": {"summary": "Readiness (tables recovered)",
+                            "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+    }
+    for action, command_type in ACTIONS.items():
+        paths[f"/api/tickets/{{ticket_id}}/{action}"] = {
+            "post": {
+                "summary": f"{action.replace('-', ' ').capitalize()} a ticket",
+                "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": _schema_for(COMMAND_EVENT[command_type], "occurred_at")}}},
+                "responses": {"200": ticket, "404": error, "409": error, "413": error, "422": error,
+                              "503": error, "504": error},
+            }
+        }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "slaledger", "version": "0.1.0",
+                 "description": f"Tickets and SLA clocks. Kinds: {', '.join(KINDS)}. "
+                                f"SLA states: {', '.join(s.value for s in ClockStatus)}."},
+        "paths": paths,
+        "components": {"schemas": {"Error": {"type": "object", "properties": {
+            "error": {"type": "string"}, "field": {"type": "string"}, "code": {"type": "string"}},
+            "required": ["error"]}}},
+    }

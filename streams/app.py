@@ -1,0 +1,255 @@
+"""The Faust application: topics, the ticket agent, the deadline timer, the outcome waiter.
+
+Data flow: HTTP command → commands topic (key = ticket id) → ``ticket_agent`` (single
+writer for its partitions: decides with the sla/ state machine, appends events, stores
+the ticket, answers on the outcomes topic) → events topic. The timer pops due tickets
+from the per-partition deadline index and *sends* warning/breach events to the events
+topic; the agent applies them (idempotently: their ids are deterministic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
+
+from sla.events import Event, encode_event
+from sla.policy import Policy
+from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
+from slaledger.settings import Settings
+
+from .deadlines import DeadlineIndex
+from .processor import Outcome, Step, TicketProcessor
+from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, TICKET_TABLE
+
+log = structlog.get_logger(__name__)
+
+# How long the timer waits before looking again at a ticket whose facts it just sent
+# (normally the agent reschedules it sooner, when the facts come back).
+FACT_RECHECK = timedelta(seconds=5)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def partition_for(ticket_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a ticket id (murmur2 of the key)."""
+    return (murmur2(ticket_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class OutcomeWaiter:
+    """Lets an HTTP handler await the outcome of the command it sent.
+
+    Each worker reads every partition of the outcomes topic (no consumer group), from the
+    end as of its start; outcomes for commands it did not send are ignored.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._futures: dict[str, asyncio.Future[Outcome]] = {}
+        self.ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def expect(self, command_id: str) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._futures[command_id] = future
+        return future
+
+    def forget(self, command_id: str) -> None:
+        self._futures.pop(command_id, None)
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            tps = [TopicPartition(OUTCOMES, p) for p in range(self.settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve the position now, before any command is sent
+                await consumer.position(tp)
+            self.ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        self._deliver(record.value)
+        finally:
+            self.ready.clear()
+            await consumer.stop()
+
+    def _deliver(self, value: bytes | None) -> None:
+        try:
+            raw = json.loads(value or b"")
+            outcome = Outcome(raw["command_id"], int(raw["status"]), raw["body"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable outcome ignored")
+            return
+        future = self._futures.pop(outcome.command_id, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+
+class Pipeline:
+    """Everything a worker runs, built from settings; ``app`` is the Faust application."""
+
+    def __init__(self, settings: Settings, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.processor = TicketProcessor(policy)
+        self.index = DeadlineIndex()
+        self.indexed_partitions: set[int] = set()
+        self.waiter = OutcomeWaiter(settings)
+        self.app = app = faust.App(
+            APP_ID,
+            broker=settings.broker_url,
+            store=settings.store_url,
+            autodiscover=False,
+            topic_partitions=settings.partitions,
+            topic_allow_declare=False,
+            processing_guarantee="at_least_once",
+            web_enabled=True,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+            datadir=str(Path(settings.data_dir) / "faust"),
+            broker_session_timeout=settings.session_timeout,
+            broker_heartbeat_interval=settings.heartbeat_interval,
+            broker_rebalance_timeout=settings.rebalance_timeout,
+            broker_commit_interval=settings.commit_interval,
+            producer_max_batch_size=1 if settings.embedded else 16384,
+            producer_linger=0.0,
+            table_standby_replicas=0,
+            web_in_thread=False,
+        )
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        p = settings.partitions
+        self.source = app.topic(COMMANDS, EVENTS, partitions=p, **raw)  # type: ignore[arg-type]
+        self.events = app.topic(EVENTS, partitions=p, **raw)  # type: ignore[arg-type]
+        self.commands = app.topic(COMMANDS, partitions=p, **raw)  # type: ignore[arg-type]
+        self.outcomes = app.topic(OUTCOMES, partitions=p, **raw)  # type: ignore[arg-type]
+        self.dead_letters = app.topic(DEAD_LETTERS, partitions=1, **raw)  # type: ignore[arg-type]
+        self.tickets = app.Table(TICKET_TABLE, partitions=p)  # keys: raw bytes, values: JSON (app defaults)
+        app.agent(self.source, name="ticket_agent")(self._ticket_agent)
+        app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
+        app.task(self.waiter.run)
+
+        from .api import register_views  # the HTTP API lives beside, on the same app
+
+        register_views(self)
+
+    # --- state ------------------------------------------------------------------------
+    def load(self, ticket_id: str) -> Ticket | None:
+        raw = self.tickets.get(ticket_id.encode())
+        return ticket_from_dict(raw) if raw else None
+
+    @property
+    def recovered(self) -> bool:
+        return bool(self.app.tables.recovery.completed.is_set()) and not self.app.rebalancing
+
+    def active_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS}
+
+    # --- the agent -----------------------------------------------------------------------
+    async def _ticket_agent(self, stream: Any) -> None:
+        async for record in stream.events():
+            message = record.message
+            key: bytes | None = record.key
+            ticket_id = key.decode("utf-8", "replace") if key else None
+            bound = log.bind(topic=message.topic, partition=message.partition, offset=message.offset,
+                             ticket_id=ticket_id)
+            try:
+                await self._handle(message.topic, message.partition, message.offset, key, record.value, bound)
+            except Exception as exc:  # never stop the worker on one record
+                bound.exception("record processing failed")
+                await self._dead_letter(message.topic, message.partition, message.offset, key, record.value,
+                                        f"processing error: {type(exc).__name__}: {exc}")
+
+    async def _handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+                      bound: Any) -> None:
+        now = utcnow()
+        ticket = self.load(key.decode("utf-8", "replace")) if key else None
+        step: Step
+        if topic == COMMANDS:
+            step = self.processor.on_command(ticket, value, now)
+        else:
+            step = self.processor.on_event(ticket, key, value, now)
+        if step.dead_letter:
+            bound.warning("record dead-lettered", reason=step.dead_letter)
+            await self._dead_letter(topic, partition, offset, key, value, step.dead_letter)
+        # 1. append the events and wait for the broker, 2. store the state, 3. answer.
+        await self._append(step.emit)
+        if step.ticket is not None:
+            self.tickets[step.ticket.ticket_id.encode()] = ticket_to_dict(step.ticket)
+            self.index.schedule(partition, step.ticket.ticket_id, step.wakeup)
+            for event in step.emit:
+                bound.info("event appended", event_id=str(event.event_id), type=str(event.type))
+        if step.outcome is not None:
+            await self.outcomes.send(key=step.outcome.command_id.encode(), value=step.outcome.encode())
+
+    async def _append(self, events: list[Event]) -> None:
+        pending = [await self.events.send(key=e.ticket_id.encode(), value=encode_event(e)) for e in events]
+        for future in pending:
+            await future
+
+    async def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                           reason: str) -> None:
+        body = {
+            "reason": reason,
+            "origin": {"topic": topic, "partition": partition, "offset": offset},
+            "key": base64.b64encode(key).decode() if key else None,
+            "value": base64.b64encode(value).decode() if value else None,
+            "dead_lettered_at": utcnow().isoformat(),
+        }
+        future = await self.dead_letters.send(key=key, value=json.dumps(body).encode())
+        await future
+
+    # --- the timer ---------------------------------------------------------------------------
+    async def _deadline_timer(self) -> None:
+        if not self.recovered:
+            return
+        active = self.active_partitions()
+        if active != self.indexed_partitions:
+            self._rebuild_index(active)
+        now = utcnow()
+        for partition, ticket_id in self.index.pop_due(now, active):
+            ticket = self.load(ticket_id)
+            if ticket is None:
+                continue
+            facts = self.processor.due(ticket, now)
+            if facts:
+                await self._append(facts)
+                for fact in facts:
+                    log.info("sla fact emitted", ticket_id=ticket_id, event_id=str(fact.event_id),
+                             type=str(fact.type), sla=fact.payload["sla"])
+                self.index.schedule(partition, ticket_id, now + FACT_RECHECK)
+            else:
+                self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
+
+    def _rebuild_index(self, active: set[int]) -> None:
+        now = utcnow()
+        self.index.drop_partitions(active)
+        count = 0
+        for key, raw in list(self.tickets.items()):
+            ticket_id = key.decode() if isinstance(key, bytes) else str(key)
+            partition = partition_for(ticket_id, self.settings.partitions)
+            if partition not in active or partition in self.indexed_partitions or not raw:
+                continue
+            ticket = ticket_from_dict(raw)
+            self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
+            count += 1
+        log.info("deadline index rebuilt", partitions=sorted(active), tickets=count, scheduled=len(self.index))
+        self.indexed_partitions = set(active)

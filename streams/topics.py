@@ -1,0 +1,82 @@
+"""Every Kafka topic of slaledger, declared once, with explicit partition counts.
+
+Topics are created by ``slaledger topics create`` before any producer runs; Faust is told
+not to declare any (``topic_allow_declare=False``) so nothing is ever auto-created with a
+broker default. Records are keyed by ticket id so a ticket's records stay in one
+partition, in order. Commands, events and the ticket table's changelog have the same
+partition count: Faust then assigns partition *p* of all three to the same worker, which
+is the single writer of those tickets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+APP_ID = "slaledger"
+TICKET_TABLE = "tickets"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    purpose: str
+
+
+def _forever() -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
+def topic_specs(partitions: int = 4) -> list[TopicSpec]:
+    """All topics, for a deployment whose ticket topics have ``partitions`` partitions."""
+    return [
+        TopicSpec(COMMANDS, partitions, _forever(), "ticket commands, keyed by ticket id"),
+        TopicSpec(EVENTS, partitions, _forever(), "the immutable ticket event log, keyed by ticket id"),
+        TopicSpec(OUTCOMES, partitions, {"cleanup.policy": "delete", "retention.ms": str(3_600_000)},
+                  "command outcomes for the HTTP caller waiting on them, keyed by command id"),
+        TopicSpec(DEAD_LETTERS, 1, _forever(), "records that could not be read: record, reason, origin offset"),
+        TopicSpec(f"{APP_ID}-{TICKET_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
+                  "changelog of the Faust ticket table"),
+        TopicSpec(f"{APP_ID}-__assignor-__leader", 1, {"cleanup.policy": "delete"}, "Faust leader election"),
+    ]
+
+
+COMMANDS = "slaledger.ticket-commands"
+EVENTS = "slaledger.ticket-events"
+OUTCOMES = "slaledger.command-outcomes"
+DEAD_LETTERS = "slaledger.dead-letters"
+
+
+def create_topics(bootstrap: str, partitions: int = 4, *, client_options: dict[str, object] | None = None) -> list[str]:
+    """Create the missing topics; returns the names created. Existing topics are left
+    alone, but one with another partition count is an error (it would break co-partitioning)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-admin", **(client_options or {}))
+    try:
+        existing = set(admin.list_topics())
+        specs = topic_specs(partitions)
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing],
+                wait_for_metadata=True,
+            )
+        present = [s for s in specs if s.name in existing]
+        if present:
+            described = admin.describe_topics([s.name for s in present])
+            counts = {d["name"]: len(d["partitions"]) for d in described}
+            wrong = [f"{s.name} has {counts.get(s.name)} partitions, expected {s.partitions}"
+                     for s in present if counts.get(s.name) != s.partitions]
+            if wrong:
+                raise RuntimeError("; ".join(wrong))
+        for spec in missing:
+            log.info("topic created", topic=spec.name, partitions=spec.partitions, config=spec.config)
+        return [s.name for s in missing]
+    finally:
+        admin.close()
