@@ -108,7 +108,10 @@ def _run_worker(settings: Settings) -> int:
 
     from streams.app import Pipeline
 
+    from pathlib import Path
+
     policy = settings.policy()  # fail fast on a bad policy file
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_format, settings.log_level)
     structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
     pipeline = Pipeline(settings, policy)

@@ -142,7 +142,7 @@ class Pipeline:
         self.commands = app.topic(COMMANDS, partitions=p, **raw)  # type: ignore[arg-type]
         self.outcomes = app.topic(OUTCOMES, partitions=p, **raw)  # type: ignore[arg-type]
         self.dead_letters = app.topic(DEAD_LETTERS, partitions=1, **raw)  # type: ignore[arg-type]
-        self.tickets = app.Table(TICKET_TABLE, partitions=p)  # keys: raw bytes, values: JSON (app defaults)
+        self.tickets = app.Table(TICKET_TABLE, partitions=p, key_type=bytes)  # keys raw (as on the topics), values JSON
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)

@@ -1,0 +1,5 @@
+import sys
+
+from slaledger.cli import main
+
+sys.exit(main())

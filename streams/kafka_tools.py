@@ -1,0 +1,79 @@
+"""kafka-python helpers: read a topic to its *true* end, and produce raw records.
+
+"The end" is taken from a fetch response's high watermark, never from ListOffsets:
+Tansu (the embedded broker) answers ListOffsets(LATEST) with the last batch's base
+offset + 1, which would silently stop a reader early. On Apache Kafka both agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+
+def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {topic} not found")
+
+
+def true_end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """End offsets as fetch responses report them (high watermarks), for assigned ``tps``.
+
+    Seeks each partition to its start and polls once so a fetch returns the high
+    watermark; positions are restored to the beginning afterwards.
+    """
+    consumer.seek_to_beginning(*tps)
+    ends: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(ends) < len(tps) and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=100, max_records=1, update_offsets=False)
+        for tp in tps:
+            high = consumer.highwater(tp)
+            if high is not None:
+                ends[tp] = high
+    missing = [tp for tp in tps if tp not in ends]
+    if missing:
+        raise RuntimeError(f"no high watermark for {missing} within {timeout}s")
+    consumer.seek_to_beginning(*tps)
+    return ends
+
+
+def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0, **options: Any) -> Iterator[ConsumerRecord]:
+    """Every record of ``topic`` from offset 0 to the end captured at start (no group, no
+    commits), partition by partition interleaved as fetched."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **options)
+    try:
+        tps = partitions_of(consumer, topic)
+        consumer.assign(tps)
+        ends = true_end_offsets(consumer, tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: still missing {sorted(str(t) for t in remaining)}")
+            for tp, records in consumer.poll(timeout_ms=200, max_records=5000).items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield record
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        consumer.close()
+
+
+def producer(bootstrap: str, *, embedded: bool, **options: Any) -> KafkaProducer:
+    """A producer; in embedded mode each batch holds one record (the Tansu workaround)."""
+    if embedded:
+        options.setdefault("batch_size", 1)
+        options.setdefault("linger_ms", 0)
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", **options)

@@ -1,0 +1,162 @@
+"""Real components for integration tests: an embedded Tansu broker and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.embedded import EmbeddedBroker, free_port
+from streams.topics import create_topics
+
+TINY_POLICY = """
+[[versions]]
+id = "tiny-1"
+effective_from = "2020-01-01T00:00:00Z"
+timezone = "Europe/Paris"
+warning_ratio = 0.5
+[versions.excluded_products]
+"local-trust-mpe" = "Produit de l'éditeur"
+[[versions.slas]]
+name = "intake"
+title = "Prise en compte (test)"
+start_label = "Demande déposée"
+stop_label = "Prise en compte"
+due_label = "prise en compte due"
+rule = "elapsed"
+duration = {seconds}
+starts_on = ["filed"]
+stops_on = ["acknowledged"]
+"""
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as b:
+        create_topics(b.bootstrap, 4)
+        yield b
+
+
+def api(method: str, url: str, body: Any = None, *, raw: bytes | None = None,
+        headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = response.read()
+            status = response.status
+    except urllib.error.HTTPError as err:
+        payload, status = err.read(), err.code
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload.decode("utf-8", "replace")
+
+
+class Worker:
+    """``slaledger worker`` in its own process, as production runs it."""
+
+    def __init__(self, broker: EmbeddedBroker, workdir: Path, *, policy_file: Path | None = None,
+                 name: str = "w1", extra_env: dict[str, str] | None = None) -> None:
+        self.broker, self.workdir, self.name = broker, workdir, name
+        self.port = free_port()
+        self.policy_file = policy_file
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "SLALEDGER_BROKER_URL": self.broker.url,
+            "SLALEDGER_WEB_PORT": str(self.port),
+            "SLALEDGER_DATA_DIR": str(self.workdir / self.name),
+            "SLALEDGER_EMBEDDED": "1",
+            "SLALEDGER_SESSION_TIMEOUT": "4",
+            "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
+            "SLALEDGER_REBALANCE_TIMEOUT": "2",
+            "SLALEDGER_COMMIT_INTERVAL": "1",
+            "SLALEDGER_TIMER_INTERVAL": "0.2",
+            "SLALEDGER_LOG_LEVEL": os.environ.get("SLALEDGER_TEST_LOG_LEVEL", "info"),
+            **self.extra_env,
+        }
+        if self.policy_file:
+            env["SLALEDGER_POLICY_FILE"] = str(self.policy_file)
+        return env
+
+    def start(self, wait: bool = True) -> Worker:
+        out = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "worker"], env=self.env(),
+                                        stdout=out, stderr=out, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                status, body = api("GET", f"{self.url}/readyz", timeout=2)
+                if status == 200 and body["partitions"]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {self.name} not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+
+@pytest.fixture
+def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+
+
+def tiny_policy(tmp_path: Path, seconds: float = 2) -> Path:
+    path = tmp_path / "tiny-policy.toml"
+    path.write_text(TINY_POLICY.replace("{seconds}", str(seconds)))
+    return path
+
+
+def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
