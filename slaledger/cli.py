@@ -104,11 +104,11 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def _run_worker(settings: Settings) -> int:
+    from pathlib import Path
+
     import faust
 
     from streams.app import Pipeline
-
-    from pathlib import Path
 
     policy = settings.policy()  # fail fast on a bad policy file
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ class Settings:
             raw = env.get(f"SLALEDGER_{f.name.upper()}")
             if raw is None:
                 continue
-            kind = type(f.default) if f.default is not None else str
+            kind: type = type(f.default) if f.default is not None else str
             if kind is bool:
                 values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             elif kind in (int, float):

@@ -166,7 +166,7 @@ def register_views(pipeline: Pipeline) -> None:
                     continue
                 if sla_status:
                     clocks = evaluate(ticket, pipeline.policy, now)
-                    states = {str(c.status) for c in clocks} | ({"at_risk"} if any(c.at_risk for c in clocks) else set())
+                    states = {str(c.status) for c in clocks} | {"at_risk" for c in clocks if c.at_risk}
                     if sla_status not in states:
                         continue
                 rows.append(ticket)
@@ -179,7 +179,7 @@ def register_views(pipeline: Pipeline) -> None:
 
     @app.page("/api/tickets/{ticket_id}")
     class OneTicket(View):
-        @app.table_route(table=pipeline.tickets, match_info="ticket_id")
+        @app.table_route(table=pipeline.tickets, match_info="ticket_id")  # type: ignore[arg-type]
         async def get(self, request: Request, ticket_id: str) -> Response:
             ticket = pipeline.load(ticket_id)
             if ticket is None or not ticket.exists:
@@ -250,7 +250,8 @@ def _schema_for(event_type: EventType, time_field: str) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    error = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    error_schema = {"schema": {"$ref": "#/components/schemas/Error"}}
+    error = {"description": "error", "content": {"application/json": error_schema}}
     ticket = {"description": "the ticket", "content": {"application/json": {"schema": {"type": "object"}}}}
     paths: dict[str, Any] = {
         "/api/tickets": {

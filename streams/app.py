@@ -1,5 +1,14 @@
 """The Faust application: topics, the ticket agent, the deadline timer, the outcome waiter.
 
+Gap repair. faust-streaming can resume fetching past records it had prefetched before a
+rebalance, then count the skipped offsets as a "gap" and commit over them: measured
+here, a worker restarted after SIGTERM lost 13–41 of 600 commands per run. The agent
+therefore keeps, per source partition, the next offset it expects (``positions`` table,
+changelogged with the tickets) and, when a record arrives beyond it — or when a
+partition's high watermark stays ahead of it while nothing moves — reads the missing
+range itself and processes it first. Reprocessing is harmless (deterministic event ids);
+skipping is not.
+
 Data flow: HTTP command → commands topic (key = ticket id) → ``ticket_agent`` (single
 writer for its partitions: decides with the sla/ state machine, appends events, stores
 the ticket, answers on the outcomes topic) → events topic. The timer pops due tickets
@@ -28,13 +37,16 @@ from slaledger.settings import Settings
 
 from .deadlines import DeadlineIndex
 from .processor import Outcome, Step, TicketProcessor
-from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, TICKET_TABLE
+from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 
 log = structlog.get_logger(__name__)
 
 # How long the timer waits before looking again at a ticket whose facts it just sent
 # (normally the agent reschedules it sooner, when the facts come back).
 FACT_RECHECK = timedelta(seconds=5)
+# A partition whose expected offset has not moved for this long while its high watermark
+# is ahead is read directly (gap repair).
+STALL_SECONDS = 3.0
 
 
 def utcnow() -> datetime:
@@ -142,7 +154,14 @@ class Pipeline:
         self.commands = app.topic(COMMANDS, partitions=p, **raw)  # type: ignore[arg-type]
         self.outcomes = app.topic(OUTCOMES, partitions=p, **raw)  # type: ignore[arg-type]
         self.dead_letters = app.topic(DEAD_LETTERS, partitions=1, **raw)  # type: ignore[arg-type]
-        self.tickets = app.Table(TICKET_TABLE, partitions=p, key_type=bytes)  # keys raw (as on the topics), values JSON
+        # Keys raw, as on the topics, so the changelog partition (by key) is the ticket's
+        # partition even when the timer or the gap repair writes (no current event).
+        self.tickets = app.Table(TICKET_TABLE, partitions=p, key_type=bytes, use_partitioner=True)
+        self.positions = app.Table(POSITION_TABLE, partitions=p, key_type=bytes)
+        self.lock = asyncio.Lock()  # one record at a time: the agent and the gap repair
+        self.filled: dict[tuple[str, int], int] = {}
+        self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
+        self._range_reader: AIOKafkaConsumer | None = None
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
@@ -158,7 +177,8 @@ class Pipeline:
 
     @property
     def recovered(self) -> bool:
-        return bool(self.app.tables.recovery.completed.is_set()) and not self.app.rebalancing
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        return bool(recovery.completed.is_set()) and not self.app.rebalancing
 
     def active_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS}
@@ -167,16 +187,82 @@ class Pipeline:
     async def _ticket_agent(self, stream: Any) -> None:
         async for record in stream.events():
             message = record.message
-            key: bytes | None = record.key
-            ticket_id = key.decode("utf-8", "replace") if key else None
-            bound = log.bind(topic=message.topic, partition=message.partition, offset=message.offset,
-                             ticket_id=ticket_id)
-            try:
-                await self._handle(message.topic, message.partition, message.offset, key, record.value, bound)
-            except Exception as exc:  # never stop the worker on one record
-                bound.exception("record processing failed")
-                await self._dead_letter(message.topic, message.partition, message.offset, key, record.value,
-                                        f"processing error: {type(exc).__name__}: {exc}")
+            async with self.lock:
+                await self._repair_gap(message.topic, message.partition, message.offset)
+                await self._process(message.topic, message.partition, message.offset, record.key, record.value)
+                self.positions[f"{message.topic}:{message.partition}".encode()] = message.offset + 1
+
+    async def _process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
+        ticket_id = key.decode("utf-8", "replace") if key else None
+        bound = log.bind(topic=topic, partition=partition, offset=offset, ticket_id=ticket_id)
+        try:
+            await self._handle(topic, partition, offset, key, value, bound)
+        except Exception as exc:  # never stop the worker on one record
+            bound.exception("record processing failed")
+            await self._dead_letter(topic, partition, offset, key, value,
+                                    f"processing error: {type(exc).__name__}: {exc}")
+        self.filled[(topic, partition)] = max(self.filled.get((topic, partition), 0), offset + 1)
+
+    def _expected(self, topic: str, partition: int) -> int | None:
+        stored = self.positions.get(f"{topic}:{partition}".encode())
+        seen = self.filled.get((topic, partition))
+        known = [v for v in (stored, seen) if v is not None]
+        return max(known) if known else None
+
+    async def _repair_gap(self, topic: str, partition: int, upto: int) -> None:
+        """Process records [expected, upto) of a partition that Faust did not deliver."""
+        expected = self._expected(topic, partition)
+        if expected is None or upto <= expected:
+            return
+        log.warning("gap in delivered records, reading it directly", topic=topic, partition=partition,
+                    first=expected, upto=upto)
+        for record in await self._read_range(topic, partition, expected, upto):
+            await self._process(topic, partition, record.offset, record.key, record.value)
+
+    async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+        if self._range_reader is None:
+            self._range_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                                  enable_auto_commit=False)
+            await self._range_reader.start()
+        reader = self._range_reader
+        tp = TopicPartition(topic, partition)
+        reader.assign([tp])
+        reader.seek(tp, start)
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            batch = await reader.getmany(tp, timeout_ms=500)
+            records = batch.get(tp, [])
+            out.extend(r for r in records if r.offset < end)
+            position = await reader.position(tp)
+            if position >= end:
+                break
+            high = reader.highwater(tp)
+            if not records and high is not None and high <= position:
+                break  # the range ends before ``end``: nothing more to read
+        return out
+
+    async def _repair_stalled(self) -> None:
+        """A partition whose high watermark is ahead of what the agent has processed, with no
+        progress for STALL_SECONDS: read the missing records directly."""
+        now = asyncio.get_running_loop().time()
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic not in (COMMANDS, EVENTS):
+                continue
+            key = (tp.topic, tp.partition)
+            expected = self._expected(tp.topic, tp.partition)
+            high = self.app.consumer.highwater(tp)
+            if expected is None or high is None or high <= expected:
+                self.stalled_since.pop(key, None)
+                continue
+            since = self.stalled_since.get(key)
+            if since is None or since[0] != expected:
+                self.stalled_since[key] = (expected, now)
+            elif now - since[1] >= STALL_SECONDS:
+                self.stalled_since.pop(key, None)
+                async with self.lock:
+                    await self._repair_gap(tp.topic, tp.partition, high)
 
     async def _handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
                       bound: Any) -> None:
@@ -221,6 +307,7 @@ class Pipeline:
     async def _deadline_timer(self) -> None:
         if not self.recovered:
             return
+        await self._repair_stalled()
         active = self.active_partitions()
         if active != self.indexed_partitions:
             self._rebuild_index(active)

@@ -25,7 +25,9 @@ def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     raise RuntimeError(f"topic {topic} not found")
 
 
-def true_end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], timeout: float = 10.0) -> dict[TopicPartition, int]:
+def true_end_offsets(
+    consumer: KafkaConsumer, tps: list[TopicPartition], timeout: float = 10.0
+) -> dict[TopicPartition, int]:
     """End offsets as fetch responses report them (high watermarks), for assigned ``tps``.
 
     Seeks each partition to its start and polls once so a fetch returns the high

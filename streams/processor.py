@@ -10,6 +10,7 @@ a crash in between re-decides the same command, which yields the same event ids.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -139,10 +140,8 @@ class TicketProcessor:
             return Step()  # already applied (our own event coming back, or a redelivery)
         state.apply(event)
         derived: list[Event] = []
-        try:
+        with contextlib.suppress(PolicyError):  # filed before any policy: stored, no clock
             derived = self._facts(state, now)
-        except PolicyError:
-            pass  # a ticket filed before any policy: stored, but no clock to evaluate
         return Step(ticket=state, emit=derived, wakeup=self.wakeup(state, now))
 
     def due(self, ticket: Ticket, now: datetime) -> list[Event]:

@@ -18,6 +18,7 @@ log = structlog.get_logger(__name__)
 
 APP_ID = "slaledger"
 TICKET_TABLE = "tickets"
+POSITION_TABLE = "positions"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ def topic_specs(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(DEAD_LETTERS, 1, _forever(), "records that could not be read: record, reason, origin offset"),
         TopicSpec(f"{APP_ID}-{TICKET_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
                   "changelog of the Faust ticket table"),
+        TopicSpec(f"{APP_ID}-{POSITION_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
+                  "changelog of the agent's processed positions (see streams.app, gap repair)"),
         TopicSpec(f"{APP_ID}-__assignor-__leader", 1, {"cleanup.policy": "delete"}, "Faust leader election"),
     ]
 

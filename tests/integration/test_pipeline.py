@@ -142,7 +142,7 @@ def test_malformed_records_go_to_dead_letters(broker: EmbeddedBroker, workers: l
         kafka.send(EVENTS, key=key, value=value).get(timeout=10)
     kafka.close()
     # the worker keeps processing
-    status, body = api("POST", f"{worker.url}/api/tickets", FILE)
+    status, _body = api("POST", f"{worker.url}/api/tickets", FILE)
     assert status == 201
 
     def letters() -> list[dict]:
