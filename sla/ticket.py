@@ -138,6 +138,7 @@ class Command:
     payload: Mapping[str, Any] = field(default_factory=dict)
     occurred_at: datetime | None = None
     command_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    reply: bool = False  # someone (an HTTP caller) waits for the outcome
 
 
 class Mark(NamedTuple):

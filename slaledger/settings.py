@@ -38,7 +38,7 @@ class Settings:
     store_url: str = "memory://"
     timer_interval: float = 0.5
     command_timeout: float = 10.0
-    # Tansu answers ListOffsets wrongly unless every batch holds one record.
+    # Embedded Tansu broker: work around its ListOffsets answer (see streams.embedded).
     embedded: bool = False
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0

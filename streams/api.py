@@ -82,7 +82,7 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, acto
     except EventDecodeError as exc:
         field = str(exc).split(":", 1)[0].removeprefix("payload.")
         raise BadRequest(422, str(exc).replace("payload.", ""), field) from None
-    return Command(command_type, ticket_id, actor, payload, occurred, uuid.uuid4())
+    return Command(command_type, ticket_id, actor, payload, occurred, uuid.uuid4(), reply=True)
 
 
 async def read_json(request: Request) -> Any:

@@ -21,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from slaledger.settings import Settings
 
 from .deadlines import DeadlineIndex
+from .embedded import patch_faust_highwaters
 from .processor import Outcome, Step, TicketProcessor
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 
@@ -47,6 +51,42 @@ FACT_RECHECK = timedelta(seconds=5)
 # A partition whose expected offset has not moved for this long while its high watermark
 # is ahead is read directly (gap repair).
 STALL_SECONDS = 3.0
+BATCH_SIZE = 500
+BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def context(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+def _first_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for r in records:
+        out.setdefault((r.topic, r.partition), r.offset)
+    return out
+
+
+def _last_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
+    return {(r.topic, r.partition): r.offset for r in records}
+
+
+@lru_cache(maxsize=256)
+def position_key(topic: str, partition: int, partitions: int) -> bytes:
+    """A positions-table key that Kafka's partitioner maps to ``partition`` itself, so the
+    position is changelogged next to the tickets it describes (whoever writes it)."""
+    for salt in range(100_000):
+        key = f"{topic}:{partition}:{salt}"
+        if partition_for(key, partitions) == partition:
+            return key.encode()
+    raise RuntimeError("no position key found")  # pragma: no cover
 
 
 def utcnow() -> datetime:
@@ -120,6 +160,8 @@ class Pipeline:
     def __init__(self, settings: Settings, policy: Policy) -> None:
         self.settings = settings
         self.policy = policy
+        if settings.embedded:
+            patch_faust_highwaters(settings.bootstrap)
         self.processor = TicketProcessor(policy)
         self.index = DeadlineIndex()
         self.indexed_partitions: set[int] = set()
@@ -142,8 +184,6 @@ class Pipeline:
             broker_heartbeat_interval=settings.heartbeat_interval,
             broker_rebalance_timeout=settings.rebalance_timeout,
             broker_commit_interval=settings.commit_interval,
-            producer_max_batch_size=1 if settings.embedded else 16384,
-            producer_linger=0.0,
             table_standby_replicas=0,
             web_in_thread=False,
         )
@@ -157,7 +197,7 @@ class Pipeline:
         # Keys raw, as on the topics, so the changelog partition (by key) is the ticket's
         # partition even when the timer or the gap repair writes (no current event).
         self.tickets = app.Table(TICKET_TABLE, partitions=p, key_type=bytes, use_partitioner=True)
-        self.positions = app.Table(POSITION_TABLE, partitions=p, key_type=bytes)
+        self.positions = app.Table(POSITION_TABLE, partitions=p, key_type=bytes, use_partitioner=True)
         self.lock = asyncio.Lock()  # one record at a time: the agent and the gap repair
         self.filled: dict[tuple[str, int], int] = {}
         self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
@@ -185,26 +225,59 @@ class Pipeline:
 
     # --- the agent -----------------------------------------------------------------------
     async def _ticket_agent(self, stream: Any) -> None:
-        async for record in stream.events():
-            message = record.message
+        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+            records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in batch]
             async with self.lock:
-                await self._repair_gap(message.topic, message.partition, message.offset)
-                await self._process(message.topic, message.partition, message.offset, record.key, record.value)
-                self.positions[f"{message.topic}:{message.partition}".encode()] = message.offset + 1
+                for (topic, partition), first in _first_offsets(records).items():
+                    await self._repair_gap(topic, partition, first)
+                await self._process(records)
 
-    async def _process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
-        ticket_id = key.decode("utf-8", "replace") if key else None
-        bound = log.bind(topic=topic, partition=partition, offset=offset, ticket_id=ticket_id)
-        try:
-            await self._handle(topic, partition, offset, key, value, bound)
-        except Exception as exc:  # never stop the worker on one record
-            bound.exception("record processing failed")
-            await self._dead_letter(topic, partition, offset, key, value,
-                                    f"processing error: {type(exc).__name__}: {exc}")
-        self.filled[(topic, partition)] = max(self.filled.get((topic, partition), 0), offset + 1)
+    async def _process(self, records: list[Record]) -> None:
+        """Handle a batch: decide/apply every record against the latest state, then
+        1. append all resulting events and dead letters and wait for the broker,
+        2. store each touched ticket once, 3. answer the waiting HTTP callers."""
+        now = utcnow()
+        cache: dict[str, Ticket | None] = {}
+        touched: dict[str, tuple[int, Step]] = {}
+        emit: list[Event] = []
+        letters: list[tuple[Record, str]] = []
+        outcomes: list[Outcome] = []
+        for record in records:
+            tid = record.key.decode("utf-8", "replace") if record.key else ""
+            if tid not in cache:
+                cache[tid] = self.load(tid) if tid else None
+            try:
+                if record.topic == COMMANDS:
+                    step = self.processor.on_command(cache[tid], record.value, now)
+                else:
+                    step = self.processor.on_event(cache[tid], record.key, record.value, now)
+            except Exception as exc:  # never stop the worker on one record
+                log.exception("record processing failed", **record.context(), ticket_id=tid)
+                step = Step(dead_letter=f"processing error: {type(exc).__name__}: {exc}")
+            if step.dead_letter:
+                log.warning("record dead-lettered", reason=step.dead_letter, **record.context(), ticket_id=tid)
+                letters.append((record, step.dead_letter))
+            if step.ticket is not None:
+                cache[tid] = step.ticket
+                touched[tid] = (record.partition, step)
+            emit.extend(step.emit)
+            if step.outcome is not None:
+                outcomes.append(step.outcome)
+        await self._append(emit, letters)
+        for tid, (partition, step) in touched.items():
+            assert step.ticket is not None
+            self.tickets[tid.encode()] = ticket_to_dict(step.ticket)
+            self.index.schedule(partition, tid, step.wakeup)
+        for event in emit:
+            log.debug("event appended", ticket_id=event.ticket_id, event_id=str(event.event_id), type=str(event.type))
+        for outcome in outcomes:
+            await self.app.producer.send(OUTCOMES, outcome.command_id.encode(), outcome.encode(), None, None, None)
+        for (topic, partition), last in _last_offsets(records).items():
+            self.filled[(topic, partition)] = max(self.filled.get((topic, partition), 0), last + 1)
+            self.positions[position_key(topic, partition, self.settings.partitions)] = last + 1
 
     def _expected(self, topic: str, partition: int) -> int | None:
-        stored = self.positions.get(f"{topic}:{partition}".encode())
+        stored = self.positions.get(position_key(topic, partition, self.settings.partitions))
         seen = self.filled.get((topic, partition))
         known = [v for v in (stored, seen) if v is not None]
         return max(known) if known else None
@@ -216,8 +289,10 @@ class Pipeline:
             return
         log.warning("gap in delivered records, reading it directly", topic=topic, partition=partition,
                     first=expected, upto=upto)
-        for record in await self._read_range(topic, partition, expected, upto):
-            await self._process(topic, partition, record.offset, record.key, record.value)
+        found = await self._read_range(topic, partition, expected, upto)
+        for start in range(0, len(found), BATCH_SIZE):
+            await self._process([Record(topic, partition, r.offset, r.key, r.value)
+                                 for r in found[start:start + BATCH_SIZE]])
 
     async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
         if self._range_reader is None:
@@ -264,44 +339,23 @@ class Pipeline:
                 async with self.lock:
                     await self._repair_gap(tp.topic, tp.partition, high)
 
-    async def _handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-                      bound: Any) -> None:
-        now = utcnow()
-        ticket = self.load(key.decode("utf-8", "replace")) if key else None
-        step: Step
-        if topic == COMMANDS:
-            step = self.processor.on_command(ticket, value, now)
-        else:
-            step = self.processor.on_event(ticket, key, value, now)
-        if step.dead_letter:
-            bound.warning("record dead-lettered", reason=step.dead_letter)
-            await self._dead_letter(topic, partition, offset, key, value, step.dead_letter)
-        # 1. append the events and wait for the broker, 2. store the state, 3. answer.
-        await self._append(step.emit)
-        if step.ticket is not None:
-            self.tickets[step.ticket.ticket_id.encode()] = ticket_to_dict(step.ticket)
-            self.index.schedule(partition, step.ticket.ticket_id, step.wakeup)
-            for event in step.emit:
-                bound.info("event appended", event_id=str(event.event_id), type=str(event.type))
-        if step.outcome is not None:
-            await self.outcomes.send(key=step.outcome.command_id.encode(), value=step.outcome.encode())
-
-    async def _append(self, events: list[Event]) -> None:
-        pending = [await self.events.send(key=e.ticket_id.encode(), value=encode_event(e)) for e in events]
+    async def _append(self, events: list[Event], letters: Sequence[tuple[Record, str]] = ()) -> None:
+        """Send events (and dead letters) and wait until the broker has them all."""
+        send = self.app.producer.send  # the plain producer: a topic's send costs ~0.2 ms more a record
+        pending = [await send(EVENTS, e.ticket_id.encode(), encode_event(e), None, None, None) for e in events]
+        pending += [await self._dead_letter(record, reason) for record, reason in letters]
         for future in pending:
             await future
 
-    async def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                           reason: str) -> None:
+    async def _dead_letter(self, record: Record, reason: str) -> Any:
         body = {
             "reason": reason,
-            "origin": {"topic": topic, "partition": partition, "offset": offset},
-            "key": base64.b64encode(key).decode() if key else None,
-            "value": base64.b64encode(value).decode() if value else None,
+            "origin": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            "key": base64.b64encode(record.key).decode() if record.key else None,
+            "value": base64.b64encode(record.value).decode() if record.value else None,
             "dead_lettered_at": utcnow().isoformat(),
         }
-        future = await self.dead_letters.send(key=key, value=json.dumps(body).encode())
-        await future
+        return await self.app.producer.send(DEAD_LETTERS, record.key, json.dumps(body).encode(), None, None, None)
 
     # --- the timer ---------------------------------------------------------------------------
     async def _deadline_timer(self) -> None:

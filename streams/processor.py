@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import structlog
 
 from sla.clock import due_facts, evaluate, next_wakeup
 from sla.events import Event, EventDecodeError, decode_event, parse_instant, validate_ticket_id
@@ -23,6 +26,7 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide
 from sla.view import ticket_view
 
+log = structlog.get_logger(__name__)
 HTTP_STATUS = {"conflict": 409, "invalid": 422, "not_found": 404}
 
 
@@ -38,6 +42,7 @@ def encode_command(command: Command) -> bytes:
         "actor": command.actor,
         "payload": dict(command.payload),
         "occurred_at": command.occurred_at.isoformat() if command.occurred_at else None,
+        "reply": command.reply,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -49,9 +54,9 @@ def decode_command(data: bytes) -> Command:
         raise CommandDecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise CommandDecodeError("command: must be a JSON object")
-    expected = {"command_id", "type", "ticket_id", "actor", "payload", "occurred_at"}
-    if set(raw) != expected:
-        raise CommandDecodeError(f"command: fields must be exactly {sorted(expected)}")
+    expected = {"command_id", "type", "ticket_id", "actor", "payload", "occurred_at", "reply"}
+    if not set(raw) <= expected or not expected - {"reply"} <= set(raw):
+        raise CommandDecodeError(f"command: fields must be {sorted(expected)} ('reply' optional)")
     try:
         command_type = CommandType(raw["type"])
         command_id = uuid.UUID(str(raw["command_id"]))
@@ -61,7 +66,8 @@ def decode_command(data: bytes) -> Command:
         raise CommandDecodeError(str(exc)) from None
     if not isinstance(raw["payload"], dict) or not isinstance(raw["actor"], str):
         raise CommandDecodeError("command: payload must be an object and actor a string")
-    return Command(command_type, ticket_id, raw["actor"], raw["payload"], occurred, command_id)
+    return Command(command_type, ticket_id, raw["actor"], raw["payload"], occurred, command_id,
+                   reply=bool(raw.get("reply", False)))
 
 
 def command_id_of(data: bytes) -> str | None:
@@ -95,6 +101,18 @@ class Step:
     wakeup: datetime | None = None  # next instant the timer should look at this ticket
 
 
+_EVENT_ID = re.compile(rb'"event_id":"([0-9a-f-]{36})"')
+
+
+def _event_id_int(data: bytes) -> int | None:
+    """The event id of an encoded event, read without decoding it (None if not found)."""
+    match = _EVENT_ID.search(data)
+    try:
+        return uuid.UUID(match.group(1).decode()).int if match else None
+    except ValueError:
+        return None
+
+
 class TicketProcessor:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -107,14 +125,20 @@ class TicketProcessor:
             outcome = Outcome(command_id, 422, {"error": str(exc)}) if command_id else None
             return Step(dead_letter=f"unreadable command: {exc}", outcome=outcome)
         cid = str(command.command_id)
+        reply = command.reply
         if ticket is not None and command_event_id(command.command_id).int in ticket.event_ids:
             # Redelivered after a crash: its events were sent before the state was stored.
+            if not reply:
+                return Step()
             return Step(outcome=Outcome(cid, 201 if command.type is CommandType.FILE else 200,
                                         self._accepted(ticket, [], now, replayed=True)))
         try:
             events = decide(ticket, command, now)
         except DomainError as exc:
-            return Step(outcome=Outcome(cid, HTTP_STATUS[exc.code], {"error": exc.message, "code": exc.code}))
+            if reply:
+                return Step(outcome=Outcome(cid, HTTP_STATUS[exc.code], {"error": exc.message, "code": exc.code}))
+            log.info("command refused", ticket_id=command.ticket_id, command_id=cid, reason=exc.message)
+            return Step()
         state = ticket if ticket is not None else Ticket(command.ticket_id)
         try:
             emitted = self._apply(state, events, now)
@@ -124,11 +148,13 @@ class TicketProcessor:
         return Step(
             ticket=state,
             emit=emitted,
-            outcome=Outcome(cid, status, self._accepted(state, emitted, now)),
+            outcome=Outcome(cid, status, self._accepted(state, emitted, now)) if reply else None,
             wakeup=self.wakeup(state, now),
         )
 
     def on_event(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
+        if ticket is not None and _event_id_int(data) in ticket.event_ids:
+            return Step()  # our own event coming back, or a redelivery: skip the full decode
         try:
             event = decode_event(data)
         except EventDecodeError as exc:

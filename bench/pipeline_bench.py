@@ -1,0 +1,175 @@
+"""Pipeline benchmarks on the embedded broker (issue 3). Prints its figures; no assertions.
+
+1. Throughput of one worker through the full path (decode, state machine, fold, events,
+   table), next to a raw aiokafka consumer reading the same commands in the same run.
+2. Breach delay after the deadline over N tickets with staggered tiny SLAs: p50/p99.
+
+    .venv/bin/python bench/pipeline_bench.py [--tickets 20000] [--breach-tickets 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
+
+from sla.events import decode_event
+from sla.ticket import Command, CommandType
+from streams.embedded import EmbeddedBroker, free_port
+from streams.kafka_tools import partitions_of, producer, read_topic, true_end_offsets
+from streams.processor import encode_command
+from streams.topics import COMMANDS, EVENTS, create_topics
+
+FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}
+TINY = """
+[[versions]]
+id = "bench-1"
+effective_from = "2020-01-01T00:00:00Z"
+timezone = "Europe/Paris"
+[[versions.slas]]
+name = "intake"
+rule = "elapsed"
+duration = {seconds}
+starts_on = ["filed"]
+stops_on = ["acknowledged"]
+"""
+
+
+def start_worker(
+    broker: EmbeddedBroker, workdir: Path, policy: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_WEB_PORT": str(port),
+           "SLALEDGER_DATA_DIR": str(workdir), "SLALEDGER_EMBEDDED": "1", "SLALEDGER_SESSION_TIMEOUT": "4",
+           "SLALEDGER_HEARTBEAT_INTERVAL": "0.5", "SLALEDGER_REBALANCE_TIMEOUT": "2",
+           "SLALEDGER_LOG_LEVEL": "warning", "SLALEDGER_TIMER_INTERVAL": "0.2"}
+    if policy:
+        env["SLALEDGER_POLICY_FILE"] = str(policy)
+    log = open(workdir / "worker.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "worker"], env=env, stdout=log, stderr=log)
+    return proc, port
+
+
+def end_total(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = partitions_of(consumer, topic)
+        consumer.assign(tps)
+        return sum(true_end_offsets(consumer, tps).values())
+    finally:
+        consumer.close()
+
+
+async def raw_read(bootstrap: str, topic: str, total: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, t0 = 0, time.perf_counter()
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            seen += sum(len(v) for v in batches.values())
+        return seen / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+
+
+def throughput(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "tansu.log") as broker:
+        create_topics(broker.bootstrap, 4)
+        kafka = producer(broker.bootstrap, embedded=True)
+        t0 = time.perf_counter()
+        for i in range(n):
+            tid = f"B-{i:07d}"
+            for command_type, payload in ((CommandType.FILE, FILE), (CommandType.ACKNOWLEDGE, {})):
+                command = Command(command_type, tid, "bench", payload, command_id=uuid.uuid4())
+                kafka.send(COMMANDS, key=tid.encode(), value=encode_command(command))
+        kafka.flush()
+        produce_rate = 2 * n / (time.perf_counter() - t0)
+        raw_rate = asyncio.run(raw_read(broker.bootstrap, COMMANDS, 2 * n))
+
+        proc, _ = start_worker(broker, Path(tmp))
+        try:
+            started = None
+            while True:
+                done = end_total(broker.bootstrap, EVENTS)
+                if done and started is None:
+                    started = time.perf_counter()
+                if done >= 2 * n:
+                    break
+                time.sleep(0.5)
+            assert started is not None
+            elapsed = time.perf_counter() - started
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        rate = 2 * n / elapsed
+        print(f"commands produced (kafka-python, one record per batch): {produce_rate:,.0f}/s")
+        print(f"raw aiokafka consumer, same {2 * n:,} commands: {raw_rate:,.0f} records/s")
+        print(f"worker, full path: {rate:,.0f} commands/s ({2 * n:,} commands -> {2 * n:,} events, "
+              f"{4 * n:,} records consumed incl. its own events) in {elapsed:.1f} s")
+        print(f"ratio worker / raw consumer: {rate / raw_rate:.3f}  (target: >= 20,000 commands/s)")
+
+
+def breach_delay(n: int, sla_seconds: float = 5.0) -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "tansu.log") as broker:
+        create_topics(broker.bootstrap, 4)
+        policy = Path(tmp) / "policy.toml"
+        policy.write_text(TINY.replace("{seconds}", str(sla_seconds)))
+        proc, _port = start_worker(broker, Path(tmp), policy)
+        try:
+            kafka = producer(broker.bootstrap, embedded=True)
+            # staggered over ~5 s: deadlines spread, not all at once
+            for i in range(n):
+                tid = f"D-{i:05d}"
+                kafka.send(COMMANDS, key=tid.encode(),
+                           value=encode_command(Command(CommandType.FILE, tid, "bench", FILE)))
+                if i % max(1, n // 50) == 0:
+                    kafka.flush()
+                    time.sleep(0.1)
+            kafka.flush()
+            deadline = time.monotonic() + 120
+            delays: list[float] = []
+            while time.monotonic() < deadline:
+                time.sleep(2)
+                delays = []
+                for record in read_topic(broker.bootstrap, EVENTS):
+                    event = decode_event(record.value)
+                    if event.type.value == "sla_breached":
+                        delays.append((event.recorded_at - event.payload["deadline"]).total_seconds())
+                if len(delays) >= n:
+                    break
+            delays.sort()
+            print(f"breaches: {len(delays)} of {n} tickets (tiny SLA {sla_seconds:g} s, timer every 0.2 s)")
+            print(f"breach delay after deadline: p50 {statistics.median(delays):.3f} s, "
+                  f"p99 {delays[int(0.99 * (len(delays) - 1))]:.3f} s, max {delays[-1]:.3f} s (target p99 <= 1.5 s)")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tickets", type=int, default=20_000)
+    parser.add_argument("--breach-tickets", type=int, default=1_000)
+    args = parser.parse_args()
+    throughput(args.tickets)
+    breach_delay(args.breach_tickets)
+
+
+if __name__ == "__main__":
+    main()
