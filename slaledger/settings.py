@@ -35,6 +35,8 @@ class Settings:
     web_port: int = 8080
     data_dir: str = "./data"
     policy_file: str | None = None
+    # Table store. Only memory:// is supported so far: Faust's RocksDB store needs a
+    # current event for each write, which batch processing does not provide (open issue).
     store_url: str = "memory://"
     timer_interval: float = 0.5
     command_timeout: float = 10.0

@@ -137,8 +137,8 @@ class TicketProcessor:
         except DomainError as exc:
             if reply:
                 return Step(outcome=Outcome(cid, HTTP_STATUS[exc.code], {"error": exc.message, "code": exc.code}))
-            log.info("command refused", ticket_id=command.ticket_id, command_id=cid, reason=exc.message)
-            return Step()
+            # Nobody waits for this answer (bulk import, replay): keep the refusal on record.
+            return Step(dead_letter=f"command refused: {exc.message}")
         state = ticket if ticket is not None else Ticket(command.ticket_id)
         try:
             emitted = self._apply(state, events, now)

@@ -93,6 +93,7 @@ class Worker:
             "SLALEDGER_REBALANCE_TIMEOUT": "2",
             "SLALEDGER_COMMIT_INTERVAL": "1",
             "SLALEDGER_TIMER_INTERVAL": "0.2",
+            "SLALEDGER_STORE_URL": "memory://",
             "SLALEDGER_LOG_LEVEL": os.environ.get("SLALEDGER_TEST_LOG_LEVEL", "info"),
             **self.extra_env,
         }
