@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
     _worker_flags(dev)
     dev.add_argument("--broker-port", type=int, help="port of the embedded broker (default: a free one)")
+    dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
     return parser
 
@@ -82,7 +83,7 @@ def _worker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
-    names = ("web_port", "web_host", "data_dir", "policy_file", "partitions", "timer_interval")
+    names = ("web_port", "web_host", "data_dir", "policy_file", "partitions", "timer_interval", "demo")
     flags = {n: getattr(args, n, None) for n in names}
     if getattr(args, "broker", None):
         flags["broker_url"] = args.broker

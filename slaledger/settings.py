@@ -46,6 +46,7 @@ class Settings:
     heartbeat_interval: float = 1.0
     rebalance_timeout: float = 10.0
     commit_interval: float = 1.0
+    demo: bool = False  # feed a synthetic stream (dev mode)
     log_format: str = "json"  # json | console
     log_level: str = "info"
 

@@ -205,6 +205,10 @@ class Pipeline:
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
+        if settings.demo:
+            from .demo import DemoFeeder
+
+            app.task(DemoFeeder(self).run)
 
         from .api import register_views  # the HTTP API lives beside, on the same app
 

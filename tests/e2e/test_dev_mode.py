@@ -1,0 +1,82 @@
+"""The README's run command, driven as a newcomer would: start, file, watch, stop."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.embedded import free_port
+from tests.integration.conftest import api, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def start_dev(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    log = tmp_path / "dev.log"
+    proc = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "dev", "--port", str(port),
+                             "--data-dir", str(tmp_path / "data"), *extra],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, port, log
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def ready() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            status, _ = api("GET", f"http://127.0.0.1:{port}/readyz", timeout=2)
+            return status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=60, what="dev mode ready")
+
+
+def broker_port(log: Path) -> int:
+    match = re.search(r"broker 127\.0\.0\.1:(\d+)", log.read_text())
+    assert match, log.read_text()
+    return int(match.group(1))
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_dev_mode_files_tickets_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
+    proc, port, log = start_dev(tmp_path, "--demo")
+    try:
+        wait_ready(proc, port, log)
+        assert f"http://127.0.0.1:{port}/" in log.read_text()
+        base = f"http://127.0.0.1:{port}"
+        status, body = api("POST", f"{base}/api/tickets", {
+            "kind": "incident", "channel": "phone", "member": "commune-de-chartres", "product": "parapheur",
+            "subject": "Parapheur inaccessible", "received_at": "2026-01-05T09:12:00+01:00"})
+        assert status == 201, body
+        tid = body["ticket"]["id"]
+        status, body = api("POST", f"{base}/api/tickets/{tid}/acknowledge", {})
+        assert status == 200 and body["ticket"]["status"] == "in_progress"
+        # the demo feeder files tickets of its own
+        wait_for(lambda: any(t["id"].startswith("DEMO-")
+                             for t in api("GET", f"{base}/api/tickets?page_size=500")[1]["items"]),
+                 timeout=30, what="demo tickets")
+        status, metrics = api("GET", f"{base}/metrics")
+        assert status == 200 and "python_info" in metrics
+        embedded = broker_port(log)
+        assert port_open(embedded)
+    finally:
+        proc.send_signal(stop_signal)
+        code = proc.wait(timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    assert not port_open(port)
+    assert not port_open(embedded), "the embedded broker must stop with dev mode"
+    assert "embedded broker stopped" in log.read_text()
+    time.sleep(0.1)
