@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
     worker.set_defaults(handler=cmd_worker)
 
+    project = commands.add_parser("project", help="project the events topic into SQL and serve /metrics")
+    project.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
+    project.add_argument("--database", dest="database_url", help="SQLAlchemy URL (env SLALEDGER_DATABASE_URL)")
+    project.add_argument("--data-dir", help="where the default SQLite file lives")
+    project.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
+    project.add_argument("--metrics-port", type=int, help="port of /metrics (default 9108; 0: none)")
+    project.add_argument("--rebuild", action="store_true", help="replay from offset 0 into shadow tables and swap")
+    project.add_argument("--once", action="store_true", help="stop at the end of the topic instead of following")
+    project.set_defaults(handler=cmd_project)
+
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
     _worker_flags(dev)
     dev.add_argument("--broker-port", type=int, help="port of the embedded broker (default: a free one)")
@@ -83,7 +93,8 @@ def _worker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
-    names = ("web_port", "web_host", "data_dir", "policy_file", "partitions", "timer_interval", "demo")
+    names = ("web_port", "web_host", "data_dir", "policy_file", "partitions", "timer_interval", "demo",
+             "database_url", "metrics_port")
     flags = {n: getattr(args, n, None) for n in names}
     if getattr(args, "broker", None):
         flags["broker_url"] = args.broker
@@ -123,6 +134,14 @@ def _run_worker(settings: Settings) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from projections.service import serve_projector
+
+    settings = _settings(args)
+    configure_logging(settings.log_format, settings.log_level)
+    return serve_projector(settings, rebuild=args.rebuild, follow=not args.once)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -47,6 +47,9 @@ class Settings:
     rebalance_timeout: float = 10.0
     commit_interval: float = 1.0
     demo: bool = False  # feed a synthetic stream (dev mode)
+    # SQL read model; empty: a SQLite file in data_dir (dev). Production: postgresql+psycopg://…
+    database_url: str = ""
+    metrics_port: int = 9108  # the projector's /metrics
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
@@ -72,6 +75,10 @@ class Settings:
         return replace(cls(), **values)
 
     @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir).resolve() / 'slaledger.db'}"
+
+    @property
     def bootstrap(self) -> str:
         return self.broker_url.removeprefix("kafka://")
 
@@ -80,6 +87,8 @@ class Settings:
         for key, value in out.items():
             if any(h in key for h in _SECRET_HINTS) and value:
                 out[key] = "***"
+        if "@" in self.database_url:
+            out["database_url"] = self.database_url.split("://", 1)[0] + "://***@" + self.database_url.split("@", 1)[1]
         if "@" in self.broker_url:
             out["broker_url"] = "kafka://***@" + self.broker_url.split("@", 1)[1]
         return out

@@ -1,0 +1,120 @@
+"""SQL read model (SQLAlchemy 2): tickets, SLA clocks, the event archive, checkpoints.
+
+Everything here is a function of the events topic and can be rebuilt from it, except the
+archive, which *is* the durable copy of the log (the embedded broker keeps nothing) and
+carries a SHA-256 hash chain: ``hash = sha256(prev_hash || envelope)``, so an altered,
+missing or reordered row breaks every hash after it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(128))
+    member: Mapped[str] = mapped_column(String(128), index=True)
+    subject: Mapped[str] = mapped_column(String(500))
+    filed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    restoration_eta: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
+    # The folded state (sla.ticket.ticket_to_dict), so the projector continues the fold.
+    state: Mapped[dict] = mapped_column(JSON)
+
+
+class ClockRow(Base):
+    __tablename__ = "sla_clocks"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sla: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    contractual: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    warning_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # At the stop: seconds to spare (positive) or overrun (negative); NULL while open.
+    remaining_at_close_seconds: Mapped[float | None] = mapped_column(Float)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    explanation: Mapped[str] = mapped_column(Text)
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ArchiveRow(Base):
+    __tablename__ = "event_archive"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    ticket_id: Mapped[str] = mapped_column(String(64), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(String(249))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    envelope: Mapped[str] = mapped_column(Text)  # the record value exactly as on the topic
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class CheckpointRow(Base):
+    __tablename__ = "projection_checkpoints"
+
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger)  # last applied offset
+
+
+Index("ix_event_archive_type", ArchiveRow.type)
+GENESIS_HASH = "0" * 64
+
+
+def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:
+    """Copies of the tickets and clocks tables under other names, for ``--rebuild``."""
+    shadow = MetaData()
+    out = []
+    lives: tuple[Table, Table] = (TicketRow.__table__, ClockRow.__table__)  # type: ignore[assignment]
+    for live in lives:
+        table = live.to_metadata(shadow, name=f"{live.name}{suffix}")
+        table.primary_key.name = f"pk_{table.name}"  # constraint names are schema-wide in PostgreSQL
+        for index in list(table.indexes):  # created under the live names after the swap
+            table.indexes.discard(index)
+        out.append(table)
+    return out[0], out[1]

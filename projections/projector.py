@@ -1,0 +1,259 @@
+"""The SQL projector: events topic → tickets, SLA clocks, archive and checkpoints.
+
+One transaction per batch updates the rows, appends to the archive and moves the
+checkpoint; on start it seeks each partition to its checkpoint + 1 (Kafka-committed
+offsets are not used). An event already in the archive (unique ``event_id``) changes
+nothing, so at-least-once delivery, a duplicate record or a replay is harmless. The fold
+is ``sla/``'s, the very one the live worker and the audit replay use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kafka import KafkaConsumer
+from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection
+
+from sla.clock import ClockStatus, evaluate
+from sla.events import Event, EventDecodeError, decode_event
+from sla.policy import Policy, PolicyError
+from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
+from streams.kafka_tools import partitions_of, true_end_offsets
+from streams.topics import EVENTS
+
+from .models import GENESIS_HASH, ArchiveRow, Base, CheckpointRow, ClockRow, TicketRow, shadow_tables
+
+log = structlog.get_logger(__name__)
+
+TICKETS: Table = TicketRow.__table__  # type: ignore[assignment]
+CLOCKS: Table = ClockRow.__table__  # type: ignore[assignment]
+ARCHIVE: Table = ArchiveRow.__table__  # type: ignore[assignment]
+CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
+
+
+def chain_hash(prev_hash: str, envelope: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode() + envelope).hexdigest()
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+class Projection:
+    """Applies event records to a pair of (tickets, clocks) tables, plus archive/checkpoints."""
+
+    def __init__(self, policy: Policy, tickets: Table = TICKETS, clocks: Table = CLOCKS,
+                 archive: bool = True) -> None:
+        """``archive=False`` (rebuild): neither the archive nor the checkpoints are touched."""
+        self.policy = policy
+        self.tickets, self.clocks, self.archive = tickets, clocks, archive
+
+    def apply_batch(self, conn: Connection, records: list[Incoming]) -> int:
+        """Apply records in one transaction (the caller's); returns how many were new."""
+        if not records:
+            return 0
+        ids = {}
+        events: list[tuple[Incoming, Event]] = []
+        for record in records:
+            try:
+                event = decode_event(record.value)
+            except EventDecodeError as exc:
+                log.warning("unreadable event skipped by the projector (the worker dead-letters it)",
+                            topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
+                continue
+            if str(event.event_id) in ids:
+                continue
+            ids[str(event.event_id)] = True
+            events.append((record, event))
+        known = set()
+        if self.archive and ids:
+            known = set(conn.scalars(select(ARCHIVE.c.event_id).where(ARCHIVE.c.event_id.in_(list(ids)))))
+        fresh = [(r, e) for r, e in events if str(e.event_id) not in known]
+        if self.archive and fresh:
+            self._archive(conn, fresh)
+        touched: dict[str, Ticket] = {}
+        for _, event in fresh:
+            ticket = touched.get(event.ticket_id) or self._load(conn, event.ticket_id) or Ticket(event.ticket_id)
+            if ticket.apply(event):
+                touched[event.ticket_id] = ticket
+        now = datetime.now(UTC)
+        for ticket in touched.values():
+            self._store(conn, ticket, now)
+        if self.archive:
+            self._checkpoint(conn, records)
+        return len(fresh)
+
+    def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> None:
+        prev = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1)) or GENESIS_HASH
+        rows = []
+        for record, event in fresh:
+            digest = chain_hash(prev, record.value)
+            rows.append({
+                "event_id": str(event.event_id), "ticket_id": event.ticket_id, "type": str(event.type),
+                "occurred_at": event.occurred_at, "recorded_at": event.recorded_at, "actor": event.actor,
+                "topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "envelope": record.value.decode(), "prev_hash": prev, "hash": digest,
+            })
+            prev = digest
+        conn.execute(insert(ARCHIVE), rows)
+
+    def _load(self, conn: Connection, ticket_id: str) -> Ticket | None:
+        state = conn.scalar(select(self.tickets.c.state).where(self.tickets.c.ticket_id == ticket_id))
+        return ticket_from_dict(state) if state else None
+
+    def _store(self, conn: Connection, ticket: Ticket, now: datetime) -> None:
+        row = {
+            "ticket_id": ticket.ticket_id, "status": str(ticket.status), "kind": ticket.kind,
+            "channel": ticket.channel, "product": ticket.product, "member": ticket.member,
+            "subject": ticket.subject, "filed_at": ticket.filed_at, "recorded_at": ticket.filed_recorded_at,
+            "acknowledged_at": ticket.acknowledged_at, "resolved_at": ticket.resolved_at,
+            "closed_at": ticket.closed_at, "restoration_eta": ticket.restoration_eta, "version": ticket.version,
+            "state": ticket_to_dict(ticket),
+        }
+        updated = conn.execute(update(self.tickets).where(self.tickets.c.ticket_id == ticket.ticket_id).values(**row))
+        if updated.rowcount == 0:
+            conn.execute(insert(self.tickets).values(**row))
+        conn.execute(delete(self.clocks).where(self.clocks.c.ticket_id == ticket.ticket_id))
+        if not ticket.exists:
+            return
+        try:
+            found = evaluate(ticket, self.policy, now)
+        except PolicyError:
+            return
+        rows = []
+        for clock in found:
+            closed = clock.stopped_at is not None or clock.status is ClockStatus.EXCLUDED
+            rows.append({
+                "ticket_id": ticket.ticket_id, "sla": clock.sla, "member": ticket.member, "kind": ticket.kind,
+                "contractual": clock.definition.contractual, "status": str(clock.status),
+                "deadline": clock.deadline, "warning_at": clock.warning_at,
+                "started_at": clock.cycles[0].start if clock.cycles else None, "stopped_at": clock.stopped_at,
+                "remaining_at_close_seconds": clock.remaining_seconds if closed else None,
+                "policy_version": clock.policy_version.id, "explanation": clock.explanation(live=False),
+                "evaluated_at": now,
+            })
+        if rows:
+            conn.execute(insert(self.clocks), rows)
+
+    def _checkpoint(self, conn: Connection, records: list[Incoming]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in records:
+            last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
+        for (topic, partition), offset in last.items():
+            done = conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == topic,
+                                                          CHECKPOINTS.c.partition == partition)
+                                .values(offset=offset))
+            if done.rowcount == 0:
+                conn.execute(insert(CHECKPOINTS).values(topic=topic, partition=partition, offset=offset))
+
+
+def checkpoints(engine: Engine, topic: str = EVENTS) -> dict[int, int]:
+    with engine.connect() as conn:
+        return {p: o for p, o in conn.execute(select(CHECKPOINTS.c.partition, CHECKPOINTS.c.offset)
+                                              .where(CHECKPOINTS.c.topic == topic))}
+
+
+def consume(bootstrap: str, start: dict[int, int], *, follow: bool, topic: str = EVENTS,
+            batch: int = 2000, idle_stop: float | None = None) -> Iterator[list[Incoming]]:
+    """Batches of records from ``start[partition]`` (next offset to read) on; with
+    ``follow=False`` stops at the end offsets captured at start (fetch high watermarks)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             max_poll_records=batch)
+    try:
+        tps = partitions_of(consumer, topic)
+        consumer.assign(tps)
+        ends = true_end_offsets(consumer, tps) if not follow else {}
+        for tp in tps:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        remaining = {tp for tp in tps if follow or start.get(tp.partition, 0) < ends[tp]}
+        last_data = time.monotonic()
+        while remaining:
+            polled = consumer.poll(timeout_ms=200, max_records=batch)
+            out = []
+            for tp, records in polled.items():
+                for r in records:
+                    if follow or r.offset < ends[tp]:
+                        out.append(Incoming(tp.topic, tp.partition, r.offset, r.value))
+                if not follow and consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if out:
+                last_data = time.monotonic()
+                yield out
+            elif follow:
+                yield []  # let the caller breathe (signals, metrics)
+                if idle_stop is not None and time.monotonic() - last_data > idle_stop:
+                    return
+    finally:
+        consumer.close()
+
+
+def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: bool = True,
+                  should_stop: Any = lambda: False, idle_stop: float | None = None) -> int:
+    """Project the events topic into SQL from the stored checkpoints; returns events applied."""
+    projection = Projection(policy)
+    start = {p: o + 1 for p, o in checkpoints(engine).items()}
+    log.info("projector starting", resume_from=start)
+    applied = 0
+    for batch in consume(bootstrap, start, follow=follow, idle_stop=idle_stop):
+        if batch:
+            with engine.begin() as conn:
+                applied += projection.apply_batch(conn, batch)
+        if should_stop():
+            break
+    return applied
+
+
+def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:
+    """Replay the events topic from offset 0 into shadow tables, then swap them in."""
+    shadow_tickets, shadow_clocks = shadow_tables()
+    with engine.begin() as conn:
+        for table in (shadow_clocks, shadow_tickets):
+            table.drop(conn, checkfirst=True)
+            table.create(conn)
+    projection = Projection(policy, shadow_tickets, shadow_clocks, archive=False)
+    count = 0
+    for batch in consume(bootstrap, {}, follow=False):
+        with engine.begin() as conn:
+            count += projection.apply_batch(conn, batch)
+    with engine.begin() as conn:
+        # the archive and checkpoints are not rebuilt; the live tables are replaced
+        for live, shadow in ((TICKETS, shadow_tickets), (CLOCKS, shadow_clocks)):
+            conn.execute(text(f"DROP TABLE {live.name}"))
+            conn.execute(text(f"ALTER TABLE {shadow.name} RENAME TO {live.name}"))
+            if engine.dialect.name == "postgresql":
+                conn.execute(text(f"ALTER TABLE {live.name} RENAME CONSTRAINT pk_{shadow.name} TO pk_{live.name}"))
+            for index in live.indexes:
+                index.create(conn)
+    log.info("projection rebuilt", events=count)
+    return count
+
+
+def create_schema(engine: Engine) -> None:
+    """Bring the database to the latest migration (Alembic)."""
+    from .migrate import upgrade
+
+    upgrade(engine)
+
+
+def table_rows(engine: Engine, table: Table, order: Iterable[Any]) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(table).order_by(*order))]
+
+
+def count(engine: Engine, table: Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+__all__ = ["Base", "Projection", "chain_hash", "create_schema", "rebuild", "run_projector"]

@@ -1,0 +1,67 @@
+"""The projector process: migrate, project (follow the topic), serve /metrics, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import structlog
+from kafka import KafkaConsumer
+from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import Engine, create_engine
+
+from slaledger.settings import Settings
+from streams.kafka_tools import partitions_of, true_end_offsets
+from streams.topics import EVENTS
+
+from .metrics import ProjectionCollector
+from .projector import checkpoints, create_schema, run_projector
+from .projector import rebuild as rebuild_projection
+
+log = structlog.get_logger(__name__)
+
+
+def engine_for(settings: Settings) -> Engine:
+    if settings.database.startswith("sqlite:///"):
+        Path(settings.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return create_engine(settings.database, pool_pre_ping=True)
+
+
+def consumer_lag(engine: Engine, bootstrap: str) -> dict[tuple[str, int], int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = partitions_of(consumer, EVENTS)
+        consumer.assign(tps)
+        ends = true_end_offsets(consumer, tps)
+    finally:
+        consumer.close()
+    done = checkpoints(engine)
+    return {(tp.topic, tp.partition): max(0, end - (done.get(tp.partition, -1) + 1)) for tp, end in ends.items()}
+
+
+def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True) -> int:
+    policy = settings.policy()
+    engine = engine_for(settings)
+    create_schema(engine)
+    log.info("projector configured", settings=settings.public())
+    if rebuild:
+        rebuild_projection(engine, settings.bootstrap, policy)
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("projector stopping", signal=signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port:
+        registry = CollectorRegistry()
+        registry.register(ProjectionCollector(engine, lag=lambda: consumer_lag(engine, settings.bootstrap)))
+        start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
+        log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
+    applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set)
+    log.info("projector stopped", events_applied=applied)
+    return 0
