@@ -149,8 +149,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    """Embedded broker, archive restore, worker (API + /metrics) and projector in one process."""
+    import threading
     from pathlib import Path
 
+    from prometheus_client import REGISTRY
+
+    from projections.metrics import ProjectionCollector
+    from projections.projector import create_schema, run_projector
+    from projections.restore import restore_archive
+    from projections.service import engine_for
     from streams.embedded import EmbeddedBroker
     from streams.topics import create_topics
 
@@ -160,14 +168,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
     base.policy()  # a bad policy file stops here, before anything starts
     broker = EmbeddedBroker(port=args.broker_port, log_path=Path(base.data_dir) / "broker.log")
     broker.start()
+    stop = threading.Event()
+    projector: threading.Thread | None = None
     try:
         settings = _settings(args, log_format="console", broker_url=broker.url, embedded=True,
-                             session_timeout=4.0, heartbeat_interval=0.5, rebalance_timeout=2.0)
+                             session_timeout=4.0, heartbeat_interval=0.5, rebalance_timeout=2.0,
+                             database_url=base.database)
         create_topics(settings.bootstrap, settings.partitions)
+        engine = engine_for(settings)
+        create_schema(engine)
+        restored = restore_archive(engine, settings.bootstrap)
+        policy = settings.policy()
+        projector = threading.Thread(
+            target=run_projector, name="projector", daemon=True,
+            args=(engine, settings.bootstrap, policy), kwargs={"follow": True, "should_stop": stop.is_set})
+        projector.start()
+        REGISTRY.register(ProjectionCollector(engine))
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
-              f"(API /api/tickets, metrics /metrics, broker {broker.bootstrap}); Ctrl-C stops", flush=True)
+              f"(API /api/tickets, metrics /metrics, broker {broker.bootstrap}, database {settings.database}, "
+              f"{restored} archived events restored); Ctrl-C stops", flush=True)
         return _run_worker(settings)
     finally:
+        stop.set()
+        if projector is not None:
+            projector.join(timeout=10)
         broker.stop()
 
 

@@ -12,16 +12,17 @@ import asyncio
 import json
 import secrets
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from projections.queries import list_tickets
 from sla.clock import ClockStatus, evaluate
 from sla.events import KINDS, PAYLOAD_SCHEMAS, EventDecodeError, EventType, parse_instant, validate_payload
-from sla.ticket import COMMAND_EVENT, Command, CommandType, Status
+from sla.ticket import COMMAND_EVENT, Command, CommandType, Status, ticket_from_dict
 from sla.view import ticket_view
 
 from .processor import encode_command
@@ -71,7 +72,8 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, acto
         raise BadRequest(422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
                          unknown[0])
     payload = {k: v for k, v in body.items() if k != time_field}
-    occurred: datetime | None = None
+    # Business time defaults to the moment the request arrived, not when the agent gets to it.
+    occurred: datetime | None = datetime.now(UTC)
     if body.get(time_field) is not None:
         try:
             occurred = parse_instant(body[time_field], time_field)
@@ -143,8 +145,6 @@ def register_views(pipeline: Pipeline) -> None:
             return response
 
         async def get(self, request: Request) -> Response:
-            # Tickets of the partitions this worker owns (the SQL read model serves the
-            # complete list once the projector runs).
             query = request.query
             try:
                 page = max(1, int(query.get("page", "1")))
@@ -158,11 +158,16 @@ def register_views(pipeline: Pipeline) -> None:
                 return self.json({"error": f"unknown sla_status {sla_status!r}", "field": "sla_status"}, status=422)
             now = datetime.now(tz=pipeline.policy.versions[0].tz)
             rows = []
-            for _key, raw in list(pipeline.tickets.items()):
-                if not raw or (status and raw["status"] != status) or (member and raw["member"] != member):
-                    continue
-                ticket = pipeline.load(raw["ticket_id"])
-                if ticket is None:
+            engine = pipeline.engine
+            if engine is not None:  # the SQL read model: every ticket, whoever owns it
+                found = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: list_tickets(engine, status=status, member=member))
+            else:  # no read model configured: the tickets of this worker's partitions
+                found = [ticket_from_dict(raw) for raw in list(pipeline.tickets.values())
+                         if raw and (not status or raw["status"] == status)
+                         and (not member or raw["member"] == member)]
+            for ticket in found:
+                if not ticket.exists:
                     continue
                 if sla_status:
                     clocks = evaluate(ticket, pipeline.policy, now)

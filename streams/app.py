@@ -31,7 +31,9 @@ from typing import Any
 import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
 from kafka.partitioner.default import murmur2
+from sqlalchemy import create_engine
 
 from sla.events import Event, encode_event
 from sla.policy import Policy
@@ -166,6 +168,8 @@ class Pipeline:
         self.index = DeadlineIndex()
         self.indexed_partitions: set[int] = set()
         self.waiter = OutcomeWaiter(settings)
+        # The SQL read model, when configured: the API's lists read it.
+        self.engine = create_engine(settings.database, pool_pre_ping=True) if settings.database_url else None
         self.app = app = faust.App(
             APP_ID,
             broker=settings.broker_url,
@@ -370,7 +374,7 @@ class Pipeline:
         if active != self.indexed_partitions:
             self._rebuild_index(active)
         now = utcnow()
-        for partition, ticket_id in self.index.pop_due(now, active):
+        for partition, ticket_id in self.index.pop_due(now, self._caught_up(active)):
             ticket = self.load(ticket_id)
             if ticket is None:
                 continue
@@ -383,6 +387,20 @@ class Pipeline:
                 self.index.schedule(partition, ticket_id, now + FACT_RECHECK)
             else:
                 self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
+
+    def _caught_up(self, partitions: set[int]) -> set[int]:
+        """Partitions whose commands and events the agent has read to the end: only there
+        may a verdict be drawn (a backlog still holds part of the tickets' history)."""
+        out = set()
+        for partition in partitions:
+            for topic in (COMMANDS, EVENTS):
+                high = self.app.consumer.highwater(TP(topic, partition))
+                expected = self._expected(topic, partition) or 0
+                if high is None or expected < high:
+                    break
+            else:
+                out.add(partition)
+        return out
 
     def _rebuild_index(self, active: set[int]) -> None:
         now = utcnow()

@@ -1,5 +1,10 @@
 """What the ticket agent does with one record, without Faust: easy to test, easy to read.
 
+SLA facts (warning, breach, retraction) are never derived here: only the deadline timer
+emits them, and only for partitions the agent has caught up on. Deriving them while a
+backlog is replayed would judge a ticket on part of its history (filed, but its
+acknowledgement not yet read) and emit a breach that the next record retracts.
+
 The agent owns a partition of both the commands and the events topic (they are
 co-partitioned), reads them in one stream, and is therefore the single writer of the
 tickets keyed to that partition. For each record it returns what to do: the new ticket
@@ -10,7 +15,6 @@ a crash in between re-decides the same command, which yields the same event ids.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
@@ -140,10 +144,16 @@ class TicketProcessor:
             # Nobody waits for this answer (bulk import, replay): keep the refusal on record.
             return Step(dead_letter=f"command refused: {exc.message}")
         state = ticket if ticket is not None else Ticket(command.ticket_id)
-        try:
-            emitted = self._apply(state, events, now)
-        except PolicyError as exc:
-            return Step(outcome=Outcome(cid, 422, {"error": str(exc), "code": "invalid"}))
+        if command.type is CommandType.FILE:
+            try:
+                self.policy.version_for(events[0].occurred_at)
+            except PolicyError as exc:
+                if reply:
+                    return Step(outcome=Outcome(cid, 422, {"error": str(exc), "code": "invalid"}))
+                return Step(dead_letter=f"command refused: {exc}")
+        for event in events:
+            state.apply(event)
+        emitted = events
         status = 201 if command.type is CommandType.FILE else 200
         return Step(
             ticket=state,
@@ -165,33 +175,29 @@ class TicketProcessor:
         if event.event_id.int in state.event_ids:
             return Step()  # already applied (our own event coming back, or a redelivery)
         state.apply(event)
-        derived: list[Event] = []
-        with contextlib.suppress(PolicyError):  # filed before any policy: stored, no clock
-            derived = self._facts(state, now)
-        return Step(ticket=state, emit=derived, wakeup=self.wakeup(state, now))
+        return Step(ticket=state, wakeup=self.wakeup(state, now))
 
     def due(self, ticket: Ticket, now: datetime) -> list[Event]:
         """For the timer: SLA facts due now (it sends them; it never writes the table)."""
-        return due_facts(ticket, evaluate(ticket, self.policy, now), now) if ticket.exists else []
-
-    def _apply(self, state: Ticket, events: list[Event], now: datetime) -> list[Event]:
-        for event in events:
-            state.apply(event)
-        return [*events, *self._facts(state, now)]
-
-    def _facts(self, state: Ticket, now: datetime) -> list[Event]:
-        facts = self.due(state, now)
-        for fact in facts:
-            state.apply(fact)
-        return facts
+        if not ticket.exists:
+            return []
+        try:
+            return due_facts(ticket, evaluate(ticket, self.policy, now), now)
+        except PolicyError:  # filed before any policy version: no clock
+            return []
 
     def wakeup(self, state: Ticket, now: datetime) -> datetime | None:
+        """When the timer should look at this ticket: now if a fact is already due (e.g. a
+        retraction after a late acknowledgement), else the next warning or deadline."""
         if not state.exists:
             return None
         try:
-            return next_wakeup(evaluate(state, self.policy, now), state)
+            found = evaluate(state, self.policy, now)
         except PolicyError:
             return None
+        if due_facts(state, found, now):
+            return now
+        return next_wakeup(found, state)
 
     def _accepted(self, ticket: Ticket, emitted: list[Event], now: datetime, replayed: bool = False) -> dict[str, Any]:
         return {

@@ -80,3 +80,58 @@ def test_dev_mode_files_tickets_and_stops_cleanly(tmp_path: Path, stop_signal: i
     assert not port_open(embedded), "the embedded broker must stop with dev mode"
     assert "embedded broker stopped" in log.read_text()
     time.sleep(0.1)
+
+
+def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from sqlalchemy import create_engine, select
+
+    from projections.projector import ARCHIVE
+    from tests.integration.conftest import tiny_policy
+
+    policy = tiny_policy(tmp_path, 2)
+    filed = {"kind": "assistance", "channel": "portal", "member": "commune-de-blois", "product": "ent",
+             "subject": "Compte bloqué"}
+    proc, port, log = start_dev(tmp_path, "--policy", str(policy))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, port, log)
+        ids = [api("POST", f"{base}/api/tickets", filed)[1]["ticket"]["id"] for _ in range(3)]
+        assert api("POST", f"{base}/api/tickets/{ids[0]}/acknowledge", {})[0] == 200
+        engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'slaledger.db'}")
+
+        def facts() -> Counter[tuple[str, str]]:
+            with engine.connect() as conn:
+                return Counter((t, k) for t, k in conn.execute(select(ARCHIVE.c.ticket_id, ARCHIVE.c.type)))
+
+        wait_for(lambda: facts()[(ids[1], "sla_breached")] and facts()[(ids[2], "sla_breached")],
+                 timeout=30, what="breaches archived")
+        status, listed = api("GET", f"{base}/api/tickets?sla_status=breached")
+        assert status == 200 and {ids[1], ids[2]} <= {t["id"] for t in listed["items"]}
+        before = {tid: api("GET", f"{base}/api/tickets/{tid}")[1] for tid in ids}
+        assert "slaledger_open_tickets" in api("GET", f"{base}/metrics")[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+    proc, port, log = start_dev(tmp_path, "--policy", str(policy))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, port, log)
+        assert re.search(r"[1-9]\d* archived events restored", log.read_text())
+        for tid in ids:
+            status, after = api("GET", f"{base}/api/tickets/{tid}")
+            assert status == 200, after
+            assert after["version"] == before[tid]["version"]
+            assert [c["status"] for c in after["clocks"]] == [c["status"] for c in before[tid]["clocks"]]
+        time.sleep(3)  # several timer ticks after the restart
+        counts = facts()
+        assert counts[(ids[1], "sla_breached")] == 1 and counts[(ids[2], "sla_breached")] == 1
+        assert counts[(ids[0], "sla_breached")] == 0
+        # the restored tickets can still be worked on
+        status, body = api("POST", f"{base}/api/tickets/{ids[1]}/acknowledge", {})
+        assert status == 200 and body["ticket"]["status"] == "in_progress"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

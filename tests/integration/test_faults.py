@@ -13,6 +13,7 @@ from sla.events import decode_event
 from sla.ticket import Command, CommandType, command_event_id
 from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import producer, read_topic
+from streams.app import BATCH_SIZE
 from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS
 from tests.integration.conftest import Worker, api, tiny_policy, wait_for
@@ -23,7 +24,7 @@ FILE = {"kind": "assistance", "channel": "phone", "member": "m-002", "product": 
 
 
 def send_commands(broker: EmbeddedBroker, commands: list[Command]) -> None:
-    kafka = producer(broker.bootstrap, embedded=True)
+    kafka = producer(broker.bootstrap, embedded=False)
     for command in commands:
         kafka.send(COMMANDS, key=command.ticket_id.encode(), value=encode_command(command))
     kafka.flush()
@@ -52,10 +53,10 @@ def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
     def distinct() -> int:
         return len({e.event_id for e in event_records(broker)} & expected)
 
-    send_commands(broker, batch("K", 300))
+    send_commands(broker, batch("K", 3000))
     first = Worker(broker, tmp_path, name="first")
     workers.append(first.start())
-    wait_for(lambda: distinct() >= 100, timeout=60, what="first events")
+    wait_for(lambda: distinct() >= 100, timeout=60, interval=0.05, what="first events")
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     assert distinct() < len(expected), "the kill should land mid-stream"
 
@@ -63,8 +64,8 @@ def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
     workers.append(second.start())
     wait_for(lambda: distinct() == len(expected), timeout=120, what="all events after SIGKILL")
 
-    send_commands(broker, batch("T", 300))
-    wait_for(lambda: distinct() >= len(expected) - 400, timeout=60, what="second batch under way")
+    send_commands(broker, batch("T", 3000))
+    wait_for(lambda: distinct() >= len(expected) - 4000, timeout=60, interval=0.05, what="second batch under way")
     assert second.stop(signal.SIGTERM) == 0
     third = Worker(broker, tmp_path, name="third")
     workers.append(third.start())
@@ -81,17 +82,17 @@ def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
     per_ticket = Counter(e.ticket_id for e in distinct_events.values())
     assert set(per_ticket.values()) == {2}  # one filing and one acknowledgement each
     duplicates = len(events) - len(distinct_events)
-    # At-least-once: a record re-sent after a crash keeps its event id; it is counted
-    # here and must stay rare. State must show each event applied once.
-    assert duplicates <= 10, duplicates
+    # At-least-once: a batch re-sent after a crash keeps its event ids (consumers drop
+    # them); at most the batches in flight at the kill. State shows each event applied once.
+    assert duplicates <= 2 * BATCH_SIZE, duplicates
 
     # the table was recovered with every update: versions are exact, on every ticket
-    for tid in ["K-0000", "K-0150", "K-0299", "T-0000", "T-0299"]:
+    for tid in ["K-0000", "K-1500", "K-2999", "T-0000", "T-2999"]:
         status, body = api("GET", f"{third.url}/api/tickets/{tid}")
         assert status == 200, body
         assert body["status"] == "in_progress" and body["version"] == 2, body
-    status, body = api("GET", f"{third.url}/api/tickets?page_size=500&status=in_progress")
-    assert body["total"] == 600
+    status, body = api("GET", f"{third.url}/api/tickets?page_size=10&status=in_progress")
+    assert body["total"] == 6000
 
 
 def test_two_workers_split_partitions_one_breach_per_deadline(

@@ -123,8 +123,10 @@ def test_breach_exactly_once_then_late_ack_retracts(broker: EmbeddedBroker, work
                        {"occurred_at": (filed_at + timedelta(seconds=1)).isoformat()})
     assert status == 200, body
     assert body["ticket"]["clocks"][0]["status"] == "retracted"
-    retractions = [e for e in events_of(broker, tid) if e.type.value == "sla_breach_retracted"]
-    assert len(retractions) == 1
+    retractions = wait_for(lambda: [e for e in events_of(broker, tid) if e.type.value == "sla_breach_retracted"],
+                           timeout=10, what="retraction")
+    time.sleep(1)
+    assert len([e for e in events_of(broker, tid) if e.type.value == "sla_breach_retracted"]) == 1
     assert retractions[0].payload["breach_event_id"] == str(breach.event_id)
     assert len(breached()) == 1  # the breach stays in the log
 
