@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from .models import ArchiveRow, CheckpointRow, ClockRow, TicketRow
+from .models import ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, TicketRow
 
 # A bucket boundary exactly at 4 h: "% acknowledged within 4 h" is one bucket over the count.
 ACK_BUCKETS = (300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
@@ -98,6 +98,9 @@ class ProjectionCollector(Collector):
             processed: dict[str, int] = dict(conn.execute(select(a.c.type, func.count()).group_by(a.c.type)).all())
             last_event = aware(conn.scalar(select(func.max(a.c.recorded_at))))
             positions = conn.execute(select(CheckpointRow.__table__)).all()
+            d = DeadLetterRow.__table__
+            letters: dict[str, int] = dict(
+                conn.execute(select(d.c.reason_kind, func.count()).group_by(d.c.reason_kind)).all())
 
         gauge = GaugeMetricFamily("slaledger_open_tickets", "Open tickets by kind and worst SLA state",
                                   labels=["kind", "sla_state"])
@@ -137,6 +140,13 @@ class ProjectionCollector(Collector):
             for (topic, partition), value in sorted(self.lag().items()):
                 lag.add_metric([topic, str(partition)], value)
             yield lag
+        dead = CounterMetricFamily("slaledger_dead_lettered", "Records sent to the dead-letter topic, by reason",
+                                   labels=["reason"])
+        for reason, n in sorted(letters.items()):
+            dead.add_metric([reason], n)
+        yield dead
+        yield CounterMetricFamily("slaledger_processing_errors", "Records whose processing raised an error "
+                                  "(dead-lettered)", value=letters.get("processing error", 0))
         info = InfoMetricFamily("slaledger_build", "Build information")
         info.add_metric([], {"version": VERSION})
         yield info

@@ -102,6 +102,22 @@ class CheckpointRow(Base):
     offset: Mapped[int] = mapped_column(BigInteger)  # last applied offset
 
 
+class DeadLetterRow(Base):
+    """A record the worker could not use, as found on the dead-letter topic."""
+
+    __tablename__ = "dead_letters"
+
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reason_kind: Mapped[str] = mapped_column(String(64), index=True)  # "unreadable event", "command refused", …
+    reason: Mapped[str] = mapped_column(Text)
+    origin_topic: Mapped[str | None] = mapped_column(String(249))
+    origin_partition: Mapped[int | None] = mapped_column(Integer)
+    origin_offset: Mapped[int | None] = mapped_column(BigInteger)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_event_archive_type", ArchiveRow.type)
 GENESIS_HASH = "0" * 64
 

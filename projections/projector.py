@@ -10,6 +10,7 @@ is ``sla/``'s, the very one the live worker and the audit replay use.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from sla.events import Event, EventDecodeError, decode_event
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from streams.kafka_tools import partitions_of, true_end_offsets
-from streams.topics import EVENTS
+from streams.topics import DEAD_LETTERS, EVENTS
 
-from .models import GENESIS_HASH, ArchiveRow, Base, CheckpointRow, ClockRow, TicketRow, shadow_tables
+from .models import GENESIS_HASH, ArchiveRow, Base, CheckpointRow, ClockRow, DeadLetterRow, TicketRow, shadow_tables
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,7 @@ TICKETS: Table = TicketRow.__table__  # type: ignore[assignment]
 CLOCKS: Table = ClockRow.__table__  # type: ignore[assignment]
 ARCHIVE: Table = ArchiveRow.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
+DEAD: Table = DeadLetterRow.__table__  # type: ignore[assignment]
 
 
 def chain_hash(prev_hash: str, envelope: bytes) -> str:
@@ -60,12 +62,17 @@ class Projection:
         self.tickets, self.clocks, self.archive = tickets, clocks, archive
 
     def apply_batch(self, conn: Connection, records: list[Incoming]) -> int:
-        """Apply records in one transaction (the caller's); returns how many were new."""
+        """Apply records in one transaction (the caller's); returns how many events were new."""
         if not records:
             return 0
+        letters = [r for r in records if r.topic == DEAD_LETTERS]
+        if letters and self.archive:
+            self._dead_letters(conn, letters)
         ids = {}
         events: list[tuple[Incoming, Event]] = []
         for record in records:
+            if record.topic != EVENTS:
+                continue
             try:
                 event = decode_event(record.value)
             except EventDecodeError as exc:
@@ -93,6 +100,27 @@ class Projection:
         if self.archive:
             self._checkpoint(conn, records)
         return len(fresh)
+
+    def _dead_letters(self, conn: Connection, letters: list[Incoming]) -> None:
+        for record in letters:
+            exists = conn.scalar(select(func.count()).select_from(DEAD).where(
+                DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset))
+            if exists:
+                continue
+            try:
+                body = json.loads(record.value)
+                reason = str(body["reason"])
+                origin = body.get("origin") or {}
+                at = datetime.fromisoformat(body["dead_lettered_at"]) if body.get("dead_lettered_at") else None
+            except (ValueError, KeyError, TypeError):
+                body, reason, origin, at = {}, "unreadable dead letter", {}, None
+            conn.execute(insert(DEAD).values(
+                topic=record.topic, partition=record.partition, offset=record.offset,
+                reason_kind=reason.split(":", 1)[0][:64], reason=reason,
+                origin_topic=origin.get("topic"), origin_partition=origin.get("partition"),
+                origin_offset=origin.get("offset"), dead_lettered_at=at))
+            log.info("dead letter recorded", topic=origin.get("topic"), partition=origin.get("partition"),
+                     offset=origin.get("offset"), reason=reason)
 
     def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> None:
         prev = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1)) or GENESIS_HASH
@@ -164,19 +192,19 @@ def checkpoints(engine: Engine, topic: str = EVENTS) -> dict[int, int]:
                                               .where(CHECKPOINTS.c.topic == topic))}
 
 
-def consume(bootstrap: str, start: dict[int, int], *, follow: bool, topic: str = EVENTS,
+def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
             batch: int = 2000, idle_stop: float | None = None) -> Iterator[list[Incoming]]:
-    """Batches of records from ``start[partition]`` (next offset to read) on; with
+    """Batches of records from ``start[(topic, partition)]`` (next offset to read) on; with
     ``follow=False`` stops at the end offsets captured at start (fetch high watermarks)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              max_poll_records=batch)
     try:
-        tps = partitions_of(consumer, topic)
+        tps = [tp for topic in topics for tp in partitions_of(consumer, topic)]
         consumer.assign(tps)
         ends = true_end_offsets(consumer, tps) if not follow else {}
         for tp in tps:
-            consumer.seek(tp, start.get(tp.partition, 0))
-        remaining = {tp for tp in tps if follow or start.get(tp.partition, 0) < ends[tp]}
+            consumer.seek(tp, start.get((tp.topic, tp.partition), 0))
+        remaining = {tp for tp in tps if follow or start.get((tp.topic, tp.partition), 0) < ends[tp]}
         last_data = time.monotonic()
         while remaining:
             polled = consumer.poll(timeout_ms=200, max_records=batch)
@@ -202,10 +230,10 @@ def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: boo
                   should_stop: Any = lambda: False, idle_stop: float | None = None) -> int:
     """Project the events topic into SQL from the stored checkpoints; returns events applied."""
     projection = Projection(policy)
-    start = {p: o + 1 for p, o in checkpoints(engine).items()}
-    log.info("projector starting", resume_from=start)
+    start = {(topic, p): o + 1 for topic in (EVENTS, DEAD_LETTERS) for p, o in checkpoints(engine, topic).items()}
+    log.info("projector starting", resume_from={f"{t}:{p}": o for (t, p), o in start.items()})
     applied = 0
-    for batch in consume(bootstrap, start, follow=follow, idle_stop=idle_stop):
+    for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
         if batch:
             with engine.begin() as conn:
                 applied += projection.apply_batch(conn, batch)
@@ -223,7 +251,7 @@ def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:
             table.create(conn)
     projection = Projection(policy, shadow_tickets, shadow_clocks, archive=False)
     count = 0
-    for batch in consume(bootstrap, {}, follow=False):
+    for batch in consume(bootstrap, {}, follow=False, topics=(EVENTS,)):
         with engine.begin() as conn:
             count += projection.apply_batch(conn, batch)
     with engine.begin() as conn:

@@ -170,7 +170,7 @@ class TicketProcessor:
         except EventDecodeError as exc:
             return Step(dead_letter=f"unreadable event: {exc}")
         if key is not None and key != event.ticket_id.encode():
-            return Step(dead_letter=f"record key {key!r} does not match ticket_id {event.ticket_id!r}")
+            return Step(dead_letter=f"key mismatch: record key {key!r} is not ticket_id {event.ticket_id!r}")
         state = ticket if ticket is not None else Ticket(event.ticket_id)
         if event.event_id.int in state.event_ids:
             return Step()  # already applied (our own event coming back, or a redelivery)

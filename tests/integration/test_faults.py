@@ -11,9 +11,9 @@ import pytest
 
 from sla.events import decode_event
 from sla.ticket import Command, CommandType, command_event_id
+from streams.app import BATCH_SIZE
 from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import producer, read_topic
-from streams.app import BATCH_SIZE
 from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS
 from tests.integration.conftest import Worker, api, tiny_policy, wait_for

@@ -179,3 +179,25 @@ def _safe_count(engine: Engine, prefix: str = "R-") -> int:
                                    .where(ARCHIVE.c.ticket_id.startswith(prefix))) or 0)
     except Exception:
         return 0
+
+
+def test_dead_letters_are_counted(broker: EmbeddedBroker, database: str) -> None:
+    from projections.metrics import ProjectionCollector
+    from streams.topics import DEAD_LETTERS
+
+    engine = create_engine(database)
+    create_schema(engine)
+    kafka = producer(broker.bootstrap, embedded=False)
+    for reason in ["unreadable event: not valid JSON", "command refused: Le ticket X n'existe pas.",
+                   "unreadable event: missing field(s): actor"]:
+        body = {"reason": reason, "origin": {"topic": EVENTS, "partition": 1, "offset": 7}, "key": None,
+                "value": None, "dead_lettered_at": datetime.now(UTC).isoformat()}
+        kafka.send(DEAD_LETTERS, value=json.dumps(body).encode())
+    kafka.flush()
+    kafka.close()
+    for _ in range(2):  # twice: nothing counted twice
+        run_projector(engine, broker.bootstrap, load_policy(), follow=False)
+    samples = {s.name + json.dumps(s.labels, sort_keys=True): s.value
+               for family in ProjectionCollector(engine).collect() for s in family.samples}
+    assert samples['slaledger_dead_lettered_total{"reason": "unreadable event"}'] == 2
+    assert samples['slaledger_dead_lettered_total{"reason": "command refused"}'] == 1
