@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -74,6 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--rebuild", action="store_true", help="replay from offset 0 into shadow tables and swap")
     project.add_argument("--once", action="store_true", help="stop at the end of the topic instead of following")
     project.set_defaults(handler=cmd_project)
+
+    audit = commands.add_parser("audit", help="audit replay and consistency checks")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    replay = audit_commands.add_parser("replay", help="rebuild the past from the event log: the dispute file")
+    replay.add_argument("--source", choices=["kafka", "archive"], default="kafka")
+    replay.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
+    replay.add_argument("--database", dest="database_url", help="SQLAlchemy URL of the archive")
+    replay.add_argument("--data-dir", help="where the default SQLite file lives")
+    replay.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
+    replay.add_argument("--ticket", help="one ticket")
+    replay.add_argument("--member", help="one member's tickets")
+    replay.add_argument("--from", dest="filed_from", type=_instant, help="filed at or after (ISO 8601)")
+    replay.add_argument("--to", dest="filed_to", type=_instant, help="filed before (ISO 8601)")
+    replay.add_argument("--as-of", type=_instant, help="what the system knew at that moment (ISO 8601)")
+    replay.add_argument("--format", choices=["json", "md", "html", "pdf"], default="json")
+    replay.add_argument("--output", "-o", help="file to write (default: stdout; required for pdf)")
+    replay.set_defaults(handler=cmd_audit_replay)
+    verify = audit_commands.add_parser("verify", help="compare the SQL projection with a fresh replay")
+    verify.add_argument("--source", choices=["kafka", "archive"], default="archive")
+    verify.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
+    verify.add_argument("--database", dest="database_url", help="SQLAlchemy URL")
+    verify.add_argument("--data-dir", help="where the default SQLite file lives")
+    verify.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
+    verify.set_defaults(handler=cmd_audit_verify)
 
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
     _worker_flags(dev)
@@ -142,6 +167,65 @@ def cmd_project(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
     return serve_projector(settings, rebuild=args.rebuild, follow=not args.once)
+
+
+def _audit_records(settings: Settings, source: str, engine: object) -> object:
+    from projections.audit import archive_records, kafka_records
+
+    return archive_records(engine) if source == "archive" else kafka_records(settings.bootstrap)  # type: ignore[arg-type]
+
+
+def cmd_audit_replay(args: argparse.Namespace) -> int:
+    from projections.audit import Filters, dispute_file, replay, stable_json
+    from projections.report import to_html, to_markdown, to_pdf
+    from projections.service import engine_for
+
+    if args.format == "pdf" and not args.output:
+        raise UsageError("--format pdf needs --output FILE")
+    settings = _settings(args)
+    configure_logging(settings.log_format, "warning")
+    engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
+    filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
+    result = replay(_audit_records(settings, args.source, engine), settings.policy(), filters,  # type: ignore[arg-type]
+                    source=args.source, engine=engine, progress=_progress())
+    doc = dispute_file(result)
+    renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
+        "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}
+    rendered = renderers[args.format](doc)
+    if args.output:
+        with open(args.output, "wb") as out:
+            out.write(rendered if isinstance(rendered, bytes) else rendered.encode())
+    else:
+        sys.stdout.write(rendered if isinstance(rendered, str) else rendered.decode("latin-1"))
+    if not result.ok:
+        print(f"slaledger: integrity check failed: {len(result.findings)} finding(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from projections.audit import verify_projection
+    from projections.service import engine_for
+
+    settings = _settings(args)
+    configure_logging(settings.log_format, "warning")
+    engine = engine_for(settings)
+    differences = verify_projection(engine, _audit_records(settings, args.source, engine), settings.policy(),  # type: ignore[arg-type]
+                                    source=args.source)
+    for line in differences:
+        print(line)
+    print(f"{len(differences)} difference(s)" if differences else "projection and replay agree")
+    return 1 if differences else 0
+
+
+def _progress() -> Callable[[int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(count: int) -> None:
+        print(f"\r{count:,} events replayed", end="", file=sys.stderr, flush=True)
+
+    return show
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -214,8 +214,8 @@ def register_views(pipeline: Pipeline) -> None:
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            ready = pipeline.recovered and pipeline.waiter.ready.is_set()
-            body = {"ready": ready, "tables_recovered": pipeline.recovered,
+            ready = pipeline.recovered and pipeline.waiter.ready.is_set() and pipeline.caught_up_once
+            body = {"ready": ready, "tables_recovered": pipeline.recovered, "caught_up": pipeline.caught_up_once,
                     "partitions": sorted(pipeline.active_partitions())}
             return self.json(body, status=200 if ready else 503)
 

@@ -206,6 +206,9 @@ class Pipeline:
         self.filled: dict[tuple[str, int], int] = {}
         self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
         self._range_reader: AIOKafkaConsumer | None = None
+        # Ready once the tables are recovered and the backlog found at start has been read
+        # (after a dev-mode restore, the tickets are rebuilt from the events topic).
+        self.caught_up_once = False
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
@@ -373,6 +376,9 @@ class Pipeline:
         active = self.active_partitions()
         if active != self.indexed_partitions:
             self._rebuild_index(active)
+        if not self.caught_up_once and active and self._caught_up(active) == active:
+            self.caught_up_once = True
+            log.info("worker caught up", partitions=sorted(active))
         now = utcnow()
         for partition, ticket_id in self.index.pop_due(now, self._caught_up(active)):
             ticket = self.load(ticket_id)

@@ -10,11 +10,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from streams.embedded import EmbeddedBroker, free_port
 from streams.topics import create_topics
@@ -161,3 +163,23 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: s
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    name = f"slaledger_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG + "test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+

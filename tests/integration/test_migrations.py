@@ -11,7 +11,6 @@ from sqlalchemy import create_engine, inspect
 
 from projections.migrate import downgrade, upgrade
 from projections.models import Base
-from tests.integration.test_projector import database  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +22,7 @@ def _diff(url: str) -> list:
         return compare_metadata(MigrationContext.configure(conn), Base.metadata)
 
 
-def test_postgresql_schema_matches_models(database: str) -> None:  # noqa: F811
+def test_postgresql_schema_matches_models(database: str) -> None:
     assert _diff(database) == []
     engine = create_engine(database)
     downgrade(engine, "base")

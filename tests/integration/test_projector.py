@@ -7,8 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,21 +24,6 @@ from streams.topics import EVENTS
 from tests.integration.conftest import api, wait_for
 
 pytestmark = pytest.mark.integration
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"slaledger_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG + "test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def history(n: int, start: datetime, prefix: str = "P") -> list[Event]:

@@ -1,0 +1,401 @@
+"""Audit replay: rebuild any past moment from the event log to settle a dispute.
+
+Reads the log from Kafka (every partition from offset 0 to the end captured at start, no
+consumer group) or from the SQL archive, streaming, and folds it with the very same
+``sla/`` code as the live pipeline. ``as_of`` answers "what did you know when you
+declared the breach?": events recorded after that moment are ignored, and next to it the
+report shows what the full log says about that same moment today (late events,
+retractions).
+
+Integrity: the archive's SHA-256 chain is recomputed row by row; a topic is checked
+against the archive (same bytes for the same event id, same order per ticket, nothing
+missing, nothing unknown). Any finding is reported at the top and makes the command fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from sla.clock import Clock, ClockStatus, evaluate
+from sla.events import Event, EventDecodeError, EventType, decode_event, format_instant
+from sla.policy import Policy, PolicyError
+from sla.ticket import Ticket
+from streams.kafka_tools import read_topic
+from streams.topics import EVENTS
+
+from .metrics import aware
+from .models import GENESIS_HASH
+from .projector import ARCHIVE
+
+SCHEMA = "slaledger.dispute-file/1"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record of the log as read, with where it came from."""
+
+    raw: bytes
+    source: dict[str, Any]  # {"topic", "partition", "offset"} or {"archive_seq"}
+    prev_hash: str | None = None  # archive only
+    hash: str | None = None
+
+
+@dataclass
+class Finding:
+    kind: str  # altered | missing | duplicated | reordered | unknown | unreadable
+    message: str  # French, for the report
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message}
+
+
+@dataclass
+class Filters:
+    ticket: str | None = None
+    member: str | None = None
+    filed_from: datetime | None = None
+    filed_to: datetime | None = None
+    as_of: datetime | None = None
+
+    def selects(self, event: Event) -> bool:
+        """Whether a ticket is in scope, judged on its filing event."""
+        p = event.payload
+        return (
+            (self.ticket is None or event.ticket_id == self.ticket)
+            and (self.member is None or p.get("member") == self.member)
+            and (self.filed_from is None or event.occurred_at >= self.filed_from)
+            and (self.filed_to is None or event.occurred_at < self.filed_to)
+        )
+
+
+@dataclass
+class TicketAudit:
+    ticket_id: str
+    timeline: list[tuple[Event, LogRecord]] = field(default_factory=list)
+    known_then: Ticket | None = None  # events recorded up to as_of (or all)
+    full_log: Ticket | None = None  # events that occurred up to as_of, whenever recorded
+
+
+@dataclass
+class AuditResult:
+    generated_at: datetime
+    source: str
+    filters: Filters
+    events_read: int
+    chain_head: str | None
+    findings: list[Finding]
+    tickets: dict[str, TicketAudit]
+    policy: Policy
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+# --- reading the log --------------------------------------------------------------------
+
+def archive_records(engine: Engine, batch: int = 5000) -> Iterator[LogRecord]:
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=batch).execute(
+            select(ARCHIVE.c.seq, ARCHIVE.c.envelope, ARCHIVE.c.prev_hash, ARCHIVE.c.hash).order_by(ARCHIVE.c.seq))
+        for seq, envelope, prev_hash, digest in result:
+            yield LogRecord(envelope.encode(), {"archive_seq": seq}, prev_hash, digest)
+
+
+def kafka_records(bootstrap: str, topic: str = EVENTS) -> Iterator[LogRecord]:
+    for record in read_topic(bootstrap, topic, timeout=3600):
+        yield LogRecord(record.value, {"topic": topic, "partition": record.partition, "offset": record.offset})
+
+
+class ChainVerifier:
+    """Recomputes the archive's hash chain as rows stream by.
+
+    A row whose own hash does not match its content was altered; a row whose link points
+    to a hash never seen follows a deleted row (missing); one pointing to an older row
+    was moved (reordered); an event id seen twice was duplicated. Each finding is
+    reported once and the check continues from the stored hash, so one tampering does
+    not drown the report.
+    """
+
+    def __init__(self) -> None:
+        self.prev = GENESIS_HASH
+        self.findings: list[Finding] = []
+        self.seen_ids: set[str] = set()
+        self.seen_hashes: set[str] = {GENESIS_HASH}
+
+    def check(self, record: LogRecord, event_id: str | None) -> None:
+        seq = record.source.get("archive_seq")
+        stored_prev = record.prev_hash or ""
+        if record.hash != hashlib.sha256(stored_prev.encode() + record.raw).hexdigest():
+            self.findings.append(Finding("altered", f"Archive, ligne {seq} : le contenu ne correspond plus à "
+                                                    "son empreinte (événement modifié)."))
+        if stored_prev != self.prev:
+            if stored_prev in self.seen_hashes:
+                self.findings.append(Finding("reordered", f"Archive, ligne {seq} : l'événement n'est plus à sa "
+                                                          "place dans la chaîne (ordre modifié)."))
+            else:
+                self.findings.append(Finding("missing", f"Archive, ligne {seq} : l'événement qui la précédait "
+                                                        "dans la chaîne a disparu (événement supprimé)."))
+        if event_id is not None:
+            if event_id in self.seen_ids:
+                self.findings.append(Finding("duplicated", f"Archive, ligne {seq} : l'événement {event_id} "
+                                                           "figure deux fois."))
+            self.seen_ids.add(event_id)
+        self.prev = record.hash or ""
+        self.seen_hashes.add(self.prev)
+
+
+class TopicVerifier:
+    """Checks a topic against the archive: same bytes per event id, same order per ticket,
+    nothing missing, nothing the archive does not know."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.findings: list[Finding] = []
+        self.seen: dict[str, str] = {}  # event id → sha256 of bytes
+        self.order: dict[str, list[str]] = defaultdict(list)
+
+    def check(self, record: LogRecord, event: Event | None) -> None:
+        if event is None:
+            return
+        eid = str(event.event_id)
+        digest = hashlib.sha256(record.raw).hexdigest()
+        if eid in self.seen:
+            if self.seen[eid] != digest:
+                self.findings.append(Finding("altered", f"Topic {_where(record)} : l'événement {eid} figure deux "
+                                                        "fois avec des contenus différents."))
+            return  # the same bytes again: an at-least-once re-send, harmless
+        self.seen[eid] = digest
+        self.order[event.ticket_id].append(eid)
+
+    def finish(self) -> tuple[list[Finding], str | None]:
+        head = None
+        archived: dict[str, str] = {}
+        order: dict[str, list[str]] = defaultdict(list)
+        with self.engine.connect() as conn:
+            for eid, ticket_id, envelope, digest in conn.execute(
+                select(ARCHIVE.c.event_id, ARCHIVE.c.ticket_id, ARCHIVE.c.envelope, ARCHIVE.c.hash)
+                .order_by(ARCHIVE.c.seq)
+            ):
+                archived[eid] = hashlib.sha256(envelope.encode()).hexdigest()
+                order[ticket_id].append(eid)
+                head = digest
+        for eid, digest in self.seen.items():
+            if eid not in archived:
+                self.findings.append(Finding("unknown", f"Le topic contient l'événement {eid}, absent de l'archive."))
+            elif archived[eid] != digest:
+                self.findings.append(Finding("altered", f"L'événement {eid} du topic diffère de l'archive "
+                                                        "(événement modifié)."))
+        for eid in archived:
+            if eid not in self.seen:
+                self.findings.append(Finding("missing", f"L'événement {eid} de l'archive manque dans le topic."))
+        for ticket_id, ids in self.order.items():
+            expected = [e for e in order.get(ticket_id, []) if e in self.seen]
+            if [e for e in ids if e in archived] != expected:
+                self.findings.append(Finding("reordered", f"Ticket {ticket_id} : l'ordre des événements du topic "
+                                                          "diffère de l'archive."))
+        return self.findings, head
+
+
+def _where(record: LogRecord) -> str:
+    s = record.source
+    return f"{s.get('topic')}[{s.get('partition')}]@{s.get('offset')}"
+
+
+# --- the replay ---------------------------------------------------------------------------
+
+def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, source: str,
+           engine: Engine | None = None, progress: Callable[[int], None] | None = None) -> AuditResult:
+    chain = ChainVerifier() if source == "archive" else None
+    topic_check = TopicVerifier(engine) if source == "kafka" and engine is not None else None
+    findings: list[Finding] = []
+    selected: dict[str, TicketAudit] = {}
+    rejected: set[str] = set()
+    count = 0
+    for record in records:
+        count += 1
+        if progress is not None and count % 10_000 == 0:
+            progress(count)
+        try:
+            event: Event | None = decode_event(record.raw)
+        except EventDecodeError as exc:
+            event = None
+            findings.append(Finding("unreadable", f"Enregistrement illisible ({_describe(record)}) : {exc}"))
+        if chain is not None:
+            chain.check(record, str(event.event_id) if event else None)
+        if topic_check is not None:
+            topic_check.check(record, event)
+        if event is None or event.ticket_id in rejected:
+            continue
+        audit = selected.get(event.ticket_id)
+        if audit is None:
+            if event.type is not EventType.TICKET_FILED or not filters.selects(event):
+                if event.type is EventType.TICKET_FILED:
+                    rejected.add(event.ticket_id)
+                continue
+            audit = selected[event.ticket_id] = TicketAudit(event.ticket_id, known_then=Ticket(event.ticket_id),
+                                                            full_log=Ticket(event.ticket_id))
+        audit.timeline.append((event, record))
+        as_of = filters.as_of
+        if as_of is None or event.recorded_at <= as_of:
+            assert audit.known_then is not None
+            audit.known_then.apply(event)
+        if as_of is None or event.occurred_at <= as_of:
+            assert audit.full_log is not None
+            audit.full_log.apply(event)
+    head = None
+    if chain is not None:
+        findings = chain.findings + findings
+        head = chain.prev if count else None
+    if topic_check is not None:
+        extra, head = topic_check.finish()
+        findings = extra + findings
+    return AuditResult(datetime.now(UTC), source, filters, count, head, findings, selected, policy)
+
+
+def _describe(record: LogRecord) -> str:
+    if "archive_seq" in record.source:
+        return f"archive, ligne {record.source['archive_seq']}"
+    return f"topic {_where(record)}"
+
+
+# --- the dispute file (data) -----------------------------------------------------------------
+
+VERDICT_FR = {
+    "met": "respecté", "breached": "manquement", "retracted": "manquement retiré", "excluded": "hors engagement",
+    "running": "en cours", "paused": "suspendu", "pending": "non démarré",
+}
+
+
+def _clocks(ticket: Ticket | None, policy: Policy, now: datetime) -> list[Clock]:
+    if ticket is None or not ticket.exists:
+        return []
+    try:
+        return evaluate(ticket, policy, now)
+    except PolicyError:
+        return []
+
+
+def dispute_file(result: AuditResult) -> dict[str, Any]:
+    """The machine-readable dispute file (stable schema ``slaledger.dispute-file/1``)."""
+    now = result.filters.as_of or result.generated_at
+    tickets = []
+    summary: dict[str, dict[str, Any]] = defaultdict(lambda: {"met": 0, "breached": 0, "retracted": 0,
+                                                              "excluded": 0, "open": 0, "breaches": []})
+    for ticket_id in sorted(result.tickets):
+        audit = result.tickets[ticket_id]
+        then = _clocks(audit.known_then, result.policy, now)
+        today = _clocks(audit.full_log, result.policy, now) if result.filters.as_of else []
+        known = audit.known_then
+        assert known is not None
+        for clock in then:
+            bucket = summary[clock.sla]
+            status = str(clock.status)
+            if status in ("met", "breached", "retracted", "excluded"):
+                bucket[status] += 1
+            else:
+                bucket["open"] += 1
+            if clock.status is ClockStatus.BREACHED:
+                bucket["breaches"].append({"ticket": ticket_id, "member": known.member,
+                                           "deadline": format_instant(clock.deadline) if clock.deadline else None})
+        tickets.append({
+            "ticket_id": ticket_id,
+            "member": known.member, "kind": known.kind, "channel": known.channel, "product": known.product,
+            "subject": known.subject,
+            "filed_at": format_instant(known.filed_at) if known.filed_at else None,
+            "timeline": [
+                {
+                    "event_id": str(e.event_id), "type": str(e.type),
+                    "occurred_at": format_instant(e.occurred_at), "recorded_at": format_instant(e.recorded_at),
+                    "actor": e.actor, "source": r.source,
+                    "hash": r.hash or hashlib.sha256(r.raw).hexdigest(),
+                    "known_at_as_of": result.filters.as_of is None or e.recorded_at <= result.filters.as_of,
+                }
+                for e, r in audit.timeline
+            ],
+            "clocks": [_clock_doc(c) for c in then],
+            "full_log_view": [_clock_doc(c) for c in today] if result.filters.as_of else None,
+        })
+    per_sla = {}
+    for sla, b in sorted(summary.items()):
+        decided = b["met"] + b["breached"] + b["retracted"]
+        per_sla[sla] = {**b, "compliance_percent": round(100 * (b["met"] + b["retracted"]) / decided, 2)
+                        if decided else None}
+    f = result.filters
+    return {
+        "schema": SCHEMA,
+        "generated_at": format_instant(result.generated_at),
+        "source": result.source,
+        "filters": {"ticket": f.ticket, "member": f.member,
+                    "from": format_instant(f.filed_from) if f.filed_from else None,
+                    "to": format_instant(f.filed_to) if f.filed_to else None,
+                    "as_of": format_instant(f.as_of) if f.as_of else None},
+        "integrity": {"ok": result.ok, "chain_head": result.chain_head, "events_read": result.events_read,
+                      "findings": [x.to_dict() for x in result.findings]},
+        "summary": per_sla,
+        "tickets": tickets,
+    }
+
+
+def _clock_doc(clock: Clock) -> dict[str, Any]:
+    doc = clock.to_dict()
+    return {
+        "sla": doc["sla"], "title": doc["title"], "contractual": doc["contractual"],
+        "verdict": doc["status"], "verdict_fr": VERDICT_FR.get(doc["status"], doc["status"]),
+        "deadline": doc["deadline"], "rule": doc["rule"], "policy_version": doc["policy_version"],
+        "clause": clock.definition.clause, "segments": doc["segments"], "explanation": clock.explanation(live=False),
+        "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],
+    }
+
+
+def stable_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+# --- consistency ----------------------------------------------------------------------------
+
+def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
+    """Every difference between the live SQL projection and a fresh replay of the log."""
+    from .projector import CLOCKS, TICKETS
+
+    result = replay(records, policy, Filters(), source=source, engine=engine)
+    out = [f"integrity: {f.message}" for f in result.findings]
+    with engine.connect() as conn:
+        live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
+        live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}
+    for ticket_id in sorted(set(live) | set(result.tickets)):
+        audit = result.tickets.get(ticket_id)
+        row = live.get(ticket_id)
+        if audit is None or audit.known_then is None:
+            out.append(f"{ticket_id}: in the projection, not in the log")
+            continue
+        if row is None:
+            out.append(f"{ticket_id}: in the log, not in the projection")
+            continue
+        ticket = audit.known_then
+        for name, replayed in (("status", str(ticket.status)), ("version", ticket.version),
+                               ("member", ticket.member), ("kind", ticket.kind)):
+            if getattr(row, name) != replayed:
+                out.append(f"{ticket_id}: {name} is {getattr(row, name)!r} in the projection, {replayed!r} in the log")
+        for clock in _clocks(ticket, policy, datetime.now(UTC)):
+            stored = live_clocks.get((ticket_id, clock.sla))
+            if stored is None:
+                out.append(f"{ticket_id}/{clock.sla}: clock missing from the projection")
+                continue
+            deadline, stored_deadline = clock.deadline, aware(stored.deadline)
+            if stored_deadline != deadline:
+                out.append(f"{ticket_id}/{clock.sla}: deadline {stored_deadline} in the projection, "
+                           f"{deadline} in the log")
+            final = {"met", "breached", "retracted", "excluded"}
+            if str(clock.status) in final and stored.status != str(clock.status):
+                out.append(f"{ticket_id}/{clock.sla}: verdict {stored.status} in the projection, "
+                           f"{clock.status} in the log")
+    return out
