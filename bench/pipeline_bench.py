@@ -22,12 +22,11 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaConsumer
 
 from sla.events import decode_event
 from sla.ticket import Command, CommandType
 from streams.embedded import EmbeddedBroker, free_port
-from streams.kafka_tools import partitions_of, producer, read_topic, true_end_offsets
+from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS, create_topics
 
@@ -59,16 +58,6 @@ def start_worker(
     log = open(workdir / "worker.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "worker"], env=env, stdout=log, stderr=log)
     return proc, port
-
-
-def end_total(bootstrap: str, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tps = partitions_of(consumer, topic)
-        consumer.assign(tps)
-        return sum(true_end_offsets(consumer, tps).values())
-    finally:
-        consumer.close()
 
 
 async def raw_read(bootstrap: str, topic: str, total: int) -> float:
@@ -106,7 +95,7 @@ def throughput(n: int) -> None:
         try:
             started = None
             while True:
-                done = end_total(broker.bootstrap, EVENTS)
+                done = end_offsets_total(broker.bootstrap, EVENTS)
                 if done and started is None:
                     started = time.perf_counter()
                 if done >= 2 * n:

@@ -213,7 +213,10 @@ def _where(record: LogRecord) -> str:
 # --- the replay ---------------------------------------------------------------------------
 
 def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, source: str,
-           engine: Engine | None = None, progress: Callable[[int], None] | None = None) -> AuditResult:
+           engine: Engine | None = None, progress: Callable[[int], None] | None = None,
+           timelines: bool = True) -> AuditResult:
+    """Fold the log. ``timelines=False`` keeps only each ticket's folded state, not its
+    events: a whole-log replay then holds memory per ticket, never per event."""
     chain = ChainVerifier() if source == "archive" else None
     topic_check = TopicVerifier(engine) if source == "kafka" and engine is not None else None
     findings: list[Finding] = []
@@ -243,7 +246,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
                 continue
             audit = selected[event.ticket_id] = TicketAudit(event.ticket_id, known_then=Ticket(event.ticket_id),
                                                             full_log=Ticket(event.ticket_id))
-        audit.timeline.append((event, record))
+        if timelines:
+            audit.timeline.append((event, record))
         as_of = filters.as_of
         if as_of is None or event.recorded_at <= as_of:
             assert audit.known_then is not None

@@ -187,7 +187,8 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
     result = replay(_audit_records(settings, args.source, engine), settings.policy(), filters,  # type: ignore[arg-type]
-                    source=args.source, engine=engine, progress=_progress())
+                    source=args.source, engine=engine, progress=_progress(),
+                    timelines=bool(args.ticket or args.member))
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
         "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}

@@ -49,6 +49,17 @@ def true_end_offsets(
     return ends
 
 
+def end_offsets_total(bootstrap: str, topic: str) -> int:
+    """The number of records ever written to ``topic`` (sum of true end offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = partitions_of(consumer, topic)
+        consumer.assign(tps)
+        return sum(true_end_offsets(consumer, tps).values())
+    finally:
+        consumer.close()
+
+
 def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0, **options: Any) -> Iterator[ConsumerRecord]:
     """Every record of ``topic`` from offset 0 to the end captured at start (no group, no
     commits), partition by partition interleaved as fetched."""

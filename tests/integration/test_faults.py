@@ -13,7 +13,7 @@ from sla.events import decode_event
 from sla.ticket import Command, CommandType, command_event_id
 from streams.app import BATCH_SIZE
 from streams.embedded import EmbeddedBroker
-from streams.kafka_tools import producer, read_topic
+from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS
 from tests.integration.conftest import Worker, api, tiny_policy, wait_for
@@ -53,23 +53,26 @@ def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
     def distinct() -> int:
         return len({e.event_id for e in event_records(broker)} & expected)
 
-    send_commands(broker, batch("K", 3000))
+    send_commands(broker, batch("K", 20_000))
     first = Worker(broker, tmp_path, name="first")
-    workers.append(first.start())
-    wait_for(lambda: distinct() >= 100, timeout=60, interval=0.05, what="first events")
+    workers.append(first.start(wait=False))  # ready means "backlog read": do not wait for it
+    wait_for(lambda: end_offsets_total(broker.bootstrap, EVENTS) >= 500, timeout=60, interval=0.05,
+             what="first events")
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    assert distinct() < len(expected), "the kill should land mid-stream"
+    assert end_offsets_total(broker.bootstrap, EVENTS) < len(expected), "the kill should land mid-stream"
 
     second = Worker(broker, tmp_path, name="second")
-    workers.append(second.start())
-    wait_for(lambda: distinct() == len(expected), timeout=120, what="all events after SIGKILL")
+    workers.append(second.start(wait=False))
+    wait_for(lambda: distinct() == len(expected), timeout=240, interval=2, what="all events after SIGKILL")
 
-    send_commands(broker, batch("T", 3000))
-    wait_for(lambda: distinct() >= len(expected) - 4000, timeout=60, interval=0.05, what="second batch under way")
+    written = end_offsets_total(broker.bootstrap, EVENTS)
+    send_commands(broker, batch("T", 20_000))
+    wait_for(lambda: end_offsets_total(broker.bootstrap, EVENTS) >= written + 500, timeout=60, interval=0.05,
+             what="second batch under way")
     assert second.stop(signal.SIGTERM) == 0
     third = Worker(broker, tmp_path, name="third")
-    workers.append(third.start())
-    wait_for(lambda: distinct() == len(expected), timeout=120, what="all events after SIGTERM")
+    workers.append(third.start(wait=False))
+    wait_for(lambda: distinct() == len(expected), timeout=240, interval=2, what="all events after SIGTERM")
 
     events = event_records(broker)
     by_ticket: dict[str, Counter[str]] = defaultdict(Counter)
@@ -86,13 +89,14 @@ def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
     # them); at most the batches in flight at the kill. State shows each event applied once.
     assert duplicates <= 2 * BATCH_SIZE, duplicates
 
+    third.wait_ready()
     # the table was recovered with every update: versions are exact, on every ticket
-    for tid in ["K-0000", "K-1500", "K-2999", "T-0000", "T-2999"]:
+    for tid in ["K-0000", "K-10000", "K-19999", "T-0000", "T-19999"]:
         status, body = api("GET", f"{third.url}/api/tickets/{tid}")
         assert status == 200, body
         assert body["status"] == "in_progress" and body["version"] == 2, body
     status, body = api("GET", f"{third.url}/api/tickets?page_size=10&status=in_progress")
-    assert body["total"] == 6000
+    assert body["total"] == 40_000
 
 
 def test_two_workers_split_partitions_one_breach_per_deadline(

@@ -1,0 +1,84 @@
+"""Audit replay speed (issue 5): replay N events from the embedded broker vs a raw
+kafka-python consumer reading the same topic, in the same run; RSS before and after.
+
+    .venv/bin/python bench/audit_bench.py [--events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from projections.audit import Filters, kafka_records, replay
+from sla.events import EventType, encode_event, new_event
+from slaledger.settings import load_policy
+from streams.embedded import EmbeddedBroker
+from streams.kafka_tools import partitions_of, producer, true_end_offsets
+from streams.topics import EVENTS, create_topics
+
+STEPS = [EventType.ACKNOWLEDGED, EventType.WAITING_FOR_CUSTOMER, EventType.RESOLVED, EventType.CLOSED]
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "tansu.log") as broker:
+        create_topics(broker.bootstrap, 4)
+        kafka = producer(broker.bootstrap, embedded=False, linger_ms=5, batch_size=256 * 1024)
+        base = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+        t0, n = time.perf_counter(), 0
+        while n < args.events:
+            tid = f"A-{n:08d}"
+            at = base + timedelta(minutes=n % 100_000)
+            events = [new_event(EventType.TICKET_FILED, tid, occurred_at=at, recorded_at=at, actor="bench",
+                                payload={"kind": "assistance", "channel": "portal", "member": f"m-{n % 300}",
+                                         "product": "ent", "subject": "s"}, event_id=uuid.uuid4())]
+            for step, kind in enumerate(STEPS, 1):
+                when = at + timedelta(hours=step)
+                events.append(new_event(kind, tid, occurred_at=when, recorded_at=when, actor="bench",
+                                        event_id=uuid.uuid4()))
+            for event in events:
+                kafka.send(EVENTS, key=tid.encode(), value=encode_event(event))
+            n += len(events)
+        kafka.flush()
+        kafka.close()
+        print(f"produced {n:,} events in {time.perf_counter() - t0:.1f} s")
+
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+                                 max_poll_records=10_000)
+        tps = partitions_of(consumer, EVENTS)
+        consumer.assign(tps)
+        ends = true_end_offsets(consumer, tps)
+        t0, seen = time.perf_counter(), 0
+        while seen < n:
+            seen += sum(len(v) for v in consumer.poll(timeout_ms=500).values())
+        raw = seen / (time.perf_counter() - t0)
+        consumer.close()
+        print(f"raw kafka-python consumer: {raw:,.0f} records/s (ends {sum(ends.values()):,})")
+
+        before = rss_mib()
+        t0 = time.perf_counter()
+        result = replay(kafka_records(broker.bootstrap), load_policy(), Filters(), source="kafka", timelines=False)
+        elapsed = time.perf_counter() - t0
+        rate = result.events_read / elapsed
+        print(f"audit replay (decode + sla/ fold, whole log, no timelines): {rate:,.0f} events/s "
+              f"({result.events_read:,} events, {len(result.tickets):,} tickets, {elapsed:.1f} s)")
+        print(f"ratio replay / raw consumer: {rate / raw:.2f} (target >= 0.5)")
+        print(f"max RSS: {before:,.0f} MiB before replay, {rss_mib():,.0f} MiB after "
+              f"(grows with tickets held, not with events)")
+
+
+if __name__ == "__main__":
+    main()
