@@ -244,16 +244,17 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
                 if event.type is EventType.TICKET_FILED:
                     rejected.add(event.ticket_id)
                 continue
-            audit = selected[event.ticket_id] = TicketAudit(event.ticket_id, known_then=Ticket(event.ticket_id),
-                                                            full_log=Ticket(event.ticket_id))
+            # Without --as-of both views are the same fold: one state, not two.
+            audit = selected[event.ticket_id] = TicketAudit(
+                event.ticket_id, known_then=Ticket(event.ticket_id),
+                full_log=Ticket(event.ticket_id) if filters.as_of else None)
         if timelines:
             audit.timeline.append((event, record))
         as_of = filters.as_of
+        assert audit.known_then is not None
         if as_of is None or event.recorded_at <= as_of:
-            assert audit.known_then is not None
             audit.known_then.apply(event)
-        if as_of is None or event.occurred_at <= as_of:
-            assert audit.full_log is not None
+        if audit.full_log is not None and as_of is not None and event.occurred_at <= as_of:
             audit.full_log.apply(event)
     head = None
     if chain is not None:
