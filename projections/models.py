@@ -118,6 +118,20 @@ class DeadLetterRow(Base):
     dead_lettered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class TokenRow(Base):
+    """An API bearer token, stored as its SHA-256 (the secret is shown once, at creation)."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # agent | referent | auditor | admin
+    member: Mapped[str | None] = mapped_column(String(128))  # a referent's member
+    label: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_event_archive_type", ArchiveRow.type)
 GENESIS_HASH = "0" * 64
 

@@ -139,6 +139,7 @@ class Command:
     occurred_at: datetime | None = None
     command_id: uuid.UUID = field(default_factory=uuid.uuid4)
     reply: bool = False  # someone (an HTTP caller) waits for the outcome
+    scope_member: str | None = None  # a referent's command: only that member's tickets exist for it
 
 
 class Mark(NamedTuple):
@@ -291,7 +292,8 @@ def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event
         if ticket is not None and ticket.exists:
             raise DomainError(f"Le ticket {command.ticket_id} existe déjà.", "conflict")
     else:
-        if ticket is None or not ticket.exists:
+        hidden = command.scope_member is not None and ticket is not None and ticket.member != command.scope_member
+        if ticket is None or not ticket.exists or hidden:
             raise DomainError(f"Le ticket {command.ticket_id} n'existe pas.", "not_found")
         if ticket.status is Status.CLOSED:
             raise DomainError(

@@ -100,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
     verify.set_defaults(handler=cmd_audit_verify)
 
+    token = commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    token_create = token_commands.add_parser("create", help="create a token; its secret is printed once")
+    token_create.add_argument("--role", required=True, choices=["agent", "referent", "auditor", "admin"])
+    token_create.add_argument("--member", help="the member of a referent")
+    token_create.add_argument("--label", help="who holds it (recorded as the actor of their events)")
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token (by id or secret)")
+    token_revoke.add_argument("token")
+    for sub in (token_create, token_revoke):
+        sub.add_argument("--database", dest="database_url", help="SQLAlchemy URL (env SLALEDGER_DATABASE_URL)")
+        sub.add_argument("--data-dir", help="where the default SQLite file lives")
+    token_create.set_defaults(handler=cmd_token_create)
+    token_revoke.set_defaults(handler=cmd_token_revoke)
+
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
     _worker_flags(dev)
     dev.add_argument("--broker-port", type=int, help="port of the embedded broker (default: a free one)")
@@ -151,7 +165,10 @@ def _run_worker(settings: Settings) -> int:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_format, settings.log_level)
     structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
-    pipeline = Pipeline(settings, policy)
+    try:
+        pipeline = Pipeline(settings, policy)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
                           redirect_stdouts=False, override_logging=False)
     try:
@@ -229,12 +246,42 @@ def _progress() -> Callable[[int], None] | None:
     return show
 
 
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from projections.projector import create_schema
+    from projections.service import engine_for
+    from projections.tokens import TokenError, create_token
+
+    engine = engine_for(_settings(args))
+    create_schema(engine)
+    try:
+        token_id, secret = create_token(engine, args.role, args.member, args.label)
+    except TokenError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"token id: {token_id}\nsecret (shown once): {secret}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from projections.projector import create_schema
+    from projections.service import engine_for
+    from projections.tokens import revoke_token
+
+    engine = engine_for(_settings(args))
+    create_schema(engine)
+    if not revoke_token(engine, args.token):
+        raise UsageError("no live token with that id or secret")
+    print("token revoked")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     return _run_worker(_settings(args))
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded broker, archive restore, worker (API + /metrics) and projector in one process."""
+    import os
+    import secrets
     import threading
     from pathlib import Path
 
@@ -244,6 +291,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.projector import create_schema, run_projector
     from projections.restore import restore_archive
     from projections.service import engine_for
+    from projections.tokens import ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.topics import create_topics
 
@@ -263,6 +311,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         engine = engine_for(settings)
         create_schema(engine)
         restored = restore_archive(engine, settings.bootstrap)
+        dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
+        ensure_token(engine, dev_token, "agent", "dev")
         policy = settings.policy()
         projector = threading.Thread(
             target=run_projector, name="projector", daemon=True,
@@ -271,7 +321,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         REGISTRY.register(ProjectionCollector(engine))
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
               f"(API /api/tickets, metrics /metrics, broker {broker.bootstrap}, database {settings.database}, "
-              f"{restored} archived events restored); Ctrl-C stops", flush=True)
+              f"{restored} archived events restored); Ctrl-C stops\n"
+              f"agent token: {dev_token}   (curl -H 'Authorization: Bearer {dev_token}' …)", flush=True)
         return _run_worker(settings)
     finally:
         stop.set()

@@ -50,6 +50,9 @@ class Settings:
     # SQL read model; empty: a SQLite file in data_dir (dev). Production: postgresql+psycopg://…
     database_url: str = ""
     metrics_port: int = 9108  # the projector's /metrics
+    # Bearer-token authentication of the API (tokens live in the database). Turn off only
+    # for a worker that nobody can reach (tests).
+    auth: bool = True
     log_format: str = "json"  # json | console
     log_level: str = "info"
 

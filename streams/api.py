@@ -20,6 +20,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from projections.queries import list_tickets
+from projections.tokens import Principal
 from sla.clock import ClockStatus, evaluate
 from sla.events import KINDS, PAYLOAD_SCHEMAS, EventDecodeError, EventType, parse_instant, validate_payload
 from sla.ticket import COMMAND_EVENT, Command, CommandType, Status, ticket_from_dict
@@ -48,6 +49,11 @@ TIME_FIELD = {CommandType.FILE: "received_at"}
 SLA_STATES = ("running", "paused", "at_risk", "breached", "met", "retracted", "excluded", "pending")
 
 
+ANONYMOUS = Principal("-", "admin", None, "anonymous")  # authentication turned off
+REFERENT_COMMANDS = frozenset({CommandType.FILE, CommandType.CUSTOMER_RESPONSE})
+COMMAND_ROLES = frozenset({"agent", "referent", "admin"})
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -60,10 +66,22 @@ def new_ticket_id() -> str:
     return "SL-" + "".join(secrets.choice(alphabet) for _ in range(10))
 
 
-def command_from_body(command_type: CommandType, ticket_id: str, body: Any, actor: str) -> Command:
-    """Validate a request body strictly and build the command (raises BadRequest 422)."""
+def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who: Principal) -> Command:
+    """Validate a request body strictly and build the command (raises BadRequest 4xx).
+
+    A referent's commands are scoped to their member: another member's ticket does not
+    exist for them (404, decided by the ticket agent), and they file for their own member.
+    """
+    if who.role not in COMMAND_ROLES:
+        raise BadRequest(403, f"role {who.role} sends no command")
+    if who.role == "referent" and command_type not in REFERENT_COMMANDS:
+        raise BadRequest(403, "a referent files requests and answers them; other actions are the support team's")
     if not isinstance(body, dict):
         raise BadRequest(422, "the request body must be a JSON object")
+    if who.role == "referent" and command_type is CommandType.FILE:
+        if body.get("member", who.member) != who.member:
+            raise BadRequest(403, "a referent files requests for their own member only", "member")
+        body = {**body, "member": who.member}
     event_type = COMMAND_EVENT[command_type]
     time_field = TIME_FIELD.get(command_type, "occurred_at")
     allowed = set(PAYLOAD_SCHEMAS[event_type]) | {time_field}
@@ -84,7 +102,9 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, acto
     except EventDecodeError as exc:
         field = str(exc).split(":", 1)[0].removeprefix("payload.")
         raise BadRequest(422, str(exc).replace("payload.", ""), field) from None
-    return Command(command_type, ticket_id, actor, payload, occurred, uuid.uuid4(), reply=True)
+    scope = who.member if who.role == "referent" else None
+    return Command(command_type, ticket_id, who.actor, payload, occurred, uuid.uuid4(), reply=True,
+                   scope_member=scope)
 
 
 async def read_json(request: Request) -> Any:
@@ -130,21 +150,37 @@ def register_views(pipeline: Pipeline) -> None:
                  command=str(command.type))
         return view.json(outcome.body, status=outcome.status)
 
-    def actor_of(request: Request) -> str:
-        return "api:anonymous"
+    async def authenticate(request: Request) -> Principal:
+        """The caller, from its bearer token (401 when missing, unknown or revoked)."""
+        if pipeline.tokens is None:
+            return ANONYMOUS
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
+        store = pipeline.tokens
+        principal = await asyncio.get_running_loop().run_in_executor(None, store.authenticate, secret.strip())
+        if principal is None:
+            raise BadRequest(401, "invalid or revoked token")
+        return principal
 
     @app.page("/api/tickets")
     class Tickets(View):
         async def post(self, request: Request) -> Response:
             try:
+                who = await authenticate(request)
                 body = await read_json(request)
-                command = command_from_body(CommandType.FILE, new_ticket_id(), body, actor_of(request))
+                command = command_from_body(CommandType.FILE, new_ticket_id(), body, who)
             except BadRequest as exc:
                 return error(self, exc)
             response = await send_command(self, command)
             return response
 
         async def get(self, request: Request) -> Response:
+            try:
+                who = await authenticate(request)
+            except BadRequest as exc:
+                return error(self, exc)
             query = request.query
             try:
                 page = max(1, int(query.get("page", "1")))
@@ -152,6 +188,10 @@ def register_views(pipeline: Pipeline) -> None:
             except ValueError:
                 return self.json({"error": "page and page_size must be integers", "field": "page"}, status=422)
             status, member, sla_status = query.get("status"), query.get("member"), query.get("sla_status")
+            if who.role == "referent":
+                if member and member != who.member:
+                    return self.json({"items": [], "page": page, "page_size": size, "total": 0})
+                member = who.member
             if status and status not in [s.value for s in Status]:
                 return self.json({"error": f"unknown status {status!r}", "field": "status"}, status=422)
             if sla_status and sla_status not in SLA_STATES:
@@ -186,8 +226,12 @@ def register_views(pipeline: Pipeline) -> None:
     class OneTicket(View):
         @app.table_route(table=pipeline.tickets, match_info="ticket_id")  # type: ignore[arg-type]
         async def get(self, request: Request, ticket_id: str) -> Response:
+            try:
+                who = await authenticate(request)
+            except BadRequest as exc:
+                return error(self, exc)
             ticket = pipeline.load(ticket_id)
-            if ticket is None or not ticket.exists:
+            if ticket is None or not ticket.exists or (who.role == "referent" and ticket.member != who.member):
                 return self.json({"error": f"ticket {ticket_id} not found"}, status=404)
             return self.json(ticket_view(ticket, pipeline.policy, datetime.now(tz=pipeline.policy.versions[0].tz)))
 
@@ -198,8 +242,9 @@ def register_views(pipeline: Pipeline) -> None:
             if command_type is None:
                 return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
             try:
+                who = await authenticate(request)
                 body = await read_json(request)
-                command = command_from_body(command_type, ticket_id, body, actor_of(request))
+                command = command_from_body(command_type, ticket_id, body, who)
             except BadRequest as exc:
                 return error(self, exc)
             except EventDecodeError as exc:
@@ -222,6 +267,12 @@ def register_views(pipeline: Pipeline) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            try:
+                who = await authenticate(request)
+            except BadRequest as exc:
+                return error(self, exc)
+            if not who.staff:
+                return self.json({"error": "metrics are for the support team"}, status=403)
             return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/openapi.json")
@@ -306,7 +357,10 @@ def openapi_document() -> dict[str, Any]:
                  "description": f"Tickets and SLA clocks. Kinds: {', '.join(KINDS)}. "
                                 f"SLA states: {', '.join(s.value for s in ClockStatus)}."},
         "paths": paths,
-        "components": {"schemas": {"Error": {"type": "object", "properties": {
-            "error": {"type": "string"}, "field": {"type": "string"}, "code": {"type": "string"}},
-            "required": ["error"]}}},
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {
+                "error": {"type": "string"}, "field": {"type": "string"}, "code": {"type": "string"}}}},
+        },
     }

@@ -35,6 +35,7 @@ from faust.types import TP
 from kafka.partitioner.default import murmur2
 from sqlalchemy import create_engine
 
+from projections.tokens import TokenStore
 from sla.events import Event, encode_event
 from sla.policy import Policy
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
@@ -170,6 +171,10 @@ class Pipeline:
         self.waiter = OutcomeWaiter(settings)
         # The SQL read model, when configured: the API's lists read it.
         self.engine = create_engine(settings.database, pool_pre_ping=True) if settings.database_url else None
+        if settings.auth and self.engine is None:
+            raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
+                             "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
+        self.tokens = TokenStore(self.engine) if settings.auth and self.engine is not None else None
         self.app = app = faust.App(
             APP_ID,
             broker=settings.broker_url,

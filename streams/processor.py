@@ -47,6 +47,7 @@ def encode_command(command: Command) -> bytes:
         "payload": dict(command.payload),
         "occurred_at": command.occurred_at.isoformat() if command.occurred_at else None,
         "reply": command.reply,
+        "scope_member": command.scope_member,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -58,9 +59,10 @@ def decode_command(data: bytes) -> Command:
         raise CommandDecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise CommandDecodeError("command: must be a JSON object")
-    expected = {"command_id", "type", "ticket_id", "actor", "payload", "occurred_at", "reply"}
-    if not set(raw) <= expected or not expected - {"reply"} <= set(raw):
-        raise CommandDecodeError(f"command: fields must be {sorted(expected)} ('reply' optional)")
+    expected = {"command_id", "type", "ticket_id", "actor", "payload", "occurred_at", "reply", "scope_member"}
+    optional = {"reply", "scope_member"}
+    if not set(raw) <= expected or not expected - optional <= set(raw):
+        raise CommandDecodeError(f"command: fields must be {sorted(expected)} ({', '.join(sorted(optional))} optional)")
     try:
         command_type = CommandType(raw["type"])
         command_id = uuid.UUID(str(raw["command_id"]))
@@ -70,8 +72,11 @@ def decode_command(data: bytes) -> Command:
         raise CommandDecodeError(str(exc)) from None
     if not isinstance(raw["payload"], dict) or not isinstance(raw["actor"], str):
         raise CommandDecodeError("command: payload must be an object and actor a string")
+    scope = raw.get("scope_member")
+    if scope is not None and not isinstance(scope, str):
+        raise CommandDecodeError("command: scope_member must be a string")
     return Command(command_type, ticket_id, raw["actor"], raw["payload"], occurred, command_id,
-                   reply=bool(raw.get("reply", False)))
+                   reply=bool(raw.get("reply", False)), scope_member=scope)
 
 
 def command_id_of(data: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,13 +20,22 @@ from tests.integration.conftest import api, wait_for
 pytestmark = pytest.mark.e2e
 
 
+TOKEN = "slt_e2e_" + "x" * 24
+
+
 def start_dev(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     log = tmp_path / "dev.log"
     proc = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "dev", "--port", str(port),
                              "--data-dir", str(tmp_path / "data"), *extra],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+                            env={**os.environ, "SLALEDGER_DEV_TOKEN": TOKEN},
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     return proc, port, log
+
+
+def call(method: str, url: str, body: object = None) -> tuple[int, Any]:
+    """The API as the dev agent (the token dev mode prints)."""
+    return api(method, url, body, token=TOKEN)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -55,20 +66,21 @@ def test_dev_mode_files_tickets_and_stops_cleanly(tmp_path: Path, stop_signal: i
     proc, port, log = start_dev(tmp_path, "--demo")
     try:
         wait_ready(proc, port, log)
-        assert f"http://127.0.0.1:{port}/" in log.read_text()
+        assert f"http://127.0.0.1:{port}/" in log.read_text() and f"agent token: {TOKEN}" in log.read_text()
+        assert api("GET", f"http://127.0.0.1:{port}/api/tickets")[0] == 401
         base = f"http://127.0.0.1:{port}"
-        status, body = api("POST", f"{base}/api/tickets", {
+        status, body = call("POST", f"{base}/api/tickets", {
             "kind": "incident", "channel": "phone", "member": "commune-de-chartres", "product": "parapheur",
             "subject": "Parapheur inaccessible", "received_at": "2026-01-05T09:12:00+01:00"})
         assert status == 201, body
         tid = body["ticket"]["id"]
-        status, body = api("POST", f"{base}/api/tickets/{tid}/acknowledge", {})
+        status, body = call("POST", f"{base}/api/tickets/{tid}/acknowledge", {})
         assert status == 200 and body["ticket"]["status"] == "in_progress"
         # the demo feeder files tickets of its own
         wait_for(lambda: any(t["id"].startswith("DEMO-")
-                             for t in api("GET", f"{base}/api/tickets?page_size=500")[1]["items"]),
+                             for t in call("GET", f"{base}/api/tickets?page_size=500")[1]["items"]),
                  timeout=30, what="demo tickets")
-        status, metrics = api("GET", f"{base}/metrics")
+        status, metrics = call("GET", f"{base}/metrics")
         assert status == 200 and "python_info" in metrics
         embedded = broker_port(log)
         assert port_open(embedded)
@@ -97,8 +109,8 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, port, log)
-        ids = [api("POST", f"{base}/api/tickets", filed)[1]["ticket"]["id"] for _ in range(3)]
-        assert api("POST", f"{base}/api/tickets/{ids[0]}/acknowledge", {})[0] == 200
+        ids = [call("POST", f"{base}/api/tickets", filed)[1]["ticket"]["id"] for _ in range(3)]
+        assert call("POST", f"{base}/api/tickets/{ids[0]}/acknowledge", {})[0] == 200
         engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'slaledger.db'}")
 
         def facts() -> Counter[tuple[str, str]]:
@@ -107,10 +119,10 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
 
         wait_for(lambda: facts()[(ids[1], "sla_breached")] and facts()[(ids[2], "sla_breached")],
                  timeout=30, what="breaches archived")
-        status, listed = api("GET", f"{base}/api/tickets?sla_status=breached")
+        status, listed = call("GET", f"{base}/api/tickets?sla_status=breached")
         assert status == 200 and {ids[1], ids[2]} <= {t["id"] for t in listed["items"]}
-        before = {tid: api("GET", f"{base}/api/tickets/{tid}")[1] for tid in ids}
-        assert "slaledger_open_tickets" in api("GET", f"{base}/metrics")[1]
+        before = {tid: call("GET", f"{base}/api/tickets/{tid}")[1] for tid in ids}
+        assert "slaledger_open_tickets" in call("GET", f"{base}/metrics")[1]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -125,7 +137,7 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
             # every archived event of the ticket is back in the worker's state
             in_archive = sum(n for (t, _), n in archived.items() if t == tid)
             after = wait_for(lambda tid=tid, n=in_archive: (lambda r: r[1] if r[0] == 200 and r[1]["version"] == n
-                                                            else None)(api("GET", f"{base}/api/tickets/{tid}")),
+                                                            else None)(call("GET", f"{base}/api/tickets/{tid}")),
                              timeout=30, what=f"{tid} restored")
             assert [c["status"] for c in after["clocks"]] == [c["status"] for c in before[tid]["clocks"]]
         time.sleep(3)  # several timer ticks after the restart
@@ -133,7 +145,7 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
         assert counts[(ids[1], "sla_breached")] == 1 and counts[(ids[2], "sla_breached")] == 1
         assert counts[(ids[0], "sla_breached")] == 0
         # the restored tickets can still be worked on
-        status, body = api("POST", f"{base}/api/tickets/{ids[1]}/acknowledge", {})
+        status, body = call("POST", f"{base}/api/tickets/{ids[1]}/acknowledge", {})
         assert status == 200 and body["ticket"]["status"] == "in_progress"
     finally:
         proc.send_signal(signal.SIGTERM)

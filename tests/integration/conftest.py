@@ -51,8 +51,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 
 def api(method: str, url: str, body: Any = None, *, raw: bytes | None = None,
-        headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+        headers: dict[str, str] | None = None, timeout: float = 30, token: str | None = None) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if token:
+        headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json", **(headers or {})})
     try:
@@ -96,6 +98,7 @@ class Worker:
             "SLALEDGER_COMMIT_INTERVAL": "1",
             "SLALEDGER_TIMER_INTERVAL": "0.2",
             "SLALEDGER_STORE_URL": "memory://",
+            "SLALEDGER_AUTH": "off",
             "SLALEDGER_LOG_LEVEL": os.environ.get("SLALEDGER_TEST_LOG_LEVEL", "info"),
             **self.extra_env,
         }

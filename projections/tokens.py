@@ -1,0 +1,108 @@
+"""API tokens: created and revoked from the CLI, checked by every worker.
+
+The secret (``slt_…``) is printed once; only its SHA-256 is stored. Roles: ``agent`` (acts
+on every ticket), ``referent`` (a member's named referent: files, reads and answers only
+that member's tickets), ``auditor`` (reads and audits, sends no command), ``admin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, Table, insert, or_, select, update
+
+from .models import TokenRow
+
+ROLES = ("agent", "referent", "auditor", "admin")
+STAFF = frozenset({"agent", "auditor", "admin"})
+TOKENS: Table = TokenRow.__table__  # type: ignore[assignment]
+
+
+class TokenError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    role: str
+    member: str | None
+    label: str
+
+    @property
+    def actor(self) -> str:
+        """What every event this principal causes records as its actor."""
+        return f"{self.role}:{self.label}"
+
+    @property
+    def staff(self) -> bool:
+        return self.role in STAFF
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(engine: Engine, role: str, member: str | None = None, label: str | None = None,
+                 secret: str | None = None) -> tuple[str, str]:
+    """Returns (token id, secret). A referent needs a member; other roles take none."""
+    if role not in ROLES:
+        raise TokenError(f"role must be one of {', '.join(ROLES)}")
+    if role == "referent" and not member:
+        raise TokenError("a referent token needs --member")
+    if role != "referent" and member:
+        raise TokenError("only a referent token is tied to a member")
+    token_id = str(uuid.uuid4())
+    secret = secret or "slt_" + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        conn.execute(insert(TOKENS).values(
+            token_id=token_id, token_hash=digest(secret), role=role, member=member,
+            label=(label or member or role)[:128], created_at=datetime.now(UTC)))
+    return token_id, secret
+
+
+def ensure_token(engine: Engine, secret: str, role: str, label: str) -> None:
+    """Register ``secret`` if it is not known yet (dev mode's SLALEDGER_DEV_TOKEN)."""
+    with engine.connect() as conn:
+        known = conn.scalar(select(TOKENS.c.token_id).where(TOKENS.c.token_hash == digest(secret)))
+    if known is None:
+        create_token(engine, role, label=label, secret=secret)
+
+
+def revoke_token(engine: Engine, token: str) -> bool:
+    """Revoke by token id or by secret; returns whether a live token was revoked."""
+    with engine.begin() as conn:
+        done = conn.execute(update(TOKENS).where(
+            or_(TOKENS.c.token_id == token, TOKENS.c.token_hash == digest(token)),
+            TOKENS.c.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
+    return bool(done.rowcount)
+
+
+class TokenStore:
+    """Checks bearer secrets against the database, with a short cache (revocation takes
+    effect within ``ttl`` seconds on every worker)."""
+
+    def __init__(self, engine: Engine, ttl: float = 5.0) -> None:
+        self.engine, self.ttl = engine, ttl
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def authenticate(self, secret: str) -> Principal | None:
+        key = digest(secret)
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == key)).first()
+        principal = None
+        if row is not None and row.revoked_at is None:
+            principal = Principal(row.token_id, row.role, row.member, row.label)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now, principal)
+        return principal

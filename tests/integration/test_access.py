@@ -1,0 +1,102 @@
+"""Access: bearer tokens, roles, referent scoping — against a worker, PostgreSQL and the broker."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from projections.projector import create_schema, run_projector
+from sla.events import decode_event
+from slaledger.cli import main
+from slaledger.settings import load_policy
+from streams.embedded import EmbeddedBroker
+from streams.kafka_tools import read_topic
+from streams.topics import EVENTS
+from tests.integration.conftest import Worker, api
+
+pytestmark = pytest.mark.integration
+
+
+def token(capsys: pytest.CaptureFixture[str], database: str, *args: str) -> str:
+    assert main(["token", "create", "--database", database, *args]) == 0
+    match = re.search(r"secret \(shown once\): (\S+)", capsys.readouterr().out)
+    assert match
+    return match.group(1)
+
+
+def filing(member: str) -> dict[str, str]:
+    return {"kind": "assistance", "channel": "portal", "member": member, "product": "ent", "subject": "Accès"}
+
+
+def test_roles_and_referent_scoping(broker: EmbeddedBroker, database: str, workers: list[Worker], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    engine = create_engine(database)
+    create_schema(engine)
+    agent = token(capsys, database, "--role", "agent", "--label", "alice")
+    blois = token(capsys, database, "--role", "referent", "--member", "commune-de-blois")
+    tours = token(capsys, database, "--role", "referent", "--member", "commune-de-tours")
+    auditor = token(capsys, database, "--role", "auditor", "--label", "cabinet")
+    assert main(["token", "create", "--database", database, "--role", "referent"]) == 2  # needs --member
+
+    worker = Worker(broker, tmp_path, extra_env={"SLALEDGER_AUTH": "on", "SLALEDGER_DATABASE_URL": database})
+    workers.append(worker.start())
+    url = f"{worker.url}/api/tickets"
+
+    # 401 with a JSON body: missing, malformed, unknown
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer nope"}):
+        status, body = api("GET", url, headers=headers)
+        assert status == 401 and body["error"], (headers, body)
+    assert api("GET", f"{worker.url}/healthz")[0] == 200  # probes stay open
+
+    # a referent files for their own member only, and the event records who did it
+    status, body = api("POST", url, filing("commune-de-blois"), token=blois)
+    assert status == 201, body
+    mine = body["ticket"]["id"]
+    status, body = api("POST", url, filing("commune-de-tours"), token=blois)
+    assert status == 403 and body["field"] == "member"
+    status, body = api("POST", url, filing("commune-de-tours"), token=tours)
+    theirs = body["ticket"]["id"]
+
+    # another member's ticket does not exist for a referent, whatever they try
+    assert api("GET", f"{url}/{theirs}", token=blois)[0] == 404
+    status, body = api("POST", f"{url}/{theirs}/customer-response", {"elements_complete": True}, token=blois)
+    assert status == 404 and "n'existe pas" in body["error"]
+    assert api("GET", f"{url}/{mine}", token=blois)[0] == 200
+    assert api("POST", f"{url}/{mine}/customer-response", {"elements_complete": True}, token=blois)[0] == 200
+
+    # wrong role: 403 with a JSON body
+    status, body = api("POST", f"{url}/{mine}/acknowledge", {}, token=blois)
+    assert status == 403 and body["error"]
+    status, body = api("POST", f"{url}/{mine}/acknowledge", {}, token=auditor)
+    assert status == 403 and "no command" in body["error"]
+    assert api("GET", f"{worker.url}/metrics", token=blois)[0] == 403
+    assert api("GET", f"{worker.url}/metrics", token=auditor)[0] == 200
+    assert api("GET", f"{url}/{theirs}", token=auditor)[0] == 200
+    status, body = api("POST", f"{url}/{theirs}/acknowledge", {}, token=agent)
+    assert status == 200
+
+    # lists are filtered for a referent (read model from SQL)
+    run_projector(engine, broker.bootstrap, load_policy(), follow=False)
+    listed = {t["id"] for t in api("GET", url, token=blois)[1]["items"]}
+    assert listed == {mine}
+    assert api("GET", f"{url}?member=commune-de-tours", token=blois)[1]["total"] == 0
+    assert {mine, theirs} <= {t["id"] for t in api("GET", url, token=agent)[1]["items"]}
+
+    actors = {decode_event(r.value).actor for r in read_topic(broker.bootstrap, EVENTS)}
+    assert {"referent:commune-de-blois", "referent:commune-de-tours", "agent:alice"} <= actors
+
+    # revocation: 401 within the cache lifetime (5 s)
+    assert main(["token", "revoke", "--database", database, blois]) == 0
+    time.sleep(5.5)
+    assert api("GET", url, token=blois)[0] == 401
+    assert main(["token", "revoke", "--database", database, blois]) == 2  # already revoked
+
+
+def test_worker_refuses_to_start_without_token_database(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    worker = Worker(broker, tmp_path, extra_env={"SLALEDGER_AUTH": "on"})
+    with pytest.raises(RuntimeError, match="SLALEDGER_DATABASE_URL"):
+        worker.start()
