@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -122,9 +123,22 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(422, f"invalid JSON: {exc}") from None
 
 
+@aioweb.middleware
+async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamResponse:
+    """Errors raised by the web framework itself (405, unknown path…) answer in JSON too."""
+    try:
+        response: aioweb.StreamResponse = await handler(request)
+    except aioweb.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return aioweb.json_response({"error": exc.reason}, status=exc.status)
+    return response
+
+
 def register_views(pipeline: Pipeline) -> None:
     app = pipeline.app
     settings = pipeline.settings
+    app.web.web_app.middlewares.append(json_errors)  # type: ignore[attr-defined]
 
     def error(view: View, exc: BadRequest) -> Response:
         body: dict[str, Any] = {"error": exc.message}
