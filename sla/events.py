@@ -114,6 +114,10 @@ def format_instant(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def format_optional_instant(instant: datetime | None) -> str | None:
+    return format_instant(instant) if instant is not None else None
+
+
 def validate_ticket_id(value: object) -> str:
     if not isinstance(value, str) or not _TICKET_ID.match(value):
         raise EventDecodeError(

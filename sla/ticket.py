@@ -37,7 +37,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from .events import SLA_FACT_TYPES, Event, EventDecodeError, EventType, format_instant, new_event, parse_instant
+from .events import (
+    SLA_FACT_TYPES,
+    Event,
+    EventDecodeError,
+    EventType,
+    format_instant,
+    format_optional_instant,
+    new_event,
+    parse_instant,
+)
 
 
 class Status(StrEnum):
@@ -335,9 +344,6 @@ def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event
 def ticket_to_dict(ticket: Ticket) -> dict[str, Any]:
     """A JSON-ready form of the state; ``ticket_from_dict`` reads it back exactly."""
 
-    def iso(value: datetime | None) -> str | None:
-        return format_instant(value) if value is not None else None
-
     return {
         "ticket_id": ticket.ticket_id,
         "status": str(ticket.status),
@@ -346,13 +352,13 @@ def ticket_to_dict(ticket: Ticket) -> dict[str, Any]:
         "product": ticket.product,
         "member": ticket.member,
         "subject": ticket.subject,
-        "filed_at": iso(ticket.filed_at),
-        "filed_recorded_at": iso(ticket.filed_recorded_at),
-        "acknowledged_at": iso(ticket.acknowledged_at),
-        "resolved_at": iso(ticket.resolved_at),
-        "closed_at": iso(ticket.closed_at),
-        "restoration_eta": iso(ticket.restoration_eta),
-        "last_event_at": iso(ticket.last_event_at),
+        "filed_at": format_optional_instant(ticket.filed_at),
+        "filed_recorded_at": format_optional_instant(ticket.filed_recorded_at),
+        "acknowledged_at": format_optional_instant(ticket.acknowledged_at),
+        "resolved_at": format_optional_instant(ticket.resolved_at),
+        "closed_at": format_optional_instant(ticket.closed_at),
+        "restoration_eta": format_optional_instant(ticket.restoration_eta),
+        "last_event_at": format_optional_instant(ticket.last_event_at),
         "version": ticket.version,
         "marks": [[format_instant(m.at), m.seq, m.event_id.hex, sorted(m.signals)] for m in ticket.marks],
         "facts": [
