@@ -35,6 +35,17 @@ def aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def clock_state(status: str, deadline: datetime | None, warning_at: datetime | None, now: datetime) -> str:
+    """The state of a stored clock at ``now``: a running clock past its warning or deadline is
+    at risk or breached before the timer's fact is projected (scrapes and alerts see it at once)."""
+    if status == "running" and deadline is not None:
+        if now > deadline:
+            return "breached"
+        if warning_at is not None and now >= warning_at:
+            return "at_risk"
+    return status
+
+
 class ProjectionCollector(Collector):
     def __init__(self, engine: Engine, now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lag: Callable[[], dict[tuple[str, int], int]] | None = None) -> None:
@@ -58,14 +69,10 @@ class ProjectionCollector(Collector):
                 if ticket_id not in open_tickets:
                     continue
                 deadline, warning_at = aware(deadline), aware(warning_at)
-                state = status
-                if status == "running" and deadline is not None:
-                    if now > deadline:
-                        state = "breached"
-                    elif warning_at is not None and now >= warning_at:
-                        state = "at_risk"
-                    if state != "breached" and (sla not in earliest or deadline < earliest[sla]):
-                        earliest[sla] = deadline
+                state = clock_state(status, deadline, warning_at, now)
+                if state in ("running", "at_risk") and deadline is not None and (
+                        sla not in earliest or deadline < earliest[sla]):
+                    earliest[sla] = deadline
                 if rank[state] > rank.get(worst.get(ticket_id, ""), -1):
                     worst[ticket_id] = state
             by_kind_state: Counter[tuple[str, str]] = Counter()

@@ -16,6 +16,7 @@ from slaledger.settings import Settings
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import EVENTS
 
+from .alerts import start_alert_pusher
 from .metrics import ProjectionCollector
 from .projector import checkpoints, create_schema, run_projector
 from .projector import rebuild as rebuild_projection
@@ -62,6 +63,8 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
         registry.register(ProjectionCollector(engine, lag=lambda: consumer_lag(engine, settings.bootstrap)))
         start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
         log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
+    if settings.alertmanager_url:
+        start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
     applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set)
     log.info("projector stopped", events_applied=applied)
     return 0

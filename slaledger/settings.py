@@ -50,6 +50,11 @@ class Settings:
     # SQL read model; empty: a SQLite file in data_dir (dev). Production: postgresql+psycopg://…
     database_url: str = ""
     metrics_port: int = 9108  # the projector's /metrics
+    # Per-ticket at-risk/breached alerts pushed by the projector (empty: not pushed), with a
+    # link to the ticket's page under public_url (default: this host's API address).
+    alertmanager_url: str = ""
+    alert_interval: float = 15.0
+    public_url: str = ""
     # Bearer-token authentication of the API (tokens live in the database). Turn off only
     # for a worker that nobody can reach (tests).
     auth: bool = True
@@ -80,6 +85,12 @@ class Settings:
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir).resolve() / 'slaledger.db'}"
+
+    @property
+    def ticket_url(self) -> str:
+        """Link template of a ticket's page, for alerts."""
+        base = self.public_url or f"http://{self.web_host}:{self.web_port}"
+        return base.rstrip("/") + "/tickets/{ticket_id}"
 
     @property
     def bootstrap(self) -> str:

@@ -1,0 +1,114 @@
+"""Per-ticket alerts pushed to Alertmanager: one alert per open ticket whose SLA clock is at
+risk or breached, with the ticket id, the member, the deadline, the French explanation and a
+link to the ticket's page.
+
+Prometheus alerts are aggregates (never a ticket id as a label); the support team also wants
+"which ticket?", so the projector — the one process that owns the read model — pushes these
+straight to Alertmanager's API. Alerts carry an ``endsAt`` a few intervals ahead and are
+re-sent every interval: a ticket acknowledged, resolved or closed simply stops being sent
+and its alert resolves by itself, and a restart loses nothing (the state is in SQL).
+Alertmanager's inhibition mutes a ticket's at-risk alert once its breach fires
+(``equal: [ticket_id, sla]``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import Engine, select
+
+from sla import french
+
+from .metrics import aware, clock_state
+from .models import ClockRow, TicketRow
+
+log = structlog.get_logger(__name__)
+
+PARIS = ZoneInfo("Europe/Paris")
+ALERT_NAMES = {"at_risk": "SLATicketAtRisk", "breached": "SLATicketBreached"}
+
+
+def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta) -> list[dict[str, Any]]:
+    """The alerts to send now, in Alertmanager's v2 API shape."""
+    t, c = TicketRow.__table__, ClockRow.__table__
+    query = (select(c.c.ticket_id, c.c.sla, c.c.status, c.c.deadline, c.c.warning_at, c.c.explanation,
+                    c.c.contractual, t.c.member, t.c.kind, t.c.subject)
+             .join(t, t.c.ticket_id == c.c.ticket_id)
+             .where(t.c.status.not_in(["resolved", "closed"]), c.c.status.in_(["running", "breached"])))
+    alerts = []
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            deadline, warning_at = aware(row.deadline), aware(row.warning_at)
+            state = clock_state(row.status, deadline, warning_at, now)
+            if state not in ALERT_NAMES:
+                continue
+            link = ticket_url.format(ticket_id=row.ticket_id)
+            verb = "dépassé" if state == "breached" else "à 75 % du délai"
+            when = french.instant(deadline, PARIS) if deadline else "sans échéance"
+            alerts.append({
+                "labels": {
+                    "alertname": ALERT_NAMES[state], "severity": "ticket", "ticket_id": row.ticket_id,
+                    "sla": row.sla, "member": row.member, "kind": row.kind,
+                    "contractual": "true" if row.contractual else "false",
+                },
+                "annotations": {
+                    "summary": f"{row.ticket_id} ({row.member}) : {row.sla} {verb}, échéance {when}",
+                    "description": row.explanation,
+                    "subject": row.subject,
+                    "link": link,
+                },
+                "startsAt": _iso((deadline if state == "breached" else warning_at) or now),
+                "endsAt": _iso(now + ttl),
+                "generatorURL": link,
+            })
+    return alerts
+
+
+def post_alerts(alertmanager_url: str, alerts: list[dict[str, Any]], timeout: float = 5.0) -> None:
+    request = urllib.request.Request(
+        alertmanager_url.rstrip("/") + "/api/v2/alerts", data=json.dumps(alerts).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        response.read()
+
+
+def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, stop: threading.Event, *,
+                     interval: float = 15.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    """Push every ``interval`` seconds until ``stop`` is set; an unreachable Alertmanager is
+    logged and retried at the next interval (alerts are state, re-sent in full each time)."""
+    ttl = timedelta(seconds=max(4 * interval, 60))
+    failing = False
+    while not stop.is_set():
+        try:
+            alerts = ticket_alerts(engine, now(), ticket_url, ttl)
+            if alerts:
+                post_alerts(alertmanager_url, alerts)
+            if failing:
+                log.info("alertmanager reachable again", url=alertmanager_url)
+            failing = False
+            log.debug("ticket alerts pushed", count=len(alerts))
+        except Exception as exc:  # a broken push must never stop the projector
+            if not failing:
+                log.warning("ticket alerts not pushed", url=alertmanager_url, error=str(exc))
+            failing = True
+        stop.wait(interval)
+
+
+def start_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, interval: float,
+                       stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=run_alert_pusher, name="alert-pusher", daemon=True,
+                              args=(engine, alertmanager_url, ticket_url, stop), kwargs={"interval": interval})
+    thread.start()
+    log.info("ticket alerts pushed to alertmanager", url=alertmanager_url, interval=interval)
+    return thread
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
