@@ -66,12 +66,14 @@ def create_token(engine: Engine, role: str, member: str | None = None, label: st
     return token_id, secret
 
 
-def ensure_token(engine: Engine, secret: str, role: str, label: str) -> None:
-    """Register ``secret`` if it is not known yet (dev mode's SLALEDGER_DEV_TOKEN)."""
+def ensure_token(engine: Engine, secret: str, role: str, label: str, member: str | None = None) -> bool:
+    """Register ``secret`` if it is not known yet (dev mode's SLALEDGER_DEV_TOKEN, a deployment's
+    Prometheus token); returns whether it was registered now."""
     with engine.connect() as conn:
         known = conn.scalar(select(TOKENS.c.token_id).where(TOKENS.c.token_hash == digest(secret)))
     if known is None:
-        create_token(engine, role, label=label, secret=secret)
+        create_token(engine, role, member, label=label, secret=secret)
+    return known is None
 
 
 def revoke_token(engine: Engine, token: str) -> bool:

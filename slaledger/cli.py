@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--role", required=True, choices=["agent", "referent", "auditor", "admin"])
     token_create.add_argument("--member", help="the member of a referent")
     token_create.add_argument("--label", help="who holds it (recorded as the actor of their events)")
+    token_create.add_argument("--secret-env", metavar="VAR",
+                              help="register the secret held in environment variable VAR instead of a new one "
+                                   "(idempotent: a deployment provisions Prometheus' token this way)")
     token_revoke = token_commands.add_parser("revoke", help="revoke a token (by id or secret)")
     token_revoke.add_argument("token")
     for sub in (token_create, token_revoke):
@@ -149,7 +153,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
-    created = create_topics(settings.bootstrap, settings.partitions)
+    created = create_topics(settings.bootstrap, settings.partitions, replication=settings.replication_factor)
     print(f"{len(created)} topic(s) created" + (f": {', '.join(created)}" if created else ""))
     return 0
 
@@ -249,10 +253,20 @@ def _progress() -> Callable[[int], None] | None:
 def cmd_token_create(args: argparse.Namespace) -> int:
     from projections.projector import create_schema
     from projections.service import engine_for
-    from projections.tokens import TokenError, create_token
+    from projections.tokens import TokenError, create_token, ensure_token
 
     engine = engine_for(_settings(args))
     create_schema(engine)
+    if args.secret_env:
+        secret = os.environ.get(args.secret_env, "")
+        if len(secret) < 24:
+            raise UsageError(f"{args.secret_env} must hold a secret of at least 24 characters")
+        try:
+            created = ensure_token(engine, secret, args.role, args.label or args.secret_env, args.member)
+        except TokenError as exc:
+            raise UsageError(str(exc)) from None
+        print("token registered" if created else "token already registered")
+        return 0
     try:
         token_id, secret = create_token(engine, args.role, args.member, args.label)
     except TokenError as exc:
@@ -287,10 +301,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from prometheus_client import REGISTRY
 
+    from projections.alerts import start_alert_pusher
     from projections.metrics import ProjectionCollector
     from projections.projector import create_schema, run_projector
     from projections.restore import restore_archive
-    from projections.service import engine_for
+    from projections.service import consumer_lag, engine_for
     from projections.tokens import ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.topics import create_topics
@@ -318,7 +333,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             target=run_projector, name="projector", daemon=True,
             args=(engine, settings.bootstrap, policy), kwargs={"follow": True, "should_stop": stop.is_set})
         projector.start()
-        REGISTRY.register(ProjectionCollector(engine))
+        REGISTRY.register(ProjectionCollector(engine, lag=lambda: consumer_lag(engine, settings.bootstrap)))
+        if settings.alertmanager_url:
+            start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
               f"(API /api/tickets, metrics /metrics, broker {broker.bootstrap}, database {settings.database}, "
               f"{restored} archived events restored); Ctrl-C stops\n"

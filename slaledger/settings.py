@@ -31,6 +31,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
 class Settings:
     broker_url: str = "kafka://127.0.0.1:9092"
     partitions: int = 4
+    replication_factor: int = 1  # of the topics `slaledger topics create` makes (3 in production)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     data_dir: str = "./data"

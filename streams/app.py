@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,14 @@ FACT_RECHECK = timedelta(seconds=5)
 STALL_SECONDS = 3.0
 BATCH_SIZE = 500
 BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
+
+
+def advertised_host(web_host: str) -> str:
+    """The address other workers use to forward a read to this one (``table_route``): a
+    worker bound to every interface (in a container) advertises its own address."""
+    if web_host in ("0.0.0.0", "::", ""):
+        return socket.gethostbyname(socket.gethostname())
+    return web_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +186,7 @@ class Pipeline:
         self.tokens = TokenStore(self.engine) if settings.auth and self.engine is not None else None
         self.app = app = faust.App(
             APP_ID,
-            broker=settings.broker_url,
+            broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
             store=settings.store_url,
             autodiscover=False,
             topic_partitions=settings.partitions,
@@ -187,7 +196,7 @@ class Pipeline:
             web_bind=settings.web_host,
             web_host=settings.web_host,
             web_port=settings.web_port,
-            canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+            canonical_url=f"http://{advertised_host(settings.web_host)}:{settings.web_port}",
             datadir=str(Path(settings.data_dir) / "faust"),
             broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=settings.heartbeat_interval,

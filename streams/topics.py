@@ -55,9 +55,11 @@ OUTCOMES = "slaledger.command-outcomes"
 DEAD_LETTERS = "slaledger.dead-letters"
 
 
-def create_topics(bootstrap: str, partitions: int = 4, *, client_options: dict[str, object] | None = None) -> list[str]:
+def create_topics(bootstrap: str, partitions: int = 4, *, replication: int = 1,
+                  client_options: dict[str, object] | None = None) -> list[str]:
     """Create the missing topics; returns the names created. Existing topics are left
-    alone, but one with another partition count is an error (it would break co-partitioning)."""
+    alone, but one with another partition count is an error (it would break co-partitioning).
+    ``replication`` is 3 on the production cluster (with the brokers' min.insync.replicas=2)."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-admin", **(client_options or {}))
@@ -67,7 +69,7 @@ def create_topics(bootstrap: str, partitions: int = 4, *, client_options: dict[s
         missing = [s for s in specs if s.name not in existing]
         if missing:
             admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing],
+                [NewTopic(s.name, s.partitions, replication, topic_configs=s.config) for s in missing],
                 wait_for_metadata=True,
             )
         present = [s for s in specs if s.name in existing]
@@ -79,7 +81,8 @@ def create_topics(bootstrap: str, partitions: int = 4, *, client_options: dict[s
             if wrong:
                 raise RuntimeError("; ".join(wrong))
         for spec in missing:
-            log.info("topic created", topic=spec.name, partitions=spec.partitions, config=spec.config)
+            log.info("topic created", topic=spec.name, partitions=spec.partitions, replication=replication,
+                     config=spec.config)
         return [s.name for s in missing]
     finally:
         admin.close()
