@@ -1,0 +1,227 @@
+"""The monitoring chain with the real tools: the dev stack on PostgreSQL, a real Prometheus
+scraping it with the project's rules, a real Alertmanager with the project's configuration.
+A ticket under a 2-second SLA breaches; the alerts reach Alertmanager; every PromQL
+expression of the rules and dashboards runs on that Prometheus, and every SQL panel query
+runs on the projection as Grafana's read-only role."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from streams.embedded import free_port
+from tests.integration.conftest import api, database, tiny_policy, wait_for  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+RULES = INFRA / "prometheus" / "rules" / "slaledger.rules.yml"
+TOKEN = "slt_obs_" + "y" * 24
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not installed (apt-get install prometheus prometheus-alertmanager)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class Process:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+
+    def alive(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        return True
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def get(url: str) -> Any:
+    status, body = api("GET", url, timeout=10)
+    assert status == 200, (url, status, body)
+    return body
+
+
+def reachable(url: str) -> bool:
+    try:
+        return api("GET", url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def stack(tmp_path: Path, database: str) -> Iterator[dict[str, Any]]:  # noqa: F811
+    prometheus_bin, alertmanager_bin = binary("prometheus"), binary("prometheus-alertmanager")
+    am_port, prom_port, dev_port = free_port(), free_port(), free_port()
+    started: list[Process] = []
+    try:
+        alertmanager = Process([alertmanager_bin, f"--config.file={INFRA / 'alertmanager' / 'alertmanager.yml'}",
+                                f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{am_port}",
+                                "--cluster.listen-address="], tmp_path / "alertmanager.log")
+        started.append(alertmanager)
+        dev = Process([sys.executable, "-m", "slaledger.cli", "dev", "--port", str(dev_port),
+                       "--data-dir", str(tmp_path / "data"), "--policy", str(tiny_policy(tmp_path, 2))],
+                      tmp_path / "dev.log",
+                      env={**os.environ, "SLALEDGER_DEV_TOKEN": TOKEN, "SLALEDGER_DATABASE_URL": database,
+                           "SLALEDGER_ALERTMANAGER_URL": f"http://127.0.0.1:{am_port}",
+                           "SLALEDGER_ALERT_INTERVAL": "1"})
+        started.append(dev)
+        # The production configuration, pointed at this machine: same jobs, same rules.
+        config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
+        config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+        config["rule_files"] = [str(RULES)]
+        config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
+        (tmp_path / "token").write_text(TOKEN)
+        jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+        worker = jobs["slaledger-worker"]
+        worker["authorization"]["credentials_file"] = str(tmp_path / "token")
+        del worker["dns_sd_configs"]
+        worker["static_configs"] = [{"targets": [f"127.0.0.1:{dev_port}"]}]
+        del jobs["slaledger-projector"]  # dev mode serves the projection's metrics on the worker's port
+        jobs["prometheus"]["static_configs"] = [{"targets": [f"127.0.0.1:{prom_port}"]}]
+        config["scrape_configs"] = list(jobs.values())
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        prometheus = Process([prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+                              f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                              f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prometheus.log")
+        started.append(prometheus)
+        wait_for(lambda: alertmanager.alive() and reachable(f"http://127.0.0.1:{am_port}/-/ready"), 30,
+                 what="alertmanager ready")
+        wait_for(lambda: prometheus.alive() and reachable(f"http://127.0.0.1:{prom_port}/-/ready"), 30,
+                 what="prometheus ready")
+        wait_for(lambda: dev.alive() and reachable(f"http://127.0.0.1:{dev_port}/readyz"), 90, what="dev ready")
+        yield {"am": f"http://127.0.0.1:{am_port}", "prom": f"http://127.0.0.1:{prom_port}",
+               "dev": f"http://127.0.0.1:{dev_port}", "database": database, "tmp": tmp_path}
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def alerts(am: str, name: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"filter": f'alertname="{name}"'})
+    return list(get(f"{am}/api/v2/alerts?{query}"))
+
+
+def prom_query(prom: str, expr: str) -> dict[str, Any]:
+    status, body = api("GET", f"{prom}/api/v1/query?{urllib.parse.urlencode({'query': expr})}", timeout=10)
+    assert status == 200 and body["status"] == "success", (expr, body)
+    return body["data"]
+
+
+def promql_of_rules_and_panels() -> list[str]:
+    exprs = [rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    for board in sorted((INFRA / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(board.read_text())["panels"]:
+            exprs += [t["expr"] for t in panel["targets"] if t["datasource"]["type"] == "prometheus"]
+    return exprs
+
+
+def sql_of_panels() -> list[tuple[str, str]]:
+    queries = []
+    for board in sorted((INFRA / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(board.read_text())["panels"]:
+            queries += [(panel["title"], t["rawSql"]) for t in panel["targets"] if "rawSql" in t]
+    return queries
+
+
+def grafana_sql(sql: str, start: datetime, end: datetime) -> str:
+    """Expand the macros as Grafana's PostgreSQL datasource does."""
+    return (sql.replace("$__timeFrom()", f"'{start.isoformat()}'")
+               .replace("$__timeTo()", f"'{end.isoformat()}'"))
+
+
+def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any]) -> None:
+    am, prom, dev = stack["am"], stack["prom"], stack["dev"]
+    status, body = api("POST", f"{dev}/api/tickets", {
+        "kind": "incident", "channel": "portal", "member": "commune-de-blois", "product": "parapheur",
+        "subject": "Parapheur inaccessible"}, token=TOKEN)
+    assert status == 201, body
+    ticket_id = body["ticket"]["id"]
+
+    # The per-ticket alert, pushed by the projector, names the ticket and links to its page.
+    pushed = wait_for(lambda: [a for a in alerts(am, "SLATicketBreached")
+                               if a["labels"].get("ticket_id") == ticket_id], 60, what="per-ticket breach alert")
+    labels, annotations = pushed[0]["labels"], pushed[0]["annotations"]
+    assert labels["sla"] == "intake" and labels["member"] == "commune-de-blois" and labels["severity"] == "ticket"
+    assert annotations["link"].endswith(f"/tickets/{ticket_id}")
+    assert "dépassé" in annotations["summary"]
+    assert [r["name"] for r in pushed[0]["receivers"]] == ["support-team"]
+
+    # The aggregate alert, evaluated by Prometheus from the scraped gauges, reaches Alertmanager.
+    fired = wait_for(lambda: alerts(am, "SLABreachedTicketsOpen"), 60, what="Prometheus alert in Alertmanager")
+    assert fired[0]["labels"]["kind"] == "incident"
+    assert fired[0]["labels"]["severity"] == "ticket"
+    assert fired[0]["status"]["state"] == "active"
+
+    # Inhibition: the same ticket's at-risk alert is muted by its breach; another ticket's is not.
+    now = datetime.now(UTC)
+    at_risk = [{"labels": {"alertname": "SLATicketAtRisk", "severity": "ticket", "ticket_id": tid, "sla": "intake",
+                           "member": "commune-de-blois", "kind": "incident"},
+                "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat()}
+               for tid in (ticket_id, "SL-ZZZZZZZZZZ")]
+    status, _ = api("POST", f"{am}/api/v2/alerts", at_risk)
+    assert status == 200
+
+    def states() -> dict[str, str]:
+        return {a["labels"]["ticket_id"]: a["status"]["state"] for a in alerts(am, "SLATicketAtRisk")}
+
+    wait_for(lambda: states() == {ticket_id: "suppressed", "SL-ZZZZZZZZZZ": "active"}, 30, what="inhibition")
+
+    # Every PromQL expression of the rules and the dashboards runs on the real Prometheus.
+    exprs = promql_of_rules_and_panels()
+    assert len(exprs) > 40
+    for expr in exprs:
+        prom_query(prom, expr.replace("$__rate_interval", "1m"))
+    breached = prom_query(prom, 'sum(slaledger_open_tickets{sla_state="breached"})')
+    assert breached["result"] and float(breached["result"][0]["value"][1]) >= 1
+
+    # Every SQL panel query runs on the projection, as Grafana's read-only role.
+    url = stack["database"]
+    name = url.rsplit("/", 1)[1]
+    grants = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", name, "-v",
+                             "grafana_password=grafana-test-password", "-f",
+                             str(INFRA / "postgres" / "grafana-readonly.sql")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert grants.returncode == 0, grants.stderr
+    readonly = create_engine(re.sub(r"://postgres@", "://grafana_ro:grafana-test-password@", url))
+    start, end = datetime.now(UTC) - timedelta(days=40), datetime.now(UTC) + timedelta(days=1)
+    rows: dict[str, list[Any]] = {}
+    try:
+        with readonly.connect() as conn:
+            for title, sql in sql_of_panels():
+                rows[title] = list(conn.execute(text(grafana_sql(sql, start, end))))
+            with pytest.raises(Exception, match="permission denied"):
+                conn.execute(text("SELECT * FROM api_tokens"))
+    finally:
+        readonly.dispose()
+    assert len(rows) >= 7
+    assert [r[1] for r in rows["Dépassées et toujours ouvertes"]] == [ticket_id]
+    assert [r[1] for r in rows["Incidents ouverts (sans heure de rétablissement en premier)"]] == [ticket_id]
