@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, select
 
 from sla.clock import Clock, ClockStatus, evaluate
@@ -36,6 +37,7 @@ from .models import GENESIS_HASH
 from .projector import ARCHIVE
 
 SCHEMA = "slaledger.dispute-file/1"
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,29 @@ class TicketAudit:
 
 
 @dataclass
+class SlaSummary:
+    """Verdict counts and breaches of one SLA: what the per-member/period report needs of a
+    ticket once it is closed (closed is final: nothing can change its clocks any more)."""
+
+    met: int = 0
+    breached: int = 0
+    retracted: int = 0
+    excluded: int = 0
+    open: int = 0
+    breaches: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, ticket_id: str, member: str, clock: Clock) -> None:
+        status = str(clock.status)
+        if status in ("met", "breached", "retracted", "excluded"):
+            setattr(self, status, getattr(self, status) + 1)
+        else:
+            self.open += 1
+        if clock.status is ClockStatus.BREACHED:
+            self.breaches.append({"ticket": ticket_id, "member": member,
+                                  "deadline": format_instant(clock.deadline) if clock.deadline else None})
+
+
+@dataclass
 class AuditResult:
     generated_at: datetime
     source: str
@@ -94,6 +119,10 @@ class AuditResult:
     findings: list[Finding]
     tickets: dict[str, TicketAudit]
     policy: Policy
+    resent_records: int = 0  # identical duplicate records in a topic (re-sends)
+    # Closed tickets folded into counts and dropped (whole-log replays without timelines).
+    closed_summary: dict[str, SlaSummary] = field(default_factory=dict)
+    closed_summarized: int = 0
 
     @property
     def ok(self) -> bool:
@@ -162,6 +191,7 @@ class TopicVerifier:
         self.findings: list[Finding] = []
         self.seen: dict[str, str] = {}  # event id → sha256 of bytes
         self.order: dict[str, list[str]] = defaultdict(list)
+        self.resent = 0  # identical copies of a record: at-least-once re-sends, reported, not fatal
 
     def check(self, record: LogRecord, event: Event | None) -> None:
         if event is None:
@@ -172,7 +202,8 @@ class TopicVerifier:
             if self.seen[eid] != digest:
                 self.findings.append(Finding("altered", f"Topic {_where(record)} : l'événement {eid} figure deux "
                                                         "fois avec des contenus différents."))
-            return  # the same bytes again: an at-least-once re-send, harmless
+            self.resent += 1  # the same bytes again: an at-least-once re-send, harmless
+            return
         self.seen[eid] = digest
         self.order[event.ticket_id].append(eid)
 
@@ -214,14 +245,19 @@ def _where(record: LogRecord) -> str:
 
 def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, source: str,
            engine: Engine | None = None, progress: Callable[[int], None] | None = None,
-           timelines: bool = True) -> AuditResult:
+           timelines: bool = True, summarize_closed: bool = False) -> AuditResult:
     """Fold the log. ``timelines=False`` keeps only each ticket's folded state, not its
-    events: a whole-log replay then holds memory per ticket, never per event."""
+    events. ``summarize_closed`` (without timelines or ``as_of``) also folds each ticket into
+    per-SLA counts when it closes and forgets it, so a whole-log replay holds only the open
+    tickets: memory follows the open queue, not the history."""
     chain = ChainVerifier() if source == "archive" else None
     topic_check = TopicVerifier(engine) if source == "kafka" and engine is not None else None
     findings: list[Finding] = []
     selected: dict[str, TicketAudit] = {}
     rejected: set[str] = set()
+    summarize = summarize_closed and not timelines and filters.as_of is None
+    closed_summary: dict[str, SlaSummary] = defaultdict(SlaSummary)
+    closed: set[str] = set()
     count = 0
     for record in records:
         count += 1
@@ -237,6 +273,10 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
         if topic_check is not None:
             topic_check.check(record, event)
         if event is None or event.ticket_id in rejected:
+            continue
+        if event.ticket_id in closed:
+            log.warning("event after closure ignored by the summary", ticket_id=event.ticket_id,
+                        event_id=str(event.event_id), type=str(event.type))
             continue
         audit = selected.get(event.ticket_id)
         if audit is None:
@@ -256,6 +296,11 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             audit.known_then.apply(event)
         if audit.full_log is not None and as_of is not None and event.occurred_at <= as_of:
             audit.full_log.apply(event)
+        if summarize and event.type is EventType.CLOSED:
+            for clock in _clocks(audit.known_then, policy, event.occurred_at):
+                closed_summary[clock.sla].add(event.ticket_id, audit.known_then.member, clock)
+            del selected[event.ticket_id]
+            closed.add(event.ticket_id)
     head = None
     if chain is not None:
         findings = chain.findings + findings
@@ -263,7 +308,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     if topic_check is not None:
         extra, head = topic_check.finish()
         findings = extra + findings
-    return AuditResult(datetime.now(UTC), source, filters, count, head, findings, selected, policy)
+    return AuditResult(datetime.now(UTC), source, filters, count, head, findings, selected, policy,
+                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed))
 
 
 def _describe(record: LogRecord) -> str:
@@ -293,8 +339,10 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
     """The machine-readable dispute file (stable schema ``slaledger.dispute-file/1``)."""
     now = result.filters.as_of or result.generated_at
     tickets = []
-    summary: dict[str, dict[str, Any]] = defaultdict(lambda: {"met": 0, "breached": 0, "retracted": 0,
-                                                              "excluded": 0, "open": 0, "breaches": []})
+    summary: dict[str, SlaSummary] = defaultdict(SlaSummary)
+    for sla, closed in result.closed_summary.items():
+        summary[sla] = SlaSummary(closed.met, closed.breached, closed.retracted, closed.excluded, closed.open,
+                                  list(closed.breaches))
     for ticket_id in sorted(result.tickets):
         audit = result.tickets[ticket_id]
         then = _clocks(audit.known_then, result.policy, now)
@@ -302,15 +350,7 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         known = audit.known_then
         assert known is not None
         for clock in then:
-            bucket = summary[clock.sla]
-            status = str(clock.status)
-            if status in ("met", "breached", "retracted", "excluded"):
-                bucket[status] += 1
-            else:
-                bucket["open"] += 1
-            if clock.status is ClockStatus.BREACHED:
-                bucket["breaches"].append({"ticket": ticket_id, "member": known.member,
-                                           "deadline": format_instant(clock.deadline) if clock.deadline else None})
+            summary[clock.sla].add(ticket_id, known.member, clock)
         tickets.append({
             "ticket_id": ticket_id,
             "member": known.member, "kind": known.kind, "channel": known.channel, "product": known.product,
@@ -331,9 +371,10 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         })
     per_sla = {}
     for sla, b in sorted(summary.items()):
-        decided = b["met"] + b["breached"] + b["retracted"]
-        per_sla[sla] = {**b, "compliance_percent": round(100 * (b["met"] + b["retracted"]) / decided, 2)
-                        if decided else None}
+        decided = b.met + b.breached + b.retracted
+        per_sla[sla] = {"met": b.met, "breached": b.breached, "retracted": b.retracted, "excluded": b.excluded,
+                        "open": b.open, "breaches": sorted(b.breaches, key=lambda x: x["ticket"]),
+                        "compliance_percent": round(100 * (b.met + b.retracted) / decided, 2) if decided else None}
     f = result.filters
     return {
         "schema": SCHEMA,
@@ -344,8 +385,11 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "to": format_instant(f.filed_to) if f.filed_to else None,
                     "as_of": format_instant(f.as_of) if f.as_of else None},
         "integrity": {"ok": result.ok, "chain_head": result.chain_head, "events_read": result.events_read,
+                      "resent_records": result.resent_records,
                       "findings": [x.to_dict() for x in result.findings]},
         "summary": per_sla,
+        # Closed tickets of a whole-log replay count in the summary only (see ``replay``).
+        "closed_tickets_in_summary_only": result.closed_summarized,
         "tickets": tickets,
     }
 

@@ -33,6 +33,10 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
                              "opposées en l'état."))
         for finding in integrity["findings"]:
             out.append(("alert-item", finding["message"]))
+    if integrity.get("resent_records"):
+        out.append(("p", f"{integrity['resent_records']} enregistrement(s) du topic sont des copies identiques "
+                         "d'un événement déjà lu (réémission « au moins une fois » du producteur) : comptés une "
+                         "seule fois, signalés ici."))
     f = doc["filters"]
     scope = [f"source : {doc['source']}"]
     if f["ticket"]:
@@ -56,6 +60,9 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
         for b in s["breaches"]:
             out.append(("li2", f"manquement : ticket {b['ticket']} (membre {b['member']}), échéance {b['deadline']}"))
 
+    if doc.get("closed_tickets_in_summary_only"):
+        out.append(("p", f"{doc['closed_tickets_in_summary_only']} demande(s) close(s) figurent dans la synthèse "
+                         "ci-dessus sans détail ; rejouer avec --ticket ou --member pour leur chronologie."))
     for ticket in doc["tickets"]:
         out.append(("h2", f"Ticket {ticket['ticket_id']} — {ticket['subject']}"))
         out.append(("p", f"Membre {ticket['member']}, type {ticket['kind']}, canal {ticket['channel']}, "

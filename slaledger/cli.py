@@ -19,6 +19,7 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import fold
 
 from .logs import configure_logging
+from .progress import ProgressBar
 from .settings import Settings, load_policy
 
 
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
     _worker_flags(dev)
     dev.add_argument("--broker-port", type=int, help="port of the embedded broker (default: a free one)")
+    dev.add_argument("--broker", help="use this running broker (kafka://host:port) instead of an embedded one; "
+                                      "it keeps the log, so nothing is restored into it")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
     return parser
@@ -142,10 +145,14 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     if getattr(args, "broker", None):
         flags["broker_url"] = args.broker
     flags.update(extra)
+    from streams import kafka_security
+
     try:
-        return Settings.from_env(**flags)
+        settings = Settings.from_env(**flags)
+        kafka_security.configure(settings)  # every kafka-python client of this process: TLS/SASL
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    return settings
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
@@ -207,9 +214,11 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, "warning")
     engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
+    bar = _progress(settings, args.source, engine)
     result = replay(_audit_records(settings, args.source, engine), settings.policy(), filters,  # type: ignore[arg-type]
-                    source=args.source, engine=engine, progress=_progress(),
-                    timelines=bool(args.ticket or args.member))
+                    source=args.source, engine=engine, progress=bar,
+                    timelines=bool(args.ticket or args.member), summarize_closed=True)
+    bar.close(result.events_read)
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
         "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}
@@ -240,14 +249,23 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1 if differences else 0
 
 
-def _progress() -> Callable[[int], None] | None:
+def _progress(settings: Settings, source: str, engine: object) -> ProgressBar:
+    """A bar sized by the log: the topic's end offsets or the archive's row count."""
     if not sys.stderr.isatty():
-        return None
+        return ProgressBar(0, enabled=False)
+    if source == "archive":
+        from sqlalchemy import func, select
 
-    def show(count: int) -> None:
-        print(f"\r{count:,} events replayed", end="", file=sys.stderr, flush=True)
+        from projections.projector import ARCHIVE
 
-    return show
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            total = conn.scalar(select(func.count()).select_from(ARCHIVE)) or 0
+    else:
+        from streams.kafka_tools import end_offsets_total
+        from streams.topics import EVENTS
+
+        total = end_offsets_total(settings.bootstrap, EVENTS)
+    return ProgressBar(total)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
@@ -314,18 +332,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
     configure_logging(base.log_format, base.log_level)
     Path(base.data_dir).mkdir(parents=True, exist_ok=True)
     base.policy()  # a bad policy file stops here, before anything starts
-    broker = EmbeddedBroker(port=args.broker_port, log_path=Path(base.data_dir) / "broker.log")
-    broker.start()
+    # An embedded broker is empty at each start (the archive is restored into it); a broker
+    # given with --broker outlives this process and keeps the log itself.
+    broker = None if args.broker else EmbeddedBroker(port=args.broker_port,
+                                                     log_path=Path(base.data_dir) / "broker.log")
+    if broker is not None:
+        broker.start()
     stop = threading.Event()
     projector: threading.Thread | None = None
     try:
-        settings = _settings(args, log_format="console", broker_url=broker.url, embedded=True,
-                             session_timeout=4.0, heartbeat_interval=0.5, rebalance_timeout=2.0,
-                             database_url=base.database)
+        own: dict[str, object] = {"broker_url": broker.url, "embedded": True} if broker is not None else {}
+        settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
+                             rebalance_timeout=2.0, database_url=base.database)
         create_topics(settings.bootstrap, settings.partitions)
         engine = engine_for(settings)
         create_schema(engine)
-        restored = restore_archive(engine, settings.bootstrap)
+        restored = restore_archive(engine, settings.bootstrap) if broker is not None else 0
         dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
         ensure_token(engine, dev_token, "agent", "dev")
         policy = settings.policy()
@@ -337,7 +359,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if settings.alertmanager_url:
             start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
-              f"(API /api/tickets, metrics /metrics, broker {broker.bootstrap}, database {settings.database}, "
+              f"(API /api/tickets, metrics /metrics, broker {settings.bootstrap}, database {settings.database}, "
               f"{restored} archived events restored); Ctrl-C stops\n"
               f"agent token: {dev_token}   (curl -H 'Authorization: Bearer {dev_token}' …)", flush=True)
         return _run_worker(settings)
@@ -345,7 +367,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stop.set()
         if projector is not None:
             projector.join(timeout=10)
-        broker.stop()
+        if broker is not None:
+            broker.stop()
 
 
 def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:

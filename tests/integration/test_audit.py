@@ -155,6 +155,8 @@ def _copy_topic(broker: EmbeddedBroker, name: str, edit: str) -> None:
         del records[a1[1]]
     elif edit == "reordered":
         records[a1[0]], records[a1[1]] = records[a1[1]], records[a1[0]]
+    elif edit == "resent":
+        records.insert(a1[1] + 1, records[a1[1]])
     elif edit == "unknown":
         forged = new_event(EventType.ACKNOWLEDGED, "A-1", occurred_at=PARIS_FRIDAY, recorded_at=PARIS_FRIDAY,
                            actor="agent:mallory")
@@ -179,6 +181,17 @@ def test_copied_topic_tampering_is_caught(audited: tuple[EmbeddedBroker, str], t
     _copy_topic(broker, untouched, "none")
     assert replay(kafka_records(broker.bootstrap, untouched), load_policy(), Filters(), source="kafka",
                   engine=engine).ok
+
+
+def test_identical_copy_of_a_record_is_a_resend_reported_not_a_tampering(audited: tuple[EmbeddedBroker, str]) -> None:
+    broker, database = audited
+    _copy_topic(broker, "audit-copy-resent", "resent")
+    result = replay(kafka_records(broker.bootstrap, "audit-copy-resent"), load_policy(), Filters(), source="kafka",
+                    engine=create_engine(database))
+    assert result.ok and result.resent_records == 1
+    doc = dispute_file(result)
+    assert doc["integrity"]["resent_records"] == 1
+    assert "1 enregistrement(s) du topic sont des copies identiques" in to_markdown(doc)
 
 
 def test_verify_compares_projection_with_replay(audited: tuple[EmbeddedBroker, str],
