@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -150,21 +150,27 @@ class Clock:
         return (cycle.deadline - until).total_seconds()
 
     def segments(self) -> list[Segment]:
+        """The clock's life as contiguous stretches, each cycle ending at its stop — also
+        when the stop comes before the counting starts (a request filed on Saturday and
+        taken into account on Saturday never runs: one outside-hours stretch)."""
         out: list[Segment] = []
         for cycle in self.cycles:
+            pieces: list[Segment] = []
             if cycle.counting_from > cycle.start:
-                out.append(Segment(SegmentKind.OUTSIDE_HOURS, cycle.start, cycle.counting_from, cycle.started_by, None))
+                pieces.append(Segment(SegmentKind.OUTSIDE_HOURS, cycle.start, cycle.counting_from, cycle.started_by,
+                                      None))
             cursor = cycle.counting_from
             opener = cycle.started_by if cycle.counting_from == cycle.start else None
             for paused_at, resumed_at, pause_id, resume_id in cycle.pauses:
-                out.extend(self._running(cursor, paused_at, opener, pause_id))
-                out.append(Segment(SegmentKind.PAUSED, paused_at, resumed_at, pause_id, resume_id))
+                pieces.extend(self._running(cursor, paused_at, opener, pause_id))
+                pieces.append(Segment(SegmentKind.PAUSED, paused_at, resumed_at, pause_id, resume_id))
                 if resumed_at is None:
                     break
                 cursor, opener = resumed_at, resume_id
             else:
-                out.extend(self._running(cursor, cycle.end, opener, cycle.ended_by))
-        return out
+                pieces.extend(self._running(cursor, cycle.end, opener, cycle.ended_by))
+            out.extend(_clip(pieces, cycle.end, cycle.ended_by) if cycle.end is not None else pieces)
+        return [p for p in out if p.end is None or p.end >= p.start]
 
     def _running(
         self, start: datetime, end: datetime | None, opened_by: uuid.UUID | None, closed_by: uuid.UUID | None
@@ -561,3 +567,13 @@ def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bo
             return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
         return f"Échéance dépassée depuis {french.duration((now - cycle.deadline).total_seconds())}."
     return f"Temps restant : {french.duration((cycle.deadline - now).total_seconds())}." if live else ""
+
+
+def _clip(pieces: list[Segment], end: datetime, ended_by: uuid.UUID | None) -> list[Segment]:
+    """Cut a cycle's stretches at its stop: nothing after it, the last one closed by it."""
+    kept = [p for p in pieces if p.start < end] or pieces[:1]
+    if not kept:
+        return []
+    clipped = [replace(p, end=min(p.end, end) if p.end is not None else end) for p in kept]
+    clipped[-1] = replace(clipped[-1], end=end, closed_by=ended_by)
+    return clipped

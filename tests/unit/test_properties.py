@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 
 from hypothesis import given, settings
@@ -99,3 +100,18 @@ def test_fold_is_deterministic(start: datetime, steps: list[tuple[EventType, int
     assert first == [c.to_dict() for c in clocks(events, POLICY, now)]
     # redelivered events (at-least-once) change nothing
     assert first == [c.to_dict() for c in clocks(events + events, POLICY, now)]
+
+
+@settings(max_examples=300)
+@given(instants, st.integers(min_value=1, max_value=7 * 24 * 3600), st.sampled_from(["assistance", "incident",
+                                                                                       "administrative", "go_live"]))
+def test_segments_cover_each_clock_from_start_to_stop(filed_at: datetime, delay: int, kind: str) -> None:
+    """Contiguous, never backwards, from the filing to the acknowledgement, whatever the
+    hours (a request filed and taken into account on a Saturday never runs)."""
+    acked_at = filed_at + timedelta(seconds=delay)
+    events = [filed(filed_at, kind=kind), ev(EventType.ACKNOWLEDGED, acked_at)]
+    intake_clock = next(c for c in clocks(events, POLICY, acked_at + timedelta(days=1)) if c.sla == "intake")
+    segments = intake_clock.segments()
+    assert segments[0].start == filed_at and segments[-1].end == acked_at
+    assert all(s.end is not None and s.start <= s.end for s in segments)
+    assert all(a.end == b.start for a, b in itertools.pairwise(segments))
