@@ -132,6 +132,24 @@ class TokenRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ItopCheckpointRow(Base):
+    """Where the iTop connector stopped, per iTop instance and class (``streams.itop``).
+
+    ``watermark`` is the highest ``last_update`` read, kept as iTop wrote it (local time,
+    "Y-m-d H:i:s") so the next OQL query compares like with like; ``seen`` maps the keys
+    read inside the overlap window to their ``last_update``, so re-reading the window
+    does not re-send objects that have not changed.
+    """
+
+    __tablename__ = "itop_checkpoints"
+
+    source: Mapped[str] = mapped_column(String(255), primary_key=True)  # the REST endpoint URL
+    itop_class: Mapped[str] = mapped_column(String(64), primary_key=True)
+    watermark: Mapped[str | None] = mapped_column(String(19))
+    seen: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_event_archive_type", ArchiveRow.type)
 GENESIS_HASH = "0" * 64
 

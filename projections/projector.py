@@ -26,6 +26,7 @@ from sla.clock import ClockStatus, evaluate
 from sla.events import Event, EventDecodeError, decode_event
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
+from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import DEAD_LETTERS, EVENTS
 
@@ -197,7 +198,7 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
     """Batches of records from ``start[(topic, partition)]`` (next offset to read) on; with
     ``follow=False`` stops at the end offsets captured at start (fetch high watermarks)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=batch)
+                             max_poll_records=batch, **client_options())
     try:
         tps = [tp for topic in topics for tp in partitions_of(consumer, topic)]
         consumer.assign(tps)

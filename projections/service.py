@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
 from slaledger.settings import Settings
+from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import EVENTS
 
@@ -31,7 +32,8 @@ def engine_for(settings: Settings) -> Engine:
 
 
 def consumer_lag(engine: Engine, bootstrap: str) -> dict[tuple[str, int], int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             **client_options())
     try:
         tps = partitions_of(consumer, EVENTS)
         consumer.assign(tps)

@@ -119,11 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.set_defaults(handler=cmd_token_create)
     token_revoke.set_defaults(handler=cmd_token_revoke)
 
+    itop = commands.add_parser("itop", help="iTop connector (members file on the iTop portal)")
+    itop_commands = itop.add_subparsers(dest="itop_command", required=True, parser_class=_Parser)
+    itop_sync = itop_commands.add_parser("sync", help="publish iTop UserRequest/Incident changes as ticket commands")
+    itop_sync.add_argument("--url", dest="itop_url", help="iTop base URL or …/webservices/rest.php "
+                                                          "(env SLALEDGER_ITOP_URL)")
+    itop_sync.add_argument("--user", dest="itop_user", help="REST account (env SLALEDGER_ITOP_USER)")
+    itop_sync.add_argument("--password", dest="itop_password", help="prefer env SLALEDGER_ITOP_PASSWORD")
+    itop_sync.add_argument("--token", dest="itop_token", help="application token instead of user/password; "
+                                                              "prefer env SLALEDGER_ITOP_TOKEN")
+    itop_mode = itop_sync.add_mutually_exclusive_group(required=True)
+    itop_mode.add_argument("--once", action="store_true", help="one pass; exit 1 if it fails")
+    itop_mode.add_argument("--every", type=_duration, metavar="DURATION", help="poll forever, e.g. 60s")
+    itop_sync.add_argument("--page-size", type=_page_size, default=100, help="objects per core/get page (1–1000)")
+    itop_sync.add_argument("--org-map", help="TOML: [organisations] and [services] names → member and product ids")
+    itop_sync.add_argument("--since", help="first run only: changes since this iTop local time (default: all)")
+    itop_sync.add_argument("--overlap", type=_duration, default=3900.0, help="window re-read each pass (65m)")
+    itop_sync.add_argument("--retries", type=int, default=3, help="--once: attempts on transient failures")
+    itop_sync.add_argument("--timezone", dest="itop_timezone", help="iTop server time zone (default Europe/Paris)")
+    itop_sync.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
+    itop_sync.add_argument("--database", dest="database_url", help="SQLAlchemy URL of the checkpoint")
+    itop_sync.add_argument("--data-dir", help="where the default SQLite file lives")
+    itop_sync.set_defaults(handler=cmd_itop_sync)
+
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
     _worker_flags(dev)
     dev.add_argument("--broker-port", type=int, help="port of the embedded broker (default: a free one)")
     dev.add_argument("--broker", help="use this running broker (kafka://host:port) instead of an embedded one; "
-                                      "it keeps the log, so nothing is restored into it")
+                                      "it keeps the log, so nothing is restored into it (a Tansu broker "
+                                      "also needs SLALEDGER_EMBEDDED=1)")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
     return parser
@@ -306,6 +330,81 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(value: str) -> float:
+    from streams.itop import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _page_size(value: str) -> int:
+    from streams.itop import MAX_PAGE_SIZE
+
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{value!r}: an integer from 1 to {MAX_PAGE_SIZE}")
+    return int(value)
+
+
+def cmd_itop_sync(args: argparse.Namespace) -> int:
+    """Poll iTop and publish its changes as commands; ``--once`` prints what it did (French)."""
+    import signal
+    import threading
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from projections.projector import create_schema
+    from projections.service import engine_for
+    from streams import itop
+
+    settings = _settings(args, itop_url=args.itop_url, itop_user=args.itop_user, itop_password=args.itop_password,
+                         itop_token=args.itop_token, itop_timezone=args.itop_timezone)
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        tz = ZoneInfo(settings.itop_timezone)
+        client = itop.ItopClient(settings.itop_url, user=settings.itop_user, password=settings.itop_password,
+                                 token=settings.itop_token)
+        reference = itop.Reference.from_file(args.org_map) if args.org_map else itop.Reference()
+        since = itop.parse_since(args.since)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    engine = engine_for(settings)
+    create_schema(engine)
+    store = itop.CheckpointStore(engine, client.endpoint)
+    overlap = timedelta(seconds=args.overlap)
+    publisher: itop.KafkaPublisher | None = None
+
+    def sync() -> itop.SyncResult:
+        nonlocal publisher
+        if publisher is None:  # created on first use: a broker down at start is retried like iTop
+            publisher = itop.KafkaPublisher(settings.bootstrap, embedded=settings.embedded)
+        return itop.sync_once(client, publisher, store, reference, tz=tz, page_size=args.page_size,
+                              overlap=overlap, since=since)
+
+    structlog.get_logger("slaledger").info("itop sync starting", settings=settings.public(), endpoint=client.endpoint,
+                                           every=args.every, page_size=args.page_size)
+    try:
+        if args.once:
+            try:
+                result = itop.run_once(sync, attempts=args.retries)
+            except Exception as exc:
+                if not itop.is_retryable(exc):
+                    raise
+                print(f"slaledger: itop sync failed: {itop.describe_failure(exc)}", file=sys.stderr)
+                return 1
+            print(result.summary())
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        itop.run_forever(sync, every=args.every, stop=stop)
+        return 0
+    finally:
+        if publisher is not None:
+            publisher.close()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     return _run_worker(_settings(args))
 
@@ -359,8 +458,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if settings.alertmanager_url:
             start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
-              f"(API /api/tickets, metrics /metrics, broker {settings.bootstrap}, database {settings.database}, "
-              f"{restored} archived events restored); Ctrl-C stops\n"
+              f"(web view /, API /api/tickets, metrics /metrics, broker {settings.bootstrap}, "
+              f"database {settings.database}, {restored} archived events restored); Ctrl-C stops\n"
               f"agent token: {dev_token}   (curl -H 'Authorization: Bearer {dev_token}' …)", flush=True)
         return _run_worker(settings)
     finally:

@@ -30,6 +30,16 @@ def load_policy(path: str | Path | None = None) -> Policy:
 @dataclass(frozen=True)
 class Settings:
     broker_url: str = "kafka://127.0.0.1:9092"
+    # Kafka TLS/SASL (see streams.kafka_security): PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL;
+    # SASL mechanism PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512; PEM files for TLS.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_password: str = ""  # of an encrypted client key
     partitions: int = 4
     replication_factor: int = 1  # of the topics `slaledger topics create` makes (3 in production)
     web_host: str = "127.0.0.1"
@@ -59,6 +69,12 @@ class Settings:
     # Bearer-token authentication of the API (tokens live in the database). Turn off only
     # for a worker that nobody can reach (tests).
     auth: bool = True
+    # iTop connector (``slaledger itop sync``): secrets belong in the environment, not in flags.
+    itop_url: str = ""
+    itop_user: str = ""
+    itop_password: str = ""
+    itop_token: str = ""
+    itop_timezone: str = "Europe/Paris"  # the iTop server's time zone: its dates carry none
     log_format: str = "json"  # json | console
     log_level: str = "info"
 

@@ -12,7 +12,9 @@ import asyncio
 import json
 import secrets
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,7 +26,7 @@ from projections.queries import list_tickets
 from projections.tokens import Principal
 from sla.clock import ClockStatus, evaluate
 from sla.events import KINDS, PAYLOAD_SCHEMAS, EventDecodeError, EventType, parse_instant, validate_payload
-from sla.ticket import COMMAND_EVENT, Command, CommandType, Status, ticket_from_dict
+from sla.ticket import COMMAND_EVENT, Command, CommandType, Status, Ticket, ticket_from_dict
 from sla.view import ticket_view
 
 from .processor import encode_command
@@ -53,6 +55,8 @@ SLA_STATES = ("running", "paused", "at_risk", "breached", "met", "retracted", "e
 ANONYMOUS = Principal("-", "admin", None, "anonymous")  # authentication turned off
 REFERENT_COMMANDS = frozenset({CommandType.FILE, CommandType.CUSTOMER_RESPONSE})
 COMMAND_ROLES = frozenset({"agent", "referent", "admin"})
+# The web view's sign-in cookie: it holds the bearer token (see ``streams.web``).
+SESSION_COOKIE = "slaledger_token"
 
 
 class BadRequest(Exception):
@@ -123,6 +127,54 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(422, f"invalid JSON: {exc}") from None
 
 
+def session_token(request: Request) -> str:
+    """The bearer token carried by the web view's cookie ("" when none)."""
+    try:
+        jar = SimpleCookie(request.headers.get("Cookie", ""))
+    except CookieError:
+        return ""
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None else ""
+
+
+async def find_tickets(pipeline: Pipeline, who: Principal, now: datetime, *, statuses: Collection[str] = (),
+                       member: str | None = None, sla_status: str | None = None) -> list[Ticket]:
+    """The tickets ``who`` may see, filtered (unordered). The API list and the web queue
+    share it, so a referent's scoping is decided in one place."""
+    if who.role == "referent":
+        if member and member != who.member:
+            return []
+        member = who.member
+    engine = pipeline.engine
+    if engine is not None:  # the SQL read model: every ticket, whoever owns it
+        found = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: list_tickets(engine, statuses=statuses, member=member))
+    else:  # no read model configured: the tickets of this worker's partitions
+        found = [ticket_from_dict(raw) for raw in list(pipeline.tickets.values())
+                 if raw and (not statuses or raw["status"] in statuses)
+                 and (not member or raw["member"] == member)]
+    rows = []
+    for ticket in found:
+        if not ticket.exists:
+            continue
+        if sla_status:
+            clocks = evaluate(ticket, pipeline.policy, now)
+            states = {str(c.status) for c in clocks} | {"at_risk" for c in clocks if c.at_risk}
+            if sla_status not in states:
+                continue
+        rows.append(ticket)
+    return rows
+
+
+def visible_ticket(pipeline: Pipeline, who: Principal, ticket_id: str) -> Ticket | None:
+    """This worker's copy of a ticket, or None when it does not exist for ``who`` (another
+    member's ticket does not exist for a referent: no existence leak)."""
+    ticket = pipeline.load(ticket_id)
+    if ticket is None or not ticket.exists or (who.role == "referent" and ticket.member != who.member):
+        return None
+    return ticket
+
+
 @aioweb.middleware
 async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamResponse:
     """Errors raised by the web framework itself (405, unknown path…) answer in JSON too."""
@@ -164,12 +216,18 @@ def register_views(pipeline: Pipeline) -> None:
                  command=str(command.type))
         return view.json(outcome.body, status=outcome.status)
 
-    async def authenticate(request: Request) -> Principal:
-        """The caller, from its bearer token (401 when missing, unknown or revoked)."""
+    async def authenticate(request: Request, *, cookie: bool = False) -> Principal:
+        """The caller, from its bearer token (401 when missing, unknown or revoked).
+
+        ``cookie``: the web view's sign-in cookie stands for the header (a browser link
+        cannot send one). Only reads accept it, so no command can ride on a cookie.
+        """
         if pipeline.tokens is None:
             return ANONYMOUS
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
+        if cookie and not header:
+            scheme, secret = "bearer", session_token(request)
         if scheme.lower() != "bearer" or not secret.strip():
             raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
         store = pipeline.tokens
@@ -202,33 +260,13 @@ def register_views(pipeline: Pipeline) -> None:
             except ValueError:
                 return self.json({"error": "page and page_size must be integers", "field": "page"}, status=422)
             status, member, sla_status = query.get("status"), query.get("member"), query.get("sla_status")
-            if who.role == "referent":
-                if member and member != who.member:
-                    return self.json({"items": [], "page": page, "page_size": size, "total": 0})
-                member = who.member
             if status and status not in [s.value for s in Status]:
                 return self.json({"error": f"unknown status {status!r}", "field": "status"}, status=422)
             if sla_status and sla_status not in SLA_STATES:
                 return self.json({"error": f"unknown sla_status {sla_status!r}", "field": "sla_status"}, status=422)
             now = datetime.now(tz=pipeline.policy.versions[0].tz)
-            rows = []
-            engine = pipeline.engine
-            if engine is not None:  # the SQL read model: every ticket, whoever owns it
-                found = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: list_tickets(engine, status=status, member=member))
-            else:  # no read model configured: the tickets of this worker's partitions
-                found = [ticket_from_dict(raw) for raw in list(pipeline.tickets.values())
-                         if raw and (not status or raw["status"] == status)
-                         and (not member or raw["member"] == member)]
-            for ticket in found:
-                if not ticket.exists:
-                    continue
-                if sla_status:
-                    clocks = evaluate(ticket, pipeline.policy, now)
-                    states = {str(c.status) for c in clocks} | {"at_risk" for c in clocks if c.at_risk}
-                    if sla_status not in states:
-                        continue
-                rows.append(ticket)
+            rows = await find_tickets(pipeline, who, now, statuses=[status] if status else (), member=member,
+                                      sla_status=sla_status)
             rows.sort(key=lambda t: (t.filed_at is None, t.filed_at), reverse=True)
             chunk = rows[(page - 1) * size: page * size]
             return self.json({
@@ -244,8 +282,8 @@ def register_views(pipeline: Pipeline) -> None:
                 who = await authenticate(request)
             except BadRequest as exc:
                 return error(self, exc)
-            ticket = pipeline.load(ticket_id)
-            if ticket is None or not ticket.exists or (who.role == "referent" and ticket.member != who.member):
+            ticket = visible_ticket(pipeline, who, ticket_id)
+            if ticket is None:
                 return self.json({"error": f"ticket {ticket_id} not found"}, status=404)
             return self.json(ticket_view(ticket, pipeline.policy, datetime.now(tz=pipeline.policy.versions[0].tz)))
 
@@ -293,6 +331,10 @@ def register_views(pipeline: Pipeline) -> None:
     class OpenApi(View):
         async def get(self, request: Request) -> Response:
             return self.json(openapi_document())
+
+    from .web import register_pages  # the web view: HTML pages on the same app and port
+
+    register_pages(pipeline, authenticate)
 
 
 def _schema_for(event_type: EventType, time_field: str) -> dict[str, Any]:
@@ -348,6 +390,18 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "A ticket with its SLA clocks",
                 "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": ticket, "404": error},
+            }
+        },
+        "/api/tickets/{ticket_id}/dispute-file": {
+            "get": {
+                "summary": "The ticket's dispute file, replayed from the SQL archive (staff only)",
+                "parameters": [
+                    {"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "format", "in": "query",
+                     "schema": {"type": "string", "enum": ["json", "md", "html", "pdf"], "default": "json"}},
+                ],
+                "responses": {"200": {"description": "the dispute file (schema slaledger.dispute-file/1 in JSON)"},
+                              "403": error, "404": error, "422": error},
             }
         },
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},

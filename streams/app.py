@@ -43,7 +43,8 @@ from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from slaledger.settings import Settings
 
 from .deadlines import DeadlineIndex
-from .embedded import patch_faust_highwaters
+from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
+from .kafka_security import aiokafka_options, faust_credentials
 from .processor import Outcome, Step, TicketProcessor
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 
@@ -134,7 +135,10 @@ class OutcomeWaiter:
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None,
-            auto_offset_reset="latest",
+            auto_offset_reset="latest", **aiokafka_options(self.settings),
+            # Tansu answers an empty fetch after half the wait even when an outcome arrives
+            # meanwhile: a short wait there; Kafka answers as soon as a record arrives.
+            fetch_max_wait_ms=50 if self.settings.embedded else 500,
         )
         await consumer.start()
         self._consumer = consumer
@@ -174,6 +178,7 @@ class Pipeline:
         self.policy = policy
         if settings.embedded:
             patch_faust_highwaters(settings.bootstrap)
+            patch_faust_fetch_wait()
         self.processor = TicketProcessor(policy)
         self.index = DeadlineIndex()
         self.indexed_partitions: set[int] = set()
@@ -187,6 +192,7 @@ class Pipeline:
         self.app = app = faust.App(
             APP_ID,
             broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+            broker_credentials=faust_credentials(settings),
             store=settings.store_url,
             autodiscover=False,
             topic_partitions=settings.partitions,
@@ -322,7 +328,7 @@ class Pipeline:
     async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
         if self._range_reader is None:
             self._range_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                                  enable_auto_commit=False)
+                                                  enable_auto_commit=False, **aiokafka_options(self.settings))
             await self._range_reader.start()
         reader = self._range_reader
         tp = TopicPartition(topic, partition)

@@ -14,6 +14,7 @@ work, but measured here it capped a worker at ~1,000 commands/s.)
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -62,6 +63,7 @@ class EmbeddedBroker:
             stderr=out,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -141,3 +143,39 @@ def patch_faust_highwaters(bootstrap: str) -> None:
         return {TP(topic, partition): end for (topic, partition), end in ends.items()}
 
     driver.AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
+
+
+def patch_faust_fetch_wait(max_wait_ms: int = 100) -> None:
+    """Shorten Faust's fetch wait (Tansu only).
+
+    Faust hard-codes ``fetch_max_wait_ms=1500``; Tansu 0.6 answers a fetch with no data only
+    after about half of that wait, even when records arrive in the meantime, so every
+    command would take ~0.75 s in the embedded mode (measured: 0.755 s sequentially;
+    0.25 s with 100 ms).
+    """
+    import aiokafka
+
+    original = aiokafka.AIOKafkaConsumer
+    if getattr(original, "slaledger_fetch_wait", None) is not None:
+        return
+
+    class Consumer(original):  # type: ignore[misc, valid-type]
+        slaledger_fetch_wait = max_wait_ms
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if kwargs.get("fetch_max_wait_ms") == 1500:
+                kwargs["fetch_max_wait_ms"] = max_wait_ms
+            super().__init__(*args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer = Consumer
+
+
+def _die_with_parent() -> None:
+    """In the broker's child process: get SIGTERM when the process that started it dies,
+    even by SIGKILL (Linux), so a killed dev mode leaves no orphaned broker."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass

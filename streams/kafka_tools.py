@@ -3,6 +3,7 @@
 "The end" is taken from a fetch response's high watermark, never from ListOffsets:
 Tansu (the embedded broker) answers ListOffsets(LATEST) with the last batch's base
 offset + 1, which would silently stop a reader early. On Apache Kafka both agree.
+Every client carries the process's TLS/SASL options (``streams.kafka_security``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+
+from .kafka_security import client_options
 
 
 def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -51,7 +54,7 @@ def true_end_offsets(
 
 def end_offsets_total(bootstrap: str, topic: str) -> int:
     """The number of records ever written to ``topic`` (sum of true end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client_options())
     try:
         tps = partitions_of(consumer, topic)
         consumer.assign(tps)
@@ -63,7 +66,8 @@ def end_offsets_total(bootstrap: str, topic: str) -> int:
 def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0, **options: Any) -> Iterator[ConsumerRecord]:
     """Every record of ``topic`` from offset 0 to the end captured at start (no group, no
     commits), partition by partition interleaved as fetched."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **options)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             **{**client_options(), **options})
     try:
         tps = partitions_of(consumer, topic)
         consumer.assign(tps)
@@ -89,4 +93,4 @@ def producer(bootstrap: str, *, embedded: bool, **options: Any) -> KafkaProducer
     if embedded:
         options.setdefault("batch_size", 1)
         options.setdefault("linger_ms", 0)
-    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", **options)
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", **{**client_options(), **options})

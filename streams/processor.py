@@ -140,7 +140,8 @@ class TicketProcessor:
             if not reply:
                 return Step()
             return Step(outcome=Outcome(cid, 201 if command.type is CommandType.FILE else 200,
-                                        self._accepted(ticket, [], now, replayed=True)))
+                                        self._accepted(ticket, [command_event_id(command.command_id)], now,
+                                                       replayed=True)))
         try:
             events = decide(ticket, command, now)
         except DomainError as exc:
@@ -163,7 +164,7 @@ class TicketProcessor:
         return Step(
             ticket=state,
             emit=emitted,
-            outcome=Outcome(cid, status, self._accepted(state, emitted, now)) if reply else None,
+            outcome=Outcome(cid, status, self._accepted(state, [e.event_id for e in emitted], now)) if reply else None,
             wakeup=self.wakeup(state, now),
         )
 
@@ -204,9 +205,13 @@ class TicketProcessor:
             return now
         return next_wakeup(found, state)
 
-    def _accepted(self, ticket: Ticket, emitted: list[Event], now: datetime, replayed: bool = False) -> dict[str, Any]:
+    def _accepted(self, ticket: Ticket, event_ids: list[uuid.UUID], now: datetime,
+                  replayed: bool = False) -> dict[str, Any]:
+        """The caller's answer. ``events`` names the events that record the command, also
+        when it was applied before (``replayed``: a redelivery after a crash), so a client
+        can always tie its accepted request to the log."""
         return {
-            "events": [str(e.event_id) for e in emitted],
+            "events": [str(i) for i in event_ids],
             "replayed": replayed,
             "ticket": ticket_view(ticket, self.policy, now),
         }

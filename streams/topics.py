@@ -62,7 +62,10 @@ def create_topics(bootstrap: str, partitions: int = 4, *, replication: int = 1,
     ``replication`` is 3 on the production cluster (with the brokers' min.insync.replicas=2)."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-admin", **(client_options or {}))
+    from .kafka_security import client_options as security_options
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-admin",
+                             **{**security_options(), **(client_options or {})})
     try:
         existing = set(admin.list_topics())
         specs = topic_specs(partitions)

@@ -8,12 +8,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import structlog
 
 from sla.events import Event, EventType, new_event
 from sla.policy import Policy
 from slaledger.settings import load_policy
 
 PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """A test that runs the CLI configures structlog (level filter included); the next test
+    starts from the defaults, so log-capturing tests see every level."""
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

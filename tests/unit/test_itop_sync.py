@@ -1,0 +1,294 @@
+"""The iTop client against the fake iTop (contract, paging, errors), the checkpoint, the back-off."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from kafka.errors import KafkaTimeoutError
+from sqlalchemy import create_engine
+from structlog.testing import capture_logs
+
+from projections.projector import create_schema
+from sla.ticket import Command, CommandType
+from streams.itop import (
+    Checkpoint,
+    CheckpointStore,
+    ItopClient,
+    ItopError,
+    Reference,
+    SyncResult,
+    backoff,
+    endpoint_of,
+    parse_duration,
+    parse_since,
+    run_forever,
+    run_once,
+    sync_once,
+)
+from tests.itop_fake import FIXTURES, FakeItop
+
+PARIS = ZoneInfo("Europe/Paris")
+ALL = ("userrequest_core_get.json", "incident_core_get.json")
+
+
+class ListPublisher:
+    def __init__(self, fail: bool = False) -> None:
+        self.buffer: list[Command] = []
+        self.sent: list[Command] = []
+        self.fail = fail
+
+    def send(self, command: Command) -> None:
+        self.buffer.append(command)
+
+    def flush(self) -> None:
+        if self.fail:
+            raise KafkaTimeoutError("broker down")
+        self.sent += self.buffer
+        self.buffer = []
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeItop]:
+    with FakeItop().load(*ALL) as server:
+        yield server
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CheckpointStore:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    create_schema(engine)
+    return CheckpointStore(engine, "http://itop.test/webservices/rest.php")
+
+
+def client(fake: FakeItop, **options: Any) -> ItopClient:
+    creds = options or {"user": "sync", "password": "s3cret"}
+    return ItopClient(fake.url, timeout=5, **creds)
+
+
+def gets(fake: FakeItop) -> list[dict[str, Any]]:
+    return [json.loads(r["json_data"]) for r in fake.requests if "json_data" in r]
+
+
+def test_client_pages_through_the_changes(fake: FakeItop) -> None:
+    found = list(client(fake).changed_since("UserRequest", "2026-11-01 00:00:00", page_size=2))
+    assert [o.ref for o in found] == ["R-000101", "R-000103", "R-000104", "R-000105"]  # R-000102: October
+    calls = gets(fake)
+    assert [(c["limit"], c["page"]) for c in calls] == [(2, 1), (2, 2), (2, 3)]
+    assert calls[0]["operation"] == "core/get" and calls[0]["class"] == "UserRequest"
+    assert calls[0]["key"] == "SELECT UserRequest WHERE last_update >= '2026-11-01 00:00:00'"
+    assert "request_type" in calls[0]["output_fields"].split(",")
+    assert all(r["version"] == "1.3" and r["auth_user"] == "sync" and r["auth_pwd"] == "***" for r in fake.requests)
+
+
+@pytest.mark.parametrize("page_size", [2, 5, 100])
+def test_an_itop_that_ignores_paging_is_read_once(page_size: int) -> None:
+    with FakeItop(paging=False).load(*ALL) as old:
+        found = list(client(old).changed_since("UserRequest", None, page_size=page_size))
+        assert len(found) == 5 and len(old.requests) <= 2
+
+
+def test_incident_fields_are_valid_for_the_class(fake: FakeItop) -> None:
+    (incident,) = client(fake).changed_since("Incident", None, page_size=10)
+    assert incident.ref == "I-000201" and "request_type" not in incident.fields
+
+
+def test_token_authentication() -> None:
+    with FakeItop(tokens={"tok-123"}).load(*ALL) as server:
+        assert len(list(client(server, token="tok-123").changed_since("Incident", None, 10))) == 1
+        assert "auth_token" in server.requests[0] and "auth_user" not in server.requests[0]
+        with pytest.raises(ItopError) as err:
+            list(client(server, token="wrong").changed_since("Incident", None, 10))
+        assert err.value.code == 1
+
+
+@pytest.mark.parametrize("params, code", [
+    ({}, 5),
+    ({"auth_user": "sync"}, 6),
+    ({"auth_user": "sync", "auth_pwd": "nope"}, 1),
+    ({"auth_user": "sync", "auth_pwd": "s3cret"}, 2),
+    ({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3"}, 3),
+    ({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3", "json_data": "{nope"}, 4),
+    ({"auth_user": "sync", "auth_pwd": "s3cret", "version": "9.9", "json_data": '{"operation":"core/get"}'}, 10),
+    ({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3", "json_data": '{"operation":"core/fly"}'}, 11),
+    ({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3",
+      "json_data": '{"operation":"core/get","class":"UserRequest","key":"SELECT UserRequest","page":-1}'}, 13),
+    ({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3",
+      "json_data": '{"operation":"core/get","class":"Incident","key":"SELECT Incident",'
+                   '"output_fields":"ref,request_type"}'}, 100),
+])
+def test_fake_itop_follows_the_rest_contract(fake: FakeItop, params: dict[str, str], code: int) -> None:
+    status, answer = fake.handle(params)
+    assert status == 200 and answer is not None and answer["code"] == code and answer["message"].startswith("Error: ")
+
+
+def test_nothing_found_is_objects_null(fake: FakeItop) -> None:
+    expected = json.loads((FIXTURES / "core_get_empty.json").read_text())
+    oql = "SELECT Incident WHERE last_update > '2030-01-01 00:00:00'"
+    _status, answer = fake.handle({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3", "json_data": json.dumps(
+        {"operation": "core/get", "class": "Incident", "key": oql, "output_fields": "ref"})})
+    assert answer == expected
+    assert list(client(fake).changed_since("Incident", "2030-01-01 00:00:00", 10)) == []
+
+
+def test_error_codes_and_transport_failures(fake: FakeItop) -> None:
+    itop = client(fake)
+    fake.fail_next(**{"code": json.loads((FIXTURES / "error_internal.json").read_text())["code"]})
+    with pytest.raises(ItopError) as err:
+        list(itop.changed_since("UserRequest", None, 10))
+    assert (err.value.code, err.value.transient) == (100, True) and "INTERNAL_ERROR" in err.value.message
+    fake.fail_next(http_status=503)
+    with pytest.raises(ItopError, match="HTTP 503") as err:
+        list(itop.changed_since("UserRequest", None, 10))
+    assert err.value.transient
+    fake.fail_next(http_status=200)  # an HTML page where JSON was expected (maintenance, SSO login page)
+    with pytest.raises(ItopError, match="JSON") as err:
+        list(itop.changed_since("UserRequest", None, 10))
+    assert err.value.transient
+    with pytest.raises(ItopError) as err:
+        list(client(fake, user="sync", password="wrong").changed_since("UserRequest", None, 10))
+    unauthorized = json.loads((FIXTURES / "error_unauthorized.json").read_text())
+    assert (err.value.code, err.value.transient) == (unauthorized["code"], False)
+    assert "UNAUTHORIZED" in err.value.message and "Invalid login" in err.value.message
+    fake.stop()
+    with pytest.raises(ItopError, match="injoignable") as err:
+        list(itop.changed_since("UserRequest", None, 10))
+    assert err.value.transient
+
+
+def test_sync_checkpoints_and_skips_what_it_already_sent(fake: FakeItop, store: CheckpointStore) -> None:
+    reference = Reference.from_file(FIXTURES / "org-map.toml")
+    publisher = ListPublisher()
+    first = sync_once(client(fake), publisher, store, reference, tz=PARIS, page_size=2)
+    assert (first.fetched, first.unchanged, first.tickets) == (6, 0, 6)
+    assert first.commands == len(publisher.sent) == 8 + 2 + 4 + 1 + 6 + 4
+    assert first.watermarks == {"UserRequest": "2026-11-27 15:00:00", "Incident": "2026-11-25 10:40:00"}
+    assert store.load("UserRequest").watermark == "2026-11-27 15:00:00"
+    assert first.unknown_by_kind() == {"organisation": {"Mairie de Nulle-Part": ["R-000103"]},
+                                       "service": {"Téléphonie": ["R-000103"]}}
+    assert "Organisations inconnues" in first.summary() and "Mairie de Nulle-Part : R-000103" in first.summary()
+
+    fake.requests.clear()
+    second = sync_once(client(fake), publisher, store, reference, tz=PARIS, page_size=2)
+    assert second.commands == 0 and second.fetched == second.unchanged == 2  # the overlap window, re-read
+    assert gets(fake)[0]["key"] == "SELECT UserRequest WHERE last_update >= '2026-11-27 13:55:00'"
+
+    fake.update("UserRequest", 103, status="assigned")
+    fake.add_log_entry("UserRequest", 103, "2026-11-28 08:45:00", "Jeanne Martin", "44", "C'est le poste 214.")
+    third = sync_once(client(fake), publisher, store, reference, tz=PARIS, page_size=2)
+    assert (third.commands, third.tickets) == (5, 1)  # the whole object again, its last command is new
+    assert publisher.sent[-1].type is CommandType.CUSTOMER_RESPONSE and publisher.sent[-1].ticket_id == "IT-R-000103"
+    assert store.load("UserRequest").watermark == "2026-11-28 08:45:00"
+    seen = store.load("UserRequest").seen
+    assert seen == {"103": "2026-11-28 08:45:00"}  # only what lies within 65 min of the watermark
+
+
+def test_first_run_since_and_overlap(fake: FakeItop, store: CheckpointStore) -> None:
+    result = sync_once(client(fake), ListPublisher(), store, Reference(), tz=PARIS, since="2026-11-20 00:00:00",
+                       overlap=timedelta(minutes=5), classes=("UserRequest",))
+    assert result.fetched == 2 and gets(fake)[0]["key"].endswith(">= '2026-11-20 00:00:00'")
+    assert store.load("UserRequest").seen == {"104": "2026-11-27 15:00:00"}
+
+
+def test_checkpoint_stays_when_the_broker_fails(fake: FakeItop, store: CheckpointStore) -> None:
+    with pytest.raises(KafkaTimeoutError):
+        sync_once(client(fake), ListPublisher(fail=True), store, Reference(), tz=PARIS)
+    assert store.load("UserRequest") == Checkpoint()
+    retried = ListPublisher()
+    assert sync_once(client(fake), retried, store, Reference(), tz=PARIS).commands == len(retried.sent) == 25
+
+
+def test_run_once_backs_off_on_transient_errors(fake: FakeItop, store: CheckpointStore) -> None:
+    fake.fail_next(100, times=2)
+    slept: list[float] = []
+    with capture_logs() as logs:
+        result = run_once(lambda: sync_once(client(fake), ListPublisher(), store, Reference(), tz=PARIS),
+                          attempts=3, base=0.5, sleep=slept.append)
+    assert result.commands == 25 and slept == [0.5, 1.0]
+    retries = [e for e in logs if e["event"] == "itop sync failed, retrying"]
+    assert [(e["code"], e["code_name"], e["retry_in"], e["log_level"]) for e in retries] == [
+        (100, "INTERNAL_ERROR", 0.5, "warning"), (100, "INTERNAL_ERROR", 1.0, "warning")]
+
+
+def test_run_once_gives_up_at_once_on_a_configuration_error(fake: FakeItop, store: CheckpointStore) -> None:
+    slept: list[float] = []
+    with capture_logs() as logs, pytest.raises(ItopError) as err:
+        run_once(lambda: sync_once(client(fake, user="sync", password="wrong"), ListPublisher(), store, Reference(),
+                                   tz=PARIS), attempts=5, sleep=slept.append)
+    assert err.value.code == 1 and slept == []
+    assert [(e["event"], e["log_level"], e["code_name"]) for e in logs if "failed" in e["event"]] == [
+        ("itop sync failed", "error", "UNAUTHORIZED")]
+
+
+def test_run_once_gives_up_after_its_attempts_when_itop_is_down(store: CheckpointStore) -> None:
+    fake = FakeItop().start()
+    itop = client(fake)
+    fake.stop()
+    slept: list[float] = []
+    with pytest.raises(ItopError, match="injoignable"):
+        run_once(lambda: sync_once(itop, ListPublisher(), store, Reference(), tz=PARIS), attempts=3, base=1,
+                 sleep=slept.append)
+    assert slept == [1, 2]
+
+
+class Clock(threading.Event):
+    """A stop event whose waits are recorded instead of slept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0))
+        return self.is_set()
+
+
+def test_run_forever_backs_off_exponentially_with_a_cap_and_resets() -> None:
+    outcomes: list[Exception | None] = [ItopError("down", transient=True)] * 4 + [None] + [
+        ItopError("Invalid login", code=1)] + [None]
+    clock = Clock()
+
+    def sync() -> SyncResult:
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            clock.set()
+        if outcome is not None:
+            raise outcome
+        return SyncResult("http://itop.test")
+
+    with capture_logs() as logs:
+        run_forever(sync, every=60, stop=clock, base=1, cap=4)
+    assert clock.waits == [1, 2, 4, 4, 60, 1, 60]
+    assert [e["log_level"] for e in logs if e["event"] == "itop sync failed"] == ["warning"] * 4 + ["error"]
+    assert any(e["event"] == "itop sync recovered" and e["after_failures"] == 4 for e in logs)
+
+
+def test_run_forever_does_not_swallow_programming_errors() -> None:
+    def broken() -> SyncResult:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        run_forever(broken, every=1, stop=Clock())
+
+
+def test_small_parsers() -> None:
+    assert [backoff(n, 1, 300) for n in (1, 2, 3, 10)] == [1, 2, 4, 300]
+    assert parse_duration("60s") == 60 and parse_duration("5m") == 300 and parse_duration("2") == 2
+    for bad in ("", "soon", "0s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_since("2026-11-01") == "2026-11-01 00:00:00" and parse_since(None) is None
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("01/11/2026")
+    assert endpoint_of("https://itop.example/") == "https://itop.example/webservices/rest.php"
+    assert endpoint_of("https://h/itop/webservices/rest.php") == "https://h/itop/webservices/rest.php"
+    with pytest.raises(ValueError, match="credentials"):
+        endpoint_of("https://u:p@itop.example")
+    with pytest.raises(ValueError):
+        ItopClient("https://itop.example")  # no credentials at all

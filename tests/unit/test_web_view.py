@@ -1,0 +1,80 @@
+"""The web view's rendering, without a browser (the browser tests are in tests/e2e/test_web.py)."""
+
+from __future__ import annotations
+
+from sla.events import EventType
+from sla.policy import Policy
+from sla.ticket import fold
+from sla.view import ticket_view
+from streams.web import (
+    clock_duration,
+    countdown_text,
+    local_next,
+    queue_row,
+    queue_sort_key,
+    segments_svg,
+    session_cookie,
+    story_segments,
+)
+from tests.conftest import PARIS, at, ev, filed
+
+
+def test_countdown_wording_always_shows_seconds() -> None:
+    assert clock_duration(5) == "5 s"
+    assert clock_duration(65) == "1 min 05 s"
+    assert clock_duration(3 * 3600 + 4 * 60 + 5) == "3 h 04 min 05 s"
+    assert clock_duration(86400 + 3600) == "1 j 1 h 00 min 00 s"
+    assert countdown_text(61) == "reste 1 min 01 s"
+    assert countdown_text(-61) == "dépassée depuis 1 min 01 s"
+
+
+def test_sign_in_goes_back_to_this_site_only() -> None:
+    assert local_next("/tickets/SL-1?x=1") == "/tickets/SL-1?x=1"
+    for hostile in ("//evil.example/", "https://evil.example/", "/\\evil.example", "", None, "tickets"):
+        assert local_next(hostile) == "/"
+
+
+def test_session_cookie_flags() -> None:
+    cookie = session_cookie("slt_secret", secure=False)
+    assert cookie.startswith("slaledger_token=slt_secret") and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie and "Path=/" in cookie and "Secure" not in cookie
+    assert "Secure" in session_cookie("slt_secret", secure=True)
+    assert "Max-Age=0" in session_cookie("", secure=False)
+
+
+def test_queue_row_marks_states_in_words(policy: Policy) -> None:
+    # filed Monday 09:00 in the window: intake due 13:00, at risk from 12:00 (75 %)
+    ticket = fold([filed("2026-03-16T09:00:00+01:00", member="<script>alert(1)</script>")])
+    now = at("2026-03-16T12:30:00+01:00")
+    view = ticket_view(ticket, policy, now)
+    html = queue_row(view, now, PARIS)
+    assert 'class="row-at_risk"' in html and "À risque" in html and "reste 30 min 00 s" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    late = at("2026-03-16T13:00:01+01:00")
+    html = queue_row(ticket_view(ticket, policy, late), late, PARIS)
+    assert 'class="row-breached"' in html and "Dépassé" in html and "dépassée depuis 1 s" in html
+
+
+def test_paused_clock_shows_no_countdown(policy: Policy) -> None:
+    ticket = fold([
+        filed("2026-03-16T09:00:00+01:00", kind="administrative"),
+        ev(EventType.ACKNOWLEDGED, "2026-03-16T09:30:00+01:00"),
+        ev(EventType.WAITING_FOR_CUSTOMER, "2026-03-17T10:00:00+01:00"),
+    ])
+    now = at("2026-03-18T10:00:00+01:00")
+    view = ticket_view(ticket, policy, now)
+    html = queue_row(view, now, PARIS)
+    assert "Suspendu" in html and "délai suspendu : il restera" in html and "data-countdown" not in html
+    assert 'class="row-paused"' in html
+    assert queue_sort_key(view)[0] == 1  # after every ticket with a running deadline
+
+
+def test_a_clock_stopped_before_its_window_opened_is_drawn_up_to_the_stop(policy: Policy) -> None:
+    # filed and acknowledged on a Sunday: the intake window would only have opened on Monday
+    ticket = fold([filed("2026-03-15T10:00:00+01:00"), ev(EventType.ACKNOWLEDGED, "2026-03-15T10:05:00+01:00")])
+    now = at("2026-03-15T10:10:00+01:00")
+    intake = next(c for c in ticket_view(ticket, policy, now)["clocks"] if c["sla"] == "intake")
+    spans = story_segments(intake)
+    assert spans == [("outside_hours", at("2026-03-15T10:00:00+01:00"), at("2026-03-15T10:05:00+01:00"))]
+    svg = segments_svg(intake, spans, now, PARIS, 0)
+    assert svg.count('class="seg seg-outside_hours"') == 1 and "Échéance 16/03 12:00" in svg
