@@ -46,8 +46,8 @@ class Settings:
     web_port: int = 8080
     data_dir: str = "./data"
     policy_file: str | None = None
-    # Table store. Only memory:// is supported so far: Faust's RocksDB store needs a
-    # current event for each write, which batch processing does not provide (open issue).
+    # Table store: memory:// (tests, dev: the table is rebuilt from its changelog at each
+    # start) or slaledger-rocksdb:// (production: streams.store, persisted in data_dir).
     store_url: str = "memory://"
     timer_interval: float = 0.5
     command_timeout: float = 10.0

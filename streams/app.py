@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -46,6 +47,9 @@ from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .kafka_security import aiokafka_options, faust_credentials
 from .processor import Outcome, Step, TicketProcessor
+from .store import SCHEME as STORE_SCHEME
+from .store import KeyPartitionedRocksDBStore, store_options
+from .store import register as register_store
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 
 log = structlog.get_logger(__name__)
@@ -104,6 +108,27 @@ def position_key(topic: str, partition: int, partitions: int) -> bytes:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+STALE = object()  # a stored ticket without its wakeup: fold it to find out
+_WAKEUP = re.compile(rb'^\{"wakeup":\s*(?:null|"([^"]+)")')
+
+
+def stored(ticket: Ticket, wakeup: datetime | None) -> dict[str, Any]:
+    """The table value: the ticket's state, led by when the timer must look at it next, so
+    a restart indexes deadlines from the stored bytes without folding every ticket."""
+    return {"wakeup": wakeup.isoformat() if wakeup else None, **ticket_to_dict(ticket)}
+
+
+def wakeup_of(value: bytes | dict[str, Any]) -> datetime | object | None:
+    if isinstance(value, dict):
+        if "wakeup" not in value:
+            return STALE
+        return datetime.fromisoformat(value["wakeup"]) if value["wakeup"] else None
+    match = _WAKEUP.match(value)
+    if match is None:
+        return STALE
+    return datetime.fromisoformat(match.group(1).decode()) if match.group(1) else None
 
 
 def partition_for(ticket_id: str, partitions: int) -> int:
@@ -189,6 +214,7 @@ class Pipeline:
             raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
                              "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
         self.tokens = TokenStore(self.engine) if settings.auth and self.engine is not None else None
+        register_store()
         self.app = app = faust.App(
             APP_ID,
             broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
@@ -220,8 +246,10 @@ class Pipeline:
         self.dead_letters = app.topic(DEAD_LETTERS, partitions=1, **raw)  # type: ignore[arg-type]
         # Keys raw, as on the topics, so the changelog partition (by key) is the ticket's
         # partition even when the timer or the gap repair writes (no current event).
-        self.tickets = app.Table(TICKET_TABLE, partitions=p, key_type=bytes, use_partitioner=True)
-        self.positions = app.Table(POSITION_TABLE, partitions=p, key_type=bytes, use_partitioner=True)
+        options = store_options() if settings.store_url.startswith(STORE_SCHEME) else None
+        self.tickets = app.Table(TICKET_TABLE, partitions=p, key_type=bytes, use_partitioner=True, options=options)
+        self.positions = app.Table(POSITION_TABLE, partitions=p, key_type=bytes, use_partitioner=True,
+                                   options=options)
         self.lock = asyncio.Lock()  # one record at a time: the agent and the gap repair
         self.filled: dict[tuple[str, int], int] = {}
         self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
@@ -297,7 +325,7 @@ class Pipeline:
         await self._append(emit, letters)
         for tid, (partition, step) in touched.items():
             assert step.ticket is not None
-            self.tickets[tid.encode()] = ticket_to_dict(step.ticket)
+            self.tickets[tid.encode()] = stored(step.ticket, step.wakeup)
             self.index.schedule(partition, tid, step.wakeup)
         for event in emit:
             log.debug("event appended", ticket_id=event.ticket_id, event_id=str(event.event_id), type=str(event.type))
@@ -429,16 +457,29 @@ class Pipeline:
         return out
 
     def _rebuild_index(self, active: set[int]) -> None:
+        """Index the newly assigned partitions from the wakeup stored with each ticket (no
+        fold at start: a million open tickets are indexed in seconds)."""
         now = utcnow()
         self.index.drop_partitions(active)
         count = 0
-        for key, raw in list(self.tickets.items()):
-            ticket_id = key.decode() if isinstance(key, bytes) else str(key)
-            partition = partition_for(ticket_id, self.settings.partitions)
-            if partition not in active or partition in self.indexed_partitions or not raw:
-                continue
-            ticket = ticket_from_dict(raw)
-            self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
+        for partition, ticket_id, wakeup in self._stored_wakeups(active - self.indexed_partitions):
+            if wakeup is STALE:
+                raw = self.tickets.get(ticket_id.encode())
+                wakeup = self.processor.wakeup(ticket_from_dict(raw), now) if raw else None
+            self.index.schedule(partition, ticket_id, wakeup)  # type: ignore[arg-type]
             count += 1
         log.info("deadline index rebuilt", partitions=sorted(active), tickets=count, scheduled=len(self.index))
         self.indexed_partitions = set(active)
+
+    def _stored_wakeups(self, partitions: set[int]) -> Iterator[tuple[int, str, datetime | object | None]]:
+        store = self.tickets.data
+        if isinstance(store, KeyPartitionedRocksDBStore):  # raw bytes, one database per partition
+            for partition in partitions:
+                for key, value in store.raw_items(partition):
+                    yield partition, key.decode(), wakeup_of(value)
+            return
+        for key, value in list(self.tickets.items()):
+            ticket_id = key.decode() if isinstance(key, bytes) else str(key)
+            partition = partition_for(ticket_id, self.settings.partitions)
+            if partition in partitions and value:
+                yield partition, ticket_id, wakeup_of(value)

@@ -16,6 +16,7 @@ last persisted offset instead of replaying the whole table.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -42,6 +43,11 @@ class KeyPartitionedRocksDBStore(RocksDBStore):
 
     def _del(self, key: bytes) -> None:
         self._db_for_partition(self._partition(key)).delete(key)
+
+
+    def raw_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, serialized value) of one partition, straight from its database."""
+        yield from self._visible_items(self._db_for_partition(partition))
 
 
 def register() -> None:
