@@ -52,7 +52,7 @@ def start_worker(
     env = {**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_WEB_PORT": str(port),
            "SLALEDGER_DATA_DIR": str(workdir), "SLALEDGER_EMBEDDED": "1", "SLALEDGER_SESSION_TIMEOUT": "4",
            "SLALEDGER_HEARTBEAT_INTERVAL": "0.5", "SLALEDGER_REBALANCE_TIMEOUT": "2",
-           "SLALEDGER_LOG_LEVEL": "warning", "SLALEDGER_TIMER_INTERVAL": "0.2"}
+           "SLALEDGER_LOG_LEVEL": "warning", "SLALEDGER_TIMER_INTERVAL": "0.2", "SLALEDGER_AUTH": "off"}
     if policy:
         env["SLALEDGER_POLICY_FILE"] = str(policy)
     log = open(workdir / "worker.log", "ab")  # noqa: SIM115
@@ -95,6 +95,8 @@ def throughput(n: int) -> None:
         try:
             started = None
             while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {proc.returncode}: see {tmp}/worker.log")
                 done = end_offsets_total(broker.bootstrap, EVENTS)
                 if done and started is None:
                     started = time.perf_counter()
@@ -135,6 +137,8 @@ def breach_delay(n: int, sla_seconds: float = 5.0) -> None:
             delays: list[float] = []
             while time.monotonic() < deadline:
                 time.sleep(2)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {proc.returncode}: see {tmp}/worker.log")
                 delays = []
                 for record in read_topic(broker.bootstrap, EVENTS):
                     event = decode_event(record.value)
