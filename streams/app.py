@@ -383,7 +383,8 @@ class Pipeline:
     async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
         if self._range_reader is None:
             self._range_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                                  enable_auto_commit=False, **aiokafka_options(self.settings))
+                                                  enable_auto_commit=False, **aiokafka_options(self.settings),
+                                                  fetch_max_wait_ms=50 if self.settings.embedded else 500)
             await self._range_reader.start()
         reader = self._range_reader
         tp = TopicPartition(topic, partition)
@@ -393,7 +394,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while loop.time() < deadline:
-            batch = await reader.getmany(tp, timeout_ms=500)
+            batch = await reader.getmany(tp, timeout_ms=200)
             records = batch.get(tp, [])
             out.extend(r for r in records if r.offset < end)
             position = await reader.position(tp)

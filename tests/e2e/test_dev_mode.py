@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,12 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, port, log)
-        ids = [call("POST", f"{base}/api/tickets", filed)[1]["ticket"]["id"] for _ in range(3)]
-        assert call("POST", f"{base}/api/tickets/{ids[0]}/acknowledge", {})[0] == 200
+        # the first ticket is taken into account at once (within its 2-second SLA), the two
+        # others never are
+        first = call("POST", f"{base}/api/tickets", filed)[1]["ticket"]
+        acked_at = (datetime.fromisoformat(first["filed_at"]) + timedelta(seconds=0.5)).isoformat()
+        assert call("POST", f"{base}/api/tickets/{first['id']}/acknowledge", {"occurred_at": acked_at})[0] == 200
+        ids = [first["id"]] + [call("POST", f"{base}/api/tickets", filed)[1]["ticket"]["id"] for _ in range(2)]
         engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'slaledger.db'}")
 
         def facts() -> Counter[tuple[str, str]]:
