@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from datetime import datetime
 from typing import Any
@@ -27,6 +29,20 @@ def _fresh_logging() -> None:
 @pytest.fixture(scope="session")
 def policy() -> Policy:
     return load_policy()
+
+
+def system_tool(*names: str, package: str) -> str:
+    """The path of a system program the test needs (the first of ``names`` found). Locally a
+    missing one skips the test with the package to install; in CI (``CI=true``, set by
+    .ci/run, which installs them) it fails it."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"{names[0]} is not installed (Debian: apt-get install {package})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def at(text: str) -> datetime:

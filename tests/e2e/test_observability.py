@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from streams.embedded import free_port
+from tests.conftest import system_tool
 from tests.integration.conftest import api, database, tiny_policy, wait_for  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -32,16 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 RULES = INFRA / "prometheus" / "rules" / "slaledger.rules.yml"
 TOKEN = "slt_obs_" + "y" * 24
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not installed (apt-get install prometheus prometheus-alertmanager)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 class Process:
@@ -79,7 +69,8 @@ def reachable(url: str) -> bool:
 
 @pytest.fixture
 def stack(tmp_path: Path, database: str) -> Iterator[dict[str, Any]]:  # noqa: F811
-    prometheus_bin, alertmanager_bin = binary("prometheus"), binary("prometheus-alertmanager")
+    prometheus_bin = system_tool("prometheus", package="prometheus")
+    alertmanager_bin = system_tool("prometheus-alertmanager", package="prometheus-alertmanager")
     am_port, prom_port, dev_port = free_port(), free_port(), free_port()
     started: list[Process] = []
     try:

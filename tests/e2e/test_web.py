@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import system_tool
 from tests.e2e.test_dev_mode import TOKEN, call, start_dev, wait_ready
 from tests.integration.conftest import api, wait_for
 
@@ -39,12 +39,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def chromium_binary() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("chromium is required in CI (Debian package `chromium`): the web view is tested in a browser")
-    pytest.skip("chromium is not installed (Debian: apt-get install chromium); skipping the browser tests")
+    return system_tool("chromium", "chromium-browser", package="chromium")
 
 
 class Browser:

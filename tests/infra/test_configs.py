@@ -6,9 +6,7 @@ specification; its slaledger commands are parsed by the CLI's own parser."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 import yaml
 
 from slaledger.cli import build_parser
+from tests.conftest import system_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -26,14 +25,7 @@ ALERTMANAGER = INFRA / "alertmanager" / "alertmanager.yml"
 
 
 def tool(name: str) -> str:
-    """The path of a Prometheus tool; skip locally when missing, fail in CI."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not installed (apt-get install prometheus prometheus-alertmanager)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return system_tool(name, package="prometheus-alertmanager" if name == "amtool" else "prometheus")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

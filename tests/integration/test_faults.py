@@ -35,20 +35,25 @@ def event_records(broker: EmbeddedBroker) -> list:
     return [decode_event(r.value) for r in read_topic(broker.bootstrap, EVENTS)]
 
 
+def file_and_acknowledge(prefix: str, n: int, expected: set[uuid.UUID]) -> list[Command]:
+    """Commands filing and acknowledging n tickets; their event ids are added to ``expected``."""
+    out = []
+    for i in range(n):
+        tid = f"{prefix}-{i:04d}"
+        for command_type, payload in [(CommandType.FILE, FILE), (CommandType.ACKNOWLEDGE, {})]:
+            command = Command(command_type, tid, "test", payload)
+            expected.add(command_event_id(command.command_id))
+            out.append(command)
+    return out
+
+
 def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
     broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path
 ) -> None:
     expected: set[uuid.UUID] = set()
 
     def batch(prefix: str, n: int) -> list[Command]:
-        out = []
-        for i in range(n):
-            tid = f"{prefix}-{i:04d}"
-            for command_type, payload in [(CommandType.FILE, FILE), (CommandType.ACKNOWLEDGE, {})]:
-                command = Command(command_type, tid, "test", payload)
-                expected.add(command_event_id(command.command_id))
-                out.append(command)
-        return out
+        return file_and_acknowledge(prefix, n, expected)
 
     def distinct() -> int:
         return len({e.event_id for e in event_records(broker)} & expected)

@@ -11,26 +11,14 @@ from pathlib import Path
 import pytest
 
 from sla.events import decode_event
-from sla.ticket import Command, CommandType, command_event_id
 from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import end_offsets_total, read_topic
 from streams.topics import EVENTS
 from tests.integration.conftest import Worker, api, wait_for
-from tests.integration.test_faults import FILE, send_commands
+from tests.integration.test_faults import file_and_acknowledge, send_commands
 
 pytestmark = pytest.mark.integration
 ROCKSDB = {"SLALEDGER_STORE_URL": "slaledger-rocksdb://"}
-
-
-def commands(prefix: str, n: int, expected: set[uuid.UUID]) -> list[Command]:
-    out = []
-    for i in range(n):
-        tid = f"{prefix}-{i:04d}"
-        for command_type, payload in [(CommandType.FILE, FILE), (CommandType.ACKNOWLEDGE, {})]:
-            command = Command(command_type, tid, "test", payload)
-            expected.add(command_event_id(command.command_id))
-            out.append(command)
-    return out
 
 
 def test_rocksdb_store_survives_sigterm_and_sigkill(broker: EmbeddedBroker, workers: list[Worker],
@@ -40,7 +28,7 @@ def test_rocksdb_store_survives_sigterm_and_sigkill(broker: EmbeddedBroker, work
     def distinct() -> int:
         return len({decode_event(r.value).event_id for r in read_topic(broker.bootstrap, EVENTS)} & expected)
 
-    send_commands(broker, commands("R", 3_000, expected))
+    send_commands(broker, file_and_acknowledge("R", 3_000, expected))
     worker = Worker(broker, tmp_path, name="rocks", extra_env=ROCKSDB)
     workers.append(worker.start(wait=False))
     wait_for(lambda: distinct() == len(expected), timeout=180, interval=1, what="first batch applied")
@@ -51,7 +39,7 @@ def test_rocksdb_store_survives_sigterm_and_sigkill(broker: EmbeddedBroker, work
 
     # More work, and a SIGKILL in the middle of it; the same data directory is reused.
     written = end_offsets_total(broker.bootstrap, EVENTS)
-    send_commands(broker, commands("S", 10_000, expected))
+    send_commands(broker, file_and_acknowledge("S", 10_000, expected))
     again = Worker(broker, tmp_path, name="rocks", extra_env=ROCKSDB)
     workers.append(again.start(wait=False))
     wait_for(lambda: end_offsets_total(broker.bootstrap, EVENTS) >= written + 300, timeout=120, interval=0.05,
