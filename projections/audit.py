@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy import Engine, select
 
 from sla.clock import Clock, ClockStatus, evaluate
-from sla.events import Event, EventDecodeError, EventType, decode_event, format_instant
+from sla.events import Event, EventDecodeError, EventType, decode_event, encode_event, format_instant
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
 from streams.kafka_tools import read_topic
@@ -190,21 +190,28 @@ class TopicVerifier:
         self.engine = engine
         self.findings: list[Finding] = []
         self.seen: dict[str, str] = {}  # event id → sha256 of bytes
+        self.content: dict[str, str] = {}  # event id → sha256 of the event but its times
         self.order: dict[str, list[str]] = defaultdict(list)
-        self.resent = 0  # identical copies of a record: at-least-once re-sends, reported, not fatal
+        # Later copies of an event that every reader ignores (the first copy counts): the same
+        # bytes, or the same event written again after a worker crash with other times.
+        # Reported, not fatal; any other difference is an alteration.
+        self.resent = 0
 
     def check(self, record: LogRecord, event: Event | None) -> None:
         if event is None:
             return
         eid = str(event.event_id)
         digest = hashlib.sha256(record.raw).hexdigest()
+        content = _content_digest(event)
         if eid in self.seen:
-            if self.seen[eid] != digest:
+            if self.seen[eid] == digest or self.content[eid] == content:
+                self.resent += 1
+            else:
                 self.findings.append(Finding("altered", f"Topic {_where(record)} : l'événement {eid} figure deux "
                                                         "fois avec des contenus différents."))
-            self.resent += 1  # the same bytes again: an at-least-once re-send, harmless
             return
         self.seen[eid] = digest
+        self.content[eid] = content
         self.order[event.ticket_id].append(eid)
 
     def finish(self) -> tuple[list[Finding], str | None]:
@@ -234,6 +241,13 @@ class TopicVerifier:
                 self.findings.append(Finding("reordered", f"Ticket {ticket_id} : l'ordre des événements du topic "
                                                           "diffère de l'archive."))
         return self.findings, head
+
+
+def _content_digest(event: Event) -> str:
+    """The event without its times: a command decided again after a worker crash yields the
+    same event (same id, type, actor, payload) stamped with the time of the second decision."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return hashlib.sha256(encode_event(replace(event, occurred_at=epoch, recorded_at=epoch))).hexdigest()
 
 
 def _where(record: LogRecord) -> str:

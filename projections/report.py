@@ -35,8 +35,8 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
             out.append(("alert-item", finding["message"]))
     if integrity.get("resent_records"):
         out.append(("p", f"{integrity['resent_records']} enregistrement(s) du topic sont des copies identiques "
-                         "d'un événement déjà lu (réémission « au moins une fois » du producteur) : comptés une "
-                         "seule fois, signalés ici."))
+                         "d'un événement déjà lu, aux horodatages près (réémission « au moins une fois » "
+                         "après un incident) : seule la première copie compte ; signalés ici."))
     f = doc["filters"]
     scope = [f"source : {doc['source']}"]
     if f["ticket"]:

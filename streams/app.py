@@ -257,10 +257,6 @@ class Pipeline:
         # Ready once the tables are recovered and the backlog found at start has been read
         # (after a dev-mode restore, the tickets are rebuilt from the events topic).
         self.caught_up_once = False
-        # Partitions whose events were read to the end since the last rebalance.
-        self.events_read: set[int] = set()
-        app.on_partitions_revoked.connect(self._forget_events_read)
-        app.on_partitions_assigned.connect(self._forget_events_read)
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
@@ -291,29 +287,9 @@ class Pipeline:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in batch]
             async with self.lock:
-                for partition in {r.partition for r in records if r.topic == COMMANDS} - self.events_read:
-                    await self._read_events_to_end(partition)
                 for (topic, partition), first in _first_offsets(records).items():
                     await self._repair_gap(topic, partition, first)
                 await self._process(records)
-
-    async def _forget_events_read(self, *args: Any, **kwargs: Any) -> None:
-        self.events_read.clear()
-
-    async def _read_events_to_end(self, partition: int) -> None:
-        """Before the first command of a partition after a (re)assignment, apply every event
-        already in its log. A worker killed after appending a batch's events but before
-        storing the tickets leaves the log ahead of the table: deciding the re-delivered
-        commands against the stale table would append their events a second time, same ids
-        but other recording times (the audit would rightly call that an altered record)."""
-        start = self._expected(EVENTS, partition) or 0
-        found = await self._read_range(EVENTS, partition, start, 2**62)
-        if found:
-            log.info("events read to the end before commands", partition=partition, first=start, count=len(found))
-        for first in range(0, len(found), BATCH_SIZE):
-            await self._process([Record(EVENTS, partition, r.offset, r.key, r.value)
-                                 for r in found[first:first + BATCH_SIZE]])
-        self.events_read.add(partition)
 
     async def _process(self, records: list[Record]) -> None:
         """Handle a batch: decide/apply every record against the latest state, then

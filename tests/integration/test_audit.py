@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine, select, text, update
 from projections.audit import Filters, archive_records, dispute_file, kafka_records, replay, verify_projection
 from projections.projector import ARCHIVE, TICKETS, create_schema, run_projector
 from projections.report import to_html, to_markdown, to_pdf
-from sla.events import Event, EventType, encode_event, new_event, sla_fact_id
+from sla.events import Event, EventType, decode_event, encode_event, new_event, sla_fact_id
 from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker
@@ -157,6 +158,11 @@ def _copy_topic(broker: EmbeddedBroker, name: str, edit: str) -> None:
         records[a1[0]], records[a1[1]] = records[a1[1]], records[a1[0]]
     elif edit == "resent":
         records.insert(a1[1] + 1, records[a1[1]])
+    elif edit == "reencoded":  # the same event decided again after a crash: another recording time
+        p, k, v = records[a1[1]]
+        event = decode_event(v)
+        again = dataclasses.replace(event, recorded_at=event.recorded_at + timedelta(seconds=7))
+        records.insert(a1[1] + 1, (p, k, encode_event(again)))
     elif edit == "unknown":
         forged = new_event(EventType.ACKNOWLEDGED, "A-1", occurred_at=PARIS_FRIDAY, recorded_at=PARIS_FRIDAY,
                            actor="agent:mallory")
@@ -183,10 +189,12 @@ def test_copied_topic_tampering_is_caught(audited: tuple[EmbeddedBroker, str], t
                   engine=engine).ok
 
 
-def test_identical_copy_of_a_record_is_a_resend_reported_not_a_tampering(audited: tuple[EmbeddedBroker, str]) -> None:
+@pytest.mark.parametrize("copy", ["resent", "reencoded"])
+def test_identical_copy_of_a_record_is_a_resend_reported_not_a_tampering(audited: tuple[EmbeddedBroker, str],
+                                                                          copy: str) -> None:
     broker, database = audited
-    _copy_topic(broker, "audit-copy-resent", "resent")
-    result = replay(kafka_records(broker.bootstrap, "audit-copy-resent"), load_policy(), Filters(), source="kafka",
+    _copy_topic(broker, f"audit-copy-{copy}", copy)
+    result = replay(kafka_records(broker.bootstrap, f"audit-copy-{copy}"), load_policy(), Filters(), source="kafka",
                     engine=create_engine(database))
     assert result.ok and result.resent_records == 1
     doc = dispute_file(result)
