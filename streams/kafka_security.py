@@ -71,17 +71,22 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def _sasl(settings: Settings, protocol: str) -> dict[str, Any]:
+    """The SASL options, named alike by kafka-python and aiokafka."""
+    if not protocol.startswith("SASL_"):
+        return {}
+    return {"sasl_mechanism": settings.kafka_sasl_mechanism.strip().upper(),
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password}
+
+
 def kafka_python_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of kafka-python's KafkaConsumer, KafkaProducer and KafkaAdminClient."""
     validate(settings)
     protocol = protocol_of(settings)
     if protocol == "PLAINTEXT":
         return {}
-    out: dict[str, Any] = {"security_protocol": protocol}
-    if protocol.startswith("SASL_"):
-        out.update(sasl_mechanism=settings.kafka_sasl_mechanism.strip().upper(),
-                   sasl_plain_username=settings.kafka_sasl_username,
-                   sasl_plain_password=settings.kafka_sasl_password)
+    out: dict[str, Any] = {"security_protocol": protocol, **_sasl(settings, protocol)}
     if protocol.endswith("SSL"):
         out["ssl_check_hostname"] = True
         for option, value in (("ssl_cafile", settings.kafka_ssl_cafile), ("ssl_certfile", settings.kafka_ssl_certfile),
@@ -98,11 +103,7 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
     protocol = protocol_of(settings)
     if protocol == "PLAINTEXT":
         return {}
-    out: dict[str, Any] = {"security_protocol": protocol}
-    if protocol.startswith("SASL_"):
-        out.update(sasl_mechanism=settings.kafka_sasl_mechanism.strip().upper(),
-                   sasl_plain_username=settings.kafka_sasl_username,
-                   sasl_plain_password=settings.kafka_sasl_password)
+    out: dict[str, Any] = {"security_protocol": protocol, **_sasl(settings, protocol)}
     context = ssl_context(settings)
     if context is not None:
         out["ssl_context"] = context
