@@ -1,7 +1,10 @@
 """Pipeline benchmarks on the embedded broker (issue 3). Prints its figures; no assertions.
 
 1. Throughput of one worker through the full path (decode, state machine, fold, events,
-   table), next to a raw aiokafka consumer reading the same commands in the same run.
+   table), next to a raw aiokafka consumer reading the same commands and to a Faust agent
+   that does nothing with the same records (``faust_floor.py``: Faust's own ceiling), in
+   the same run. The worker reads two records per command: the command and, back from
+   the events topic it shares with the timer and other writers, the event it appended.
 2. Breach delay after the deadline over N tickets with staggered tiny SLAs: p50/p99.
 
     .venv/bin/python bench/pipeline_bench.py [--tickets 20000] [--breach-tickets 1000]
@@ -60,6 +63,12 @@ def start_worker(
     return proc, port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def raw_read(bootstrap: str, topic: str, total: int) -> float:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
@@ -93,27 +102,38 @@ def throughput(n: int) -> None:
 
         proc, _ = start_worker(broker, Path(tmp))
         try:
-            started = None
+            started = cpu_started = None
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {proc.returncode}: see {tmp}/worker.log")
                 done = end_offsets_total(broker.bootstrap, EVENTS)
                 if done and started is None:
-                    started = time.perf_counter()
+                    started, cpu_started = time.perf_counter(), cpu_seconds(proc.pid)
                 if done >= 2 * n:
                     break
                 time.sleep(0.5)
             assert started is not None
             elapsed = time.perf_counter() - started
+            worker_cpu = (cpu_seconds(proc.pid) - cpu_started) / elapsed
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+        floor_dir = Path(tmp) / "floor"
+        floor = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_floor.py")), broker.bootstrap,
+                                str(4 * n), str(floor_dir)], capture_output=True, text=True, timeout=600)
+        if not (floor_dir / "figure").exists():
+            raise RuntimeError(f"faust_floor.py gave no figure: {floor.stderr[-2000:]}")
+        floor_rate, floor_cpu = (float(x) for x in (floor_dir / "figure").read_text().split())
         rate = 2 * n / elapsed
         print(f"commands produced (kafka-python, one record per batch): {produce_rate:,.0f}/s")
         print(f"raw aiokafka consumer, same {2 * n:,} commands: {raw_rate:,.0f} records/s")
         print(f"worker, full path: {rate:,.0f} commands/s ({2 * n:,} commands -> {2 * n:,} events, "
               f"{4 * n:,} records consumed incl. its own events) in {elapsed:.1f} s")
-        print(f"ratio worker / raw consumer: {rate / raw_rate:.3f}  (target: >= 20,000 commands/s)")
+        print(f"  worker CPU {worker_cpu:.0%} of one core; records consumed {2 * rate:,.0f}/s")
+        print(f"Faust agent doing nothing, same {4 * n:,} records: {floor_rate:,.0f} records/s "
+              f"(CPU {floor_cpu:.0%}) = at most {floor_rate / 2:,.0f} commands/s at two records a command")
+        print(f"ratio worker / raw consumer: {rate / raw_rate:.3f}; worker records / Faust floor: "
+              f"{2 * rate / floor_rate:.3f}  (target: >= 20,000 commands/s)")
 
 
 def breach_delay(n: int, sla_seconds: float = 5.0) -> None:
