@@ -21,12 +21,14 @@ Modes (everything on 127.0.0.1, free ports, a temporary directory; stops by itse
   archive into a new broker, so what the projector had not archived yet is gone: this
   mode measures that window (nothing guarantees it is empty: it may report losses).
 
-The accounting. The API takes no client-chosen command id: every HTTP request becomes a new
-command. A request whose answer never came (connection cut by a kill, 504 after the
-command timeout) therefore cannot be retried safely; the client does not retry it and
-counts it as *not answered*: it may or may not have been applied, and the check allows
-either (but never counts it as accepted). Requests that provably sent nothing (connection
-refused, 503 "service starting") are retried. *Accepted* means a 2xx answer, which names the
+The accounting. Every command carries an ``Idempotency-Key`` of its own: a request whose
+answer never came (connection cut by a kill, 504 after the command timeout) is sent again
+with the same key until it is answered, as a client of the API should; the retry is the
+same command, answered again (``replayed``) if it was applied. Only a request still without
+an answer when the client gives up (30 s after the run) counts as *not answered*: it may
+or may not have been applied, and the check allows either (but never counts it as
+accepted). Requests that provably sent nothing (connection refused, 503 "service
+starting") are sent again too. *Accepted* means a 2xx answer, which names the
 event recording the command. Checks:
 
 - lost: an accepted command whose event is missing from the events topic or the archive;
@@ -198,8 +200,9 @@ class Accepted:
 class Tally:
     accepted: list[Accepted] = field(default_factory=list)
     answers: Counter[str] = field(default_factory=Counter)  # HTTP status (or "no answer") per command
-    not_answered: int = 0  # sent, no answer: may or may not have been applied
+    not_answered: int = 0  # sent, never answered even after retries: may or may not have been applied
     resent: int = 0  # provably not sent (refused, 503) and sent again
+    retried: int = 0  # sent, no answer (cut, 504), sent again with the same idempotency key
     filed: list[str] = field(default_factory=list)
 
 
@@ -217,13 +220,14 @@ class Client:
         self.rng = random.Random(seed * 1000 + n)
         self.parked: list[tuple[float, str]] = []
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def call(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
         """One request; retried (on the other worker too) only while nothing can have been sent."""
         give_up = self.stop_at + 30
+        headers = {**self.headers, "Idempotency-Key": key} if key else self.headers
         while True:
             url = self.urls[self.home]
             try:
-                async with self.session.request(method, url + path, json=body, headers=self.headers,
+                async with self.session.request(method, url + path, json=body, headers=headers,
                                                 timeout=aiohttp.ClientTimeout(total=20)) as response:
                     raw = await response.read()
                     if response.status != 503:
@@ -243,17 +247,24 @@ class Client:
             await asyncio.sleep(0.2)
 
     async def command(self, name: str, path: str, body: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
-        """A command: (HTTP status, answer); status None when no answer came."""
+        """A command: (HTTP status, answer); status None when no answer came. Sent again
+        with its idempotency key while no answer comes (latency counts from the first send)."""
         started = time.monotonic()
-        try:
-            status, payload = await self.call("POST", path, body)
-        except Unanswered:
-            self.tally.answers["no answer"] += 1
-            self.tally.not_answered += 1
-            return None, {}
-        self.tally.answers[str(status)] += 1
-        if status == 504:
-            self.tally.not_answered += 1
+        key = uuid.uuid4().hex
+        while True:
+            try:
+                status, payload = await self.call("POST", path, body, key)
+            except Unanswered:
+                status, payload = None, {}
+            self.tally.answers["no answer" if status is None else str(status)] += 1
+            if status not in (None, 504):
+                break
+            if time.monotonic() > self.stop_at + 30:
+                self.tally.not_answered += 1
+                return None, {}
+            self.tally.retried += 1
+            self.home = (self.home + 1) % len(self.urls)
+            await asyncio.sleep(0.2)
         if status not in (200, 201):
             return status, {}
         now = time.monotonic()
@@ -609,6 +620,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "p50_s": round(percentile(latencies, 0.50), 3), "p99_s": round(percentile(latencies, 0.99), 3),
         "max_s": round(max(latencies, default=float("nan")), 3),
         "answers": dict(sorted(tally.answers.items())), "not_answered": tally.not_answered, "resent": tally.resent,
+        "retried": tally.retried,
         "faults": [f.__dict__ for f in faults], "settled_in_s": round(settled, 1),
     })
     report["ok"] = (report["lost"] == 0 and report["duplicates"] == 0 and report["verify_archive_count"] == 0
@@ -632,7 +644,8 @@ def print_figures(r: dict[str, Any]) -> None:
         f"latency (accepted)  p50 {r['p50_s']:.3f} s, p99 {r['p99_s']:.3f} s, max {r['max_s']:.3f} s",
         f"answers             {answers}",
         f"not answered        {r['not_answered']:,} (outcome unknown; {r['applied_unanswered']:,} commands were "
-        f"applied without an answer); resent after refusal/503: {r['resent']:,}",
+        f"applied without an answer); sent again with their key after no answer/504: {r['retried']:,} "
+        f"({r['replayed_answers']:,} answered as replays); after refusal/503: {r['resent']:,}",
         f"faults injected     {len(r['faults'])}: {faults}",
         f"events topic        {r['records']:,} records, {r['distinct_events']:,} distinct events "
         f"(re-sent records: {r['resent_identical']:,} identical, {r['resent_reencoded']:,} re-encoded); "

@@ -4,12 +4,21 @@ A command is validated here first (unknown fields, wrong types → 422 naming th
 nothing is sent), then sent to the commands topic keyed by ticket id; the handler waits
 for the agent's outcome (201/200 with the ticket, or 404/409/422 with the domain error).
 Reads go to the worker that owns the ticket's partition (``table_route``).
+
+Retries. A command sent with an ``Idempotency-Key`` header gets a command id derived from
+the key, the caller's actor, the action and the ticket (and a filing gets a ticket id
+derived from the key): sent again after a cut connection, a 504 or a crash, it is the same
+command, which the agent recognises in the ticket's state and answers again
+(``"replayed": true``) without applying it twice. Without the header every request is a
+new command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Collection
@@ -65,14 +74,42 @@ class BadRequest(Exception):
         self.status, self.message, self.field = status, message, field
 
 
-def new_ticket_id() -> str:
-    """Short, unambiguous, URL-safe: « SL-7K2M9QX4PA »."""
-    alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-    return "SL-" + "".join(secrets.choice(alphabet) for _ in range(10))
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("7d0c6f5e-1b2a-5c3d-9e8f-a1b2c3d4e5f6")
+_TICKET_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
 
-def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who: Principal) -> Command:
-    """Validate a request body strictly and build the command (raises BadRequest 4xx).
+def new_ticket_id(seed: str | None = None) -> str:
+    """Short, unambiguous, URL-safe: « SL-7K2M9QX4PA ». Random, or derived from ``seed``
+    (an idempotency key and its actor: a retried filing names the same ticket)."""
+    if seed is None:
+        return "SL-" + "".join(secrets.choice(_TICKET_ALPHABET) for _ in range(10))
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "SL-" + "".join(_TICKET_ALPHABET[b % len(_TICKET_ALPHABET)] for b in digest[:10])
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` header (None when absent; 422 when malformed)."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(value):
+        raise BadRequest(422, f"{IDEMPOTENCY_HEADER}: 1 to 128 printable ASCII characters, no space",
+                         IDEMPOTENCY_HEADER)
+    return value
+
+
+def keyed_command_id(key: str, who: Principal, command_type: CommandType, ticket_id: str) -> uuid.UUID:
+    """The command id of a request sent with an idempotency key: the same for every retry
+    of it by the same actor, different for another action, ticket or actor."""
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, "\x1f".join((who.actor, str(command_type), ticket_id, key)))
+
+
+def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who: Principal,
+                      key: str | None = None) -> Command:
+    """Validate a request body strictly and build the command (raises BadRequest 4xx);
+    its id derives from the idempotency ``key`` when there is one.
 
     A referent's commands are scoped to their member: another member's ticket does not
     exist for them (404, decided by the ticket agent), and they file for their own member.
@@ -108,7 +145,8 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
         field = str(exc).split(":", 1)[0].removeprefix("payload.")
         raise BadRequest(422, str(exc).replace("payload.", ""), field) from None
     scope = who.member if who.role == "referent" else None
-    return Command(command_type, ticket_id, who.actor, payload, occurred, uuid.uuid4(), reply=True,
+    command_id = keyed_command_id(key, who, command_type, ticket_id) if key is not None else uuid.uuid4()
+    return Command(command_type, ticket_id, who.actor, payload, occurred, command_id, reply=True,
                    scope_member=scope)
 
 
@@ -211,7 +249,7 @@ def register_views(pipeline: Pipeline) -> None:
             return view.json({"error": "no outcome in time; the command may still be applied",
                               "command_id": cid}, status=504)
         finally:
-            pipeline.waiter.forget(cid)
+            pipeline.waiter.forget(cid, future)
         log.info("command answered", ticket_id=command.ticket_id, command_id=cid, status=outcome.status,
                  command=str(command.type))
         return view.json(outcome.body, status=outcome.status)
@@ -241,8 +279,10 @@ def register_views(pipeline: Pipeline) -> None:
         async def post(self, request: Request) -> Response:
             try:
                 who = await authenticate(request)
+                key = idempotency_key(request)
                 body = await read_json(request)
-                command = command_from_body(CommandType.FILE, new_ticket_id(), body, who)
+                ticket_id = new_ticket_id(f"{who.actor}\x1f{key}" if key is not None else None)
+                command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
             except BadRequest as exc:
                 return error(self, exc)
             response = await send_command(self, command)
@@ -295,8 +335,9 @@ def register_views(pipeline: Pipeline) -> None:
                 return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
             try:
                 who = await authenticate(request)
+                key = idempotency_key(request)
                 body = await read_json(request)
-                command = command_from_body(command_type, ticket_id, body, who)
+                command = command_from_body(command_type, ticket_id, body, who, key)
             except BadRequest as exc:
                 return error(self, exc)
             except EventDecodeError as exc:
@@ -365,10 +406,16 @@ def openapi_document() -> dict[str, Any]:
     error_schema = {"schema": {"$ref": "#/components/schemas/Error"}}
     error = {"description": "error", "content": {"application/json": error_schema}}
     ticket = {"description": "the ticket", "content": {"application/json": {"schema": {"type": "object"}}}}
+    retry_key = {"name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
+                 "description": "Any 1 to 128 printable ASCII characters chosen by the client for this request: "
+                                "sent again with the same key (after a cut connection, a 504 or a crash), the "
+                                "request is answered again (\"replayed\": true) and applied once.",
+                 "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"}}
     paths: dict[str, Any] = {
         "/api/tickets": {
             "post": {
                 "summary": "File a ticket",
+                "parameters": [retry_key],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": _schema_for(EventType.TICKET_FILED, "received_at")}}},
                 "responses": {"201": ticket, "409": error, "413": error, "422": error, "503": error, "504": error},
@@ -412,7 +459,8 @@ def openapi_document() -> dict[str, Any]:
         paths[f"/api/tickets/{{ticket_id}}/{action}"] = {
             "post": {
                 "summary": f"{action.replace('-', ' ').capitalize()} a ticket",
-                "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                               retry_key],
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": _schema_for(COMMAND_EVENT[command_type], "occurred_at")}}},
                 "responses": {"200": ticket, "404": error, "409": error, "413": error, "422": error,

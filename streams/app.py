@@ -140,22 +140,28 @@ class OutcomeWaiter:
     """Lets an HTTP handler await the outcome of the command it sent.
 
     Each worker reads every partition of the outcomes topic (no consumer group), from the
-    end as of its start; outcomes for commands it did not send are ignored.
+    end as of its start; outcomes for commands it did not send are ignored. Several callers
+    may wait for one command id (a retry with the same idempotency key while the first
+    request is still waiting): the first outcome answers them all.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._futures: dict[str, asyncio.Future[Outcome]] = {}
+        self._futures: dict[str, list[asyncio.Future[Outcome]]] = {}
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
 
     def expect(self, command_id: str) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._futures[command_id] = future
+        self._futures.setdefault(command_id, []).append(future)
         return future
 
-    def forget(self, command_id: str) -> None:
-        self._futures.pop(command_id, None)
+    def forget(self, command_id: str, future: asyncio.Future[Outcome]) -> None:
+        waiting = self._futures.get(command_id, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._futures.pop(command_id, None)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -190,9 +196,9 @@ class OutcomeWaiter:
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable outcome ignored")
             return
-        future = self._futures.pop(outcome.command_id, None)
-        if future is not None and not future.done():
-            future.set_result(outcome)
+        for future in self._futures.pop(outcome.command_id, []):
+            if not future.done():
+                future.set_result(outcome)
 
 
 class Pipeline:

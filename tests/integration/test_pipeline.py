@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +159,48 @@ def test_malformed_records_go_to_dead_letters(broker: EmbeddedBroker, workers: l
     assert all(isinstance(d["origin"]["offset"], int) for d in found)
     assert worker.process is not None and worker.process.poll() is None
     assert datetime.fromisoformat(found[0]["dead_lettered_at"]) <= datetime.now(UTC)
+
+
+def test_a_request_retried_with_its_idempotency_key_is_applied_once(
+        broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path) -> None:
+    """A client whose answer was lost (cut connection, 504, crash) sends the same request
+    again with the same ``Idempotency-Key``: the same ticket, the same event, answered
+    again as a replay; concurrent retries included; a worker restart in between too."""
+    worker = Worker(broker, tmp_path)
+    workers.append(worker.start())
+    key = {"Idempotency-Key": "portal-form-4f2a91"}
+    status, first = api("POST", f"{worker.url}/api/tickets", FILE, headers=key)
+    assert status == 201 and first["replayed"] is False, first
+    tid = first["ticket"]["id"]
+    status, again = api("POST", f"{worker.url}/api/tickets", {**FILE, "received_at": "2026-01-05T09:00:00Z"},
+                        headers=key)
+    assert status == 201 and again["replayed"] is True, again
+    assert again["ticket"]["id"] == tid and again["events"] == first["events"]
+    assert again["ticket"]["filed_at"] == first["ticket"]["filed_at"]  # the first request's time is kept
+
+    # Three copies of one acknowledgement at once (a client retrying while the first waits).
+    ack = {"Idempotency-Key": "ack-1"}
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: api("POST", f"{worker.url}/api/tickets/{tid}/acknowledge", {},
+                                               headers=ack), range(3)))
+    assert [s for s, _ in answers] == [200, 200, 200], answers
+    assert len({tuple(a["events"]) for _, a in answers}) == 1, answers
+
+    # The same key on another action or another ticket is another request.
+    status, other = api("POST", f"{worker.url}/api/tickets", FILE, headers={"Idempotency-Key": "ack-1"})
+    assert status == 201 and other["ticket"]["id"] != tid and other["replayed"] is False
+
+    worker.stop(signal.SIGKILL)
+    worker.start()
+    status, after = api("POST", f"{worker.url}/api/tickets/{tid}/acknowledge", {}, headers=ack)
+    assert status == 200 and after["replayed"] is True and after["events"] == answers[0][1]["events"], after
+    types = Counter(e.type.value for e in events_of(broker, tid))
+    assert types == {"ticket_filed": 1, "acknowledged": 1}, types
+
+    # A malformed key is refused before anything is sent.
+    before = len(events_of(broker))
+    for bad in ("", "a b", "x" * 129, "clé"):
+        status, answer = api("POST", f"{worker.url}/api/tickets", FILE,
+                             headers={"Idempotency-Key": bad.encode().decode("latin-1")})
+        assert status == 422 and answer["field"] == "Idempotency-Key", (bad, answer)
+    assert len(events_of(broker)) == before

@@ -1,0 +1,35 @@
+"""Idempotency keys: a retried request maps to the same command (and, for a filing, the
+same ticket); anything else maps elsewhere."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projections.tokens import Principal
+from sla.events import validate_ticket_id
+from sla.ticket import CommandType
+from streams.api import keyed_command_id, new_ticket_id
+
+keys = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128)
+AGENT = Principal("t1", "agent", None, "alice")
+OTHER = Principal("t2", "agent", None, "bob")
+
+
+@given(keys)
+def test_a_keyed_filing_names_one_valid_ticket(key: str) -> None:
+    seed = f"{AGENT.actor}\x1f{key}"
+    assert new_ticket_id(seed) == new_ticket_id(seed)
+    assert validate_ticket_id(new_ticket_id(seed)) == new_ticket_id(seed)
+    assert new_ticket_id(seed) != new_ticket_id(f"{OTHER.actor}\x1f{key}")
+
+
+@given(keys, keys)
+def test_a_command_id_is_the_same_only_for_the_same_request(key: str, other_key: str) -> None:
+    same = keyed_command_id(key, AGENT, CommandType.ACKNOWLEDGE, "SL-1")
+    assert same == keyed_command_id(key, AGENT, CommandType.ACKNOWLEDGE, "SL-1")
+    assert same != keyed_command_id(key, OTHER, CommandType.ACKNOWLEDGE, "SL-1")
+    assert same != keyed_command_id(key, AGENT, CommandType.RESOLVE, "SL-1")
+    assert same != keyed_command_id(key, AGENT, CommandType.ACKNOWLEDGE, "SL-2")
+    if other_key != key:
+        assert same != keyed_command_id(other_key, AGENT, CommandType.ACKNOWLEDGE, "SL-1")
