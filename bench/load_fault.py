@@ -74,6 +74,7 @@ from sla.clock import due_facts, evaluate
 from sla.events import CHANNELS, KINDS, Event, EventType, decode_event
 from sla.policy import PolicyError
 from sla.ticket import Ticket
+from slaledger.fixtures import short_intake_policy
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_tools import partitions_of, read_topic, true_end_offsets
@@ -81,25 +82,6 @@ from streams.topics import EVENTS, create_topics
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FACT_TYPES = {EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED}
-POLICY = """
-[[versions]]
-id = "load-1"
-effective_from = "2020-01-01T00:00:00Z"
-timezone = "Europe/Paris"
-warning_ratio = 0.5
-[versions.excluded_products]
-"local-trust-mpe" = "Produit de l'éditeur"
-[[versions.slas]]
-name = "intake"
-title = "Prise en compte (charge)"
-start_label = "Demande déposée"
-stop_label = "Prise en compte"
-due_label = "prise en compte due"
-rule = "elapsed"
-duration = {seconds}
-starts_on = ["filed"]
-stops_on = ["acknowledged"]
-"""
 # Next action by ticket status, with weights: a realistic mix that visits every state.
 ACTIONS: dict[str, list[tuple[str, float, dict[str, Any]]]] = {
     "open": [("acknowledge", 1.0, {"note": "Pris en compte"})],
@@ -347,7 +329,8 @@ class Rig:
     def _prepare(self) -> None:
         args, workdir = self.args, self.workdir
         self.policy_file = workdir / "policy.toml"
-        self.policy_file.write_text(POLICY.replace("{seconds}", str(args.sla_seconds)))
+        self.policy_file.write_text(short_intake_policy(args.sla_seconds, policy_id="load-1",
+                                                        title="Prise en compte (charge)"))
         if args.mode != "dev-embedded":
             self.broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
             create_topics(self.broker.bootstrap, args.partitions)

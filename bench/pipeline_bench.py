@@ -28,24 +28,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sla.events import decode_event
 from sla.ticket import Command, CommandType
+from slaledger.fixtures import short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS, create_topics
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}
-TINY = """
-[[versions]]
-id = "bench-1"
-effective_from = "2020-01-01T00:00:00Z"
-timezone = "Europe/Paris"
-[[versions.slas]]
-name = "intake"
-rule = "elapsed"
-duration = {seconds}
-starts_on = ["filed"]
-stops_on = ["acknowledged"]
-"""
 
 
 def start_worker(
@@ -140,7 +129,7 @@ def breach_delay(n: int, sla_seconds: float = 5.0) -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "tansu.log") as broker:
         create_topics(broker.bootstrap, 4)
         policy = Path(tmp) / "policy.toml"
-        policy.write_text(TINY.replace("{seconds}", str(sla_seconds)))
+        policy.write_text(short_intake_policy(sla_seconds, policy_id="bench-1"))
         proc, _port = start_worker(broker, Path(tmp), policy)
         try:
             kafka = producer(broker.bootstrap, embedded=True)

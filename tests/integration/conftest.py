@@ -18,28 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from slaledger.fixtures import write_short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.topics import create_topics
-
-TINY_POLICY = """
-[[versions]]
-id = "tiny-1"
-effective_from = "2020-01-01T00:00:00Z"
-timezone = "Europe/Paris"
-warning_ratio = 0.5
-[versions.excluded_products]
-"local-trust-mpe" = "Produit de l'éditeur"
-[[versions.slas]]
-name = "intake"
-title = "Prise en compte (test)"
-start_label = "Demande déposée"
-stop_label = "Prise en compte"
-due_label = "prise en compte due"
-rule = "elapsed"
-duration = {seconds}
-starts_on = ["filed"]
-stops_on = ["acknowledged"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +134,7 @@ def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[list[Worker]]:
 
 
 def tiny_policy(tmp_path: Path, seconds: float = 2) -> Path:
-    path = tmp_path / "tiny-policy.toml"
-    path.write_text(TINY_POLICY.replace("{seconds}", str(seconds)))
-    return path
+    return write_short_intake_policy(tmp_path, seconds)
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
