@@ -97,6 +97,10 @@ CURRENT_SCHEMA_VERSION: dict[EventType, int] = {t: 1 for t in EventType}
 _TICKET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def parse_instant(value: str, what: str) -> datetime:
     """An ISO 8601 instant that must carry its offset (a naive time is ambiguous)."""
     if not isinstance(value, str):
@@ -107,7 +111,14 @@ def parse_instant(value: str, what: str) -> datetime:
         raise EventDecodeError(f"{what}: {value!r} is not an ISO 8601 date-time") from None
     if instant.tzinfo is None:
         raise EventDecodeError(f"{what}: {value!r} has no UTC offset")
-    return instant.astimezone(UTC)
+    try:
+        instant = instant.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: before year 1 in UTC
+        instant = datetime.min.replace(tzinfo=UTC)
+    if not EARLIEST <= instant < LATEST:
+        # Calendars and time zones overflow near years 1 and 9999: keep far from both.
+        raise EventDecodeError(f"{what}: {value!r} is outside {EARLIEST.year}–{LATEST.year - 1}")
+    return instant
 
 
 def format_instant(instant: datetime) -> str:

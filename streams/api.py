@@ -34,7 +34,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from projections.queries import list_tickets
 from projections.tokens import Principal
 from sla.clock import ClockStatus, evaluate
-from sla.events import KINDS, PAYLOAD_SCHEMAS, EventDecodeError, EventType, parse_instant, validate_payload
+from sla.events import (
+    KINDS,
+    PAYLOAD_SCHEMAS,
+    EventDecodeError,
+    EventType,
+    parse_instant,
+    validate_payload,
+    validate_ticket_id,
+)
 from sla.ticket import COMMAND_EVENT, Command, CommandType, Status, Ticket, ticket_from_dict
 from sla.view import ticket_view
 
@@ -100,10 +108,18 @@ def idempotency_key(request: Request) -> str | None:
     return value
 
 
-def keyed_command_id(key: str, who: Principal, command_type: CommandType, ticket_id: str) -> uuid.UUID:
+def keyed_command_id(key: str, who: Principal, command_type: CommandType, ticket_id: str, body: Any) -> uuid.UUID:
     """The command id of a request sent with an idempotency key: the same for every retry
-    of it by the same actor, different for another action, ticket or actor."""
-    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, "\x1f".join((who.actor, str(command_type), ticket_id, key)))
+    of it (same token, action, ticket and body), different otherwise; another body under
+    the same key is another request, not a replay that would drop its content."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, "\x1f".join((key_scope(who, key), str(command_type), ticket_id,
+                                                             canonical)))
+
+
+def key_scope(who: Principal, key: str) -> str:
+    """Whose key it is: the caller's token (labels and actors are not unique), and the key."""
+    return f"{who.token_id}\x1f{who.actor}\x1f{key}"
 
 
 def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who: Principal,
@@ -145,7 +161,7 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
         field = str(exc).split(":", 1)[0].removeprefix("payload.")
         raise BadRequest(422, str(exc).replace("payload.", ""), field) from None
     scope = who.member if who.role == "referent" else None
-    command_id = keyed_command_id(key, who, command_type, ticket_id) if key is not None else uuid.uuid4()
+    command_id = keyed_command_id(key, who, command_type, ticket_id, body) if key is not None else uuid.uuid4()
     return Command(command_type, ticket_id, who.actor, payload, occurred, command_id, reply=True,
                    scope_member=scope)
 
@@ -281,7 +297,7 @@ def register_views(pipeline: Pipeline) -> None:
                 who = await authenticate(request)
                 key = idempotency_key(request)
                 body = await read_json(request)
-                ticket_id = new_ticket_id(f"{who.actor}\x1f{key}" if key is not None else None)
+                ticket_id = new_ticket_id(key_scope(who, key) if key is not None else None)
                 command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
             except BadRequest as exc:
                 return error(self, exc)
@@ -334,14 +350,17 @@ def register_views(pipeline: Pipeline) -> None:
             if command_type is None:
                 return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
             try:
+                validate_ticket_id(ticket_id)
+            except EventDecodeError as exc:  # no such ticket can exist: nothing is sent
+                return self.json({"error": f"ticket {ticket_id} not found ({exc})", "field": "ticket_id"},
+                                 status=404)
+            try:
                 who = await authenticate(request)
                 key = idempotency_key(request)
                 body = await read_json(request)
                 command = command_from_body(command_type, ticket_id, body, who, key)
             except BadRequest as exc:
                 return error(self, exc)
-            except EventDecodeError as exc:
-                return self.json({"error": str(exc), "field": "ticket_id"}, status=404)
             return await send_command(self, command)
 
     @app.page("/healthz")

@@ -114,10 +114,25 @@ STALE = object()  # a stored ticket without its wakeup: fold it to find out
 _WAKEUP = re.compile(rb'^\{"wakeup":\s*(?:null|"([^"]+)")')
 
 
-def stored(ticket: Ticket, wakeup: datetime | None) -> dict[str, Any]:
+# Refused commands remembered per ticket (the newest): enough for any redelivery, which
+# reaches back to the last offset commit or the last stored position.
+REFUSALS_KEPT = 20
+Refusals = dict[str, tuple[int, dict[str, Any]]]  # command id → (HTTP status, answer)
+
+
+def stored(ticket: Ticket, wakeup: datetime | None, refused: Refusals | None = None) -> dict[str, Any]:
     """The table value: the ticket's state, led by when the timer must look at it next, so
-    a restart indexes deadlines from the stored bytes without folding every ticket."""
-    return {"wakeup": wakeup.isoformat() if wakeup else None, **ticket_to_dict(ticket)}
+    a restart indexes deadlines from the stored bytes without folding every ticket; then
+    the commands refused on it, so a redelivered refusal is answered, not decided again.
+    Refusals are not events: a ticket rebuilt from the events topic has none."""
+    value = {"wakeup": wakeup.isoformat() if wakeup else None, **ticket_to_dict(ticket)}
+    if refused:
+        value["refused"] = {cid: [status, body] for cid, (status, body) in list(refused.items())[-REFUSALS_KEPT:]}
+    return value
+
+
+def refusals_of(value: dict[str, Any] | None) -> Refusals:
+    return {cid: (int(status), body) for cid, (status, body) in (value or {}).get("refused", {}).items()}
 
 
 def wakeup_of(value: bytes | dict[str, Any]) -> datetime | object | None:
@@ -300,20 +315,32 @@ class Pipeline:
     async def _process(self, records: list[Record]) -> None:
         """Handle a batch: decide/apply every record against the latest state, then
         1. append all resulting events and dead letters and wait for the broker,
-        2. store each touched ticket once, 3. answer the waiting HTTP callers."""
+        2. store each touched ticket once, 3. answer the waiting HTTP callers.
+
+        A command below the partition's expected offset was decided before (its events were
+        acknowledged before the position moved): a redelivery of it is dropped, not decided
+        again against a newer state. Events are always applied (idempotent by id): they
+        rebuild a state whose changelog write a crash lost."""
+        decided = {p: self._expected(COMMANDS, p) or 0 for p in {r.partition for r in records if r.topic == COMMANDS}}
+        records = [r for r in records if r.topic != COMMANDS or r.offset >= decided[r.partition]]
+        if not records:
+            return
         now = utcnow()
         cache: dict[str, Ticket | None] = {}
-        touched: dict[str, tuple[int, Step]] = {}
+        refused: dict[str, Refusals] = {}
+        touched: dict[str, tuple[int, Ticket, datetime | None]] = {}
         emit: list[Event] = []
         letters: list[tuple[Record, str]] = []
         outcomes: list[Outcome] = []
         for record in records:
             tid = record.key.decode("utf-8", "replace") if record.key else ""
             if tid not in cache:
-                cache[tid] = self.load(tid) if tid else None
+                raw = self.tickets.get(tid.encode()) if tid else None
+                cache[tid] = ticket_from_dict(raw) if raw else None
+                refused[tid] = refusals_of(raw)
             try:
                 if record.topic == COMMANDS:
-                    step = self.processor.on_command(cache[tid], record.value, now)
+                    step = self.processor.on_command(cache[tid], record.value, now, refused[tid])
                 else:
                     step = self.processor.on_event(cache[tid], record.key, record.value, now)
             except Exception as exc:  # never stop the worker on one record
@@ -324,15 +351,20 @@ class Pipeline:
                 letters.append((record, step.dead_letter))
             if step.ticket is not None:
                 cache[tid] = step.ticket
-                touched[tid] = (record.partition, step)
+                touched[tid] = (record.partition, step.ticket, step.wakeup)
+            current = cache[tid]
+            if step.refusal is not None and current is not None:  # remembered with the ticket
+                cid, status, body = step.refusal
+                refused[tid][cid] = (status, body)
+                if tid not in touched:
+                    touched[tid] = (record.partition, current, self.processor.wakeup(current, now))
             emit.extend(step.emit)
             if step.outcome is not None:
                 outcomes.append(step.outcome)
         await self._append(emit, letters)
-        for tid, (partition, step) in touched.items():
-            assert step.ticket is not None
-            self.tickets[tid.encode()] = stored(step.ticket, step.wakeup)
-            self.index.schedule(partition, tid, step.wakeup)
+        for tid, (partition, ticket, wakeup) in touched.items():
+            self.tickets[tid.encode()] = stored(ticket, wakeup, refused[tid])
+            self.index.schedule(partition, tid, wakeup)
         for event in emit:
             log.debug("event appended", ticket_id=event.ticket_id, event_id=str(event.event_id), type=str(event.type))
         for outcome in outcomes:

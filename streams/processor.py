@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -108,6 +109,7 @@ class Step:
     outcome: Outcome | None = None
     dead_letter: str | None = None  # reason, if the record is unreadable
     wakeup: datetime | None = None  # next instant the timer should look at this ticket
+    refusal: tuple[str, int, dict[str, Any]] | None = None  # (command id, status, answer) to remember
 
 
 _EVENT_ID = re.compile(rb'"event_id":"([0-9a-f-]{36})"')
@@ -126,7 +128,12 @@ class TicketProcessor:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
 
-    def on_command(self, ticket: Ticket | None, data: bytes, now: datetime) -> Step:
+    def on_command(self, ticket: Ticket | None, data: bytes, now: datetime,
+                   refused: Mapping[str, tuple[int, dict[str, Any]]] | None = None) -> Step:
+        """Decide a command. ``refused``: the ticket's remembered refusals, by command id; a
+        refused command delivered again (at-least-once) gets its first answer, never a
+        second decision against a newer state (a ``close`` refused with 409 must not apply
+        later)."""
         try:
             command = decode_command(data)
         except CommandDecodeError as exc:
@@ -135,7 +142,11 @@ class TicketProcessor:
             return Step(dead_letter=f"unreadable command: {exc}", outcome=outcome)
         cid = str(command.command_id)
         reply = command.reply
-        if ticket is not None and command_event_id(command.command_id).int in ticket.event_ids:
+        if refused and cid in refused:
+            status, body = refused[cid]
+            return Step(outcome=Outcome(cid, status, body) if reply else None)
+        hidden = command.scope_member is not None and ticket is not None and ticket.member != command.scope_member
+        if ticket is not None and not hidden and command_event_id(command.command_id).int in ticket.event_ids:
             # Redelivered after a crash: its events were sent before the state was stored.
             if not reply:
                 return Step()
@@ -145,10 +156,11 @@ class TicketProcessor:
         try:
             events = decide(ticket, command, now)
         except DomainError as exc:
+            status, body = HTTP_STATUS[exc.code], {"error": exc.message, "code": exc.code}
             if reply:
-                return Step(outcome=Outcome(cid, HTTP_STATUS[exc.code], {"error": exc.message, "code": exc.code}))
+                return Step(outcome=Outcome(cid, status, body), refusal=(cid, status, body))
             # Nobody waits for this answer (bulk import, replay): keep the refusal on record.
-            return Step(dead_letter=f"command refused: {exc.message}")
+            return Step(dead_letter=f"command refused: {exc.message}", refusal=(cid, status, body))
         state = ticket if ticket is not None else Ticket(command.ticket_id)
         if command.type is CommandType.FILE:
             try:

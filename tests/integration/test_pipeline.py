@@ -172,11 +172,14 @@ def test_a_request_retried_with_its_idempotency_key_is_applied_once(
     status, first = api("POST", f"{worker.url}/api/tickets", FILE, headers=key)
     assert status == 201 and first["replayed"] is False, first
     tid = first["ticket"]["id"]
-    status, again = api("POST", f"{worker.url}/api/tickets", {**FILE, "received_at": "2026-01-05T09:00:00Z"},
-                        headers=key)
+    time.sleep(0.05)
+    status, again = api("POST", f"{worker.url}/api/tickets", FILE, headers=key)
     assert status == 201 and again["replayed"] is True, again
     assert again["ticket"]["id"] == tid and again["events"] == first["events"]
     assert again["ticket"]["filed_at"] == first["ticket"]["filed_at"]  # the first request's time is kept
+    # Another body under the same key is another request: here, a second filing of that ticket.
+    status, other_body = api("POST", f"{worker.url}/api/tickets", {**FILE, "subject": "Autre"}, headers=key)
+    assert status == 409, other_body
 
     # Three copies of one acknowledgement at once (a client retrying while the first waits).
     ack = {"Idempotency-Key": "ack-1"}
@@ -197,10 +200,14 @@ def test_a_request_retried_with_its_idempotency_key_is_applied_once(
     types = Counter(e.type.value for e in events_of(broker, tid))
     assert types == {"ticket_filed": 1, "acknowledged": 1}, types
 
-    # A malformed key is refused before anything is sent.
+    # A malformed key, or a ticket id no ticket can have, is refused before anything is sent.
     before = len(events_of(broker))
     for bad in ("", "a b", "x" * 129, "clé"):
         status, answer = api("POST", f"{worker.url}/api/tickets", FILE,
                              headers={"Idempotency-Key": bad.encode().decode("latin-1")})
         assert status == 422 and answer["field"] == "Idempotency-Key", (bad, answer)
+    status, answer = api("POST", f"{worker.url}/api/tickets/bad%20id/acknowledge", {})
+    assert status == 404 and answer["field"] == "ticket_id", answer
+    status, answer = api("POST", f"{worker.url}/api/tickets", {**FILE, "received_at": "0001-01-01T00:00:00+05:00"})
+    assert status == 422 and answer["field"] == "received_at", answer
     assert len(events_of(broker)) == before

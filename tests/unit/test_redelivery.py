@@ -1,0 +1,83 @@
+"""At-least-once delivery of commands: a record delivered again (after a crash, from the
+last offset commit; or by the gap repair) is never decided a second time. An applied
+command is recognised by its event id; a refused one by the refusals kept with the ticket
+(a ``close`` refused with 409 must not close the ticket when it comes back)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sla.ticket import Command, CommandType, ticket_from_dict
+from slaledger.settings import load_policy
+from streams.app import Pipeline, Record, refusals_of
+from streams.deadlines import DeadlineIndex
+from streams.processor import TicketProcessor, encode_command
+from streams.topics import COMMANDS, EVENTS, OUTCOMES
+
+FILE = {"kind": "incident", "channel": "phone", "product": "ent", "member": "m-001", "subject": "Panne"}
+TID = "SL-REDELIVER"
+
+
+class Sent(list[tuple[str, bytes]]):
+    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> asyncio.Future[None]:
+        self.append((topic, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def outcomes(self) -> list[int]:
+        return [json.loads(v)["status"] for t, v in self if t == OUTCOMES]
+
+    def events(self) -> list[str]:
+        return [json.loads(v)["type"] for t, v in self if t == EVENTS]
+
+
+def pipeline(sent: Sent) -> Pipeline:
+    """The agent's batch handler over plain dicts for its tables and a recording producer."""
+    p = Pipeline.__new__(Pipeline)
+    p.processor, p.index, p.tickets, p.positions, p.filled = TicketProcessor(load_policy()), DeadlineIndex(), {}, {}, {}
+    p.settings = SimpleNamespace(partitions=4)  # type: ignore[assignment]
+    p.app = SimpleNamespace(producer=sent)  # type: ignore[assignment]
+    return p
+
+
+def command(offset: int, command_type: CommandType, payload: dict[str, Any] | None = None) -> Record:
+    cmd = Command(command_type, TID, "agent:test", payload or {}, datetime.now(UTC), reply=True)
+    return Record(COMMANDS, 0, offset, TID.encode(), encode_command(cmd))
+
+
+def test_a_refused_command_delivered_again_is_answered_again_not_applied() -> None:
+    sent = Sent()
+    p = pipeline(sent)
+    history = [command(0, CommandType.FILE, FILE), command(1, CommandType.ACKNOWLEDGE),
+               command(2, CommandType.CLOSE), command(3, CommandType.RESOLVE, {"resolution": "Réparé"})]
+    asyncio.run(p._process(history))
+    assert sent.outcomes() == [201, 200, 409, 200]
+    assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
+    assert [status for status, _ in refusals_of(p.tickets[TID.encode()]).values()] == [409]
+
+    # Delivered again from the last commit, by this worker (positions known)...
+    sent.clear()
+    asyncio.run(p._process(history[2:]))
+    assert sent == [] and ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
+
+    # ...or by a worker that has no position for the partition (gap repair from offset 0):
+    # each command is answered as it was the first time, nothing is applied again.
+    p.positions.clear()
+    p.filled.clear()
+    asyncio.run(p._process(history))
+    assert sent.outcomes() == [201, 200, 409, 200] and sent.events() == []
+    assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
+
+
+def test_refusals_kept_are_bounded() -> None:
+    sent = Sent()
+    p = pipeline(sent)
+    asyncio.run(p._process([command(0, CommandType.FILE, FILE)]
+                           + [command(i, CommandType.CLOSE) for i in range(1, 40)]))
+    assert sent.outcomes().count(409) == 39
+    assert len(refusals_of(p.tickets[TID.encode()])) == 20
