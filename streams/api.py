@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web as aioweb
+from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -231,13 +232,17 @@ def visible_ticket(pipeline: Pipeline, who: Principal, ticket_id: str) -> Ticket
 
 @aioweb.middleware
 async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamResponse:
-    """Errors raised by the web framework itself (405, unknown path…) answer in JSON too."""
+    """Errors raised by the web framework itself (405, unknown path…) answer in JSON too, and
+    so does an unexpected failure (500, logged with its traceback)."""
     try:
         response: aioweb.StreamResponse = await handler(request)
     except aioweb.HTTPException as exc:
         if exc.status < 400:
             raise
         return aioweb.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path)
+        return aioweb.json_response({"error": "internal error; it has been logged"}, status=500)
     return response
 
 
@@ -260,6 +265,11 @@ def register_views(pipeline: Pipeline) -> None:
         try:
             await pipeline.commands.send(key=command.ticket_id.encode(), value=encode_command(command))
             outcome = await asyncio.wait_for(future, timeout=settings.command_timeout)
+        except KafkaError as exc:
+            log.warning("command not sent: broker unavailable", ticket_id=command.ticket_id, command_id=cid,
+                        error=repr(exc))
+            return view.json({"error": "the event log is unavailable; retry shortly (with the same "
+                                       "Idempotency-Key if you sent one)", "command_id": cid}, status=503)
         except TimeoutError:
             log.warning("command outcome timed out", ticket_id=command.ticket_id, command_id=cid)
             return view.json({"error": "no outcome in time; the command may still be applied",
