@@ -28,7 +28,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -247,16 +247,27 @@ def evaluate(ticket: Ticket, policy: Policy, now: datetime) -> list[Clock]:
 
 def measure_between(definition: SlaDefinition, start: datetime, end: datetime) -> float:
     """Seconds of the rule's measure between two instants: open time for a business rule,
-    elapsed time otherwise (a pause in a calendar rule gives back the elapsed time lost)."""
+    local wall-clock time for a calendar rule (a pause across a daylight-saving change
+    gives back the days lost, not 24 h ± 1 h each), elapsed time otherwise."""
     if definition.rule == "business" and definition.calendar is not None:
         return definition.calendar.business_seconds(start, end)
+    if definition.tz is not None:
+        return (_wall(end, definition.tz) - _wall(start, definition.tz)).total_seconds()
     return (end - start).total_seconds()
 
 
 def measure_add(definition: SlaDefinition, start: datetime, seconds: float) -> datetime:
     if definition.rule == "business" and definition.calendar is not None:
         return definition.calendar.add_business_seconds(start, seconds)
+    if definition.tz is not None:
+        local = _wall(start, definition.tz) + timedelta(seconds=seconds)
+        return local.replace(tzinfo=definition.tz).astimezone(UTC)
     return start + timedelta(seconds=seconds)
+
+
+def _wall(instant: datetime, tz: tzinfo) -> datetime:
+    """The local wall-clock reading of an instant, as a naive datetime."""
+    return instant.astimezone(tz).replace(tzinfo=None)
 
 
 def first_deadline(definition: SlaDefinition, version: PolicyVersion, start: datetime) -> tuple[datetime, datetime]:
@@ -282,7 +293,7 @@ def _start_cycle(
 ) -> Cycle:
     counting_from, deadline = first_deadline(definition, version, at)
     # The budget is the rule's duration, except for calendar rules (a month varies).
-    budget = definition.duration_seconds or (deadline - counting_from).total_seconds()
+    budget = definition.duration_seconds or measure_between(definition, counting_from, deadline)
     return Cycle(at, event_id, counting_from, budget, deadline, counting_from, budget * version.warning_ratio)
 
 
@@ -302,17 +313,34 @@ def _evaluate_one(
     cycles: list[Cycle] = []
     cycle: Cycle | None = None
     stopped = False
+    early_stops: list[Mark] = []  # stop signals dated before any cycle started
     for mark in marks:
         sig = mark.signals
+        if stopped:
+            # A reopened ticket is not finished: a clock that restarts on "reopened" runs again.
+            if "reopened" in sig and "reopened" in definition.restarts_on:
+                cycle = _start_cycle(definition, version, mark.at, mark.event_id)
+                cycles.append(cycle)
+                stopped = False
+            continue
         if cycle is None:
             if sig & definition.starts_on:
                 cycle = _start_cycle(definition, version, mark.at, mark.event_id)
                 cycles.append(cycle)
+                # A stop recorded after this start but dated before it (a phone call typed in
+                # afterwards, a restoration time given before the acknowledgement was entered):
+                # the objective was met when the clock started.
+                late = next((m for m in early_stops if m.seq > mark.seq), None)
+                if late is not None:
+                    _end(cycle, Mark(mark.at, late.seq, late.event_id, late.signals), stop=True)
+                    stopped = True
+            elif sig & definition.stops_on:
+                early_stops.append(mark)
             continue
         if sig & definition.stops_on:
             _end(cycle, mark, stop=True)
             stopped = True
-            break
+            continue
         if cycle.paused_at is None:
             if sig & definition.restarts_on:
                 _end(cycle, mark, stop=False)
@@ -533,7 +561,9 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
         cal = d.calendar
         if cycle.counting_from == cycle.start:
             return f"{head}, dans la plage ({french.window(cal)}) : {due} ({french.duration(d.duration_seconds)})."
-        skipped = cal.skipped_days(cycle.start.astimezone(tz).date(), cycle.counting_from.astimezone(tz).date())
+        filing_day = cycle.start.astimezone(tz).date()
+        # The filing day itself when it is a holiday: a Friday 10:00 is "hors plage" only then.
+        skipped = [filing_day, *cal.skipped_days(filing_day, cycle.counting_from.astimezone(tz).date())]
         holidays = [
             f"{french.date(day)} férié : {holiday_name(cal.holiday_country, day)}"
             for day in skipped

@@ -74,6 +74,9 @@ class SlaDefinition:
     days: int = 0
     months: int = 0
     clause: str = ""
+    # Calendar rules count in this zone's wall-clock time ("one week" is 7 local days, not
+    # 168 h), pauses included.
+    tz: ZoneInfo | None = None
 
     def applies_to(self, kind: str, channel: str) -> bool:
         return kind in self.kinds and channel in self.channels
@@ -220,7 +223,8 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
             raise PolicyError(str(exc)) from None
 
     excluded = _get(raw, "excluded_products", where, dict, {})
-    slas = tuple(_parse_sla(s, f"{where}.slas[{i}]", calendars) for i, s in enumerate(_get(raw, "slas", where, list)))
+    slas = tuple(_parse_sla(s, f"{where}.slas[{i}]", calendars, tz)
+                 for i, s in enumerate(_get(raw, "slas", where, list)))
     names = [s.name for s in slas]
     if len(set(names)) != len(names):
         raise PolicyError(f"{where}: SLA names must be unique, got {names}")
@@ -235,7 +239,7 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
     )
 
 
-def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar]) -> SlaDefinition:
+def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar], tz: ZoneInfo) -> SlaDefinition:
     if not isinstance(raw, dict):
         raise PolicyError(f"{where}: must be a table")
     name = _get(raw, "name", where, str)
@@ -283,6 +287,7 @@ def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar]) 
         resumes_on=signals("resumes_on"),
         restarts_on=signals("restarts_on"),
         duration_seconds=duration,
+        tz=tz if rule == "calendar" else None,
         calendar=calendar,
         days=days,
         months=months,

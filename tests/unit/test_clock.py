@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
+from importlib import resources
 
 import pytest
 
@@ -200,3 +201,48 @@ def test_policy_version_in_force_at_filing() -> None:
     after = clocks([filed("2026-06-01T00:00:00Z")], policy, at("2026-06-01T00:00:01Z"))[0]
     assert before.policy_version.id == "tiny-1" and before.deadline == at("2026-06-01T00:00:01Z")
     assert after.policy_version.id == "tiny-2" and after.deadline == at("2026-06-01T00:01:00Z")
+
+
+def test_a_restoration_time_entered_after_the_acknowledgement_but_dated_before_meets_the_target(
+        policy: Policy) -> None:
+    """A phone call typed in afterwards: the restoration time was given at 10:05, the
+    acknowledgement (entered first) says 10:10. The objective was met as its clock started."""
+    events = [
+        filed("2026-03-16T10:00:00+01:00", kind="incident"),
+        ev(EventType.ACKNOWLEDGED, "2026-03-16T10:10:00+01:00"),
+        ev(EventType.CUSTOMER_INFORMED, "2026-03-16T10:05:00+01:00", message="Coupure réseau",
+           restoration_eta=at("2026-03-16T14:00:00+01:00")),
+    ]
+    clock = by_sla(clocks(events, policy, at("2026-03-20T10:00:00+01:00")))["incident_eta"]
+    assert clock.status is ClockStatus.MET
+    assert clock.cycles[0].end == at("2026-03-16T10:10:00+01:00")
+    # Dated before but recorded before the start too: an earlier cycle's business, not this one's.
+    reordered = [events[0], events[2], events[1]]
+    assert by_sla(clocks(reordered, policy, at("2026-03-16T10:30:00+01:00")))["incident_eta"].status \
+        is ClockStatus.RUNNING
+
+
+def test_a_clock_that_restarts_on_reopened_runs_again_after_a_stop(policy: Policy) -> None:
+    text = resources.files("sla").joinpath("default_policy.toml").read_text(encoding="utf-8")
+    text = text.replace('restarts_on = ["informed", "informed_with_eta"]',
+                        'restarts_on = ["informed", "informed_with_eta", "reopened"]')
+    reopening = parse_policy(text)
+    events = [
+        filed("2026-03-16T10:00:00+01:00", kind="incident"),
+        ev(EventType.ACKNOWLEDGED, "2026-03-16T10:10:00+01:00"),
+        ev(EventType.CUSTOMER_INFORMED, "2026-03-16T11:00:00+01:00", message="Panne",
+           restoration_eta=at("2026-03-16T15:00:00+01:00")),
+        ev(EventType.RESOLVED, "2026-03-16T15:00:00+01:00"),
+        ev(EventType.REOPENED, "2026-03-17T09:00:00+01:00"),
+    ]
+    now = at("2026-03-25T10:00:00+01:00")
+    assert by_sla(clocks(events, policy, now))["incident_update"].status is ClockStatus.MET  # not asked for
+    clock = by_sla(clocks(events, reopening, now))["incident_update"]
+    assert len(clock.cycles) == 2 and clock.status is ClockStatus.BREACHED
+    assert clock.cycles[1].start == at("2026-03-17T09:00:00+01:00")
+
+
+def test_a_filing_on_a_weekday_holiday_says_why_it_is_outside_hours(policy: Policy) -> None:
+    clock = by_sla(clocks([filed("2026-05-01T10:00:00+02:00")], policy, at("2026-05-01T11:00:00+02:00")))["intake"]
+    assert "vendredi 1 mai 2026 férié : Fête du Travail" in clock.explanation()
+    assert clock.deadline == at("2026-05-04T12:00:00+02:00")

@@ -115,3 +115,26 @@ def test_segments_cover_each_clock_from_start_to_stop(filed_at: datetime, delay:
     assert segments[0].start == filed_at and segments[-1].end == acked_at
     assert all(s.end is not None and s.start <= s.end for s in segments)
     assert all(a.end == b.start for a, b in itertools.pairwise(segments))
+
+
+@given(instants, st.integers(min_value=1, max_value=5), st.integers(min_value=1, max_value=6),
+       st.integers(min_value=0, max_value=23))
+@settings(max_examples=200)
+def test_a_pause_of_whole_days_moves_a_calendar_deadline_by_as_many_local_days(
+        filed_at: datetime, pause_after_days: int, pause_days: int, pause_hour: int) -> None:
+    """« Une semaine » is counted in Paris wall-clock time, also across a pause that spans a
+    daylight-saving change: pausing N whole days moves the deadline by N local days."""
+    filed_local = filed_at.astimezone(PARIS)
+    paused = datetime.combine(filed_local.date() + timedelta(days=pause_after_days), time(pause_hour),
+                              tzinfo=PARIS).astimezone(UTC)
+    resumed = (paused.astimezone(PARIS) + timedelta(days=pause_days)).astimezone(UTC)
+    events = [filed(filed_at, kind="administrative"), ev(EventType.ACKNOWLEDGED, filed_at + timedelta(minutes=1))]
+    later = paused + timedelta(days=30)
+    plain = next(c for c in clocks(events, POLICY, later) if c.sla == "administrative_answer").deadline
+    if paused <= events[1].occurred_at or paused >= plain:
+        return
+    events += [ev(EventType.WAITING_FOR_CUSTOMER, paused),
+               ev(EventType.CUSTOMER_RESPONDED, resumed, elements_complete=False)]
+    moved = next(c for c in clocks(events, POLICY, later) if c.sla == "administrative_answer").deadline
+    expected = (plain.astimezone(PARIS) + timedelta(days=pause_days)).astimezone(UTC)
+    assert moved.astimezone(PARIS).replace(tzinfo=None) == expected.astimezone(PARIS).replace(tzinfo=None)
