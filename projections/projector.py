@@ -21,6 +21,7 @@ import structlog
 from kafka import KafkaConsumer
 from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from sla.clock import ClockStatus, evaluate
 from sla.events import Event, EventDecodeError, decode_event
@@ -33,6 +34,7 @@ from streams.topics import DEAD_LETTERS, EVENTS
 from .models import GENESIS_HASH, ArchiveRow, Base, CheckpointRow, ClockRow, DeadLetterRow, TicketRow, shadow_tables
 
 log = structlog.get_logger(__name__)
+ARCHIVE_LOCK = 0x51A1ED6E  # pg_advisory_xact_lock key of the archive's single writer
 
 TICKETS: Table = TicketRow.__table__  # type: ignore[assignment]
 CLOCKS: Table = ClockRow.__table__  # type: ignore[assignment]
@@ -66,6 +68,10 @@ class Projection:
         """Apply records in one transaction (the caller's); returns how many events were new."""
         if not records:
             return 0
+        if self.archive and conn.dialect.name == "postgresql":
+            # One archive writer at a time (two projectors during a rolling deploy would
+            # both chain onto the same last hash and fork the chain).
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ARCHIVE_LOCK})
         letters = [r for r in records if r.topic == DEAD_LETTERS]
         if letters and self.archive:
             self._dead_letters(conn, letters)
@@ -101,6 +107,21 @@ class Projection:
         if self.archive:
             self._checkpoint(conn, records)
         return len(fresh)
+
+    def set_aside(self, conn: Connection, record: Incoming, reason: str) -> None:
+        """A record the database refused: kept in ``dead_letters`` under its own coordinates,
+        and checkpointed so the projector goes on."""
+        log.error("record set aside by the projector", topic=record.topic, partition=record.partition,
+                  offset=record.offset, reason=reason)
+        exists = conn.scalar(select(func.count()).select_from(DEAD).where(
+            DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset))
+        if not exists:
+            conn.execute(insert(DEAD).values(
+                topic=record.topic, partition=record.partition, offset=record.offset,
+                reason_kind="projection failed", reason=reason, origin_topic=record.topic,
+                origin_partition=record.partition, origin_offset=record.offset, dead_lettered_at=datetime.now(UTC)))
+        if self.archive:
+            self._checkpoint(conn, [record])
 
     def _dead_letters(self, conn: Connection, letters: list[Incoming]) -> None:
         for record in letters:
@@ -236,11 +257,46 @@ def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: boo
     applied = 0
     for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
         if batch:
-            with engine.begin() as conn:
-                applied += projection.apply_batch(conn, batch)
+            applied += apply_isolating(engine, projection, batch)
         if should_stop():
             break
     return applied
+
+
+def apply_isolating(engine: Engine, projection: Projection, batch: list[Incoming]) -> int:
+    """Apply a batch in one transaction; if the database refuses it (a value it cannot
+    store), apply its records one by one and set aside the one it refuses, recorded in
+    ``dead_letters`` and past the checkpoint, instead of failing on it at every restart
+    while nothing after it is projected. The audit then reports that event as missing
+    from the archive. A database that is down is not a bad record: that error propagates."""
+    try:
+        with engine.begin() as conn:
+            return projection.apply_batch(conn, batch)
+    except DBAPIError as exc:
+        if not refuses_value(exc):
+            raise
+        log.error("batch refused by the database, applying its records one by one", error=str(exc.orig),
+                  records=len(batch))
+    applied = 0
+    for record in batch:
+        try:
+            with engine.begin() as conn:
+                applied += projection.apply_batch(conn, [record])
+        except DBAPIError as exc:
+            if not refuses_value(exc):
+                raise
+            with engine.begin() as conn:
+                projection.set_aside(conn, record, f"projection failed: {exc.orig}")
+    return applied
+
+
+def refuses_value(exc: DBAPIError) -> bool:
+    """The database refused what it was given (data exception, constraint, a limit), as
+    opposed to being unreachable or down."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return state[:2] in ("22", "23", "54")
 
 
 def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, Table, insert, or_, select, update
 
+from sla.events import CONTROL_CHARACTERS, MAX_ACTOR
+
 from .models import TokenRow
 
 ROLES = ("agent", "referent", "auditor", "admin")
@@ -36,8 +38,9 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """What every event this principal causes records as its actor."""
-        return f"{self.role}:{self.label}"
+        """What every event this principal causes records as its actor (cut to what an
+        event accepts: a label stored before labels were checked may be longer)."""
+        return f"{self.role}:{self.label}"[:MAX_ACTOR]
 
     @property
     def staff(self) -> bool:
@@ -57,12 +60,16 @@ def create_token(engine: Engine, role: str, member: str | None = None, label: st
         raise TokenError("a referent token needs --member")
     if role != "referent" and member:
         raise TokenError("only a referent token is tied to a member")
+    label = label or member or role
+    longest = MAX_ACTOR - len(role) - 1
+    if len(label) > longest or CONTROL_CHARACTERS.search(label):
+        raise TokenError(f"label: at most {longest} characters, no control character")
     token_id = str(uuid.uuid4())
     secret = secret or "slt_" + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         conn.execute(insert(TOKENS).values(
             token_id=token_id, token_hash=digest(secret), role=role, member=member,
-            label=(label or member or role)[:128], created_at=datetime.now(UTC)))
+            label=label, created_at=datetime.now(UTC)))
     return token_id, secret
 
 

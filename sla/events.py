@@ -137,6 +137,20 @@ def validate_ticket_id(value: object) -> str:
     return value
 
 
+# Control characters a database or a terminal would choke on (PostgreSQL refuses NUL in text);
+# tab, line feed and carriage return are text.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_ACTOR = 128  # the archive's column
+
+
+def validate_actor(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ACTOR:
+        raise EventDecodeError(f"actor: must be a non-empty string of at most {MAX_ACTOR} characters")
+    if CONTROL_CHARACTERS.search(value):
+        raise EventDecodeError("actor: contains a control character")
+    return value
+
+
 def validate_payload(event_type: EventType, payload: Mapping[str, Any], *, wire: bool) -> dict[str, Any]:
     """Check a payload against its schema; with ``wire=True`` instants arrive as strings."""
     if not isinstance(payload, Mapping):
@@ -171,6 +185,9 @@ def validate_payload(event_type: EventType, payload: Mapping[str, Any], *, wire:
                 raise EventDecodeError(f"{where}: must not be empty")
             if len(value) > spec.max_length:
                 raise EventDecodeError(f"{where}: longer than {spec.max_length} characters")
+            if CONTROL_CHARACTERS.search(value):
+                raise EventDecodeError(f"{where}: contains a control character (only tab and line breaks "
+                                       "are allowed)")
         out[name] = value
     return out
 
@@ -231,7 +248,7 @@ def new_event(
         ticket_id=validate_ticket_id(ticket_id),
         occurred_at=occurred_at.astimezone(UTC),
         recorded_at=recorded_at.astimezone(UTC),
-        actor=actor,
+        actor=validate_actor(actor),
         payload=clean,
         schema_version=CURRENT_SCHEMA_VERSION[event_type],
     )
@@ -297,8 +314,7 @@ def event_from_dict(
         event_id = uuid.UUID(str(raw["event_id"]))
     except ValueError:
         raise EventDecodeError(f"event_id: {raw['event_id']!r} is not a UUID") from None
-    if not isinstance(raw["actor"], str) or not raw["actor"]:
-        raise EventDecodeError("actor: must be a non-empty string")
+    validate_actor(raw["actor"])
     if not isinstance(raw["payload"], Mapping):
         raise EventDecodeError("payload: must be an object")
     payload = upcasters.upcast(event_type, version, dict(raw["payload"]), target)
@@ -318,7 +334,9 @@ def encode_event(event: Event) -> bytes:
     return json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def decode_event(data: bytes | str, *, upcasters: Upcasters = UPCASTERS) -> Event:
+def decode_event(data: bytes | str | None, *, upcasters: Upcasters = UPCASTERS) -> Event:
+    if not isinstance(data, bytes | bytearray | str):
+        raise EventDecodeError("empty record: no value")
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -9,14 +9,30 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, select, text
 
 from projections.models import GENESIS_HASH
-from projections.projector import ARCHIVE, CLOCKS, TICKETS, chain_hash, count, create_schema, rebuild, run_projector
+from projections.projector import (
+    ARCHIVE,
+    CHECKPOINTS,
+    CLOCKS,
+    DEAD,
+    TICKETS,
+    Incoming,
+    Projection,
+    apply_isolating,
+    chain_hash,
+    count,
+    create_schema,
+    rebuild,
+    run_projector,
+)
 from sla.events import Event, EventType, encode_event, new_event
+from sla.ticket import Ticket
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_tools import producer
@@ -184,3 +200,32 @@ def test_dead_letters_are_counted(broker: EmbeddedBroker, database: str) -> None
                for family in ProjectionCollector(engine).collect() for s in family.samples}
     assert samples['slaledger_dead_lettered_total{"reason": "unreadable event"}'] == 2
     assert samples['slaledger_dead_lettered_total{"reason": "command refused"}'] == 1
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
+        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One event PostgreSQL cannot store (here: a value forced past its column) must not stop
+    the projector at every restart: it is recorded in dead_letters, checkpointed past, and
+    the events around it are projected and archived in one chain."""
+    engine = create_engine(database)
+    create_schema(engine)
+    events = history(3, datetime(2026, 3, 2, 8, 0, tzinfo=UTC), prefix="Q")
+    bad = events[1].ticket_id
+    original = Projection._store
+
+    def store(self: Projection, conn: Any, ticket: Ticket, now: datetime) -> None:
+        if ticket.ticket_id == bad:
+            conn.execute(text("SELECT :v"), {"v": "a\x00b"})  # PostgreSQL refuses NUL in text
+        original(self, conn, ticket, now)
+
+    monkeypatch.setattr(Projection, "_store", store)
+    records = [Incoming(EVENTS, 0, offset, encode_event(e)) for offset, e in enumerate(events)]
+    applied = apply_isolating(engine, Projection(load_policy()), records)
+    refused = [r for r, e in zip(records, events, strict=True) if e.ticket_id == bad]
+    assert applied == len(events) - len(refused)
+    with engine.connect() as conn:
+        letters = conn.execute(select(DEAD.c.offset, DEAD.c.reason_kind)).all()
+        assert sorted(letters) == [(r.offset, "projection failed") for r in refused]
+        assert conn.scalar(select(CHECKPOINTS.c.offset)) == len(events) - 1
+        assert {t for (t,) in conn.execute(select(TICKETS.c.ticket_id))} == {e.ticket_id for e in events} - {bad}
+    assert verify_chain(engine) == len(events) - len(refused)
