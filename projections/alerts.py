@@ -5,8 +5,8 @@ link to the ticket's page.
 Prometheus alerts are aggregates (never a ticket id as a label); the support team also wants
 "which ticket?", so the projector — the one process that owns the read model — pushes these
 straight to Alertmanager's API. Alerts carry an ``endsAt`` a few intervals ahead and are
-re-sent every interval: a ticket acknowledged, resolved or closed simply stops being sent
-and its alert resolves by itself, and a restart loses nothing (the state is in SQL).
+re-sent every interval: a clock that stops (the ticket acknowledged, even late; resolved;
+closed) simply stops being sent and its alert resolves by itself, and a restart loses nothing (the state is in SQL).
 Alertmanager's inhibition mutes a ticket's at-risk alert once its breach fires
 (``equal: [ticket_id, sla]``).
 """
@@ -41,7 +41,8 @@ def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta
     query = (select(c.c.ticket_id, c.c.sla, c.c.status, c.c.deadline, c.c.warning_at, c.c.explanation,
                     c.c.contractual, t.c.member, t.c.kind, t.c.subject)
              .join(t, t.c.ticket_id == c.c.ticket_id)
-             .where(t.c.status.not_in(["resolved", "closed"]), c.c.status.in_(["running", "breached"])))
+             .where(t.c.status.not_in(["resolved", "closed"]), c.c.status.in_(["running", "breached"]),
+                    c.c.stopped_at.is_(None)))  # a late acknowledgement leaves nothing to act on
     alerts = []
     with engine.connect() as conn:
         for row in conn.execute(query):

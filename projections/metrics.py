@@ -64,7 +64,7 @@ class ProjectionCollector(Collector):
             rank = {"paused": 0, "running": 1, "at_risk": 2, "breached": 3}
             for ticket_id, sla, status, deadline, warning_at in conn.execute(
                 select(c.c.ticket_id, c.c.sla, c.c.status, c.c.deadline, c.c.warning_at)
-                .where(c.c.status.in_(["running", "paused", "breached"]))
+                .where(c.c.status.in_(["running", "paused", "breached"]), c.c.stopped_at.is_(None))
             ):
                 if ticket_id not in open_tickets:
                     continue
@@ -109,7 +109,8 @@ class ProjectionCollector(Collector):
             letters: dict[str, int] = dict(
                 conn.execute(select(d.c.reason_kind, func.count()).group_by(d.c.reason_kind)).all())
 
-        gauge = GaugeMetricFamily("slaledger_open_tickets", "Open tickets by kind and worst SLA state",
+        gauge = GaugeMetricFamily("slaledger_open_tickets",
+                                  "Open tickets by kind and worst state of their running SLA clocks",
                                   labels=["kind", "sla_state"])
         kinds = {kind for kind, _ in by_kind_state} | {"assistance", "incident", "administrative", "go_live"}
         for kind in sorted(kinds):

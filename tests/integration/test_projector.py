@@ -15,6 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, select, text
 
+from projections.alerts import ticket_alerts
+from projections.metrics import ProjectionCollector
 from projections.models import GENESIS_HASH
 from projections.projector import (
     ARCHIVE,
@@ -229,3 +231,27 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
         assert conn.scalar(select(CHECKPOINTS.c.offset)) == len(events) - 1
         assert {t for (t,) in conn.execute(select(TICKETS.c.ticket_id))} == {e.ticket_id for e in events} - {bad}
     assert verify_chain(engine) == len(events) - len(refused)
+
+
+def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> None:
+    """A ticket acknowledged late is breached history, not something to act on: no
+    per-ticket alert, not counted as an open breach; one still unacknowledged is both."""
+    engine = create_engine(database)
+    create_schema(engine)
+    filed_at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def ev(event_type: EventType, tid: str, at: datetime, **payload: object) -> Event:
+        return new_event(event_type, tid, occurred_at=at, recorded_at=at, actor="test", payload=payload)
+
+    events = [ev(EventType.TICKET_FILED, tid, filed_at, kind="assistance", channel="portal", member="m-1",
+                 product="ent", subject="s") for tid in ("LATE", "WAITING")]
+    events.append(ev(EventType.ACKNOWLEDGED, "LATE", filed_at + timedelta(hours=30)))
+    with engine.begin() as conn:
+        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
+                                                     for i, e in enumerate(events)])
+    now = filed_at + timedelta(days=3)
+    alerts = ticket_alerts(engine, now, "http://x/{ticket_id}", timedelta(minutes=1))
+    assert [(a["labels"]["ticket_id"], a["labels"]["alertname"]) for a in alerts] == [("WAITING", "SLATicketBreached")]
+    gauge = {tuple(s.labels.values()): s.value for m in ProjectionCollector(engine, now=lambda: now).collect()
+             if m.name == "slaledger_open_tickets" for s in m.samples}
+    assert gauge[("assistance", "breached")] == 1
