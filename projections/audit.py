@@ -84,6 +84,7 @@ class TicketAudit:
     timeline: list[tuple[Event, LogRecord]] = field(default_factory=list)
     known_then: Ticket | None = None  # events recorded up to as_of (or all)
     full_log: Ticket | None = None  # events that occurred up to as_of, whenever recorded
+    seen: set[int] = field(default_factory=set)  # event ids read: a later copy is a re-send
 
 
 @dataclass
@@ -123,6 +124,9 @@ class AuditResult:
     # Closed tickets folded into counts and dropped (whole-log replays without timelines).
     closed_summary: dict[str, SlaSummary] = field(default_factory=dict)
     closed_summarized: int = 0
+    # Whether the log was checked: the archive's hash chain, or the topic against the
+    # archive. A topic replayed without the archive is folded but not verified.
+    verified: bool = False
 
     @property
     def ok(self) -> bool:
@@ -186,8 +190,8 @@ class TopicVerifier:
     """Checks a topic against the archive: same bytes per event id, same order per ticket,
     nothing missing, nothing the archive does not know."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | None) -> None:
+        self.engine = engine  # None: only copies that differ are found (no archive to compare)
         self.findings: list[Finding] = []
         self.seen: dict[str, str] = {}  # event id → sha256 of bytes
         self.content: dict[str, str] = {}  # event id → sha256 of the event but its times
@@ -215,6 +219,8 @@ class TopicVerifier:
         self.order[event.ticket_id].append(eid)
 
     def finish(self) -> tuple[list[Finding], str | None]:
+        if self.engine is None:
+            return self.findings, None
         head = None
         archived: dict[str, str] = {}
         order: dict[str, list[str]] = defaultdict(list)
@@ -265,7 +271,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     per-SLA counts when it closes and forgets it, so a whole-log replay holds only the open
     tickets: memory follows the open queue, not the history."""
     chain = ChainVerifier() if source == "archive" else None
-    topic_check = TopicVerifier(engine) if source == "kafka" and engine is not None else None
+    # Without the archive, the topic is still checked for an event id whose copies differ.
+    topic_check = TopicVerifier(engine) if source == "kafka" else None
     findings: list[Finding] = []
     selected: dict[str, TicketAudit] = {}
     rejected: set[str] = set()
@@ -302,6 +309,9 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             audit = selected[event.ticket_id] = TicketAudit(
                 event.ticket_id, known_then=Ticket(event.ticket_id),
                 full_log=Ticket(event.ticket_id) if filters.as_of else None)
+        if event.event_id.int in audit.seen:
+            continue  # a later copy (at-least-once re-send): the first one counts, once
+        audit.seen.add(event.event_id.int)
         if timelines:
             audit.timeline.append((event, record))
         as_of = filters.as_of
@@ -322,8 +332,9 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     if topic_check is not None:
         extra, head = topic_check.finish()
         findings = extra + findings
+    verified = chain is not None or (topic_check is not None and engine is not None)
     return AuditResult(datetime.now(UTC), source, filters, count, head, findings, selected, policy,
-                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed))
+                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified)
 
 
 def _describe(record: LogRecord) -> str:
@@ -398,7 +409,8 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "from": format_instant(f.filed_from) if f.filed_from else None,
                     "to": format_instant(f.filed_to) if f.filed_to else None,
                     "as_of": format_instant(f.as_of) if f.as_of else None},
-        "integrity": {"ok": result.ok, "chain_head": result.chain_head, "events_read": result.events_read,
+        "integrity": {"ok": result.ok, "verified": result.verified, "chain_head": result.chain_head,
+                      "events_read": result.events_read,
                       "resent_records": result.resent_records,
                       "findings": [x.to_dict() for x in result.findings]},
         "summary": per_sla,

@@ -24,9 +24,14 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """The report as (style, text) lines; every format is rendered from these."""
     out: list[tuple[str, str]] = [("h1", "Dossier de contestation — engagements de service (Article 4)")]
     integrity = doc["integrity"]
-    if integrity["ok"]:
+    if integrity["ok"] and integrity.get("verified", True):
         out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie. "
                           f"Empreinte de tête de chaîne : {integrity['chain_head'] or '—'}"))
+    elif integrity["ok"]:
+        out.append(("alert", f"INTÉGRITÉ NON VÉRIFIÉE : {integrity['events_read']} événements lus dans le topic "
+                             "sans l'archive de référence (base de données non fournie) ; seule l'absence "
+                             "de copies divergentes d'un même événement a été contrôlée. Pour un dossier "
+                             "opposable, rejouer l'archive (--source archive) ou fournir la base."))
     else:
         out.append(("alert", f"ATTENTION — INTÉGRITÉ NON VÉRIFIÉE : {len(integrity['findings'])} anomalie(s) "
                              "dans le journal des événements. Les conclusions ci-dessous ne peuvent être "

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.audit import Filters, LogRecord, dispute_file, replay
+from projections.report import to_markdown
 from sla.events import EventType, encode_event
 from sla.policy import Policy
 from slaledger.progress import ProgressBar
@@ -76,3 +77,16 @@ def test_progress_bar_is_silent_off_a_terminal() -> None:
     bar(5)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_a_re_sent_event_is_listed_once_and_a_topic_without_archive_is_not_called_verified(policy: Policy) -> None:
+    records = log_of([(1, True, False)])
+    copy = LogRecord(records[1].raw, {"topic": "t", "partition": 0, "offset": 99})  # at-least-once re-send
+    result = replay(iter([*records, copy]), policy, Filters(ticket="T-000"), source="kafka")
+    assert [e.event_id for e, _ in result.tickets["T-000"].timeline] == \
+        [e.event_id for e, _ in replay(iter(records), policy, Filters(ticket="T-000"), source="kafka")
+         .tickets["T-000"].timeline]
+    assert result.resent_records == 1 and result.ok and not result.verified
+    integrity = dispute_file(result)["integrity"]
+    assert integrity["verified"] is False
+    assert "INTÉGRITÉ NON VÉRIFIÉE" in to_markdown(dispute_file(result))
