@@ -233,16 +233,25 @@ def clocks(events: Iterable[Event], policy: Policy, now: datetime) -> list[Clock
     return evaluate(fold(events), policy, now)
 
 
+NO_LONGER_APPLIES = "Engagement qui ne s'applique plus à ce ticket : son type ou son canal a été corrigé"
+
+
 def evaluate(ticket: Ticket, policy: Policy, now: datetime) -> list[Clock]:
     if ticket.filed_at is None:
         return []
     version = policy.version_for(ticket.filed_at)
     marks = sorted(ticket.marks)  # by business time, then log position
     excluded_reason = version.excluded_products.get(ticket.product)
-    return [
-        _evaluate_one(ticket, definition, version, marks, now, excluded_reason)
-        for definition in version.slas_for(ticket.kind, ticket.channel)
-    ]
+    applicable = version.slas_for(ticket.kind, ticket.channel)
+    found = [_evaluate_one(ticket, definition, version, marks, now, excluded_reason) for definition in applicable]
+    if ticket.facts:
+        # A breach recorded under an SLA that no longer applies (the ticket was reclassified
+        # or its channel corrected): that clock is excluded now, so its breach is retracted.
+        names = {d.name for d in applicable}
+        stale = {sla for (kind, sla, _) in ticket.facts if kind is EventType.SLA_BREACHED} - names
+        found += [_evaluate_one(ticket, definition, version, marks, now, NO_LONGER_APPLIES)
+                  for definition in version.slas if definition.name in stale]
+    return found
 
 
 def measure_between(definition: SlaDefinition, start: datetime, end: datetime) -> float:

@@ -246,3 +246,24 @@ def test_a_filing_on_a_weekday_holiday_says_why_it_is_outside_hours(policy: Poli
     clock = by_sla(clocks([filed("2026-05-01T10:00:00+02:00")], policy, at("2026-05-01T11:00:00+02:00")))["intake"]
     assert "vendredi 1 mai 2026 férié : Fête du Travail" in clock.explanation()
     assert clock.deadline == at("2026-05-04T12:00:00+02:00")
+
+
+def test_a_breach_under_an_sla_that_no_longer_applies_is_retracted(policy: Policy) -> None:
+    """Filed as administrative, breached its one-week answer, then reclassified as
+    assistance: the administrative deadline never applied to it."""
+    events = [
+        filed("2026-03-02T09:00:00+01:00", kind="administrative", channel="email"),
+        ev(EventType.ACKNOWLEDGED, "2026-03-02T10:00:00+01:00"),
+    ]
+    ticket = fold(events)
+    breach = due_facts(ticket, evaluate(ticket, policy, at("2026-03-10T09:00:00+01:00")),
+                       at("2026-03-10T09:00:00+01:00"))
+    assert [(f.type, f.payload["sla"]) for f in breach] == [(EventType.SLA_BREACHED, "administrative_answer")]
+    events += [*breach, ev(EventType.RECLASSIFIED, "2026-03-11T09:00:00+01:00", kind="assistance")]
+    ticket = fold(events)
+    now = at("2026-03-11T10:00:00+01:00")
+    found = by_sla(evaluate(ticket, policy, now))
+    assert found["administrative_answer"].status is ClockStatus.EXCLUDED
+    facts = due_facts(ticket, evaluate(ticket, policy, now), now)
+    assert [(f.type, f.payload["sla"]) for f in facts] == [(EventType.SLA_BREACH_RETRACTED, "administrative_answer")]
+    assert due_facts(fold([*events, *facts]), evaluate(fold([*events, *facts]), policy, now), now) == []
