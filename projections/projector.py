@@ -314,14 +314,27 @@ def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:
     with engine.begin() as conn:
         # the archive and checkpoints are not rebuilt; the live tables are replaced
         for live, shadow in ((TICKETS, shadow_tickets), (CLOCKS, shadow_clocks)):
+            grants = _grants(conn, live.name)
             conn.execute(text(f"DROP TABLE {live.name}"))
             conn.execute(text(f"ALTER TABLE {shadow.name} RENAME TO {live.name}"))
             if engine.dialect.name == "postgresql":
                 conn.execute(text(f"ALTER TABLE {live.name} RENAME CONSTRAINT pk_{shadow.name} TO pk_{live.name}"))
             for index in live.indexes:
                 index.create(conn)
+            for grantee, privilege in grants:  # e.g. Grafana's read-only role keeps its access
+                conn.execute(text(f'GRANT {privilege} ON {live.name} TO "{grantee}"'))
     log.info("projection rebuilt", events=count)
     return count
+
+
+def _grants(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """Privileges other roles hold on a table (PostgreSQL), to give back to its replacement."""
+    if conn.dialect.name != "postgresql":
+        return []
+    rows = conn.execute(text(
+        "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+        "WHERE table_schema = current_schema() AND table_name = :t AND grantee <> current_user"), {"t": table})
+    return [(grantee, privilege) for grantee, privilege in rows]
 
 
 def create_schema(engine: Engine) -> None:

@@ -109,8 +109,21 @@ def test_idempotent_chained_and_rebuilt_equal(broker: EmbeddedBroker, database: 
     assert count(engine, ARCHIVE) == len(events)
     assert snapshot(engine) == before
     assert verify_chain(engine) == len(events)
-    # rebuild from offset 0 into shadow tables, swapped in: equal to the live tables
-    rebuild(engine, broker.bootstrap, policy)
+    # rebuild from offset 0 into shadow tables, swapped in: equal to the live tables, and a
+    # read-only role (Grafana's) keeps its access to them
+    reader = f"ro_{database.rsplit('_', 1)[-1]}"
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{reader}"'))
+        conn.execute(text(f'GRANT SELECT ON tickets, sla_clocks TO "{reader}"'))
+    try:
+        rebuild(engine, broker.bootstrap, policy)
+        with engine.connect() as conn:
+            assert conn.scalar(text(f"SELECT has_table_privilege('{reader}', 'tickets', 'SELECT') "
+                                    f"AND has_table_privilege('{reader}', 'sla_clocks', 'SELECT')"))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{reader}"'))
+            conn.execute(text(f'DROP ROLE "{reader}"'))
     assert snapshot(engine) == before
     with engine.connect() as conn:
         statuses = dict(conn.execute(select(CLOCKS.c.ticket_id, CLOCKS.c.status).where(CLOCKS.c.sla == "intake")).all())
