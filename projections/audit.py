@@ -33,8 +33,8 @@ from streams.kafka_tools import read_topic
 from streams.topics import EVENTS
 
 from .metrics import aware
-from .models import GENESIS_HASH
-from .projector import ARCHIVE
+from .models import ARCHIVE_HEAD, GENESIS_HASH
+from .projector import ARCHIVE, CHECKPOINTS
 
 SCHEMA = "slaledger.dispute-file/1"
 log = structlog.get_logger(__name__)
@@ -163,6 +163,7 @@ class ChainVerifier:
         self.findings: list[Finding] = []
         self.seen_ids: set[str] = set()
         self.seen_hashes: set[str] = {GENESIS_HASH}
+        self.last_seq: int | None = None
 
     def check(self, record: LogRecord, event_id: str | None) -> None:
         seq = record.source.get("archive_seq")
@@ -184,6 +185,18 @@ class ChainVerifier:
             self.seen_ids.add(event_id)
         self.prev = record.hash or ""
         self.seen_hashes.add(self.prev)
+        self.last_seq = seq
+
+    def finish(self, engine: Engine | None) -> None:
+        """The archive must end where the projector last wrote it (its recorded head)."""
+        if engine is None:
+            return
+        with engine.connect() as conn:
+            head = conn.scalar(select(CHECKPOINTS.c.offset).where(CHECKPOINTS.c.topic == ARCHIVE_HEAD))
+        if head is not None and (self.last_seq or 0) < head:
+            self.findings.append(Finding("missing", f"Archive : elle s'arrête à la ligne {self.last_seq or 0} alors "
+                                                    f"que la dernière ligne écrite était la {head} (lignes finales "
+                                                    "supprimées)."))
 
 
 class TopicVerifier:
@@ -327,6 +340,7 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             closed.add(event.ticket_id)
     head = None
     if chain is not None:
+        chain.finish(engine)
         findings = chain.findings + findings
         head = chain.prev if count else None
     if topic_check is not None:

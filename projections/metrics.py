@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from .models import ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, TicketRow
+from .models import ARCHIVE_HEAD, ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, TicketRow
 
 # A bucket boundary exactly at 4 h: "% acknowledged within 4 h" is one bucket over the count.
 ACK_BUCKETS = (300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
@@ -104,7 +104,8 @@ class ProjectionCollector(Collector):
             ]
             processed: dict[str, int] = dict(conn.execute(select(a.c.type, func.count()).group_by(a.c.type)).all())
             last_event = aware(conn.scalar(select(func.max(a.c.recorded_at))))
-            positions = conn.execute(select(CheckpointRow.__table__)).all()
+            positions = conn.execute(select(CheckpointRow.__table__)
+                                     .where(CheckpointRow.__table__.c.topic != ARCHIVE_HEAD)).all()
             d = DeadLetterRow.__table__
             letters: dict[str, int] = dict(
                 conn.execute(select(d.c.reason_kind, func.count()).group_by(d.c.reason_kind)).all())

@@ -152,6 +152,9 @@ class ItopCheckpointRow(Base):
 
 Index("ix_event_archive_type", ArchiveRow.type)
 GENESIS_HASH = "0" * 64
+# A projection_checkpoints row holding the seq of the last archived row, written in the same
+# transaction: an archive whose last rows were deleted ends before it (the audit says so).
+ARCHIVE_HEAD = "__archive_head__"
 
 
 def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:

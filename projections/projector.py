@@ -31,7 +31,17 @@ from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import DEAD_LETTERS, EVENTS
 
-from .models import GENESIS_HASH, ArchiveRow, Base, CheckpointRow, ClockRow, DeadLetterRow, TicketRow, shadow_tables
+from .models import (
+    ARCHIVE_HEAD,
+    GENESIS_HASH,
+    ArchiveRow,
+    Base,
+    CheckpointRow,
+    ClockRow,
+    DeadLetterRow,
+    TicketRow,
+    shadow_tables,
+)
 
 log = structlog.get_logger(__name__)
 ARCHIVE_LOCK = 0x51A1ED6E  # pg_advisory_xact_lock key of the archive's single writer
@@ -157,6 +167,10 @@ class Projection:
             })
             prev = digest
         conn.execute(insert(ARCHIVE), rows)
+        head = conn.scalar(select(func.max(ARCHIVE.c.seq)))
+        if conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == ARCHIVE_HEAD)
+                        .values(offset=head)).rowcount == 0:
+            conn.execute(insert(CHECKPOINTS).values(topic=ARCHIVE_HEAD, partition=0, offset=head))
 
     def _load(self, conn: Connection, ticket_id: str) -> Ticket | None:
         state = conn.scalar(select(self.tickets.c.state).where(self.tickets.c.ticket_id == ticket_id))

@@ -111,7 +111,7 @@ def test_member_and_period_summary(audited: tuple[EmbeddedBroker, str]) -> None:
     assert doc["summary"]["intake"]["met"] == 1 and doc["summary"]["intake"]["compliance_percent"] == 100.0
 
 
-@pytest.mark.parametrize("tamper", ["altered", "missing", "duplicated", "reordered"])
+@pytest.mark.parametrize("tamper", ["altered", "missing", "duplicated", "reordered", "truncated"])
 def test_archive_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     _broker, database = audited
@@ -124,6 +124,8 @@ def test_archive_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper
                          .values(envelope=target.envelope.replace("agent:alice", "agent:mallory")))
         elif tamper == "missing":
             conn.execute(ARCHIVE.delete().where(ARCHIVE.c.seq == target.seq))
+        elif tamper == "truncated":  # the last rows deleted: the chain itself is intact
+            conn.execute(ARCHIVE.delete().where(ARCHIVE.c.seq >= rows[-2].seq))
         elif tamper == "duplicated":
             conn.execute(text("ALTER TABLE event_archive DROP CONSTRAINT uq_event_archive_event_id"))
             copy = {k: v for k, v in target._mapping.items() if k != "seq"}
@@ -132,9 +134,9 @@ def test_archive_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper
             conn.execute(update(ARCHIVE).where(ARCHIVE.c.seq == rows[1].seq).values(seq=-1))
             conn.execute(update(ARCHIVE).where(ARCHIVE.c.seq == rows[2].seq).values(seq=rows[1].seq))
             conn.execute(update(ARCHIVE).where(ARCHIVE.c.seq == -1).values(seq=rows[2].seq))
-    result = replay(archive_records(engine), load_policy(), Filters(), source="archive")
+    result = replay(archive_records(engine), load_policy(), Filters(), source="archive", engine=engine)
     assert not result.ok
-    assert tamper in {f.kind for f in result.findings}, result.findings
+    assert {"truncated": "missing"}.get(tamper, tamper) in {f.kind for f in result.findings}, result.findings
     out = tmp_path / "report.md"
     code = main(["audit", "replay", "--source", "archive", "--database", database, "--format", "md",
                  "--output", str(out)])
