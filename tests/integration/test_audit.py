@@ -137,6 +137,11 @@ def test_archive_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper
     result = replay(archive_records(engine), load_policy(), Filters(), source="archive", engine=engine)
     assert not result.ok
     assert {"truncated": "missing"}.get(tamper, tamper) in {f.kind for f in result.findings}, result.findings
+    # One ticket's dispute file decodes only its rows but checks every row: the same findings,
+    # whichever ticket the tampered row belongs to.
+    for ticket in sorted({r.ticket_id for r in rows}):
+        one = replay(archive_records(engine), load_policy(), Filters(ticket=ticket), source="archive", engine=engine)
+        assert [f.kind for f in one.findings] == [f.kind for f in result.findings], ticket
     out = tmp_path / "report.md"
     code = main(["audit", "replay", "--source", "archive", "--database", database, "--format", "md",
                  "--output", str(out)])
