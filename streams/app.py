@@ -328,7 +328,7 @@ class Pipeline:
         now = utcnow()
         cache: dict[str, Ticket | None] = {}
         refused: dict[str, Refusals] = {}
-        touched: dict[str, tuple[int, Ticket, datetime | None]] = {}
+        touched: dict[str, tuple[int, Ticket]] = {}
         emit: list[Event] = []
         letters: list[tuple[Record, str]] = []
         outcomes: list[Outcome] = []
@@ -351,18 +351,18 @@ class Pipeline:
                 letters.append((record, step.dead_letter))
             if step.ticket is not None:
                 cache[tid] = step.ticket
-                touched[tid] = (record.partition, step.ticket, step.wakeup)
+                touched[tid] = (record.partition, step.ticket)
             current = cache[tid]
             if step.refusal is not None and current is not None:  # remembered with the ticket
                 cid, status, body = step.refusal
                 refused[tid][cid] = (status, body)
-                if tid not in touched:
-                    touched[tid] = (record.partition, current, self.processor.wakeup(current, now))
+                touched.setdefault(tid, (record.partition, current))
             emit.extend(step.emit)
             if step.outcome is not None:
                 outcomes.append(step.outcome)
         await self._append(emit, letters)
-        for tid, (partition, ticket, wakeup) in touched.items():
+        for tid, (partition, ticket) in touched.items():
+            wakeup = self.processor.wakeup(ticket, now)  # once per ticket and batch
             self.tickets[tid.encode()] = stored(ticket, wakeup, refused[tid])
             self.index.schedule(partition, tid, wakeup)
         for event in emit:

@@ -108,7 +108,6 @@ class Step:
     emit: list[Event] = field(default_factory=list)  # append these events, in order, first
     outcome: Outcome | None = None
     dead_letter: str | None = None  # reason, if the record is unreadable
-    wakeup: datetime | None = None  # next instant the timer should look at this ticket
     refusal: tuple[str, int, dict[str, Any]] | None = None  # (command id, status, answer) to remember
 
 
@@ -177,7 +176,6 @@ class TicketProcessor:
             ticket=state,
             emit=emitted,
             outcome=Outcome(cid, status, self._accepted(state, [e.event_id for e in emitted], now)) if reply else None,
-            wakeup=self.wakeup(state, now),
         )
 
     def on_event(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
@@ -193,7 +191,7 @@ class TicketProcessor:
         if event.event_id.int in state.event_ids:
             return Step()  # already applied (our own event coming back, or a redelivery)
         state.apply(event)
-        return Step(ticket=state, wakeup=self.wakeup(state, now))
+        return Step(ticket=state)
 
     def due(self, ticket: Ticket, now: datetime) -> list[Event]:
         """For the timer: SLA facts due now (it sends them; it never writes the table)."""
