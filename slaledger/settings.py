@@ -7,6 +7,7 @@ over it. ``Settings.public()`` is what the worker logs at start (secrets masked)
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,17 @@ def load_policy(path: str | Path | None = None) -> Policy:
     else:
         text = Path(path).read_text(encoding="utf-8")
     return parse_policy(text)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_URL_USERINFO = re.compile(r"(?<=://)[^/@]*@")
+_URL_SECRET_PARAM = re.compile(r"(?i)([?&;](?:password|passwd|pwd|secret|token|api_key|apikey)=)[^&;#]*")
+
+
+def mask_url(url: str) -> str:
+    """A URL fit for a log: its user:password@ and any password-like query value masked."""
+    return _URL_SECRET_PARAM.sub(r"\1***", _URL_USERINFO.sub("***@", url))
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,12 @@ class Settings:
                 continue
             kind: type = type(f.default) if f.default is not None else str
             if kind is bool:
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                flag = raw.strip().lower()
+                if flag not in _TRUE + _FALSE:
+                    # A typo must not turn a safeguard (SLALEDGER_AUTH) off.
+                    raise ValueError(f"SLALEDGER_{f.name.upper()}: {raw!r} is not one of "
+                                     f"{', '.join(_TRUE)} / {', '.join(x for x in _FALSE if x)}")
+                values[f.name] = flag in _TRUE
             elif kind in (int, float):
                 try:
                     values[f.name] = kind(raw)
@@ -114,14 +131,13 @@ class Settings:
         return self.broker_url.removeprefix("kafka://")
 
     def public(self) -> dict[str, Any]:
+        """The settings as logged at start: secrets masked, credentials in any URL too."""
         out = asdict(self)
         for key, value in out.items():
             if any(h in key for h in _SECRET_HINTS) and value:
                 out[key] = "***"
-        if "@" in self.database_url:
-            out["database_url"] = self.database_url.split("://", 1)[0] + "://***@" + self.database_url.split("@", 1)[1]
-        if "@" in self.broker_url:
-            out["broker_url"] = "kafka://***@" + self.broker_url.split("@", 1)[1]
+            elif isinstance(value, str) and "://" in value:
+                out[key] = mask_url(value)
         return out
 
     def policy(self) -> Policy:

@@ -1,0 +1,35 @@
+"""Settings from the environment: a mistyped flag is an error, not a silent "off", and the
+start log masks every credential, in URLs too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slaledger.settings import Settings
+
+
+@pytest.mark.parametrize("value", ["enabled", "y", "oui", "2"])
+def test_a_boolean_that_is_not_one_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="SLALEDGER_AUTH"):
+        Settings.from_env({"SLALEDGER_AUTH": value})
+
+
+def test_booleans() -> None:
+    assert Settings.from_env({"SLALEDGER_AUTH": "off"}).auth is False
+    assert Settings.from_env({"SLALEDGER_AUTH": " True "}).auth is True
+
+
+def test_no_credential_reaches_the_start_log() -> None:
+    settings = Settings.from_env({
+        "SLALEDGER_DATABASE_URL": "postgresql+psycopg://app:DbS3cret@db/slaledger?sslmode=require&password=Q1",
+        "SLALEDGER_ALERTMANAGER_URL": "https://am:AmS3cret@alertmanager:9093",
+        "SLALEDGER_ITOP_URL": "https://itop:ItopS3cret@itop.example/webservices/rest.php",
+        "SLALEDGER_BROKER_URL": "kafka://user:KafkaS3cret@k1:9092,k2:9092",
+        "SLALEDGER_ITOP_PASSWORD": "pw", "SLALEDGER_KAFKA_SASL_PASSWORD": "pw2",
+    })
+    logged = json.dumps(settings.public())
+    for secret in ("DbS3cret", "Q1", "AmS3cret", "ItopS3cret", "KafkaS3cret", '"pw"', '"pw2"'):
+        assert secret not in logged, secret
+    assert "alertmanager:9093" in logged and "k1:9092,k2:9092" in logged
