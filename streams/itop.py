@@ -49,7 +49,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy import Engine, select
 
-from sla.events import KINDS, validate_ticket_id
+from sla.events import CONTROL_CHARACTERS, KINDS, validate_ticket_id
 from sla.ticket import Command, CommandType, DomainError, Status, Ticket, command_event_id, decide
 
 from .processor import encode_command
@@ -329,16 +329,23 @@ def parse_itop_time(value: Any, tz: ZoneInfo) -> datetime | None:
         return None
     try:
         naive = datetime.strptime(str(value), ITOP_TIME_FORMAT)
-    except ValueError:
+        # in UTC: an ambiguous local time compares badly
+        return naive.replace(tzinfo=tz).astimezone(UTC)
+    except (ValueError, OverflowError):  # year 1 in Europe/Paris is before year 1 in UTC
         raise ValueError(f"not an iTop date-time (Y-m-d H:i:s): {value!r}") from None
-    return naive.replace(tzinfo=tz).astimezone(UTC)  # in UTC: an ambiguous local time compares badly
 
 
 def html_to_text(value: Any) -> str:
     """iTop 3 HTML fields (description, solution) as the plain text our events carry."""
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</li>", "\n", str(value or ""))
     text = html.unescape(re.sub(r"<[^>]+>", "", text))
-    return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", text)).strip()
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", plain(text))).strip()
+
+
+def plain(text: str) -> str:
+    """Control characters (a vertical tab pasted from a word processor) as spaces: events
+    refuse them, and a refused filing would lose the whole ticket."""
+    return CONTROL_CHARACTERS.sub(" ", text)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -436,7 +443,7 @@ def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo
         kind = target.kind
 
     filing: dict[str, Any] = {"kind": kind, "channel": channel, "product": product[:128], "member": member[:128],
-                              "subject": _clip(str(f.get("title") or "").strip() or ref, 500)}
+                              "subject": _clip(plain(str(f.get("title") or "")).strip() or ref, 500)}
     description = _clip(html_to_text(f.get("description")), 10_000)
     if description:
         filing["description"] = description
@@ -626,6 +633,7 @@ class SyncResult:
     unknown: list[Unknown] = field(default_factory=list)
     skipped: int = 0
     watermarks: dict[str, str | None] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # "ref: reason" of objects not taken in
 
     def unknown_by_kind(self) -> dict[str, dict[str, list[str]]]:
         """``{"organisation": {"Mairie de X": ["R-000104", …]}, …}``, in a stable order."""
@@ -649,6 +657,8 @@ class SyncResult:
         for what, values in self.unknown_by_kind().items():
             listed = "; ".join(f"{value or '(vide)'} : {', '.join(refs)}" for value, refs in values.items())
             lines.append(f"{titles.get(what, what)} : {listed}")
+        if self.unreadable:
+            lines.append(f"Objets illisibles, non repris : {'; '.join(self.unreadable)}")
         return "\n".join(lines)
 
 
@@ -684,7 +694,14 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
             if stamp and seen.get(obj.key) == stamp:
                 result.unchanged += 1
                 continue
-            done = _publish(obj, reference, publisher, result, actor=actor, tz=tz, now=now())
+            try:
+                if stamp:
+                    parse_itop_time(stamp, tz)  # a bad stamp must not become the watermark
+                done = _publish(obj, reference, publisher, result, actor=actor, tz=tz, now=now())
+            except ValueError as exc:  # one odd object must not stop the sync at every pass
+                log.warning("itop object skipped: unreadable", itop_class=itop_class, key=obj.key, error=str(exc))
+                result.unreadable.append(f"{obj.key}: {exc}")
+                continue
             tickets.add(done.ticket_id)
             if stamp:
                 watermark = max(watermark or stamp, stamp)
@@ -725,7 +742,7 @@ def _publish(obj: ItopObject, reference: Reference, publisher: Publisher, result
 
 def backoff(failures: int, base: float, cap: float) -> float:
     """Seconds to wait after ``failures`` consecutive failures: base, 2×base, 4×base… up to cap."""
-    return float(min(cap, base * 2 ** max(0, failures - 1)))
+    return float(min(cap, base * 2 ** min(max(0, failures - 1), 60)))  # days of failures: no overflow
 
 
 def _failure_fields(exc: Exception) -> dict[str, Any]:

@@ -91,7 +91,8 @@ def esc(value: object) -> str:
 
 def local_next(value: str | None) -> str:
     """Where to go after signing in: a path on this site only (no open redirect)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):  # browsers drop tab/CR/LF: "/\t/x" is "//x"
         return "/"
     return value
 
@@ -627,7 +628,10 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
             # Sign-in first, here: a redirect would not survive the hop to another worker.
             if await caller(request) is None:
                 return to_login(self, request)
-            return await self.routed(request)
+            response = await self.routed(request)
+            # Faust rebuilds a page served by the worker owning the ticket without its headers.
+            response.headers.update(SECURITY_HEADERS)
+            return response
 
         @app.table_route(table=pipeline.tickets, match_info="ticket_id")  # type: ignore[arg-type]
         async def routed(self, request: Request) -> Response:

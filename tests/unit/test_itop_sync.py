@@ -27,6 +27,7 @@ from streams.itop import (
     backoff,
     endpoint_of,
     parse_duration,
+    parse_itop_time,
     parse_since,
     run_forever,
     run_once,
@@ -292,3 +293,27 @@ def test_small_parsers() -> None:
         endpoint_of("https://u:p@itop.example")
     with pytest.raises(ValueError):
         ItopClient("https://itop.example")  # no credentials at all
+
+
+def test_odd_objects_are_reported_and_the_rest_synced(fake: FakeItop, store: CheckpointStore) -> None:
+    """A control character in a title becomes a space (the ticket is kept); a malformed
+    last_update skips that object, reported, without stopping the sync or becoming the
+    watermark; a date before year 1 in UTC is unreadable, not a crash."""
+    fake.update("UserRequest", 101, title="Circuit\x0bbloqué")
+    fake.update("UserRequest", 103, last_update="2026-11-30T08:00:00")
+    publisher = ListPublisher()
+    result = sync_once(client(fake), publisher, store, Reference(), tz=PARIS, classes=("UserRequest",))
+    files = {c.ticket_id: c for c in publisher.sent if c.type is CommandType.FILE}
+    assert any(c.payload["subject"] == "Circuit bloqué" for c in files.values())
+    assert [u.split(":")[0] for u in result.unreadable] == ["103"] and "Objets illisibles" in result.summary()
+    assert len(files) == result.fetched - 1
+    assert "T" not in (store.load("UserRequest").watermark or "")
+
+
+def test_impossible_dates_are_unreadable_values() -> None:
+    with pytest.raises(ValueError, match="not an iTop date-time"):
+        parse_itop_time("0001-01-01 00:00:00", PARIS)
+
+
+def test_backoff_never_overflows() -> None:
+    assert backoff(1, 1.0, 300.0) == 1.0 and backoff(10_000, 1.0, 300.0) == 300.0

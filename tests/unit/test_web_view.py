@@ -30,7 +30,8 @@ def test_countdown_wording_always_shows_seconds() -> None:
 
 def test_sign_in_goes_back_to_this_site_only() -> None:
     assert local_next("/tickets/SL-1?x=1") == "/tickets/SL-1?x=1"
-    for hostile in ("//evil.example/", "https://evil.example/", "/\\evil.example", "", None, "tickets"):
+    for hostile in ("//evil.example/", "https://evil.example/", "/\\evil.example", "", None, "tickets",
+                    "/\t/evil.example", "/\n/evil.example", "/\r/evil.example"):  # browsers drop tab/CR/LF
         assert local_next(hostile) == "/"
 
 
