@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -44,6 +45,34 @@ def consumer_lag(engine: Engine, bootstrap: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): max(0, end - (done.get(tp.partition, -1) + 1)) for tp, end in ends.items()}
 
 
+class LagProbe:
+    """The projector's consumer lag, measured in a background thread: a scrape never waits
+    on Kafka (with the broker down, /metrics would time out and every SQL-derived gauge
+    would vanish with it). A measure older than ``stale_after`` is not reported."""
+
+    def __init__(self, engine: Engine, bootstrap: str, interval: float = 5.0, stale_after: float = 60.0) -> None:
+        self.engine, self.bootstrap, self.interval, self.stale_after = engine, bootstrap, interval, stale_after
+        self._latest: dict[tuple[str, int], int] = {}
+        self._at = float("-inf")
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, name="lag-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._latest, self._at = consumer_lag(self.engine, self.bootstrap), time.monotonic()
+            except Exception as exc:  # the broker or the database is down: keep the last measure
+                log.warning("consumer lag not measured", error=str(exc))
+            if self._stop.wait(self.interval):
+                return
+
+    def __call__(self) -> dict[tuple[str, int], int]:
+        return self._latest if time.monotonic() - self._at < self.stale_after else {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True) -> int:
     policy = settings.policy()
     engine = engine_for(settings)
@@ -62,7 +91,7 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
     signal.signal(signal.SIGINT, on_signal)
     if settings.metrics_port:
         registry = CollectorRegistry()
-        registry.register(ProjectionCollector(engine, lag=lambda: consumer_lag(engine, settings.bootstrap)))
+        registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
         start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
         log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
     if settings.alertmanager_url:

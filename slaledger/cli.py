@@ -433,7 +433,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.metrics import ProjectionCollector
     from projections.projector import create_schema, run_projector
     from projections.restore import restore_archive
-    from projections.service import consumer_lag, engine_for
+    from projections.service import LagProbe, engine_for
     from projections.tokens import ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.topics import create_topics
@@ -465,7 +465,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             target=run_projector, name="projector", daemon=True,
             args=(engine, settings.bootstrap, policy), kwargs={"follow": True, "should_stop": stop.is_set})
         projector.start()
-        REGISTRY.register(ProjectionCollector(engine, lag=lambda: consumer_lag(engine, settings.bootstrap)))
+        REGISTRY.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
         if settings.alertmanager_url:
             start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "

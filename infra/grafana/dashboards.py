@@ -79,7 +79,8 @@ def support_queue() -> dashboard.Dashboard:
                t.kind AS "Type", c.sla AS "SLA", t.status AS "État", t.subject AS "Objet",
                c.explanation AS "Explication"
         FROM sla_clocks c JOIN tickets t ON t.ticket_id = c.ticket_id
-        WHERE {OPEN} AND (c.status = 'breached' OR (c.status = 'running' AND c.deadline <= now()))
+        WHERE {OPEN} AND c.stopped_at IS NULL
+              AND (c.status = 'breached' OR (c.status = 'running' AND c.deadline <= now()))
         ORDER BY c.deadline"""
     running = f"""
         SELECT c.deadline AS "Échéance", c.ticket_id AS "Ticket", t.member AS "Adhérent", t.kind AS "Type",
