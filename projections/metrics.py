@@ -35,6 +35,12 @@ def aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+OUTCOMES = ("met", "breached", "retracted", "excluded")
+# The dead-letter reasons the worker and the projector write (streams.app, projections.projector).
+DEAD_LETTER_REASONS = ("command refused", "key mismatch", "processing error", "projection failed",
+                       "unreadable command", "unreadable event")
+
+
 def clock_state(status: str, deadline: datetime | None, warning_at: datetime | None, now: datetime) -> str:
     """The state of a stored clock at ``now``: a running clock past its warning or deadline is
     at risk or breached before the timer's fact is projected (scrapes and alerts see it at once)."""
@@ -89,6 +95,8 @@ class ProjectionCollector(Collector):
             ):
                 outcomes[(sla, status, member)] += n
             members = dict(conn.execute(select(t.c.ticket_id, t.c.member)).all())
+            all_members = set(members.values())
+            slas = set(conn.scalars(select(c.c.sla).distinct()))
             for ticket_id, kind, envelope in conn.execute(
                 select(a.c.ticket_id, a.c.type, a.c.envelope)
                 .where(a.c.type.in_(["sla_breached", "sla_breach_retracted"]))
@@ -128,8 +136,12 @@ class ProjectionCollector(Collector):
         counter = CounterMetricFamily("slaledger_sla_outcomes", "SLA outcomes (breaches and retractions from "
                                       "the event log, met and excluded from the clocks)",
                                       labels=["sla", "outcome", "member"])
-        for (sla, outcome, member), n in sorted(outcomes.items()):
-            counter.add_metric([sla, outcome, member], n)
+        # Every (SLA, outcome, member) from 0 once the SLA and the member are known: a member's
+        # first breach must count, and increase() cannot see a series appear at 1.
+        for sla in sorted(slas | {sla for sla, _, _ in outcomes}):
+            for member in sorted(all_members | {m for _, _, m in outcomes}):
+                for outcome in OUTCOMES:
+                    counter.add_metric([sla, outcome, member], outcomes.get((sla, outcome, member), 0))
         yield counter
         yield _histogram(durations)
         events = CounterMetricFamily("slaledger_events_processed", "Events projected, by type", labels=["type"])
@@ -151,8 +163,9 @@ class ProjectionCollector(Collector):
             yield lag
         dead = CounterMetricFamily("slaledger_dead_lettered", "Records sent to the dead-letter topic, by reason",
                                    labels=["reason"])
-        for reason, n in sorted(letters.items()):
-            dead.add_metric([reason], n)
+        # Every known reason from 0: increase() cannot see a series' first step from nothing to 1.
+        for reason in sorted(set(DEAD_LETTER_REASONS) | set(letters)):
+            dead.add_metric([reason], letters.get(reason, 0))
         yield dead
         yield CounterMetricFamily("slaledger_processing_errors", "Records whose processing raised an error "
                                   "(dead-lettered)", value=letters.get("processing error", 0))

@@ -268,6 +268,12 @@ def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> 
     now = filed_at + timedelta(days=3)
     alerts = ticket_alerts(engine, now, "http://x/{ticket_id}", timedelta(minutes=1))
     assert [(a["labels"]["ticket_id"], a["labels"]["alertname"]) for a in alerts] == [("WAITING", "SLATicketBreached")]
-    gauge = {tuple(s.labels.values()): s.value for m in ProjectionCollector(engine, now=lambda: now).collect()
-             if m.name == "slaledger_open_tickets" for s in m.samples}
+    families = {m.name: m for m in ProjectionCollector(engine, now=lambda: now).collect()}
+    gauge = {tuple(s.labels.values()): s.value for s in families["slaledger_open_tickets"].samples}
     assert gauge[("assistance", "breached")] == 1
+    # Counters start at 0 for every known SLA and member (increase() misses a series born at 1).
+    outcomes = {(s.labels["sla"], s.labels["outcome"], s.labels["member"]): s.value
+                for s in families["slaledger_sla_outcomes"].samples}
+    assert outcomes[("intake", "breached", "m-1")] == 0 and outcomes[("intake", "retracted", "m-1")] == 0
+    letters = {s.labels["reason"]: s.value for s in families["slaledger_dead_lettered"].samples}
+    assert letters["unreadable event"] == 0 and letters["projection failed"] == 0
