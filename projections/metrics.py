@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from .models import ARCHIVE_HEAD, ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, TicketRow
+from .models import ARCHIVE_HEAD, ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, JudgmentRow, TicketRow
 
 # A bucket boundary exactly at 4 h: "% acknowledged within 4 h" is one bucket over the count.
 ACK_BUCKETS = (300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
@@ -89,9 +89,9 @@ class ProjectionCollector(Collector):
                 t.c.kind == "incident", t.c.status.not_in(["resolved", "closed"]), t.c.restoration_eta.is_(None)))
 
             outcomes: Counter[tuple[str, str, str]] = Counter()
+            j = JudgmentRow.__table__
             for sla, status, member, n in conn.execute(
-                select(c.c.sla, c.c.status, c.c.member, func.count())
-                .where(c.c.status.in_(["met", "excluded"])).group_by(c.c.sla, c.c.status, c.c.member)
+                select(j.c.sla, j.c.outcome, j.c.member, func.count()).group_by(j.c.sla, j.c.outcome, j.c.member)
             ):
                 outcomes[(sla, status, member)] += n
             members = dict(conn.execute(select(t.c.ticket_id, t.c.member)).all())
@@ -134,7 +134,7 @@ class ProjectionCollector(Collector):
             deadline_gauge.add_metric([sla], deadline.timestamp())
         yield deadline_gauge
         counter = CounterMetricFamily("slaledger_sla_outcomes", "SLA outcomes (breaches and retractions from "
-                                      "the event log, met and excluded from the clocks)",
+                                      "the event log, met and excluded from the judgments kept)",
                                       labels=["sla", "outcome", "member"])
         # Every (SLA, outcome, member) from 0 once the SLA and the member are known: a member's
         # first breach must count, and increase() cannot see a series appear at 1.

@@ -132,6 +132,20 @@ class TokenRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class JudgmentRow(Base):
+    """A clock judged met or excluded, kept for good: ``slaledger_sla_outcomes_total`` counts
+    these (and the breaches and retractions of the archive), so a counter never goes down
+    when the ticket is reclassified or reopened afterwards."""
+
+    __tablename__ = "sla_judgments"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sla: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)  # met | excluded
+    member: Mapped[str] = mapped_column(String(128))
+    judged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ItopCheckpointRow(Base):
     """Where the iTop connector stopped, per iTop instance and class (``streams.itop``).
 

@@ -39,6 +39,7 @@ from .models import (
     CheckpointRow,
     ClockRow,
     DeadLetterRow,
+    JudgmentRow,
     TicketRow,
     shadow_tables,
 )
@@ -51,6 +52,7 @@ CLOCKS: Table = ClockRow.__table__  # type: ignore[assignment]
 ARCHIVE: Table = ArchiveRow.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
 DEAD: Table = DeadLetterRow.__table__  # type: ignore[assignment]
+JUDGMENTS: Table = JudgmentRow.__table__  # type: ignore[assignment]
 
 
 def chain_hash(prev_hash: str, envelope: bytes) -> str:
@@ -209,6 +211,18 @@ class Projection:
             })
         if rows:
             conn.execute(insert(self.clocks), rows)
+        if self.archive:  # live projection only: judgments, like the archive, are never rebuilt
+            self._judge(conn, ticket, [r for r in rows if r["status"] in ("met", "excluded")], now)
+
+    def _judge(self, conn: Connection, ticket: Ticket, judged: list[dict[str, Any]], now: datetime) -> None:
+        if not judged:
+            return
+        known = set(conn.execute(select(JUDGMENTS.c.sla, JUDGMENTS.c.outcome)
+                                 .where(JUDGMENTS.c.ticket_id == ticket.ticket_id)).all())
+        fresh = [{"ticket_id": ticket.ticket_id, "sla": r["sla"], "outcome": r["status"], "member": r["member"],
+                  "judged_at": now} for r in judged if (r["sla"], r["status"]) not in known]
+        if fresh:
+            conn.execute(insert(JUDGMENTS), fresh)
 
     def _checkpoint(self, conn: Connection, records: list[Incoming]) -> None:
         last: dict[tuple[str, int], int] = {}

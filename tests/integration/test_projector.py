@@ -277,3 +277,31 @@ def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> 
     assert outcomes[("intake", "breached", "m-1")] == 0 and outcomes[("intake", "retracted", "m-1")] == 0
     letters = {s.labels["reason"]: s.value for s in families["slaledger_dead_lettered"].samples}
     assert letters["unreadable event"] == 0 and letters["projection failed"] == 0
+
+
+def test_the_outcome_counter_never_goes_down(database: str) -> None:
+    """Met on time, then moved to a product outside the convention: the intake clock is now
+    excluded, but the met judgment stays counted (a counter that drops reads as a reset and
+    inflates increase() over the burn-rate windows)."""
+    engine = create_engine(database)
+    create_schema(engine)
+    filed_at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def ev(event_type: EventType, at: datetime, **payload: object) -> Event:
+        return new_event(event_type, "MET", occurred_at=at, recorded_at=at, actor="test", payload=payload)
+
+    def outcomes() -> dict[str, float]:
+        family = next(m for m in ProjectionCollector(engine).collect() if m.name == "slaledger_sla_outcomes")
+        return {s.labels["outcome"]: s.value for s in family.samples if s.labels["sla"] == "intake"}
+
+    projection = Projection(load_policy())
+    events = [ev(EventType.TICKET_FILED, filed_at, kind="assistance", channel="portal", member="m-1", product="ent",
+                 subject="s"),
+              ev(EventType.ACKNOWLEDGED, filed_at + timedelta(hours=1)),
+              ev(EventType.RECLASSIFIED, filed_at + timedelta(hours=2), product="local-trust-mpe")]
+    with engine.begin() as conn:
+        projection.apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e)) for i, e in enumerate(events[:2])])
+    assert outcomes()["met"] == 1
+    with engine.begin() as conn:
+        projection.apply_batch(conn, [Incoming(EVENTS, 0, 2, encode_event(events[2]))])
+    assert outcomes() == {"met": 1, "excluded": 1, "breached": 0, "retracted": 0}
