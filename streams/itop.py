@@ -122,6 +122,13 @@ class ItopObject:
     def last_update(self) -> str:
         return str(self.fields.get("last_update") or "")
 
+    @property
+    def version(self) -> str:
+        """What the checkpoint remembers of an object read: its last_update and a digest of
+        its fields (two changes in the same second share a last_update)."""
+        digest = hashlib.sha256(json.dumps(dict(self.fields), sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.last_update}#{digest[:16]}"
+
 
 def endpoint_of(url: str) -> str:
     """The REST endpoint from an iTop base URL (``https://itop.example/``) or the endpoint itself."""
@@ -552,7 +559,7 @@ def _simulate(out: Translation, facts: list[_Fact], actor: str, now: datetime, *
 @dataclass
 class Checkpoint:
     watermark: str | None = None  # highest last_update read (iTop local "Y-m-d H:i:s")
-    seen: dict[str, str] = field(default_factory=dict)  # key → last_update, inside the overlap window
+    seen: dict[str, str] = field(default_factory=dict)  # key → last_update#digest, inside the overlap window
 
 
 class CheckpointStore:
@@ -691,7 +698,7 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
         for obj in client.changed_since(itop_class, start, page_size):
             result.fetched += 1
             stamp = obj.last_update
-            if stamp and seen.get(obj.key) == stamp:
+            if stamp and seen.get(obj.key) == obj.version:
                 result.unchanged += 1
                 continue
             try:
@@ -706,7 +713,7 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
             if stamp:
                 watermark = max(watermark or stamp, stamp)
                 if not any(s.retry for s in done.skipped):
-                    seen[obj.key] = stamp
+                    seen[obj.key] = obj.version
         publisher.flush()
         if watermark:
             floor = _shift(watermark, -overlap)

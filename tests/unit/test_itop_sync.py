@@ -187,14 +187,20 @@ def test_sync_checkpoints_and_skips_what_it_already_sent(fake: FakeItop, store: 
     assert publisher.sent[-1].type is CommandType.CUSTOMER_RESPONSE and publisher.sent[-1].ticket_id == "IT-R-000103"
     assert store.load("UserRequest").watermark == "2026-11-28 08:45:00"
     seen = store.load("UserRequest").seen
-    assert seen == {"103": "2026-11-28 08:45:00"}  # only what lies within 65 min of the watermark
+    assert list(seen) == ["103"] and seen["103"].startswith("2026-11-28 08:45:00#")  # within 65 min of it
+
+    # A second change in the same second (same last_update) is still read.
+    fake.update("UserRequest", 103, status="resolved", resolution_date="2026-11-28 08:45:00")
+    fourth = sync_once(client(fake), publisher, store, reference, tz=PARIS, page_size=2)
+    assert fourth.commands >= 1 and publisher.sent[-1].type is CommandType.RESOLVE
 
 
 def test_first_run_since_and_overlap(fake: FakeItop, store: CheckpointStore) -> None:
     result = sync_once(client(fake), ListPublisher(), store, Reference(), tz=PARIS, since="2026-11-20 00:00:00",
                        overlap=timedelta(minutes=5), classes=("UserRequest",))
     assert result.fetched == 2 and gets(fake)[0]["key"].endswith(">= '2026-11-20 00:00:00'")
-    assert store.load("UserRequest").seen == {"104": "2026-11-27 15:00:00"}
+    seen = store.load("UserRequest").seen
+    assert list(seen) == ["104"] and seen["104"].startswith("2026-11-27 15:00:00#")
 
 
 def test_checkpoint_stays_when_the_broker_fails(fake: FakeItop, store: CheckpointStore) -> None:
