@@ -214,7 +214,8 @@ async def find_tickets(pipeline: Pipeline, who: Principal, now: datetime, *, sta
             continue
         if sla_status:
             clocks = evaluate(ticket, pipeline.policy, now)
-            states = {str(c.status) for c in clocks} | {"at_risk" for c in clocks if c.at_risk}
+            # "at_risk" split out of "running", as the web view and the metrics show it
+            states = {"at_risk" if c.status is ClockStatus.RUNNING and c.at_risk else str(c.status) for c in clocks}
             if sla_status not in states:
                 continue
         rows.append(ticket)
