@@ -77,10 +77,14 @@ def ensure_token(engine: Engine, secret: str, role: str, label: str, member: str
     """Register ``secret`` if it is not known yet (dev mode's SLALEDGER_DEV_TOKEN, a deployment's
     Prometheus token); returns whether it was registered now."""
     with engine.connect() as conn:
-        known = conn.scalar(select(TOKENS.c.token_id).where(TOKENS.c.token_hash == digest(secret)))
+        known = conn.execute(select(TOKENS.c.token_id, TOKENS.c.revoked_at)
+                             .where(TOKENS.c.token_hash == digest(secret))).first()
     if known is None:
         create_token(engine, role, member, label=label, secret=secret)
-    return known is None
+        return True
+    if known.revoked_at is not None:  # a revoked secret never comes back: say so, do not 401 forever
+        raise TokenError(f"this secret belongs to token {known.token_id}, revoked: set a new secret")
+    return False
 
 
 def revoke_token(engine: Engine, token: str) -> bool:

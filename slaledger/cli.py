@@ -434,7 +434,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.projector import create_schema, run_projector
     from projections.restore import restore_archive
     from projections.service import LagProbe, engine_for
-    from projections.tokens import ensure_token
+    from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.topics import create_topics
 
@@ -459,7 +459,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         create_schema(engine)
         restored = restore_archive(engine, settings.bootstrap) if broker is not None else 0
         dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
-        ensure_token(engine, dev_token, "agent", "dev")
+        try:
+            ensure_token(engine, dev_token, "agent", "dev")
+        except TokenError as exc:
+            raise UsageError(f"SLALEDGER_DEV_TOKEN: {exc}") from None
         policy = settings.policy()
         projector = threading.Thread(
             target=run_projector, name="projector", daemon=True,
