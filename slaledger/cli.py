@@ -176,9 +176,9 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
         kafka_security.configure(settings)  # every kafka-python client of this process: TLS/SASL
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    for name in ("web_port", "metrics_port"):
-        if not 0 < getattr(settings, name) < 65536:
-            raise UsageError(f"{name.replace('_', '-')}: {getattr(settings, name)} is not a TCP port (1–65535)")
+    for name in ("web_port", "metrics_port"):  # metrics port 0: no metrics server
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise UsageError(f"{name.replace('_', '-')}: {getattr(settings, name)} is not a TCP port (0–65535)")
     if settings.database_url:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError

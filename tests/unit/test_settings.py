@@ -33,3 +33,12 @@ def test_no_credential_reaches_the_start_log() -> None:
     for secret in ("DbS3cret", "Q1", "AmS3cret", "ItopS3cret", "KafkaS3cret", '"pw"', '"pw2"'):
         assert secret not in logged, secret
     assert "alertmanager:9093" in logged and "k1:9092,k2:9092" in logged
+
+
+def test_cli_port_values() -> None:
+    """0 turns the projector's metrics server off; beyond 65535 is a usage error (exit 2)."""
+    from slaledger.cli import UsageError, _settings, build_parser
+
+    assert _settings(build_parser().parse_args(["project", "--metrics-port", "0"])).metrics_port == 0
+    with pytest.raises(UsageError, match="not a TCP port"):
+        _settings(build_parser().parse_args(["project", "--metrics-port", "70000"]))
