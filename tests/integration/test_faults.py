@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -156,3 +157,10 @@ def test_two_workers_split_partitions_one_breach_per_deadline(
         for worker in (a, b):
             status, body = api("GET", f"{worker.url}/api/tickets/{tid}")
             assert status == 200 and body["clocks"][0]["status"] == "breached", body
+    # the ticket page too, with its security headers even when another worker serves it
+    for tid in tickets[:4]:
+        for worker in (a, b):
+            with urllib.request.urlopen(f"{worker.url}/tickets/{tid}", timeout=30) as response:
+                assert response.status == 200 and tid in response.read().decode()
+                assert "frame-ancestors 'none'" in response.headers.get("Content-Security-Policy", ""), worker.name
+                assert response.headers.get("X-Content-Type-Options") == "nosniff"
