@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,15 @@ import structlog
 from sqlalchemy import Engine, select
 
 from sla.clock import Clock, ClockStatus, evaluate
-from sla.events import Event, EventDecodeError, EventType, decode_event, encode_event, format_instant
+from sla.events import (
+    Event,
+    EventDecodeError,
+    EventType,
+    decode_event,
+    encode_event,
+    envelope_ids,
+    format_instant,
+)
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
 from streams.kafka_tools import read_topic
@@ -360,20 +367,14 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
                        topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified)
 
 
-_TICKET_ID = re.compile(rb'"ticket_id":"([^"\\]*)"')
-_EVENT_ID = re.compile(rb'"event_id":"([0-9a-f-]{36})"')
-
-
 def _other_ticket(raw: bytes, ticket_id: str) -> str | None:
-    """The event id of a canonical envelope (as the projector archives them) that belongs to
-    another ticket than ``ticket_id``; None when it is that ticket's or not canonical (then
-    it is decoded in full). Inside a JSON string a quote is escaped, so these patterns only
-    match the envelope's own keys; and an envelope altered to fool them fails its hash."""
-    found = _TICKET_ID.search(raw)
-    event = _EVENT_ID.search(raw)
-    if found is None or event is None or found.group(1) == ticket_id.encode():
+    """The event id of an archived envelope that belongs to another ticket than
+    ``ticket_id``; None when it is that ticket's or unreadable (then it is decoded in full).
+    An envelope altered to fool the byte patterns fails its hash."""
+    ids = envelope_ids(raw)
+    if ids is None or ids[1] == ticket_id:
         return None
-    return event.group(1).decode()
+    return ids[0]
 
 
 def _describe(record: LogRecord) -> str:

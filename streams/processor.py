@@ -16,7 +16,6 @@ a crash in between re-decides the same command, which yields the same event ids.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import structlog
 
 from sla.clock import due_facts, evaluate, next_wakeup
-from sla.events import Event, EventDecodeError, decode_event, parse_instant, validate_ticket_id
+from sla.events import Event, EventDecodeError, decode_event, envelope_ids, parse_instant, validate_ticket_id
 from sla.policy import Policy, PolicyError
 from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide
 from sla.view import ticket_view
@@ -111,14 +110,11 @@ class Step:
     refusal: tuple[str, int, dict[str, Any]] | None = None  # (command id, status, answer) to remember
 
 
-_EVENT_ID = re.compile(rb'"event_id":"([0-9a-f-]{36})"')
-
-
 def _event_id_int(data: bytes) -> int | None:
     """The event id of an encoded event, read without decoding it (None if not found)."""
-    match = _EVENT_ID.search(data)
+    ids = envelope_ids(data)
     try:
-        return uuid.UUID(match.group(1).decode()).int if match else None
+        return uuid.UUID(ids[0]).int if ids else None
     except ValueError:
         return None
 
