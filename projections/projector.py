@@ -125,9 +125,7 @@ class Projection:
         and checkpointed so the projector goes on."""
         log.error("record set aside by the projector", topic=record.topic, partition=record.partition,
                   offset=record.offset, reason=reason)
-        exists = conn.scalar(select(func.count()).select_from(DEAD).where(
-            DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset))
-        if not exists:
+        if not _dead_letter_known(conn, record):
             conn.execute(insert(DEAD).values(
                 topic=record.topic, partition=record.partition, offset=record.offset,
                 reason_kind="projection failed", reason=reason, origin_topic=record.topic,
@@ -137,9 +135,7 @@ class Projection:
 
     def _dead_letters(self, conn: Connection, letters: list[Incoming]) -> None:
         for record in letters:
-            exists = conn.scalar(select(func.count()).select_from(DEAD).where(
-                DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset))
-            if exists:
+            if _dead_letter_known(conn, record):
                 continue
             try:
                 body = json.loads(record.value)
@@ -169,10 +165,7 @@ class Projection:
             })
             prev = digest
         conn.execute(insert(ARCHIVE), rows)
-        head = conn.scalar(select(func.max(ARCHIVE.c.seq)))
-        if conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == ARCHIVE_HEAD)
-                        .values(offset=head)).rowcount == 0:
-            conn.execute(insert(CHECKPOINTS).values(topic=ARCHIVE_HEAD, partition=0, offset=head))
+        _set_checkpoint(conn, ARCHIVE_HEAD, 0, conn.scalar(select(func.max(ARCHIVE.c.seq))))
 
     def _load(self, conn: Connection, ticket_id: str) -> Ticket | None:
         state = conn.scalar(select(self.tickets.c.state).where(self.tickets.c.ticket_id == ticket_id))
@@ -229,11 +222,19 @@ class Projection:
         for r in records:
             last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
         for (topic, partition), offset in last.items():
-            done = conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == topic,
-                                                          CHECKPOINTS.c.partition == partition)
-                                .values(offset=offset))
-            if done.rowcount == 0:
-                conn.execute(insert(CHECKPOINTS).values(topic=topic, partition=partition, offset=offset))
+            _set_checkpoint(conn, topic, partition, offset)
+
+
+def _set_checkpoint(conn: Connection, topic: str, partition: int, offset: int) -> None:
+    done = conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == topic, CHECKPOINTS.c.partition == partition)
+                        .values(offset=offset))
+    if done.rowcount == 0:
+        conn.execute(insert(CHECKPOINTS).values(topic=topic, partition=partition, offset=offset))
+
+
+def _dead_letter_known(conn: Connection, record: Incoming) -> bool:
+    return bool(conn.scalar(select(func.count()).select_from(DEAD).where(
+        DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset)))
 
 
 def checkpoints(engine: Engine, topic: str = EVENTS) -> dict[int, int]:

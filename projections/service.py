@@ -54,7 +54,6 @@ class LagProbe:
         self.engine, self.bootstrap, self.interval, self.stale_after = engine, bootstrap, interval, stale_after
         self._latest: dict[tuple[str, int], int] = {}
         self._at = float("-inf")
-        self._stop = threading.Event()
         threading.Thread(target=self._run, name="lag-probe", daemon=True).start()
 
     def _run(self) -> None:
@@ -63,14 +62,10 @@ class LagProbe:
                 self._latest, self._at = consumer_lag(self.engine, self.bootstrap), time.monotonic()
             except Exception as exc:  # the broker or the database is down: keep the last measure
                 log.warning("consumer lag not measured", error=str(exc))
-            if self._stop.wait(self.interval):
-                return
+            time.sleep(self.interval)
 
     def __call__(self) -> dict[tuple[str, int], int]:
         return self._latest if time.monotonic() - self._at < self.stale_after else {}
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True) -> int:

@@ -289,6 +289,11 @@ def command_event_id(command_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(command_id, "event")
 
 
+def hidden_from(ticket: Ticket | None, command: Command) -> bool:
+    """Another member's ticket, for a referent's command: it does not exist for them."""
+    return command.scope_member is not None and ticket is not None and ticket.member != command.scope_member
+
+
 def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event]:
     """Validate ``command`` against ``ticket`` (None: unknown ticket) and return its events."""
     occurred = command.occurred_at or now
@@ -301,8 +306,7 @@ def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event
         if ticket is not None and ticket.exists:
             raise DomainError(f"Le ticket {command.ticket_id} existe déjà.", "conflict")
     else:
-        hidden = command.scope_member is not None and ticket is not None and ticket.member != command.scope_member
-        if ticket is None or not ticket.exists or hidden:
+        if ticket is None or not ticket.exists or hidden_from(ticket, command):
             raise DomainError(f"Le ticket {command.ticket_id} n'existe pas.", "not_found")
         if ticket.status is Status.CLOSED:
             raise DomainError(

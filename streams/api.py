@@ -6,8 +6,8 @@ for the agent's outcome (201/200 with the ticket, or 404/409/422 with the domain
 Reads go to the worker that owns the ticket's partition (``table_route``).
 
 Retries. A command sent with an ``Idempotency-Key`` header gets a command id derived from
-the key, the caller's actor, the action and the ticket (and a filing gets a ticket id
-derived from the key): sent again after a cut connection, a 504 or a crash, it is the same
+the key, the caller's token, the action, the ticket and the body (and a filing gets a
+ticket id derived from the key and the token): sent again after a cut connection, a 504 or a crash, it is the same
 command, which the agent recognises in the ticket's state and answers again
 (``"replayed": true``) without applying it twice. Without the header every request is a
 new command.
@@ -91,7 +91,7 @@ _TICKET_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
 def new_ticket_id(seed: str | None = None) -> str:
     """Short, unambiguous, URL-safe: « SL-7K2M9QX4PA ». Random, or derived from ``seed``
-    (an idempotency key and its actor: a retried filing names the same ticket)."""
+    (an idempotency key and its caller: a retried filing names the same ticket)."""
     if seed is None:
         return "SL-" + "".join(secrets.choice(_TICKET_ALPHABET) for _ in range(10))
     digest = hashlib.sha256(seed.encode()).digest()

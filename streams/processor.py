@@ -27,7 +27,7 @@ import structlog
 from sla.clock import due_facts, evaluate, next_wakeup
 from sla.events import Event, EventDecodeError, decode_event, envelope_ids, parse_instant, validate_ticket_id
 from sla.policy import Policy, PolicyError
-from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide
+from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide, hidden_from
 from sla.view import ticket_view
 
 log = structlog.get_logger(__name__)
@@ -140,8 +140,8 @@ class TicketProcessor:
         if refused and cid in refused:
             status, body = refused[cid]
             return Step(outcome=Outcome(cid, status, body) if reply else None)
-        hidden = command.scope_member is not None and ticket is not None and ticket.member != command.scope_member
-        if ticket is not None and not hidden and command_event_id(command.command_id).int in ticket.event_ids:
+        if (ticket is not None and not hidden_from(ticket, command)
+                and command_event_id(command.command_id).int in ticket.event_ids):
             # Redelivered after a crash: its events were sent before the state was stored.
             if not reply:
                 return Step()
