@@ -51,6 +51,8 @@ from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
+from .transport import broker_urls
+from .transport import register as register_transport
 
 log = structlog.get_logger(__name__)
 
@@ -236,9 +238,11 @@ class Pipeline:
                              "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
         self.tokens = TokenStore(self.engine) if settings.auth and self.engine is not None else None
         register_store()
+        register_transport()
         self.app = app = faust.App(
             APP_ID,
-            broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+            broker=broker_urls(settings.bootstrap, embedded=settings.embedded),
+            producer_acks=-1,  # acks=all: a record is written once min.insync.replicas have it
             broker_credentials=faust_credentials(settings),
             store=settings.store_url,
             autodiscover=False,

@@ -40,6 +40,9 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1:``port``; a context manager."""
 
+    embedded = True  # its clients need the Tansu workarounds
+    replication = 1
+
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path

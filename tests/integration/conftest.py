@@ -1,4 +1,9 @@
-"""Real components for integration tests: an embedded Tansu broker and worker processes."""
+"""Real components for integration tests: both brokers (the embedded Tansu and Apache Kafka),
+worker processes and PostgreSQL databases.
+
+The module-scoped ``broker`` fixture is parametrized: every test that uses it runs once on
+Tansu and once on a single-node Apache Kafka (KRaft). ``broker.embedded`` tells which, and
+decides whether a worker or a producer applies the Tansu workarounds (never on Kafka)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +26,33 @@ from sqlalchemy import create_engine, text
 
 from slaledger.fixtures import write_short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
+from streams.kafka_broker import KafkaCluster
 from streams.topics import create_topics
+from tests.conftest import system_tool
+
+Broker = EmbeddedBroker | KafkaCluster
+BROKERS = ["tansu", "kafka"]
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as b:
-        create_topics(b.bootstrap, 4)
+@contextmanager
+def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[Broker]:
+    """A started broker of ``kind`` with the product's topics (4 partitions, replicated on
+    every node of a Kafka cluster)."""
+    if kind == "tansu":
+        with EmbeddedBroker(log_path=workdir / "tansu.log") as tansu:
+            create_topics(tansu.bootstrap, 4)
+            yield tansu
+        return
+    system_tool("java", package="openjdk-17-jre-headless")
+    system_tool("mvn", package="maven")
+    with KafkaCluster(workdir / "kafka", nodes) as kafka:
+        create_topics(kafka.bootstrap, 4, replication=kafka.replication)
+        yield kafka
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    with running_broker(request.param, tmp_path_factory.mktemp(f"broker-{request.param}")) as b:
         yield b
 
 
@@ -53,7 +78,7 @@ def api(method: str, url: str, body: Any = None, *, raw: bytes | None = None,
 class Worker:
     """``slaledger worker`` in its own process, as production runs it."""
 
-    def __init__(self, broker: EmbeddedBroker, workdir: Path, *, policy_file: Path | None = None,
+    def __init__(self, broker: Broker, workdir: Path, *, policy_file: Path | None = None,
                  name: str = "w1", extra_env: dict[str, str] | None = None) -> None:
         self.broker, self.workdir, self.name = broker, workdir, name
         self.port = free_port()
@@ -72,7 +97,7 @@ class Worker:
             "SLALEDGER_BROKER_URL": self.broker.url,
             "SLALEDGER_WEB_PORT": str(self.port),
             "SLALEDGER_DATA_DIR": str(self.workdir / self.name),
-            "SLALEDGER_EMBEDDED": "1",
+            "SLALEDGER_EMBEDDED": "1" if self.broker.embedded else "0",
             "SLALEDGER_SESSION_TIMEOUT": "4",
             "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
             "SLALEDGER_REBALANCE_TIMEOUT": "2",
@@ -126,7 +151,7 @@ class Worker:
 
 
 @pytest.fixture
-def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[list[Worker]]:
+def workers(broker: Broker, tmp_path: Path) -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for worker in started:

@@ -13,10 +13,9 @@ from projections.projector import create_schema, run_projector
 from sla.events import decode_event
 from slaledger.cli import main
 from slaledger.settings import load_policy
-from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import read_topic
 from streams.topics import EVENTS
-from tests.integration.conftest import Worker, api
+from tests.integration.conftest import Broker, Worker, api
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +31,7 @@ def filing(member: str) -> dict[str, str]:
     return {"kind": "assistance", "channel": "portal", "member": member, "product": "ent", "subject": "Accès"}
 
 
-def test_roles_and_referent_scoping(broker: EmbeddedBroker, database: str, workers: list[Worker], tmp_path: Path,
+def test_roles_and_referent_scoping(broker: Broker, database: str, workers: list[Worker], tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     engine = create_engine(database)
     create_schema(engine)
@@ -96,7 +95,7 @@ def test_roles_and_referent_scoping(broker: EmbeddedBroker, database: str, worke
     assert main(["token", "revoke", "--database", database, blois]) == 2  # already revoked
 
 
-def test_worker_refuses_to_start_without_token_database(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_worker_refuses_to_start_without_token_database(broker: Broker, tmp_path: Path) -> None:
     worker = Worker(broker, tmp_path, extra_env={"SLALEDGER_AUTH": "on"})
     with pytest.raises(RuntimeError, match="SLALEDGER_DATABASE_URL"):
         worker.start()

@@ -18,9 +18,9 @@ from projections.report import to_html, to_markdown, to_pdf
 from sla.events import Event, EventType, decode_event, encode_event, new_event, sla_fact_id
 from slaledger.cli import main
 from slaledger.settings import load_policy
-from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import producer, read_topic
-from streams.topics import EVENTS, create_topics
+from streams.topics import EVENTS
+from tests.integration.conftest import BROKERS, Broker, running_broker
 from tests.integration.test_projector import publish
 
 pytestmark = pytest.mark.integration
@@ -50,16 +50,15 @@ def dispute_log() -> list[Event]:
     ]
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker per test: each test writes the same dispute log."""
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as b:
-        create_topics(b.bootstrap, 4)
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """A broker per test (each of both kinds): each test writes the same dispute log."""
+    with running_broker(request.param, tmp_path) as b:
         yield b
 
 
 @pytest.fixture
-def audited(broker: EmbeddedBroker, database: str) -> tuple[EmbeddedBroker, str]:
+def audited(broker: Broker, database: str) -> tuple[Broker, str]:
     engine = create_engine(database)
     create_schema(engine)
     publish(broker, dispute_log())
@@ -67,7 +66,7 @@ def audited(broker: EmbeddedBroker, database: str) -> tuple[EmbeddedBroker, str]
     return broker, database
 
 
-def test_dispute_file_from_archive_and_kafka(audited: tuple[EmbeddedBroker, str], tmp_path: Path) -> None:
+def test_dispute_file_from_archive_and_kafka(audited: tuple[Broker, str], tmp_path: Path) -> None:
     broker, database = audited
     engine = create_engine(database)
     policy = load_policy()
@@ -89,7 +88,7 @@ def test_dispute_file_from_archive_and_kafka(audited: tuple[EmbeddedBroker, str]
     assert to_pdf(doc).startswith(b"%PDF")
 
 
-def test_as_of_shows_what_was_known_then_and_what_the_log_says_now(audited: tuple[EmbeddedBroker, str]) -> None:
+def test_as_of_shows_what_was_known_then_and_what_the_log_says_now(audited: tuple[Broker, str]) -> None:
     _, database = audited
     engine = create_engine(database)
     as_of = datetime(2026, 3, 16, 12, 30, tzinfo=UTC)  # after the breach, before the late acknowledgement was typed
@@ -101,7 +100,7 @@ def test_as_of_shows_what_was_known_then_and_what_the_log_says_now(audited: tupl
     assert [e["known_at_as_of"] for e in ticket["timeline"]] == [True, True, False]
 
 
-def test_member_and_period_summary(audited: tuple[EmbeddedBroker, str]) -> None:
+def test_member_and_period_summary(audited: tuple[Broker, str]) -> None:
     _, database = audited
     engine = create_engine(database)
     doc = dispute_file(replay(archive_records(engine), load_policy(),
@@ -112,7 +111,7 @@ def test_member_and_period_summary(audited: tuple[EmbeddedBroker, str]) -> None:
 
 
 @pytest.mark.parametrize("tamper", ["altered", "missing", "duplicated", "reordered", "truncated"])
-def test_archive_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper: str, tmp_path: Path,
+def test_archive_tampering_is_caught(audited: tuple[Broker, str], tamper: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     _broker, database = audited
     engine = create_engine(database)
@@ -150,7 +149,7 @@ def test_archive_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper
     assert "integrity check failed" in capsys.readouterr().err
 
 
-def _copy_topic(broker: EmbeddedBroker, name: str, edit: str) -> None:
+def _copy_topic(broker: Broker, name: str, edit: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     admin.create_topics([NewTopic(name, 4, 1)], wait_for_metadata=True)
     admin.close()
@@ -182,7 +181,7 @@ def _copy_topic(broker: EmbeddedBroker, name: str, edit: str) -> None:
 
 
 @pytest.mark.parametrize("tamper", ["altered", "missing", "reordered", "unknown"])
-def test_copied_topic_tampering_is_caught(audited: tuple[EmbeddedBroker, str], tamper: str) -> None:
+def test_copied_topic_tampering_is_caught(audited: tuple[Broker, str], tamper: str) -> None:
     broker, database = audited
     engine = create_engine(database)
     name = f"audit-copy-{tamper}"
@@ -197,7 +196,7 @@ def test_copied_topic_tampering_is_caught(audited: tuple[EmbeddedBroker, str], t
 
 
 @pytest.mark.parametrize("copy", ["resent", "reencoded"])
-def test_identical_copy_of_a_record_is_a_resend_reported_not_a_tampering(audited: tuple[EmbeddedBroker, str],
+def test_identical_copy_of_a_record_is_a_resend_reported_not_a_tampering(audited: tuple[Broker, str],
                                                                           copy: str) -> None:
     broker, database = audited
     _copy_topic(broker, f"audit-copy-{copy}", copy)
@@ -209,7 +208,7 @@ def test_identical_copy_of_a_record_is_a_resend_reported_not_a_tampering(audited
     assert "1 enregistrement(s) du topic sont des copies identiques" in to_markdown(doc)
 
 
-def test_verify_compares_projection_with_replay(audited: tuple[EmbeddedBroker, str],
+def test_verify_compares_projection_with_replay(audited: tuple[Broker, str],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     _, database = audited
     engine = create_engine(database)
@@ -221,7 +220,7 @@ def test_verify_compares_projection_with_replay(audited: tuple[EmbeddedBroker, s
     assert "A-2: status is 'closed' in the projection, 'in_progress' in the log" in capsys.readouterr().out
 
 
-def test_cli_json_is_stable(audited: tuple[EmbeddedBroker, str], tmp_path: Path) -> None:
+def test_cli_json_is_stable(audited: tuple[Broker, str], tmp_path: Path) -> None:
     broker, database = audited
     out = tmp_path / "a.json"
     assert main(["audit", "replay", "--source", "kafka", "--broker", broker.url, "--database", database,

@@ -13,18 +13,17 @@ import pytest
 from sla.events import decode_event
 from sla.ticket import Command, CommandType, command_event_id
 from streams.app import BATCH_SIZE
-from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS
-from tests.integration.conftest import Worker, api, tiny_policy, wait_for
+from tests.integration.conftest import Broker, Worker, api, tiny_policy, wait_for
 
 pytestmark = pytest.mark.integration
 
 FILE = {"kind": "assistance", "channel": "phone", "member": "m-002", "product": "ent", "subject": "Imprimante"}
 
 
-def send_commands(broker: EmbeddedBroker, commands: list[Command]) -> None:
+def send_commands(broker: Broker, commands: list[Command]) -> None:
     kafka = producer(broker.bootstrap, embedded=False)
     for command in commands:
         kafka.send(COMMANDS, key=command.ticket_id.encode(), value=encode_command(command))
@@ -32,7 +31,7 @@ def send_commands(broker: EmbeddedBroker, commands: list[Command]) -> None:
     kafka.close()
 
 
-def event_records(broker: EmbeddedBroker) -> list:
+def event_records(broker: Broker) -> list:
     return [decode_event(r.value) for r in read_topic(broker.bootstrap, EVENTS)]
 
 
@@ -49,7 +48,7 @@ def file_and_acknowledge(prefix: str, n: int, expected: set[uuid.UUID]) -> list[
 
 
 def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
-    broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path
+    broker: Broker, workers: list[Worker], tmp_path: Path
 ) -> None:
     expected: set[uuid.UUID] = set()
 
@@ -112,7 +111,7 @@ def test_sigkill_and_sigterm_mid_stream_lose_and_duplicate_nothing(
 
 
 def test_two_workers_split_partitions_one_breach_per_deadline(
-    broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path
+    broker: Broker, workers: list[Worker], tmp_path: Path
 ) -> None:
     policy = tiny_policy(tmp_path, 3)
     a = Worker(broker, tmp_path, policy_file=policy, name="a")

@@ -24,11 +24,11 @@ from sqlalchemy import create_engine, text
 
 from sla.events import SLA_FACT_TYPES, decode_event
 from sla.ticket import Command, CommandType
-from streams.embedded import EmbeddedBroker, free_port
+from streams.embedded import free_port
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
 from streams.topics import COMMANDS, DEAD_LETTERS, EVENTS
-from tests.integration.conftest import Worker, api, wait_for
+from tests.integration.conftest import Broker, Worker, api, wait_for
 from tests.itop_fake import FIXTURES, FakeItop
 
 pytestmark = pytest.mark.integration
@@ -49,8 +49,8 @@ def fake() -> Iterator[FakeItop]:
 PROBE = {"kind": "assistance", "channel": "phone", "member": "probe", "product": "probe", "subject": "probe"}
 
 
-def sync_env(broker: EmbeddedBroker, database: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_EMBEDDED": "1",
+def sync_env(broker: Broker, database: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_EMBEDDED": "1" if broker.embedded else "0",
             "SLALEDGER_DATABASE_URL": database, "SLALEDGER_ITOP_USER": "sync", "SLALEDGER_ITOP_PASSWORD": "s3cret",
             "SLALEDGER_LOG_LEVEL": "info", **extra}
 
@@ -82,15 +82,15 @@ def ticket(worker: Worker, tid: str) -> dict[str, Any] | None:
     return body if status == 200 else None
 
 
-def command_events(broker: EmbeddedBroker) -> list:
+def command_events(broker: Broker) -> list:
     events = [decode_event(r.value) for r in read_topic(broker.bootstrap, EVENTS)]
     return [e for e in events if e.type not in SLA_FACT_TYPES and e.ticket_id.startswith("IT-")]
 
 
-def processed_up_to_now(broker: EmbeddedBroker, tickets: list[str]) -> None:
+def processed_up_to_now(broker: Broker, tickets: list[str]) -> None:
     """A barrier: a refused probe per ticket comes back as a dead letter once the agent has
     handled everything sent before it to that ticket's partition."""
-    kafka = producer(broker.bootstrap, embedded=True)
+    kafka = producer(broker.bootstrap, embedded=broker.embedded)
     probes = set()
     for tid in tickets:
         probe = Command(CommandType.FILE, tid, "test", PROBE, command_id=uuid.uuid4())
@@ -107,7 +107,7 @@ def processed_up_to_now(broker: EmbeddedBroker, tickets: list[str]) -> None:
     wait_for(answered, timeout=60, what="probes dead-lettered")
 
 
-def test_itop_tickets_reach_the_ledger_once(broker: EmbeddedBroker, workers: list[Worker], database: str,
+def test_itop_tickets_reach_the_ledger_once(broker: Broker, workers: list[Worker], database: str,
                                             fake: FakeItop, tmp_path: Path) -> None:
     worker = Worker(broker, tmp_path)
     workers.append(worker.start())
@@ -193,7 +193,7 @@ def test_itop_tickets_reach_the_ledger_once(broker: EmbeddedBroker, workers: lis
     assert new[0].occurred_at.isoformat() == "2026-11-28T07:45:00+00:00"
 
 
-def test_itop_errors_back_off_and_are_reported_on_one_line(broker: EmbeddedBroker, fake: FakeItop,
+def test_itop_errors_back_off_and_are_reported_on_one_line(broker: Broker, fake: FakeItop,
                                                            tmp_path: Path) -> None:
     env = sync_env(broker, f"sqlite:///{tmp_path / 'checkpoint.db'}")
 

@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 
 from sla.events import decode_event
-from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import producer, read_topic
 from streams.topics import DEAD_LETTERS, EVENTS
-from tests.integration.conftest import Worker, api, tiny_policy, wait_for
+from tests.integration.conftest import Broker, Worker, api, tiny_policy, wait_for
 
 pytestmark = pytest.mark.integration
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "Mot de passe"}
 
 
-def events_of(broker: EmbeddedBroker, ticket_id: str | None = None) -> list:
+def events_of(broker: Broker, ticket_id: str | None = None) -> list:
     out = []
     for record in read_topic(broker.bootstrap, EVENTS):
         try:
@@ -35,7 +34,7 @@ def events_of(broker: EmbeddedBroker, ticket_id: str | None = None) -> list:
     return out
 
 
-def test_file_acknowledge_resolve_over_http(broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path) -> None:
+def test_file_acknowledge_resolve_over_http(broker: Broker, workers: list[Worker], tmp_path: Path) -> None:
     worker = Worker(broker, tmp_path)
     workers.append(worker.start())
     status, body = api("POST", f"{worker.url}/api/tickets", FILE)
@@ -66,7 +65,7 @@ def test_file_acknowledge_resolve_over_http(broker: EmbeddedBroker, workers: lis
     assert all(e.actor == "admin:anonymous" for e in events_of(broker, tid))  # authentication is off here
 
 
-def test_bad_input_is_4xx_and_writes_nothing(broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path) -> None:
+def test_bad_input_is_4xx_and_writes_nothing(broker: Broker, workers: list[Worker], tmp_path: Path) -> None:
     worker = Worker(broker, tmp_path)
     workers.append(worker.start())
     before = len(events_of(broker))
@@ -98,7 +97,7 @@ def test_bad_input_is_4xx_and_writes_nothing(broker: EmbeddedBroker, workers: li
     assert status == 200 and "/api/tickets/{ticket_id}/acknowledge" in doc["paths"]
 
 
-def test_breach_exactly_once_then_late_ack_retracts(broker: EmbeddedBroker, workers: list[Worker],
+def test_breach_exactly_once_then_late_ack_retracts(broker: Broker, workers: list[Worker],
                                                     tmp_path: Path) -> None:
     worker = Worker(broker, tmp_path, policy_file=tiny_policy(tmp_path, 2))
     workers.append(worker.start())
@@ -133,10 +132,10 @@ def test_breach_exactly_once_then_late_ack_retracts(broker: EmbeddedBroker, work
     assert len(breached()) == 1  # the breach stays in the log
 
 
-def test_malformed_records_go_to_dead_letters(broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path) -> None:
+def test_malformed_records_go_to_dead_letters(broker: Broker, workers: list[Worker], tmp_path: Path) -> None:
     worker = Worker(broker, tmp_path)
     workers.append(worker.start())
-    kafka = producer(broker.bootstrap, embedded=True)
+    kafka = producer(broker.bootstrap, embedded=broker.embedded)
     bad = [
         (b"SL-BAD1", b"\xff\xfe not json"),
         (b"SL-BAD2", json.dumps({"type": "ticket_filed"}).encode()),
@@ -162,7 +161,7 @@ def test_malformed_records_go_to_dead_letters(broker: EmbeddedBroker, workers: l
 
 
 def test_a_request_retried_with_its_idempotency_key_is_applied_once(
-        broker: EmbeddedBroker, workers: list[Worker], tmp_path: Path) -> None:
+        broker: Broker, workers: list[Worker], tmp_path: Path) -> None:
     """A client whose answer was lost (cut connection, 504, crash) sends the same request
     again with the same ``Idempotency-Key``: the same ticket, the same event, answered
     again as a replay; concurrent retries included; a worker restart in between too."""

@@ -36,10 +36,10 @@ from projections.projector import (
 from sla.events import Event, EventType, encode_event, new_event
 from sla.ticket import Ticket
 from slaledger.settings import load_policy
-from streams.embedded import EmbeddedBroker, free_port
+from streams.embedded import free_port
 from streams.kafka_tools import producer
 from streams.topics import EVENTS
-from tests.integration.conftest import api, wait_for
+from tests.integration.conftest import Broker, api, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def history(n: int, start: datetime, prefix: str = "P") -> list[Event]:
     return out
 
 
-def publish(broker: EmbeddedBroker, events: list[Event]) -> None:
+def publish(broker: Broker, events: list[Event]) -> None:
     kafka = producer(broker.bootstrap, embedded=False)
     for event in events:
         kafka.send(EVENTS, key=event.ticket_id.encode(), value=encode_event(event))
@@ -93,7 +93,7 @@ def snapshot(engine: Engine) -> tuple[list, list]:
     return tickets, clocks
 
 
-def test_idempotent_chained_and_rebuilt_equal(broker: EmbeddedBroker, database: str) -> None:
+def test_idempotent_chained_and_rebuilt_equal(broker: Broker, database: str) -> None:
     engine = create_engine(database)
     create_schema(engine)
     policy = load_policy()
@@ -130,7 +130,7 @@ def test_idempotent_chained_and_rebuilt_equal(broker: EmbeddedBroker, database: 
     assert statuses["P-0000"] == "met" and statuses["P-0001"] == "breached"
 
 
-def test_projector_resumes_after_sigkill_and_serves_metrics(broker: EmbeddedBroker, database: str,
+def test_projector_resumes_after_sigkill_and_serves_metrics(broker: Broker, database: str,
                                                            tmp_path: Path) -> None:
     engine = create_engine(database)
     events = history(120, datetime(2026, 4, 13, 7, 0, tzinfo=UTC), prefix="R")
@@ -198,7 +198,7 @@ def _safe_count(engine: Engine, prefix: str = "R-") -> int:
         return 0
 
 
-def test_dead_letters_are_counted(broker: EmbeddedBroker, database: str) -> None:
+def test_dead_letters_are_counted(broker: Broker, database: str) -> None:
     from projections.metrics import ProjectionCollector
     from streams.topics import DEAD_LETTERS
 

@@ -11,17 +11,16 @@ from pathlib import Path
 import pytest
 
 from sla.events import decode_event
-from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import end_offsets_total, read_topic
 from streams.topics import EVENTS
-from tests.integration.conftest import Worker, api, wait_for
+from tests.integration.conftest import Broker, Worker, api, wait_for
 from tests.integration.test_faults import file_and_acknowledge, send_commands
 
 pytestmark = pytest.mark.integration
 ROCKSDB = {"SLALEDGER_STORE_URL": "slaledger-rocksdb://"}
 
 
-def test_rocksdb_store_survives_sigterm_and_sigkill(broker: EmbeddedBroker, workers: list[Worker],
+def test_rocksdb_store_survives_sigterm_and_sigkill(broker: Broker, workers: list[Worker],
                                                     tmp_path: Path) -> None:
     expected: set[uuid.UUID] = set()
 
