@@ -33,7 +33,7 @@ class Producer(driver.Producer):
     async def on_start(self) -> None:
         await super().on_start()
         producer = self._ensure_producer()
-        for table in self.app.tables.values():  # type: ignore[attr-defined]
+        for table in self.app.tables.values():
             await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
