@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--broker", help="use this running broker (kafka://host:port) instead of an embedded one; "
                                       "it keeps the log, so nothing is restored into it (a Tansu broker "
                                       "also needs SLALEDGER_EMBEDDED=1)")
+    dev.add_argument("--kafka", action="store_true",
+                     help="run a local single-node Apache Kafka (needs Java; jars fetched once by Maven) with its "
+                          "data under DATA_DIR/kafka: the log survives a restart, nothing is restored")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
     return parser
@@ -436,28 +439,38 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.service import LagProbe, engine_for
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
+    from streams.kafka_broker import BrokerError, KafkaCluster
     from streams.topics import create_topics
 
     base = _settings(args, log_format="console")
     configure_logging(base.log_format, base.log_level)
     Path(base.data_dir).mkdir(parents=True, exist_ok=True)
     base.policy()  # a bad policy file stops here, before anything starts
+    if args.kafka and args.broker:
+        raise UsageError("--kafka and --broker are exclusive: --kafka runs its own Apache Kafka")
     # An embedded broker is empty at each start (the archive is restored into it); a broker
-    # given with --broker outlives this process and keeps the log itself.
-    broker = None if args.broker else EmbeddedBroker(port=args.broker_port,
-                                                     log_path=Path(base.data_dir) / "broker.log")
+    # given with --broker outlives this process and keeps the log itself, and so does the
+    # Apache Kafka of --kafka (its data directory is kept under DATA_DIR/kafka).
+    broker: EmbeddedBroker | KafkaCluster | None = None
+    if args.kafka:
+        broker = KafkaCluster(Path(base.data_dir) / "kafka", 1, port=args.broker_port)
+    elif not args.broker:
+        broker = EmbeddedBroker(port=args.broker_port, log_path=Path(base.data_dir) / "broker.log")
     if broker is not None:
-        broker.start()
+        try:
+            broker.start()
+        except BrokerError as exc:
+            raise UsageError(str(exc)) from None
     stop = threading.Event()
     projector: threading.Thread | None = None
     try:
-        own: dict[str, object] = {"broker_url": broker.url, "embedded": True} if broker is not None else {}
+        own: dict[str, object] = {"broker_url": broker.url, "embedded": broker.embedded} if broker else {}
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
                              rebalance_timeout=2.0, database_url=base.database)
         create_topics(settings.bootstrap, settings.partitions)
         engine = engine_for(settings)
         create_schema(engine)
-        restored = restore_archive(engine, settings.bootstrap) if broker is not None else 0
+        restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
         dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
         try:
             ensure_token(engine, dev_token, "agent", "dev")

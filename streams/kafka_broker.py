@@ -177,7 +177,7 @@ class KafkaCluster:
         base = [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
         if not (node.data_dir / "logs" / "meta.properties").exists():
-            fmt = subprocess.run([*base, "kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id,
+            fmt = subprocess.run([*base, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
                                   "--config", str(node.properties), "--ignore-formatted"],
                                  capture_output=True, text=True, check=False)
             if fmt.returncode != 0:

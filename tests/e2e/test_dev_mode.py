@@ -155,3 +155,42 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_dev_kafka_keeps_its_log_across_a_kill(tmp_path: Path) -> None:
+    """``slaledger dev --kafka``: a local Apache Kafka under the data directory holds the log;
+    after the dev process is SIGKILLed (its broker stops with it), a restart finds every
+    ticket in the broker itself: nothing is restored from the archive."""
+    from tests.conftest import system_tool
+
+    system_tool("java", package="openjdk-17-jre-headless")
+    filed = {"kind": "incident", "channel": "portal", "member": "commune-de-blois", "product": "parapheur",
+             "subject": "Parapheur inaccessible"}
+    proc, port, log = start_dev(tmp_path, "--kafka")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, port, log)
+        kafka = broker_port(log)
+        status, body = call("POST", f"{base}/api/tickets", filed)
+        assert status == 201, body
+        tid = body["ticket"]["id"]
+        assert call("POST", f"{base}/api/tickets/{tid}/acknowledge", {})[0] == 200
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    wait_for(lambda: not port_open(kafka), timeout=60, what="the dev mode's Kafka stopped with it")
+    assert (tmp_path / "data" / "kafka" / "node1" / "broker.log").exists()
+
+    proc, port, log = start_dev(tmp_path, "--kafka")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, port, log)
+        assert broker_port(log) == kafka  # the same broker, on the same port, with its data
+        assert ", 0 archived events restored" in log.read_text()
+        status, ticket = call("GET", f"{base}/api/tickets/{tid}")
+        assert status == 200 and ticket["status"] == "in_progress" and ticket["version"] == 2, ticket
+        assert call("POST", f"{base}/api/tickets/{tid}/resolve", {"resolution": "Corrigé"})[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert not port_open(kafka)
