@@ -7,7 +7,9 @@ differs from a replay, or when an SLA deadline got no breach or more than one.
     .venv/bin/python bench/load_fault.py --clients 8 --seconds 60 --mode two-workers
     .venv/bin/python bench/load_fault.py --clients 8 --seconds 60 --mode dev
 
-Modes (everything on 127.0.0.1, free ports, a temporary directory; stops by itself):
+Modes (everything on 127.0.0.1, free ports, a temporary directory; stops by itself).
+``--broker tansu|kafka`` picks the engine of ``two-workers`` and ``dev`` (Tansu, or a
+single-node Apache Kafka):
 
 - ``two-workers``: a Tansu broker, two ``slaledger worker`` processes and one
   ``slaledger project``; at M/3 one worker is SIGKILLed, at 2M/3 the projector; each is
@@ -16,6 +18,14 @@ Modes (everything on 127.0.0.1, free ports, a temporary directory; stops by itse
 - ``dev``: ``slaledger dev --broker …`` (worker, API and projector in one process) against a
   broker process of its own, so the log survives; the dev process is SIGKILLed at M/3 and
   at 2M/3 and restarted.
+- ``kafka-ha``: a three-node Apache Kafka cluster (KRaft, replication 3,
+  ``min.insync.replicas=2``, unclean leader election off), two workers and the projector.
+  At M/5 and 2M/5 the node leading most partitions of the commands and events topics is
+  SIGKILLed and restarted after ``--broker-restart-delay`` seconds; at 3M/5 the whole cluster
+  is stopped and started again on its data (each fault at least 3 s after the previous one
+  recovered; the verdict fails if a fault did not start while the clients were working).
+  Reports the p99 latency of commands answered within 30 s of a fault and the longest
+  time without an accepted answer.
 - ``dev-embedded``: plain ``slaledger dev`` with its in-memory embedded broker; each fault
   kills the dev process *and* its broker (a machine crash). The restart restores the SQL
   archive into a new broker, so what the projector had not archived yet is gone: this
@@ -77,8 +87,9 @@ from sla.ticket import Ticket
 from slaledger.fixtures import short_intake_policy
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
+from streams.kafka_broker import KafkaCluster
 from streams.kafka_tools import partitions_of, read_topic, true_end_offsets
-from streams.topics import EVENTS, create_topics
+from streams.topics import COMMANDS, EVENTS, create_topics
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FACT_TYPES = {EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED}
@@ -315,7 +326,7 @@ class Rig:
         self.args, self.workdir = args, workdir
         self.token = "slt_load_" + secrets.token_urlsafe(18)
         self.created_db: str | None = None
-        self.broker: EmbeddedBroker | None = None
+        self.broker: EmbeddedBroker | KafkaCluster | None = None
         self.workers: list[Proc] = []
         self.projector: Proc | None = None
         self.database = self._database()
@@ -331,20 +342,26 @@ class Rig:
         self.policy_file = workdir / "policy.toml"
         self.policy_file.write_text(short_intake_policy(args.sla_seconds, policy_id="load-1",
                                                         title="Prise en compte (charge)"))
-        if args.mode != "dev-embedded":
+        if args.mode == "kafka-ha":
+            self.broker = KafkaCluster(workdir / "kafka", 3).start()
+        elif args.mode != "dev-embedded" and args.broker == "kafka":
+            self.broker = KafkaCluster(workdir / "kafka", 1).start()
+        elif args.mode != "dev-embedded":
             self.broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
-            create_topics(self.broker.bootstrap, args.partitions)
+        if self.broker is not None:
+            create_topics(self.broker.bootstrap, args.partitions, replication=self.broker.replication)
+        embedded = "1" if self.broker is not None and self.broker.embedded else "0"
         create_schema(self.engine)
         ensure_token(self.engine, self.token, "agent", "load")
         base = {**os.environ, "SLALEDGER_DATABASE_URL": self.database, "SLALEDGER_POLICY_FILE": str(self.policy_file),
                 "SLALEDGER_LOG_LEVEL": args.log_level, "SLALEDGER_TIMER_INTERVAL": "0.2",
                 "SLALEDGER_PARTITIONS": str(args.partitions), "SLALEDGER_DEV_TOKEN": self.token}
-        if args.mode == "two-workers":
+        if args.mode in ("two-workers", "kafka-ha"):
             assert self.broker is not None
             for name in ("worker-a", "worker-b"):
                 port = free_port()
                 env = {**base, "SLALEDGER_BROKER_URL": self.broker.url, "SLALEDGER_WEB_PORT": str(port),
-                       "SLALEDGER_DATA_DIR": str(workdir / name), "SLALEDGER_EMBEDDED": "1",
+                       "SLALEDGER_DATA_DIR": str(workdir / name), "SLALEDGER_EMBEDDED": embedded,
                        "SLALEDGER_SESSION_TIMEOUT": "4", "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
                        "SLALEDGER_REBALANCE_TIMEOUT": "2", "SLALEDGER_COMMIT_INTERVAL": "1"}
                 self.workers.append(Proc(name, ["worker"], env, workdir, f"http://127.0.0.1:{port}"))
@@ -356,7 +373,7 @@ class Rig:
             env = dict(base)
             if self.broker is not None:
                 argv += ["--broker", self.broker.url]
-                env["SLALEDGER_EMBEDDED"] = "1"
+                env["SLALEDGER_EMBEDDED"] = embedded
             self.workers.append(Proc("dev", argv, env, workdir, f"http://127.0.0.1:{port}"))
 
     def _database(self) -> str:
@@ -401,10 +418,53 @@ class Rig:
             admin.dispose()
 
 
+def leading_node(cluster: KafkaCluster) -> int:
+    """The node that leads most partitions of the commands and events topics."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="slaledger-load-fault")
+    try:
+        described = admin.describe_topics([COMMANDS, EVENTS])
+    finally:
+        admin.close()
+    leaders = Counter(p["leader_id"] for topic in described for p in topic["partitions"] if p["leader_id"] >= 0)
+    return leaders.most_common(1)[0][0]
+
+
+async def inject_broker_faults(rig: Rig, t0: float, seconds: float, delay: float, faults: list[Fault]) -> None:
+    """kafka-ha: SIGKILL the leading node at M/5 and 2M/5, restart it ``delay`` s later; stop
+    the whole cluster at 3M/5 and start it again ``delay`` s later. A fault starts 3 s after
+    the previous one has recovered at the earliest (a restart takes seconds on 2 cores)."""
+    cluster = rig.broker
+    assert isinstance(cluster, KafkaCluster)
+    recovered = t0
+    for i in (1, 2, 3):
+        await asyncio.sleep(max(0.0, t0 + i * seconds / 5 - time.monotonic(), recovered + 3 - time.monotonic()))
+        at = time.monotonic() - t0
+        if i < 3:
+            node = await asyncio.to_thread(leading_node, cluster)
+            cluster.kill_node(node)
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            await asyncio.to_thread(cluster.start_node, node)
+            what = f"SIGKILL broker leading commands/events (node {node})"
+        else:
+            await asyncio.to_thread(cluster.stop)
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            await asyncio.to_thread(cluster.start)
+            what = "stop whole cluster (data on disk)"
+        recovered = time.monotonic()
+        faults.append(Fault(at, what, delay, round(recovered - started, 1)))
+
+
 async def inject(rig: Rig, session: aiohttp.ClientSession, t0: float, seconds: float, delay: float,
                  faults: list[Fault]) -> None:
     """SIGKILL, wait, restart: a worker at M/3 and the projector at 2M/3 (dev modes: the dev
-    process both times, its broker with it in dev-embedded)."""
+    process both times, its broker with it in dev-embedded; kafka-ha: brokers)."""
+    if rig.args.mode == "kafka-ha":
+        await inject_broker_faults(rig, t0, seconds, rig.args.broker_restart_delay, faults)
+        return
     if rig.projector is not None:
         plan = [(rig.workers[0], "worker"), (rig.projector, "projector")]
     else:
@@ -566,7 +626,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     throwaway = not args.workdir and not args.keep  # a directory given is never deleted
     rig = Rig(args, workdir)
-    report: dict[str, Any] = {"mode": args.mode, "clients": args.clients, "seconds": args.seconds,
+    broker = {"kafka-ha": "Apache Kafka x3", "dev-embedded": "tansu (in dev)"}.get(
+        args.mode, "Apache Kafka" if args.broker == "kafka" else "tansu")
+    report: dict[str, Any] = {"mode": args.mode, "broker": broker, "clients": args.clients, "seconds": args.seconds,
                               "database": rig.engine.dialect.name, "workdir": str(workdir)}
     try:
         rig.start()
@@ -593,6 +655,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if throwaway:
             shutil.rmtree(workdir, ignore_errors=True)
     latencies = [a.latency for a in tally.accepted]
+    # recovery: answers that came within 30 s of a fault, and the longest silence
+    near_fault = [a.latency for a in tally.accepted if any(0 <= a.done_at - f.at <= 30 for f in faults)]
+    done = sorted(a.done_at for a in tally.accepted)
+    gaps = [b - a for a, b in zip([0.0, *done], done, strict=False)]
     windows = Counter(int(a.done_at // 5) for a in tally.accepted if a.done_at < args.seconds)
     report.update({
         "elapsed": round(elapsed, 1), "accepted": len(tally.accepted),
@@ -602,6 +668,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "filed": len(tally.filed), "replayed_answers": sum(a.replayed for a in tally.accepted),
         "p50_s": round(percentile(latencies, 0.50), 3), "p99_s": round(percentile(latencies, 0.99), 3),
         "max_s": round(max(latencies, default=float("nan")), 3),
+        "p99_near_fault_s": round(percentile(near_fault, 0.99), 3),
+        "longest_without_answer_s": round(max(gaps, default=0.0), 1),
         "answers": dict(sorted(tally.answers.items())), "not_answered": tally.not_answered, "resent": tally.resent,
         "retried": tally.retried,
         "faults": [f.__dict__ for f in faults], "settled_in_s": round(settled, 1),
@@ -609,7 +677,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["ok"] = (report["lost"] == 0 and report["duplicates"] == 0 and report["verify_archive_count"] == 0
                     and report["verify_kafka_count"] == 0 and report["state_differs"] == 0
                     and report["missed_sla_facts"] == 0 and report["applied_unanswered"] <= report["not_answered"]
-                    and len(faults) == 2)
+                    and len(faults) == (3 if args.mode == "kafka-ha" else 2)
+                    and all(f.at < args.seconds for f in faults))
     return report
 
 
@@ -620,11 +689,14 @@ def print_figures(r: dict[str, Any]) -> None:
     answers = ", ".join(f"{k}: {v:,}" for k, v in r["answers"].items())
     dup = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["duplicate_kinds"].items())
     lines = [
-        f"load and fault run: mode {r['mode']}, {r['clients']} clients, {r['seconds']:g} s, {r['database']}",
+        f"load and fault run: mode {r['mode']} on {r['broker']}, {r['clients']} clients, {r['seconds']:g} s, "
+        f"{r['database']}",
         f"commands/s held     {r['commands_per_s']:,.1f} accepted/s over {r['elapsed']:.1f} s "
         f"({r['accepted']:,} commands, {r['filed']:,} tickets filed); lowest 5-s window "
         f"{r['lowest_5s_window_per_s']}/s",
-        f"latency (accepted)  p50 {r['p50_s']:.3f} s, p99 {r['p99_s']:.3f} s, max {r['max_s']:.3f} s",
+        f"latency (accepted)  p50 {r['p50_s']:.3f} s, p99 {r['p99_s']:.3f} s, max {r['max_s']:.3f} s; "
+        f"p99 within 30 s of a fault {r['p99_near_fault_s']:.3f} s; longest time without an accepted answer "
+        f"{r['longest_without_answer_s']:.1f} s",
         f"answers             {answers}",
         f"not answered        {r['not_answered']:,} (outcome unknown; {r['applied_unanswered']:,} commands were "
         f"applied without an answer); sent again with their key after no answer/504: {r['retried']:,} "
@@ -654,7 +726,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--mode", choices=["dev", "two-workers", "dev-embedded"], default="two-workers")
+    parser.add_argument("--mode", choices=["dev", "two-workers", "dev-embedded", "kafka-ha"], default="two-workers")
+    parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
+                        help="engine of the two-workers and dev modes (kafka-ha: three Apache Kafka nodes)")
+    parser.add_argument("--broker-restart-delay", type=float, default=5.0,
+                        help="kafka-ha: seconds a killed node (or the stopped cluster) stays down")
     parser.add_argument("--database", default="",
                         help="SQLAlchemy URL of an empty database, or 'sqlite' (default: a fresh PostgreSQL "
                              "database on --pg-admin's server, dropped afterwards)")

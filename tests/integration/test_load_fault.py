@@ -1,6 +1,9 @@
 """The load and fault suite, bounded: clients work tickets while a worker and then the
-projector are SIGKILLed and restarted; nothing accepted is lost, nothing applied twice,
-and every request cut by a kill is retried with its idempotency key and answered."""
+projector are SIGKILLed and restarted (on Tansu and on Apache Kafka), or, on a three-node
+Apache Kafka cluster, while the broker leading the commands and events partitions is
+SIGKILLed twice and the whole cluster restarted once; nothing accepted is lost, nothing
+applied twice, and every request cut by a fault is retried with its idempotency key and
+answered."""
 
 from __future__ import annotations
 
@@ -16,21 +19,31 @@ pytestmark = pytest.mark.integration
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "load_fault.py"
 
 
-@pytest.mark.parametrize(("mode", "faults"), [
-    ("two-workers", ["SIGKILL worker", "SIGKILL projector"]),
-    ("dev", ["SIGKILL dev process", "SIGKILL dev process"]),  # `slaledger dev --broker`: the log survives
+LEADER_KILLED = "SIGKILL broker leading commands/events"
+
+
+@pytest.mark.parametrize(("mode", "broker", "seconds", "faults"), [
+    ("two-workers", "tansu", 16, ["SIGKILL worker", "SIGKILL projector"]),
+    ("two-workers", "kafka", 16, ["SIGKILL worker", "SIGKILL projector"]),
+    ("dev", "tansu", 16, ["SIGKILL dev process", "SIGKILL dev process"]),  # `dev --broker`: the log survives
+    ("dev", "kafka", 16, ["SIGKILL dev process", "SIGKILL dev process"]),
+    # three Apache Kafka nodes: the leader killed twice, then the whole cluster stopped and restarted
+    ("kafka-ha", "kafka", 70, [LEADER_KILLED, LEADER_KILLED, "stop whole cluster"]),
 ])
-def test_nothing_accepted_is_lost_or_applied_twice_across_kills(tmp_path: Path, mode: str, faults: list[str]) -> None:
+def test_nothing_accepted_is_lost_or_applied_twice_across_kills(tmp_path: Path, mode: str, broker: str,
+                                                                 seconds: int, faults: list[str]) -> None:
     figures = tmp_path / "figures.json"
     # The driver runs as a script, as an operator would, and stops by itself.
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--mode", mode, "--clients", "6", "--seconds", "16",
-         "--sla-seconds", "2", "--restart-delay", "1", "--json", str(figures), "--workdir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=170)
+        [sys.executable, str(BENCH), "--mode", mode, "--broker", broker, "--clients", "6", "--seconds", str(seconds),
+         "--sla-seconds", "2", "--restart-delay", "1", "--broker-restart-delay", "3", "--json", str(figures),
+         "--workdir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=seconds + 240)
     assert figures.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     r = json.loads(figures.read_text())
     summary = result.stdout[-3000:]
     assert [f["what"].split(" (")[0] for f in r["faults"]] == faults, summary
+    assert all(f["at"] < seconds for f in r["faults"]), summary  # every fault hit a working pipeline
     assert r["accepted"] > 30 and r["filed"] > 5, summary  # the run did real work
     assert r["lost"] == 0 and r["duplicates"] == 0, summary
     assert r["verify_archive_count"] == 0 and r["verify_kafka_count"] == 0, summary  # projection = replay
