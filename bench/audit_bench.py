@@ -1,13 +1,18 @@
-"""Audit replay speed (issue 5): replay N events from the embedded broker vs a raw
-kafka-python consumer reading the same topic, in the same run; RSS before and after.
+"""Audit replay speed (issue 5): replay N events from the broker vs a raw kafka-python
+consumer reading the same topic, in the same run; RSS before and after. Runs on the
+embedded Tansu and on a single-node Apache Kafka, each in a process of its own (so each
+RSS is its own), and prints both side by side.
 
-    .venv/bin/python bench/audit_bench.py [--events 1000000]
+    .venv/bin/python bench/audit_bench.py [--events 1000000] [--brokers tansu,kafka]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -20,6 +25,7 @@ from projections.audit import Filters, kafka_records, replay
 from sla.events import EventType, encode_event, new_event
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker
+from streams.kafka_broker import KafkaCluster
 from streams.kafka_tools import partitions_of, producer, true_end_offsets
 from streams.topics import EVENTS, create_topics
 
@@ -30,16 +36,16 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1_000_000)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "tansu.log") as broker:
+def one_broker(kind: str, total: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, (
+            EmbeddedBroker(log_path=Path(tmp) / "tansu.log") if kind == "tansu"
+            else KafkaCluster(Path(tmp) / "kafka", 1)) as broker:
+        print(f"== {kind}", flush=True)
         create_topics(broker.bootstrap, 4)
         kafka = producer(broker.bootstrap, embedded=False, linger_ms=5, batch_size=256 * 1024)
         base = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
         t0, n = time.perf_counter(), 0
-        while n < args.events:
+        while n < total:
             tid = f"A-{n:08d}"
             at = base + timedelta(minutes=n % 100_000)
             events = [new_event(EventType.TICKET_FILED, tid, occurred_at=at, recorded_at=at, actor="bench",
@@ -79,7 +85,30 @@ def main() -> None:
               f"{len(result.tickets):,} open tickets held, {elapsed:.1f} s)")
         print(f"ratio replay / raw consumer: {rate / raw:.2f} (target >= 0.5)")
         print(f"max RSS: {before:,.0f} MiB before replay, {rss_mib():,.0f} MiB after "
-              f"(holds the open tickets only, not the history)")
+              f"(holds the open tickets only, not the history)", flush=True)
+        return {"raw": raw, "replay": rate, "ratio": rate / raw, "rss_before": before, "rss_after": rss_mib()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--brokers", default="tansu,kafka", help="comma-separated: tansu, kafka")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # one broker, figures to this file (child process)
+    args = parser.parse_args()
+    if args.json:
+        Path(args.json).write_text(json.dumps(one_broker(args.brokers, args.events)))
+        return
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.brokers.split(","):
+            out = Path(tmp) / f"{kind}.json"
+            subprocess.run([sys.executable, __file__, "--events", str(args.events), "--brokers", kind,
+                            "--json", str(out)], check=True)
+            figures[kind] = json.loads(out.read_text())
+    print(f"\n{args.events:,} events | raw kafka-python rec/s | audit replay events/s | replay / raw | max RSS")
+    for kind, f in figures.items():
+        print(f"{kind:>6} | {f['raw']:,.0f} | {f['replay']:,.0f} | {f['ratio']:.2f} | "
+              f"{f['rss_before']:,.0f} -> {f['rss_after']:,.0f} MiB")
 
 
 if __name__ == "__main__":

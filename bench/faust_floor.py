@@ -4,7 +4,9 @@ and with the same broker settings. Run by ``pipeline_bench.py`` in the same run 
 worker, so the worker's rate can be read against it. Writes ``RATE CPU`` to DATADIR/figure
 (Faust redirects standard output to its log).
 
-    .venv/bin/python bench/faust_floor.py BOOTSTRAP TOTAL DATADIR
+    .venv/bin/python bench/faust_floor.py BOOTSTRAP TOTAL DATADIR [embedded|kafka]
+
+The Tansu workarounds are applied as the worker applies them: in embedded mode only.
 
 Faust hands every record to its agent through a per-record path (``wait_first`` on the
 callback and the flow-control event, a queue, an ``Event``); that path, not the broker,
@@ -28,8 +30,9 @@ from streams.topics import COMMANDS, EVENTS
 
 def main() -> None:
     bootstrap, total, datadir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    patch_faust_highwaters(bootstrap)
-    patch_faust_fetch_wait()
+    if (sys.argv[4] if len(sys.argv) > 4 else "embedded") == "embedded":
+        patch_faust_highwaters(bootstrap)
+        patch_faust_fetch_wait()
     app = faust.App("slaledger-bench-faust-floor", broker=f"kafka://{bootstrap}", datadir=datadir,
                     web_enabled=False, topic_partitions=4, topic_allow_declare=False,
                     broker_session_timeout=4, broker_heartbeat_interval=0.5, broker_rebalance_timeout=2,
