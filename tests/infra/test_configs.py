@@ -108,6 +108,14 @@ def test_kafka_is_kraft_without_auto_creation_or_unclean_election(compose: dict[
     assert "profiles" not in services["kafka"]  # the single-node default
 
 
+def test_compose_runs_the_kafka_version_the_tests_run(compose: dict[str, Any]) -> None:
+    """One Apache Kafka version: the one infra/kafka/pom.xml pins for the tests and benches."""
+    from streams.kafka_broker import kafka_version
+
+    for name in ("kafka", "kafka-1", "kafka-2", "kafka-3"):
+        assert compose["services"][name]["image"] == f"apache/kafka:{kafka_version()}", name
+
+
 def test_long_running_services_have_health_checks_and_restart_policies(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if name in ("topics-init", "prometheus-token", "db-grants"):
