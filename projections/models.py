@@ -147,7 +147,7 @@ class JudgmentRow(Base):
 
 
 class ItopCheckpointRow(Base):
-    """Where the iTop connector stopped, per iTop instance and class (``streams.itop``).
+    """Where the iTop connector stopped, per iTop instance and class (``slaledger.itop``).
 
     ``watermark`` is the highest ``last_update`` read, kept as iTop wrote it (local time,
     "Y-m-d H:i:s") so the next OQL query compares like with like; ``seen`` maps the keys

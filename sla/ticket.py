@@ -126,8 +126,9 @@ CLOCK_SKEW = timedelta(minutes=5)
 class DomainError(Exception):
     """A command that the ticket's current state does not allow.
 
-    ``code`` tells the API how to answer: ``conflict`` (409: the state forbids it now),
-    ``invalid`` (422: the command itself is wrong), ``not_found`` (404).
+    ``code`` says why: ``conflict`` (the state forbids it now), ``invalid`` (the command
+    itself is wrong), ``not_found`` (no such ticket for this caller); the HTTP layer alone
+    turns it into a status code.
     """
 
     def __init__(self, message: str, code: str = "conflict") -> None:
@@ -344,11 +345,33 @@ def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event
 
 
 # --- storage form (Faust table values, snapshots) -----------------------------------------
+# A snapshot outlives the code that wrote it (RocksDB, the changelog, the SQL read model):
+# it carries its schema version, and ``upcast_snapshot`` brings an older one to today's
+# shape before it is read, as events are upcast (``sla.events``).
+#   1 — unversioned, until 2026-11: refused commands kept with their HTTP status.
+#   2 — ``schema`` key; refused commands kept with the domain's result code.
+SNAPSHOT_SCHEMA = 2
+_STATUS_RESULT = {200: "accepted", 201: "created", 404: "not_found", 409: "conflict", 422: "invalid"}
+
+
+def upcast_snapshot(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored snapshot in today's shape (``SNAPSHOT_SCHEMA``), whatever version wrote it."""
+    out = dict(data)
+    version = int(out.get("schema", 1))
+    if version > SNAPSHOT_SCHEMA:
+        raise ValueError(f"ticket snapshot schema {version} is newer than this code ({SNAPSHOT_SCHEMA})")
+    if version < 2:
+        out["refused"] = {cid: [_STATUS_RESULT.get(int(status), "conflict"), body]
+                          for cid, (status, body) in out.get("refused", {}).items()}
+        out["schema"] = 2
+    return out
+
 
 def ticket_to_dict(ticket: Ticket) -> dict[str, Any]:
     """A JSON-ready form of the state; ``ticket_from_dict`` reads it back exactly."""
 
     return {
+        "schema": SNAPSHOT_SCHEMA,
         "ticket_id": ticket.ticket_id,
         "status": str(ticket.status),
         "kind": ticket.kind,
@@ -377,6 +400,7 @@ def ticket_from_dict(data: Mapping[str, Any]) -> Ticket:
     def instant(value: str | None) -> datetime | None:
         return parse_instant(value, "ticket") if value is not None else None
 
+    data = upcast_snapshot(data)
     ticket = Ticket(
         ticket_id=data["ticket_id"],
         status=Status(data["status"]),

@@ -208,14 +208,14 @@ def _run_worker(settings: Settings) -> int:
 
     import faust
 
-    from streams.app import Pipeline
+    from .bootstrap import build_worker
 
-    policy = settings.policy()  # fail fast on a bad policy file
+    settings.policy()  # fail fast on a bad policy file
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_format, settings.log_level)
     structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
     try:
-        pipeline = Pipeline(settings, policy)
+        pipeline = build_worker(settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
@@ -228,7 +228,7 @@ def _run_worker(settings: Settings) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from projections.service import serve_projector
+    from .bootstrap import serve_projector
 
     settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
@@ -244,7 +244,8 @@ def _audit_records(settings: Settings, source: str, engine: object) -> object:
 def cmd_audit_replay(args: argparse.Namespace) -> int:
     from projections.audit import Filters, dispute_file, replay, stable_json
     from projections.report import to_html, to_markdown, to_pdf
-    from projections.service import engine_for
+
+    from .bootstrap import engine_for
 
     if args.format == "pdf" and not args.output:
         raise UsageError("--format pdf needs --output FILE")
@@ -274,7 +275,8 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from projections.audit import verify_projection
-    from projections.service import engine_for
+
+    from .bootstrap import engine_for
 
     settings = _settings(args)
     configure_logging(settings.log_format, "warning")
@@ -308,8 +310,9 @@ def _progress(settings: Settings, source: str, engine: object) -> ProgressBar:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from projections.projector import create_schema
-    from projections.service import engine_for
     from projections.tokens import TokenError, create_token, ensure_token
+
+    from .bootstrap import engine_for
 
     engine = engine_for(_settings(args))
     create_schema(engine)
@@ -333,8 +336,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from projections.projector import create_schema
-    from projections.service import engine_for
     from projections.tokens import revoke_token
+
+    from .bootstrap import engine_for
 
     engine = engine_for(_settings(args))
     create_schema(engine)
@@ -345,7 +349,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def _duration(value: str) -> float:
-    from streams.itop import parse_duration
+    from slaledger.itop import parse_duration
 
     try:
         return parse_duration(value)
@@ -354,7 +358,7 @@ def _duration(value: str) -> float:
 
 
 def _page_size(value: str) -> int:
-    from streams.itop import MAX_PAGE_SIZE
+    from slaledger.itop import MAX_PAGE_SIZE
 
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
         raise argparse.ArgumentTypeError(f"{value!r}: an integer from 1 to {MAX_PAGE_SIZE}")
@@ -369,8 +373,9 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from projections.projector import create_schema
-    from projections.service import engine_for
-    from streams import itop
+    from slaledger import itop
+
+    from .bootstrap import engine_for
 
     settings = _settings(args, itop_url=args.itop_url, itop_user=args.itop_user, itop_password=args.itop_password,
                          itop_token=args.itop_token, itop_timezone=args.itop_timezone)
@@ -433,14 +438,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY
 
     from projections.alerts import start_alert_pusher
+    from projections.lag import LagProbe
     from projections.metrics import ProjectionCollector
     from projections.projector import create_schema, run_projector
     from projections.restore import restore_archive
-    from projections.service import LagProbe, engine_for
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.kafka_broker import BrokerError, KafkaCluster
     from streams.topics import create_topics
+
+    from .bootstrap import engine_for
 
     base = _settings(args, log_format="console")
     configure_logging(base.log_format, base.log_level)

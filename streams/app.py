@@ -23,30 +23,28 @@ import base64
 import json
 import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import TP
 from kafka.partitioner.default import murmur2
-from sqlalchemy import create_engine
 
-from projections.tokens import TokenStore
 from sla.events import Event, encode_event
 from sla.policy import Policy
-from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
-from slaledger.settings import Settings
+from sla.ticket import Command, Ticket, ticket_from_dict, ticket_to_dict, upcast_snapshot
 
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
-from .kafka_security import aiokafka_options, faust_credentials
-from .processor import Outcome, Step, TicketProcessor
+from .kafka_security import KafkaSecurity, aiokafka_options, faust_credentials
+from .processor import Outcome, Step, TicketProcessor, encode_command
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
@@ -64,6 +62,38 @@ FACT_RECHECK = timedelta(seconds=5)
 STALL_SECONDS = 3.0
 BATCH_SIZE = 500
 BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
+
+
+class WorkerSettings(KafkaSecurity, Protocol):
+    """What the worker reads of the settings (``slaledger.settings.Settings`` has it all):
+    passed in as a value, so this layer never imports the entrypoints'."""
+
+    @property
+    def bootstrap(self) -> str: ...
+    @property
+    def embedded(self) -> bool: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def store_url(self) -> str: ...
+    @property
+    def web_host(self) -> str: ...
+    @property
+    def web_port(self) -> int: ...
+    @property
+    def data_dir(self) -> str: ...
+    @property
+    def timer_interval(self) -> float: ...
+    @property
+    def command_timeout(self) -> float: ...
+    @property
+    def session_timeout(self) -> float: ...
+    @property
+    def heartbeat_interval(self) -> float: ...
+    @property
+    def rebalance_timeout(self) -> float: ...
+    @property
+    def commit_interval(self) -> float: ...
 
 
 def advertised_host(web_host: str) -> str:
@@ -119,7 +149,7 @@ _WAKEUP = re.compile(rb'^\{"wakeup":\s*(?:null|"([^"]+)")')
 # Refused commands remembered per ticket (the newest): enough for any redelivery, which
 # reaches back to the last offset commit or the last stored position.
 REFUSALS_KEPT = 20
-Refusals = dict[str, tuple[int, dict[str, Any]]]  # command id → (HTTP status, answer)
+Refusals = dict[str, tuple[str, dict[str, Any]]]  # command id → (result code, answer)
 
 
 def stored(ticket: Ticket, wakeup: datetime | None, refused: Refusals | None = None) -> dict[str, Any]:
@@ -129,12 +159,13 @@ def stored(ticket: Ticket, wakeup: datetime | None, refused: Refusals | None = N
     Refusals are not events: a ticket rebuilt from the events topic has none."""
     value = {"wakeup": wakeup.isoformat() if wakeup else None, **ticket_to_dict(ticket)}
     if refused:
-        value["refused"] = {cid: [status, body] for cid, (status, body) in list(refused.items())[-REFUSALS_KEPT:]}
+        value["refused"] = {cid: [result, body] for cid, (result, body) in list(refused.items())[-REFUSALS_KEPT:]}
     return value
 
 
 def refusals_of(value: dict[str, Any] | None) -> Refusals:
-    return {cid: (int(status), body) for cid, (status, body) in (value or {}).get("refused", {}).items()}
+    current = upcast_snapshot(value) if value else {}
+    return {cid: (str(result), body) for cid, (result, body) in current.get("refused", {}).items()}
 
 
 def wakeup_of(value: bytes | dict[str, Any]) -> datetime | object | None:
@@ -162,7 +193,7 @@ class OutcomeWaiter:
     request is still waiting): the first outcome answers them all.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self._futures: dict[str, list[asyncio.Future[Outcome]]] = {}
         self.ready = asyncio.Event()
@@ -208,9 +239,8 @@ class OutcomeWaiter:
 
     def _deliver(self, value: bytes | None) -> None:
         try:
-            raw = json.loads(value or b"")
-            outcome = Outcome(raw["command_id"], int(raw["status"]), raw["body"])
-        except (ValueError, KeyError, TypeError):
+            outcome = Outcome.decode(value)
+        except ValueError:
             log.warning("unreadable outcome ignored")
             return
         for future in self._futures.pop(outcome.command_id, []):
@@ -218,10 +248,22 @@ class OutcomeWaiter:
                 future.set_result(outcome)
 
 
-class Pipeline:
-    """Everything a worker runs, built from settings; ``app`` is the Faust application."""
+class CommandUnavailable(Exception):
+    """The command was not sent: the event log is unavailable (retry later)."""
 
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+
+class NoOutcome(Exception):
+    """No outcome within the command timeout: the command may still be applied."""
+
+
+class Pipeline:
+    """Everything a worker runs, built from settings; ``app`` is the Faust application.
+
+    What the edge may use (the HTTP layer attaches its views to ``app`` from outside):
+    ``load`` a ticket of this worker's partitions, ``submit`` a command and await its
+    outcome, ``local_tickets`` and ``status`` for readiness."""
+
+    def __init__(self, settings: WorkerSettings, policy: Policy) -> None:
         self.settings = settings
         self.policy = policy
         if settings.embedded:
@@ -231,12 +273,6 @@ class Pipeline:
         self.index = DeadlineIndex()
         self.indexed_partitions: set[int] = set()
         self.waiter = OutcomeWaiter(settings)
-        # The SQL read model, when configured: the API's lists read it.
-        self.engine = create_engine(settings.database, pool_pre_ping=True) if settings.database_url else None
-        if settings.auth and self.engine is None:
-            raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
-                             "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
-        self.tokens = TokenStore(self.engine) if settings.auth and self.engine is not None else None
         register_store()
         register_transport()
         self.app = app = faust.App(
@@ -285,19 +321,50 @@ class Pipeline:
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
-        if settings.demo:
-            from .demo import DemoFeeder
 
-            app.task(DemoFeeder(self).run)
-
-        from .api import register_views  # the HTTP API lives beside, on the same app
-
-        register_views(self)
-
-    # --- state ------------------------------------------------------------------------
+    # --- what the edge uses -------------------------------------------------------------
     def load(self, ticket_id: str) -> Ticket | None:
+        """This worker's copy of a ticket (its partitions only; reads are routed to the owner)."""
         raw = self.tickets.get(ticket_id.encode())
         return ticket_from_dict(raw) if raw else None
+
+    def local_tickets(self, statuses: Collection[str] = (), member: str | None = None) -> list[Ticket]:
+        """The tickets of this worker's partitions (when no SQL read model is configured)."""
+        return [ticket_from_dict(raw) for raw in list(self.tickets.values())
+                if raw and (not statuses or raw["status"] in statuses) and (not member or raw["member"] == member)]
+
+    @property
+    def accepting(self) -> bool:
+        """Commands can be sent: their outcomes will be heard."""
+        return self.waiter.ready.is_set()
+
+    async def send(self, command: Command) -> None:
+        """Send a command nobody waits for (demo feeder): it is decided like any other."""
+        await self.commands.send(key=command.ticket_id.encode(), value=encode_command(command))
+
+    async def submit(self, command: Command) -> Outcome:
+        """Send a command to its ticket's partition and await the agent's outcome. Raises
+        ``CommandUnavailable`` (nothing sent) or ``NoOutcome`` (timed out: may be applied)."""
+        cid = str(command.command_id)
+        future = self.waiter.expect(cid)
+        try:
+            await self.send(command)
+            return await asyncio.wait_for(future, timeout=self.settings.command_timeout)
+        except KafkaError as exc:
+            log.warning("command not sent: broker unavailable", ticket_id=command.ticket_id, command_id=cid,
+                        error=repr(exc))
+            raise CommandUnavailable(repr(exc)) from None
+        except TimeoutError:
+            log.warning("command outcome timed out", ticket_id=command.ticket_id, command_id=cid)
+            raise NoOutcome(cid) from None
+        finally:
+            self.waiter.forget(cid, future)
+
+    def status(self) -> dict[str, Any]:
+        """Readiness: tables recovered, outcomes heard, the backlog found at start read."""
+        ready = self.recovered and self.accepting and self.caught_up_once
+        return {"ready": ready, "tables_recovered": self.recovered, "caught_up": self.caught_up_once,
+                "partitions": sorted(self.active_partitions())}
 
     @property
     def recovered(self) -> bool:

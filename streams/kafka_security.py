@@ -16,12 +16,32 @@ connections is a property of the process, like its broker address.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
-    from slaledger.settings import Settings
+
+class KafkaSecurity(Protocol):
+    """The ``SLALEDGER_KAFKA_*`` settings (``slaledger.settings.Settings`` has them), passed in
+    as a value."""
+
+    @property
+    def kafka_security_protocol(self) -> str: ...
+    @property
+    def kafka_sasl_mechanism(self) -> str: ...
+    @property
+    def kafka_sasl_username(self) -> str: ...
+    @property
+    def kafka_sasl_password(self) -> str: ...
+    @property
+    def kafka_ssl_cafile(self) -> str: ...
+    @property
+    def kafka_ssl_certfile(self) -> str: ...
+    @property
+    def kafka_ssl_keyfile(self) -> str: ...
+    @property
+    def kafka_ssl_password(self) -> str: ...
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # What Faust's SASLCredentials, aiokafka and kafka-python all accept with a username and password.
@@ -30,11 +50,11 @@ MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _process_options: dict[str, Any] = {}
 
 
-def protocol_of(settings: Settings) -> str:
+def protocol_of(settings: KafkaSecurity) -> str:
     return (settings.kafka_security_protocol or "PLAINTEXT").strip().upper()
 
 
-def validate(settings: Settings) -> None:
+def validate(settings: KafkaSecurity) -> None:
     """Refuse an incomplete or contradictory configuration at start, with the variable to fix,
     instead of a connection that fails (or silently falls back) later."""
     protocol = protocol_of(settings)
@@ -59,7 +79,7 @@ def validate(settings: Settings) -> None:
         raise ValueError("SLALEDGER_KAFKA_SSL_KEYFILE needs SLALEDGER_KAFKA_SSL_CERTFILE (the client certificate)")
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: KafkaSecurity) -> ssl.SSLContext | None:
     """The TLS context of Faust and aiokafka: the system's trust store, or the given CA,
     hostname checked; with a client certificate when one is configured (mutual TLS)."""
     if not protocol_of(settings).endswith("SSL"):
@@ -71,7 +91,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _sasl(settings: Settings, protocol: str) -> dict[str, Any]:
+def _sasl(settings: KafkaSecurity, protocol: str) -> dict[str, Any]:
     """The SASL options, named alike by kafka-python and aiokafka."""
     if not protocol.startswith("SASL_"):
         return {}
@@ -80,7 +100,7 @@ def _sasl(settings: Settings, protocol: str) -> dict[str, Any]:
             "sasl_plain_password": settings.kafka_sasl_password}
 
 
-def kafka_python_options(settings: Settings) -> dict[str, Any]:
+def kafka_python_options(settings: KafkaSecurity) -> dict[str, Any]:
     """Keyword arguments of kafka-python's KafkaConsumer, KafkaProducer and KafkaAdminClient."""
     validate(settings)
     protocol = protocol_of(settings)
@@ -97,7 +117,7 @@ def kafka_python_options(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def aiokafka_options(settings: Settings) -> dict[str, Any]:
+def aiokafka_options(settings: KafkaSecurity) -> dict[str, Any]:
     """Keyword arguments of aiokafka's AIOKafkaConsumer / AIOKafkaProducer."""
     validate(settings)
     protocol = protocol_of(settings)
@@ -110,7 +130,7 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def faust_credentials(settings: Settings) -> CredentialsT | None:
+def faust_credentials(settings: KafkaSecurity) -> CredentialsT | None:
     """Faust's ``broker_credentials`` (None: plaintext). Faust derives the protocol from the
     credentials' type: SSLCredentials → SSL; SASLCredentials → SASL_SSL with a TLS context,
     SASL_PLAINTEXT without."""
@@ -128,7 +148,7 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
                                  mechanism=settings.kafka_sasl_mechanism.strip().upper(), ssl_context=context)
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: KafkaSecurity) -> None:
     """Record this process's kafka-python options (see the module docstring)."""
     options = kafka_python_options(settings)
     _process_options.clear()

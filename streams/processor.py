@@ -31,7 +31,10 @@ from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_
 from sla.view import ticket_view
 
 log = structlog.get_logger(__name__)
-HTTP_STATUS = {"conflict": 409, "invalid": 422, "not_found": 404}
+# What happened to a command, in the domain's words; the HTTP layer maps them to codes.
+CREATED, ACCEPTED = "created", "accepted"  # a filing / any other command, applied
+REFUSED = ("conflict", "invalid", "not_found")  # sla.ticket.DomainError.code
+RESULTS = frozenset({CREATED, ACCEPTED, *REFUSED})
 
 
 class CommandDecodeError(ValueError):
@@ -90,13 +93,28 @@ def command_id_of(data: bytes) -> str | None:
 
 @dataclass
 class Outcome:
+    """The answer to a command, sent back to its caller on the outcomes topic: ``result`` is
+    one of ``RESULTS``; ``body`` the accepted ticket, or the refusal's French message."""
+
     command_id: str
-    status: int
+    result: str
     body: dict[str, Any]
 
     def encode(self) -> bytes:
-        return json.dumps({"command_id": self.command_id, "status": self.status, "body": self.body},
+        return json.dumps({"command_id": self.command_id, "result": self.result, "body": self.body},
                           ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> Outcome:
+        """Raises ValueError on anything but an outcome."""
+        try:
+            raw = json.loads(data or b"")
+            outcome = cls(str(raw["command_id"]), str(raw["result"]), dict(raw["body"]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not an outcome: {exc}") from None
+        if outcome.result not in RESULTS:
+            raise ValueError(f"not an outcome: result {outcome.result!r}")
+        return outcome
 
 
 @dataclass
@@ -107,7 +125,7 @@ class Step:
     emit: list[Event] = field(default_factory=list)  # append these events, in order, first
     outcome: Outcome | None = None
     dead_letter: str | None = None  # reason, if the record is unreadable
-    refusal: tuple[str, int, dict[str, Any]] | None = None  # (command id, status, answer) to remember
+    refusal: tuple[str, str, dict[str, Any]] | None = None  # (command id, result, answer) to remember
 
 
 def _event_id_int(data: bytes) -> int | None:
@@ -124,7 +142,7 @@ class TicketProcessor:
         self.policy = policy
 
     def on_command(self, ticket: Ticket | None, data: bytes, now: datetime,
-                   refused: Mapping[str, tuple[int, dict[str, Any]]] | None = None) -> Step:
+                   refused: Mapping[str, tuple[str, dict[str, Any]]] | None = None) -> Step:
         """Decide a command. ``refused``: the ticket's remembered refusals, by command id; a
         refused command delivered again (at-least-once) gets its first answer, never a
         second decision against a newer state (a ``close`` refused with 409 must not apply
@@ -133,45 +151,45 @@ class TicketProcessor:
             command = decode_command(data)
         except CommandDecodeError as exc:
             command_id = command_id_of(data)
-            outcome = Outcome(command_id, 422, {"error": str(exc)}) if command_id else None
+            outcome = Outcome(command_id, "invalid", {"error": str(exc)}) if command_id else None
             return Step(dead_letter=f"unreadable command: {exc}", outcome=outcome)
         cid = str(command.command_id)
         reply = command.reply
         if refused and cid in refused:
-            status, body = refused[cid]
-            return Step(outcome=Outcome(cid, status, body) if reply else None)
+            result, body = refused[cid]
+            return Step(outcome=Outcome(cid, result, body) if reply else None)
         if (ticket is not None and not hidden_from(ticket, command)
                 and command_event_id(command.command_id).int in ticket.event_ids):
             # Redelivered after a crash: its events were sent before the state was stored.
             if not reply:
                 return Step()
-            return Step(outcome=Outcome(cid, 201 if command.type is CommandType.FILE else 200,
+            return Step(outcome=Outcome(cid, CREATED if command.type is CommandType.FILE else ACCEPTED,
                                         self._accepted(ticket, [command_event_id(command.command_id)], now,
                                                        replayed=True)))
         try:
             events = decide(ticket, command, now)
         except DomainError as exc:
-            status, body = HTTP_STATUS[exc.code], {"error": exc.message, "code": exc.code}
+            body = {"error": exc.message, "code": exc.code}
             if reply:
-                return Step(outcome=Outcome(cid, status, body), refusal=(cid, status, body))
+                return Step(outcome=Outcome(cid, exc.code, body), refusal=(cid, exc.code, body))
             # Nobody waits for this answer (bulk import, replay): keep the refusal on record.
-            return Step(dead_letter=f"command refused: {exc.message}", refusal=(cid, status, body))
+            return Step(dead_letter=f"command refused: {exc.message}", refusal=(cid, exc.code, body))
         state = ticket if ticket is not None else Ticket(command.ticket_id)
         if command.type is CommandType.FILE:
             try:
                 self.policy.version_for(events[0].occurred_at)
             except PolicyError as exc:
                 if reply:
-                    return Step(outcome=Outcome(cid, 422, {"error": str(exc), "code": "invalid"}))
+                    return Step(outcome=Outcome(cid, "invalid", {"error": str(exc), "code": "invalid"}))
                 return Step(dead_letter=f"command refused: {exc}")
         for event in events:
             state.apply(event)
         emitted = events
-        status = 201 if command.type is CommandType.FILE else 200
+        result = CREATED if command.type is CommandType.FILE else ACCEPTED
         return Step(
             ticket=state,
             emit=emitted,
-            outcome=Outcome(cid, status, self._accepted(state, [e.event_id for e in emitted], now)) if reply else None,
+            outcome=Outcome(cid, result, self._accepted(state, [e.event_id for e in emitted], now)) if reply else None,
         )
 
     def on_event(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from sla.events import decode_event
-from streams.api import openapi_document
+from slaledger.web.api import openapi_document
 from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import read_topic
 from streams.topics import EVENTS, create_topics

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sla.ticket import CommandType, Ticket
-from streams.api import ANONYMOUS, BadRequest, command_from_body, json_errors
+from slaledger.web.access import ANONYMOUS, BadRequest, json_errors
+from slaledger.web.api import command_from_body
 
 FILE = {"kind": "incident", "channel": "portal", "product": "ent", "member": "m-001", "subject": "Panne"}
 
@@ -54,20 +55,24 @@ def test_the_running_filter_means_on_time_not_at_risk() -> None:
     """« Dans les délais » (sla_status=running) and « À risque » (at_risk) do not overlap."""
     from types import SimpleNamespace
 
-    from sla.ticket import ticket_to_dict
+    from sla.ticket import ticket_from_dict, ticket_to_dict
     from slaledger.settings import load_policy
-    from streams.api import find_tickets
+    from slaledger.web.access import find_tickets
     from tests.conftest import at, filed
 
     early, late = Ticket("EARLY"), Ticket("LATE")
     early.apply(filed("2026-03-02T11:00:00+01:00", ticket_id="EARLY"))
     late.apply(filed("2026-03-02T08:00:00+01:00", ticket_id="LATE"))  # due 12:00, at risk from 11:00
-    pipeline = SimpleNamespace(engine=None, policy=load_policy(),
-                               tickets={t.ticket_id.encode(): ticket_to_dict(t) for t in (early, late)})
+    stored = [ticket_to_dict(t) for t in (early, late)]
+
+    async def find(statuses: object, member: object) -> list[Ticket]:
+        return [ticket_from_dict(raw) for raw in stored]
+
+    ports = SimpleNamespace(policy=load_policy(), finder=SimpleNamespace(find=find))
     now = at("2026-03-02T11:30:00+01:00")
 
     def ids(state: str) -> list[str]:
-        found = asyncio.run(find_tickets(pipeline, ANONYMOUS, now, sla_status=state))  # type: ignore[arg-type]
+        found = asyncio.run(find_tickets(ports, ANONYMOUS, now, sla_status=state))  # type: ignore[arg-type]
         return sorted(t.ticket_id for t in found)
 
     assert ids("running") == ["EARLY"] and ids("at_risk") == ["LATE"]

@@ -13,13 +13,12 @@ import pytest
 from sla.events import EventType, validate_ticket_id
 from sla.policy import Policy
 from sla.ticket import CommandType, Status, Ticket, command_event_id, decide
-from streams.itop import (
-    ItopObject,
+from slaledger.itop.client import ItopObject, parse_itop_time
+from slaledger.itop.mapping import (
     Reference,
     Translation,
     command_id_for,
     html_to_text,
-    parse_itop_time,
     slugify,
     ticket_id_for,
     translate,

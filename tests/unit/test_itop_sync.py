@@ -17,17 +17,14 @@ from structlog.testing import capture_logs
 
 from projections.projector import create_schema
 from sla.ticket import Command, CommandType
-from streams.itop import (
+from slaledger.itop.client import ItopClient, ItopError, endpoint_of, parse_itop_time
+from slaledger.itop.mapping import Reference
+from slaledger.itop.sync import (
     Checkpoint,
     CheckpointStore,
-    ItopClient,
-    ItopError,
-    Reference,
     SyncResult,
     backoff,
-    endpoint_of,
     parse_duration,
-    parse_itop_time,
     parse_since,
     run_forever,
     run_once,

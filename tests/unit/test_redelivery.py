@@ -29,8 +29,8 @@ class Sent(list[tuple[str, bytes]]):
         done.set_result(None)
         return done
 
-    def outcomes(self) -> list[int]:
-        return [json.loads(v)["status"] for t, v in self if t == OUTCOMES]
+    def outcomes(self) -> list[str]:
+        return [json.loads(v)["result"] for t, v in self if t == OUTCOMES]
 
     def events(self) -> list[str]:
         return [json.loads(v)["type"] for t, v in self if t == EVENTS]
@@ -56,9 +56,9 @@ def test_a_refused_command_delivered_again_is_answered_again_not_applied() -> No
     history = [command(0, CommandType.FILE, FILE), command(1, CommandType.ACKNOWLEDGE),
                command(2, CommandType.CLOSE), command(3, CommandType.RESOLVE, {"resolution": "Réparé"})]
     asyncio.run(p._process(history))
-    assert sent.outcomes() == [201, 200, 409, 200]
+    assert sent.outcomes() == ["created", "accepted", "conflict", "accepted"]
     assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
-    assert [status for status, _ in refusals_of(p.tickets[TID.encode()]).values()] == [409]
+    assert [result for result, _ in refusals_of(p.tickets[TID.encode()]).values()] == ["conflict"]
 
     # Delivered again from the last commit, by this worker (positions known)...
     sent.clear()
@@ -70,7 +70,7 @@ def test_a_refused_command_delivered_again_is_answered_again_not_applied() -> No
     p.positions.clear()
     p.filled.clear()
     asyncio.run(p._process(history))
-    assert sent.outcomes() == [201, 200, 409, 200] and sent.events() == []
+    assert sent.outcomes() == ["created", "accepted", "conflict", "accepted"] and sent.events() == []
     assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
 
 
@@ -79,5 +79,5 @@ def test_refusals_kept_are_bounded() -> None:
     p = pipeline(sent)
     asyncio.run(p._process([command(0, CommandType.FILE, FILE)]
                            + [command(i, CommandType.CLOSE) for i in range(1, 40)]))
-    assert sent.outcomes().count(409) == 39
+    assert sent.outcomes().count("conflict") == 39
     assert len(refusals_of(p.tickets[TID.encode()])) == 20

@@ -6,7 +6,7 @@ from sla.events import EventType
 from sla.policy import Policy
 from sla.ticket import fold
 from sla.view import ticket_view
-from streams.web import (
+from slaledger.web.pages import (
     clock_duration,
     countdown_text,
     local_next,

@@ -8,7 +8,7 @@ serves a few pages, built from the API's own data paths: ``authenticate`` for th
 ``ticket_view`` for its shape. The pages therefore cannot show what the API would refuse.
 
 No build step: HTML from string templates with ``html.escape``, one stylesheet and one
-small script under ``streams/static/`` (served here, so a strict Content-Security-Policy
+small script under ``slaledger/web/static/`` (served here, so a strict Content-Security-Policy
 holds). Without the script the pages still work; with it, countdowns tick every second
 and the queue refreshes every few seconds without a full reload.
 
@@ -26,10 +26,11 @@ from datetime import datetime
 from functools import cache
 from http.cookies import SimpleCookie
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
+import faust
 import structlog
 from faust.web import Request, Response, View
 
@@ -41,16 +42,10 @@ from sla.events import KINDS, Event, EventType, parse_instant
 from sla.ticket import Status
 from sla.view import ticket_view
 
-from .api import SESSION_COOKIE, BadRequest, find_tickets, session_token, visible_ticket
-
-if TYPE_CHECKING:
-    from .app import Pipeline
+from .access import SESSION_COOKIE, BadRequest, authenticator, find_tickets, session_token, visible_ticket
+from .ports import Ports
 
 log = structlog.get_logger(__name__)
-
-
-class Authenticate(Protocol):
-    async def __call__(self, request: Request, *, cookie: bool = ...) -> Principal: ...
 
 
 OPEN_STATUSES = (Status.OPEN.value, Status.IN_PROGRESS.value, Status.WAITING_FOR_CUSTOMER.value)
@@ -105,7 +100,7 @@ def instant(value: str | None, tz: ZoneInfo) -> str:
 
 def clock_duration(seconds: float) -> str:
     """« 2 j 3 h 04 min 05 s »: seconds always shown, so a countdown visibly moves
-    (``streams/static/web.js`` formats the same way)."""
+    (``slaledger/web/static/web.js`` formats the same way)."""
     total = int(seconds)
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
@@ -545,15 +540,16 @@ def login_body(next_path: str, message: str | None) -> str:
 
 @cache
 def static_asset(name: str) -> bytes:
-    return (resources.files("streams") / "static" / name).read_bytes()
+    return (resources.files("slaledger.web") / "static" / name).read_bytes()
 
 
 # --- routes --------------------------------------------------------------------------------------
 
-def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
+def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
+    """Attach the web pages to the worker's Faust web server (same port as the API)."""
+    authenticate = authenticator(ports)
     """Register the web view's pages on the worker's app (called by ``register_views``)."""
-    app = pipeline.app
-    tz = pipeline.policy.versions[0].tz
+    tz = ports.policy.versions[0].tz
 
     def now() -> datetime:
         return datetime.now(tz=tz)
@@ -581,9 +577,9 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
         return origin is None or origin.split("://", 1)[-1] == request.headers.get("Host", "")
 
     async def queue_views(who: Principal, filters: dict[str, str], at: datetime) -> tuple[list[dict[str, Any]], int]:
-        found = await find_tickets(pipeline, who, at, statuses=OPEN_STATUSES, member=filters["member"] or None,
+        found = await find_tickets(ports, who, at, statuses=OPEN_STATUSES, member=filters["member"] or None,
                                    sla_status=filters["sla"] or None)
-        views = [ticket_view(t, pipeline.policy, at) for t in found if not filters["kind"] or t.kind == filters["kind"]]
+        views = [ticket_view(t, ports.policy, at) for t in found if not filters["kind"] or t.kind == filters["kind"]]
         views.sort(key=queue_sort_key)
         return views[:QUEUE_LIMIT], len(views)
 
@@ -598,7 +594,7 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
             views, total = await queue_views(who, filters, at)
             members: list[str] = []
             if who.role != "referent":
-                members = sorted({t.member for t in await find_tickets(pipeline, who, at, statuses=OPEN_STATUSES)
+                members = sorted({t.member for t in await find_tickets(ports, who, at, statuses=OPEN_STATUSES)
                                   if t.member})
             fragment = "/fragments/queue?" + urlencode({k: v for k, v in filters.items() if v})
             body = (
@@ -633,21 +629,21 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
             response.headers.update(SECURITY_HEADERS)
             return response
 
-        @app.table_route(table=pipeline.tickets, match_info="ticket_id")  # type: ignore[arg-type]
+        @app.table_route(table=route_table, match_info="ticket_id")  # type: ignore[arg-type]
         async def routed(self, request: Request) -> Response:
             ticket_id = request.match_info["ticket_id"]
             who = await caller(request)
             if who is None:
                 return to_login(self, request)
-            ticket = visible_ticket(pipeline, who, ticket_id)
+            ticket = visible_ticket(ports, who, ticket_id)
             if ticket is None:
                 body = (f"<h1>Ticket introuvable</h1><p>Aucun ticket {esc(ticket_id)} ne vous est accessible.</p>"
                         '<p><a href="/">← Retour à la file</a></p>')
                 return html_response(self, page("Ticket introuvable", body, who), status=404)
             at = now()
-            view = ticket_view(ticket, pipeline.policy, at)
+            view = ticket_view(ticket, ports.policy, at)
             events: list[Event] | None = None
-            engine = pipeline.engine
+            engine = ports.archive
             if engine is not None:
                 events = await asyncio.get_running_loop().run_in_executor(None, ticket_events, engine, ticket_id)
             body = ticket_body(view, events, who, at, tz)
@@ -658,7 +654,7 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
         async def get(self, request: Request) -> Response:
             target = local_next(request.query.get("next"))
             message = None
-            if pipeline.tokens is None:  # authentication turned off: nothing to sign in to
+            if ports.auth is None:  # authentication turned off: nothing to sign in to
                 return redirect(self, target)
             if session_token(request):
                 if await caller(request) is not None:
@@ -674,11 +670,11 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
             form = await request.post()
             token = str(form.get("token", "")).strip()
             target = local_next(str(form.get("next", "/")))
-            if pipeline.tokens is None:
+            if ports.auth is None:
                 return redirect(self, target)
             principal = None
             if token and len(token) <= 256:
-                principal = await asyncio.get_running_loop().run_in_executor(None, pipeline.tokens.authenticate,
+                principal = await asyncio.get_running_loop().run_in_executor(None, ports.auth.authenticate,
                                                                              token)
             if principal is None:
                 log.info("web sign-in refused")
@@ -720,11 +716,11 @@ def register_pages(pipeline: Pipeline, authenticate: Authenticate) -> None:
             if fmt not in DISPUTE_FORMATS:
                 return self.json({"error": f"format must be one of {', '.join(DISPUTE_FORMATS)}", "field": "format"},
                                  status=422)
-            engine = pipeline.engine
+            engine = ports.archive
             if engine is None:
                 return self.json({"error": "no event archive on this worker (SLALEDGER_DATABASE_URL)"}, status=404)
             rendered = await asyncio.get_running_loop().run_in_executor(None, render_dispute_file, engine,
-                                                                         pipeline.policy, ticket_id, fmt)
+                                                                         ports.policy, ticket_id, fmt)
             if rendered is None:
                 return self.json({"error": f"ticket {ticket_id} not found in the archive"}, status=404)
             content, ok = rendered

@@ -15,26 +15,21 @@ new command.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 import secrets
 import uuid
-from collections.abc import Collection
 from datetime import UTC, datetime
-from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import faust
 import structlog
-from aiohttp import web as aioweb
-from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from projections.queries import list_tickets
 from projections.tokens import Principal
-from sla.clock import ClockStatus, evaluate
+from sla.clock import ClockStatus
 from sla.events import (
     KINDS,
     PAYLOAD_SCHEMAS,
@@ -44,13 +39,13 @@ from sla.events import (
     validate_payload,
     validate_ticket_id,
 )
-from sla.ticket import COMMAND_EVENT, Command, CommandType, Status, Ticket, ticket_from_dict
+from sla.ticket import COMMAND_EVENT, Command, CommandType, Status
 from sla.view import ticket_view
+from streams.app import CommandUnavailable, NoOutcome
+from streams.processor import Outcome
 
-from .processor import encode_command
-
-if TYPE_CHECKING:
-    from .app import Pipeline
+from .access import BadRequest, authenticator, find_tickets, json_errors, visible_ticket
+from .ports import Ports
 
 log = structlog.get_logger(__name__)
 
@@ -70,17 +65,15 @@ TIME_FIELD = {CommandType.FILE: "received_at"}
 SLA_STATES = ("running", "paused", "at_risk", "breached", "met", "retracted", "excluded", "pending")
 
 
-ANONYMOUS = Principal("-", "admin", None, "anonymous")  # authentication turned off
 REFERENT_COMMANDS = frozenset({CommandType.FILE, CommandType.CUSTOMER_RESPONSE})
 COMMAND_ROLES = frozenset({"agent", "referent", "admin"})
-# The web view's sign-in cookie: it holds the bearer token (see ``streams.web``).
-SESSION_COOKIE = "slaledger_token"
+
+# The agent's outcomes as HTTP answers: the one place a domain result becomes a status code.
+RESULT_STATUS = {"created": 201, "accepted": 200, "not_found": 404, "conflict": 409, "invalid": 422}
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+def http_status(outcome: Outcome) -> int:
+    return RESULT_STATUS[outcome.result]
 
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -182,75 +175,11 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(422, f"invalid JSON: {exc}") from None
 
 
-def session_token(request: Request) -> str:
-    """The bearer token carried by the web view's cookie ("" when none)."""
-    try:
-        jar = SimpleCookie(request.headers.get("Cookie", ""))
-    except CookieError:
-        return ""
-    morsel = jar.get(SESSION_COOKIE)
-    return morsel.value if morsel is not None else ""
-
-
-async def find_tickets(pipeline: Pipeline, who: Principal, now: datetime, *, statuses: Collection[str] = (),
-                       member: str | None = None, sla_status: str | None = None) -> list[Ticket]:
-    """The tickets ``who`` may see, filtered (unordered). The API list and the web queue
-    share it, so a referent's scoping is decided in one place."""
-    if who.role == "referent":
-        if member and member != who.member:
-            return []
-        member = who.member
-    engine = pipeline.engine
-    if engine is not None:  # the SQL read model: every ticket, whoever owns it
-        found = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: list_tickets(engine, statuses=statuses, member=member))
-    else:  # no read model configured: the tickets of this worker's partitions
-        found = [ticket_from_dict(raw) for raw in list(pipeline.tickets.values())
-                 if raw and (not statuses or raw["status"] in statuses)
-                 and (not member or raw["member"] == member)]
-    rows = []
-    for ticket in found:
-        if not ticket.exists:
-            continue
-        if sla_status:
-            clocks = evaluate(ticket, pipeline.policy, now)
-            # "at_risk" split out of "running", as the web view and the metrics show it
-            states = {"at_risk" if c.status is ClockStatus.RUNNING and c.at_risk else str(c.status) for c in clocks}
-            if sla_status not in states:
-                continue
-        rows.append(ticket)
-    return rows
-
-
-def visible_ticket(pipeline: Pipeline, who: Principal, ticket_id: str) -> Ticket | None:
-    """This worker's copy of a ticket, or None when it does not exist for ``who`` (another
-    member's ticket does not exist for a referent: no existence leak)."""
-    ticket = pipeline.load(ticket_id)
-    if ticket is None or not ticket.exists or (who.role == "referent" and ticket.member != who.member):
-        return None
-    return ticket
-
-
-@aioweb.middleware
-async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamResponse:
-    """Errors raised by the web framework itself (405, unknown path…) answer in JSON too, and
-    so does an unexpected failure (500, logged with its traceback)."""
-    try:
-        response: aioweb.StreamResponse = await handler(request)
-    except aioweb.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return aioweb.json_response({"error": exc.reason}, status=exc.status)
-    except Exception:
-        log.exception("request failed", method=request.method, path=request.path)
-        return aioweb.json_response({"error": "internal error; it has been logged"}, status=500)
-    return response
-
-
-def register_views(pipeline: Pipeline) -> None:
-    app = pipeline.app
-    settings = pipeline.settings
+def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
+    """Attach the API to the worker's Faust web server, from outside: ``route_table`` is the
+    table whose owner answers a ticket's reads (``table_route``)."""
     app.web.web_app.middlewares.append(json_errors)  # type: ignore[attr-defined]
+    authenticate = authenticator(ports)
 
     def error(view: View, exc: BadRequest) -> Response:
         body: dict[str, Any] = {"error": exc.message}
@@ -259,47 +188,21 @@ def register_views(pipeline: Pipeline) -> None:
         return view.json(body, status=exc.status)
 
     async def send_command(view: View, command: Command) -> Response:
-        if not pipeline.waiter.ready.is_set():
+        if not ports.commands.accepting:
             return view.json({"error": "service starting, retry shortly"}, status=503)
         cid = str(command.command_id)
-        future = pipeline.waiter.expect(cid)
         try:
-            await pipeline.commands.send(key=command.ticket_id.encode(), value=encode_command(command))
-            outcome = await asyncio.wait_for(future, timeout=settings.command_timeout)
-        except KafkaError as exc:
-            log.warning("command not sent: broker unavailable", ticket_id=command.ticket_id, command_id=cid,
-                        error=repr(exc))
+            outcome = await ports.commands.submit(command)
+        except CommandUnavailable:
             return view.json({"error": "the event log is unavailable; retry shortly (with the same "
                                        "Idempotency-Key if you sent one)", "command_id": cid}, status=503)
-        except TimeoutError:
-            log.warning("command outcome timed out", ticket_id=command.ticket_id, command_id=cid)
+        except NoOutcome:
             return view.json({"error": "no outcome in time; the command may still be applied",
                               "command_id": cid}, status=504)
-        finally:
-            pipeline.waiter.forget(cid, future)
-        log.info("command answered", ticket_id=command.ticket_id, command_id=cid, status=outcome.status,
+        status = http_status(outcome)
+        log.info("command answered", ticket_id=command.ticket_id, command_id=cid, status=status,
                  command=str(command.type))
-        return view.json(outcome.body, status=outcome.status)
-
-    async def authenticate(request: Request, *, cookie: bool = False) -> Principal:
-        """The caller, from its bearer token (401 when missing, unknown or revoked).
-
-        ``cookie``: the web view's sign-in cookie stands for the header (a browser link
-        cannot send one). Only reads accept it, so no command can ride on a cookie.
-        """
-        if pipeline.tokens is None:
-            return ANONYMOUS
-        header = request.headers.get("Authorization", "")
-        scheme, _, secret = header.partition(" ")
-        if cookie and not header:
-            scheme, secret = "bearer", session_token(request)
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
-        store = pipeline.tokens
-        principal = await asyncio.get_running_loop().run_in_executor(None, store.authenticate, secret.strip())
-        if principal is None:
-            raise BadRequest(401, "invalid or revoked token")
-        return principal
+        return view.json(outcome.body, status=status)
 
     @app.page("/api/tickets")
     class Tickets(View):
@@ -331,28 +234,28 @@ def register_views(pipeline: Pipeline) -> None:
                 return self.json({"error": f"unknown status {status!r}", "field": "status"}, status=422)
             if sla_status and sla_status not in SLA_STATES:
                 return self.json({"error": f"unknown sla_status {sla_status!r}", "field": "sla_status"}, status=422)
-            now = datetime.now(tz=pipeline.policy.versions[0].tz)
-            rows = await find_tickets(pipeline, who, now, statuses=[status] if status else (), member=member,
+            now = datetime.now(tz=ports.policy.versions[0].tz)
+            rows = await find_tickets(ports, who, now, statuses=[status] if status else (), member=member,
                                       sla_status=sla_status)
             rows.sort(key=lambda t: (t.filed_at is None, t.filed_at), reverse=True)
             chunk = rows[(page - 1) * size: page * size]
             return self.json({
-                "items": [ticket_view(t, pipeline.policy, now) for t in chunk],
+                "items": [ticket_view(t, ports.policy, now) for t in chunk],
                 "page": page, "page_size": size, "total": len(rows),
             })
 
     @app.page("/api/tickets/{ticket_id}")
     class OneTicket(View):
-        @app.table_route(table=pipeline.tickets, match_info="ticket_id")  # type: ignore[arg-type]
+        @app.table_route(table=route_table, match_info="ticket_id")  # type: ignore[arg-type]
         async def get(self, request: Request, ticket_id: str) -> Response:
             try:
                 who = await authenticate(request)
             except BadRequest as exc:
                 return error(self, exc)
-            ticket = visible_ticket(pipeline, who, ticket_id)
+            ticket = visible_ticket(ports, who, ticket_id)
             if ticket is None:
                 return self.json({"error": f"ticket {ticket_id} not found"}, status=404)
-            return self.json(ticket_view(ticket, pipeline.policy, datetime.now(tz=pipeline.policy.versions[0].tz)))
+            return self.json(ticket_view(ticket, ports.policy, datetime.now(tz=ports.policy.versions[0].tz)))
 
     @app.page("/api/tickets/{ticket_id}/{action}")
     class TicketAction(View):
@@ -382,10 +285,8 @@ def register_views(pipeline: Pipeline) -> None:
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            ready = pipeline.recovered and pipeline.waiter.ready.is_set() and pipeline.caught_up_once
-            body = {"ready": ready, "tables_recovered": pipeline.recovered, "caught_up": pipeline.caught_up_once,
-                    "partitions": sorted(pipeline.active_partitions())}
-            return self.json(body, status=200 if ready else 503)
+            body = ports.worker.status()
+            return self.json(body, status=200 if body["ready"] else 503)
 
     @app.page("/metrics")
     class Metrics(View):
@@ -402,10 +303,6 @@ def register_views(pipeline: Pipeline) -> None:
     class OpenApi(View):
         async def get(self, request: Request) -> Response:
             return self.json(openapi_document())
-
-    from .web import register_pages  # the web view: HTML pages on the same app and port
-
-    register_pages(pipeline, authenticate)
 
 
 def _schema_for(event_type: EventType, time_field: str) -> dict[str, Any]:

@@ -11,19 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from sla.ticket import Command, CommandType
-
-from .processor import encode_command
-from .topics import COMMANDS
-
-if TYPE_CHECKING:
-    from .app import Pipeline
 
 log = structlog.get_logger(__name__)
 
@@ -48,8 +43,9 @@ class DemoTicket:
 
 
 class DemoFeeder:
-    def __init__(self, pipeline: Pipeline, interval: float = 2.0, seed: int | None = None) -> None:
-        self.pipeline = pipeline
+    def __init__(self, send: Callable[[Command], Awaitable[None]], interval: float = 2.0,
+                 seed: int | None = None) -> None:
+        self.send = send  # to the commands topic, nobody waiting for the outcome
         self.interval = interval
         self.rng = random.Random(seed)
         self.open: list[DemoTicket] = []
@@ -71,10 +67,6 @@ class DemoFeeder:
         else:
             await self._progress(self.rng.choice(self.open), now)
 
-    async def _send(self, command: Command) -> None:
-        await self.pipeline.app.producer.send(COMMANDS, command.ticket_id.encode(), encode_command(command),
-                                              None, None, None)
-
     async def _file(self, now: datetime) -> None:
         kind = self.rng.choices(list(SUBJECTS), weights=[5, 3, 1, 1])[0]
         channel = self.rng.choice(["portal", "portal", "phone", "email"])
@@ -88,7 +80,7 @@ class DemoFeeder:
         if kind == "go_live":
             payload["elements_complete"] = self.rng.random() < 0.5
         ticket_id = "DEMO-" + uuid.uuid4().hex[:8].upper()
-        await self._send(Command(CommandType.FILE, ticket_id, "demo", payload, received))
+        await self.send(Command(CommandType.FILE, ticket_id, "demo", payload, received))
         self.open.append(DemoTicket(ticket_id, kind, received))
 
     async def _progress(self, ticket: DemoTicket, now: datetime) -> None:
@@ -104,7 +96,7 @@ class DemoFeeder:
                 payload["restoration_eta"] = (now + timedelta(hours=self.rng.choice([2, 4, 24]))).isoformat()
         elif command_type is CommandType.RESOLVE:
             payload = {"resolution": "Traité."}
-        await self._send(Command(command_type, ticket.ticket_id, "demo", payload, occurred))
+        await self.send(Command(command_type, ticket.ticket_id, "demo", payload, occurred))
         ticket.stage += 1
         if ticket.stage >= len(STAGES):
             self.open.remove(ticket)

@@ -1,0 +1,112 @@
+"""The composition root: the one place where the layers meet.
+
+``build_worker`` makes the Faust worker (``streams``) from settings passed in as values,
+then attaches the edges to it from outside: the HTTP API and the web pages get narrow
+ports (``slaledger.web.ports``) onto the worker, the SQL read model and the token store
+(``projections``); the demo feeder gets a way to send commands. Nothing below this package
+imports it or the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import Engine, create_engine
+
+from projections.alerts import start_alert_pusher
+from projections.lag import LagProbe
+from projections.metrics import ProjectionCollector
+from projections.projector import create_schema, run_projector
+from projections.projector import rebuild as rebuild_projection
+from projections.queries import list_tickets
+from projections.tokens import TokenStore
+from sla.ticket import Ticket
+from streams.app import Pipeline
+
+from .settings import Settings
+from .web import register
+from .web.ports import Ports
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TicketLists:
+    """Lists of tickets: the SQL read model when configured (every ticket, whichever worker
+    owns it), else this worker's own partitions."""
+
+    engine: Any
+    pipeline: Pipeline
+
+    async def find(self, statuses: Collection[str], member: str | None) -> list[Ticket]:
+        if self.engine is None:
+            return self.pipeline.local_tickets(statuses, member)
+        engine = self.engine
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: list_tickets(engine, statuses=statuses, member=member))
+
+
+def build_worker(settings: Settings) -> Pipeline:
+    """The worker with its API, web pages and (``settings.demo``) demo feeder attached.
+    Raises ValueError on settings that cannot work together."""
+    policy = settings.policy()
+    engine = create_engine(settings.database, pool_pre_ping=True) if settings.database_url else None
+    if settings.auth and engine is None:
+        raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
+                         "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
+    pipeline = Pipeline(settings, policy)
+    ports = Ports(tickets=pipeline, commands=pipeline, finder=TicketLists(engine, pipeline), worker=pipeline,
+                  policy=policy, auth=TokenStore(engine) if settings.auth and engine is not None else None,
+                  archive=engine)
+    register(pipeline.app, pipeline.tickets, ports)
+    if settings.demo:
+        from .demo import DemoFeeder
+
+        pipeline.app.task(DemoFeeder(pipeline.send).run)
+    return pipeline
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The SQL database of the settings (a SQLite file's directory is created)."""
+    if settings.database.startswith("sqlite:///"):
+        Path(settings.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return create_engine(settings.database, pool_pre_ping=True)
+
+
+def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True) -> int:
+    """The projector process: migrate, project (follow the topic), serve /metrics, push alerts,
+    stop on SIGTERM."""
+    policy = settings.policy()
+    engine = engine_for(settings)
+    create_schema(engine)
+    log.info("projector configured", settings=settings.public())
+    if rebuild:
+        rebuild_projection(engine, settings.bootstrap, policy)
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("projector stopping", signal=signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port:
+        registry = CollectorRegistry()
+        registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
+        start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
+        log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
+    if settings.alertmanager_url:
+        start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
+    applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set)
+    log.info("projector stopped", events_applied=applied)
+    return 0

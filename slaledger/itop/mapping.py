@@ -1,0 +1,360 @@
+"""iTop mapping (pure): one UserRequest or Incident snapshot → the ticket commands it stands for.
+
+``translate`` gives the commands the HTTP API would have sent (file, acknowledge, inform,
+wait for customer, customer response, resolve, reopen, close), simulated through
+``sla.ticket.decide`` so only what the state machine accepts is sent.
+
+Why it never duplicates: every command id is ``uuid5(ref | field | iTop timestamp)``, the
+agent derives the event id from the command id, and a command whose event the ticket
+already holds is dropped (``TicketProcessor.on_command``). Re-polling an overlapping
+window, restarting, or losing the checkpoint re-sends the same ids, never new events.
+
+Business time is iTop's own time (its "Y-m-d H:i:s", local to the iTop server, Europe/Paris
+by default), never the time of the poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import tomllib
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sla.events import CONTROL_CHARACTERS, KINDS, validate_ticket_id
+from sla.ticket import Command, CommandType, DomainError, Status, Ticket, decide
+
+from .client import ItopObject, parse_itop_time
+
+ORIGIN_CHANNEL = {"portal": "portal", "phone": "phone", "mail": "email",
+                  # raised by the team's own monitoring, not filed by a member: no portal intake clock
+                  "monitoring": "email"}
+REQUEST_TYPE_KIND = {"incident": "incident", "service_request": "assistance"}
+ACTIVE_STATUSES = frozenset({"new", "escalated_tto", "assigned", "escalated_ttr", "waiting_for_approval",
+                             "approved", "pending", "dispatched", "redispatched"})
+UNKNOWN_MEMBER = "inconnu"
+UNKNOWN_PRODUCT = "non-renseigne"
+
+_NAMESPACE = uuid.UUID("3d1f7c52-9b0e-5a4f-8c6d-1e2a3b4c5d6e")
+
+
+# --- the mapping (pure) ---------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ServiceTarget:
+    product: str
+    kind: str | None = None  # e.g. a "go-live" service; None: from the class / request_type
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Which iTop organisations and services we know, and their member and product ids.
+
+    Without a file (``known`` False) names are slugified ("Commune de Blois" →
+    ``commune-de-blois``) and only missing values are reported; with one, any name absent
+    from it is reported as unknown, and still ingested under its slug.
+    """
+
+    organisations: Mapping[str, str] = field(default_factory=dict)
+    services: Mapping[str, ServiceTarget] = field(default_factory=dict)
+    known: bool = False
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Reference:
+        """A TOML file: ``[organisations] "Commune de Blois" = "commune-de-blois"`` and
+        ``[services] "Parapheur" = "parapheur"`` or ``= { product = "ent", kind = "go_live" }``."""
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        unknown = sorted(set(raw) - {"organisations", "services"})
+        if unknown:
+            raise ValueError(f"{path}: unknown table(s) {', '.join(unknown)}; expected [organisations] and [services]")
+        orgs: dict[str, str] = {}
+        for name, member in raw.get("organisations", {}).items():
+            if not isinstance(member, str) or not member.strip():
+                raise ValueError(f"{path}: organisations.{name!r} must be a member id")
+            orgs[name] = member.strip()
+        services: dict[str, ServiceTarget] = {}
+        for name, target in raw.get("services", {}).items():
+            if isinstance(target, str) and target.strip():
+                services[name] = ServiceTarget(target.strip())
+            elif isinstance(target, dict) and isinstance(target.get("product"), str) and target["product"].strip():
+                kind = target.get("kind")
+                if kind is not None and kind not in KINDS:
+                    raise ValueError(f"{path}: services.{name!r}.kind must be one of {', '.join(KINDS)}")
+                services[name] = ServiceTarget(target["product"].strip(), kind)
+            else:
+                raise ValueError(f"{path}: services.{name!r} must be a product id or {{ product = …, kind = … }}")
+        return cls(orgs, services, known=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A value we could not map (reported, never a reason to drop the ticket)."""
+
+    what: str  # organisation | service | origin | request_type
+    value: str
+    ref: str
+    ticket_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An iTop transition the state machine refuses (e.g. a public message before the
+    ticket was taken into account): not sent, so it does not go to the dead letters."""
+
+    field: str
+    stamp: str
+    command: str
+    reason: str
+    retry: bool = False  # refused for now only (a time ahead of our clock): re-read next pass
+
+
+@dataclass
+class Translation:
+    ticket_id: str
+    ref: str
+    commands: list[Command] = field(default_factory=list)
+    unknown: list[Unknown] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def slugify(name: str) -> str:
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:128]
+
+
+def ticket_id_for(itop_class: str, key: str, ref: str | None) -> str:
+    """``R-000123`` → ``IT-R-000123``: stable, readable, and within the ticket-id rules."""
+    base = ref or f"{itop_class}-{key}"
+    candidate = "IT-" + re.sub(r"[^A-Za-z0-9._:-]", "-", base)
+    return validate_ticket_id(candidate[:64])
+
+
+def command_id_for(ref: str, what: str, stamp: str, extra: str = "") -> uuid.UUID:
+    """The same iTop fact always gives the same command id, hence the same event id."""
+    return uuid.uuid5(_NAMESPACE, f"itop|{ref}|{what}|{stamp}|{extra}")
+
+
+def html_to_text(value: Any) -> str:
+    """iTop 3 HTML fields (description, solution) as the plain text our events carry."""
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</li>", "\n", str(value or ""))
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", plain(text))).strip()
+
+
+def plain(text: str) -> str:
+    """Control characters (a vertical tab pasted from a word processor) as spaces: events
+    refuse them, and a refused filing would lose the whole ticket."""
+    return CONTROL_CHARACTERS.sub(" ", text)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class _Fact:
+    at: datetime
+    order: int  # ties at the same second: the order a person would have done them in
+    what: str  # the iTop field it comes from (part of the command id)
+    stamp: str  # the raw iTop timestamp (part of the command id)
+    command: CommandType
+    payload: Mapping[str, Any]
+    extra: str = ""
+
+
+# A reopening comes first at its second: what the team or the caller did then happened on
+# the reopened ticket. "Leaving pending" (6) follows anything else recorded at that second.
+_ORDER = {CommandType.FILE: 0, CommandType.ACKNOWLEDGE: 1, CommandType.REOPEN: 2, CommandType.INFORM: 3,
+          CommandType.WAIT_FOR_CUSTOMER: 4, CommandType.CUSTOMER_RESPONSE: 5, CommandType.RESOLVE: 7,
+          CommandType.CLOSE: 8}
+_PENDING_END = 6
+_NEEDS_TAKING_IN = frozenset({CommandType.INFORM, CommandType.WAIT_FOR_CUSTOMER, CommandType.RESOLVE})
+
+
+def _log_entries(value: Any) -> list[dict[str, Any]]:
+    entries = value.get("entries") if isinstance(value, dict) else None
+    return [e for e in entries or [] if isinstance(e, dict) and e.get("date")]
+
+
+def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo, now: datetime) -> Translation:
+    """The commands one iTop snapshot stands for, in business-time order.
+
+    start_date → file; assignment_date → acknowledge; public log entries → inform (by the
+    team) or customer response (by the caller); last_pending_date → wait for customer;
+    leaving pending → customer response; resolution_date → resolve (or the rejection);
+    resolved then active again → reopen; close_date → close. The list is replayed through
+    ``decide`` on a local ticket: what the state machine refuses is reported in
+    ``skipped``, not sent.
+    """
+    f = obj.fields
+    ref = obj.ref
+    tid = ticket_id_for(obj.itop_class, obj.key, f.get("ref") or None)
+    out = Translation(tid, ref)
+
+    def when(name: str) -> tuple[datetime | None, str]:
+        raw = f.get(name)
+        try:
+            return parse_itop_time(raw, tz), str(raw or "")
+        except ValueError as exc:
+            out.skipped.append(Skipped(name, str(raw), "-", str(exc)))
+            return None, ""
+
+    start, start_raw = when("start_date")
+    if start is None:
+        out.skipped.append(Skipped("start_date", start_raw, str(CommandType.FILE), "pas de date de dépôt"))
+        return out
+
+    def unknown(what: str, value: str) -> None:
+        out.unknown.append(Unknown(what, value, ref, tid))
+
+    org = str(f.get("org_name") or "").strip()
+    if not org:
+        unknown("organisation", "")
+        member = UNKNOWN_MEMBER
+    elif org in reference.organisations:
+        member = reference.organisations[org]
+    else:
+        member = slugify(org) or UNKNOWN_MEMBER
+        if reference.known:
+            unknown("organisation", org)
+    service = str(f.get("service_name") or "").strip()
+    target = reference.services.get(service) if service else None
+    if target is not None:
+        product = target.product
+    else:
+        product = (slugify(service) if service else "") or UNKNOWN_PRODUCT
+        if not service or reference.known:
+            unknown("service", service)
+    origin = str(f.get("origin") or "")
+    channel = ORIGIN_CHANNEL.get(origin)
+    if channel is None:
+        unknown("origin", origin)
+        channel = "email"  # not the portal: no intake clock on a guess
+    if obj.itop_class == "Incident":
+        kind = "incident"
+    else:
+        request_type = str(f.get("request_type") or "")
+        kind = REQUEST_TYPE_KIND.get(request_type, "")
+        if not kind:
+            unknown("request_type", request_type)
+            kind = "assistance"
+    if target is not None and target.kind:
+        kind = target.kind
+
+    filing: dict[str, Any] = {"kind": kind, "channel": channel, "product": product[:128], "member": member[:128],
+                              "subject": _clip(plain(str(f.get("title") or "")).strip() or ref, 500)}
+    description = _clip(html_to_text(f.get("description")), 10_000)
+    if description:
+        filing["description"] = description
+    facts = [_Fact(start, 0, "start_date", start_raw, CommandType.FILE, filing)]
+
+    assigned, assigned_raw = when("assignment_date")
+    if assigned is not None:
+        facts.append(_Fact(assigned, 1, "assignment_date", assigned_raw, CommandType.ACKNOWLEDGE, {}))
+
+    caller = str(f.get("caller_id_friendlyname") or "").strip()
+    entries: list[tuple[datetime, str, bool]] = []  # (at, raw, by the caller)
+    for entry in _log_entries(f.get("public_log")):
+        try:
+            at = parse_itop_time(entry["date"], tz)
+        except ValueError as exc:
+            out.skipped.append(Skipped("public_log", str(entry["date"]), "-", str(exc)))
+            continue
+        if at is None:
+            continue
+        message = _clip(str(entry.get("message") or html_to_text(entry.get("message_html"))).strip(), 10_000)
+        if not message:
+            continue
+        author = str(entry.get("user_login") or "").strip()
+        by_caller = bool(caller) and author == caller
+        digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+        extra = f"{entry.get('user_id', '')}:{digest}"
+        raw = str(entry["date"])
+        entries.append((at, raw, by_caller))
+        if by_caller:
+            facts.append(_Fact(at, _ORDER[CommandType.CUSTOMER_RESPONSE], "public_log", raw,
+                               CommandType.CUSTOMER_RESPONSE, {"elements_complete": False, "message": message}, extra))
+        else:
+            facts.append(_Fact(at, _ORDER[CommandType.INFORM], "public_log", raw, CommandType.INFORM,
+                               {"message": message}, extra))
+
+    status = str(f.get("status") or "")
+    last_update, _ = when("last_update")
+    pending, pending_raw = when("last_pending_date")
+    resolved, resolved_raw = when("resolution_date")
+    if pending is not None:
+        reason = _clip(html_to_text(f.get("pending_reason")), 10_000)
+        facts.append(_Fact(pending, _ORDER[CommandType.WAIT_FOR_CUSTOMER], "last_pending_date", pending_raw,
+                           CommandType.WAIT_FOR_CUSTOMER, {"reason": reason} if reason else {}))
+        answered = any(by_caller and at >= pending for at, _raw, by_caller in entries)
+        resolved_since = resolved is not None and resolved >= pending
+        if status != "pending" and not answered and not resolved_since and last_update is not None:
+            # iTop keeps no "left pending" date: the last change is the best upper bound we have.
+            facts.append(_Fact(max(last_update, pending), _PENDING_END, "pending_end", pending_raw,
+                               CommandType.CUSTOMER_RESPONSE, {
+                                   "elements_complete": False,
+                                   "message": f"Sortie de l'attente dans iTop (statut : {status or 'inconnu'})."}))
+    if resolved is not None:
+        solution = _clip(html_to_text(f.get("solution")), 10_000)
+        facts.append(_Fact(resolved, _ORDER[CommandType.RESOLVE], "resolution_date", resolved_raw,
+                           CommandType.RESOLVE, {"resolution": solution} if solution else {}))
+        if status in ACTIVE_STATUSES:  # resolved, then active again: it was reopened
+            later = [at for at, _raw, _c in entries if at > resolved]
+            later += [t for t in (pending, last_update) if t is not None and t > resolved]
+            if later:
+                facts.append(_Fact(min(later), _ORDER[CommandType.REOPEN], "reopen", resolved_raw, CommandType.REOPEN,
+                                   {"reason": "Rouvert dans iTop."}))
+    elif status == "rejected" and last_update is not None:
+        # One rejection per request: its id must not change when last_update moves on.
+        facts.append(_Fact(last_update, _ORDER[CommandType.RESOLVE], "rejected", "", CommandType.RESOLVE,
+                           {"resolution": "Demande rejetée dans iTop."}))
+    closed, closed_raw = when("close_date")
+    if closed is not None:
+        facts.append(_Fact(closed, _ORDER[CommandType.CLOSE], "close_date", closed_raw, CommandType.CLOSE, {}))
+
+    _simulate(out, sorted(facts, key=lambda x: (x.at, x.order)), actor, now, derive_ack=assigned is None)
+    return out
+
+
+def _simulate(out: Translation, facts: list[_Fact], actor: str, now: datetime, *, derive_ack: bool) -> None:
+    """Keep the facts the state machine accepts, in order, as commands.
+
+    Without an assignment date (iTop let the ticket skip "assigned"), the team's first
+    action (a public message, a pending, a resolution) is when it was taken into account.
+    """
+    ticket: Ticket | None = None
+    for fact in facts:
+        command = Command(fact.command, out.ticket_id, actor, dict(fact.payload), occurred_at=fact.at,
+                          command_id=command_id_for(out.ref, fact.what, fact.stamp, fact.extra))
+        steps = [command]
+        if (derive_ack and fact.command in _NEEDS_TAKING_IN and ticket is not None
+                and ticket.status is Status.OPEN):
+            steps.insert(0, Command(CommandType.ACKNOWLEDGE, out.ticket_id, actor, {
+                "note": "Prise en compte déduite de la première action de l'équipe dans iTop."},
+                occurred_at=fact.at, command_id=command_id_for(out.ref, "acknowledged", fact.stamp)))
+        for step in steps:
+            try:
+                events = decide(ticket, step, now)
+            except DomainError as exc:
+                out.skipped.append(Skipped(fact.what, fact.stamp, str(step.type), exc.message,
+                                           retry=exc.code == "invalid" and step.occurred_at is not None
+                                           and step.occurred_at > now))
+                break
+            ticket = ticket if ticket is not None else Ticket(out.ticket_id)
+            for event in events:
+                ticket.apply(event)
+            out.commands.append(step)
+
+
+
+__all__ = ["Reference", "translate"]

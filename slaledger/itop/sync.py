@@ -1,0 +1,331 @@
+"""iTop sync: the checkpoint, the publisher and the polling loop of ``slaledger itop sync``.
+
+Each pass reads what changed in iTop since the checkpoint (``client``), publishes the
+commands it stands for (``mapping``) on the commands topic, and moves the checkpoint once
+the broker acknowledged them; ``run_once`` and ``run_forever`` retry with back-off.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import Engine, select
+
+from sla.ticket import Command, command_event_id
+from streams.processor import encode_command
+from streams.topics import COMMANDS
+
+from .client import (
+    ERROR_CODES,
+    ITOP_CLASSES,
+    ITOP_TIME_FORMAT,
+    MAX_PAGE_SIZE,
+    ItopClient,
+    ItopError,
+    ItopObject,
+    parse_itop_time,
+)
+from .mapping import Reference, Translation, Unknown, translate
+
+log = structlog.get_logger(__name__)
+
+
+# --- checkpoint -------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    watermark: str | None = None  # highest last_update read (iTop local "Y-m-d H:i:s")
+    seen: dict[str, str] = field(default_factory=dict)  # key → last_update#digest, inside the overlap window
+
+
+class CheckpointStore:
+    """Checkpoints in the SQL database (table ``itop_checkpoints``), one per class."""
+
+    def __init__(self, engine: Engine, source: str) -> None:
+        self.engine, self.source = engine, source[:255]
+
+    def load(self, itop_class: str) -> Checkpoint:
+        from projections.models import ItopCheckpointRow
+
+        with self.engine.connect() as conn:
+            row = conn.execute(select(ItopCheckpointRow.watermark, ItopCheckpointRow.seen).where(
+                ItopCheckpointRow.source == self.source, ItopCheckpointRow.itop_class == itop_class)).first()
+        if row is None:
+            return Checkpoint()
+        return Checkpoint(row.watermark, {str(k): str(v) for k, v in (row.seen or {}).items()})
+
+    def save(self, itop_class: str, checkpoint: Checkpoint) -> None:
+        from sqlalchemy.orm import Session
+
+        from projections.models import ItopCheckpointRow
+
+        with Session(self.engine) as session, session.begin():
+            row = session.get(ItopCheckpointRow, (self.source, itop_class))
+            if row is None:
+                row = ItopCheckpointRow(source=self.source, itop_class=itop_class)
+                session.add(row)
+            row.watermark = checkpoint.watermark
+            row.seen = dict(checkpoint.seen)
+            row.updated_at = datetime.now(UTC)
+
+
+# --- publishing -------------------------------------------------------------------------
+
+class Publisher(Protocol):
+    def send(self, command: Command) -> None: ...
+
+    def flush(self) -> None:
+        """Return once everything sent is acknowledged by the broker; raise otherwise."""
+
+
+class KafkaPublisher:
+    """Commands to the commands topic keyed by ticket id (one partition: order kept)."""
+
+    def __init__(self, bootstrap: str, *, embedded: bool, timeout: float = 30.0) -> None:
+        from streams.kafka_tools import producer
+
+        # One request in flight: a retried batch cannot overtake the next one (order per ticket).
+        self.producer = producer(bootstrap, embedded=embedded, max_in_flight_requests_per_connection=1,
+                                 client_id="slaledger-itop")
+        self.timeout = timeout
+        self.pending: list[Any] = []
+
+    def send(self, command: Command) -> None:
+        self.pending.append(self.producer.send(COMMANDS, key=command.ticket_id.encode(),
+                                               value=encode_command(command)))
+
+    def flush(self) -> None:
+        self.producer.flush(timeout=self.timeout)
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.get(timeout=self.timeout)
+
+    def close(self) -> None:
+        self.producer.close(timeout=self.timeout)
+
+
+# --- one pass ----------------------------------------------------------------------------
+
+@dataclass
+class SyncResult:
+    source: str
+    fetched: int = 0
+    unchanged: int = 0
+    tickets: int = 0
+    commands: int = 0
+    unknown: list[Unknown] = field(default_factory=list)
+    skipped: int = 0
+    watermarks: dict[str, str | None] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # "ref: reason" of objects not taken in
+
+    def unknown_by_kind(self) -> dict[str, dict[str, list[str]]]:
+        """``{"organisation": {"Mairie de X": ["R-000104", …]}, …}``, in a stable order."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for item in self.unknown:
+            refs = out.setdefault(item.what, {}).setdefault(item.value, [])
+            if item.ref not in refs:
+                refs.append(item.ref)
+        return out
+
+    def summary(self) -> str:
+        """For the person running ``slaledger itop sync --once`` (French)."""
+        lines = [f"iTop {self.source} : {self.fetched} objet(s) lu(s) dont {self.unchanged} inchangé(s), "
+                 f"{self.commands} commande(s) publiée(s) pour {self.tickets} ticket(s)"
+                 + (f", {self.skipped} transition(s) non reprise(s) (refusées par le cycle de vie, voir les journaux)"
+                    if self.skipped else "")]
+        titles = {"organisation": "Organisations inconnues (membre déduit du nom ; à ajouter à --org-map)",
+                  "service": "Services inconnus (produit déduit du nom ; à ajouter à --org-map)",
+                  "origin": "Origines inconnues (canal e-mail retenu)",
+                  "request_type": "Types de demande inconnus (assistance retenue)"}
+        for what, values in self.unknown_by_kind().items():
+            listed = "; ".join(f"{value or '(vide)'} : {', '.join(refs)}" for value, refs in values.items())
+            lines.append(f"{titles.get(what, what)} : {listed}")
+        if self.unreadable:
+            lines.append(f"Objets illisibles, non repris : {'; '.join(self.unreadable)}")
+        return "\n".join(lines)
+
+
+def _shift(stamp: str, delta: timedelta) -> str:
+    return (datetime.strptime(stamp, ITOP_TIME_FORMAT) + delta).strftime(ITOP_TIME_FORMAT)
+
+
+def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, reference: Reference, *,
+              tz: ZoneInfo, page_size: int = 100, overlap: timedelta = timedelta(minutes=65),
+              since: str | None = None, classes: tuple[str, ...] = ITOP_CLASSES,
+              now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SyncResult:
+    """Read what changed in iTop since the checkpoint, publish its commands, move the checkpoint.
+
+    The window re-read each time (``overlap``, 65 min by default) covers rows committed
+    late with an older ``last_update`` and the autumn DST hour, when iTop's local times go
+    back by one hour. Objects already read with the same ``last_update`` are skipped; the
+    others are re-sent whole, which is harmless (deterministic ids). The checkpoint moves
+    only after the broker acknowledged every command of the pass.
+    """
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
+    result = SyncResult(client.endpoint)
+    actor = f"itop:{client.account}"[:128]
+    tickets: set[str] = set()
+    for itop_class in classes:
+        checkpoint = store.load(itop_class)
+        start = _shift(checkpoint.watermark, -overlap) if checkpoint.watermark else since
+        watermark, seen = checkpoint.watermark, dict(checkpoint.seen)
+        log.info("itop pass", itop_class=itop_class, since=start, watermark=watermark)
+        for obj in client.changed_since(itop_class, start, page_size):
+            result.fetched += 1
+            stamp = obj.last_update
+            if stamp and seen.get(obj.key) == obj.version:
+                result.unchanged += 1
+                continue
+            try:
+                if stamp:
+                    parse_itop_time(stamp, tz)  # a bad stamp must not become the watermark
+                done = _publish(obj, reference, publisher, result, actor=actor, tz=tz, now=now())
+            except ValueError as exc:  # one odd object must not stop the sync at every pass
+                log.warning("itop object skipped: unreadable", itop_class=itop_class, key=obj.key, error=str(exc))
+                result.unreadable.append(f"{obj.key}: {exc}")
+                continue
+            tickets.add(done.ticket_id)
+            if stamp:
+                watermark = max(watermark or stamp, stamp)
+                if not any(s.retry for s in done.skipped):
+                    seen[obj.key] = obj.version
+        publisher.flush()
+        if watermark:
+            floor = _shift(watermark, -overlap)
+            seen = {k: v for k, v in seen.items() if v >= floor}
+        store.save(itop_class, Checkpoint(watermark, seen))
+        result.watermarks[itop_class] = watermark
+    result.tickets = len(tickets)
+    return result
+
+
+def _publish(obj: ItopObject, reference: Reference, publisher: Publisher, result: SyncResult, *, actor: str,
+             tz: ZoneInfo, now: datetime) -> Translation:
+    translation = translate(obj, reference, actor=actor, tz=tz, now=now)
+    context = {"ticket_id": translation.ticket_id, "itop_ref": obj.ref, "itop_class": obj.itop_class,
+               "itop_key": obj.key}
+    for item in translation.unknown:
+        log.warning(f"itop {item.what} unknown", value=item.value, **context)
+    for skip in translation.skipped:
+        log.info("itop transition not mapped", itop_field=skip.field, itop_time=skip.stamp, command=skip.command,
+                 reason=skip.reason, **context)
+    for command in translation.commands:
+        publisher.send(command)
+        log.debug("itop command published", command=str(command.type), command_id=str(command.command_id),
+                  event_id=str(command_event_id(command.command_id)), occurred_at=command.occurred_at, **context)
+    log.info("itop object published", commands=len(translation.commands), last_update=obj.last_update, **context)
+    result.commands += len(translation.commands)
+    result.unknown.extend(translation.unknown)
+    result.skipped += len(translation.skipped)
+    return translation
+
+
+# --- retries and the loop ----------------------------------------------------------------
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: base, 2×base, 4×base… up to cap."""
+    return float(min(cap, base * 2 ** min(max(0, failures - 1), 60)))  # days of failures: no overflow
+
+
+def _failure_fields(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, ItopError):
+        return {"code": exc.code, "code_name": ERROR_CODES.get(exc.code or 0), "transient": exc.transient,
+                "error": exc.message}
+    return {"transient": True, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_once(sync: Callable[[], SyncResult], *, attempts: int = 3, base: float = 1.0, cap: float = 300.0,
+             sleep: Callable[[float], Any] = time.sleep) -> SyncResult:
+    """One pass, retried with back-off on transient failures; the last failure is raised."""
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            return sync()
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            fields = _failure_fields(exc)
+            if attempt >= attempts or not fields["transient"]:
+                log.error("itop sync failed", attempt=attempt, **fields)
+                raise
+            delay = backoff(attempt, base, cap)
+            log.warning("itop sync failed, retrying", attempt=attempt, retry_in=delay, **fields)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_forever(sync: Callable[[], SyncResult], *, every: float, stop: threading.Event, base: float = 1.0,
+                cap: float = 300.0) -> None:
+    """Poll every ``every`` seconds until ``stop`` is set; failures back off exponentially
+    (capped), whatever the cause: an account fixed in iTop is picked up without a restart."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            result = sync()
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            failures += 1
+            delay = backoff(failures, base, cap)
+            fields = _failure_fields(exc)
+            (log.warning if fields["transient"] else log.error)(
+                "itop sync failed", failures=failures, retry_in=delay, **fields)
+            stop.wait(delay)
+            continue
+        if failures:
+            log.info("itop sync recovered", after_failures=failures)
+        failures = 0
+        log.info("itop sync done", fetched=result.fetched, unchanged=result.unchanged, commands=result.commands,
+                 tickets=result.tickets, unknown=len(result.unknown), skipped=result.skipped,
+                 watermarks=result.watermarks)
+        stop.wait(every)
+
+
+def is_retryable(exc: Exception) -> bool:
+    """iTop, broker and database failures are retried; programming errors are not."""
+    from kafka.errors import KafkaError
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, ItopError | KafkaError | OperationalError | TimeoutError | ConnectionError)
+
+
+def describe_failure(exc: Exception) -> str:
+    """One line for the person who ran ``--once`` (French)."""
+    if isinstance(exc, ItopError):
+        return exc.message
+    return f"{type(exc).__name__} : {exc}".splitlines()[0]
+
+
+def parse_since(value: str | None) -> str | None:
+    """``--since``: an iTop local date-time ("2026-11-01 00:00:00" or "2026-11-01")."""
+    if not value:
+        return None
+    for fmt in (ITOP_TIME_FORMAT, "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(value, fmt).strftime(ITOP_TIME_FORMAT)
+        except ValueError:
+            continue
+    raise ValueError(f"--since: {value!r} is not 'YYYY-MM-DD[ HH:MM:SS]' (iTop local time)")
+
+
+def parse_duration(value: str) -> float:
+    """``60s``, ``5m``, ``1h`` or a number of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value or "")
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (e.g. 60s, 5m, 1h)")
+    scale = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[match.group(2)]
+    seconds = float(match.group(1)) * scale
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be positive")
+    return seconds
+
+
+__all__ = ["SyncResult", "run_forever", "run_once", "sync_once"]

@@ -1,0 +1,124 @@
+"""Who is calling and what they may see: shared by the JSON API and the web pages.
+
+Authentication (bearer token, or the web view's sign-in cookie for reads), the referent's
+scope (another member's ticket does not exist for them) and the HTTP errors of both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from datetime import datetime
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web as aioweb
+from faust.web import Request
+
+from projections.tokens import Principal
+from sla.clock import ClockStatus, evaluate
+from sla.ticket import Ticket
+
+from .ports import Ports
+
+log = structlog.get_logger(__name__)
+
+ANONYMOUS = Principal("-", "admin", None, "anonymous")  # authentication turned off
+# The web view's sign-in cookie: it holds the bearer token (see ``slaledger.web.pages``).
+SESSION_COOKIE = "slaledger_token"
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def session_token(request: Request) -> str:
+    """The bearer token carried by the web view's cookie ("" when none)."""
+    try:
+        jar = SimpleCookie(request.headers.get("Cookie", ""))
+    except CookieError:
+        return ""
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None else ""
+
+
+async def find_tickets(ports: Ports, who: Principal, now: datetime, *, statuses: Collection[str] = (),
+                       member: str | None = None, sla_status: str | None = None) -> list[Ticket]:
+    """The tickets ``who`` may see, filtered (unordered). The API list and the web queue
+    share it, so a referent's scoping is decided in one place."""
+    if who.role == "referent":
+        if member and member != who.member:
+            return []
+        member = who.member
+    found = await ports.finder.find(statuses, member)
+    rows = []
+    for ticket in found:
+        if not ticket.exists:
+            continue
+        if sla_status:
+            clocks = evaluate(ticket, ports.policy, now)
+            # "at_risk" split out of "running", as the web view and the metrics show it
+            states = {"at_risk" if c.status is ClockStatus.RUNNING and c.at_risk else str(c.status) for c in clocks}
+            if sla_status not in states:
+                continue
+        rows.append(ticket)
+    return rows
+
+
+def visible_ticket(ports: Ports, who: Principal, ticket_id: str) -> Ticket | None:
+    """This worker's copy of a ticket, or None when it does not exist for ``who`` (another
+    member's ticket does not exist for a referent: no existence leak)."""
+    ticket = ports.tickets.load(ticket_id)
+    if ticket is None or not ticket.exists or (who.role == "referent" and ticket.member != who.member):
+        return None
+    return ticket
+
+
+@aioweb.middleware
+async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamResponse:
+    """Errors raised by the web framework itself (405, unknown path…) answer in JSON too, and
+    so does an unexpected failure (500, logged with its traceback)."""
+    try:
+        response: aioweb.StreamResponse = await handler(request)
+    except aioweb.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return aioweb.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path)
+        return aioweb.json_response({"error": "internal error; it has been logged"}, status=500)
+    return response
+
+
+class Authenticate(Protocol):
+    async def __call__(self, request: Request, *, cookie: bool = ...) -> Principal: ...
+
+
+def authenticator(ports: Ports) -> Authenticate:
+    """The caller of a request, from the token store of ``ports`` (anyone is the anonymous
+    admin when authentication is off)."""
+
+    async def authenticate(request: Request, *, cookie: bool = False) -> Principal:
+        """The caller, from its bearer token (401 when missing, unknown or revoked).
+
+        ``cookie``: the web view's sign-in cookie stands for the header (a browser link
+        cannot send one). Only reads accept it, so no command can ride on a cookie.
+        """
+        if ports.auth is None:
+            return ANONYMOUS
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if cookie and not header:
+            scheme, secret = "bearer", session_token(request)
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
+        store = ports.auth
+        principal = await asyncio.get_running_loop().run_in_executor(None, store.authenticate, secret.strip())
+        if principal is None:
+            raise BadRequest(401, "invalid or revoked token")
+        return principal
+
+    return authenticate

@@ -1,0 +1,58 @@
+"""What the HTTP layer needs from the rest of the product: four narrow ports.
+
+The API and the web pages never see the Faust worker, the SQL engine or the token store
+as such: ``slaledger.bootstrap`` wires implementations of these into a ``Ports`` value.
+A test can hand in fakes; following a request stays inside ``slaledger/web/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from projections.tokens import Principal
+from sla.policy import Policy
+from sla.ticket import Command, Ticket
+from streams.processor import Outcome
+
+
+class TicketReader(Protocol):
+    def load(self, ticket_id: str) -> Ticket | None:
+        """This worker's copy of a ticket (reads are routed to the worker that owns it)."""
+
+
+class CommandBus(Protocol):
+    @property
+    def accepting(self) -> bool:
+        """Commands can be sent now (false while the worker starts)."""
+
+    async def submit(self, command: Command) -> Outcome:
+        """Send and await the outcome; raises ``streams.app.CommandUnavailable`` when nothing
+        was sent and ``streams.app.NoOutcome`` when no outcome came in time."""
+
+
+class TicketFinder(Protocol):
+    async def find(self, statuses: Collection[str], member: str | None) -> list[Ticket]:
+        """Every ticket with one of ``statuses`` (all when empty) of ``member`` (all when None)."""
+
+
+class Authenticator(Protocol):
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal of a bearer token (None: unknown or revoked). May block (SQL)."""
+
+
+class WorkerStatus(Protocol):
+    def status(self) -> dict[str, Any]:
+        """Readiness as ``/readyz`` shows it; ``"ready"`` is the verdict."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    tickets: TicketReader
+    commands: CommandBus
+    finder: TicketFinder
+    worker: WorkerStatus
+    policy: Policy
+    auth: Authenticator | None = None  # None: authentication off (a worker nobody can reach)
+    archive: Any = None  # SQLAlchemy engine of the SQL archive (timeline, dispute file); None: not shown
