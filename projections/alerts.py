@@ -19,27 +19,38 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Engine, select
 
 from sla import french
+from sla.display import shown_state
+from sla.policy import Policy, PolicyVersion
 
-from .metrics import aware, clock_state
+from .metrics import aware
 from .models import ClockRow, TicketRow
 
 log = structlog.get_logger(__name__)
 
-PARIS = ZoneInfo("Europe/Paris")
 ALERT_NAMES = {"at_risk": "SLATicketAtRisk", "breached": "SLATicketBreached"}
 
 
-def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta) -> list[dict[str, Any]]:
-    """The alerts to send now, in Alertmanager's v2 API shape."""
+def _version(policy: Policy, version_id: str) -> PolicyVersion:
+    """The policy version that judged a clock (its time zone and warning ratio); the latest
+    when this process does not know it."""
+    try:
+        return policy.version(version_id)
+    except Exception:
+        return policy.versions[-1]
+
+
+def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta,
+                  policy: Policy) -> list[dict[str, Any]]:
+    """The alerts to send now, in Alertmanager's v2 API shape; times in the time zone of the
+    policy version that judged each clock, the warning threshold as it sets it."""
     t, c = TicketRow.__table__, ClockRow.__table__
     query = (select(c.c.ticket_id, c.c.sla, c.c.status, c.c.deadline, c.c.warning_at, c.c.explanation,
-                    c.c.contractual, t.c.member, t.c.kind, t.c.subject)
+                    c.c.contractual, c.c.policy_version, t.c.member, t.c.kind, t.c.subject)
              .join(t, t.c.ticket_id == c.c.ticket_id)
              .where(t.c.status.not_in(["resolved", "closed"]), c.c.status.in_(["running", "breached"]),
                     c.c.stopped_at.is_(None)))  # a late acknowledgement leaves nothing to act on
@@ -47,12 +58,13 @@ def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta
     with engine.connect() as conn:
         for row in conn.execute(query):
             deadline, warning_at = aware(row.deadline), aware(row.warning_at)
-            state = clock_state(row.status, deadline, warning_at, now)
+            state = shown_state(row.status, deadline=deadline, warning_at=warning_at, now=now)
             if state not in ALERT_NAMES:
                 continue
+            version = _version(policy, row.policy_version)
             link = ticket_url.format(ticket_id=row.ticket_id)
-            verb = "dépassé" if state == "breached" else "à 75 % du délai"
-            when = french.instant(deadline, PARIS) if deadline else "sans échéance"
+            verb = "dépassé" if state == "breached" else f"à {version.warning_ratio * 100:g} % du délai"
+            when = french.instant(deadline, version.tz) if deadline else "sans échéance"
             alerts.append({
                 "labels": {
                     "alertname": ALERT_NAMES[state], "severity": "ticket", "ticket_id": row.ticket_id,
@@ -80,15 +92,15 @@ def post_alerts(alertmanager_url: str, alerts: list[dict[str, Any]], timeout: fl
         response.read()
 
 
-def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, stop: threading.Event, *,
-                     interval: float = 15.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, stop: threading.Event,
+                     *, interval: float = 15.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
     """Push every ``interval`` seconds until ``stop`` is set; an unreachable Alertmanager is
     logged and retried at the next interval (alerts are state, re-sent in full each time)."""
     ttl = timedelta(seconds=max(4 * interval, 60))
     failing = False
     while not stop.is_set():
         try:
-            alerts = ticket_alerts(engine, now(), ticket_url, ttl)
+            alerts = ticket_alerts(engine, now(), ticket_url, ttl, policy)
             if alerts:
                 post_alerts(alertmanager_url, alerts)
             if failing:
@@ -102,10 +114,10 @@ def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, sto
         stop.wait(interval)
 
 
-def start_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, interval: float,
+def start_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, interval: float,
                        stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run_alert_pusher, name="alert-pusher", daemon=True,
-                              args=(engine, alertmanager_url, ticket_url, stop), kwargs={"interval": interval})
+                              args=(engine, alertmanager_url, ticket_url, policy, stop), kwargs={"interval": interval})
     thread.start()
     log.info("ticket alerts pushed to alertmanager", url=alertmanager_url, interval=interval)
     return thread

@@ -20,6 +20,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from sla.display import shown_state, worst_state
+
 from .models import ARCHIVE_HEAD, ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, JudgmentRow, TicketRow
 
 # A bucket boundary exactly at 4 h: "% acknowledged within 4 h" is one bucket over the count.
@@ -41,17 +43,6 @@ DEAD_LETTER_REASONS = ("command refused", "key mismatch", "processing error", "p
                        "unreadable command", "unreadable event")
 
 
-def clock_state(status: str, deadline: datetime | None, warning_at: datetime | None, now: datetime) -> str:
-    """The state of a stored clock at ``now``: a running clock past its warning or deadline is
-    at risk or breached before the timer's fact is projected (scrapes and alerts see it at once)."""
-    if status == "running" and deadline is not None:
-        if now > deadline:
-            return "breached"
-        if warning_at is not None and now >= warning_at:
-            return "at_risk"
-    return status
-
-
 class ProjectionCollector(Collector):
     def __init__(self, engine: Engine, now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lag: Callable[[], dict[tuple[str, int], int]] | None = None) -> None:
@@ -65,9 +56,8 @@ class ProjectionCollector(Collector):
         with self.engine.connect() as conn:
             open_tickets = dict(conn.execute(select(t.c.ticket_id, t.c.kind)
                                              .where(t.c.status.not_in(["resolved", "closed"]))).all())
-            worst: dict[str, str] = {}
+            states: dict[str, list[str]] = {}
             earliest: dict[str, datetime] = {}
-            rank = {"paused": 0, "running": 1, "at_risk": 2, "breached": 3}
             for ticket_id, sla, status, deadline, warning_at in conn.execute(
                 select(c.c.ticket_id, c.c.sla, c.c.status, c.c.deadline, c.c.warning_at)
                 .where(c.c.status.in_(["running", "paused", "breached"]), c.c.stopped_at.is_(None))
@@ -75,16 +65,16 @@ class ProjectionCollector(Collector):
                 if ticket_id not in open_tickets:
                     continue
                 deadline, warning_at = aware(deadline), aware(warning_at)
-                state = clock_state(status, deadline, warning_at, now)
+                state = shown_state(status, deadline=deadline, warning_at=warning_at, now=now)
                 if state in ("running", "at_risk") and deadline is not None and (
                         sla not in earliest or deadline < earliest[sla]):
                     earliest[sla] = deadline
-                if rank[state] > rank.get(worst.get(ticket_id, ""), -1):
-                    worst[ticket_id] = state
+                states.setdefault(ticket_id, []).append(state)
             by_kind_state: Counter[tuple[str, str]] = Counter()
             for ticket_id, kind in open_tickets.items():
-                if ticket_id in worst:
-                    by_kind_state[(kind, worst[ticket_id])] += 1
+                worst = worst_state(states.get(ticket_id, ()))
+                if worst is not None:
+                    by_kind_state[(kind, worst)] += 1
             no_eta = conn.scalar(select(func.count()).select_from(t).where(
                 t.c.kind == "incident", t.c.status.not_in(["resolved", "closed"]), t.c.restoration_eta.is_(None)))
 

@@ -106,7 +106,8 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
         start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
         log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
     if settings.alertmanager_url:
-        start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
+        start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
+                               stop)
     applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set)
     log.info("projector stopped", events_applied=applied)
     return 0

@@ -490,7 +490,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         projector.start()
         REGISTRY.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
         if settings.alertmanager_url:
-            start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, settings.alert_interval, stop)
+            start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
+                               stop)
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
               f"(web view /, API /api/tickets, metrics /metrics, broker {settings.bootstrap}, "
               f"database {settings.database}, {restored} archived events restored); Ctrl-C stops\n"

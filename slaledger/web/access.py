@@ -17,7 +17,8 @@ from aiohttp import web as aioweb
 from faust.web import Request
 
 from projections.tokens import Principal
-from sla.clock import ClockStatus, evaluate
+from sla.clock import evaluate
+from sla.display import shown_state
 from sla.ticket import Ticket
 
 from .ports import Ports
@@ -60,8 +61,7 @@ async def find_tickets(ports: Ports, who: Principal, now: datetime, *, statuses:
             continue
         if sla_status:
             clocks = evaluate(ticket, ports.policy, now)
-            # "at_risk" split out of "running", as the web view and the metrics show it
-            states = {"at_risk" if c.status is ClockStatus.RUNNING and c.at_risk else str(c.status) for c in clocks}
+            states = {shown_state(str(c.status), at_risk=c.at_risk) for c in clocks}
             if sla_status not in states:
                 continue
         rows.append(ticket)

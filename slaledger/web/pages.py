@@ -38,6 +38,8 @@ from projections.queries import ticket_events
 from projections.report import TYPE_FR
 from projections.tokens import Principal
 from sla import french
+from sla.display import shown_state
+from sla.display import worst_state as sla_worst_state
 from sla.events import KINDS, Event, EventType, parse_instant
 from sla.ticket import Status
 from sla.view import ticket_view
@@ -119,7 +121,7 @@ def countdown_text(remaining: float) -> str:
 
 
 def clock_state(clock: Mapping[str, Any]) -> str:
-    return "at_risk" if clock["status"] == "running" and clock["at_risk"] else str(clock["status"])
+    return shown_state(str(clock["status"]), at_risk=bool(clock["at_risk"]))
 
 
 def paused_now(clock: Mapping[str, Any]) -> bool:
@@ -152,9 +154,7 @@ def countdown(clock: Mapping[str, Any], now: datetime) -> str:
 
 
 def worst_state(clocks: Iterable[Mapping[str, Any]]) -> str | None:
-    order = ("breached", "at_risk", "running", "paused", "pending")
-    states = {clock_state(c) for c in clocks}
-    return next((s for s in order if s in states), None)
+    return sla_worst_state(clock_state(c) for c in clocks)
 
 
 # --- page frame ----------------------------------------------------------------------------

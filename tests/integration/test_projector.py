@@ -266,7 +266,7 @@ def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> 
         Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
                                                      for i, e in enumerate(events)])
     now = filed_at + timedelta(days=3)
-    alerts = ticket_alerts(engine, now, "http://x/{ticket_id}", timedelta(minutes=1))
+    alerts = ticket_alerts(engine, now, "http://x/{ticket_id}", timedelta(minutes=1), load_policy())
     assert [(a["labels"]["ticket_id"], a["labels"]["alertname"]) for a in alerts] == [("WAITING", "SLATicketBreached")]
     families = {m.name: m for m in ProjectionCollector(engine, now=lambda: now).collect()}
     gauge = {tuple(s.labels.values()): s.value for s in families["slaledger_open_tickets"].samples}
