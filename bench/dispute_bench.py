@@ -20,9 +20,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert
 
+from projections.archive_hash import GENESIS_HASH, chain_hash
 from projections.audit import Filters, archive_records, replay
-from projections.models import GENESIS_HASH
-from projections.projector import ARCHIVE, chain_hash, create_schema
+from projections.migrate import create_schema
+from projections.models import ARCHIVE
 from sla.events import EventType, encode_event, new_event
 from slaledger.settings import load_policy
 

@@ -78,7 +78,9 @@ import aiohttp
 from sqlalchemy import Engine, create_engine, func, select, text
 
 from projections.audit import archive_records, kafka_records, verify_projection
-from projections.projector import ARCHIVE, checkpoints, create_schema
+from projections.migrate import create_schema
+from projections.models import ARCHIVE
+from projections.projection import checkpoints
 from projections.tokens import ensure_token
 from sla.clock import due_facts, evaluate
 from sla.events import CHANNELS, KINDS, Event, EventType, decode_event

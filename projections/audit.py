@@ -14,7 +14,6 @@ missing, nothing unknown). Any finding is reported at the top and makes the comm
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -40,9 +39,10 @@ from sla.ticket import Ticket
 from streams.kafka_tools import read_topic
 from streams.topics import EVENTS
 
+from .archive_hash import GENESIS_HASH, chain_hash
+from .archive_hash import digest as archive_digest
 from .metrics import aware
-from .models import ARCHIVE_HEAD, GENESIS_HASH
-from .projector import ARCHIVE, CHECKPOINTS
+from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS
 
 SCHEMA = "slaledger.dispute-file/1"
 log = structlog.get_logger(__name__)
@@ -176,7 +176,7 @@ class ChainVerifier:
     def check(self, record: LogRecord, event_id: str | None) -> None:
         seq = record.source.get("archive_seq")
         stored_prev = record.prev_hash or ""
-        if record.hash != hashlib.sha256(stored_prev.encode() + record.raw).hexdigest():
+        if record.hash != chain_hash(stored_prev, record.raw):
             self.findings.append(Finding("altered", f"Archive, ligne {seq} : le contenu ne correspond plus à "
                                                     "son empreinte (événement modifié)."))
         if stored_prev != self.prev:
@@ -226,7 +226,7 @@ class TopicVerifier:
         if event is None:
             return
         eid = str(event.event_id)
-        digest = hashlib.sha256(record.raw).hexdigest()
+        digest = archive_digest(record.raw)
         content = _content_digest(event)
         if eid in self.seen:
             if self.seen[eid] == digest or self.content[eid] == content:
@@ -250,7 +250,7 @@ class TopicVerifier:
                 select(ARCHIVE.c.event_id, ARCHIVE.c.ticket_id, ARCHIVE.c.envelope, ARCHIVE.c.hash)
                 .order_by(ARCHIVE.c.seq)
             ):
-                archived[eid] = hashlib.sha256(envelope.encode()).hexdigest()
+                archived[eid] = archive_digest(envelope.encode())
                 order[ticket_id].append(eid)
                 head = digest
         for eid, digest in self.seen.items():
@@ -274,7 +274,7 @@ def _content_digest(event: Event) -> str:
     """The event without its times: a command decided again after a worker crash yields the
     same event (same id, type, actor, payload) stamped with the time of the second decision."""
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return hashlib.sha256(encode_event(replace(event, occurred_at=epoch, recorded_at=epoch))).hexdigest()
+    return archive_digest(encode_event(replace(event, occurred_at=epoch, recorded_at=epoch)))
 
 
 def _where(record: LogRecord) -> str:
@@ -426,7 +426,7 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "event_id": str(e.event_id), "type": str(e.type),
                     "occurred_at": format_instant(e.occurred_at), "recorded_at": format_instant(e.recorded_at),
                     "actor": e.actor, "source": r.source,
-                    "hash": r.hash or hashlib.sha256(r.raw).hexdigest(),
+                    "hash": r.hash or archive_digest(r.raw),
                     "known_at_as_of": result.filters.as_of is None or e.recorded_at <= result.filters.as_of,
                 }
                 for e, r in audit.timeline
@@ -479,7 +479,7 @@ def stable_json(doc: dict[str, Any]) -> str:
 
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
     """Every difference between the live SQL projection and a fresh replay of the log."""
-    from .projector import CLOCKS, TICKETS
+    from .models import CLOCKS, TICKETS
 
     result = replay(records, policy, Filters(), source=source, engine=engine)
     out = [f"integrity: {f.message}" for f in result.findings]

@@ -13,7 +13,7 @@ from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import EVENTS
 
-from .projector import checkpoints
+from .projection import checkpoints
 
 log = structlog.get_logger(__name__)
 

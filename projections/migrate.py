@@ -24,3 +24,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(config(engine), revision)
+
+
+def create_schema(engine: Engine) -> None:
+    """Bring the database to the latest migration (Alembic)."""
+    upgrade(engine)

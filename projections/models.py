@@ -2,7 +2,7 @@
 
 Everything here is a function of the events topic and can be rebuilt from it, except the
 archive, which *is* the durable copy of the log (the embedded broker keeps nothing) and
-carries a SHA-256 hash chain: ``hash = sha256(prev_hash || envelope)``, so an altered,
+carries a SHA-256 hash chain (``projections.archive_hash``): ``hash = sha256(prev_hash || envelope)``, so an altered,
 missing or reordered row breaks every hash after it.
 """
 
@@ -165,10 +165,18 @@ class ItopCheckpointRow(Base):
 
 
 Index("ix_event_archive_type", ArchiveRow.type)
-GENESIS_HASH = "0" * 64
 # A projection_checkpoints row holding the seq of the last archived row, written in the same
 # transaction: an archive whose last rows were deleted ends before it (the audit says so).
 ARCHIVE_HEAD = "__archive_head__"
+
+
+# Core tables of the models, for SQLAlchemy Core queries.
+TICKETS: Table = TicketRow.__table__  # type: ignore[assignment]
+CLOCKS: Table = ClockRow.__table__  # type: ignore[assignment]
+ARCHIVE: Table = ArchiveRow.__table__  # type: ignore[assignment]
+CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
+DEAD: Table = DeadLetterRow.__table__  # type: ignore[assignment]
+JUDGMENTS: Table = JudgmentRow.__table__  # type: ignore[assignment]
 
 
 def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:

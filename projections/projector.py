@@ -1,246 +1,29 @@
-"""The SQL projector: events topic → tickets, SLA clocks, archive and checkpoints.
+"""The SQL projector: follow the events topic and apply it to SQL (``projection``).
 
 One transaction per batch updates the rows, appends to the archive and moves the
 checkpoint; on start it seeks each partition to its checkpoint + 1 (Kafka-committed
-offsets are not used). An event already in the archive (unique ``event_id``) changes
-nothing, so at-least-once delivery, a duplicate record or a replay is harmless. The fold
-is ``sla/``'s, the very one the live worker and the audit replay use.
+offsets are not used). A record the database refuses is set aside in ``dead_letters``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
 from kafka import KafkaConsumer
-from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from sla.clock import ClockStatus, evaluate
-from sla.events import Event, EventDecodeError, decode_event
-from sla.policy import Policy, PolicyError
-from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
+from sla.policy import Policy
 from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import DEAD_LETTERS, EVENTS
 
-from .models import (
-    ARCHIVE_HEAD,
-    GENESIS_HASH,
-    ArchiveRow,
-    Base,
-    CheckpointRow,
-    ClockRow,
-    DeadLetterRow,
-    JudgmentRow,
-    TicketRow,
-    shadow_tables,
-)
+from .projection import Incoming, Projection, checkpoints
 
 log = structlog.get_logger(__name__)
-ARCHIVE_LOCK = 0x51A1ED6E  # pg_advisory_xact_lock key of the archive's single writer
-
-TICKETS: Table = TicketRow.__table__  # type: ignore[assignment]
-CLOCKS: Table = ClockRow.__table__  # type: ignore[assignment]
-ARCHIVE: Table = ArchiveRow.__table__  # type: ignore[assignment]
-CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
-DEAD: Table = DeadLetterRow.__table__  # type: ignore[assignment]
-JUDGMENTS: Table = JudgmentRow.__table__  # type: ignore[assignment]
-
-
-def chain_hash(prev_hash: str, envelope: bytes) -> str:
-    return hashlib.sha256(prev_hash.encode() + envelope).hexdigest()
-
-
-@dataclass(frozen=True)
-class Incoming:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-
-
-class Projection:
-    """Applies event records to a pair of (tickets, clocks) tables, plus archive/checkpoints."""
-
-    def __init__(self, policy: Policy, tickets: Table = TICKETS, clocks: Table = CLOCKS,
-                 archive: bool = True) -> None:
-        """``archive=False`` (rebuild): neither the archive nor the checkpoints are touched."""
-        self.policy = policy
-        self.tickets, self.clocks, self.archive = tickets, clocks, archive
-
-    def apply_batch(self, conn: Connection, records: list[Incoming]) -> int:
-        """Apply records in one transaction (the caller's); returns how many events were new."""
-        if not records:
-            return 0
-        if self.archive and conn.dialect.name == "postgresql":
-            # One archive writer at a time (two projectors during a rolling deploy would
-            # both chain onto the same last hash and fork the chain).
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ARCHIVE_LOCK})
-        letters = [r for r in records if r.topic == DEAD_LETTERS]
-        if letters and self.archive:
-            self._dead_letters(conn, letters)
-        ids = {}
-        events: list[tuple[Incoming, Event]] = []
-        for record in records:
-            if record.topic != EVENTS:
-                continue
-            try:
-                event = decode_event(record.value)
-            except EventDecodeError as exc:
-                log.warning("unreadable event skipped by the projector (the worker dead-letters it)",
-                            topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
-                continue
-            if str(event.event_id) in ids:
-                continue
-            ids[str(event.event_id)] = True
-            events.append((record, event))
-        known = set()
-        if self.archive and ids:
-            known = set(conn.scalars(select(ARCHIVE.c.event_id).where(ARCHIVE.c.event_id.in_(list(ids)))))
-        fresh = [(r, e) for r, e in events if str(e.event_id) not in known]
-        if self.archive and fresh:
-            self._archive(conn, fresh)
-        touched: dict[str, Ticket] = {}
-        for _, event in fresh:
-            ticket = touched.get(event.ticket_id) or self._load(conn, event.ticket_id) or Ticket(event.ticket_id)
-            if ticket.apply(event):
-                touched[event.ticket_id] = ticket
-        now = datetime.now(UTC)
-        for ticket in touched.values():
-            self._store(conn, ticket, now)
-        if self.archive:
-            self._checkpoint(conn, records)
-        return len(fresh)
-
-    def set_aside(self, conn: Connection, record: Incoming, reason: str) -> None:
-        """A record the database refused: kept in ``dead_letters`` under its own coordinates,
-        and checkpointed so the projector goes on."""
-        log.error("record set aside by the projector", topic=record.topic, partition=record.partition,
-                  offset=record.offset, reason=reason)
-        if not _dead_letter_known(conn, record):
-            conn.execute(insert(DEAD).values(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                reason_kind="projection failed", reason=reason, origin_topic=record.topic,
-                origin_partition=record.partition, origin_offset=record.offset, dead_lettered_at=datetime.now(UTC)))
-        if self.archive:
-            self._checkpoint(conn, [record])
-
-    def _dead_letters(self, conn: Connection, letters: list[Incoming]) -> None:
-        for record in letters:
-            if _dead_letter_known(conn, record):
-                continue
-            try:
-                body = json.loads(record.value)
-                reason = str(body["reason"])
-                origin = body.get("origin") or {}
-                at = datetime.fromisoformat(body["dead_lettered_at"]) if body.get("dead_lettered_at") else None
-            except (ValueError, KeyError, TypeError):
-                body, reason, origin, at = {}, "unreadable dead letter", {}, None
-            conn.execute(insert(DEAD).values(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                reason_kind=reason.split(":", 1)[0][:64], reason=reason,
-                origin_topic=origin.get("topic"), origin_partition=origin.get("partition"),
-                origin_offset=origin.get("offset"), dead_lettered_at=at))
-            log.info("dead letter recorded", topic=origin.get("topic"), partition=origin.get("partition"),
-                     offset=origin.get("offset"), reason=reason)
-
-    def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> None:
-        prev = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1)) or GENESIS_HASH
-        rows = []
-        for record, event in fresh:
-            digest = chain_hash(prev, record.value)
-            rows.append({
-                "event_id": str(event.event_id), "ticket_id": event.ticket_id, "type": str(event.type),
-                "occurred_at": event.occurred_at, "recorded_at": event.recorded_at, "actor": event.actor,
-                "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "envelope": record.value.decode(), "prev_hash": prev, "hash": digest,
-            })
-            prev = digest
-        conn.execute(insert(ARCHIVE), rows)
-        _set_checkpoint(conn, ARCHIVE_HEAD, 0, conn.scalar(select(func.max(ARCHIVE.c.seq))))
-
-    def _load(self, conn: Connection, ticket_id: str) -> Ticket | None:
-        state = conn.scalar(select(self.tickets.c.state).where(self.tickets.c.ticket_id == ticket_id))
-        return ticket_from_dict(state) if state else None
-
-    def _store(self, conn: Connection, ticket: Ticket, now: datetime) -> None:
-        row = {
-            "ticket_id": ticket.ticket_id, "status": str(ticket.status), "kind": ticket.kind,
-            "channel": ticket.channel, "product": ticket.product, "member": ticket.member,
-            "subject": ticket.subject, "filed_at": ticket.filed_at, "recorded_at": ticket.filed_recorded_at,
-            "acknowledged_at": ticket.acknowledged_at, "resolved_at": ticket.resolved_at,
-            "closed_at": ticket.closed_at, "restoration_eta": ticket.restoration_eta, "version": ticket.version,
-            "state": ticket_to_dict(ticket),
-        }
-        updated = conn.execute(update(self.tickets).where(self.tickets.c.ticket_id == ticket.ticket_id).values(**row))
-        if updated.rowcount == 0:
-            conn.execute(insert(self.tickets).values(**row))
-        conn.execute(delete(self.clocks).where(self.clocks.c.ticket_id == ticket.ticket_id))
-        if not ticket.exists:
-            return
-        try:
-            found = evaluate(ticket, self.policy, now)
-        except PolicyError:
-            return
-        rows = []
-        for clock in found:
-            closed = clock.stopped_at is not None or clock.status is ClockStatus.EXCLUDED
-            rows.append({
-                "ticket_id": ticket.ticket_id, "sla": clock.sla, "member": ticket.member, "kind": ticket.kind,
-                "contractual": clock.definition.contractual, "status": str(clock.status),
-                "deadline": clock.deadline, "warning_at": clock.warning_at,
-                "started_at": clock.cycles[0].start if clock.cycles else None, "stopped_at": clock.stopped_at,
-                "remaining_at_close_seconds": clock.remaining_seconds if closed else None,
-                "policy_version": clock.policy_version.id, "explanation": clock.explanation(live=False),
-                "evaluated_at": now,
-            })
-        if rows:
-            conn.execute(insert(self.clocks), rows)
-        if self.archive:  # live projection only: judgments, like the archive, are never rebuilt
-            self._judge(conn, ticket, [r for r in rows if r["status"] in ("met", "excluded")], now)
-
-    def _judge(self, conn: Connection, ticket: Ticket, judged: list[dict[str, Any]], now: datetime) -> None:
-        if not judged:
-            return
-        known = set(conn.execute(select(JUDGMENTS.c.sla, JUDGMENTS.c.outcome)
-                                 .where(JUDGMENTS.c.ticket_id == ticket.ticket_id)).all())
-        fresh = [{"ticket_id": ticket.ticket_id, "sla": r["sla"], "outcome": r["status"], "member": r["member"],
-                  "judged_at": now} for r in judged if (r["sla"], r["status"]) not in known]
-        if fresh:
-            conn.execute(insert(JUDGMENTS), fresh)
-
-    def _checkpoint(self, conn: Connection, records: list[Incoming]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for r in records:
-            last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
-        for (topic, partition), offset in last.items():
-            _set_checkpoint(conn, topic, partition, offset)
-
-
-def _set_checkpoint(conn: Connection, topic: str, partition: int, offset: int) -> None:
-    done = conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == topic, CHECKPOINTS.c.partition == partition)
-                        .values(offset=offset))
-    if done.rowcount == 0:
-        conn.execute(insert(CHECKPOINTS).values(topic=topic, partition=partition, offset=offset))
-
-
-def _dead_letter_known(conn: Connection, record: Incoming) -> bool:
-    return bool(conn.scalar(select(func.count()).select_from(DEAD).where(
-        DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset)))
-
-
-def checkpoints(engine: Engine, topic: str = EVENTS) -> dict[int, int]:
-    with engine.connect() as conn:
-        return {p: o for p, o in conn.execute(select(CHECKPOINTS.c.partition, CHECKPOINTS.c.offset)
-                                              .where(CHECKPOINTS.c.topic == topic))}
 
 
 def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
@@ -326,61 +109,3 @@ def refuses_value(exc: DBAPIError) -> bool:
         return True
     state = getattr(exc.orig, "sqlstate", None) or ""
     return state[:2] in ("22", "23", "54")
-
-
-def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:
-    """Replay the events topic from offset 0 into shadow tables, then swap them in."""
-    shadow_tickets, shadow_clocks = shadow_tables()
-    with engine.begin() as conn:
-        for table in (shadow_clocks, shadow_tickets):
-            table.drop(conn, checkfirst=True)
-            table.create(conn)
-    projection = Projection(policy, shadow_tickets, shadow_clocks, archive=False)
-    count = 0
-    for batch in consume(bootstrap, {}, follow=False, topics=(EVENTS,)):
-        with engine.begin() as conn:
-            count += projection.apply_batch(conn, batch)
-    with engine.begin() as conn:
-        # the archive and checkpoints are not rebuilt; the live tables are replaced
-        for live, shadow in ((TICKETS, shadow_tickets), (CLOCKS, shadow_clocks)):
-            grants = _grants(conn, live.name)
-            conn.execute(text(f"DROP TABLE {live.name}"))
-            conn.execute(text(f"ALTER TABLE {shadow.name} RENAME TO {live.name}"))
-            if engine.dialect.name == "postgresql":
-                conn.execute(text(f"ALTER TABLE {live.name} RENAME CONSTRAINT pk_{shadow.name} TO pk_{live.name}"))
-            for index in live.indexes:
-                index.create(conn)
-            for grantee, privilege in grants:  # e.g. Grafana's read-only role keeps its access
-                conn.execute(text(f'GRANT {privilege} ON {live.name} TO "{grantee}"'))
-    log.info("projection rebuilt", events=count)
-    return count
-
-
-def _grants(conn: Connection, table: str) -> list[tuple[str, str]]:
-    """Privileges other roles hold on a table (PostgreSQL), to give back to its replacement."""
-    if conn.dialect.name != "postgresql":
-        return []
-    rows = conn.execute(text(
-        "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
-        "WHERE table_schema = current_schema() AND table_name = :t AND grantee <> current_user"), {"t": table})
-    return [(grantee, privilege) for grantee, privilege in rows]
-
-
-def create_schema(engine: Engine) -> None:
-    """Bring the database to the latest migration (Alembic)."""
-    from .migrate import upgrade
-
-    upgrade(engine)
-
-
-def table_rows(engine: Engine, table: Table, order: Iterable[Any]) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(table).order_by(*order))]
-
-
-def count(engine: Engine, table: Table) -> int:
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
-
-
-__all__ = ["Base", "Projection", "chain_hash", "create_schema", "rebuild", "run_projector"]

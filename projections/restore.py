@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from streams.kafka_tools import producer
 from streams.topics import EVENTS
 
-from .projector import ARCHIVE, CHECKPOINTS
+from .models import ARCHIVE, CHECKPOINTS
 
 log = structlog.get_logger(__name__)
 

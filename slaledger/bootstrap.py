@@ -25,9 +25,10 @@ from sqlalchemy import Engine, create_engine
 from projections.alerts import start_alert_pusher
 from projections.lag import LagProbe
 from projections.metrics import ProjectionCollector
-from projections.projector import create_schema, run_projector
-from projections.projector import rebuild as rebuild_projection
+from projections.migrate import create_schema
+from projections.projector import run_projector
 from projections.queries import list_tickets
+from projections.rebuild import rebuild as rebuild_projection
 from projections.tokens import TokenStore
 from sla.ticket import Ticket
 from streams.app import Pipeline

@@ -296,7 +296,7 @@ def _progress(settings: Settings, source: str, engine: object) -> ProgressBar:
     if source == "archive":
         from sqlalchemy import func, select
 
-        from projections.projector import ARCHIVE
+        from projections.models import ARCHIVE
 
         with engine.connect() as conn:  # type: ignore[attr-defined]
             total = conn.scalar(select(func.count()).select_from(ARCHIVE)) or 0
@@ -309,7 +309,7 @@ def _progress(settings: Settings, source: str, engine: object) -> ProgressBar:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from projections.projector import create_schema
+    from projections.migrate import create_schema
     from projections.tokens import TokenError, create_token, ensure_token
 
     from .bootstrap import engine_for
@@ -335,7 +335,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from projections.projector import create_schema
+    from projections.migrate import create_schema
     from projections.tokens import revoke_token
 
     from .bootstrap import engine_for
@@ -372,7 +372,7 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
     from datetime import timedelta
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from projections.projector import create_schema
+    from projections.migrate import create_schema
     from slaledger import itop
 
     from .bootstrap import engine_for
@@ -440,7 +440,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.alerts import start_alert_pusher
     from projections.lag import LagProbe
     from projections.metrics import ProjectionCollector
-    from projections.projector import create_schema, run_projector
+    from projections.migrate import create_schema
+    from projections.projector import run_projector
     from projections.restore import restore_archive
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker

@@ -100,7 +100,7 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
 
     from sqlalchemy import create_engine, select
 
-    from projections.projector import ARCHIVE
+    from projections.models import ARCHIVE
     from tests.integration.conftest import tiny_policy
 
     policy = tiny_policy(tmp_path, 2)

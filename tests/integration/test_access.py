@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from projections.projector import create_schema, run_projector
+from projections.migrate import create_schema
+from projections.projector import run_projector
 from sla.events import decode_event
 from slaledger.cli import main
 from slaledger.settings import load_policy

@@ -13,7 +13,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from sqlalchemy import create_engine, select, text, update
 
 from projections.audit import Filters, archive_records, dispute_file, kafka_records, replay, verify_projection
-from projections.projector import ARCHIVE, TICKETS, create_schema, run_projector
+from projections.migrate import create_schema
+from projections.models import ARCHIVE, TICKETS
+from projections.projector import run_projector
 from projections.report import to_html, to_markdown, to_pdf
 from sla.events import Event, EventType, decode_event, encode_event, new_event, sla_fact_id
 from slaledger.cli import main

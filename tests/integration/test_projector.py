@@ -13,26 +13,16 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, Table, create_engine, func, select, text
 
 from projections.alerts import ticket_alerts
+from projections.archive_hash import GENESIS_HASH, chain_hash
 from projections.metrics import ProjectionCollector
-from projections.models import GENESIS_HASH
-from projections.projector import (
-    ARCHIVE,
-    CHECKPOINTS,
-    CLOCKS,
-    DEAD,
-    TICKETS,
-    Incoming,
-    Projection,
-    apply_isolating,
-    chain_hash,
-    count,
-    create_schema,
-    rebuild,
-    run_projector,
-)
+from projections.migrate import create_schema
+from projections.models import ARCHIVE, CHECKPOINTS, CLOCKS, DEAD, TICKETS
+from projections.projection import Incoming, Projection
+from projections.projector import apply_isolating, run_projector
+from projections.rebuild import rebuild
 from sla.events import Event, EventType, encode_event, new_event
 from sla.ticket import Ticket
 from slaledger.settings import load_policy
@@ -42,6 +32,11 @@ from streams.topics import EVENTS
 from tests.integration.conftest import Broker, api, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def count(engine: Engine, table: Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
 def history(n: int, start: datetime, prefix: str = "P") -> list[Event]:

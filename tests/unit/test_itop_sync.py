@@ -15,7 +15,7 @@ from kafka.errors import KafkaTimeoutError
 from sqlalchemy import create_engine
 from structlog.testing import capture_logs
 
-from projections.projector import create_schema
+from projections.migrate import create_schema
 from sla.ticket import Command, CommandType
 from slaledger.itop.client import ItopClient, ItopError, endpoint_of, parse_itop_time
 from slaledger.itop.mapping import Reference

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from projections.projector import create_schema
+from projections.migrate import create_schema
 from projections.tokens import TokenError, TokenStore, create_token, ensure_token, revoke_token
 
 SECRET = "slt_prometheus_" + "x" * 24
