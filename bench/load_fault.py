@@ -82,8 +82,9 @@ from projections.migrate import create_schema
 from projections.models import ARCHIVE
 from projections.projection import checkpoints
 from projections.tokens import ensure_token
-from sla.clock import due_facts, evaluate
+from sla.clock import evaluate
 from sla.events import CHANNELS, KINDS, Event, EventType, decode_event
+from sla.facts import due_facts
 from sla.policy import PolicyError
 from sla.ticket import Ticket
 from slaledger.fixtures import short_intake_policy

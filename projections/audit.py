@@ -34,6 +34,7 @@ from sla.events import (
     envelope_ids,
     format_instant,
 )
+from sla.explain import clock_view, explanation
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
 from streams.kafka_tools import read_topic
@@ -461,12 +462,12 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
 
 
 def _clock_doc(clock: Clock) -> dict[str, Any]:
-    doc = clock.to_dict()
+    doc = clock_view(clock)
     return {
         "sla": doc["sla"], "title": doc["title"], "contractual": doc["contractual"],
         "verdict": doc["status"], "verdict_fr": VERDICT_FR.get(doc["status"], doc["status"]),
         "deadline": doc["deadline"], "rule": doc["rule"], "policy_version": doc["policy_version"],
-        "clause": clock.definition.clause, "segments": doc["segments"], "explanation": clock.explanation(live=False),
+        "clause": clock.definition.clause, "segments": doc["segments"], "explanation": explanation(clock, live=False),
         "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],
     }
 

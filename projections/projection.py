@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from sla.clock import ClockStatus, evaluate
 from sla.events import Event, EventDecodeError, decode_event
+from sla.explain import explanation
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from streams.topics import DEAD_LETTERS, EVENTS
@@ -170,7 +171,7 @@ class Projection:
                 "deadline": clock.deadline, "warning_at": clock.warning_at,
                 "started_at": clock.cycles[0].start if clock.cycles else None, "stopped_at": clock.stopped_at,
                 "remaining_at_close_seconds": clock.remaining_seconds if closed else None,
-                "policy_version": clock.policy_version.id, "explanation": clock.explanation(live=False),
+                "policy_version": clock.policy_version.id, "explanation": explanation(clock, live=False),
                 "evaluated_at": now,
             })
         if rows:

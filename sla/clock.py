@@ -2,10 +2,10 @@
 
 ``evaluate(ticket, policy, now)`` (or ``clocks(events, policy, now)``) returns, for every
 SLA of the policy version in force at filing that applies to the ticket, a ``Clock``:
-status, deadline, remaining time or overrun, the ledger of segments tied to the events
-that opened and closed them, and a French explanation. ``due_facts`` says which SLA facts
-(warning, breach, retraction) the log should contain by ``now`` and does not yet. The
-live pipeline and the audit replay both call these, so they cannot disagree.
+status, deadline, remaining time or overrun, and the ledger of segments tied to the events
+that opened and closed them (``sla.explain`` tells it in French; ``sla.facts`` says which
+SLA facts the log should contain by ``now``). The live pipeline, the projector and the
+audit replay all call these, so they cannot disagree.
 
 Rules of the fold
 - Clock-relevant events are taken in business-time order (``occurred_at``, ties in log
@@ -32,13 +32,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
-from . import french
-from .calendar import add_calendar_days, add_calendar_months, holiday_name
-from .events import Event, EventType, format_instant, new_event, sla_fact_id
+from .calendar import add_calendar_days, add_calendar_months
+from .events import Event, EventType, format_instant
 from .policy import Policy, PolicyVersion, SlaDefinition
 from .ticket import Mark, Ticket, fold
-
-SLA_CLOCK_ACTOR = "slaledger/sla-clock"
 
 
 class ClockStatus(StrEnum):
@@ -197,34 +194,6 @@ class Clock:
             Segment(kind, lo, hi, opened_by if i == 0 else None, closed_by if i == last else None)
             for i, (kind, lo, hi) in enumerate(pieces)
         ]
-
-    def explanation(self, *, live: bool = True) -> str:
-        """French explanation; ``live=False`` leaves out what depends on ``now`` (time left,
-        overrun so far), for texts stored in events."""
-        return _explain(self, live)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = self.definition
-        remaining = self.remaining_seconds
-        return {
-            "sla": self.sla,
-            "title": d.title,
-            "contractual": d.contractual,
-            "status": str(self.status),
-            "at_risk": self.at_risk,
-            "deadline": format_instant(self.deadline) if self.deadline else None,
-            "warning_at": format_instant(self.warning_at) if self.warning_at else None,
-            "started_at": format_instant(self.cycles[0].start) if self.cycles else None,
-            "stopped_at": format_instant(self.stopped_at) if self.stopped_at else None,
-            "remaining_seconds": remaining,
-            "rule": _rule_text(d),
-            "policy_version": self.policy_version.id,
-            "segments": [s.to_dict() for s in self.segments()],
-            "breached_deadlines": [format_instant(c.deadline) for c in self.cycles if c.overdue],
-            "retracted_deadlines": [format_instant(at) for at, _ in self.retracted],
-            "explanation": self.explanation(),
-        }
-
 
 # --- the fold ---------------------------------------------------------------------------
 
@@ -413,69 +382,6 @@ def _end(cycle: Cycle, mark: Mark, *, stop: bool) -> None:
         cycle.overdue = True
 
 
-# --- facts the log should contain --------------------------------------------------------
-
-def due_facts(ticket: Ticket, ticket_clocks: Iterable[Clock], now: datetime) -> list[Event]:
-    """Warnings, breaches and retractions that are due by ``now`` and not yet recorded.
-
-    Ids are derived from (ticket, SLA, deadline, policy version, fact type), so asking twice
-    — two timers, a restart, a replay — yields the same events, which ``Ticket.apply``
-    then ignores.
-    """
-    out: list[Event] = []
-    for clock in ticket_clocks:
-        if clock.status is ClockStatus.EXCLUDED:
-            breached: list[Cycle] = []
-        else:
-            breached = [c for c in clock.cycles if c.overdue]
-        for cycle in breached:
-            if not ticket.has_fact(EventType.SLA_BREACHED, clock.sla, cycle.deadline):
-                out.append(_fact(EventType.SLA_BREACHED, ticket, clock, cycle.deadline, cycle.deadline, now))
-        current = clock.current
-        if (
-            clock.status is ClockStatus.RUNNING
-            and clock.at_risk
-            and current is not None
-            and not ticket.has_fact(EventType.SLA_WARNING_RAISED, clock.sla, current.deadline)
-        ):
-            warning_at = warning_instant(clock.definition, current)
-            out.append(_fact(EventType.SLA_WARNING_RAISED, ticket, clock, current.deadline, warning_at, now))
-        for deadline, breach_id in clock.retracted:
-            if not ticket.has_fact(EventType.SLA_BREACH_RETRACTED, clock.sla, deadline):
-                out.append(
-                    _fact(EventType.SLA_BREACH_RETRACTED, ticket, clock, deadline, now, now, breach_id=breach_id)
-                )
-    return out
-
-
-def _fact(
-    fact_type: EventType,
-    ticket: Ticket,
-    clock: Clock,
-    deadline: datetime,
-    occurred_at: datetime,
-    now: datetime,
-    breach_id: uuid.UUID | None = None,
-) -> Event:
-    payload: dict[str, Any] = {
-        "sla": clock.sla,
-        "deadline": deadline,
-        "policy_version": clock.policy_version.id,
-        "explanation": clock.explanation(live=False),
-    }
-    if breach_id is not None:
-        payload["breach_event_id"] = str(breach_id)
-    return new_event(
-        fact_type,
-        ticket.ticket_id,
-        occurred_at=min(occurred_at, now),
-        recorded_at=now,
-        actor=SLA_CLOCK_ACTOR,
-        payload=payload,
-        event_id=sla_fact_id(fact_type, ticket.ticket_id, clock.sla, deadline, clock.policy_version.id),
-    )
-
-
 def next_wakeup(ticket_clocks: Iterable[Clock], ticket: Ticket) -> datetime | None:
     """The earliest instant at which ``due_facts`` may return something new (for the
     timer's deadline index): the next warning or deadline of a running clock."""
@@ -492,120 +398,6 @@ def next_wakeup(ticket_clocks: Iterable[Clock], ticket: Ticket) -> datetime | No
         if best is None or candidate < best:
             best = candidate
     return best
-
-
-# --- explanations --------------------------------------------------------------------------
-
-_SIGNAL_FR = {
-    "filed": "au dépôt de la demande",
-    "acknowledged": "à la prise en compte",
-    "informed": "à la première information du demandeur",
-    "informed_with_eta": "à la communication d'un délai probable de rétablissement",
-    "elements_complete": "à la fourniture complète des éléments nécessaires",
-    "customer_responded": "à la réponse du demandeur",
-    "waiting_for_customer": "à la mise en attente du demandeur",
-    "resolved": "à la résolution",
-    "closed": "à la clôture",
-    "reopened": "à la réouverture",
-}
-
-
-def _rule_text(d: SlaDefinition) -> str:
-    if d.rule == "window" and d.calendar is not None:
-        return (
-            f"{french.duration(d.duration_seconds)} si déposée dans la plage {french.window(d.calendar)} ; "
-            f"sinon {french.duration(d.duration_seconds)} après l'ouverture de la plage du jour ouvrable suivant"
-        )
-    if d.rule == "business" and d.calendar is not None:
-        return f"{french.duration(d.duration_seconds)} ouvrées, {french.window(d.calendar)} hors jours fériés"
-    if d.rule == "calendar":
-        if d.months:
-            return "un mois calendaire" if d.months == 1 else f"{d.months} mois calendaires"
-        return "une semaine calendaire" if d.days == 7 else f"{d.days} jours calendaires"
-    return f"{french.duration(d.duration_seconds)} écoulées"
-
-
-def _explain(clock: Clock, live: bool) -> str:
-    d, v = clock.definition, clock.policy_version
-    tz = v.tz
-    parts: list[str] = []
-    if not d.contractual:
-        parts.append("Objectif interne (la convention ne fixe pas de durée).")
-    if clock.status is ClockStatus.EXCLUDED:
-        parts.append(f"Hors engagements : {clock.excluded_reason}.")
-        return " ".join(parts)
-    if not clock.cycles:
-        starts = " ou ".join(_SIGNAL_FR.get(s, s) for s in sorted(d.starts_on))
-        parts.append(f"Délai non démarré : il court {starts} ({_rule_text(d)}).")
-        return " ".join(parts)
-
-    for index, cycle in enumerate(clock.cycles):
-        parts.append(_explain_cycle(d, v, cycle, first=index == 0))
-        for paused_at, resumed_at, _, _ in cycle.pauses:
-            if resumed_at is None:
-                parts.append(f"Délai suspendu depuis le {french.instant(paused_at, tz)} (attente du demandeur).")
-            else:
-                parts.append(
-                    f"Délai suspendu du {french.instant(paused_at, tz)} au {french.instant(resumed_at, tz)} "
-                    f"(attente du demandeur)."
-                )
-        if cycle.pauses and cycle.paused_at is None and not cycle.overdue:
-            parts.append(f"Échéance reportée au {french.instant(cycle.deadline, tz)}.")
-        parts.append(_verdict(d, cycle, clock.now, tz, live=live))
-    for deadline, _ in clock.retracted:
-        parts.append(
-            f"Le manquement déclaré pour l'échéance du {french.instant(deadline, tz)} est retiré : "
-            "les événements enregistrés depuis montrent que cette échéance n'a pas été dépassée."
-        )
-    return " ".join(p for p in parts if p)
-
-
-def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: bool) -> str:
-    tz = v.tz
-    label = d.start_label if first else "Nouveau cycle"
-    head = f"{label} le {french.instant(cycle.start, tz)}"
-    initial = _initial_deadline(d, v, cycle) if cycle.pauses else cycle.deadline
-    due = f"{d.due_label} le {french.instant(initial, tz)}"
-    if d.rule == "window" and d.calendar is not None:
-        cal = d.calendar
-        if cycle.counting_from == cycle.start:
-            return f"{head}, dans la plage ({french.window(cal)}) : {due} ({french.duration(d.duration_seconds)})."
-        filing_day = cycle.start.astimezone(tz).date()
-        # The filing day itself when it is a holiday: a Friday 10:00 is "hors plage" only then.
-        skipped = [filing_day, *cal.skipped_days(filing_day, cycle.counting_from.astimezone(tz).date())]
-        holidays = [
-            f"{french.date(day)} férié : {holiday_name(cal.holiday_country, day)}"
-            for day in skipped
-            if cal.holiday_country and cal.is_holiday(day)
-        ]
-        note = f" ({', '.join(holidays)})" if holidays else ""
-        return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
-    return f"{head} : {due} ({_rule_text(d)})."
-
-
-def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datetime:
-    return first_deadline(d, v, cycle.start)[1]
-
-
-def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
-    if cycle.end is not None:
-        when = french.instant(cycle.end, tz)
-        what = d.stop_label if cycle.end_is_stop else "Information transmise, nouveau cycle"
-        margin = (cycle.deadline - cycle.end).total_seconds()
-        if cycle.overdue:
-            return f"{what} le {when} : échéance dépassée de {french.duration(-margin)}."
-        if cycle.paused_at is not None or (cycle.pauses and cycle.pauses[-1][1] == cycle.end):
-            return f"{what} le {when} : délai respecté."
-        return f"{what} le {when} : délai respecté ({french.duration(margin)} d'avance)."
-    if cycle.paused_at is not None:
-        if cycle.overdue:
-            return f"Échéance du {french.instant(cycle.deadline, tz)} dépassée avant la suspension."
-        return f"Il restera {french.duration(cycle.remaining)} à la reprise."
-    if cycle.overdue:
-        if not live:
-            return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
-        return f"Échéance dépassée depuis {french.duration((now - cycle.deadline).total_seconds())}."
-    return f"Temps restant : {french.duration((cycle.deadline - now).total_seconds())}." if live else ""
 
 
 def _clip(pieces: list[Segment], end: datetime, ended_by: uuid.UUID | None) -> list[Segment]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .clock import evaluate
 from .events import format_instant, format_optional_instant
+from .explain import clock_view
 from .policy import Policy
 from .ticket import Ticket
 
@@ -27,6 +28,6 @@ def ticket_view(ticket: Ticket, policy: Policy, now: datetime) -> dict[str, Any]
         "closed_at": format_optional_instant(ticket.closed_at),
         "restoration_eta": format_optional_instant(ticket.restoration_eta),
         "version": ticket.version,
-        "clocks": [clock.to_dict() for clock in evaluate(ticket, policy, now)] if ticket.exists else [],
+        "clocks": [clock_view(clock) for clock in evaluate(ticket, policy, now)] if ticket.exists else [],
         "as_of": format_instant(now),
     }

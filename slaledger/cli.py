@@ -15,6 +15,7 @@ import structlog
 
 from sla.clock import Clock, evaluate
 from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
+from sla.explain import explanation, rule_text
 from sla.policy import Policy, PolicyError
 from sla.ticket import fold
 
@@ -547,8 +548,8 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
             "contractual": clock.definition.contractual,
             "status": str(clock.status),
             "deadline": deadline,
-            "rule": clock.to_dict()["rule"],
-            "explanation": clock.explanation(live=False),
+            "rule": rule_text(clock.definition),
+            "explanation": explanation(clock, live=False),
         })
     if args.json:
         filed_at = args.filed_at.astimezone(version.tz).isoformat()

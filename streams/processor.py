@@ -24,8 +24,9 @@ from typing import Any
 
 import structlog
 
-from sla.clock import due_facts, evaluate, next_wakeup
+from sla.clock import evaluate, next_wakeup
 from sla.events import Event, EventDecodeError, decode_event, envelope_ids, parse_instant, validate_ticket_id
+from sla.facts import due_facts
 from sla.policy import Policy, PolicyError
 from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide, hidden_from
 from sla.view import ticket_view

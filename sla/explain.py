@@ -1,0 +1,158 @@
+"""The French explanation of an SLA clock, as a member would accept it: the rule, the start,
+the deadline, the pauses, the verdict, and the public dictionary view of a clock.
+
+Kept apart from the fold (``sla.clock``): the fold decides, this module only tells.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from . import french
+from .calendar import holiday_name
+from .clock import Clock, ClockStatus, Cycle, first_deadline
+from .events import format_instant
+from .policy import PolicyVersion, SlaDefinition
+
+
+def explanation(clock: Clock, *, live: bool = True) -> str:
+    """French explanation; ``live=False`` leaves out what depends on ``now`` (time left,
+    overrun so far), for texts stored in events."""
+    return _explain(clock, live)
+
+
+def clock_view(clock: Clock) -> dict[str, Any]:
+    """A clock as the API, the web pages and the dispute file show it."""
+    d = clock.definition
+    remaining = clock.remaining_seconds
+    return {
+        "sla": clock.sla,
+        "title": d.title,
+        "contractual": d.contractual,
+        "status": str(clock.status),
+        "at_risk": clock.at_risk,
+        "deadline": format_instant(clock.deadline) if clock.deadline else None,
+        "warning_at": format_instant(clock.warning_at) if clock.warning_at else None,
+        "started_at": format_instant(clock.cycles[0].start) if clock.cycles else None,
+        "stopped_at": format_instant(clock.stopped_at) if clock.stopped_at else None,
+        "remaining_seconds": remaining,
+        "rule": rule_text(d),
+        "policy_version": clock.policy_version.id,
+        "segments": [s.to_dict() for s in clock.segments()],
+        "breached_deadlines": [format_instant(c.deadline) for c in clock.cycles if c.overdue],
+        "retracted_deadlines": [format_instant(at) for at, _ in clock.retracted],
+        "explanation": explanation(clock),
+    }
+
+
+_SIGNAL_FR = {
+    "filed": "au dépôt de la demande",
+    "acknowledged": "à la prise en compte",
+    "informed": "à la première information du demandeur",
+    "informed_with_eta": "à la communication d'un délai probable de rétablissement",
+    "elements_complete": "à la fourniture complète des éléments nécessaires",
+    "customer_responded": "à la réponse du demandeur",
+    "waiting_for_customer": "à la mise en attente du demandeur",
+    "resolved": "à la résolution",
+    "closed": "à la clôture",
+    "reopened": "à la réouverture",
+}
+
+
+def rule_text(d: SlaDefinition) -> str:
+    if d.rule == "window" and d.calendar is not None:
+        return (
+            f"{french.duration(d.duration_seconds)} si déposée dans la plage {french.window(d.calendar)} ; "
+            f"sinon {french.duration(d.duration_seconds)} après l'ouverture de la plage du jour ouvrable suivant"
+        )
+    if d.rule == "business" and d.calendar is not None:
+        return f"{french.duration(d.duration_seconds)} ouvrées, {french.window(d.calendar)} hors jours fériés"
+    if d.rule == "calendar":
+        if d.months:
+            return "un mois calendaire" if d.months == 1 else f"{d.months} mois calendaires"
+        return "une semaine calendaire" if d.days == 7 else f"{d.days} jours calendaires"
+    return f"{french.duration(d.duration_seconds)} écoulées"
+
+
+def _explain(clock: Clock, live: bool) -> str:
+    d, v = clock.definition, clock.policy_version
+    tz = v.tz
+    parts: list[str] = []
+    if not d.contractual:
+        parts.append("Objectif interne (la convention ne fixe pas de durée).")
+    if clock.status is ClockStatus.EXCLUDED:
+        parts.append(f"Hors engagements : {clock.excluded_reason}.")
+        return " ".join(parts)
+    if not clock.cycles:
+        starts = " ou ".join(_SIGNAL_FR.get(s, s) for s in sorted(d.starts_on))
+        parts.append(f"Délai non démarré : il court {starts} ({rule_text(d)}).")
+        return " ".join(parts)
+
+    for index, cycle in enumerate(clock.cycles):
+        parts.append(_explain_cycle(d, v, cycle, first=index == 0))
+        for paused_at, resumed_at, _, _ in cycle.pauses:
+            if resumed_at is None:
+                parts.append(f"Délai suspendu depuis le {french.instant(paused_at, tz)} (attente du demandeur).")
+            else:
+                parts.append(
+                    f"Délai suspendu du {french.instant(paused_at, tz)} au {french.instant(resumed_at, tz)} "
+                    f"(attente du demandeur)."
+                )
+        if cycle.pauses and cycle.paused_at is None and not cycle.overdue:
+            parts.append(f"Échéance reportée au {french.instant(cycle.deadline, tz)}.")
+        parts.append(_verdict(d, cycle, clock.now, tz, live=live))
+    for deadline, _ in clock.retracted:
+        parts.append(
+            f"Le manquement déclaré pour l'échéance du {french.instant(deadline, tz)} est retiré : "
+            "les événements enregistrés depuis montrent que cette échéance n'a pas été dépassée."
+        )
+    return " ".join(p for p in parts if p)
+
+
+def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: bool) -> str:
+    tz = v.tz
+    label = d.start_label if first else "Nouveau cycle"
+    head = f"{label} le {french.instant(cycle.start, tz)}"
+    initial = _initial_deadline(d, v, cycle) if cycle.pauses else cycle.deadline
+    due = f"{d.due_label} le {french.instant(initial, tz)}"
+    if d.rule == "window" and d.calendar is not None:
+        cal = d.calendar
+        if cycle.counting_from == cycle.start:
+            return f"{head}, dans la plage ({french.window(cal)}) : {due} ({french.duration(d.duration_seconds)})."
+        filing_day = cycle.start.astimezone(tz).date()
+        # The filing day itself when it is a holiday: a Friday 10:00 is "hors plage" only then.
+        skipped = [filing_day, *cal.skipped_days(filing_day, cycle.counting_from.astimezone(tz).date())]
+        holidays = [
+            f"{french.date(day)} férié : {holiday_name(cal.holiday_country, day)}"
+            for day in skipped
+            if cal.holiday_country and cal.is_holiday(day)
+        ]
+        note = f" ({', '.join(holidays)})" if holidays else ""
+        return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
+    return f"{head} : {due} ({rule_text(d)})."
+
+
+def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datetime:
+    return first_deadline(d, v, cycle.start)[1]
+
+
+def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
+    if cycle.end is not None:
+        when = french.instant(cycle.end, tz)
+        what = d.stop_label if cycle.end_is_stop else "Information transmise, nouveau cycle"
+        margin = (cycle.deadline - cycle.end).total_seconds()
+        if cycle.overdue:
+            return f"{what} le {when} : échéance dépassée de {french.duration(-margin)}."
+        if cycle.paused_at is not None or (cycle.pauses and cycle.pauses[-1][1] == cycle.end):
+            return f"{what} le {when} : délai respecté."
+        return f"{what} le {when} : délai respecté ({french.duration(margin)} d'avance)."
+    if cycle.paused_at is not None:
+        if cycle.overdue:
+            return f"Échéance du {french.instant(cycle.deadline, tz)} dépassée avant la suspension."
+        return f"Il restera {french.duration(cycle.remaining)} à la reprise."
+    if cycle.overdue:
+        if not live:
+            return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
+        return f"Échéance dépassée depuis {french.duration((now - cycle.deadline).total_seconds())}."
+    return f"Temps restant : {french.duration((cycle.deadline - now).total_seconds())}." if live else ""
