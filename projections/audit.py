@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, select
 
+from sla import french
 from sla.clock import Clock, ClockStatus, evaluate
 from sla.events import (
     Event,
@@ -386,10 +387,6 @@ def _describe(record: LogRecord) -> str:
 
 # --- the dispute file (data) -----------------------------------------------------------------
 
-VERDICT_FR = {
-    "met": "respecté", "breached": "manquement", "retracted": "manquement retiré", "excluded": "hors engagement",
-    "running": "en cours", "paused": "suspendu", "pending": "non démarré",
-}
 
 
 def _clocks(ticket: Ticket | None, policy: Policy, now: datetime) -> list[Clock]:
@@ -465,7 +462,7 @@ def _clock_doc(clock: Clock) -> dict[str, Any]:
     doc = clock_view(clock)
     return {
         "sla": doc["sla"], "title": doc["title"], "contractual": doc["contractual"],
-        "verdict": doc["status"], "verdict_fr": VERDICT_FR.get(doc["status"], doc["status"]),
+        "verdict": doc["status"], "verdict_fr": french.VERDICT.get(doc["status"], doc["status"]),
         "deadline": doc["deadline"], "rule": doc["rule"], "policy_version": doc["policy_version"],
         "clause": clock.definition.clause, "segments": doc["segments"], "explanation": explanation(clock, live=False),
         "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],

@@ -5,13 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-TYPE_FR = {
-    "ticket_filed": "Demande déposée", "acknowledged": "Prise en compte", "customer_informed": "Demandeur informé",
-    "waiting_for_customer": "En attente du demandeur", "customer_responded": "Réponse du demandeur",
-    "reclassified": "Reclassement", "resolved": "Résolution", "closed": "Clôture", "reopened": "Réouverture",
-    "sla_warning_raised": "Alerte d'échéance", "sla_breached": "Manquement constaté",
-    "sla_breach_retracted": "Manquement retiré",
-}
+from sla import french
 
 
 def _source(src: dict[str, Any]) -> str:
@@ -75,7 +69,7 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("h3", "Chronologie"))
         for e in ticket["timeline"]:
             late = "" if e["known_at_as_of"] else " [enregistré après la date d'examen]"
-            out.append(("li", f"{e['occurred_at']} — {TYPE_FR.get(e['type'], e['type'])} par {e['actor']} "
+            out.append(("li", f"{e['occurred_at']} — {french.EVENT_TYPE.get(e['type'], e['type'])} par {e['actor']} "
                               f"(enregistré le {e['recorded_at']} ; {_source(e['source'])} ; "
                               f"empreinte {e['hash'][:16]}…){late}"))
         out.append(("h3", "Engagements et verdicts"))

@@ -61,3 +61,41 @@ def window(calendar: BusinessCalendar) -> str:
     else:
         span = ", ".join(_DAYS_SHORT[d] for d in days)
     return f"{span} {clock_time(calendar.open_at)}–{clock_time(calendar.close_at)}"
+
+
+# --- labels: what members and agents read, in one place -------------------------------------
+
+# Request classes (sla.events.KINDS).
+KIND = {"assistance": "Assistance", "incident": "Incident", "administrative": "Demande administrative",
+        "go_live": "Mise en production"}
+
+# Where a request came in.
+CHANNEL = {"portal": "Portail", "phone": "Téléphone", "email": "Courriel"}
+
+# Ticket statuses (sla.ticket.Status).
+STATUS = {"open": "Ouvert", "in_progress": "En cours de traitement",
+          "waiting_for_customer": "En attente du demandeur", "resolved": "Résolu", "closed": "Clos"}
+
+# A clock's state as shown (sla.display): its status, with « at risk » split out of « running ».
+STATE = {"breached": "Dépassé", "at_risk": "À risque", "running": "Dans les délais", "paused": "Suspendu",
+         "pending": "Non démarré", "met": "Respecté", "retracted": "Manquement retiré",
+         "excluded": "Hors engagement"}
+
+# The stretches of a clock's time axis (sla.clock.SegmentKind).
+SEGMENT = {"running": "Décompte", "paused": "Suspendu (attente du demandeur)",
+           "outside_hours": "Hors plage horaire"}
+
+# Event types (sla.events.EventType), as a timeline names them.
+EVENT_TYPE = {
+    "ticket_filed": "Demande déposée", "acknowledged": "Prise en compte", "customer_informed": "Demandeur informé",
+    "waiting_for_customer": "En attente du demandeur", "customer_responded": "Réponse du demandeur",
+    "reclassified": "Reclassement", "resolved": "Résolution", "closed": "Clôture", "reopened": "Réouverture",
+    "sla_warning_raised": "Alerte d'échéance", "sla_breached": "Manquement constaté",
+    "sla_breach_retracted": "Manquement retiré",
+}
+
+# A clock's verdict in a sentence of the dispute file.
+VERDICT = {
+    "met": "respecté", "breached": "manquement", "retracted": "manquement retiré", "excluded": "hors engagement",
+    "running": "en cours", "paused": "suspendu", "pending": "non démarré",
+}

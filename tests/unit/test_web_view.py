@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
+from projections.tokens import Principal
 from sla.events import EventType
 from sla.policy import Policy
 from sla.ticket import fold
 from sla.view import ticket_view
-from slaledger.web.pages import (
+from slaledger.web.pages import local_next, session_cookie
+from slaledger.web.render import (
     clock_duration,
     countdown_text,
-    local_next,
+    login_page,
     queue_row,
     queue_sort_key,
     segments_svg,
-    session_cookie,
     story_segments,
+    ticket_page,
 )
 from tests.conftest import PARIS, at, ev, filed
 
@@ -79,3 +84,21 @@ def test_a_clock_stopped_before_its_window_opened_is_drawn_up_to_the_stop(policy
     assert spans == [("outside_hours", at("2026-03-15T10:00:00+01:00"), at("2026-03-15T10:05:00+01:00"))]
     svg = segments_svg(intake, spans, now, PARIS, 0)
     assert svg.count('class="seg seg-outside_hours"') == 1 and "Échéance 16/03 12:00" in svg
+
+
+def test_pages_escape_what_they_show_and_hold_no_inline_script_or_style(policy: Policy) -> None:
+    hostile = '<script>alert("x")</script>'
+    filing = filed("2026-03-16T09:00:00+01:00", member=hostile)
+    events = [dataclasses.replace(filing, actor="agent:" + hostile),
+              ev(EventType.WAITING_FOR_CUSTOMER, "2026-03-16T10:00:00+01:00", reason=hostile)]
+    now = at("2026-03-16T12:30:00+01:00")
+    view = ticket_view(fold(events), policy, now)
+    agent = Principal(token_id="t", role="agent", member=None, label=hostile)
+    html = ticket_page(view, events, agent, now, PARIS)
+    assert html.count("&lt;script&gt;") == 4  # the member, the session's label, the actor, the reason
+    assert '<section class="clock' in html and '<svg class="axis"' in html and '<ol class="timeline">' in html
+    login = login_page('/"><script>', "x<y")
+    for page in (html, login):
+        assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/web.js" defer>']
+        assert not re.search(r"<style|\sstyle=|\son[a-z]+=", page)  # strict CSP: no inline style or handler
+    assert 'value="/&#34;&gt;&lt;script&gt;"' in login and "x&lt;y" in login

@@ -9,7 +9,7 @@
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
 
-  // Same wording as streams/web.py clock_duration().
+  // Same wording as slaledger/web/render.py clock_duration().
   function duration(seconds) {
     var days = Math.floor(seconds / 86400), rest = seconds % 86400;
     var hours = Math.floor(rest / 3600); rest %= 3600;

@@ -1,0 +1,331 @@
+"""The web view's HTML: Jinja2 templates (``slaledger/web/templates/``) with autoescape.
+
+Every value reaches the markup through a template, where autoescape escapes it: nothing
+here escapes by hand. This module holds what the templates cannot say simply: the French
+wording tables, the formatting of instants and countdowns (the same wording as
+``slaledger/web/static/web.js``), the queue's order, and the geometry of the segments
+axis. The routes (``pages.py``) call the ``*_page`` functions and ``queue_table``.
+
+Markup rules the script and the browser tests rely on: ``time[data-countdown]`` carries
+the deadline in ``datetime``, ``#queue`` holds the fragment (``data-fragment``,
+``data-refresh``) and ``#filters`` the form; no inline script or style (strict CSP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from projections.tokens import Principal
+from sla import french
+from sla.display import shown_state
+from sla.display import worst_state as sla_worst_state
+from sla.events import KINDS, Event, EventType, parse_instant
+
+STATE_SYMBOL = {"breached": "✖", "at_risk": "⚠", "running": "▶", "paused": "‖", "pending": "…", "met": "✓",
+                "retracted": "↺", "excluded": "–"}
+FILTER_STATES = ("breached", "at_risk", "running", "paused", "pending")
+ROLE_LABEL = {"agent": "Agent", "referent": "Référent", "auditor": "Auditeur", "admin": "Administrateur"}
+
+AXIS_WIDTH, AXIS_PAD = 1000.0, 12.0  # the segments axis' viewBox width and side margin
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+def instant(value: str | datetime | None, tz: ZoneInfo) -> str:
+    """« vendredi 13 mars 2026 à 17:00 » from an ISO 8601 string or an aware datetime; « — » for none."""
+    if not value:
+        return "—"
+    when = value if isinstance(value, datetime) else parse_instant(value, "instant")
+    return french.instant(when, tz)
+
+
+def short(value: datetime, tz: ZoneInfo) -> str:
+    """« 16/03 12:00 »: the axis' tick and deadline labels."""
+    local = value.astimezone(tz)
+    return f"{local.day:02d}/{local.month:02d} {local.hour:02d}:{local.minute:02d}"
+
+
+def clock_duration(seconds: float) -> str:
+    """« 2 j 3 h 04 min 05 s »: seconds always shown, so a countdown visibly moves
+    (``slaledger/web/static/web.js`` formats the same way)."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} j {hours} h {minutes:02d} min {secs:02d} s"
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def countdown_text(remaining: float) -> str:
+    return f"reste {clock_duration(remaining)}" if remaining >= 0 else f"dépassée depuis {clock_duration(-remaining)}"
+
+
+def path_segment(value: str) -> str:
+    """A value as one segment of a URL path (« / » included)."""
+    return quote(value, safe="")
+
+
+def pixels(value: float) -> str:
+    """An SVG coordinate, to a tenth."""
+    return f"{value:.1f}"
+
+
+# --- clocks ------------------------------------------------------------------------------------
+
+def clock_state(clock: Mapping[str, Any]) -> str:
+    return shown_state(str(clock["status"]), at_risk=bool(clock["at_risk"]))
+
+
+def paused_now(clock: Mapping[str, Any]) -> bool:
+    segments = clock["segments"]
+    return bool(segments) and segments[-1]["kind"] == "paused" and segments[-1]["end"] is None
+
+
+def counting(clock: Mapping[str, Any]) -> bool:
+    """Whether the clock's current deadline is still ahead of a running count (a countdown)."""
+    return (clock["deadline"] is not None and clock["stopped_at"] is None and not paused_now(clock)
+            and clock["status"] in ("running", "breached"))
+
+
+def suspended(clock: Mapping[str, Any]) -> bool:
+    """Whether the clock waits for the member (a « délai suspendu » note instead of a countdown)."""
+    return clock["status"] == "paused" or (paused_now(clock) and clock["status"] == "breached")
+
+
+def time_left(clock: Mapping[str, Any], now: datetime) -> float:
+    """Seconds until the clock's deadline (negative once passed)."""
+    return (parse_instant(clock["deadline"], "deadline") - now).total_seconds()
+
+
+def worst_state(clocks: Iterable[Mapping[str, Any]]) -> str | None:
+    return sla_worst_state(clock_state(c) for c in clocks)
+
+
+def current_clocks(view: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A queue row's clocks: the open ones, counting down first, nearest deadline first."""
+    shown = [c for c in view["clocks"] if clock_state(c) in ("breached", "at_risk", "running", "paused")]
+    shown.sort(key=lambda c: (not counting(c), c["deadline"] or ""))
+    return shown
+
+
+def queue_sort_key(view: Mapping[str, Any]) -> tuple[int, str]:
+    """Nearest deadline first; then tickets whose clocks are all paused; then the rest."""
+    deadlines = [c["deadline"] for c in view["clocks"] if counting(c)]
+    if deadlines:
+        return 0, min(parse_instant(d, "deadline").isoformat() for d in deadlines)
+    if any(paused_now(c) for c in view["clocks"]):
+        return 1, view["filed_at"] or ""
+    return 2, view["filed_at"] or ""
+
+
+# --- events ------------------------------------------------------------------------------------
+
+def event_details(event: Event, tz: ZoneInfo) -> str:
+    p = event.payload
+    bits = []
+    if event.type in (EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED):
+        bits.append(f"délai {p.get('sla')}, échéance du {french.instant(p['deadline'], tz)}"
+                    if isinstance(p.get("deadline"), datetime) else f"délai {p.get('sla')}")
+    if isinstance(p.get("restoration_eta"), datetime):
+        bits.append(f"rétablissement prévu le {french.instant(p['restoration_eta'], tz)}")
+    for key in ("message", "reason", "note", "resolution"):
+        if p.get(key):
+            bits.append(str(p[key]))
+    if event.type is EventType.RECLASSIFIED:
+        bits.extend(f"{k} → {p[k]}" for k in ("kind", "product") if p.get(k))
+    return " ; ".join(bits)
+
+
+def recorded_late(event: Event) -> bool:
+    """Typed in a minute or more after it happened (the timeline then says when)."""
+    return abs((event.recorded_at - event.occurred_at).total_seconds()) >= 60
+
+
+# --- the segments axis -------------------------------------------------------------------------
+
+Span = tuple[str, datetime, datetime | None]
+
+
+def story_segments(clock: Mapping[str, Any]) -> list[Span]:
+    """The clock's segments (contiguous, each cycle cut at its stop by ``sla.clock``) as spans."""
+    return [(s["kind"], parse_instant(s["start"], "start"), parse_instant(s["end"], "end") if s["end"] else None)
+            for s in clock["segments"]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """One drawn piece of a segment: what lies after "now" is the calendar's forecast."""
+
+    kind: str
+    start: datetime  # the segment's, for its tooltip
+    end: datetime | None
+    future: bool
+    x: float
+    width: float
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A labelled instant on the axis (the deadline, "now", a tick)."""
+
+    at: datetime
+    x: float
+    anchor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    index: int  # the clock's rank on the page, for the ids of the title and description
+    width: float
+    pad: float
+    stretches: list[Stretch]
+    rest: tuple[float, float] | None  # (x, width) of what remains to run until the deadline
+    deadline: Mark | None
+    now: Mark | None
+    ticks: list[Mark]
+
+
+def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, index: int) -> Axis | None:
+    """Where the clock's segments, deadline, "now" and ticks fall on a 1000-wide axis."""
+    if not spans:
+        return None
+    start = spans[0][1]
+    deadline = parse_instant(clock["deadline"], "deadline") if clock["deadline"] else None
+    horizon = max([end or max(now, lo) for _, lo, end in spans] + ([deadline] if deadline else []))
+    if any(end is None for _, _, end in spans):
+        horizon = max(horizon, now)
+    span = max((horizon - start).total_seconds(), 1.0)
+    width, pad = AXIS_WIDTH, AXIS_PAD
+
+    def x(t: datetime) -> float:
+        return pad + (t - start).total_seconds() / span * (width - 2 * pad)
+
+    def anchor(at: float) -> str:
+        return "end" if at > width * 0.8 else "start" if at < width * 0.2 else "middle"
+
+    stretches: list[Stretch] = []
+    for kind, lo, end in spans:
+        hi = end or max(now, lo)
+        pieces = [(a, b, f) for a, b, f in ((lo, min(hi, now), False), (max(lo, now), hi, True)) if b > a]
+        if not pieces:  # an instant: an open stretch that starts now or later
+            pieces = [(lo, lo, lo > now)]
+        stretches.extend(Stretch(kind, lo, end, future, x(a), max(x(b) - x(a), 1.5)) for a, b, future in pieces)
+    rest = None
+    if deadline is not None and counting(clock) and deadline > now:
+        rest = (x(now), x(deadline) - x(now))
+    deadline_mark = Mark(deadline, x(deadline), anchor(x(deadline))) if deadline is not None else None
+    now_mark = Mark(now, x(now), anchor(x(now))) if start <= now <= horizon else None
+    ticks = []
+    for i in range(5):
+        t = start + (horizon - start) * (i / 4)
+        ticks.append(Mark(t, x(t), "start" if i == 0 else "end" if i == 4 else "middle"))
+    return Axis(index, width, pad, stretches, rest, deadline_mark, now_mark, ticks)
+
+
+# --- the templates -----------------------------------------------------------------------------
+
+env = Environment(
+    loader=PackageLoader("slaledger.web", "templates"),
+    autoescape=True,  # every template is HTML
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,  # an included fragment ends its line
+)
+env.filters.update(instant=instant, short=short, clock_duration=clock_duration, countdown_text=countdown_text,
+                   pixels=pixels, path_segment=path_segment)
+env.globals.update(
+    KIND_FR=french.KIND, CHANNEL_FR=french.CHANNEL, STATUS_FR=french.STATUS, STATE_FR=french.STATE,
+    STATE_SYMBOL=STATE_SYMBOL,
+    SEGMENT_FR=french.SEGMENT, ROLE_LABEL=ROLE_LABEL, TYPE_FR=french.EVENT_TYPE,
+    KIND_CHOICES=[(k, french.KIND[k]) for k in KINDS], STATE_CHOICES=[(s, french.STATE[s]) for s in FILTER_STATES],
+    clock_state=clock_state, counting=counting, suspended=suspended, time_left=time_left, worst_state=worst_state,
+    current_clocks=current_clocks, story_segments=story_segments, axis_geometry=axis_geometry,
+    event_details=event_details, recorded_late=recorded_late,
+)
+
+
+def _render(name: str, **context: Any) -> str:
+    return env.get_template(name).render(**context)
+
+
+def _page(name: str, *, who: Principal | None = None, server_now: datetime | None = None, **context: Any) -> str:
+    """A whole page: ``name`` extends ``base.html`` (the frame: head, banner, session, main)."""
+    return _render(name, who=who, server_now=server_now, **context)
+
+
+# --- fragments (also what the unit tests look at) ----------------------------------------------
+
+def queue_counts(views: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many tickets are at each of the states the queue's summary names (by their worst clock)."""
+    worst = [worst_state(v["clocks"]) for v in views]
+    return {s: worst.count(s) for s in ("breached", "at_risk", "paused")}
+
+
+def queue_table(views: Sequence[Mapping[str, Any]], total: int, now: datetime, tz: ZoneInfo) -> str:
+    """The part of the queue page the script swaps every few seconds."""
+    return _render("queue_table.html", views=views, total=total, counts=queue_counts(views), now=now, tz=tz)
+
+
+def queue_row(view: Mapping[str, Any], now: datetime, tz: ZoneInfo) -> str:
+    return _render("queue_row.html", view=view, now=now, tz=tz)
+
+
+def segments_svg(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, tz: ZoneInfo, index: int) -> str:
+    """The clock's segments on a time axis: patterns (not colour alone), a deadline and a
+    "now" marker with text, a tooltip per segment; the table after it says the same."""
+    geometry = axis_geometry(clock, spans, now, index)
+    return _render("axis.html", clock=clock, spans=spans, axis=geometry, tz=tz)
+
+
+def session_expired() -> str:
+    """What the queue fragment answers once the session is gone (the script then goes to sign-in)."""
+    return _render("session_expired.html")
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+def queue_page(who: Principal, filters: Mapping[str, str], members: Iterable[str],
+               views: Sequence[Mapping[str, Any]], total: int, now: datetime, tz: ZoneInfo, *,
+               fragment: str, refresh: int) -> str:
+    """The queue: filters, then the table the script refreshes from ``fragment``."""
+    choices = sorted(set(members) | ({filters["member"]} if filters["member"] else set()))
+    return _page("queue.html", who=who, server_now=now, filters=filters, member_choices=[(m, m) for m in choices],
+                 views=views, total=total, counts=queue_counts(views), now=now, tz=tz, fragment=fragment,
+                 refresh=refresh)
+
+
+def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Principal, now: datetime,
+                tz: ZoneInfo) -> str:
+    """One ticket's SLA story: facts, each clock (verdict, axis, segments), the timeline."""
+    return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz)
+
+
+def ticket_not_found_page(ticket_id: str, who: Principal) -> str:
+    return _page("ticket_not_found.html", who=who, ticket_id=ticket_id)
+
+
+def login_page(next_path: str, message: str | None) -> str:
+    return _page("login.html", next_path=next_path, message=message)
+
+
+def refused_page(title: str) -> str:
+    """A form post from another site, refused."""
+    return _page("refused.html", title=title)
+
+
+def redirect_page(target: str) -> str:
+    """A same-site hop to ``target`` (it then carries the SameSite=Strict cookie)."""
+    return _page("redirect.html", target=target)
