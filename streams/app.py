@@ -21,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import socket
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,19 +33,20 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types import TP
-from kafka.partitioner.default import murmur2
 
 from sla.events import Event, encode_event
 from sla.policy import Policy
-from sla.ticket import Command, Ticket, ticket_from_dict, ticket_to_dict, upcast_snapshot
+from sla.ticket import Command, Ticket, ticket_from_dict
 
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .kafka_security import KafkaSecurity, aiokafka_options, faust_credentials
+from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter
 from .processor import Outcome, Step, TicketProcessor, encode_command
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
+from .table_values import STALE, Refusals, partition_for, position_key, refusals_of, stored, wakeup_of
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 from .transport import broker_urls
 from .transport import register as register_transport
@@ -127,133 +126,8 @@ def _last_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
     return {(r.topic, r.partition): r.offset for r in records}
 
 
-@lru_cache(maxsize=256)
-def position_key(topic: str, partition: int, partitions: int) -> bytes:
-    """A positions-table key that Kafka's partitioner maps to ``partition`` itself, so the
-    position is changelogged next to the tickets it describes (whoever writes it)."""
-    for salt in range(100_000):
-        key = f"{topic}:{partition}:{salt}"
-        if partition_for(key, partitions) == partition:
-            return key.encode()
-    raise RuntimeError("no position key found")  # pragma: no cover
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-STALE = object()  # a stored ticket without its wakeup: fold it to find out
-_WAKEUP = re.compile(rb'^\{"wakeup":\s*(?:null|"([^"]+)")')
-
-
-# Refused commands remembered per ticket (the newest): enough for any redelivery, which
-# reaches back to the last offset commit or the last stored position.
-REFUSALS_KEPT = 20
-Refusals = dict[str, tuple[str, dict[str, Any]]]  # command id → (result code, answer)
-
-
-def stored(ticket: Ticket, wakeup: datetime | None, refused: Refusals | None = None) -> dict[str, Any]:
-    """The table value: the ticket's state, led by when the timer must look at it next, so
-    a restart indexes deadlines from the stored bytes without folding every ticket; then
-    the commands refused on it, so a redelivered refusal is answered, not decided again.
-    Refusals are not events: a ticket rebuilt from the events topic has none."""
-    value = {"wakeup": wakeup.isoformat() if wakeup else None, **ticket_to_dict(ticket)}
-    if refused:
-        value["refused"] = {cid: [result, body] for cid, (result, body) in list(refused.items())[-REFUSALS_KEPT:]}
-    return value
-
-
-def refusals_of(value: dict[str, Any] | None) -> Refusals:
-    current = upcast_snapshot(value) if value else {}
-    return {cid: (str(result), body) for cid, (result, body) in current.get("refused", {}).items()}
-
-
-def wakeup_of(value: bytes | dict[str, Any]) -> datetime | object | None:
-    if isinstance(value, dict):
-        if "wakeup" not in value:
-            return STALE
-        return datetime.fromisoformat(value["wakeup"]) if value["wakeup"] else None
-    match = _WAKEUP.match(value)
-    if match is None:
-        return STALE
-    return datetime.fromisoformat(match.group(1).decode()) if match.group(1) else None
-
-
-def partition_for(ticket_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a ticket id (murmur2 of the key)."""
-    return (murmur2(ticket_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-class OutcomeWaiter:
-    """Lets an HTTP handler await the outcome of the command it sent.
-
-    Each worker reads every partition of the outcomes topic (no consumer group), from the
-    end as of its start; outcomes for commands it did not send are ignored. Several callers
-    may wait for one command id (a retry with the same idempotency key while the first
-    request is still waiting): the first outcome answers them all.
-    """
-
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
-        self._futures: dict[str, list[asyncio.Future[Outcome]]] = {}
-        self.ready = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-
-    def expect(self, command_id: str) -> asyncio.Future[Outcome]:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._futures.setdefault(command_id, []).append(future)
-        return future
-
-    def forget(self, command_id: str, future: asyncio.Future[Outcome]) -> None:
-        waiting = self._futures.get(command_id, [])
-        if future in waiting:
-            waiting.remove(future)
-        if not waiting:
-            self._futures.pop(command_id, None)
-
-    async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None,
-            auto_offset_reset="latest", **aiokafka_options(self.settings),
-            # Tansu answers an empty fetch after half the wait even when an outcome arrives
-            # meanwhile: a short wait there; Kafka answers as soon as a record arrives.
-            fetch_max_wait_ms=50 if self.settings.embedded else 500,
-        )
-        await consumer.start()
-        self._consumer = consumer
-        try:
-            tps = [TopicPartition(OUTCOMES, p) for p in range(self.settings.partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            for tp in tps:  # resolve the position now, before any command is sent
-                await consumer.position(tp)
-            self.ready.set()
-            while True:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
-                        self._deliver(record.value)
-        finally:
-            self.ready.clear()
-            await consumer.stop()
-
-    def _deliver(self, value: bytes | None) -> None:
-        try:
-            outcome = Outcome.decode(value)
-        except ValueError:
-            log.warning("unreadable outcome ignored")
-            return
-        for future in self._futures.pop(outcome.command_id, []):
-            if not future.done():
-                future.set_result(outcome)
-
-
-class CommandUnavailable(Exception):
-    """The command was not sent: the event log is unavailable (retry later)."""
-
-
-class NoOutcome(Exception):
-    """No outcome within the command timeout: the command may still be applied."""
 
 
 class Pipeline:

@@ -41,7 +41,7 @@ from sla.events import (
 )
 from sla.ticket import COMMAND_EVENT, Command, CommandType, Status
 from sla.view import ticket_view
-from streams.app import CommandUnavailable, NoOutcome
+from streams.outcomes import CommandUnavailable, NoOutcome
 from streams.processor import Outcome
 
 from .access import BadRequest, authenticator, find_tickets, json_errors, visible_ticket

@@ -28,8 +28,8 @@ class CommandBus(Protocol):
         """Commands can be sent now (false while the worker starts)."""
 
     async def submit(self, command: Command) -> Outcome:
-        """Send and await the outcome; raises ``streams.app.CommandUnavailable`` when nothing
-        was sent and ``streams.app.NoOutcome`` when no outcome came in time."""
+        """Send and await the outcome; raises ``streams.outcomes.CommandUnavailable`` when nothing
+        was sent and ``streams.outcomes.NoOutcome`` when no outcome came in time."""
 
 
 class TicketFinder(Protocol):

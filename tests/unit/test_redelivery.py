@@ -13,9 +13,10 @@ from typing import Any
 
 from sla.ticket import Command, CommandType, ticket_from_dict
 from slaledger.settings import load_policy
-from streams.app import Pipeline, Record, refusals_of
+from streams.app import Pipeline, Record
 from streams.deadlines import DeadlineIndex
 from streams.processor import TicketProcessor, encode_command
+from streams.table_values import refusals_of
 from streams.topics import COMMANDS, EVENTS, OUTCOMES
 
 FILE = {"kind": "incident", "channel": "phone", "product": "ent", "member": "m-001", "subject": "Panne"}

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sla.ticket import SNAPSHOT_SCHEMA, Ticket, ticket_from_dict, ticket_to_dict, upcast_snapshot
-from streams.app import refusals_of, stored
+from streams.table_values import refusals_of, stored
 from tests.conftest import filed
 
 # A table value as workers wrote it until 2026-11 (schema 1: no version, refusals with their

@@ -7,7 +7,7 @@ from faust.serializers import codecs
 
 from sla.events import EventType
 from sla.ticket import Ticket, ticket_from_dict
-from streams.app import STALE, stored, wakeup_of
+from streams.table_values import STALE, stored, wakeup_of
 from tests.conftest import at, ev, filed
 
 
