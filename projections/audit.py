@@ -466,7 +466,21 @@ def _clock_doc(clock: Clock) -> dict[str, Any]:
         "deadline": doc["deadline"], "rule": doc["rule"], "policy_version": doc["policy_version"],
         "clause": clock.definition.clause, "segments": doc["segments"], "explanation": explanation(clock, live=False),
         "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],
+        "reading": reading_of(clock),
     }
+
+
+def reading_of(clock: Clock) -> str | None:
+    """How the policy version read the working days that judged this clock (None when no
+    calendar did): « jour ouvré » or « jour ouvrable », and whose public holidays."""
+    calendar = clock.definition.calendar
+    if calendar is None:
+        return None
+    holidays = calendar.holidays
+    pinned = (f"jours fériés de la politique {clock.policy_version.id} ({holidays.first_year}–{holidays.last_year}, "
+              f"lundi de Pentecôte {'travaillé' if holidays.whit_monday_worked else 'férié'})"
+              if holidays.days else "aucun jour férié")
+    return f"{french.READING[calendar.reading]} ; {pinned}"
 
 
 def stable_json(doc: dict[str, Any]) -> str:

@@ -77,6 +77,8 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
             kind = "engagement contractuel" if c["contractual"] else "objectif interne"
             out.append(("h4", f"{c['title']} ({kind}) : {c['verdict_fr'].upper()}"))
             out.append(("p", f"Règle : {c['rule']} — politique {c['policy_version']}. {c['clause']}"))
+            if c.get("reading"):
+                out.append(("p", f"Lecture des jours : {c['reading']}."))
             out.append(("p", c["explanation"]))
             for seg in c["segments"]:
                 label = {"running": "décompte", "paused": "suspendu", "outside_hours": "hors plage"}[seg["kind"]]

@@ -7,56 +7,76 @@ Python's aware-datetime arithmetic within one tzinfo is wall-clock arithmetic, w
 is exactly what "the same time next week" means across a DST change; elapsed time is
 always computed on UTC instants.
 
-Pure: the public-holiday set is computed from the ``holidays`` package's rules, no I/O.
+Pure, no I/O, no library rules at run time: the non-working days are a list pinned in the
+policy version (``NonWorkingDays``), generated once with the ``holidays`` package and
+committed, so a library upgrade cannot change a verdict under the same policy version.
 """
 
 from __future__ import annotations
 
 import calendar as _stdlib_calendar
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from zoneinfo import ZoneInfo
-
-import holidays as _holidays
 
 # Calendars are asked about dates a few years around "now"; beyond this range a
 # policy would have to be re-published anyway.
 _MAX_SCAN_DAYS = 3660
 
 
-@lru_cache(maxsize=16)
-def public_holidays(country: str, subdivision: str | None = None) -> Callable[[date], bool]:
-    """Return a predicate ``is_holiday(day)`` for a country (metropolitan France: "FR").
-
-    Years are computed on first use and cached, so a lookup is a set membership test.
-    """
-    per_year: dict[int, frozenset[date]] = {}
-
-    def is_holiday(day: date) -> bool:
-        year_set = per_year.get(day.year)
-        if year_set is None:
-            year_set = frozenset(
-                _holidays.country_holidays(country, subdiv=subdivision, years=day.year).keys()
-            )
-            per_year[day.year] = year_set
-        return day in year_set
-
-    return is_holiday
+class UncoveredDate(ValueError):
+    """A day outside the years a policy version lists non-working days for."""
 
 
-@lru_cache(maxsize=64)
-def holiday_name(country: str, day: date) -> str | None:
-    """The holiday's name in French, for explanations (``None`` on an ordinary day)."""
-    names = _holidays.country_holidays(country, years=day.year, language="fr")
-    name = names.get(day)
-    return str(name) if name is not None else None
+def easter(year: int) -> date:
+    """Easter Sunday (Gregorian calendar; anonymous algorithm, Meeus/Jones/Butcher)."""
+    a, b, c = year % 19, year // 100, year % 100
+    d, e = divmod(b, 4)
+    f = (b + 8) // 25
+    g = (b - f + 1) // 3
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = divmod(c, 4)
+    m = (32 + 2 * e + 2 * i - h - k) % 7
+    n = (a + 11 * h + 22 * m) // 451
+    month, day = divmod(h + m - 7 * n + 114, 31)
+    return date(year, month, day + 1)
+
+
+def whit_monday(year: int) -> date:
+    """Lundi de Pentecôte: a legal holiday (Code du travail, L3133-1) that many public bodies
+    work as the « journée de solidarité »."""
+    return easter(year) + timedelta(days=50)
+
+
+@dataclass(frozen=True)
+class NonWorkingDays:
+    """The public holidays a policy version judges by, for the years it covers, by name."""
+
+    first_year: int
+    last_year: int
+    days: Mapping[date, str]
+    whit_monday_worked: bool = False  # True: Whit Monday is a working day (journée de solidarité)
+
+    def name(self, day: date) -> str | None:
+        """The holiday's French name, None on another day; a day outside the covered years is
+        an error, never a guess."""
+        if not self.first_year <= day.year <= self.last_year:
+            raise UncoveredDate(f"the policy lists non-working days for {self.first_year}–{self.last_year} "
+                                f"only, not for {day.isoformat()}")
+        return self.days.get(day)
+
+    def covers(self, day: date) -> bool:
+        return self.first_year <= day.year <= self.last_year
+
+
+NO_HOLIDAYS = NonWorkingDays(1, 9999, {})
 
 
 @dataclass(frozen=True)
 class BusinessCalendar:
-    """Working days (a set of weekdays minus public holidays) with a daily open window.
+    """Working days (a set of weekdays minus the version's non-working days) with a daily
+    open window.
 
     ``open_at`` and ``close_at`` are local wall-clock times; the window is closed on
     both ends (a filing at exactly 16:00:00 is inside 08:00–16:00).
@@ -67,8 +87,8 @@ class BusinessCalendar:
     open_at: time
     close_at: time
     weekdays: frozenset[int] = frozenset(range(5))  # Monday=0 … Friday=4
-    holiday_country: str | None = "FR"
-    _is_holiday: Callable[[date], bool] = field(init=False, repr=False, compare=False)
+    holidays: NonWorkingDays = NO_HOLIDAYS
+    reading: str = "ouvré"  # how « jour ouvrable suivant » is read: ouvré (mon–fri) or ouvrable (mon–sat)
     # Memo tables: deadlines are computed for every ticket on every evaluation.
     _working: dict[date, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
     _instants: dict[tuple[date, time], datetime] = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -76,18 +96,20 @@ class BusinessCalendar:
     def __post_init__(self) -> None:
         if self.open_at >= self.close_at:
             raise ValueError(f"calendar {self.name}: opening {self.open_at} must precede closing {self.close_at}")
-        predicate = public_holidays(self.holiday_country) if self.holiday_country else (lambda _d: False)
-        object.__setattr__(self, "_is_holiday", predicate)
 
     # --- days -----------------------------------------------------------------------
     def is_working_day(self, day: date) -> bool:
         working = self._working.get(day)
         if working is None:
-            working = self._working[day] = day.weekday() in self.weekdays and not self._is_holiday(day)
+            working = self._working[day] = day.weekday() in self.weekdays and not self.is_holiday(day)
         return working
 
     def is_holiday(self, day: date) -> bool:
-        return self._is_holiday(day)
+        return self.holidays.name(day) is not None
+
+    def holiday_name(self, day: date) -> str | None:
+        """The holiday's name in French, for explanations (None on an ordinary day)."""
+        return self.holidays.name(day)
 
     def next_working_day(self, day: date) -> date:
         """The first working day strictly after ``day``."""

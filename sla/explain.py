@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from . import french
-from .calendar import holiday_name
 from .clock import Clock, ClockStatus, Cycle, first_deadline
 from .events import format_instant
 from .policy import PolicyVersion, SlaDefinition
@@ -124,9 +123,9 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
         # The filing day itself when it is a holiday: a Friday 10:00 is "hors plage" only then.
         skipped = [filing_day, *cal.skipped_days(filing_day, cycle.counting_from.astimezone(tz).date())]
         holidays = [
-            f"{french.date(day)} férié : {holiday_name(cal.holiday_country, day)}"
+            f"{french.date(day)} férié : {cal.holiday_name(day)}"
             for day in skipped
-            if cal.holiday_country and cal.is_holiday(day)
+            if cal.is_holiday(day)
         ]
         note = f" ({', '.join(holidays)})" if holidays else ""
         return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."

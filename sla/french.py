@@ -99,3 +99,9 @@ VERDICT = {
     "met": "respecté", "breached": "manquement", "retracted": "manquement retiré", "excluded": "hors engagement",
     "running": "en cours", "paused": "suspendu", "pending": "non démarré",
 }
+
+# How a calendar reads « jour ouvrable suivant » (Article 4), stated in the dispute file.
+READING = {
+    "ouvré": "« jour ouvrable suivant » lu comme jour ouvré : du lundi au vendredi, hors jours fériés",
+    "ouvrable": "« jour ouvrable suivant » lu au sens du Code du travail : du lundi au samedi, hors jours fériés",
+}

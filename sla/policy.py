@@ -22,11 +22,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .calendar import BusinessCalendar
+from .calendar import NO_HOLIDAYS, BusinessCalendar, NonWorkingDays, whit_monday
 from .events import CHANNELS, KINDS
 
 RULES = ("window", "elapsed", "business", "calendar")
@@ -46,6 +46,8 @@ SIGNALS = frozenset(
     }
 )
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+# How a calendar reads « jour ouvrable suivant » (Article 4): its working weekdays.
+READINGS = {"ouvré": frozenset(range(5)), "ouvrable": frozenset(range(6))}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
 
 
@@ -94,6 +96,18 @@ class PolicyVersion:
     _applicable: dict[tuple[str, str], tuple[SlaDefinition, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+
+    def check_covers(self, filed_at: datetime) -> None:
+        """Raise PolicyError unless this version can judge a filing at ``filed_at`` to its end:
+        its calendars list the non-working days of the filing day and of the two months after
+        (the longest deadline is a month, plus a pause)."""
+        first, last = (instant.astimezone(self.tz).date() for instant in (filed_at, filed_at + timedelta(days=62)))
+        for calendar in self.calendars.values():
+            for day in (first, last):
+                if not calendar.holidays.covers(day):
+                    raise PolicyError(f"version {self.id!r} lists non-working days for {calendar.holidays.first_year}–"
+                                      f"{calendar.holidays.last_year}: it cannot judge a request filed on "
+                                      f"{filed_at.astimezone(self.tz).date().isoformat()}")
 
     def slas_for(self, kind: str, channel: str) -> tuple[SlaDefinition, ...]:
         """The SLAs that apply to a ticket of this kind filed on this channel (memoised)."""
@@ -206,18 +220,32 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
     if not 0 < ratio < 1:
         raise PolicyError(f"{where}.warning_ratio: must be between 0 and 1 (exclusive)")
 
+    pinned = _non_working_days(raw, where)
     calendars: dict[str, BusinessCalendar] = {}
     for name, cal in _get(raw, "calendars", where, dict, {}).items():
         cwhere = f"{where}.calendars.{name}"
         days = _get(cal, "weekdays", cwhere, list, ["mon", "tue", "wed", "thu", "fri"])
+        weekdays = frozenset(_WEEKDAYS[d] for d in _names(days, tuple(_WEEKDAYS), f"{cwhere}.weekdays"))
+        reading = _get(cal, "reading", cwhere, str, "ouvré")
+        if READINGS.get(reading) != weekdays:
+            raise PolicyError(f"{cwhere}.reading: {reading!r} must be one of {sorted(READINGS)} and match the "
+                              "weekdays (ouvré: mon–fri; ouvrable: mon–sat)")
+        if isinstance(cal.get("holidays"), str):
+            raise PolicyError(f"{cwhere}.holidays: true or false (the version's non_working_days); a country code "
+                              "is no longer read at run time: pin the days with `slaledger policy holidays`")
+        uses_holidays = _get(cal, "holidays", cwhere, bool, True)
+        if uses_holidays and pinned is None:
+            raise PolicyError(f"{cwhere}: excludes public holidays, but the version lists no non_working_days "
+                              "(generate them with `slaledger policy holidays`)")
         try:
             calendars[name] = BusinessCalendar(
                 name=name,
                 tz=tz,
                 open_at=_clock_time(_get(cal, "open", cwhere, str), f"{cwhere}.open"),
                 close_at=_clock_time(_get(cal, "close", cwhere, str), f"{cwhere}.close"),
-                weekdays=frozenset(_WEEKDAYS[d] for d in _names(days, tuple(_WEEKDAYS), f"{cwhere}.weekdays")),
-                holiday_country=_get(cal, "holidays", cwhere, str, "FR") or None,
+                weekdays=weekdays,
+                holidays=pinned if uses_holidays and pinned is not None else NO_HOLIDAYS,
+                reading=reading,
             )
         except ValueError as exc:
             raise PolicyError(str(exc)) from None
@@ -237,6 +265,40 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
         calendars=calendars,
         slas=slas,
     )
+
+
+def _non_working_days(raw: Mapping[str, Any], where: str) -> NonWorkingDays | None:
+    """The version's pinned public holidays (None when it lists none), checked: covered
+    years, names, and the explicit choice about Whit Monday."""
+    table = _get(raw, "non_working_days", where, dict, None)
+    if table is None:
+        return None
+    where = f"{where}.non_working_days"
+    unknown = sorted(set(table) - {"years", "whit_monday", "dates", "source"})
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {unknown}")
+    years = _get(table, "years", where, list)
+    if len(years) != 2 or not all(isinstance(y, int) for y in years) or years[0] > years[1]:
+        raise PolicyError(f"{where}.years: [first, last], e.g. [2024, 2035]")
+    choice = _get(table, "whit_monday", where, str)
+    if choice not in ("holiday", "working"):
+        raise PolicyError(f"{where}.whit_monday: 'holiday' (as the law lists it) or 'working' (journée de "
+                          "solidarité worked)")
+    days: dict[date, str] = {}
+    for key, name in _get(table, "dates", where, dict).items():
+        try:
+            day = date.fromisoformat(str(key))
+        except ValueError:
+            raise PolicyError(f"{where}.dates: {key!r} is not a date (YYYY-MM-DD)") from None
+        if not years[0] <= day.year <= years[1] or not isinstance(name, str) or not name.strip():
+            raise PolicyError(f"{where}.dates: {key} must fall in {years[0]}–{years[1]} and have a name")
+        days[day] = name
+    for year in range(years[0], years[1] + 1):
+        listed = whit_monday(year) in days
+        if listed != (choice == "holiday"):
+            raise PolicyError(f"{where}: whit_monday = {choice!r} but Whit Monday {whit_monday(year)} is "
+                              f"{'listed' if listed else 'not listed'}")
+    return NonWorkingDays(years[0], years[1], days, whit_monday_worked=choice == "working")
 
 
 def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar], tz: ZoneInfo) -> SlaDefinition:

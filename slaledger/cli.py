@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="one JSON object on stdout")
     explain.set_defaults(handler=cmd_sla_explain)
 
+    policy = commands.add_parser("policy", help="write parts of a policy file")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    pin = policy_commands.add_parser(
+        "holidays", help="print a version's non_working_days table (French public holidays, from the holidays "
+                         "package), to paste into a new policy version")
+    pin.add_argument("--from", dest="first", type=int, required=True, help="first year covered")
+    pin.add_argument("--to", dest="last", type=int, required=True, help="last year covered")
+    pin.add_argument("--whit-monday", choices=["holiday", "working"], default="holiday",
+                     help="Whit Monday as the law lists it (holiday, default) or worked as the journée de "
+                          "solidarité (working)")
+    pin.set_defaults(handler=cmd_policy_holidays)
+
     topics = commands.add_parser("topics", help="Kafka topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True, parser_class=_Parser)
     create = topic_commands.add_parser("create", help="create every topic with its partitions and config")
@@ -533,6 +545,32 @@ def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:
                                 payload=payload, event_id=uuid.uuid4()))
     now = max(e.occurred_at for e in events)
     return evaluate(fold(events), policy, now)
+
+
+def cmd_policy_holidays(args: argparse.Namespace) -> int:
+    """The only place the ``holidays`` package is read: its output is committed in the policy."""
+    import holidays
+
+    from sla.calendar import whit_monday
+
+    if not 1970 <= args.first <= args.last <= 2199:
+        raise UsageError("--from and --to: years between 1970 and 2199, --from first")
+    days = holidays.country_holidays("FR", years=range(args.first, args.last + 1), language="fr")
+    lines = [
+        "[versions.non_working_days]",
+        f"# French public holidays (metropolitan), generated with holidays {holidays.__version__} by",
+        f"# `slaledger policy holidays --from {args.first} --to {args.last} --whit-monday {args.whit_monday}`:",
+        "# pinned here, so that no library upgrade changes a verdict under this version.",
+        f"years = [{args.first}, {args.last}]",
+        f'whit_monday = "{args.whit_monday}"',
+        "[versions.non_working_days.dates]",
+    ]
+    for day, name in sorted(days.items()):
+        if args.whit_monday == "working" and day == whit_monday(day.year):
+            continue
+        lines.append(f'"{day.isoformat()}" = "{name}"')
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_sla_explain(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import json
 import socket
+import uuid
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,9 @@ log = structlog.get_logger(__name__)
 # How long the timer waits before looking again at a ticket whose facts it just sent
 # (normally the agent reschedules it sooner, when the facts come back).
 FACT_RECHECK = timedelta(seconds=5)
+# How long a sent fact is remembered, to send the very same bytes again if it is still not
+# applied at the next look (a broker failover can hold the events topic for seconds).
+FACT_MEMORY = timedelta(hours=1)
 # A partition whose expected offset has not moved for this long while its high watermark
 # is ahead is read directly (gap repair).
 STALL_SECONDS = 3.0
@@ -192,6 +196,12 @@ class Pipeline:
         # Ready once the tables are recovered and the backlog found at start has been read
         # (after a dev-mode restore, the tickets are rebuilt from the events topic).
         self.caught_up_once = False
+        # Facts sent by the timer, by id, with when: a fact due again before the agent has
+        # applied it is re-sent byte for byte. Derived anew, it would carry a later
+        # recording time and the explanation of the ticket as it stands then (measured: a
+        # breach re-sent during a leader failover, after a late acknowledgement, read as one
+        # event with two contents by the audit).
+        self.sent_facts: dict[uuid.UUID, tuple[Event, datetime]] = {}
         app.agent(self.source, name="ticket_agent")(self._ticket_agent)
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
@@ -420,7 +430,7 @@ class Pipeline:
             ticket = self.load(ticket_id)
             if ticket is None:
                 continue
-            facts = self.processor.due(ticket, now)
+            facts = [self._first_copy(fact, now) for fact in self.processor.due(ticket, now)]
             if facts:
                 emitted.extend(facts)
                 self.index.schedule(partition, ticket_id, now + FACT_RECHECK)
@@ -431,6 +441,16 @@ class Pipeline:
             for fact in emitted:
                 log.info("sla fact emitted", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
                          type=str(fact.type), sla=fact.payload["sla"])
+
+    def _first_copy(self, fact: Event, now: datetime) -> Event:
+        """The fact as first sent, if it was sent within FACT_MEMORY (else this one)."""
+        if len(self.sent_facts) > 100_000:  # forget what is long applied
+            self.sent_facts = {i: (e, at) for i, (e, at) in self.sent_facts.items() if now - at < FACT_MEMORY}
+        known = self.sent_facts.get(fact.event_id)
+        if known is not None and now - known[1] < FACT_MEMORY:
+            return known[0]
+        self.sent_facts[fact.event_id] = (fact, now)
+        return fact
 
     def _caught_up(self, partitions: set[int]) -> set[int]:
         """Partitions whose commands and events the agent has read to the end: only there

@@ -178,7 +178,7 @@ class TicketProcessor:
         state = ticket if ticket is not None else Ticket(command.ticket_id)
         if command.type is CommandType.FILE:
             try:
-                self.policy.version_for(events[0].occurred_at)
+                self.policy.version_for(events[0].occurred_at).check_covers(events[0].occurred_at)
             except PolicyError as exc:
                 if reply:
                     return Step(outcome=Outcome(cid, "invalid", {"error": str(exc), "code": "invalid"}))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from sla.events import EventType
 from sla.ticket import Command, CommandType, ticket_from_dict
 from slaledger.settings import load_policy
 from streams.app import Pipeline, Record
@@ -82,3 +83,24 @@ def test_refusals_kept_are_bounded() -> None:
                            + [command(i, CommandType.CLOSE) for i in range(1, 40)]))
     assert sent.outcomes().count("conflict") == 39
     assert len(refusals_of(p.tickets[TID.encode()])) == 20
+
+
+def test_a_fact_due_again_before_it_is_applied_is_sent_byte_for_byte() -> None:
+    """A breach re-sent while the events topic is held up (a leader failover) is the same
+    record, not one re-derived later with another recording time and explanation."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from sla.events import encode_event
+    from tests.conftest import ev
+
+    p = pipeline(Sent())
+    p.sent_facts = {}
+    now = datetime.now(UTC)
+    first = ev(EventType.SLA_BREACHED, now, TID, sla="intake", deadline=now, policy_version="v",
+               explanation="Rien n'était enregistré à l'échéance.")
+    later = replace(first, recorded_at=now + timedelta(seconds=5),
+                    payload={**first.payload, "explanation": "Prise en compte tardive."})
+    assert p._first_copy(first, now) is first
+    assert encode_event(p._first_copy(later, now + timedelta(seconds=5))) == encode_event(first)
+    assert p._first_copy(later, now + timedelta(hours=2)) is later  # long forgotten: derived anew
