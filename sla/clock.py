@@ -210,9 +210,10 @@ def evaluate(ticket: Ticket, policy: Policy, now: datetime) -> list[Clock]:
         return []
     version = policy.version_for(ticket.filed_at)
     marks = sorted(ticket.marks)  # by business time, then log position
-    excluded_reason = version.excluded_products.get(ticket.product)
     applicable = version.slas_for(ticket.kind, ticket.channel)
-    found = [_evaluate_one(ticket, definition, version, marks, now, excluded_reason) for definition in applicable]
+    found = [_evaluate_one(ticket, definition, version, marks, now,
+                           version.excluded_reason(ticket.product, definition.name))
+             for definition in applicable]
     if ticket.facts:
         # A breach recorded under an SLA that no longer applies (the ticket was reclassified
         # or its channel corrected): that clock is excluded now, so its breach is retracted.

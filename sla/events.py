@@ -75,7 +75,9 @@ PAYLOAD_SCHEMAS: dict[EventType, dict[str, Field]] = {
         "elements_complete": Field(bool, required=False),
     },
     EventType.ACKNOWLEDGED: {"note": _TEXT},
-    EventType.CUSTOMER_INFORMED: {"message": Field(str), "restoration_eta": Field(datetime, required=False)},
+    EventType.CUSTOMER_INFORMED: {"message": Field(str), "restoration_eta": Field(datetime, required=False),
+                                  # the message answers the request (administrative_answer stops on it)
+                                  "answer": Field(bool, required=False)},
     EventType.WAITING_FOR_CUSTOMER: {"reason": _TEXT},
     EventType.CUSTOMER_RESPONDED: {"elements_complete": Field(bool), "message": _TEXT},
     EventType.RECLASSIFIED: {

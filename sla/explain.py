@@ -50,6 +50,7 @@ _SIGNAL_FR = {
     "acknowledged": "à la prise en compte",
     "informed": "à la première information du demandeur",
     "informed_with_eta": "à la communication d'un délai probable de rétablissement",
+    "answered": "à la réponse apportée à la demande",
     "elements_complete": "à la fourniture complète des éléments nécessaires",
     "customer_responded": "à la réponse du demandeur",
     "waiting_for_customer": "à la mise en attente du demandeur",

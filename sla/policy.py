@@ -37,6 +37,7 @@ SIGNALS = frozenset(
         "acknowledged",
         "informed",
         "informed_with_eta",
+        "answered",
         "waiting_for_customer",
         "customer_responded",
         "elements_complete",
@@ -85,17 +86,34 @@ class SlaDefinition:
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """A product the GIP does not support itself (Local Trust MPE: its vendor ATEXO does), for
+    some clauses only (``slas``) or all of them (None)."""
+
+    reason: str
+    slas: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
 class PolicyVersion:
     id: str
     effective_from: datetime
     tz: ZoneInfo
     warning_ratio: float
-    excluded_products: Mapping[str, str]  # product → why it is excluded (French)
+    # product → why it is excluded (French) and from which SLAs (None: every SLA)
+    excluded_products: Mapping[str, Exclusion]
     calendars: Mapping[str, BusinessCalendar]
     slas: tuple[SlaDefinition, ...]
     _applicable: dict[tuple[str, str], tuple[SlaDefinition, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+
+    def excluded_reason(self, product: str, sla: str) -> str | None:
+        """Why ``sla`` does not apply to a ticket about ``product`` (None: it applies)."""
+        exclusion = self.excluded_products.get(product)
+        if exclusion is None or (exclusion.slas is not None and sla not in exclusion.slas):
+            return None
+        return exclusion.reason
 
     def check_covers(self, filed_at: datetime) -> None:
         """Raise PolicyError unless this version can judge a filing at ``filed_at`` to its end:
@@ -250,21 +268,41 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
         except ValueError as exc:
             raise PolicyError(str(exc)) from None
 
-    excluded = _get(raw, "excluded_products", where, dict, {})
     slas = tuple(_parse_sla(s, f"{where}.slas[{i}]", calendars, tz)
                  for i, s in enumerate(_get(raw, "slas", where, list)))
     names = [s.name for s in slas]
     if len(set(names)) != len(names):
         raise PolicyError(f"{where}: SLA names must be unique, got {names}")
+    excluded = _exclusions(_get(raw, "excluded_products", where, dict, {}), f"{where}.excluded_products", names)
     return PolicyVersion(
         id=version_id,
         effective_from=effective,
         tz=tz,
         warning_ratio=ratio,
-        excluded_products={str(k): str(v) for k, v in excluded.items()},
+        excluded_products=excluded,
         calendars=calendars,
         slas=slas,
     )
+
+
+def _exclusions(raw: Mapping[str, Any], where: str, slas: list[str]) -> dict[str, Exclusion]:
+    """``product = "reason"`` (excluded from every SLA) or ``product = { reason = "…", slas =
+    [...] }`` (from those clauses only: intake and incident follow-up are the vendor's, an
+    administrative request about the product is still the GIP's)."""
+    out: dict[str, Exclusion] = {}
+    for product, spec in raw.items():
+        if isinstance(spec, str):
+            out[str(product)] = Exclusion(spec)
+            continue
+        pwhere = f"{where}.{product}"
+        if not isinstance(spec, dict) or set(spec) - {"reason", "slas"}:
+            raise PolicyError(f"{pwhere}: a reason, or a table with reason and slas")
+        names = _get(spec, "slas", pwhere, list)
+        unknown = sorted(set(names) - set(slas))
+        if unknown:
+            raise PolicyError(f"{pwhere}.slas: unknown SLA(s) {unknown}")
+        out[str(product)] = Exclusion(_get(spec, "reason", pwhere, str), frozenset(names))
+    return out
 
 
 def _non_working_days(raw: Mapping[str, Any], where: str) -> NonWorkingDays | None:

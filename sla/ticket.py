@@ -175,7 +175,8 @@ def signals_of(event: Event) -> frozenset[str]:
     if t is EventType.TICKET_FILED:
         return _FILED_COMPLETE if p.get("elements_complete") else _FILED
     if t is EventType.CUSTOMER_INFORMED:
-        return _INFORMED_ETA if p.get("restoration_eta") is not None else _INFORMED
+        informed = _INFORMED_ETA if p.get("restoration_eta") is not None else _INFORMED
+        return informed | _ANSWERED if p.get("answer") else informed
     if t is EventType.CUSTOMER_RESPONDED:
         return _RESPONDED_COMPLETE if p.get("elements_complete") else _RESPONDED
     return _SIMPLE.get(t, frozenset())
@@ -185,6 +186,7 @@ _FILED = frozenset({"filed"})
 _FILED_COMPLETE = frozenset({"filed", "elements_complete"})
 _INFORMED = frozenset({"informed"})
 _INFORMED_ETA = frozenset({"informed", "informed_with_eta"})
+_ANSWERED = frozenset({"answered"})  # the message is the answer to the request, not a holding one
 _RESPONDED = frozenset({"customer_responded"})
 _RESPONDED_COMPLETE = frozenset({"customer_responded", "elements_complete"})
 _SIMPLE = {

@@ -86,7 +86,8 @@ def test_the_committed_list_is_what_the_generator_prints(capsys: pytest.CaptureF
 
     committed = re.findall(r'^"(\d{4}-\d{2}-\d{2})" = "(.+)"$',
                            resources.files("sla").joinpath(DEFAULT_POLICY).read_text(encoding="utf-8"), re.M)
-    assert generated == committed and len(committed) == 12 * 11
+    assert len(generated) == 12 * 11
+    assert committed == generated * len(load_policy().versions)  # every version carries its own list
 
 
 def _with_days(whit: str, *, drop_whit: bool) -> str:

@@ -9,14 +9,23 @@ from tests.unit.test_clock import TINY
 
 
 def test_default_policy_encodes_article_4(policy) -> None:  # type: ignore[no-untyped-def]
-    (version,) = policy.versions
-    names = {s.name: s for s in version.slas}
-    assert set(names) == {"intake", "administrative_answer", "go_live", "incident_eta", "incident_update"}
-    assert names["intake"].channels == {"portal"} and names["intake"].duration_seconds == 4 * 3600
-    assert not names["incident_eta"].contractual and not names["incident_update"].contractual
-    assert names["go_live"].months == 1 and names["administrative_answer"].days == 7
-    assert "local-trust-mpe" in version.excluded_products
-    assert version.warning_ratio == 0.75
+    first, second = policy.versions
+    for version in policy.versions:
+        names = {s.name: s for s in version.slas}
+        assert set(names) == {"intake", "administrative_answer", "go_live", "incident_eta", "incident_update"}
+        assert names["intake"].channels == {"portal"} and names["intake"].duration_seconds == 4 * 3600
+        assert not names["incident_eta"].contractual and not names["incident_update"].contractual
+        assert names["go_live"].months == 1 and names["administrative_answer"].days == 7
+        assert "local-trust-mpe" in version.excluded_products
+        assert version.warning_ratio == 0.75
+    # 2026.1 as it judged until December 2026; 2026.2 reads Article 4 exactly
+    assert {s.name: s for s in first.slas}["administrative_answer"].stops_on == {"informed", "informed_with_eta",
+                                                                               "resolved"}
+    assert all(first.excluded_reason("local-trust-mpe", s.name) for s in first.slas)
+    assert {s.name: s for s in second.slas}["administrative_answer"].stops_on == {"answered", "resolved"}
+    assert [s.name for s in second.slas if second.excluded_reason("local-trust-mpe", s.name)] == [
+        "intake", "incident_eta", "incident_update"]
+    assert second.effective_from.isoformat() == "2026-12-01T00:00:00+01:00"
 
 
 @pytest.mark.parametrize(("value", "seconds"), [(2, 2.0), ("4h", 14400.0), ("30m", 1800.0), ("2s", 2.0), (0.5, 0.5)])
