@@ -38,6 +38,7 @@ from sla.events import (
 from sla.explain import clock_view, explanation
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
+from sla.view import antedated
 from streams.kafka_tools import read_topic
 from streams.topics import EVENTS
 
@@ -412,6 +413,7 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         today = _clocks(audit.full_log, result.policy, now) if result.filters.as_of else []
         known = audit.known_then
         assert known is not None
+        flagged = {a["event_id"]: a for a in antedated(known, result.policy)}
         for clock in then:
             summary[clock.sla].add(ticket_id, known.member, clock)
         tickets.append({
@@ -426,6 +428,9 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "actor": e.actor, "source": r.source,
                     "hash": r.hash or archive_digest(r.raw),
                     "known_at_as_of": result.filters.as_of is None or e.recorded_at <= result.filters.as_of,
+                    # dated by its author more than the policy allows without notice before it
+                    # was recorded (« antidaté »): who did it is the actor
+                    "antedated": str(e.event_id) in flagged,
                 }
                 for e, r in audit.timeline
             ],

@@ -69,6 +69,8 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("h3", "Chronologie"))
         for e in ticket["timeline"]:
             late = "" if e["known_at_as_of"] else " [enregistré après la date d'examen]"
+            if e.get("antedated"):
+                late += f" [ANTIDATÉ par {e['actor']} : daté du {e['occurred_at']}, enregistré le {e['recorded_at']}]"
             out.append(("li", f"{e['occurred_at']} — {french.EVENT_TYPE.get(e['type'], e['type'])} par {e['actor']} "
                               f"(enregistré le {e['recorded_at']} ; {_source(e['source'])} ; "
                               f"empreinte {e['hash'][:16]}…){late}"))

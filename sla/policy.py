@@ -49,7 +49,7 @@ SIGNALS = frozenset(
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 # How a calendar reads « jour ouvrable suivant » (Article 4): its working weekdays.
 READINGS = {"ouvré": frozenset(range(5)), "ouvrable": frozenset(range(6))}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 
 
 class PolicyError(ValueError):
@@ -104,6 +104,11 @@ class PolicyVersion:
     excluded_products: Mapping[str, Exclusion]
     calendars: Mapping[str, BusinessCalendar]
     slas: tuple[SlaDefinition, ...]
+    # Who may date a fact: a business time may precede its recording by at most
+    # ``max_backdate`` (roles allowed to date only), and is flagged « antidaté » beyond
+    # ``antedated_after``.
+    max_backdate: timedelta = timedelta(days=30)
+    antedated_after: timedelta = timedelta(minutes=15)
     _applicable: dict[tuple[str, str], tuple[SlaDefinition, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -168,7 +173,7 @@ def parse_duration(value: object, where: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     else:
         raise PolicyError(f"{where}: {value!r} is not a duration (seconds, or e.g. '4h', '30m', '2s')")
     if seconds <= 0:
@@ -237,6 +242,11 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
     ratio = float(_get(raw, "warning_ratio", where, (int, float), 0.75))
     if not 0 < ratio < 1:
         raise PolicyError(f"{where}.warning_ratio: must be between 0 and 1 (exclusive)")
+    dating = _get(raw, "dating", where, dict, {})
+    if set(dating) - {"max_backdate", "antedated_after"}:
+        raise PolicyError(f"{where}.dating: max_backdate and antedated_after only")
+    max_backdate = timedelta(seconds=parse_duration(dating.get("max_backdate", 30 * 86400), f"{where}.dating"))
+    antedated_after = timedelta(seconds=parse_duration(dating.get("antedated_after", 900), f"{where}.dating"))
 
     pinned = _non_working_days(raw, where)
     calendars: dict[str, BusinessCalendar] = {}
@@ -279,6 +289,8 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
         effective_from=effective,
         tz=tz,
         warning_ratio=ratio,
+        max_backdate=max_backdate,
+        antedated_after=antedated_after,
         excluded_products=excluded,
         calendars=calendars,
         slas=slas,

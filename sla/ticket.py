@@ -169,6 +169,20 @@ class RecordedFact(NamedTuple):
     recorded_at: datetime
 
 
+class Dated(NamedTuple):
+    """An event whose business time precedes its recording (by a minute or more): who put
+    that date on it, for the « antidaté » flag (``sla.view``, the web page, the dispute file)."""
+
+    event_id: uuid.UUID
+    type: EventType
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+
+
+DATED_AFTER = timedelta(minutes=1)  # finer gaps are transmission delays, not a date put on a fact
+
+
 def signals_of(event: Event) -> frozenset[str]:
     """The clock signals an event carries (see ``sla.policy.SIGNALS``)."""
     t, p = event.type, event.payload
@@ -221,6 +235,7 @@ class Ticket:
     # (fact type, sla, deadline) → the recorded fact; deadlines are UTC instants.
     facts: dict[tuple[EventType, str, datetime], RecordedFact] = field(default_factory=dict)
     event_ids: set[int] = field(default_factory=set)  # UUID.int: hashing a UUID object is slow
+    dated: list[Dated] = field(default_factory=list)  # events dated before their recording
 
     @property
     def exists(self) -> bool:
@@ -235,6 +250,8 @@ class Ticket:
         self.version += 1
         self.last_event_at = event.recorded_at
         t, p = event.type, event.payload
+        if t not in SLA_FACT_TYPES and event.recorded_at - event.occurred_at >= DATED_AFTER:
+            self.dated.append(Dated(event.event_id, t, event.occurred_at, event.recorded_at, event.actor))
         if t in SLA_FACT_TYPES:
             self.facts[(t, p["sla"], p["deadline"])] = RecordedFact(event.event_id, event.recorded_at)
             return True
@@ -297,13 +314,19 @@ def hidden_from(ticket: Ticket | None, command: Command) -> bool:
     return command.scope_member is not None and ticket is not None and ticket.member != command.scope_member
 
 
-def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event]:
-    """Validate ``command`` against ``ticket`` (None: unknown ticket) and return its events."""
+def decide(ticket: Ticket | None, command: Command, now: datetime, *,
+           max_backdate: timedelta | None = None) -> list[Event]:
+    """Validate ``command`` against ``ticket`` (None: unknown ticket) and return its events.
+    The recording time is always ``now``; a business time may precede it by ``max_backdate``
+    at most (the policy's limit; who may date at all is decided at the edge)."""
     occurred = command.occurred_at or now
     if occurred.tzinfo is None:
         raise DomainError("La date de l'événement doit préciser son fuseau horaire (ex. +01:00).", "invalid")
     if occurred > now + CLOCK_SKEW:
         raise DomainError("La date de l'événement est dans le futur.", "invalid")
+    if max_backdate is not None and now - occurred > max_backdate:
+        raise DomainError(f"La date de l'événement remonte à plus de {max_backdate.days} jours avant son "
+                          "enregistrement : la politique ne permet pas de dater un fait aussi loin.", "invalid")
 
     if command.type is CommandType.FILE:
         if ticket is not None and ticket.exists:
@@ -352,7 +375,9 @@ def decide(ticket: Ticket | None, command: Command, now: datetime) -> list[Event
 # shape before it is read, as events are upcast (``sla.events``).
 #   1 — unversioned, until 2026-11: refused commands kept with their HTTP status.
 #   2 — ``schema`` key; refused commands kept with the domain's result code.
-SNAPSHOT_SCHEMA = 2
+#   3 — ``dated``: the events dated before their recording, with who dated them (a schema 2
+#       snapshot knows none: a ticket rebuilt from the log has them).
+SNAPSHOT_SCHEMA = 3
 _STATUS_RESULT = {200: "accepted", 201: "created", 404: "not_found", 409: "conflict", 422: "invalid"}
 
 
@@ -366,6 +391,9 @@ def upcast_snapshot(data: Mapping[str, Any]) -> dict[str, Any]:
         out["refused"] = {cid: [_STATUS_RESULT.get(int(status), "conflict"), body]
                           for cid, (status, body) in out.get("refused", {}).items()}
         out["schema"] = 2
+    if int(out["schema"]) < 3:
+        out["dated"] = []
+        out["schema"] = 3
     return out
 
 
@@ -395,6 +423,8 @@ def ticket_to_dict(ticket: Ticket) -> dict[str, Any]:
             for (t, sla, deadline), fact in ticket.facts.items()
         ],
         "event_ids": [format(i, "032x") for i in sorted(ticket.event_ids)],
+        "dated": [[d.event_id.hex, str(d.type), format_instant(d.occurred_at), format_instant(d.recorded_at), d.actor]
+                  for d in ticket.dated],
     }
 
 
@@ -431,4 +461,7 @@ def ticket_from_dict(data: Mapping[str, Any]) -> Ticket:
         for t, sla, deadline, eid, recorded in data["facts"]
     }
     ticket.event_ids = {int(h, 16) for h in data["event_ids"]}
+    ticket.dated = [Dated(uuid.UUID(hex=eid), EventType(t), parse_instant(occurred, "dated"),
+                          parse_instant(recorded, "dated"), actor)
+                    for eid, t, occurred, recorded, actor in data["dated"]]
     return ticket

@@ -8,8 +8,23 @@ from typing import Any
 from .clock import evaluate
 from .events import format_instant, format_optional_instant
 from .explain import clock_view
-from .policy import Policy
+from .policy import Policy, PolicyError
 from .ticket import Ticket
+
+
+def antedated(ticket: Ticket, policy: Policy) -> list[dict[str, Any]]:
+    """The ticket's facts dated more than the policy's ``antedated_after`` before their
+    recording (« antidaté »), with who dated them."""
+    if ticket.filed_at is None:
+        return []
+    try:
+        limit = policy.version_for(ticket.filed_at).antedated_after
+    except PolicyError:
+        return []
+    return [{"event_id": str(d.event_id), "type": str(d.type), "occurred_at": format_instant(d.occurred_at),
+             "recorded_at": format_instant(d.recorded_at), "by": d.actor,
+             "seconds_before_recording": (d.recorded_at - d.occurred_at).total_seconds()}
+            for d in ticket.dated if d.recorded_at - d.occurred_at > limit]
 
 
 def ticket_view(ticket: Ticket, policy: Policy, now: datetime) -> dict[str, Any]:
@@ -29,5 +44,6 @@ def ticket_view(ticket: Ticket, policy: Policy, now: datetime) -> dict[str, Any]
         "restoration_eta": format_optional_instant(ticket.restoration_eta),
         "version": ticket.version,
         "clocks": [clock_view(clock) for clock in evaluate(ticket, policy, now)] if ticket.exists else [],
+        "antedated": antedated(ticket, policy),
         "as_of": format_instant(now),
     }

@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -168,7 +168,7 @@ class TicketProcessor:
                                         self._accepted(ticket, [command_event_id(command.command_id)], now,
                                                        replayed=True)))
         try:
-            events = decide(ticket, command, now)
+            events = decide(ticket, command, now, max_backdate=self._max_backdate(ticket, command, now))
         except DomainError as exc:
             body = {"error": exc.message, "code": exc.code}
             if reply:
@@ -192,6 +192,15 @@ class TicketProcessor:
             emit=emitted,
             outcome=Outcome(cid, result, self._accepted(state, [e.event_id for e in emitted], now)) if reply else None,
         )
+
+    def _max_backdate(self, ticket: Ticket | None, command: Command, now: datetime) -> timedelta | None:
+        """How far back this command may be dated: the limit of the policy version that
+        judges the ticket (for a filing, the one in force at its date)."""
+        at = ticket.filed_at if ticket is not None and ticket.filed_at is not None else command.occurred_at or now
+        try:
+            return self.policy.version_for(at).max_backdate
+        except PolicyError:
+            return None  # no version judges it: the filing is refused below
 
     def on_event(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
         if ticket is not None and _event_id_int(data) in ticket.event_ids:

@@ -67,6 +67,9 @@ SLA_STATES = ("running", "paused", "at_risk", "breached", "met", "retracted", "e
 
 REFERENT_COMMANDS = frozenset({CommandType.FILE, CommandType.CUSTOMER_RESPONSE})
 COMMAND_ROLES = frozenset({"agent", "referent", "admin"})
+# Who may put a business time on a fact (within the policy's max_backdate): the support team
+# and administrators (the iTop connector dates its facts with iTop's own times).
+DATING_ROLES = frozenset({"agent", "admin"})
 
 # The agent's outcomes as HTTP answers: the one place a domain result becomes a status code.
 RESULT_STATUS = {"created": 201, "accepted": 200, "not_found": 404, "conflict": 409, "invalid": 422}
@@ -145,6 +148,11 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
     # Business time defaults to the moment the request arrived, not when the agent gets to it.
     occurred: datetime | None = datetime.now(UTC)
     if body.get(time_field) is not None:
+        if who.role not in DATING_ROLES:
+            # A member's own account could otherwise manufacture breaches (a filing dated a
+            # week back is born breached): their facts carry the moment the GIP received them.
+            raise BadRequest(422, f"{time_field} : un référent ne date pas ses demandes ni ses réponses ; la date "
+                                  "retenue est celle de leur réception", time_field)
         try:
             occurred = parse_instant(body[time_field], time_field)
         except EventDecodeError as exc:

@@ -138,6 +138,8 @@ def event_details(event: Event, tz: ZoneInfo) -> str:
     if event.type in (EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED):
         bits.append(f"délai {p.get('sla')}, échéance du {french.instant(p['deadline'], tz)}"
                     if isinstance(p.get("deadline"), datetime) else f"délai {p.get('sla')}")
+    if event.type is EventType.CUSTOMER_INFORMED and p.get("answer"):
+        bits.append("réponse à la demande")
     if isinstance(p.get("restoration_eta"), datetime):
         bits.append(f"rétablissement prévu le {french.instant(p['restoration_eta'], tz)}")
     for key in ("message", "reason", "note", "resolution"):

@@ -100,3 +100,57 @@ def test_worker_refuses_to_start_without_token_database(broker: Broker, tmp_path
     worker = Worker(broker, tmp_path, extra_env={"SLALEDGER_AUTH": "on"})
     with pytest.raises(RuntimeError, match="SLALEDGER_DATABASE_URL"):
         worker.start()
+
+
+def test_who_may_date_a_fact(broker: Broker, database: str, workers: list[Worker], tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The recording time is the server's; a referent's facts carry their reception time (a
+    backdated filing would be born breached: 422); an agent may date an acknowledgement
+    within the policy's limit, and the fact is flagged « antidaté » with who dated it."""
+    from datetime import UTC, datetime, timedelta
+
+    from projections.audit import Filters, archive_records, dispute_file, replay
+
+    engine = create_engine(database)
+    create_schema(engine)
+    agent = token(capsys, database, "--role", "agent", "--label", "alice")
+    blois = token(capsys, database, "--role", "referent", "--member", "commune-de-blois")
+    worker = Worker(broker, tmp_path, extra_env={"SLALEDGER_AUTH": "on", "SLALEDGER_DATABASE_URL": database})
+    workers.append(worker.start())
+    url = f"{worker.url}/api/tickets"
+    week_ago = (datetime.now(UTC) - timedelta(days=7)).isoformat()
+
+    status, body = api("POST", url, {**filing("commune-de-blois"), "received_at": week_ago}, token=blois)
+    assert status == 422 and body["field"] == "received_at" and "référent" in body["error"], body
+    status, body = api("POST", url, filing("commune-de-blois"), token=blois)
+    assert status == 201
+    tid = body["ticket"]["id"]
+    status, body = api("POST", f"{url}/{tid}/customer-response",
+                       {"elements_complete": True, "occurred_at": week_ago}, token=blois)
+    assert status == 422 and body["field"] == "occurred_at"
+
+    # a phone call taken two hours ago and acknowledged an hour ago, typed in now by an agent:
+    # accepted, and both facts flagged with who dated them
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    status, body = api("POST", url, {**filing("commune-de-blois"), "channel": "phone", "received_at": two_hours_ago},
+                       token=agent)
+    assert status == 201, body
+    tid = body["ticket"]["id"]
+    status, body = api("POST", f"{url}/{tid}/acknowledge", {"occurred_at": an_hour_ago}, token=agent)
+    assert status == 200, body
+    flags = body["ticket"]["antedated"]
+    assert [(f["type"], f["by"]) for f in flags] == [("ticket_filed", "agent:alice"), ("acknowledged", "agent:alice")]
+    assert flags[1]["seconds_before_recording"] > 3500
+    assert api("GET", f"{url}/{tid}", token=agent)[1]["antedated"] == flags
+    # beyond the policy's limit (30 days), even an agent cannot date a fact
+    status, body = api("POST", url, {**filing("commune-de-blois"),
+                                     "received_at": (datetime.now(UTC) - timedelta(days=31)).isoformat()}, token=agent)
+    assert status == 422 and "30 jours" in body["error"], body
+
+    run_projector(engine, broker.bootstrap, load_policy(), follow=False)
+    doc = dispute_file(replay(archive_records(engine), load_policy(), Filters(ticket=tid), source="archive",
+                              engine=engine))
+    (ticket,) = doc["tickets"]
+    assert [(e["type"], e["actor"]) for e in ticket["timeline"] if e["antedated"]] == [
+        ("ticket_filed", "agent:alice"), ("acknowledged", "agent:alice")]

@@ -76,3 +76,19 @@ def test_the_running_filter_means_on_time_not_at_risk() -> None:
         return sorted(t.ticket_id for t in found)
 
     assert ids("running") == ["EARLY"] and ids("at_risk") == ["LATE"]
+
+
+def test_a_referent_cannot_date_a_fact_an_agent_can() -> None:
+    import pytest
+
+    from projections.tokens import Principal
+    from slaledger.web.access import BadRequest as Refused
+
+    referent = Principal("t1", "referent", "commune-de-blois", "commune-de-blois")
+    agent = Principal("t2", "agent", None, "alice")
+    body = {"kind": "assistance", "channel": "portal", "member": "commune-de-blois", "product": "ent",
+            "subject": "Accès", "received_at": "2026-11-16T10:00:00+01:00"}
+    with pytest.raises(Refused) as refused:
+        command_from_body(CommandType.FILE, "SL-TEST", body, referent)
+    assert refused.value.status == 422 and refused.value.field == "received_at"
+    assert command_from_body(CommandType.FILE, "SL-TEST", body, agent).occurred_at is not None
