@@ -82,7 +82,10 @@ def _explain(clock: Clock, live: bool) -> str:
     if not d.contractual:
         parts.append("Objectif interne (la convention ne fixe pas de durée).")
     if clock.status is ClockStatus.EXCLUDED:
-        parts.append(f"Hors engagements : {clock.excluded_reason}.")
+        reason = clock.excluded_reason or ""
+        # once: a reason that already says so is not prefixed with it again
+        parts.append(f"{reason[:1].upper()}{reason[1:]}." if "hors engagement" in reason.lower()
+                     else f"Hors engagements : {reason}.")
         return " ".join(parts)
     if not clock.cycles:
         starts = " ou ".join(_SIGNAL_FR.get(s, s) for s in sorted(d.starts_on))
@@ -130,7 +133,14 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
         ]
         note = f" ({', '.join(holidays)})" if holidays else ""
         return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
-    return f"{head} : {due} ({rule_text(d)})."
+    note = ""
+    if d.rule == "calendar":
+        start, end = cycle.start.astimezone(tz), initial.astimezone(tz)
+        if (start.hour, start.minute) != (end.hour, end.minute):
+            # same wall time a week or a month later, unless the spring change skips it
+            note = (f" ; {french.clock_time(start.time())} n'existe pas ce jour-là (passage à l'heure d'été) : "
+                    f"échéance à {french.clock_time(end.time())}")
+    return f"{head} : {due} ({rule_text(d)}{note})."
 
 
 def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datetime:

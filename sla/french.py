@@ -17,12 +17,18 @@ _MONTHS = (
 
 
 def clock_time(t: time) -> str:
+    """« 17:00 », « 16:00:05 », « 16:00:00,5 »: as precise as the instant judged, never less
+    (a filing at 16:00:00.5 is outside a window closing at 16:00 and must not read « 16:00 »)."""
+    if t.microsecond:
+        fraction = f"{t.microsecond:06d}".rstrip("0")
+        return f"{t.strftime('%H:%M:%S')},{fraction}"
     return t.strftime("%H:%M:%S") if t.second else t.strftime("%H:%M")
 
 
 def date(value: _date) -> str:
-    """« lundi 6 avril 2026 »."""
-    return f"{_DAYS[value.weekday()]} {value.day} {_MONTHS[value.month - 1]} {value.year}"
+    """« lundi 6 avril 2026 », « vendredi 1er mai 2026 »."""
+    ordinal = "1er" if value.day == 1 else str(value.day)
+    return f"{_DAYS[value.weekday()]} {ordinal} {_MONTHS[value.month - 1]} {value.year}"
 
 
 def day(instant: datetime, tz: ZoneInfo) -> str:
@@ -30,9 +36,14 @@ def day(instant: datetime, tz: ZoneInfo) -> str:
 
 
 def instant(value: datetime, tz: ZoneInfo) -> str:
-    """« vendredi 13 mars 2026 à 17:00 » (seconds only when not zero)."""
+    """« vendredi 13 mars 2026 à 17:00 » (seconds only when not zero); a time of the autumn
+    hour that happens twice names its offset: « à 02:30 heure d'hiver »."""
     local = value.astimezone(tz)
-    return f"{day(value, tz)} à {clock_time(local.time())}"
+    text = f"{day(value, tz)} à {clock_time(local.time())}"
+    twin = local.replace(tzinfo=None).replace(fold=1 - local.fold).replace(tzinfo=tz)
+    if twin.utcoffset() != local.utcoffset():
+        text += " heure d'été" if local.dst() else " heure d'hiver"
+    return text
 
 
 def duration(seconds: float) -> str:
@@ -50,7 +61,9 @@ def duration(seconds: float) -> str:
         parts.append(f"{minutes} min")
     if secs and not days and not hours:
         parts.append(f"{secs} s")
-    return " ".join(parts) or "0 s"
+    if not parts:
+        return "moins d'une seconde" if seconds else "0 s"
+    return " ".join(parts)
 
 
 def window(calendar: BusinessCalendar) -> str:

@@ -246,7 +246,7 @@ def test_a_clock_that_restarts_on_reopened_runs_again_after_a_stop(policy: Polic
 
 def test_a_filing_on_a_weekday_holiday_says_why_it_is_outside_hours(policy: Policy) -> None:
     clock = by_sla(clocks([filed("2026-05-01T10:00:00+02:00")], policy, at("2026-05-01T11:00:00+02:00")))["intake"]
-    assert "vendredi 1 mai 2026 férié : Fête du Travail" in explanation(clock)
+    assert "vendredi 1er mai 2026 férié : Fête du Travail" in explanation(clock)
     assert clock.deadline == at("2026-05-04T12:00:00+02:00")
 
 
