@@ -36,7 +36,7 @@ from sla.events import (
     format_instant,
 )
 from sla.explain import clock_view, explanation
-from sla.policy import Policy, PolicyError
+from sla.policy import Policy, PolicyError, PolicyVersion
 from sla.ticket import Ticket
 from sla.view import antedated
 from streams.kafka_tools import read_topic
@@ -446,7 +446,7 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
     f = result.filters
     return {
         "schema": SCHEMA,
-        "generated_at": format_instant(result.generated_at),
+        "generated_at": format_instant(result.generated_at.replace(microsecond=0)),
         "source": result.source,
         "filters": {"ticket": f.ticket, "member": f.member,
                     "from": format_instant(f.filed_from) if f.filed_from else None,
@@ -460,6 +460,10 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         # Closed tickets of a whole-log replay count in the summary only (see ``replay``).
         "closed_tickets_in_summary_only": result.closed_summarized,
         "tickets": tickets,
+        # how the policy read Article 4 (quoted in the HTML and PDF), and its time zone
+        "timezone": result.policy.versions[-1].tz.key,
+        "policy_versions": [{"id": v.id, "effective_from": format_instant(v.effective_from),
+                             "readings": policy_readings(v)} for v in result.policy.versions],
     }
 
 
@@ -473,6 +477,29 @@ def _clock_doc(clock: Clock) -> dict[str, Any]:
         "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],
         "reading": reading_of(clock),
     }
+
+
+def policy_readings(version: PolicyVersion) -> list[str]:
+    """The choices a policy version makes where Article 4 leaves them open, in French."""
+    out = []
+    for calendar in version.calendars.values():
+        holidays = calendar.holidays
+        days = (f"jours fériés listés dans la politique pour {holidays.first_year}–{holidays.last_year} "
+                f"(lundi de Pentecôte {'travaillé' if holidays.whit_monday_worked else 'férié'})"
+                if holidays.days else "sans jours fériés")
+        out.append(f"Plage « {calendar.name} » {french.window(calendar)} : {french.READING[calendar.reading]} ; "
+                   f"{days}.")
+    for sla in version.slas:
+        stops = ", ".join(french.SIGNAL.get(s, s) for s in sorted(sla.stops_on))
+        out.append(f"{sla.title} : {'engagement contractuel' if sla.contractual else 'objectif interne'}, "
+                   f"le délai s'arrête {stops}.")
+    for product, exclusion in version.excluded_products.items():
+        scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous les engagements"
+        out.append(f"Produit {product} hors engagements pour : {scope} ({exclusion.reason}).")
+    out.append(f"Une date d'événement peut précéder son enregistrement de {version.max_backdate.days} jours au plus "
+               f"(agents seulement) ; au-delà de {french.duration(version.antedated_after.total_seconds())}, "
+               "le fait est signalé « antidaté » avec son auteur.")
+    return out
 
 
 def reading_of(clock: Clock) -> str | None:

@@ -1,11 +1,18 @@
-"""The dispute file in French: Markdown, HTML and PDF renderings of ``audit.dispute_file``."""
+"""The dispute file in French: Markdown, HTML and PDF renderings of ``audit.dispute_file``.
+
+HTML from a Jinja2 template (``templates/dispute.html``, autoescaped); the PDF is that same
+HTML printed by WeasyPrint, so what a member reads on screen and on paper is one document.
+"""
 
 from __future__ import annotations
 
-import html
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context, select_autoescape
 
 from sla import french
+from sla.events import parse_instant
 
 
 def _source(src: dict[str, Any]) -> str:
@@ -99,57 +106,33 @@ def to_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(prefix[s] + text + suffix.get(s, "") for s, text in lines(doc)) + "\n"
 
 
+TITLE = "Dossier de contestation — engagements de service"
+
+
+@pass_context
+def _local(context: Any, value: str | None) -> str:
+    """An instant of the file (UTC ISO 8601) in the policy's local time, with its offset."""
+    if not value:
+        return "—"
+    instant = parse_instant(value, "time")
+    tz = ZoneInfo(context["doc"].get("timezone", "Europe/Paris"))
+    offset = instant.astimezone(tz).strftime("%z")
+    return f"{french.instant(instant, tz)} (UTC{offset[:3]}:{offset[3:]})"
+
+
+_env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]),
+                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_env.filters.update(local=_local, source=_source)
+_env.globals.update(KIND=french.KIND, CHANNEL=french.CHANNEL, EVENT_TYPE=french.EVENT_TYPE, SEGMENT=french.SEGMENT)
+
+
 def to_html(doc: dict[str, Any]) -> str:
-    body = []
-    in_list = False
-    for style, text in lines(doc):
-        item = style in ("li", "li2", "alert-item")
-        if item and not in_list:
-            body.append("<ul>")
-        if not item and in_list:
-            body.append("</ul>")
-        in_list = item
-        t = html.escape(text)
-        body.append({
-            "h1": f"<h1>{t}</h1>", "h2": f"<h2>{t}</h2>", "h3": f"<h3>{t}</h3>", "h4": f"<h4>{t}</h4>",
-            "p": f"<p>{t}</p>", "ok": f'<p class="ok">{t}</p>', "alert": f'<p class="alert" role="alert">{t}</p>',
-            "li": f"<li>{t}</li>", "li2": f'<li class="sub">{t}</li>', "alert-item": f'<li class="alert">{t}</li>',
-        }[style])
-    if in_list:
-        body.append("</ul>")
-    css = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;color:#111}"
-           ".alert{background:#fde7e7;border:2px solid #a00;padding:.5rem;font-weight:bold}"
-           ".ok{background:#e7f5e7;border:1px solid #070;padding:.5rem}li.sub{margin-left:1.5rem}")
-    return (f'<!doctype html><html lang="fr"><head><meta charset="utf-8"><title>Dossier de contestation</title>'
-            f"<style>{css}</style></head><body>{''.join(body)}</body></html>\n")
+    """The dispute file as HTML: what the web view serves and what the PDF prints."""
+    return _env.get_template("dispute.html").render(doc=doc, title=TITLE)
 
 
 def to_pdf(doc: dict[str, Any]) -> bytes:
-    from fpdf import FPDF
+    """The same HTML printed by WeasyPrint: full Unicode, embedded fonts, « page N / M »."""
+    from weasyprint import HTML
 
-    pdf = FPDF(format="A4")
-    pdf.set_auto_page_break(True, margin=15)
-    pdf.add_page()
-    sizes = {"h1": 15, "h2": 13, "h3": 11.5, "h4": 10.5}
-    for style, text in lines(doc):
-        safe = _latin1(text)
-        if style in sizes:
-            pdf.set_font("Helvetica", "B", sizes[style])
-            pdf.ln(2)
-            pdf.multi_cell(0, 7, safe, new_x="LMARGIN", new_y="NEXT")
-        elif style in ("alert", "alert-item"):
-            pdf.set_font("Helvetica", "B", 10)
-            pdf.set_text_color(160, 0, 0)
-            pdf.multi_cell(0, 5, safe, new_x="LMARGIN", new_y="NEXT")
-            pdf.set_text_color(0, 0, 0)
-        else:
-            pdf.set_font("Helvetica", "", 9)
-            indent = {"li": "- ", "li2": "    - "}.get(style, "")
-            pdf.multi_cell(0, 4.8, _latin1(indent) + safe, new_x="LMARGIN", new_y="NEXT")
-    return bytes(pdf.output())
-
-
-def _latin1(text: str) -> str:
-    """The PDF core fonts speak Latin-1: typographic signs outside it are transliterated."""
-    table = str.maketrans({"—": "-", "–": "-", "…": "...", "’": "'", "œ": "oe", "Œ": "OE", "\u202f": " "})
-    return text.translate(table).encode("latin-1", "replace").decode("latin-1")
+    return bytes(HTML(string=to_html(doc)).write_pdf())

@@ -45,19 +45,6 @@ def clock_view(clock: Clock) -> dict[str, Any]:
     }
 
 
-_SIGNAL_FR = {
-    "filed": "au dépôt de la demande",
-    "acknowledged": "à la prise en compte",
-    "informed": "à la première information du demandeur",
-    "informed_with_eta": "à la communication d'un délai probable de rétablissement",
-    "answered": "à la réponse apportée à la demande",
-    "elements_complete": "à la fourniture complète des éléments nécessaires",
-    "customer_responded": "à la réponse du demandeur",
-    "waiting_for_customer": "à la mise en attente du demandeur",
-    "resolved": "à la résolution",
-    "closed": "à la clôture",
-    "reopened": "à la réouverture",
-}
 
 
 def rule_text(d: SlaDefinition) -> str:
@@ -88,7 +75,7 @@ def _explain(clock: Clock, live: bool) -> str:
                      else f"Hors engagements : {reason}.")
         return " ".join(parts)
     if not clock.cycles:
-        starts = " ou ".join(_SIGNAL_FR.get(s, s) for s in sorted(d.starts_on))
+        starts = " ou ".join(french.SIGNAL.get(s, s) for s in sorted(d.starts_on))
         parts.append(f"Délai non démarré : il court {starts} ({rule_text(d)}).")
         return " ".join(parts)
 

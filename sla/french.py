@@ -118,3 +118,18 @@ READING = {
     "ouvré": "« jour ouvrable suivant » lu comme jour ouvré : du lundi au vendredi, hors jours fériés",
     "ouvrable": "« jour ouvrable suivant » lu au sens du Code du travail : du lundi au samedi, hors jours fériés",
 }
+
+# When a clock starts or stops, as an explanation says it (sla.policy.SIGNALS).
+SIGNAL = {
+    "filed": "au dépôt de la demande",
+    "acknowledged": "à la prise en compte",
+    "informed": "à la première information du demandeur",
+    "informed_with_eta": "à la communication d'un délai probable de rétablissement",
+    "answered": "à la réponse apportée à la demande",
+    "elements_complete": "à la fourniture complète des éléments nécessaires",
+    "customer_responded": "à la réponse du demandeur",
+    "waiting_for_customer": "à la mise en attente du demandeur",
+    "resolved": "à la résolution",
+    "closed": "à la clôture",
+    "reopened": "à la réouverture",
+}
