@@ -431,6 +431,8 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     # dated by its author more than the policy allows without notice before it
                     # was recorded (« antidaté »): who did it is the actor
                     "antedated": str(e.event_id) in flagged,
+                    # an inform marked as the answer to the request (it stops the administrative week)
+                    "answer": e.type is EventType.CUSTOMER_INFORMED and bool(e.payload.get("answer")),
                 }
                 for e, r in audit.timeline
             ],

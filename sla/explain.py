@@ -56,9 +56,12 @@ def rule_text(d: SlaDefinition) -> str:
     if d.rule == "business" and d.calendar is not None:
         return f"{french.duration(d.duration_seconds)} ouvrées, {french.window(d.calendar)} hors jours fériés"
     if d.rule == "calendar":
+        start = " ou ".join(french.SIGNAL_FROM.get(s, s) for s in sorted(d.starts_on))
         if d.months:
-            return "un mois calendaire" if d.months == 1 else f"{d.months} mois calendaires"
-        return "une semaine calendaire" if d.days == 7 else f"{d.days} jours calendaires"
+            span = "un mois calendaire" if d.months == 1 else f"{d.months} mois calendaires"
+        else:
+            span = "une semaine calendaire" if d.days == 7 else f"{d.days} jours calendaires"
+        return f"{span} à compter {start}"
     return f"{french.duration(d.duration_seconds)} écoulées"
 
 

@@ -133,3 +133,14 @@ SIGNAL = {
     "closed": "à la clôture",
     "reopened": "à la réouverture",
 }
+
+# The event a calendar delay runs from (« un mois à compter de … »).
+SIGNAL_FROM = {
+    "filed": "du dépôt de la demande",
+    "acknowledged": "de la prise en compte",
+    "elements_complete": "de la fourniture complète des éléments nécessaires",
+    "informed": "de l'information du demandeur",
+    "informed_with_eta": "de la communication d'un délai probable de rétablissement",
+    "customer_responded": "de la réponse du demandeur",
+    "reopened": "de la réouverture",
+}

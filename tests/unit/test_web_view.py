@@ -102,3 +102,16 @@ def test_pages_escape_what_they_show_and_hold_no_inline_script_or_style(policy: 
         assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/web.js" defer>']
         assert not re.search(r"<style|\sstyle=|\son[a-z]+=", page)  # strict CSP: no inline style or handler
     assert 'value="/&#34;&gt;&lt;script&gt;"' in login and "x&lt;y" in login
+
+
+def test_an_antedated_fact_is_shown_with_who_dated_it_and_an_answer_as_such(policy: Policy) -> None:
+    filing = filed("2026-03-16T09:00:00+01:00", kind="administrative", channel="email")
+    events = [filing,
+              ev(EventType.ACKNOWLEDGED, "2026-03-16T10:00:00+01:00", recorded="2026-03-16T12:00:00+01:00"),
+              ev(EventType.CUSTOMER_INFORMED, "2026-03-16T12:10:00+01:00", message="Voici la réponse", answer=True)]
+    now = at("2026-03-16T12:30:00+01:00")
+    view = ticket_view(fold(events), policy, now)
+    html = ticket_page(view, events, Principal("t", "agent", None, "alice"), now, PARIS)
+    flagged = re.findall(r'badge-antedated">antidaté</span> <span class="muted">\(daté par ([^,]+),', html)
+    assert flagged == ["test"]  # one fact (the acknowledgement, two hours late), with its author
+    assert "réponse à la demande" in html
