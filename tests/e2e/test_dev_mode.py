@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,9 @@ def test_dev_mode_files_tickets_and_stops_cleanly(tmp_path: Path, stop_signal: i
         base = f"http://127.0.0.1:{port}"
         status, body = call("POST", f"{base}/api/tickets", {
             "kind": "incident", "channel": "phone", "member": "commune-de-chartres", "product": "parapheur",
-            "subject": "Parapheur inaccessible", "received_at": "2026-01-05T09:12:00+01:00"})
+            "subject": "Parapheur inaccessible",
+            # a phone call taken three days ago, typed in now by the agent (within the policy's 30 days)
+            "received_at": (datetime.now(UTC) - timedelta(days=3)).isoformat()})
         assert status == 201, body
         tid = body["ticket"]["id"]
         status, body = call("POST", f"{base}/api/tickets/{tid}/acknowledge", {})
