@@ -499,8 +499,10 @@ def policy_readings(version: PolicyVersion) -> list[str]:
         scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous les engagements"
         out.append(f"Produit {product} hors engagements pour : {scope} ({exclusion.reason}).")
     out.append(f"Une date d'événement peut précéder son enregistrement de {version.max_backdate.days} jours au plus "
-               f"(agents seulement) ; au-delà de {french.duration(version.antedated_after.total_seconds())}, "
-               "le fait est signalé « antidaté » avec son auteur.")
+               f"(agents et administrateurs ; {version.connector_max_backdate.days} jours pour le connecteur iTop, "
+               "qui reprend les dates d'iTop ; jamais pour un référent) ; au-delà de "
+               f"{french.duration(version.antedated_after.total_seconds())}, le fait est signalé « antidaté » avec "
+               "son auteur.")
     return out
 
 

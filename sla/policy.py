@@ -105,10 +105,16 @@ class PolicyVersion:
     calendars: Mapping[str, BusinessCalendar]
     slas: tuple[SlaDefinition, ...]
     # Who may date a fact: a business time may precede its recording by at most
-    # ``max_backdate`` (roles allowed to date only), and is flagged « antidaté » beyond
-    # ``antedated_after``.
+    # ``max_backdate`` (people allowed to date: agents, admins), ``connector_max_backdate``
+    # for the iTop connector (it relays iTop's own dates, its history at a first sync), and
+    # is flagged « antidaté » beyond ``antedated_after``.
     max_backdate: timedelta = timedelta(days=30)
+    connector_max_backdate: timedelta = timedelta(days=400)
     antedated_after: timedelta = timedelta(minutes=15)
+
+    def backdate_limit(self, actor: str) -> timedelta:
+        """How far back ``actor`` (``role:label``) may date a fact."""
+        return self.connector_max_backdate if actor.startswith("itop:") else self.max_backdate
     _applicable: dict[tuple[str, str], tuple[SlaDefinition, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -243,9 +249,11 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
     if not 0 < ratio < 1:
         raise PolicyError(f"{where}.warning_ratio: must be between 0 and 1 (exclusive)")
     dating = _get(raw, "dating", where, dict, {})
-    if set(dating) - {"max_backdate", "antedated_after"}:
-        raise PolicyError(f"{where}.dating: max_backdate and antedated_after only")
+    if set(dating) - {"max_backdate", "connector_max_backdate", "antedated_after"}:
+        raise PolicyError(f"{where}.dating: max_backdate, connector_max_backdate and antedated_after only")
     max_backdate = timedelta(seconds=parse_duration(dating.get("max_backdate", 30 * 86400), f"{where}.dating"))
+    connector_max_backdate = timedelta(seconds=parse_duration(dating.get("connector_max_backdate", 400 * 86400),
+                                                              f"{where}.dating"))
     antedated_after = timedelta(seconds=parse_duration(dating.get("antedated_after", 900), f"{where}.dating"))
 
     pinned = _non_working_days(raw, where)
@@ -290,6 +298,7 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
         tz=tz,
         warning_ratio=ratio,
         max_backdate=max_backdate,
+        connector_max_backdate=connector_max_backdate,
         antedated_after=antedated_after,
         excluded_products=excluded,
         calendars=calendars,

@@ -198,7 +198,7 @@ class TicketProcessor:
         judges the ticket (for a filing, the one in force at its date)."""
         at = ticket.filed_at if ticket is not None and ticket.filed_at is not None else command.occurred_at or now
         try:
-            return self.policy.version_for(at).max_backdate
+            return self.policy.version_for(at).backdate_limit(command.actor)
         except PolicyError:
             return None  # no version judges it: the filing is refused below
 

@@ -43,3 +43,10 @@ def test_antedated_facts_are_flagged_with_who_dated_them(policy: Policy) -> None
 def test_within_the_flag_threshold_nothing_is_flagged(policy: Policy) -> None:
     events = [filed("2026-11-23T09:00:00+01:00", recorded="2026-11-23T09:10:00+01:00")]  # 10 min < 15 min
     assert ticket_view(fold(events), policy, NOW)["antedated"] == []
+
+
+def test_the_itop_connector_may_date_its_history_further_back(policy: Policy) -> None:
+    """It relays iTop's own dates (a first sync reads months of history); a person may not."""
+    version = policy.versions[0]
+    assert version.backdate_limit("itop:sync") == timedelta(days=400)
+    assert version.backdate_limit("agent:alice") == version.backdate_limit("admin:root") == timedelta(days=30)
