@@ -413,7 +413,8 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         today = _clocks(audit.full_log, result.policy, now) if result.filters.as_of else []
         known = audit.known_then
         assert known is not None
-        flagged = {a["event_id"]: a for a in antedated(known, result.policy)}
+        # from the whole log: an --as-of view still flags a fact dated back into its past
+        flagged = {a["event_id"]: a for a in antedated(audit.full_log or known, result.policy)}
         for clock in then:
             summary[clock.sla].add(ticket_id, known.member, clock)
         tickets.append({
@@ -496,8 +497,10 @@ def policy_readings(version: PolicyVersion) -> list[str]:
         out.append(f"{sla.title} : {'engagement contractuel' if sla.contractual else 'objectif interne'}, "
                    f"le délai s'arrête {stops}.")
     for product, exclusion in version.excluded_products.items():
-        scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous les engagements"
-        out.append(f"Produit {product} hors engagements pour : {scope} ({exclusion.reason}).")
+        scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous"
+        kinds = (" ; demandes concernées : " + ", ".join(french.KIND.get(k, k) for k in sorted(exclusion.kinds))
+                 if exclusion.kinds is not None else "")
+        out.append(f"Produit {product} : {exclusion.reason.rstrip('.')} — engagements concernés : {scope}{kinds}.")
     out.append(f"Une date d'événement peut précéder son enregistrement de {version.max_backdate.days} jours au plus "
                f"(agents et administrateurs ; {version.connector_max_backdate.days} jours pour le connecteur iTop, "
                "qui reprend les dates d'iTop ; jamais pour un référent) ; au-delà de "

@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from .errors import PolicyError
+
 # Calendars are asked about dates a few years around "now"; beyond this range a
 # policy would have to be re-published anyway.
 _MAX_SCAN_DAYS = 3660
 
 
-class UncoveredDate(ValueError):
-    """A day outside the years a policy version lists non-working days for."""
+class UncoveredDate(PolicyError):
+    """A day outside the years a policy version lists non-working days for: the policy
+    cannot judge it (refused like any policy error, never guessed)."""
 
 
 def easter(year: int) -> date:
@@ -88,7 +91,9 @@ class BusinessCalendar:
     close_at: time
     weekdays: frozenset[int] = frozenset(range(5))  # Monday=0 … Friday=4
     holidays: NonWorkingDays = NO_HOLIDAYS
-    reading: str = "ouvré"  # how « jour ouvrable suivant » is read: ouvré (mon–fri) or ouvrable (mon–sat)
+    # How « jour ouvrable suivant » is read: "ouvré" (the window's weekdays) or "ouvrable"
+    # (Monday to Saturday); the window itself stays on ``weekdays``.
+    reading: str = "ouvré"
     # Memo tables: deadlines are computed for every ticket on every evaluation.
     _working: dict[date, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
     _instants: dict[tuple[date, time], datetime] = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -145,13 +150,25 @@ class BusinessCalendar:
         local = instant.astimezone(self.tz)
         return self.is_working_day(local.date()) and self.open_at <= local.time().replace(tzinfo=None) <= self.close_at
 
+    def is_next_day(self, day: date) -> bool:
+        """A day « du jour ouvrable suivant » may be, as the calendar's ``reading`` says: a jour
+        ouvré (its window's weekdays) or a jour ouvrable (Monday to Saturday), never a holiday."""
+        if self.reading == "ouvrable":
+            return day.weekday() < 6 and not self.is_holiday(day)
+        return self.is_working_day(day)
+
     def next_opening_after(self, instant: datetime) -> datetime:
-        """The first window opening strictly after ``instant`` (UTC)."""
+        """The first opening strictly after ``instant`` (UTC) on a day « du jour ouvrable
+        suivant » (``is_next_day``): the window's hours, that day."""
         local = instant.astimezone(self.tz)
         day = local.date()
-        if self.is_working_day(day) and local.time().replace(tzinfo=None) < self.open_at:
+        if self.is_next_day(day) and local.time().replace(tzinfo=None) < self.open_at:
             return self.at(day, self.open_at)
-        return self.at(self.next_working_day(day), self.open_at)
+        for _ in range(_MAX_SCAN_DAYS):
+            day += timedelta(days=1)
+            if self.is_next_day(day):
+                return self.at(day, self.open_at)
+        raise ValueError(f"calendar {self.name}: no working day within ten years after {day}")
 
     def open_intervals(self, start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime]]:
         """The open windows intersecting ``[start, end)``, clipped to it, in order."""

@@ -212,7 +212,7 @@ def evaluate(ticket: Ticket, policy: Policy, now: datetime) -> list[Clock]:
     marks = sorted(ticket.marks)  # by business time, then log position
     applicable = version.slas_for(ticket.kind, ticket.channel)
     found = [_evaluate_one(ticket, definition, version, marks, now,
-                           version.excluded_reason(ticket.product, definition.name))
+                           version.excluded_reason(ticket.product, definition.name, ticket.kind))
              for definition in applicable]
     if ticket.facts:
         # A breach recorded under an SLA that no longer applies (the ticket was reclassified

@@ -48,7 +48,9 @@ def instant(value: datetime, tz: ZoneInfo) -> str:
 
 def duration(seconds: float) -> str:
     """« 2 h 15 min », « 3 j 4 h », « 45 s »."""
-    total = round(abs(seconds))
+    if 0 < abs(seconds) < 1:
+        return "moins d'une seconde"
+    total = int(abs(seconds) + 0.5)  # half up: 1.5 s late reads « 2 s », 2.5 s « 3 s »
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -115,7 +117,8 @@ VERDICT = {
 
 # How a calendar reads « jour ouvrable suivant » (Article 4), stated in the dispute file.
 READING = {
-    "ouvré": "« jour ouvrable suivant » lu comme jour ouvré : du lundi au vendredi, hors jours fériés",
+    "ouvré": "« jour ouvrable suivant » lu comme jour ouvré : un jour de la plage (du lundi au vendredi), hors "
+             "jours fériés",
     "ouvrable": "« jour ouvrable suivant » lu au sens du Code du travail : du lundi au samedi, hors jours fériés",
 }
 

@@ -27,7 +27,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .calendar import NO_HOLIDAYS, BusinessCalendar, NonWorkingDays, whit_monday
+from .errors import PolicyError
 from .events import CHANNELS, KINDS
+
+__all__ = ["Exclusion", "Policy", "PolicyError", "PolicyVersion", "SlaDefinition", "parse_duration", "parse_policy"]
 
 RULES = ("window", "elapsed", "business", "calendar")
 # What a ticket's events say, as far as clocks are concerned (see ``sla.ticket.signals_of``).
@@ -47,13 +50,9 @@ SIGNALS = frozenset(
     }
 )
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
-# How a calendar reads « jour ouvrable suivant » (Article 4): its working weekdays.
-READINGS = {"ouvré": frozenset(range(5)), "ouvrable": frozenset(range(6))}
+# How a calendar reads « jour ouvrable suivant » (Article 4): see BusinessCalendar.is_next_day.
+READINGS = ("ouvré", "ouvrable")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-
-
-class PolicyError(ValueError):
-    """The policy file is invalid; the message names the version, SLA and field."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +91,7 @@ class Exclusion:
 
     reason: str
     slas: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None  # the request classes concerned (None: all)
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,11 @@ class PolicyVersion:
         default_factory=dict, repr=False, compare=False
     )
 
-    def excluded_reason(self, product: str, sla: str) -> str | None:
-        """Why ``sla`` does not apply to a ticket about ``product`` (None: it applies)."""
+    def excluded_reason(self, product: str, sla: str, kind: str) -> str | None:
+        """Why ``sla`` does not apply to a ``kind`` of request about ``product`` (None: it applies)."""
         exclusion = self.excluded_products.get(product)
-        if exclusion is None or (exclusion.slas is not None and sla not in exclusion.slas):
+        if (exclusion is None or (exclusion.slas is not None and sla not in exclusion.slas)
+                or (exclusion.kinds is not None and kind not in exclusion.kinds)):
             return None
         return exclusion.reason
 
@@ -131,6 +132,7 @@ class PolicyVersion:
         its calendars list the non-working days of the filing day and of the two months after
         (the longest deadline is a month, plus a pause)."""
         first, last = (instant.astimezone(self.tz).date() for instant in (filed_at, filed_at + timedelta(days=62)))
+        # (both ends: a filing before the first listed year, or a deadline past the last)
         for calendar in self.calendars.values():
             for day in (first, last):
                 if not calendar.holidays.covers(day):
@@ -255,6 +257,8 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
     connector_max_backdate = timedelta(seconds=parse_duration(dating.get("connector_max_backdate", 400 * 86400),
                                                               f"{where}.dating"))
     antedated_after = timedelta(seconds=parse_duration(dating.get("antedated_after", 900), f"{where}.dating"))
+    if antedated_after < timedelta(minutes=1):
+        raise PolicyError(f"{where}.dating.antedated_after: at least 1 minute (finer gaps are transmission delays)")
 
     pinned = _non_working_days(raw, where)
     calendars: dict[str, BusinessCalendar] = {}
@@ -263,9 +267,9 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
         days = _get(cal, "weekdays", cwhere, list, ["mon", "tue", "wed", "thu", "fri"])
         weekdays = frozenset(_WEEKDAYS[d] for d in _names(days, tuple(_WEEKDAYS), f"{cwhere}.weekdays"))
         reading = _get(cal, "reading", cwhere, str, "ouvré")
-        if READINGS.get(reading) != weekdays:
-            raise PolicyError(f"{cwhere}.reading: {reading!r} must be one of {sorted(READINGS)} and match the "
-                              "weekdays (ouvré: mon–fri; ouvrable: mon–sat)")
+        if reading not in READINGS:
+            raise PolicyError(f"{cwhere}.reading: 'ouvré' (the window's weekdays) or 'ouvrable' (Monday to "
+                              "Saturday) for « jour ouvrable suivant »")
         if isinstance(cal.get("holidays"), str):
             raise PolicyError(f"{cwhere}.holidays: true or false (the version's non_working_days); a country code "
                               "is no longer read at run time: pin the days with `slaledger policy holidays`")
@@ -316,13 +320,15 @@ def _exclusions(raw: Mapping[str, Any], where: str, slas: list[str]) -> dict[str
             out[str(product)] = Exclusion(spec)
             continue
         pwhere = f"{where}.{product}"
-        if not isinstance(spec, dict) or set(spec) - {"reason", "slas"}:
-            raise PolicyError(f"{pwhere}: a reason, or a table with reason and slas")
+        if not isinstance(spec, dict) or set(spec) - {"reason", "slas", "kinds"}:
+            raise PolicyError(f"{pwhere}: a reason, or a table with reason, slas and kinds")
         names = _get(spec, "slas", pwhere, list)
         unknown = sorted(set(names) - set(slas))
         if unknown:
             raise PolicyError(f"{pwhere}.slas: unknown SLA(s) {unknown}")
-        out[str(product)] = Exclusion(_get(spec, "reason", pwhere, str), frozenset(names))
+        kinds = _get(spec, "kinds", pwhere, list, None)
+        out[str(product)] = Exclusion(_get(spec, "reason", pwhere, str), frozenset(names),
+                                      None if kinds is None else _names(kinds, KINDS, f"{pwhere}.kinds"))
     return out
 
 

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from . import french
 from .events import (
     SLA_FACT_TYPES,
     Event,
@@ -150,6 +151,9 @@ class Command:
     command_id: uuid.UUID = field(default_factory=uuid.uuid4)
     reply: bool = False  # someone (an HTTP caller) waits for the outcome
     scope_member: str | None = None  # a referent's command: only that member's tickets exist for it
+    # When the GIP received it (the API): its recording time, even if the worker decides it
+    # later (a backlog must not make a member's filing look dated by them). None: decision time.
+    received_at: datetime | None = None
 
 
 class Mark(NamedTuple):
@@ -324,9 +328,16 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
         raise DomainError("La date de l'événement doit préciser son fuseau horaire (ex. +01:00).", "invalid")
     if occurred > now + CLOCK_SKEW:
         raise DomainError("La date de l'événement est dans le futur.", "invalid")
-    if max_backdate is not None and now - occurred > max_backdate:
-        raise DomainError(f"La date de l'événement remonte à plus de {max_backdate.days} jours avant son "
-                          "enregistrement : la politique ne permet pas de dater un fait aussi loin.", "invalid")
+    # never ahead of its recording: a date a few seconds ahead (clocks of desks and servers
+    # differ) is the recording time itself
+    occurred = min(occurred, now)
+    # recorded when the GIP received it (the API's reception), even if decided later
+    recorded = min(max(command.received_at or now, occurred), now)
+    if max_backdate is not None and recorded - occurred > max_backdate:
+        limit = (f"{max_backdate.days} jours" if max_backdate == timedelta(days=max_backdate.days)
+                 else french.duration(max_backdate.total_seconds()))
+        raise DomainError(f"La date de l'événement remonte à plus de {limit} avant son enregistrement : la "
+                          "politique ne permet pas de dater un fait aussi loin.", "invalid")
 
     if command.type is CommandType.FILE:
         if ticket is not None and ticket.exists:
@@ -359,7 +370,7 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
             COMMAND_EVENT[command.type],
             command.ticket_id,
             occurred_at=occurred,
-            recorded_at=now,
+            recorded_at=recorded,
             actor=command.actor,
             payload=command.payload,
             event_id=command_event_id(command.command_id),

@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 CREATED, ACCEPTED = "created", "accepted"  # a filing / any other command, applied
 REFUSED = ("conflict", "invalid", "not_found")  # sla.ticket.DomainError.code
 RESULTS = frozenset({CREATED, ACCEPTED, *REFUSED})
+# Outcomes written by workers of an earlier release (HTTP statuses), read during a rolling deploy.
+_LEGACY_STATUS = {201: CREATED, 200: ACCEPTED, 404: "not_found", 409: "conflict", 422: "invalid"}
 
 
 class CommandDecodeError(ValueError):
@@ -53,6 +55,8 @@ def encode_command(command: Command) -> bytes:
         "reply": command.reply,
         "scope_member": command.scope_member,
     }
+    if command.received_at is not None:
+        body["received_at"] = command.received_at.isoformat()
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -63,8 +67,9 @@ def decode_command(data: bytes) -> Command:
         raise CommandDecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise CommandDecodeError("command: must be a JSON object")
-    expected = {"command_id", "type", "ticket_id", "actor", "payload", "occurred_at", "reply", "scope_member"}
-    optional = {"reply", "scope_member"}
+    expected = {"command_id", "type", "ticket_id", "actor", "payload", "occurred_at", "reply", "scope_member",
+                "received_at"}
+    optional = {"reply", "scope_member", "received_at"}
     if not set(raw) <= expected or not expected - optional <= set(raw):
         raise CommandDecodeError(f"command: fields must be {sorted(expected)} ({', '.join(sorted(optional))} optional)")
     try:
@@ -72,6 +77,7 @@ def decode_command(data: bytes) -> Command:
         command_id = uuid.UUID(str(raw["command_id"]))
         ticket_id = validate_ticket_id(raw["ticket_id"])
         occurred = parse_instant(raw["occurred_at"], "occurred_at") if raw["occurred_at"] is not None else None
+        received = parse_instant(raw["received_at"], "received_at") if raw.get("received_at") is not None else None
     except (ValueError, EventDecodeError) as exc:
         raise CommandDecodeError(str(exc)) from None
     if not isinstance(raw["payload"], dict) or not isinstance(raw["actor"], str):
@@ -80,7 +86,7 @@ def decode_command(data: bytes) -> Command:
     if scope is not None and not isinstance(scope, str):
         raise CommandDecodeError("command: scope_member must be a string")
     return Command(command_type, ticket_id, raw["actor"], raw["payload"], occurred, command_id,
-                   reply=bool(raw.get("reply", False)), scope_member=scope)
+                   reply=bool(raw.get("reply", False)), scope_member=scope, received_at=received)
 
 
 def command_id_of(data: bytes) -> str | None:
@@ -110,6 +116,8 @@ class Outcome:
         """Raises ValueError on anything but an outcome."""
         try:
             raw = json.loads(data or b"")
+            if "result" not in raw and "status" in raw:  # written by a worker before 2026-11-29
+                raw["result"] = _LEGACY_STATUS.get(int(raw["status"]), "conflict")
             outcome = cls(str(raw["command_id"]), str(raw["result"]), dict(raw["body"]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not an outcome: {exc}") from None
@@ -146,7 +154,7 @@ class TicketProcessor:
                    refused: Mapping[str, tuple[str, dict[str, Any]]] | None = None) -> Step:
         """Decide a command. ``refused``: the ticket's remembered refusals, by command id; a
         refused command delivered again (at-least-once) gets its first answer, never a
-        second decision against a newer state (a ``close`` refused with 409 must not apply
+        second decision against a newer state (a ``close`` refused (conflict) must not apply
         later)."""
         try:
             command = decode_command(data)

@@ -145,8 +145,10 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
         raise BadRequest(422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
                          unknown[0])
     payload = {k: v for k, v in body.items() if k != time_field}
-    # Business time defaults to the moment the request arrived, not when the agent gets to it.
-    occurred: datetime | None = datetime.now(UTC)
+    # Business time defaults to the moment the request arrived, not when the agent gets to it;
+    # that moment is also the fact's recording time.
+    received = datetime.now(UTC)
+    occurred: datetime | None = received
     if body.get(time_field) is not None:
         if who.role not in DATING_ROLES:
             # A member's own account could otherwise manufacture breaches (a filing dated a
@@ -165,7 +167,7 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
     scope = who.member if who.role == "referent" else None
     command_id = keyed_command_id(key, who, command_type, ticket_id, body) if key is not None else uuid.uuid4()
     return Command(command_type, ticket_id, who.actor, payload, occurred, command_id, reply=True,
-                   scope_member=scope)
+                   scope_member=scope, received_at=received)
 
 
 async def read_json(request: Request) -> Any:

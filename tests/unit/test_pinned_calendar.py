@@ -6,7 +6,8 @@ ouvrable » are explicit settings."""
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
@@ -23,6 +24,7 @@ from tests.conftest import ev, filed
 
 # Filings around the holidays of 2026 (Easter Monday, 1 May, Ascension, Whit Monday, 14 July,
 # 11 November, Christmas), some acknowledged, judged at one instant.
+PARIS = ZoneInfo("Europe/Paris")
 FILINGS = ["2026-04-03T17:00:00+02:00", "2026-04-30T16:30:00+02:00", "2026-05-13T18:00:00+02:00",
            "2026-05-22T15:59:00+02:00", "2026-07-13T17:00:00+02:00", "2026-11-10T19:00:00+01:00",
            "2026-12-24T16:01:00+01:00", "2027-05-14T17:00:00+02:00"]
@@ -145,10 +147,16 @@ def re_sub_table(text: str) -> str:
     return re.sub(r"\[versions\.non_working_days\].*?(?=\[versions\.calendars)", "", text, flags=re.S)
 
 
-def test_reading_must_match_the_weekdays() -> None:
+def test_the_ouvrable_reading_makes_saturday_the_next_day_not_a_window_day() -> None:
     text = _with_days("holiday", drop_whit=False).replace('close = "18:00"', 'close = "18:00"\nreading = "ouvrable"')
+    calendar = parse_policy(text).versions[0].calendars["support"]
+    friday_evening = datetime(2026, 12, 11, 19, 0, tzinfo=PARIS)
+    assert not calendar.in_window(datetime(2026, 12, 12, 10, 0, tzinfo=PARIS))  # the window stays Mon–Fri
+    assert calendar.next_opening_after(friday_evening) == datetime(2026, 12, 12, 9, 0, tzinfo=PARIS)
+    ouvre = parse_policy(_with_days("holiday", drop_whit=False)).versions[0].calendars["support"]
+    assert ouvre.next_opening_after(friday_evening) == datetime(2026, 12, 14, 9, 0, tzinfo=PARIS)
     with pytest.raises(PolicyError, match="reading"):
-        parse_policy(text)
+        parse_policy(text.replace('reading = "ouvrable"', 'reading = "ouvrés"'))
 
 
 @pytest.mark.parametrize("year", range(2024, 2036))

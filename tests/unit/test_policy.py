@@ -21,10 +21,11 @@ def test_default_policy_encodes_article_4(policy) -> None:  # type: ignore[no-un
     # 2026.1 as it judged until December 2026; 2026.2 reads Article 4 exactly
     assert {s.name: s for s in first.slas}["administrative_answer"].stops_on == {"informed", "informed_with_eta",
                                                                                "resolved"}
-    assert all(first.excluded_reason("local-trust-mpe", s.name) for s in first.slas)
+    assert all(first.excluded_reason("local-trust-mpe", s.name, "administrative") for s in first.slas)
     assert {s.name: s for s in second.slas}["administrative_answer"].stops_on == {"answered", "resolved"}
-    assert [s.name for s in second.slas if second.excluded_reason("local-trust-mpe", s.name)] == [
+    assert [s.name for s in second.slas if second.excluded_reason("local-trust-mpe", s.name, "incident")] == [
         "intake", "incident_eta", "incident_update"]
+    assert not any(second.excluded_reason("local-trust-mpe", s.name, "administrative") for s in second.slas)
     assert second.effective_from.isoformat() == "2026-12-01T00:00:00+01:00"
 
 

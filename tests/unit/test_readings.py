@@ -38,10 +38,14 @@ def test_the_vendor_exclusion_applies_per_clause(policy: Policy) -> None:
         events = [filed(when, kind=kind, product="local-trust-mpe")]
         return {c.sla: c.status for c in evaluate(fold(events), policy, at(when))}
 
+    support = statuses("2026-12-07T10:00:00+01:00", "assistance")
+    assert support["intake"] is ClockStatus.EXCLUDED  # a support request: taken into account by ATEXO
+    incident = statuses("2026-12-07T10:00:00+01:00", "incident")
+    assert incident["intake"] is ClockStatus.EXCLUDED
     december = statuses("2026-12-07T10:00:00+01:00", "administrative")
-    assert december["intake"] is ClockStatus.EXCLUDED  # taken into account by ATEXO
-    assert december["administrative_answer"] is ClockStatus.RUNNING  # still the GIP's to answer
-    assert statuses("2026-12-07T10:00:00+01:00", "go_live")["intake"] is ClockStatus.EXCLUDED
+    assert december["intake"] is ClockStatus.RUNNING  # an administrative request is the GIP's, intake included
+    assert december["administrative_answer"] is ClockStatus.RUNNING
+    assert statuses("2026-12-07T10:00:00+01:00", "go_live")["intake"] is ClockStatus.RUNNING
     november = statuses("2026-11-23T10:00:00+01:00", "administrative")
     assert set(november.values()) == {ClockStatus.EXCLUDED}  # 2026.1 excluded every clause
 

@@ -115,3 +115,11 @@ def test_an_antedated_fact_is_shown_with_who_dated_it_and_an_answer_as_such(poli
     flagged = re.findall(r'badge-antedated">antidaté</span> <span class="muted">\(daté par ([^,]+),', html)
     assert flagged == ["test"]  # one fact (the acknowledgement, two hours late), with its author
     assert "réponse à la demande" in html
+
+
+def test_antedated_facts_are_shown_even_without_the_archive(policy: Policy) -> None:
+    events = [filed("2026-03-16T09:00:00+01:00"),
+              ev(EventType.ACKNOWLEDGED, "2026-03-16T10:00:00+01:00", recorded="2026-03-16T12:00:00+01:00")]
+    now = at("2026-03-16T12:30:00+01:00")
+    html = ticket_page(ticket_view(fold(events), policy, now), None, Principal("t", "agent", None, "a"), now, PARIS)
+    assert "Chronologie indisponible" in html and "Prise en compte daté par test" in html
