@@ -23,13 +23,17 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
 from projections.alerts import start_alert_pusher
+from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
 from projections.lag import LagProbe
 from projections.metrics import ProjectionCollector
 from projections.migrate import create_schema
 from projections.projector import run_projector
-from projections.queries import list_tickets
+from projections.queries import list_tickets, ticket_events
 from projections.rebuild import rebuild as rebuild_projection
+from projections.report import to_html, to_markdown, to_pdf
 from projections.tokens import TokenStore
+from sla.events import Event
+from sla.policy import Policy
 from sla.ticket import Ticket
 from streams.app import Pipeline
 
@@ -56,6 +60,28 @@ class TicketLists:
             None, lambda: list_tickets(engine, statuses=statuses, member=member))
 
 
+@dataclass(frozen=True)
+class SqlArchive:
+    """The archive port: the SQL archive's timeline and dispute files."""
+
+    engine: Any
+    policy: Policy
+
+    def events(self, ticket_id: str) -> list[Event]:
+        return ticket_events(self.engine, ticket_id)
+
+    def dispute_file(self, ticket_id: str, fmt: str) -> tuple[bytes, bool] | None:
+        result = replay(archive_records(self.engine), self.policy, Filters(ticket=ticket_id), source="archive",
+                        engine=self.engine)
+        if ticket_id not in result.tickets:
+            return None
+        doc = dispute_file(result)
+        if fmt == "pdf":
+            return to_pdf(doc), result.ok
+        text = {"json": stable_json, "md": to_markdown, "html": to_html}[fmt](doc)
+        return text.encode(), result.ok
+
+
 def build_worker(settings: Settings) -> Pipeline:
     """The worker with its API, web pages and (``settings.demo``) demo feeder attached.
     Raises ValueError on settings that cannot work together."""
@@ -67,7 +93,7 @@ def build_worker(settings: Settings) -> Pipeline:
     pipeline = Pipeline(settings, policy)
     ports = Ports(tickets=pipeline, commands=pipeline, finder=TicketLists(engine, pipeline), worker=pipeline,
                   policy=policy, auth=TokenStore(engine) if settings.auth and engine is not None else None,
-                  archive=engine)
+                  archive=SqlArchive(engine, policy) if engine is not None else None)
     register(pipeline.app, pipeline.tickets, ports)
     if settings.demo:
         from .demo import DemoFeeder

@@ -279,7 +279,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
         with open(args.output, "wb") as out:
             out.write(rendered if isinstance(rendered, bytes) else rendered.encode())
     else:
-        sys.stdout.write(rendered if isinstance(rendered, str) else rendered.decode("latin-1"))
+        sys.stdout.write(rendered if isinstance(rendered, str) else rendered.decode())
     if not result.ok:
         print(f"slaledger: integrity check failed: {len(result.findings)} finding(s)", file=sys.stderr)
         return 1

@@ -1,1 +1,2 @@
-"""Kafka stream processing (Faust): topics, agents, timers, the HTTP command API."""
+"""Kafka only: topics, Kafka tools and security, the brokers (embedded Tansu, Apache Kafka), the
+table store, and the Faust worker (single writer per ticket, deadline timer, outcomes)."""

@@ -33,7 +33,6 @@ import faust
 import structlog
 from faust.web import Request, Response, View
 
-from projections.queries import ticket_events
 from projections.tokens import Principal
 from sla.events import KINDS, Event
 from sla.ticket import Status
@@ -211,9 +210,9 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             at = now()
             view = ticket_view(ticket, ports.policy, at)
             events: list[Event] | None = None
-            engine = ports.archive
-            if engine is not None:
-                events = await asyncio.get_running_loop().run_in_executor(None, ticket_events, engine, ticket_id)
+            archive = ports.archive
+            if archive is not None:
+                events = await asyncio.get_running_loop().run_in_executor(None, archive.events, ticket_id)
             return html_response(self, render.ticket_page(view, events, who, at, tz))
 
     @app.page("/login")
@@ -281,11 +280,10 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             if fmt not in DISPUTE_FORMATS:
                 return self.json({"error": f"format must be one of {', '.join(DISPUTE_FORMATS)}", "field": "format"},
                                  status=422)
-            engine = ports.archive
-            if engine is None:
+            archive = ports.archive
+            if archive is None:
                 return self.json({"error": "no event archive on this worker (SLALEDGER_DATABASE_URL)"}, status=404)
-            rendered = await asyncio.get_running_loop().run_in_executor(None, render_dispute_file, engine,
-                                                                         ports.policy, ticket_id, fmt)
+            rendered = await asyncio.get_running_loop().run_in_executor(None, archive.dispute_file, ticket_id, fmt)
             if rendered is None:
                 return self.json({"error": f"ticket {ticket_id} not found in the archive"}, status=404)
             content, ok = rendered
@@ -296,18 +294,3 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
                 "Content-Type": content_type, "Content-Disposition": f'attachment; filename="{filename}"',
                 "X-Slaledger-Integrity": "ok" if ok else "failed", "Cache-Control": "no-store",
                 "X-Content-Type-Options": "nosniff"})
-
-
-def render_dispute_file(engine: Any, policy: Any, ticket_id: str, fmt: str) -> tuple[bytes, bool] | None:
-    """(file, integrity ok) or None when the archive has no such ticket."""
-    from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
-    from projections.report import to_html, to_markdown, to_pdf
-
-    result = replay(archive_records(engine), policy, Filters(ticket=ticket_id), source="archive", engine=engine)
-    if ticket_id not in result.tickets:
-        return None
-    doc = dispute_file(result)
-    if fmt == "pdf":
-        return to_pdf(doc), result.ok
-    text = {"json": stable_json, "md": to_markdown, "html": to_html}[fmt](doc)
-    return text.encode(), result.ok

@@ -1,8 +1,10 @@
-"""What the HTTP layer needs from the rest of the product: four narrow ports.
+"""What the HTTP layer needs from the rest of the product: narrow ports.
 
-The API and the web pages never see the Faust worker, the SQL engine or the token store
-as such: ``slaledger.bootstrap`` wires implementations of these into a ``Ports`` value.
-A test can hand in fakes; following a request stays inside ``slaledger/web/``.
+Read a ticket, send a command and await its outcome, list tickets, authenticate, tell
+readiness, and read the archive (a ticket's timeline and its dispute file). The API and the
+web pages never see the Faust worker, the SQL engine or the token store as such:
+``slaledger.bootstrap`` wires implementations of these into a ``Ports`` value. A test can
+hand in fakes; following a request stays inside ``slaledger/web/``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from projections.tokens import Principal
+from sla.events import Event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket
 from streams.processor import Outcome
@@ -42,6 +45,15 @@ class Authenticator(Protocol):
         """The principal of a bearer token (None: unknown or revoked). May block (SQL)."""
 
 
+class Archive(Protocol):
+    def events(self, ticket_id: str) -> list[Event]:
+        """The ticket's events as archived, in archive order (may block: SQL)."""
+
+    def dispute_file(self, ticket_id: str, fmt: str) -> tuple[bytes, bool] | None:
+        """The ticket's dispute file in ``fmt`` (json, md, html, pdf) replayed from the archive
+        with its chain verified, and whether its integrity holds; None: no such ticket."""
+
+
 class WorkerStatus(Protocol):
     def status(self) -> dict[str, Any]:
         """Readiness as ``/readyz`` shows it; ``"ready"`` is the verdict."""
@@ -55,4 +67,4 @@ class Ports:
     worker: WorkerStatus
     policy: Policy
     auth: Authenticator | None = None  # None: authentication off (a worker nobody can reach)
-    archive: Any = None  # SQLAlchemy engine of the SQL archive (timeline, dispute file); None: not shown
+    archive: Archive | None = None  # None: no SQL archive configured (no timeline, no dispute file)
