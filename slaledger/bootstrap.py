@@ -109,6 +109,28 @@ def engine_for(settings: Settings) -> Engine:
     return create_engine(settings.database, pool_pre_ping=True)
 
 
+def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,
+                     registry: CollectorRegistry | None) -> None:
+    """What the projector serves besides its SQL rows: the SLA metrics (with the consumer
+    lag measured apart) in ``registry``, and the per-ticket alerts pushed to Alertmanager."""
+    if registry is not None:
+        registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
+    if settings.alertmanager_url:
+        start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
+                           stop)
+
+
+def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,
+                           registry: CollectorRegistry) -> threading.Thread:
+    """The projector in a thread of this process (``slaledger dev``), with its read side."""
+    thread = threading.Thread(target=run_projector, name="projector", daemon=True,
+                              args=(engine, settings.bootstrap, policy),
+                              kwargs={"follow": True, "should_stop": stop.is_set})
+    thread.start()
+    attach_read_side(settings, engine, policy, stop, registry)
+    return thread
+
+
 def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True) -> int:
     """The projector process: migrate, project (follow the topic), serve /metrics, push alerts,
     stop on SIGTERM."""
@@ -129,12 +151,11 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
     signal.signal(signal.SIGINT, on_signal)
     if settings.metrics_port:
         registry = CollectorRegistry()
-        registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
         start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
         log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
-    if settings.alertmanager_url:
-        start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
-                               stop)
+    else:
+        registry = None
+    attach_read_side(settings, engine, policy, stop, registry)
     applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set)
     log.info("projector stopped", events_applied=applied)
     return 0

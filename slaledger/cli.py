@@ -450,18 +450,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from prometheus_client import REGISTRY
 
-    from projections.alerts import start_alert_pusher
-    from projections.lag import LagProbe
-    from projections.metrics import ProjectionCollector
     from projections.migrate import create_schema
-    from projections.projector import run_projector
     from projections.restore import restore_archive
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.kafka_broker import BrokerError, KafkaCluster
     from streams.topics import create_topics
 
-    from .bootstrap import engine_for
+    from .bootstrap import engine_for, start_projector_thread
 
     base = _settings(args, log_format="console")
     configure_logging(base.log_format, base.log_level)
@@ -497,15 +493,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             ensure_token(engine, dev_token, "agent", "dev")
         except TokenError as exc:
             raise UsageError(f"SLALEDGER_DEV_TOKEN: {exc}") from None
-        policy = settings.policy()
-        projector = threading.Thread(
-            target=run_projector, name="projector", daemon=True,
-            args=(engine, settings.bootstrap, policy), kwargs={"follow": True, "should_stop": stop.is_set})
-        projector.start()
-        REGISTRY.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
-        if settings.alertmanager_url:
-            start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
-                               stop)
+        projector = start_projector_thread(settings, engine, settings.policy(), stop, REGISTRY)
         print(f"slaledger dev: http://{settings.web_host}:{settings.web_port}/  "
               f"(web view /, API /api/tickets, metrics /metrics, broker {settings.bootstrap}, "
               f"database {settings.database}, {restored} archived events restored); Ctrl-C stops\n"
