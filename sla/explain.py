@@ -93,7 +93,7 @@ def _explain(clock: Clock, live: bool) -> str:
                     f"(attente du demandeur)."
                 )
         if cycle.pauses and cycle.paused_at is None and not cycle.overdue:
-            parts.append(f"Échéance reportée au {french.instant(cycle.deadline, tz)}.")
+            parts.append(f"Échéance reportée au {french.instant(cycle.deadline, tz)}{_gap_note(d, cycle, tz)}.")
         parts.append(_verdict(d, cycle, clock.now, tz, live=live))
     for deadline, _ in clock.retracted:
         parts.append(
@@ -123,14 +123,20 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
         ]
         note = f" ({', '.join(holidays)})" if holidays else ""
         return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
-    note = ""
-    if d.rule == "calendar":
-        start, end = cycle.start.astimezone(tz), initial.astimezone(tz)
-        if (start.hour, start.minute) != (end.hour, end.minute):
-            # same wall time a week or a month later, unless the spring change skips it
-            note = (f" ; {french.clock_time(start.time())} n'existe pas ce jour-là (passage à l'heure d'été) : "
-                    f"échéance à {french.clock_time(end.time())}")
+    note = _gap_note(d, cycle, tz, initial) if not cycle.pauses else ""
     return f"{head} : {due} ({rule_text(d)}{note})."
+
+
+def _gap_note(d: SlaDefinition, cycle: Cycle, tz: Any, deadline: datetime | None = None) -> str:
+    """A calendar deadline keeps its start's wall time, unless the spring change skips it:
+    then say so (« 02:30 n'existe pas ce jour-là »)."""
+    if d.rule != "calendar":
+        return ""
+    start, end = cycle.start.astimezone(tz), (deadline or cycle.deadline).astimezone(tz)
+    if (start.hour, start.minute) == (end.hour, end.minute):
+        return ""
+    return (f" ; {french.clock_time(start.time())} n'existe pas ce jour-là (passage à l'heure d'été) : "
+            f"échéance à {french.clock_time(end.time())}")
 
 
 def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datetime:

@@ -405,6 +405,8 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
     create_schema(engine)
     store = itop.CheckpointStore(engine, client.endpoint)
     overlap = timedelta(seconds=args.overlap)
+    # the worker refuses facts dated beyond this: the connector reports them instead of sending
+    max_backdate = settings.policy().versions[-1].connector_max_backdate
     publisher: itop.KafkaPublisher | None = None
 
     def sync() -> itop.SyncResult:
@@ -412,7 +414,7 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         if publisher is None:  # created on first use: a broker down at start is retried like iTop
             publisher = itop.KafkaPublisher(settings.bootstrap, embedded=settings.embedded)
         return itop.sync_once(client, publisher, store, reference, tz=tz, page_size=args.page_size,
-                              overlap=overlap, since=since)
+                              overlap=overlap, since=since, max_backdate=max_backdate)
 
     structlog.get_logger("slaledger").info("itop sync starting", settings=settings.public(), endpoint=client.endpoint,
                                            every=args.every, page_size=args.page_size)

@@ -23,7 +23,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -186,7 +186,8 @@ def _log_entries(value: Any) -> list[dict[str, Any]]:
     return [e for e in entries or [] if isinstance(e, dict) and e.get("date")]
 
 
-def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo, now: datetime) -> Translation:
+def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo, now: datetime,
+              max_backdate: timedelta | None = None) -> Translation:
     """The commands one iTop snapshot stands for, in business-time order.
 
     start_date → file; assignment_date → acknowledge; public log entries → inform (by the
@@ -322,11 +323,13 @@ def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo
     if closed is not None:
         facts.append(_Fact(closed, _ORDER[CommandType.CLOSE], "close_date", closed_raw, CommandType.CLOSE, {}))
 
-    _simulate(out, sorted(facts, key=lambda x: (x.at, x.order)), actor, now, derive_ack=assigned is None)
+    _simulate(out, sorted(facts, key=lambda x: (x.at, x.order)), actor, now, derive_ack=assigned is None,
+              max_backdate=max_backdate)
     return out
 
 
-def _simulate(out: Translation, facts: list[_Fact], actor: str, now: datetime, *, derive_ack: bool) -> None:
+def _simulate(out: Translation, facts: list[_Fact], actor: str, now: datetime, *, derive_ack: bool,
+              max_backdate: timedelta | None = None) -> None:
     """Keep the facts the state machine accepts, in order, as commands.
 
     Without an assignment date (iTop let the ticket skip "assigned"), the team's first
@@ -344,7 +347,8 @@ def _simulate(out: Translation, facts: list[_Fact], actor: str, now: datetime, *
                 occurred_at=fact.at, command_id=command_id_for(out.ref, "acknowledged", fact.stamp)))
         for step in steps:
             try:
-                events = decide(ticket, step, now)
+                # the worker's rule: a fact dated beyond the policy's limit is reported, not sent
+                events = decide(ticket, step, now, max_backdate=max_backdate)
             except DomainError as exc:
                 out.skipped.append(Skipped(fact.what, fact.stamp, str(step.type), exc.message,
                                            retry=exc.code == "invalid" and step.occurred_at is not None

@@ -160,7 +160,8 @@ def _shift(stamp: str, delta: timedelta) -> str:
 def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, reference: Reference, *,
               tz: ZoneInfo, page_size: int = 100, overlap: timedelta = timedelta(minutes=65),
               since: str | None = None, classes: tuple[str, ...] = ITOP_CLASSES,
-              now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SyncResult:
+              now: Callable[[], datetime] = lambda: datetime.now(UTC),
+              max_backdate: timedelta | None = None) -> SyncResult:
     """Read what changed in iTop since the checkpoint, publish its commands, move the checkpoint.
 
     The window re-read each time (``overlap``, 65 min by default) covers rows committed
@@ -188,7 +189,8 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
             try:
                 if stamp:
                     parse_itop_time(stamp, tz)  # a bad stamp must not become the watermark
-                done = _publish(obj, reference, publisher, result, actor=actor, tz=tz, now=now())
+                done = _publish(obj, reference, publisher, result, actor=actor, tz=tz, now=now(),
+                                max_backdate=max_backdate)
             except ValueError as exc:  # one odd object must not stop the sync at every pass
                 log.warning("itop object skipped: unreadable", itop_class=itop_class, key=obj.key, error=str(exc))
                 result.unreadable.append(f"{obj.key}: {exc}")
@@ -209,8 +211,8 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
 
 
 def _publish(obj: ItopObject, reference: Reference, publisher: Publisher, result: SyncResult, *, actor: str,
-             tz: ZoneInfo, now: datetime) -> Translation:
-    translation = translate(obj, reference, actor=actor, tz=tz, now=now)
+             tz: ZoneInfo, now: datetime, max_backdate: timedelta | None = None) -> Translation:
+    translation = translate(obj, reference, actor=actor, tz=tz, now=now, max_backdate=max_backdate)
     context = {"ticket_id": translation.ticket_id, "itop_ref": obj.ref, "itop_class": obj.itop_class,
                "itop_key": obj.key}
     for item in translation.unknown:

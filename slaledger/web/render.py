@@ -13,6 +13,7 @@ the deadline in ``datetime``, ``#queue`` holds the fragment (``data-fragment``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,7 +70,10 @@ def clock_duration(seconds: float) -> str:
 
 
 def countdown_text(remaining: float) -> str:
-    return f"reste {clock_duration(remaining)}" if remaining >= 0 else f"dépassée depuis {clock_duration(-remaining)}"
+    """Past the deadline, the overrun rounds up: never « dépassée depuis 0 s » beside a breach."""
+    if remaining >= 0:
+        return f"reste {clock_duration(remaining)}"
+    return f"dépassée depuis {clock_duration(math.ceil(-remaining))}"
 
 
 def path_segment(value: str) -> str:

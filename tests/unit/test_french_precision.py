@@ -57,3 +57,12 @@ def test_an_exclusion_reason_is_not_said_twice(policy: Policy) -> None:
     events = [filed("2026-11-23T10:00:00+01:00", product="local-trust-mpe")]
     (clock,) = [c for c in evaluate(fold(events), policy, at("2026-11-23T10:00:00+01:00")) if c.sla == "intake"]
     assert explanation(clock).lower().count("hors engagement") == 1
+
+
+def test_a_deadline_moved_by_the_spring_gap_after_a_pause_says_so(policy: Policy) -> None:
+    events = [filed("2027-03-19T02:30:00+01:00", kind="administrative", channel="email"),
+              ev(EventType.WAITING_FOR_CUSTOMER, "2027-03-19T10:00:00+01:00", reason="Pièce manquante"),
+              ev(EventType.CUSTOMER_RESPONDED, "2027-03-21T10:00:00+01:00", elements_complete=True, message="Voici")]
+    (clock,) = [c for c in evaluate(fold(events), policy, at("2027-03-22T10:00:00+01:00"))
+                if c.sla == "administrative_answer"]
+    assert "Échéance reportée au dimanche 28 mars 2027 à 03:30 ; 02:30 n'existe pas ce jour-là" in explanation(clock)

@@ -272,3 +272,16 @@ def test_itop_times_and_text() -> None:
         parse_itop_time("25/10/2026", PARIS)
     assert html_to_text("<p>Un&nbsp;<b>test</b></p><p>deux</p>") == "Un\xa0test\ndeux"
     assert slugify("Agglomération Montargoise ") == "agglomeration-montargoise"
+
+
+def test_facts_older_than_the_policy_limit_are_reported_not_sent() -> None:
+    """The worker would refuse them (its dating limit): the connector says so instead of
+    sending commands that would only reach the dead letters."""
+    from datetime import timedelta
+
+    obj = request("101")  # filed at the end of October
+    kept = translate(obj, REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, max_backdate=timedelta(days=400))
+    assert kept.commands and not kept.skipped
+    old = translate(obj, REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, max_backdate=timedelta(days=10))
+    assert old.commands == []
+    assert old.skipped and "10 jours" in old.skipped[0].reason

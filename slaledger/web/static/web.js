@@ -28,7 +28,7 @@
       if (isNaN(deadline)) { continue; }
       var left = (deadline - now) / 1000;
       items[i].textContent = left >= 0 ? "reste " + duration(Math.floor(left))
-                                       : "dépassée depuis " + duration(Math.floor(-left));
+                                       : "dépassée depuis " + duration(Math.ceil(-left));
     }
   }
   tick();
