@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, Table, insert, or_, select, update
 
@@ -85,6 +86,21 @@ def ensure_token(engine: Engine, secret: str, role: str, label: str, member: str
     if known.revoked_at is not None:  # a revoked secret never comes back: say so, do not 401 forever
         raise TokenError(f"this secret belongs to token {known.token_id}, revoked: set a new secret")
     return False
+
+
+def list_tokens(engine: Engine) -> list[dict[str, Any]]:
+    """Every token, newest first, without its secret (only its hash is stored anyway)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(TOKENS.c.token_id, TOKENS.c.role, TOKENS.c.member, TOKENS.c.label,
+                                   TOKENS.c.created_at, TOKENS.c.revoked_at).order_by(TOKENS.c.created_at.desc()))
+        return [{"token_id": r.token_id, "role": r.role, "member": r.member, "label": r.label,
+                 "created_at": _iso(r.created_at), "revoked_at": _iso(r.revoked_at)} for r in rows]
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def revoke_token(engine: Engine, token: str) -> bool:

@@ -40,8 +40,18 @@ def _instant(value: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("date: ")) from None
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slaledger")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="slaledger", description="Event-sourced ticketing and SLA monitor.")
+    parser.add_argument("--version", action="version", version=f"slaledger {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sla = commands.add_parser("sla", help="SLA rules and deadlines")
@@ -113,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--database", dest="database_url", help="SQLAlchemy URL")
     verify.add_argument("--data-dir", help="where the default SQLite file lives")
     verify.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
+    verify.add_argument("--json", action="store_true", help="one JSON document instead of text")
     verify.set_defaults(handler=cmd_audit_verify)
 
     token = commands.add_parser("token", help="API tokens")
@@ -126,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(idempotent: a deployment provisions Prometheus' token this way)")
     token_revoke = token_commands.add_parser("revoke", help="revoke a token (by id or secret)")
     token_revoke.add_argument("token")
-    for sub in (token_create, token_revoke):
+    token_list = token_commands.add_parser("list", help="every token: id, role, member, label, created, revoked "
+                                                        "(never a secret)")
+    for sub in (token_create, token_list):
+        sub.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    token_list.set_defaults(handler=cmd_token_list)
+    for sub in (token_create, token_revoke, token_list):
         sub.add_argument("--database", dest="database_url", help="SQLAlchemy URL (env SLALEDGER_DATABASE_URL)")
         sub.add_argument("--data-dir", help="where the default SQLite file lives")
     token_create.set_defaults(handler=cmd_token_create)
@@ -296,6 +312,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     engine = engine_for(settings)
     differences = verify_projection(engine, _audit_records(settings, args.source, engine), settings.policy(),  # type: ignore[arg-type]
                                     source=args.source)
+    if args.json:
+        print(json.dumps({"source": args.source, "agree": not differences, "differences": differences},
+                         ensure_ascii=False, indent=2))
+        return 1 if differences else 0
     for line in differences:
         print(line)
     print(f"{len(differences)} difference(s)" if differences else "projection and replay agree")
@@ -337,13 +357,40 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             created = ensure_token(engine, secret, args.role, args.label or args.secret_env, args.member)
         except TokenError as exc:
             raise UsageError(str(exc)) from None
-        print("token registered" if created else "token already registered")
+        if args.json:
+            print(json.dumps({"registered": created}))
+        else:
+            print("token registered" if created else "token already registered")
         return 0
     try:
         token_id, secret = create_token(engine, args.role, args.member, args.label)
     except TokenError as exc:
         raise UsageError(str(exc)) from None
-    print(f"token id: {token_id}\nsecret (shown once): {secret}")
+    if args.json:
+        print(json.dumps({"token_id": token_id, "secret": secret, "role": args.role, "member": args.member}))
+    else:
+        print(f"token id: {token_id}\nsecret (shown once): {secret}")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from projections.migrate import create_schema
+    from projections.tokens import list_tokens
+
+    from .bootstrap import engine_for
+
+    engine = engine_for(_settings(args))
+    create_schema(engine)
+    tokens = list_tokens(engine)
+    if args.json:
+        print(json.dumps(tokens, ensure_ascii=False, indent=2))
+        return 0
+    for t in tokens:
+        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "live"
+        member = f" member={t['member']}" if t["member"] else ""
+        print(f"{t['token_id']}  {t['role']:<8} {t['label']}{member}  created {t['created_at']}  {state}")
+    if not tokens:
+        print("no token")
     return 0
 
 
