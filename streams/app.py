@@ -41,8 +41,8 @@ from sla.ticket import Command, Ticket, ticket_from_dict
 
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
-from .kafka_security import KafkaSecurity, aiokafka_options, faust_credentials
-from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter
+from .kafka_security import aiokafka_options, faust_credentials
+from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter, WaiterSettings
 from .processor import Outcome, Step, TicketProcessor, encode_command
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
@@ -67,16 +67,10 @@ BATCH_SIZE = 500
 BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
 
 
-class WorkerSettings(KafkaSecurity, Protocol):
+class WorkerSettings(WaiterSettings, Protocol):
     """What the worker reads of the settings (``slaledger.settings.Settings`` has it all):
-    passed in as a value, so this layer never imports the entrypoints'."""
-
-    @property
-    def bootstrap(self) -> str: ...
-    @property
-    def embedded(self) -> bool: ...
-    @property
-    def partitions(self) -> int: ...
+    passed in as a value, so this layer never imports the entrypoints'. Its Kafka address
+    and security are the waiter's."""
     @property
     def store_url(self) -> str: ...
     @property
