@@ -23,8 +23,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,25 +31,15 @@ from sla.events import decode_event
 from sla.ticket import Command, CommandType
 from slaledger.fixtures import short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
-from streams.kafka_broker import KafkaCluster
+from streams.kafka_broker import KafkaCluster, running_broker
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
-from streams.topics import COMMANDS, EVENTS, create_topics
+from streams.topics import COMMANDS, EVENTS
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}
 
 
 Broker = EmbeddedBroker | KafkaCluster
-
-
-@contextmanager
-def running(kind: str, workdir: Path) -> Iterator[Broker]:
-    """A started broker of ``kind`` (tansu | kafka) with the product's topics."""
-    broker: Broker = (EmbeddedBroker(log_path=workdir / "tansu.log") if kind == "tansu"
-                      else KafkaCluster(workdir / "kafka", 1))
-    with broker:
-        create_topics(broker.bootstrap, 4)
-        yield broker
 
 
 def start_worker(
@@ -94,7 +82,7 @@ async def raw_read(bootstrap: str, topic: str, total: int) -> float:
 
 
 def throughput(n: int, kind: str) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, running(kind, Path(tmp)) as broker:
+    with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker:
         print(f"== {kind}: throughput", flush=True)
         kafka = producer(broker.bootstrap, embedded=broker.embedded)
         t0 = time.perf_counter()
@@ -148,7 +136,7 @@ def throughput(n: int, kind: str) -> dict[str, float]:
 
 
 def breach_delay(n: int, kind: str, sla_seconds: float = 5.0) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, running(kind, Path(tmp)) as broker:
+    with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker:
         print(f"== {kind}: breach delay", flush=True)
         policy = Path(tmp) / "policy.toml"
         policy.write_text(short_intake_policy(sla_seconds, policy_id="bench-1"))

@@ -21,12 +21,14 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from .embedded import _die_with_parent, free_port
+from .embedded import EmbeddedBroker, _die_with_parent, free_port
 
 log = structlog.get_logger(__name__)
 
@@ -311,3 +313,17 @@ def _unused_port(taken: list[int]) -> int:
         port = free_port()
         if port not in taken:
             return port
+
+
+@contextmanager
+def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[EmbeddedBroker | KafkaCluster]:
+    """A started broker of ``kind`` (``tansu`` or ``kafka``) under ``workdir`` with the
+    product's topics (4 partitions, replicated on every node of a Kafka cluster): what the
+    tests and the benches run against."""
+    from .topics import create_topics
+
+    broker: EmbeddedBroker | KafkaCluster = (EmbeddedBroker(log_path=workdir / "tansu.log") if kind == "tansu"
+                                             else KafkaCluster(workdir / "kafka", nodes))
+    with broker:
+        create_topics(broker.bootstrap, 4, replication=broker.replication)
+        yield broker
