@@ -147,3 +147,28 @@ SIGNAL_FROM = {
     "customer_responded": "de la réponse du demandeur",
     "reopened": "de la réouverture",
 }
+
+# The support team's actions, as the ticket page's buttons name them (sla.ticket.CommandType).
+ACTION = {
+    "acknowledge": "Prendre en compte",
+    "inform": "Informer le demandeur",
+    "wait_for_customer": "Mettre en attente du demandeur",
+    "customer_response": "Enregistrer la réponse du demandeur",
+    "reclassify": "Reclasser",
+    "resolve": "Résoudre",
+    "close": "Clore",
+    "reopen": "Rouvrir",
+}
+
+# What the ticket page says once an action is recorded.
+ACTION_DONE = {
+    "file": "Demande déposée.",
+    "acknowledge": "Prise en compte enregistrée.",
+    "inform": "Information du demandeur enregistrée.",
+    "wait_for_customer": "Mise en attente du demandeur enregistrée.",
+    "customer_response": "Réponse du demandeur enregistrée.",
+    "reclassify": "Reclassement enregistré.",
+    "resolve": "Résolution enregistrée.",
+    "close": "Clôture enregistrée.",
+    "reopen": "Réouverture enregistrée.",
+}

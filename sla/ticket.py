@@ -93,6 +93,13 @@ _ALLOWED: dict[CommandType, frozenset[Status]] = {
     CommandType.REOPEN: frozenset({Status.RESOLVED}),
 }
 
+
+def commands_allowed(status: Status) -> tuple[CommandType, ...]:
+    """What may be done to a ticket in ``status`` (filing aside): the ticket page offers these
+    and nothing else; ``decide`` still has the last word (dates, reclassification)."""
+    return tuple(c for c in CommandType if status in _ALLOWED.get(c, frozenset()))
+
+
 _STATUS_FR = {
     Status.OPEN: "ouvert, pas encore pris en compte",
     Status.IN_PROGRESS: "en cours de traitement",

@@ -14,7 +14,9 @@ holds). Without the script the pages still work; with it, countdowns tick every 
 and the queue refreshes every few seconds without a full reload.
 
 Sign-in posts the same token as the API; it is kept in an HttpOnly, SameSite=Strict
-cookie, which only reads accept (pages, the queue fragment, the dispute-file link).
+cookie. Reads accept it (pages, the queue fragment, the dispute-file link), and so do the
+pages' own forms (file a request, act on a ticket: ``actions.py``), which must also carry
+the session's form token and come from this site; the JSON API never takes the cookie.
 """
 
 from __future__ import annotations
@@ -27,19 +29,22 @@ from functools import cache
 from http.cookies import SimpleCookie
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import faust
 import structlog
 from faust.web import Request, Response, View
 
 from projections.tokens import Principal
+from sla import french
 from sla.events import KINDS, Event
-from sla.ticket import Status
+from sla.ticket import Command, CommandType, Status
 from sla.view import ticket_view
+from streams.outcomes import CommandUnavailable, NoOutcome
 
-from . import render
+from . import actions, render
 from .access import SESSION_COOKIE, BadRequest, authenticator, find_tickets, session_token, visible_ticket
+from .api import ACTIONS, command_from_body, http_status, key_scope, new_ticket_id
 from .ports import Ports
 
 log = structlog.get_logger(__name__)
@@ -187,6 +192,105 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             views, total = await queue_views(who, filters, at)
             return html_response(self, render.queue_table(views, total, at, tz))
 
+    async def read_form(view: View, request: Request, title: str) -> tuple[Principal, dict[str, str]] | Response:
+        """The caller and the fields of a page's form, or the answer to a post that cannot be
+        theirs: no session (sign in), another site, or no valid form token (403)."""
+        who = await caller(request)
+        if who is None:
+            return to_login(view, request)
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if not same_origin(request) or not actions.form_token_ok(session_token(request), form.get("form_token", "")):
+            log.warning("form post refused: other site or missing form token", path=request.url.path, actor=who.actor)
+            return html_response(view, render.refused_page(title), status=403)
+        return who, form
+
+    async def submit(command: Command) -> tuple[bool, str, int]:
+        """Send a page's command: (accepted, the refusal's French message, HTTP status)."""
+        if not ports.commands.accepting:
+            return False, "Le service démarre : réessayez dans un instant.", 503
+        try:
+            outcome = await ports.commands.submit(command)
+        except CommandUnavailable:
+            return False, "Le journal des événements est indisponible : réessayez dans un instant.", 503
+        except NoOutcome:
+            return False, ("Pas de réponse à temps : l'action a peut-être été enregistrée. Rechargez le ticket "
+                           "avant de la refaire (renvoyer ce formulaire ne la doublera pas)."), 504
+        status = http_status(outcome)
+        log.info("web command answered", ticket_id=command.ticket_id, command_id=str(command.command_id),
+                 command=str(command.type), status=status, actor=command.actor)
+        return status < 300, str(outcome.body.get("error", "")), status
+
+    def ticket_path(ticket_id: str, done: str) -> str:
+        return f"/tickets/{quote(ticket_id, safe='')}?{urlencode({'fait': done})}#actions"
+
+    @app.page("/new-ticket")
+    class NewTicket(View):
+        async def get(self, request: Request) -> Response:
+            who = await caller(request)
+            if who is None:
+                return to_login(self, request)
+            if not actions.may_file(who):
+                return html_response(self, render.refused_page("Nouvelle demande"), status=403)
+            return html_response(self, render.new_ticket_page(who, token=actions.form_token(session_token(request))))
+
+        async def post(self, request: Request) -> Response:
+            read = await read_form(self, request, "Nouvelle demande")
+            if not isinstance(read, tuple):
+                return read
+            who, form = read
+            token = actions.form_token(session_token(request))
+            key = actions.posted_form_key(form)
+            try:
+                body = actions.filing_body(who, form, tz)
+                ticket_id = new_ticket_id(key_scope(who, key) if key is not None else None)
+                command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
+            except BadRequest as exc:
+                return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=exc.message),
+                                     status=exc.status)
+            accepted, message, status = await submit(command)
+            if not accepted:
+                return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=message),
+                                     status=status)
+            return redirect(self, ticket_path(ticket_id, "file"))
+
+    @app.page("/tickets/{ticket_id}/actions")
+    class TicketActions(View):
+        """An action posted from the ticket page: sent like the API's, answered by a redirect to
+        the ticket (done) or the page again with the refusal next to what was typed."""
+
+        async def post(self, request: Request, ticket_id: str) -> Response:
+            read = await read_form(self, request, "Action sur un ticket")
+            if not isinstance(read, tuple):
+                return read
+            who, form = read
+            action = form.get("action", "")
+            command_type = ACTIONS.get(action)
+            try:
+                if command_type is None:
+                    raise BadRequest(422, f"action inconnue : {action!r}", "action")
+                fields = actions.action_fields(command_type, None, who.role in actions.DATING_ROLES)
+                body = actions.body_from_form(fields, form, tz)
+                command = command_from_body(command_type, ticket_id, body, who, actions.posted_form_key(form))
+            except BadRequest as exc:
+                return refused(self, request, who, ticket_id, action, exc.message, form, exc.status)
+            accepted, message, status = await submit(command)
+            if accepted:
+                return redirect(self, ticket_path(ticket_id, action))
+            return refused(self, request, who, ticket_id, action, message, form, status)
+
+    def refused(view: View, request: Request, who: Principal, ticket_id: str, action: str, message: str,
+                form: dict[str, str], status: int) -> Response:
+        """The ticket page with the refusal inline when this worker holds the ticket; a short
+        page linking back to it otherwise (a post is not routed to the ticket's owner)."""
+        ticket = visible_ticket(ports, who, ticket_id)
+        if ticket is None:
+            return html_response(view, render.action_refused_page(who, ticket_id, message), status=status)
+        at = now()
+        page = render.ticket_page(ticket_view(ticket, ports.policy, at), None, who, at, tz,
+                                  token=actions.form_token(session_token(request)),
+                                  refusal={"action": action, "message": message, "values": form})
+        return html_response(view, page, status=status)
+
     @app.page("/tickets/{ticket_id}")
     class TicketPage(View):
         async def get(self, request: Request, ticket_id: str) -> Response:
@@ -213,7 +317,11 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             archive = ports.archive
             if archive is not None:
                 events = await asyncio.get_running_loop().run_in_executor(None, archive.events, ticket_id)
-            return html_response(self, render.ticket_page(view, events, who, at, tz))
+            done_action = ACTIONS.get(request.query.get("fait", ""))
+            done_key = str(done_action) if done_action else request.query.get("fait", "")
+            return html_response(self, render.ticket_page(view, events, who, at, tz,
+                                                          token=actions.form_token(session_token(request)),
+                                                          done=french.ACTION_DONE.get(done_key)))
 
     @app.page("/login")
     class Login(View):

@@ -29,6 +29,8 @@ from sla.display import shown_state
 from sla.display import worst_state as sla_worst_state
 from sla.events import KINDS, Event, EventType, parse_instant
 
+from . import actions
+
 STATE_SYMBOL = {"breached": "✖", "at_risk": "⚠", "running": "▶", "paused": "‖", "pending": "…", "met": "✓",
                 "retracted": "↺", "excluded": "–"}
 FILTER_STATES = ("breached", "at_risk", "running", "paused", "pending")
@@ -259,7 +261,7 @@ env.globals.update(
     KIND_CHOICES=[(k, french.KIND[k]) for k in KINDS], STATE_CHOICES=[(s, french.STATE[s]) for s in FILTER_STATES],
     clock_state=clock_state, counting=counting, suspended=suspended, time_left=time_left, worst_state=worst_state,
     current_clocks=current_clocks, story_segments=story_segments, axis_geometry=axis_geometry,
-    event_details=event_details, recorded_late=recorded_late,
+    event_details=event_details, recorded_late=recorded_late, new_form_key=actions.new_form_key,
 )
 
 
@@ -310,13 +312,27 @@ def queue_page(who: Principal, filters: Mapping[str, str], members: Iterable[str
     choices = sorted(set(members) | ({filters["member"]} if filters["member"] else set()))
     return _page("queue.html", who=who, server_now=now, filters=filters, member_choices=[(m, m) for m in choices],
                  views=views, total=total, counts=queue_counts(views), now=now, tz=tz, fragment=fragment,
-                 refresh=refresh)
+                 refresh=refresh, may_file=actions.may_file(who))
 
 
 def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Principal, now: datetime,
-                tz: ZoneInfo) -> str:
-    """One ticket's SLA story: facts, each clock (verdict, axis, segments), the timeline."""
-    return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz)
+                tz: ZoneInfo, *, token: str = "", refusal: Mapping[str, Any] | None = None,
+                done: str | None = None) -> str:
+    """One ticket's SLA story: facts, the caller's actions (``refusal``: the last one refused,
+    with what was typed), each clock (verdict, axis, segments), the timeline."""
+    forms = actions.forms_for(who, str(view["status"]), str(view["kind"]))
+    return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz, forms=forms,
+                 token=token, refusal=refusal, done=done)
+
+
+def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,
+                    refusal: str | None = None) -> str:
+    return _page("new_ticket.html", who=who, fields=actions.filing_fields(who), token=token, values=values or {},
+                 refusal=refusal)
+
+
+def action_refused_page(who: Principal, ticket_id: str, message: str) -> str:
+    return _page("action_refused.html", who=who, ticket_id=ticket_id, message=message)
 
 
 def ticket_not_found_page(ticket_id: str, who: Principal) -> str:

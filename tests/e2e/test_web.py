@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -434,3 +435,103 @@ def test_referent_sees_only_their_members_tickets(browser: Browser, dev: str) ->
     assert browser.text("h1").startswith(f"Ticket {theirs}")
     assert not browser.eval("!!document.querySelector('.download')"), "no dispute file link for a referent"
     assert browser.status_of(f"/api/tickets/{theirs}/dispute-file?format=json") == 403
+
+
+# --- acting from the pages (#17) ------------------------------------------------------------------
+
+def act(b: Browser, action: str, **values: str | bool) -> None:
+    """Open an action's form on the ticket page, fill it as a person would, press its button."""
+    form = f"#action-{action}"
+    assert b.eval(f"!!document.querySelector('{form}')"), (action, b.text("#actions"))
+    b.eval(f"document.querySelector('{form} summary').click()")
+    assert b.eval(f"document.querySelector('{form}').open")
+    for name, value in values.items():
+        selector = json.dumps(f"{form} [name={name}]")
+        if isinstance(value, bool):
+            b.eval(f"document.querySelector({selector}).checked = {json.dumps(value)}")
+        else:
+            b.eval(f"document.querySelector({selector}).value = {json.dumps(value)}")
+    b.navigating(lambda: b.eval(f"document.querySelector('{form} button[type=submit]').click()"))
+
+
+def offered(b: Browser) -> list[str]:
+    return list(b.eval("[...document.querySelectorAll('details.action')].map(d => d.id.replace('action-', ''))"))
+
+
+def test_an_agent_runs_a_whole_ticket_life_from_the_pages(browser: Browser, dev: str) -> None:
+    sign_in(browser, dev, TOKEN)
+    browser.navigating(lambda: browser.eval("document.querySelector('.new-link a').click()"))
+    assert browser.eval("location.pathname") == "/new-ticket"
+    for name, value in (("member", "commune-de-vendome"), ("kind", "incident"), ("channel", "portal"),
+                        ("product", "parapheur"), ("subject", "Signature impossible depuis ce matin")):
+        browser.eval(f"document.querySelector('.new-ticket [name={name}]').value = {json.dumps(value)}")
+    browser.navigating(lambda: browser.eval("document.querySelector('.new-ticket button[type=submit]').click()"))
+    path = browser.eval("location.pathname")
+    assert path.startswith("/tickets/SL-"), browser.text("main")
+    tid = path.removeprefix("/tickets/")
+    assert browser.text(".notice") == "Demande déposée."
+    assert offered(browser) == ["acknowledge", "customer-response", "reclassify"]
+
+    # a refusal of the domain is shown next to what was typed, which is kept
+    act(browser, "reclassify", kind="incident", reason="même type")
+    assert "Le reclassement ne change ni le type ni le produit" in browser.text("#action-reclassify .error")
+    assert browser.eval("document.querySelector('#action-reclassify [name=reason]').value") == "même type"
+
+    act(browser, "acknowledge", note="Pris par l'équipe parapheur")
+    assert browser.text(".notice") == "Prise en compte enregistrée."
+    eta = (datetime.now(UTC) + timedelta(days=1)).astimezone(ZoneInfo("Europe/Paris")).replace(
+        minute=30, second=0, microsecond=0)
+    act(browser, "inform", message="Panne identifiée chez l'hébergeur", restoration_eta=eta.strftime("%Y-%m-%dT%H:%M"))
+    assert browser.text(".notice") == "Information du demandeur enregistrée."
+    act(browser, "wait-for-customer", reason="Capture d'écran demandée")
+    act(browser, "customer-response", message="Capture envoyée")
+    act(browser, "resolve", resolution="Certificat renouvelé")
+    assert offered(browser) == ["close", "reopen"]
+    act(browser, "close")
+    assert browser.text(".notice") == "Clôture enregistrée."
+    assert offered(browser) == []
+    browser.screenshot("web-ticket-actions.png")
+
+    status, view = call("GET", f"{dev}/api/tickets/{tid}")
+    assert status == 200 and view["status"] == "closed", view
+    assert datetime.fromisoformat(view["restoration_eta"]) == eta
+    timeline = wait_for(lambda: closed_timeline(browser, dev, tid), timeout=30, what="the closing in the timeline")
+    for label in ("Demande déposée", "Prise en compte", "Demandeur informé", "En attente du demandeur",
+                  "Réponse du demandeur", "Résolution"):
+        assert label in timeline, (label, timeline)
+
+
+def closed_timeline(b: Browser, base: str, tid: str) -> str | None:
+    """The ticket's timeline once the archive has its closing (the projector follows the log)."""
+    b.goto(f"{base}/tickets/{tid}")
+    text = b.text(".timeline")
+    return text if "Clôture" in text else None
+
+
+def test_a_referent_only_answers_and_a_forged_post_is_refused(browser: Browser, dev: str) -> None:
+    sign_in(browser, dev, REFERENT_TOKEN)
+    browser.goto(f"{dev}/new-ticket")
+    assert not browser.eval("!!document.querySelector('.new-ticket [name=member]')"), "they file for their member"
+    for name, value in (("kind", "assistance"), ("product", "ent"), ("subject", "Compte bloqué")):
+        browser.eval(f"document.querySelector('.new-ticket [name={name}]').value = {json.dumps(value)}")
+    browser.navigating(lambda: browser.eval("document.querySelector('.new-ticket button[type=submit]').click()"))
+    tid = browser.eval("location.pathname").removeprefix("/tickets/")
+    status, view = call("GET", f"{dev}/api/tickets/{tid}")
+    assert status == 200 and view["member"] == REFERENT_MEMBER and view["channel"] == "portal", view
+    assert offered(browser) == ["customer-response"], "a referent answers; the rest is the support team's"
+    act(browser, "customer-response", message="Le compte est celui de la secrétaire de mairie")
+    assert browser.text(".notice") == "Réponse du demandeur enregistrée."
+
+    # the same form without its token, or with another session's, changes nothing
+    before = call("GET", f"{dev}/api/tickets/{tid}")[1]
+    for token in ("", "0" * 64):
+        answer = browser.eval(
+            "(() => { const f = new FormData(document.querySelector('#action-customer-response form'));"
+            f" f.set('form_token', {json.dumps(token)}); f.set('message', 'forgé');"
+            f" return fetch('/tickets/{tid}/actions', {{method: 'POST', body: f}})"
+            ".then(async r => [r.status, await r.text()]); })()")
+        assert answer[0] == 403 and "Requête refusée" in answer[1], answer
+    # and the API does not take the cookie for a command
+    assert browser.eval(f"fetch('/api/tickets/{tid}/customer-response', {{method: 'POST', body: '{{}}'}})"
+                        ".then(r => r.status)") == 401
+    assert call("GET", f"{dev}/api/tickets/{tid}")[1]["version"] == before["version"]

@@ -1,0 +1,102 @@
+"""The pages' forms: who sees which action, the form token, and a form read as the API's body."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projections.tokens import Principal
+from sla.ticket import CommandType, Status
+from slaledger.web import actions
+from slaledger.web.access import BadRequest
+from slaledger.web.api import command_from_body
+
+PARIS = ZoneInfo("Europe/Paris")
+AGENT = Principal("t1", "agent", None, "agent:marie")
+REFERENT = Principal("t2", "referent", "commune-de-blois", "référente")
+AUDITOR = Principal("t3", "auditor", None, "audit")
+
+
+def names(forms: list[actions.ActionForm]) -> list[str]:
+    return [f.action for f in forms]
+
+
+def test_the_support_team_sees_what_the_status_allows() -> None:
+    assert names(actions.forms_for(AGENT, "open", "incident")) == ["acknowledge", "customer-response", "reclassify"]
+    assert names(actions.forms_for(AGENT, "in_progress", "incident")) == [
+        "inform", "wait-for-customer", "customer-response", "reclassify", "resolve"]
+    assert names(actions.forms_for(AGENT, "resolved", "incident")) == ["close", "reopen"]
+    assert actions.forms_for(AGENT, "closed", "incident") == []
+
+
+def test_a_referent_answers_and_an_auditor_reads() -> None:
+    for status in Status:
+        assert set(names(actions.forms_for(REFERENT, status.value, "go_live"))) <= {"customer-response"}
+        assert actions.forms_for(AUDITOR, status.value, "incident") == []
+    assert names(actions.forms_for(REFERENT, "waiting_for_customer", "go_live")) == ["customer-response"]
+    # a referent does not date their facts: no date input
+    (form,) = actions.forms_for(REFERENT, "in_progress", "go_live")
+    assert "occurred_at" not in [f.name for f in form.fields]
+
+
+def test_inputs_follow_the_kind() -> None:
+    def inform_fields(kind: str) -> list[str]:
+        (form,) = [f for f in actions.forms_for(AGENT, "in_progress", kind) if f.action == "inform"]
+        return [f.name for f in form.fields]
+
+    assert inform_fields("incident") == ["message", "restoration_eta", "occurred_at"]
+    assert inform_fields("administrative") == ["message", "answer", "occurred_at"]
+    assert inform_fields("assistance") == ["message", "occurred_at"]
+
+
+@pytest.mark.parametrize(("local", "instant"), [("2026-01-15T09:30", "2026-01-15T09:30:00+01:00"),
+                                                  ("2026-07-15T09:30", "2026-07-15T09:30:00+02:00")])
+def test_a_browser_date_is_read_in_paris_time(local: str, instant: str) -> None:
+    fields = actions.action_fields(CommandType.INFORM, "incident", True)
+    body = actions.body_from_form(fields, {"message": "ok", "restoration_eta": local}, PARIS)
+    assert body == {"message": "ok", "restoration_eta": instant}
+
+
+def test_empty_inputs_are_left_out_and_boxes_are_booleans() -> None:
+    fields = actions.action_fields(CommandType.CUSTOMER_RESPONSE, "go_live", False)
+    assert actions.body_from_form(fields, {"message": "  "}, PARIS) == {"elements_complete": False}
+    assert actions.body_from_form(fields, {"message": "voici", "elements_complete": "on"}, PARIS) == {
+        "message": "voici", "elements_complete": True}
+    # the body goes through the API's own validation
+    command = command_from_body(CommandType.CUSTOMER_RESPONSE, "SL-1", {"elements_complete": True}, REFERENT)
+    assert command.payload == {"elements_complete": True} and command.scope_member == "commune-de-blois"
+
+
+def test_bad_input_is_a_french_422() -> None:
+    fields = actions.action_fields(CommandType.INFORM, "incident", True)
+    with pytest.raises(BadRequest) as missing:
+        actions.body_from_form(fields, {"message": ""}, PARIS)
+    assert missing.value.status == 422 and missing.value.field == "message" and "à renseigner" in missing.value.message
+    with pytest.raises(BadRequest) as bad_date:
+        actions.body_from_form(fields, {"message": "x", "restoration_eta": "demain"}, PARIS)
+    assert bad_date.value.field == "restoration_eta" and "date et heure attendues" in bad_date.value.message
+
+
+def test_a_referent_files_on_the_portal_for_their_member() -> None:
+    assert "member" not in [f.name for f in actions.filing_fields(REFERENT)]
+    body = actions.filing_body(REFERENT, {"kind": "assistance", "product": "ent", "subject": "Compte"}, PARIS)
+    command = command_from_body(CommandType.FILE, "SL-2", body, REFERENT)
+    assert command.payload["channel"] == "portal" and command.payload["member"] == "commune-de-blois"
+
+
+@given(st.text(min_size=1, max_size=80), st.text(min_size=1, max_size=80))
+def test_a_form_token_belongs_to_its_session(session: str, other: str) -> None:
+    token = actions.form_token(session)
+    assert actions.form_token_ok(session, token)
+    assert actions.form_token_ok(other, token) == (other == session)
+    assert not actions.form_token_ok(session, "")
+
+
+def test_form_keys_are_accepted_only_in_their_own_shape() -> None:
+    key = actions.new_form_key()
+    assert actions.posted_form_key({"form_key": key}) == key
+    assert actions.posted_form_key({"form_key": "form-<script>"}) is None
+    assert actions.posted_form_key({}) is None
