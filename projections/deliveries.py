@@ -2,9 +2,9 @@
 
 The scheduler records a statement once the SMTP server has accepted it; a restart reads
 this table and skips what is there. A crash between the server's acceptance and the commit
-would send that one statement again on restart (with the same Message-ID, which mail
-clients use to recognise a copy): the only window where a member can get it twice, chosen
-over the reverse risk of a statement never sent.
+would send that one statement again on restart: the only window where a member can get it
+twice, chosen over the reverse risk of a statement never sent. The Message-ID and the PDF's
+SHA-256 are kept to answer « which document did you send me? ».
 """
 
 from __future__ import annotations

@@ -71,8 +71,8 @@ class SmtpConfig:
 
 def statement_message(*, sender: str, recipient: str, subject: str, body: str, pdf: bytes, filename: str,
                       message_id: str, date: Any) -> EmailMessage:
-    """A French text body and the statement as a PDF attachment. ``message_id`` is derived from
-    the member and month by the caller: a copy sent again is recognisable as the same message."""
+    """A French text body and the statement as a PDF attachment; ``message_id`` is recorded by
+    the caller with the sending, so a referent's copy can be matched to the record."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
