@@ -164,6 +164,20 @@ class ItopCheckpointRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class StatementSentRow(Base):
+    """A monthly statement e-mailed to a member's referent (``slaledger report schedule``):
+    one row per member and month, so a restarted scheduler does not send it twice."""
+
+    __tablename__ = "monthly_statements_sent"
+
+    member: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    recipient: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(255))
+    pdf_sha256: Mapped[str] = mapped_column(String(64))  # the PDF as sent, to tell it from a later edition
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_event_archive_type", ArchiveRow.type)
 # A projection_checkpoints row holding the seq of the last archived row, written in the same
 # transaction: an archive whose last rows were deleted ends before it (the audit says so).
@@ -177,6 +191,7 @@ ARCHIVE: Table = ArchiveRow.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
 DEAD: Table = DeadLetterRow.__table__  # type: ignore[assignment]
 JUDGMENTS: Table = JudgmentRow.__table__  # type: ignore[assignment]
+STATEMENTS_SENT: Table = StatementSentRow.__table__  # type: ignore[assignment]
 
 
 def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:

@@ -133,6 +133,17 @@ def to_html(doc: dict[str, Any]) -> str:
 
 def to_pdf(doc: dict[str, Any]) -> bytes:
     """The same HTML printed by WeasyPrint: full Unicode, embedded fonts, « page N / M »."""
+    return print_pdf(to_html(doc))
+
+
+def render(template: str, **context: Any) -> str:
+    """Another document of ``templates/`` (the monthly statement) with the same environment:
+    same autoescaping, same ``local`` filter (reads ``doc.timezone``) and labels."""
+    return _env.get_template(template).render(**context)
+
+
+def print_pdf(html: str) -> bytes:
+    """HTML printed by WeasyPrint (imported here only: it loads Pango)."""
     from weasyprint import HTML
 
-    return bytes(HTML(string=to_html(doc)).write_pdf())
+    return bytes(HTML(string=html).write_pdf())

@@ -31,6 +31,11 @@ def date(value: _date) -> str:
     return f"{_DAYS[value.weekday()]} {ordinal} {_MONTHS[value.month - 1]} {value.year}"
 
 
+def month(year: int, number: int) -> str:
+    """« novembre 2026 » (the title of a monthly statement)."""
+    return f"{_MONTHS[number - 1]} {year}"
+
+
 def day(instant: datetime, tz: ZoneInfo) -> str:
     return date(instant.astimezone(tz).date())
 

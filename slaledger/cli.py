@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "data under DATA_DIR/kafka: the log survives a restart, nothing is restored")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
+
+    from .report_cli import add_parsers as add_report_parsers  # report monthly|schedule (issue #16)
+    add_report_parsers(commands)
     return parser
 
 

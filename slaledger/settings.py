@@ -87,6 +87,20 @@ class Settings:
     itop_password: str = ""
     itop_token: str = ""
     itop_timezone: str = "Europe/Paris"  # the iTop server's time zone: its dates carry none
+    # Monthly statements (``slaledger report``): the members directory (TOML: member id → name,
+    # referent e-mail; slaledger.members) and the SMTP server they are sent through
+    # (slaledger.mail). Security: starttls (default), ssl (implicit TLS) or none (a local
+    # relay); port 0: 587, 465 or 25 accordingly. The password from the environment or, under
+    # Compose, from a secret file.
+    members_file: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_security: str = "starttls"
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_password_file: str = ""
+    smtp_from: str = ""
+    smtp_timeout: float = 30.0
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
