@@ -52,6 +52,28 @@ def true_end_offsets(
     return ends
 
 
+def wait_for_broker(bootstrap: str, timeout: float) -> None:
+    """Return once a broker at ``bootstrap`` answers; raise KafkaTimeoutError after ``timeout``
+    seconds. Commands call it first so that a broker that is not there fails them at start,
+    within a bound they choose, rather than after each client's own 30 s. kafka-python's log
+    of each refused attempt is held back: the caller reports the outcome once."""
+    import logging
+
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaTimeoutError
+
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-probe",
+                         bootstrap_timeout_ms=max(1, int(timeout * 1000)), **client_options()).close()
+    except KafkaTimeoutError:
+        raise KafkaTimeoutError(f"no answer from {bootstrap} within {timeout:g} s") from None
+    finally:
+        kafka_log.setLevel(level)
+
+
 def end_offsets_total(bootstrap: str, topic: str) -> int:
     """The number of records ever written to ``topic`` (sum of true end offsets)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client_options())
