@@ -310,6 +310,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if not args.rebuild:
         return serve_projector(settings, follow=not args.once)
+    _reach_broker(settings)  # before the bar counts the topic
     with _progress(settings, "kafka", None, "Reconstruction") as bar:
         return serve_projector(settings, rebuild=True, progress=bar.update)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from streams.kafka_tools import TopicMissing
+
 from .settings import mask_url
 
 # Exit codes: 2 for input the operator can fix on the command line (usage, files named),
@@ -45,7 +47,10 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
     database = mask_url(where.database) if where else "the database"
     if isinstance(exc, CommandFailed):
         return str(exc), FAILED
-    if isinstance(exc, KafkaError) or _is_aiokafka_error(exc):
+    if isinstance(exc, TopicMissing):
+        return (f"{exc}{broker}: create the topics with `slaledger topics create` "
+                "(or check --broker / SLALEDGER_BROKER_URL)"), FAILED
+    if isinstance(exc, KafkaError):
         name, detail = type(exc).__name__, _first_line(exc)
         detail = detail if detail.startswith(name) else f"{name}: {detail}"
         return (f"Kafka broker{broker} unreachable or failing ({detail}): "
@@ -64,10 +69,5 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
         if exc.filename is not None:
             return (f"{exc.filename}: {exc.strerror or _first_line(exc)}: check the paths given (--data-dir, "
                     "--policy, --output…) and their permissions"), USAGE
-        return f"{type(exc).__name__}: {_first_line(exc)}", FAILED
+        return f"{type(exc).__name__}: {_first_line(exc)}: check the addresses configured and the network", FAILED
     return None
-
-
-def _is_aiokafka_error(exc: BaseException) -> bool:
-    """aiokafka (under Faust) has its own error hierarchy; checked without importing it."""
-    return any(cls.__module__.startswith("aiokafka.") for cls in type(exc).__mro__)

@@ -18,6 +18,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 from .kafka_security import client_options
 
 
+class TopicMissing(RuntimeError):
+    """The broker answers but has no such topic (``slaledger topics create`` not run)."""
+
+
 def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -25,7 +29,7 @@ def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
         if found:
             return [TopicPartition(topic, p) for p in sorted(found)]
         time.sleep(0.1)
-    raise RuntimeError(f"topic {topic} not found")
+    raise TopicMissing(f"topic {topic} not found")
 
 
 def true_end_offsets(

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from slaledger.cli import main
+from slaledger.failures import describe
+from slaledger.settings import Settings
+from streams.kafka_tools import TopicMissing
 
 NO_BROKER = ["--broker", "127.0.0.1:1"]
 NO_DATABASE = ["--database", "postgresql+psycopg://postgres@127.0.0.1:1/x"]
@@ -121,3 +124,12 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "cmd_policy_holidays", broken)
     with pytest.raises(KeyError):
         main(["policy", "holidays", "--from", "2026", "--to", "2026"])
+
+
+def test_a_broker_without_the_topics_is_told_to_create_them() -> None:
+    """``project`` or ``audit replay --source kafka`` against a broker where ``topics create``
+    never ran: the broker answers, the topic is missing."""
+    line, code = describe(TopicMissing("topic slaledger.ticket-events not found"),
+                          Settings(broker_url="kafka://kafka:9092")) or ("", 0)
+    assert code == 1 and line.startswith("topic slaledger.ticket-events not found at kafka:9092: ")
+    assert "slaledger topics create" in line
