@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -288,8 +288,7 @@ def _where(record: LogRecord) -> str:
 # --- the replay ---------------------------------------------------------------------------
 
 def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, source: str,
-           engine: Engine | None = None, progress: Callable[[int], None] | None = None,
-           timelines: bool = True, summarize_closed: bool = False) -> AuditResult:
+           engine: Engine | None = None, timelines: bool = True, summarize_closed: bool = False) -> AuditResult:
     """Fold the log. ``timelines=False`` keeps only each ticket's folded state, not its
     events. ``summarize_closed`` (without timelines or ``as_of``) also folds each ticket into
     per-SLA counts when it closes and forgets it, so a whole-log replay holds only the open
@@ -309,8 +308,6 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     single = filters.ticket if chain is not None and topic_check is None else None
     for record in records:
         count += 1
-        if progress is not None and count % 10_000 == 0:
-            progress(count)
         if single is not None and chain is not None:
             other = _other_ticket(record.raw, single)
             if other is not None:

@@ -3,6 +3,8 @@ in, keeping the other roles' grants (the archive and checkpoints are not rebuilt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
@@ -17,8 +19,9 @@ from .projector import consume
 log = structlog.get_logger(__name__)
 
 
-def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:
-    """Replay the events topic from offset 0 into shadow tables, then swap them in."""
+def rebuild(engine: Engine, bootstrap: str, policy: Policy, *, progress: Callable[[int], object] | None = None) -> int:
+    """Replay the events topic from offset 0 into shadow tables, then swap them in;
+    ``progress`` is told the size of each batch read (the command's progress bar)."""
     shadow_tickets, shadow_clocks = shadow_tables()
     with engine.begin() as conn:
         for table in (shadow_clocks, shadow_tickets):
@@ -29,6 +32,8 @@ def rebuild(engine: Engine, bootstrap: str, policy: Policy) -> int:
     for batch in consume(bootstrap, {}, follow=False, topics=(EVENTS,)):
         with engine.begin() as conn:
             count += projection.apply_batch(conn, batch)
+        if progress is not None:
+            progress(len(batch))
     with engine.begin() as conn:
         # the archive and checkpoints are not rebuilt; the live tables are replaced
         for live, shadow in ((TICKETS, shadow_tickets), (CLOCKS, shadow_clocks)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -36,6 +36,7 @@ from sla.events import Event
 from sla.policy import Policy
 from sla.ticket import Ticket
 from streams.app import Pipeline
+from streams.kafka_tools import wait_for_broker
 
 from .settings import Settings
 from .web import register
@@ -131,15 +132,17 @@ def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, s
     return thread
 
 
-def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True) -> int:
+def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True,
+                    progress: Callable[[int], object] | None = None) -> int:
     """The projector process: migrate, project (follow the topic), serve /metrics, push alerts,
-    stop on SIGTERM."""
+    stop on SIGTERM. ``progress`` follows a rebuild (records read, batch by batch)."""
     policy = settings.policy()
     engine = engine_for(settings)
     create_schema(engine)
+    wait_for_broker(settings.bootstrap, settings.broker_timeout)  # absent at start: fail, don't wait
     log.info("projector configured", settings=settings.public())
     if rebuild:
-        rebuild_projection(engine, settings.bootstrap, policy)
+        rebuild_projection(engine, settings.bootstrap, policy, progress=progress)
         return 0
     stop = threading.Event()
 

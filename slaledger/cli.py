@@ -7,9 +7,10 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
 
@@ -17,11 +18,19 @@ from sla.clock import Clock, evaluate
 from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
 from sla.explain import explanation, rule_text
 from sla.policy import Policy, PolicyError
-from sla.ticket import fold
+from sla.ticket import Command, fold
 
+from .failures import CommandFailed, describe
 from .logs import configure_logging
-from .progress import ProgressBar
 from .settings import Settings, load_policy
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from projections.audit import LogRecord
+    from slaledger.itop.sync import Publisher
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -38,6 +47,20 @@ def _instant(value: str) -> datetime:
         return parse_instant(value, "date")
     except EventDecodeError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("date: ")) from None
+
+
+def _output_file(value: str) -> str:
+    """``-o FILE`` checked when the command line is read, before a long replay: a path that
+    cannot be written fails at once, and an existing file is not touched until the end."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{value}: not writable")
+    return value
 
 
 def _version() -> str:
@@ -115,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", dest="filed_to", type=_instant, help="filed before (ISO 8601)")
     replay.add_argument("--as-of", type=_instant, help="what the system knew at that moment (ISO 8601)")
     replay.add_argument("--format", choices=["json", "md", "html", "pdf"], default="json")
-    replay.add_argument("--output", "-o", help="file to write (default: stdout; required for pdf)")
+    replay.add_argument("--output", "-o", type=_output_file, help="file to write (default: stdout; required for pdf)")
     replay.set_defaults(handler=cmd_audit_replay)
     verify = audit_commands.add_parser("verify", help="compare the SQL projection with a fresh replay")
     verify.add_argument("--source", choices=["kafka", "archive"], default="archive")
@@ -169,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     itop_sync.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
     itop_sync.add_argument("--database", dest="database_url", help="SQLAlchemy URL of the checkpoint")
     itop_sync.add_argument("--data-dir", help="where the default SQLite file lives")
+    itop_sync.add_argument("--json", action="store_true", help="--once: what the pass did as one JSON object")
     itop_sync.set_defaults(handler=cmd_itop_sync)
 
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
@@ -221,8 +245,26 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
         try:
             make_url(settings.database_url).get_dialect()
         except (ArgumentError, ImportError) as exc:
-            raise UsageError(f"database URL: {exc}") from None
+            raise UsageError(f"database URL: {exc}: check --database / SLALEDGER_DATABASE_URL") from None
+    args.settings = settings  # what main() names when the command fails on its broker or database
     return settings
+
+
+def _reach_broker(settings: Settings) -> None:
+    """Fail at start, within ``broker_timeout`` seconds, when the broker is not there."""
+    from streams.kafka_tools import wait_for_broker
+
+    wait_for_broker(settings.bootstrap, settings.broker_timeout)
+
+
+def _progress_bar(desc: str, unit: str, total: int | None = None, *, file: TextIO | None = None,
+                  disable: bool | None = None) -> Any:
+    """A tqdm bar on stderr, only when stderr is a terminal: logs and pipes stay clean."""
+    from tqdm import tqdm
+
+    stream = file or sys.stderr
+    return tqdm(total=total or None, desc=desc, unit=f" {unit}", file=stream, dynamic_ncols=True,
+                disable=not stream.isatty() if disable is None else disable)
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
@@ -230,21 +272,26 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
+    _reach_broker(settings)
     created = create_topics(settings.bootstrap, settings.partitions, replication=settings.replication_factor)
     print(f"{len(created)} topic(s) created" + (f": {', '.join(created)}" if created else ""))
     return 0
 
 
 def _run_worker(settings: Settings) -> int:
-    from pathlib import Path
-
     import faust
 
-    from .bootstrap import build_worker
+    from .bootstrap import build_worker, engine_for
 
     settings.policy()  # fail fast on a bad policy file
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_format, settings.log_level)
+    # The token database is first used by a request and Faust retries an absent broker
+    # forever: both are checked here, so that a worker that cannot work stops at start.
+    if settings.database_url:
+        with engine_for(settings).connect():
+            pass
+    _reach_broker(settings)
     structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
     try:
         pipeline = build_worker(settings)
@@ -264,13 +311,27 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_format, settings.log_level)
-    return serve_projector(settings, rebuild=args.rebuild, follow=not args.once)
+    if not args.rebuild:
+        return serve_projector(settings, follow=not args.once)
+    _reach_broker(settings)  # before the bar counts the topic
+    with _progress(settings, "kafka", None, "Reconstruction") as bar:
+        return serve_projector(settings, rebuild=True, progress=bar.update)
 
 
-def _audit_records(settings: Settings, source: str, engine: object) -> object:
+def _counted(bar: Any, records: Iterable[T]) -> Iterator[T]:
+    """``records`` as they go, each one advancing ``bar``."""
+    for record in records:
+        yield record
+        bar.update()
+
+
+def _audit_records(settings: Settings, source: str, engine: Engine | None) -> Iterator[LogRecord]:
     from projections.audit import archive_records, kafka_records
 
-    return archive_records(engine) if source == "archive" else kafka_records(settings.bootstrap)  # type: ignore[arg-type]
+    if source == "archive":
+        assert engine is not None
+        return archive_records(engine)
+    return kafka_records(settings.bootstrap)
 
 
 def cmd_audit_replay(args: argparse.Namespace) -> int:
@@ -283,13 +344,14 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
         raise UsageError("--format pdf needs --output FILE")
     settings = _settings(args)
     configure_logging(settings.log_format, "warning")
+    if args.source == "kafka":
+        _reach_broker(settings)
     engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
-    bar = _progress(settings, args.source, engine)
-    result = replay(_audit_records(settings, args.source, engine), settings.policy(), filters,  # type: ignore[arg-type]
-                    source=args.source, engine=engine, progress=bar,
-                    timelines=bool(args.ticket or args.member), summarize_closed=True)
-    bar.close(result.events_read)
+    with _progress(settings, args.source, engine, "Relecture") as bar:
+        records = _counted(bar, _audit_records(settings, args.source, engine))
+        result = replay(records, settings.policy(), filters, source=args.source, engine=engine,
+                        timelines=bool(args.ticket or args.member), summarize_closed=True)
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
         "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}
@@ -312,9 +374,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_format, "warning")
+    if args.source == "kafka":
+        _reach_broker(settings)
     engine = engine_for(settings)
-    differences = verify_projection(engine, _audit_records(settings, args.source, engine), settings.policy(),  # type: ignore[arg-type]
-                                    source=args.source)
+    with _progress(settings, args.source, engine, "Vérification") as bar:
+        records = _counted(bar, _audit_records(settings, args.source, engine))
+        differences = verify_projection(engine, records, settings.policy(), source=args.source)
     if args.json:
         print(json.dumps({"source": args.source, "agree": not differences, "differences": differences},
                          ensure_ascii=False, indent=2))
@@ -325,23 +390,24 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1 if differences else 0
 
 
-def _progress(settings: Settings, source: str, engine: object) -> ProgressBar:
-    """A bar sized by the log: the topic's end offsets or the archive's row count."""
+def _progress(settings: Settings, source: str, engine: Engine | None, desc: str) -> Any:
+    """A bar sized by the log (the topic's end offsets or the archive's row count), on a
+    terminal only: off one, the log is not even counted."""
     if not sys.stderr.isatty():
-        return ProgressBar(0, enabled=False)
-    if source == "archive":
+        return _progress_bar(desc, "événements", disable=True)
+    if source == "archive" and engine is not None:
         from sqlalchemy import func, select
 
         from projections.models import ARCHIVE
 
-        with engine.connect() as conn:  # type: ignore[attr-defined]
+        with engine.connect() as conn:
             total = conn.scalar(select(func.count()).select_from(ARCHIVE)) or 0
     else:
         from streams.kafka_tools import end_offsets_total
         from streams.topics import EVENTS
 
         total = end_offsets_total(settings.bootstrap, EVENTS)
-    return ProgressBar(total)
+    return _progress_bar(desc, "événements", total)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
@@ -429,7 +495,8 @@ def _page_size(value: str) -> int:
 
 
 def cmd_itop_sync(args: argparse.Namespace) -> int:
-    """Poll iTop and publish its changes as commands; ``--once`` prints what it did (French)."""
+    """Poll iTop and publish its changes as commands; ``--once`` prints what it did (French,
+    or one JSON object with ``--json``)."""
     import signal
     import threading
     from datetime import timedelta
@@ -451,20 +518,24 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         since = itop.parse_since(args.since)
     except (ValueError, ZoneInfoNotFoundError) as exc:
         raise UsageError(str(exc)) from None
+    if args.json and not args.once:
+        raise UsageError("--json goes with --once")
     engine = engine_for(settings)
     create_schema(engine)
+    _reach_broker(settings)  # a broker down later is retried; one absent at start is a mistake
     store = itop.CheckpointStore(engine, client.endpoint)
     overlap = timedelta(seconds=args.overlap)
     # the worker refuses facts dated beyond this: the connector reports them instead of sending
     max_backdate = settings.policy().versions[-1].connector_max_backdate
     publisher: itop.KafkaPublisher | None = None
+    bar = _progress_bar("iTop", "commandes")
 
     def sync() -> itop.SyncResult:
         nonlocal publisher
-        if publisher is None:  # created on first use: a broker down at start is retried like iTop
+        if publisher is None:  # created on first use, once the broker answered
             publisher = itop.KafkaPublisher(settings.bootstrap, embedded=settings.embedded)
-        return itop.sync_once(client, publisher, store, reference, tz=tz, page_size=args.page_size,
-                              overlap=overlap, since=since, max_backdate=max_backdate)
+        return itop.sync_once(client, _CountingPublisher(publisher, bar), store, reference, tz=tz,
+                              page_size=args.page_size, overlap=overlap, since=since, max_backdate=max_backdate)
 
     structlog.get_logger("slaledger").info("itop sync starting", settings=settings.public(), endpoint=client.endpoint,
                                            every=args.every, page_size=args.page_size)
@@ -472,12 +543,9 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         if args.once:
             try:
                 result = itop.run_once(sync, attempts=args.retries)
-            except Exception as exc:
-                if not itop.is_retryable(exc):
-                    raise
-                print(f"slaledger: itop sync failed: {itop.describe_failure(exc)}", file=sys.stderr)
-                return 1
-            print(result.summary())
+            except itop.ItopError as exc:  # a broker or database failure is described by main()
+                raise CommandFailed(f"itop sync failed: {exc.message}") from None
+            print(json.dumps(result.as_dict(), ensure_ascii=False) if args.json else result.summary())
             return 0
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -485,8 +553,23 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         itop.run_forever(sync, every=args.every, stop=stop)
         return 0
     finally:
+        bar.close()
         if publisher is not None:
             publisher.close()
+
+
+class _CountingPublisher:
+    """A publisher whose every command advances the progress bar."""
+
+    def __init__(self, publisher: Publisher, bar: Any) -> None:
+        self.publisher, self.bar = publisher, bar
+
+    def send(self, command: Command) -> None:
+        self.publisher.send(command)
+        self.bar.update()
+
+    def flush(self) -> None:
+        self.publisher.flush()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -495,10 +578,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded broker, archive restore, worker (API + /metrics) and projector in one process."""
-    import os
     import secrets
     import threading
-    from pathlib import Path
 
     from prometheus_client import REGISTRY
 
@@ -517,6 +598,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     base.policy()  # a bad policy file stops here, before anything starts
     if args.kafka and args.broker:
         raise UsageError("--kafka and --broker are exclusive: --kafka runs its own Apache Kafka")
+    engine = engine_for(base)
+    create_schema(engine)  # and so does a database that refuses
+    if args.broker:
+        _reach_broker(base)
     # An embedded broker is empty at each start (the archive is restored into it); a broker
     # given with --broker outlives this process and keeps the log itself, and so does the
     # Apache Kafka of --kafka (its data directory is kept under DATA_DIR/kafka).
@@ -537,8 +622,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
                              rebalance_timeout=2.0, database_url=base.database)
         create_topics(settings.bootstrap, settings.partitions)
-        engine = engine_for(settings)
-        create_schema(engine)
         restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
         dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
         try:
@@ -641,13 +724,24 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Whatever it fails on that the operator can fix (input, a broker or a
+    database that does not answer, a path: ``slaledger.failures``) ends as one line on
+    stderr and a non-zero exit code; any other exception is a bug and keeps its traceback."""
     parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         return int(args.handler(args))
-    except (UsageError, PolicyError, OSError) as exc:
+    except (UsageError, PolicyError) as exc:
         print(f"slaledger: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        described = describe(exc, getattr(args, "settings", None))
+        if described is None:
+            raise
+        line, code = described
+        print(f"slaledger: error: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

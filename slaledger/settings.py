@@ -65,6 +65,9 @@ class Settings:
     command_timeout: float = 10.0
     # Embedded Tansu broker: work around its ListOffsets answer (see streams.embedded).
     embedded: bool = False
+    # Seconds a command waits for the broker at start before it fails with one line (a
+    # service manager restarts it), instead of waiting on a broker that is not there.
+    broker_timeout: float = 10.0
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
     rebalance_timeout: float = 10.0

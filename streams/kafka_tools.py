@@ -18,6 +18,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 from .kafka_security import client_options
 
 
+class TopicMissing(RuntimeError):
+    """The broker answers but has no such topic (``slaledger topics create`` not run)."""
+
+
 def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -25,7 +29,7 @@ def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
         if found:
             return [TopicPartition(topic, p) for p in sorted(found)]
         time.sleep(0.1)
-    raise RuntimeError(f"topic {topic} not found")
+    raise TopicMissing(f"topic {topic} not found")
 
 
 def true_end_offsets(
@@ -50,6 +54,28 @@ def true_end_offsets(
         raise RuntimeError(f"no high watermark for {missing} within {timeout}s")
     consumer.seek_to_beginning(*tps)
     return ends
+
+
+def wait_for_broker(bootstrap: str, timeout: float) -> None:
+    """Return once a broker at ``bootstrap`` answers; raise KafkaTimeoutError after ``timeout``
+    seconds. Commands call it first so that a broker that is not there fails them at start,
+    within a bound they choose, rather than after each client's own 30 s. kafka-python's log
+    of each refused attempt is held back: the caller reports the outcome once."""
+    import logging
+
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaTimeoutError
+
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-probe",
+                         bootstrap_timeout_ms=max(1, int(timeout * 1000)), **client_options()).close()
+    except KafkaTimeoutError:
+        raise KafkaTimeoutError(f"no answer from {bootstrap} within {timeout:g} s") from None
+    finally:
+        kafka_log.setLevel(level)
 
 
 def end_offsets_total(bootstrap: str, topic: str) -> int:

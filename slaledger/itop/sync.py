@@ -135,6 +135,14 @@ class SyncResult:
                 refs.append(item.ref)
         return out
 
+    def as_dict(self) -> dict[str, Any]:
+        """What ``slaledger itop sync --once --json`` prints, for a script: the summary's
+        figures, unknown names grouped as it groups them, the watermarks reached."""
+        return {"source": self.source, "fetched": self.fetched, "unchanged": self.unchanged,
+                "commands": self.commands, "tickets": self.tickets, "skipped": self.skipped,
+                "unknown": self.unknown_by_kind(), "unreadable": list(self.unreadable),
+                "watermarks": dict(self.watermarks)}
+
     def summary(self) -> str:
         """For the person running ``slaledger itop sync --once`` (French)."""
         lines = [f"iTop {self.source} : {self.fetched} objet(s) lu(s) dont {self.unchanged} inchangé(s), "

@@ -200,7 +200,7 @@ def test_itop_errors_back_off_and_are_reported_on_one_line(broker: Broker, fake:
     # a configuration error: no retry, exit 1, one line saying what iTop answered
     wrong = itop_sync({**env, "SLALEDGER_ITOP_PASSWORD": "wrong"}, "--url", fake.url, "--once")
     assert wrong.returncode == 1
-    assert one_liners(wrong.stderr) == ["slaledger: itop sync failed: iTop a répondu le code 1 (UNAUTHORIZED) "
+    assert one_liners(wrong.stderr) == ["slaledger: error: itop sync failed: iTop a répondu le code 1 (UNAUTHORIZED) "
                                         "pour core/get : Error: Invalid login"]
     failed = [e for e in logs_of(wrong.stderr) if e["event"].startswith("itop sync failed")]
     assert [(e["event"], e["level"], e["code"]) for e in failed] == [("itop sync failed", "error", 1)]
@@ -209,7 +209,7 @@ def test_itop_errors_back_off_and_are_reported_on_one_line(broker: Broker, fake:
     down = itop_sync(env, "--url", f"http://127.0.0.1:{free_port()}/itop", "--once", "--retries", "3")
     assert down.returncode == 1
     (message,) = one_liners(down.stderr)
-    assert message.startswith("slaledger: itop sync failed: iTop injoignable")
+    assert message.startswith("slaledger: error: itop sync failed: iTop injoignable")
     retries = [e for e in logs_of(down.stderr) if e["event"] == "itop sync failed, retrying"]
     assert [(e["retry_in"], e["level"], e["transient"]) for e in retries] == [
         (1.0, "warning", True), (2.0, "warning", True)]

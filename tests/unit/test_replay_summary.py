@@ -1,9 +1,7 @@
-"""Whole-log replays summarize closed tickets (flat memory) without changing any figure,
-and the replay's progress bar."""
+"""Whole-log replays summarize closed tickets (flat memory) without changing any figure."""
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
 from hypothesis import given, settings
@@ -13,7 +11,6 @@ from projections.audit import Filters, LogRecord, dispute_file, replay
 from projections.report import to_markdown
 from sla.events import EventType, encode_event
 from sla.policy import Policy
-from slaledger.progress import ProgressBar
 from tests.conftest import at, ev, filed
 
 START = at("2026-03-02T09:00:00+01:00")
@@ -58,25 +55,6 @@ def test_timelines_and_as_of_keep_every_ticket(policy: Policy) -> None:
     as_of = replay(iter(records), policy, Filters(as_of=START + timedelta(days=30)), source="kafka",
                    timelines=False, summarize_closed=True)
     assert set(with_timelines.tickets) == set(as_of.tickets) == {"T-000", "T-001"}
-
-
-def test_progress_bar_shows_share_and_counts() -> None:
-    out = io.StringIO()
-    bar = ProgressBar(1_000_000, stream=out, enabled=True)
-    bar(450_000)
-    bar.close(1_000_000)
-    text = out.getvalue()
-    assert " 45%" in text and "450 000/1 000 000 événements" in text
-    assert "100%  1 000 000/1 000 000 événements" in text and text.endswith("/s\n")
-    assert "█" * 30 in text
-
-
-def test_progress_bar_is_silent_off_a_terminal() -> None:
-    out = io.StringIO()  # not a TTY
-    bar = ProgressBar(10, stream=out)
-    bar(5)
-    bar.close()
-    assert out.getvalue() == ""
 
 
 def test_a_re_sent_event_is_listed_once_and_a_topic_without_archive_is_not_called_verified(policy: Policy) -> None:

@@ -1,0 +1,135 @@
+"""Every command, failing on its environment (a broker that does not answer, a database that
+refuses or has no tables, a bad database URL, a data directory that cannot be one), ends
+with one ``slaledger: error:`` line and a non-zero exit code, never a traceback.
+
+Commands that run forever or install signal handlers (worker, project, dev, itop sync) run
+in a subprocess with a timeout, so that a hang fails the test instead of blocking it; the
+others run ``main()`` in this process. Nothing here needs a broker or a database server:
+the refused port 1 stands for both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slaledger.cli import main
+from slaledger.failures import describe
+from slaledger.settings import Settings
+from streams.kafka_tools import TopicMissing
+
+NO_BROKER = ["--broker", "127.0.0.1:1"]
+NO_DATABASE = ["--database", "postgresql+psycopg://postgres@127.0.0.1:1/x"]
+BAD_URL = ["--database", "nosuchdialect://x"]
+EXPLAIN = ["sla", "explain", "--kind", "incident", "--channel", "portal", "--filed-at", "2026-03-12T10:00:00+01:00"]
+ITOP = ["itop", "sync", "--url", "http://127.0.0.1:1/itop", "--user", "sync", "--password", "s3cret"]
+TIMEOUT = "0.5"  # SLALEDGER_BROKER_TIMEOUT: how long the start-up check waits for the broker
+
+
+def assert_one_line(code: int, stderr: str, *expected: str) -> None:
+    assert code != 0
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("slaledger: error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == errors[0]  # the last word, after the command's logs
+    for text in expected:
+        assert text in errors[0], errors[0]
+
+
+# (argv, what the line must say); {tmp} is the test's directory, {file} a regular file in it
+IN_PROCESS = {
+    "sla explain: policy file missing": ([*EXPLAIN, "--policy", "{tmp}/missing.toml"], "missing.toml"),
+    "policy holidays: years reversed": (["policy", "holidays", "--from", "2030", "--to", "2020"], "--from"),
+    "topics create: no broker": (["topics", "create", *NO_BROKER], "127.0.0.1:1"),
+    "audit replay: no broker": (["audit", "replay", "--source", "kafka", *NO_BROKER], "127.0.0.1:1"),
+    "audit replay: database refused": (["audit", "replay", "--source", "archive", *NO_DATABASE], "***@127.0.0.1:1"),
+    "audit replay: fresh data dir": (["audit", "replay", "--source", "archive", "--data-dir", "{tmp}/fresh"],
+                                     "no slaledger tables"),
+    "audit replay: output in a missing directory": (["audit", "replay", "-o", "{tmp}/nowhere/file.json"], "nowhere"),
+    "audit replay: output is a directory": (["audit", "replay", "-o", "{tmp}"], "is a directory"),
+    "audit verify: no broker": (["audit", "verify", "--source", "kafka", *NO_BROKER], "127.0.0.1:1"),
+    "audit verify: database refused": (["audit", "verify", *NO_DATABASE], "refused or unreachable"),
+    "audit verify: fresh data dir": (["audit", "verify", "--data-dir", "{tmp}/fresh"], "no slaledger tables"),
+    "token create: database refused": (["token", "create", "--role", "agent", *NO_DATABASE], "SLALEDGER_DATABASE_URL"),
+    "token create: bad database URL": (["token", "create", "--role", "agent", *BAD_URL], "database URL"),
+    "token list: database refused": (["token", "list", *NO_DATABASE], "refused or unreachable"),
+    "token list: data dir is a file": (["token", "list", "--data-dir", "{file}/data"], "Not a directory"),
+    "token revoke: database refused": (["token", "revoke", "tok_x", *NO_DATABASE], "refused or unreachable"),
+    "token revoke: bad database URL": (["token", "revoke", "tok_x", *BAD_URL], "database URL"),
+    "itop sync --once: no broker": ([*ITOP, "--once", "--data-dir", "{tmp}/itop", *NO_BROKER], "127.0.0.1:1"),
+    "itop sync --once: database refused": ([*ITOP, "--once", *NO_DATABASE], "refused or unreachable"),
+}
+
+SUBPROCESS = {
+    "worker: no broker": (["worker", "--data-dir", "{tmp}/w", *NO_BROKER], "127.0.0.1:1"),
+    "worker: data dir is a file": (["worker", "--data-dir", "{file}/w"], "Not a directory"),
+    "project: no broker": (["project", "--data-dir", "{tmp}/p", "--metrics-port", "0", *NO_BROKER], "127.0.0.1:1"),
+    "project --rebuild: no broker": (["project", "--rebuild", "--data-dir", "{tmp}/p", *NO_BROKER], "127.0.0.1:1"),
+    "project: database refused": (["project", *NO_BROKER, *NO_DATABASE], "refused or unreachable"),
+    "project: data dir is a file": (["project", "--data-dir", "{file}/p", *NO_BROKER], "Not a directory"),
+    "itop sync --every: no broker": ([*ITOP, "--every", "60s", "--data-dir", "{tmp}/i", *NO_BROKER], "127.0.0.1:1"),
+    "dev --broker: no broker": (["dev", "--data-dir", "{tmp}/d", *NO_BROKER], "127.0.0.1:1"),
+    "dev: data dir is a file": (["dev", "--data-dir", "{file}/d"], "Not a directory"),
+}
+
+
+def expand(argv: list[str], tmp_path: Path) -> list[str]:
+    regular = tmp_path / "a-file"
+    regular.write_text("not a directory")
+    return [a.format(tmp=tmp_path, file=regular) for a in argv]
+
+
+@pytest.mark.parametrize(("argv", "expected"), IN_PROCESS.values(), ids=IN_PROCESS.keys())
+def test_one_line_in_process(argv: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLALEDGER_BROKER_TIMEOUT", TIMEOUT)
+    code = main(expand(argv, tmp_path))
+    assert_one_line(code, capsys.readouterr().err, expected)
+
+
+def run(argv: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLALEDGER_")}
+    return subprocess.run([sys.executable, "-m", "slaledger.cli", *argv], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, env={**clean, "SLALEDGER_BROKER_TIMEOUT": TIMEOUT, **env})
+
+
+@pytest.mark.parametrize(("argv", "expected"), SUBPROCESS.values(), ids=SUBPROCESS.keys())
+def test_one_line_from_a_long_running_command(argv: list[str], expected: str, tmp_path: Path) -> None:
+    done = run(expand(argv, tmp_path), tmp_path)
+    assert_one_line(done.returncode, done.stderr, expected)
+
+
+@pytest.mark.parametrize("command", ["worker", "dev"])
+def test_a_database_that_refuses_stops_a_worker_before_any_broker(command: str, tmp_path: Path) -> None:
+    """The worker's token database (env only) is checked at start; ``dev`` checks it before it
+    starts its embedded broker."""
+    done = run([command, "--data-dir", str(tmp_path / "d")], tmp_path,
+               SLALEDGER_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/x")
+    assert_one_line(done.returncode, done.stderr, "refused or unreachable")
+    assert not (tmp_path / "d" / "broker.log").exists()
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the environment's failures are turned into a line: a programming error is not hidden."""
+    import slaledger.cli as cli
+
+    def broken(_: object) -> int:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(cli, "cmd_policy_holidays", broken)
+    with pytest.raises(KeyError):
+        main(["policy", "holidays", "--from", "2026", "--to", "2026"])
+
+
+def test_a_broker_without_the_topics_is_told_to_create_them() -> None:
+    """``project`` or ``audit replay --source kafka`` against a broker where ``topics create``
+    never ran: the broker answers, the topic is missing."""
+    line, code = describe(TopicMissing("topic slaledger.ticket-events not found"),
+                          Settings(broker_url="kafka://kafka:9092")) or ("", 0)
+    assert code == 1 and line.startswith("topic slaledger.ticket-events not found at kafka:9092: ")
+    assert "slaledger topics create" in line
