@@ -107,7 +107,9 @@ def engine_for(settings: Settings) -> Engine:
     """The SQL database of the settings (a SQLite file's directory is created)."""
     if settings.database.startswith("sqlite:///"):
         Path(settings.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(settings.database, pool_pre_ping=True)
+    # a host that drops packets must not hold a command for libpq's default (no limit)
+    connect_args = {"connect_timeout": 10} if settings.database.startswith("postgresql") else {}
+    return create_engine(settings.database, pool_pre_ping=True, connect_args=connect_args)
 
 
 def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from streams.kafka_tools import TopicMissing
+from streams.topics import TopicLayoutError
 
 from .settings import mask_url
 
@@ -50,6 +51,9 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
     if isinstance(exc, TopicMissing):
         return (f"{exc}{broker}: create the topics with `slaledger topics create` "
                 "(or check --broker / SLALEDGER_BROKER_URL)"), FAILED
+    if isinstance(exc, TopicLayoutError):
+        return (f"topics{broker} do not have the expected partitions ({exc}): run with the partition count they "
+                "were created with (--partitions / SLALEDGER_PARTITIONS)"), FAILED
     if isinstance(exc, KafkaError):
         name, detail = type(exc).__name__, _first_line(exc)
         detail = detail if detail.startswith(name) else f"{name}: {detail}"

@@ -16,6 +16,11 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+
+class TopicLayoutError(RuntimeError):
+    """A topic exists with another partition count than the one asked for: keys would map
+    to other partitions, so nothing is changed (Kafka cannot reduce partitions anyway)."""
+
 APP_ID = "slaledger"
 TICKET_TABLE = "tickets"
 POSITION_TABLE = "positions"
@@ -82,7 +87,7 @@ def create_topics(bootstrap: str, partitions: int = 4, *, replication: int = 1,
             wrong = [f"{s.name} has {counts.get(s.name)} partitions, expected {s.partitions}"
                      for s in present if counts.get(s.name) != s.partitions]
             if wrong:
-                raise RuntimeError("; ".join(wrong))
+                raise TopicLayoutError("; ".join(wrong))
         for spec in missing:
             log.info("topic created", topic=spec.name, partitions=spec.partitions, replication=replication,
                      config=spec.config)

@@ -133,3 +133,11 @@ def test_a_broker_without_the_topics_is_told_to_create_them() -> None:
                           Settings(broker_url="kafka://kafka:9092")) or ("", 0)
     assert code == 1 and line.startswith("topic slaledger.ticket-events not found at kafka:9092: ")
     assert "slaledger topics create" in line
+
+
+def test_topics_with_another_partition_count_are_one_line() -> None:
+    from streams.topics import TopicLayoutError
+
+    line, code = describe(TopicLayoutError("slaledger.ticket-commands has 4 partitions, expected 8"),
+                          Settings(broker_url="kafka://kafka:9092")) or ("", 0)
+    assert code == 1 and "has 4 partitions, expected 8" in line and "--partitions" in line
