@@ -73,5 +73,7 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
         if exc.filename is not None:
             return (f"{exc.filename}: {exc.strerror or _first_line(exc)}: check the paths given (--data-dir, "
                     "--policy, --output…) and their permissions"), USAGE
-        return f"{type(exc).__name__}: {_first_line(exc)}: check the addresses configured and the network", FAILED
+        # an OSError raised with a sentence (no errno) already names what failed
+        what = _first_line(exc) if exc.errno is None else f"{type(exc).__name__}: {_first_line(exc)}"
+        return f"{what}: check the addresses configured and the network", FAILED
     return None
