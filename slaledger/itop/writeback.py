@@ -18,6 +18,7 @@ never stops the sync from publishing commands.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from sla import french
 from sla.events import SLA_FACT_TYPES, EventDecodeError, EventType, decode_event
 
 from .client import ITOP_TIME_FORMAT, ItopClient, ItopError
+from .sync import SyncResult
 
 log = structlog.get_logger(__name__)
 
@@ -233,4 +235,29 @@ def writeback_once(client: ItopClient, engine: Engine, source: str, *, tz: ZoneI
     return result
 
 
-__all__ = ["Fact", "WritebackResult", "collect", "writeback_once"]
+def check_field_code(code: str | None) -> None:
+    """``--sla-field``: an iTop attribute code (letters, digits, underscores), or nothing."""
+    if code is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", code):
+        raise ValueError(f"--sla-field: {code!r} is not an iTop attribute code")
+
+
+def writeback_into(result: SyncResult, client: ItopClient, engine: Engine, *, tz: ZoneInfo,
+                   sla_field: str | None = None, titles: Mapping[str, str] | None = None) -> None:
+    """The write-back after a sync pass, its counts added to the pass's result.
+
+    Whatever goes wrong here is logged and left for the next pass: the commands of the
+    pass are already published and the write-back must never stop the next ones (a
+    database or programming error included, logged with its traceback).
+    """
+    try:
+        done = writeback_once(client, engine, client.endpoint, tz=tz, sla_field=sla_field, titles=titles)
+    except Exception:
+        log.exception("itop write-back failed, retried next pass")
+        result.writeback_failed += 1
+        return
+    result.written_back += done.written
+    result.already_written += done.already
+    result.writeback_failed += done.failed
+
+
+__all__ = ["Fact", "WritebackResult", "check_field_code", "collect", "writeback_into", "writeback_once"]
