@@ -1,8 +1,10 @@
 """iTop sync: the checkpoint, the publisher and the polling loop of ``slaledger itop sync``.
 
-Each pass reads what changed in iTop since the checkpoint (``client``), publishes the
-commands it stands for (``mapping``) on the commands topic, and moves the checkpoint once
-the broker acknowledged them; ``run_once`` and ``run_forever`` retry with back-off.
+Each pass reads what changed in iTop since the checkpoint (``client``) and the status
+changes of those objects from iTop's change log, publishes the commands they stand for
+(``mapping``) on the commands topic, moves the checkpoint once the broker acknowledged them
+and records which iTop object each ticket comes from (for the write-back, ``writeback``);
+``run_once`` and ``run_forever`` retry with back-off.
 """
 
 from __future__ import annotations
@@ -394,7 +396,8 @@ def run_forever(sync: Callable[[], SyncResult], *, every: float, stop: threading
         failures = 0
         log.info("itop sync done", fetched=result.fetched, unchanged=result.unchanged, commands=result.commands,
                  tickets=result.tickets, unknown=len(result.unknown), skipped=result.skipped,
-                 watermarks=result.watermarks)
+                 watermarks=result.watermarks, history=result.history, written_back=result.written_back,
+                 writeback_failed=result.writeback_failed)
         stop.wait(every)
 
 
