@@ -3,7 +3,8 @@
 Tickets filed in iTop appear in the ledger with iTop's business times; re-syncing, losing
 the checkpoint and restarting the connector add no event; an error code or an iTop that
 is down is retried with back-off and reported on one line; an unknown organisation is
-reported and its ticket still ingested.
+reported and its ticket still ingested; every status change read from iTop's change log
+becomes its fact; an SLA breach is written back to the iTop ticket once.
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def test_itop_errors_back_off_and_are_reported_on_one_line(broker: Broker, fake:
 def test_a_breach_on_an_itop_ticket_is_written_back_once(broker: Broker, workers: list[Worker], database: str,
                                                          tmp_path: Path) -> None:
     """The worker's timer breaches an iTop ticket, the projector archives it, and the sync
-    writes it to the ticket's private log in iTop: one entry, however many passes."""
+    writes it to the ticket's private log in iTop: one entry, however many passes. Then three
+    status changes between two polls reach the ledger as three facts with iTop's times."""
     from projections.migrate import create_schema
     from projections.projector import run_projector
     from slaledger.settings import load_policy
@@ -273,3 +275,18 @@ def test_a_breach_on_an_itop_ticket_is_written_back_once(broker: Broker, workers
         assert quiet.returncode == 0, quiet.stderr[-3000:]
         assert all(json.loads(r["json_data"])["operation"] == "core/get" for r in fake.requests)
         assert all(json.loads(r["json_data"])["key"] != 104 for r in fake.requests)
+
+        # three status changes between two polls: three facts in the ledger, at iTop's times
+        fake.transition("UserRequest", 104, "assigned", "2026-11-28 09:00:00")
+        fake.transition("UserRequest", 104, "pending", "2026-11-28 09:30:00")
+        fake.transition("UserRequest", 104, "assigned", "2026-11-28 11:00:00")
+        changed = itop_sync(env, "--url", fake.url, "--once")
+        assert changed.returncode == 0, changed.stderr[-3000:]
+        wait_for(lambda: (ticket(worker, "IT-R-000104") or {}).get("status") == "in_progress", timeout=60,
+                 what="the end of the pause")
+        processed_up_to_now(broker, ["IT-R-000104"])
+        steps = [(e.type.value, e.occurred_at.isoformat()) for e in command_events(broker)
+                 if e.ticket_id == "IT-R-000104"]
+        assert steps == [("ticket_filed", "2026-11-27T14:00:00+00:00"), ("acknowledged", "2026-11-28T08:00:00+00:00"),
+                         ("waiting_for_customer", "2026-11-28T08:30:00+00:00"),
+                         ("customer_responded", "2026-11-28T10:00:00+00:00")]
