@@ -241,9 +241,9 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
         if watermark:
             floor = _shift(watermark, -overlap)
             seen = {k: v for k, v in seen.items() if v >= floor}
-        store.save(itop_class, Checkpoint(watermark, seen))
-        store.map_tickets(mapped)
+        store.map_tickets(mapped)  # before the checkpoint: a ticket sent is always findable for the write-back
         mapped.clear()
+        store.save(itop_class, Checkpoint(watermark, seen))
         result.watermarks[itop_class] = watermark
     result.tickets = len(tickets)
     return result
