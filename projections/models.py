@@ -178,6 +178,32 @@ class StatementSentRow(Base):
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ItopTicketRow(Base):
+    """Which iTop object a ticket comes from (filled by ``slaledger itop sync``), so the SLA
+    write-back knows where to write instead of guessing a key from the ticket id."""
+
+    __tablename__ = "itop_tickets"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(255), index=True)  # the REST endpoint URL
+    itop_class: Mapped[str] = mapped_column(String(64))
+    itop_key: Mapped[str] = mapped_column(String(32))
+    ref: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ItopWritebackRow(Base):
+    """An SLA fact written to an iTop ticket's private log, recorded once iTop confirmed it:
+    the write-back never writes the same fact twice (the entry's marker guards the window
+    between iTop's answer and this row)."""
+
+    __tablename__ = "itop_writebacks"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fact_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_event_archive_type", ArchiveRow.type)
 # A projection_checkpoints row holding the seq of the last archived row, written in the same
 # transaction: an archive whose last rows were deleted ends before it (the audit says so).

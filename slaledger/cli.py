@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     itop_sync.add_argument("--database", dest="database_url", help="SQLAlchemy URL of the checkpoint")
     itop_sync.add_argument("--data-dir", help="where the default SQLite file lives")
     itop_sync.add_argument("--json", action="store_true", help="--once: what the pass did as one JSON object")
+    itop_sync.add_argument("--no-writeback", action="store_true",
+                           help="do not write the SLA state back to the iTop tickets' private log")
+    itop_sync.add_argument("--sla-field", default=os.environ.get("SLALEDGER_ITOP_SLA_FIELD") or None, metavar="CODE",
+                           help="iTop attribute set to the next contractual deadline (env SLALEDGER_ITOP_SLA_FIELD)")
     itop_sync.set_defaults(handler=cmd_itop_sync)
 
     dev = commands.add_parser("dev", help="embedded broker + worker + API on one port")
@@ -516,6 +520,7 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
                                  token=settings.itop_token)
         reference = itop.Reference.from_file(args.org_map) if args.org_map else itop.Reference()
         since = itop.parse_since(args.since)
+        itop.check_field_code(args.sla_field)
     except (ValueError, ZoneInfoNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     if args.json and not args.once:
@@ -527,6 +532,7 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
     overlap = timedelta(seconds=args.overlap)
     # the worker refuses facts dated beyond this: the connector reports them instead of sending
     max_backdate = settings.policy().versions[-1].connector_max_backdate
+    titles = {d.name: d.title for v in settings.policy().versions for d in v.slas}  # the latest title wins
     publisher: itop.KafkaPublisher | None = None
     bar = _progress_bar("iTop", "commandes")
 
@@ -534,8 +540,11 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         nonlocal publisher
         if publisher is None:  # created on first use, once the broker answered
             publisher = itop.KafkaPublisher(settings.bootstrap, embedded=settings.embedded)
-        return itop.sync_once(client, _CountingPublisher(publisher, bar), store, reference, tz=tz,
-                              page_size=args.page_size, overlap=overlap, since=since, max_backdate=max_backdate)
+        result = itop.sync_once(client, _CountingPublisher(publisher, bar), store, reference, tz=tz,
+                                page_size=args.page_size, overlap=overlap, since=since, max_backdate=max_backdate)
+        if not args.no_writeback:  # after the commands are published: its failures never hold them back
+            itop.writeback_into(result, client, engine, tz=tz, sla_field=args.sla_field, titles=titles)
+        return result
 
     structlog.get_logger("slaledger").info("itop sync starting", settings=settings.public(), endpoint=client.endpoint,
                                            every=args.every, page_size=args.page_size)

@@ -29,12 +29,22 @@ _COMMON = ("id", "friendlyname", "ref", "title", "description", "org_id", "org_n
            "servicesubcategory_id", "origin", "status", "caller_id", "caller_id_friendlyname", "team_id", "agent_id",
            "start_date", "assignment_date", "last_pending_date", "resolution_date", "close_date", "last_update",
            "pending_reason", "solution", "public_log", "private_log", "priority", "impact", "urgency")
+CHANGE_OP = "CMDBChangeOpSetAttributeScalar"
+TICKET_CLASSES = ("UserRequest", "Incident")
 ATTRIBUTES = {"UserRequest": frozenset((*_COMMON, "request_type", "approver_id")),
-              "Incident": frozenset(_COMMON)}
+              "Incident": frozenset(_COMMON),
+              # core/cmdbchangeop.class.inc.php: CMDBChangeOp (change, date, userinfo, user_id, objclass,
+              # objkey) → CMDBChangeOpSetAttribute (attcode) → …Scalar (oldvalue, newvalue)
+              CHANGE_OP: frozenset(("id", "friendlyname", "change", "date", "userinfo", "user_id", "objclass",
+                                    "objkey", "attcode", "oldvalue", "newvalue"))}
+# What the ITIL lifecycles set when a ticket enters a status (SetCurrentDate actions).
+_DATED_STATUS = {"pending": "last_pending_date", "resolved": "resolution_date", "closed": "close_date"}
 VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 OPERATIONS = ("list_operations", "core/get", "core/create", "core/update", "core/apply_stimulus", "core/delete",
               "core/get_related", "core/check_credentials")
 _OQL = re.compile(r"^\s*SELECT\s+(\w+)(?:\s+WHERE\s+last_update\s*(>=|>)\s*'([0-9: -]{19})')?\s*$", re.I)
+_OQL_CHANGES = re.compile(r"^\s*SELECT\s+CMDBChangeOpSetAttributeScalar\s+WHERE\s+objclass\s*=\s*'(\w+)'\s+AND\s+"
+                          r"attcode\s*=\s*'(\w+)'\s+AND\s+objkey\s+IN\s*\(\s*(\d+(?:\s*,\s*\d+)*)\s*\)\s*$", re.I)
 
 
 def load_fixture(name: str) -> dict[str, Any]:
@@ -50,10 +60,17 @@ class RestError(Exception):
 
 class FakeItop:
     def __init__(self, *, users: dict[str, str] | None = None, tokens: set[str] | None = None,
-                 paging: bool = True) -> None:
+                 paging: bool = True, unreadable: frozenset[str] = frozenset(), read_only: bool = False,
+                 extra_fields: frozenset[str] = frozenset()) -> None:
         self.users = users if users is not None else {"sync": "s3cret"}
         self.tokens = tokens or set()
         self.paging = paging  # False: an iTop before 3.0, which ignores limit/page
+        self.unreadable = unreadable  # classes the account may not read (e.g. the change log)
+        self.read_only = read_only  # the account may not modify tickets
+        # custom attributes added to the ticket classes by a site's datamodel (e.g. an SLA field)
+        self.attributes = {cls: names | extra_fields if cls in TICKET_CLASSES else names
+                           for cls, names in ATTRIBUTES.items()}
+        self.now = "2026-11-29 13:00:00"  # the server's clock: dates of what core/update writes
         self.objects: dict[str, dict[str, dict[str, Any]]] = {cls: {} for cls in ATTRIBUTES}
         self.requests: list[dict[str, Any]] = []
         self._failures: list[tuple[int | None, int | None, str]] = []  # (code, http status, message)
@@ -88,6 +105,30 @@ class FakeItop:
                             "message_html": f"<p>{message}</p>"})
             obj["public_log"] = {"entries": entries}
             obj["last_update"] = max(obj.get("last_update") or "", date)
+
+    def transition(self, itop_class: str, key: str | int, status: str, date: str) -> dict[str, Any]:
+        """Change a ticket's status as iTop's lifecycle does: the dated field of the new
+        status, ``last_update``, and a ``CMDBChangeOpSetAttributeScalar`` in the change log
+        (``assignment_date`` only the first time: the field the connector reads once)."""
+        with self._lock:
+            obj = self.objects[itop_class][str(key)]
+            old = obj.get("status", "")
+            obj["status"] = status
+            if status in _DATED_STATUS:
+                obj[_DATED_STATUS[status]] = date
+            if status == "assigned" and not obj.get("assignment_date"):
+                obj["assignment_date"] = date
+            obj["last_update"] = max(obj.get("last_update") or "", date)
+            ops = self.objects[CHANGE_OP]
+            op_id = str(max((int(k) for k in ops), default=1000) + 1)
+            ops[op_id] = {"change": str(int(op_id) + 5000), "date": date, "userinfo": "Agent Support", "user_id": "3",
+                          "objclass": itop_class, "objkey": str(key), "attcode": "status", "oldvalue": old,
+                          "newvalue": status}
+            return obj
+
+    def private_log(self, itop_class: str, key: str | int) -> list[dict[str, Any]]:
+        with self._lock:
+            return list((self.objects[itop_class][str(key)].get("private_log") or {}).get("entries", []))
 
     # --- failures ------------------------------------------------------------------------
     def fail_next(self, code: int = 100, *, times: int = 1, message: str = "Error: MySQL server has gone away",
@@ -195,9 +236,57 @@ class FakeItop:
             raise RestError(100, "Missing parameter 'operation'")
         if operation not in OPERATIONS:
             raise RestError(11, f"Unknown verb '{operation}' in version '{version}'")
-        if operation != "core/get":
-            raise RestError(100, f"the fake iTop only implements core/get, not {operation}")
-        return self._core_get(request)
+        if operation == "core/get":
+            return self._core_get(request)
+        if operation == "core/update":
+            return self._core_update(request, params.get("auth_user") or "token")
+        raise RestError(100, f"the fake iTop only implements core/get and core/update, not {operation}")
+
+    def _core_update(self, request: dict[str, Any], user: str) -> dict[str, Any]:
+        """core/update by id: scalar fields, and a case log's ``add_item`` (one entry
+        appended, as ``ormCaseLog::AddLogEntryFromJSON``; ``format`` defaults to html)."""
+        itop_class = request.get("class")
+        if itop_class not in TICKET_CLASSES:
+            raise RestError(100, f"class: Unknown class '{itop_class}'")
+        if self.read_only:
+            raise RestError(1, f"The current user does not have enough permissions for updating data of class "
+                               f"{itop_class}")
+        key = request.get("key")
+        if not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+            raise RestError(100, "key: only an id is implemented by the fake iTop for core/update")
+        fields = request.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            raise RestError(100, "Missing parameter 'fields'")
+        for name, value in fields.items():
+            if name not in self.attributes[itop_class] or name in ("id", "friendlyname", "ref"):
+                raise RestError(100, f"fields: invalid attribute code '{name}' for class '{itop_class}'")
+            if name in ("public_log", "private_log"):
+                item = value.get("add_item") if isinstance(value, dict) else None
+                if not isinstance(item, dict) or not isinstance(item.get("message"), str):
+                    raise RestError(100, f"{name}: a case log takes {{\"add_item\": {{\"message\": …}}}}")
+                if item.get("format", "html") not in ("html", "text"):
+                    raise RestError(100, f"{name}: unknown format {item['format']!r}")
+        with self._lock:
+            obj = self.objects[itop_class].get(str(key))
+            if obj is None:
+                raise RestError(100, f"key: No item found with criteria: {key}")
+            for name, value in fields.items():
+                if name in ("public_log", "private_log"):
+                    item = value["add_item"]
+                    entries = list((obj.get(name) or {}).get("entries", []))
+                    text = item["message"]
+                    entries.append({"date": self.now, "user_login": user, "user_id": "99", "message": text,
+                                    "message_html": f"<p>{text}</p>" if item.get("format", "html") == "text"
+                                    else text, "format": item.get("format", "html")})
+                    obj[name] = {"entries": entries}
+                else:
+                    obj[name] = value
+            obj["last_update"] = max(obj.get("last_update") or "", self.now)  # a ticket's OnUpdate sets it
+            names = [f.strip() for f in str(request.get("output_fields", "id")).split(",") if f.strip()]
+            out = {n: self._value(str(key), obj, n) for n in names if n in self.attributes[itop_class]}
+        return {"objects": {f"{itop_class}::{key}": {"code": 0, "message": "updated", "class": itop_class,
+                                                    "key": str(key), "fields": out}},
+                "code": 0, "message": None}
 
     def _core_get(self, request: dict[str, Any]) -> dict[str, Any]:
         itop_class = request.get("class")
@@ -205,13 +294,17 @@ class FakeItop:
             raise RestError(100, "Missing parameter 'class'")
         if itop_class not in ATTRIBUTES:
             raise RestError(100, f"class: Unknown class '{itop_class}'")
+        if itop_class in self.unreadable:
+            raise RestError(1, f"The current user does not have enough permissions for exporting data of class "
+                               f"{itop_class}")
         if "key" not in request:
             raise RestError(100, "Missing parameter 'key'")
         fields_spec = request.get("output_fields", "*")
-        fields = sorted(ATTRIBUTES[itop_class]) if fields_spec in ("*", "*+") else [
+        attributes = self.attributes[itop_class]
+        fields = sorted(attributes) if fields_spec in ("*", "*+") else [
             f.strip() for f in str(fields_spec).split(",") if f.strip()]
         for name in fields:
-            if name not in ATTRIBUTES[itop_class]:
+            if name not in attributes:
                 raise RestError(100, f"output_fields: invalid attribute code '{name}' for class '{itop_class}'")
         try:
             limit = int(request.get("limit", 0))
@@ -225,6 +318,14 @@ class FakeItop:
         key = request["key"]
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
             rows = [(k, v) for k, v in rows if k == str(key)]
+        elif isinstance(key, str) and itop_class == CHANGE_OP:
+            match = _OQL_CHANGES.match(key)
+            if not match:
+                raise RestError(100, f"OQL not understood by the fake iTop: {key}")
+            objclass, attcode = match.group(1), match.group(2)
+            keys = {k.strip() for k in match.group(3).split(",")}
+            rows = [(k, v) for k, v in rows
+                    if v["objclass"] == objclass and v["attcode"] == attcode and v["objkey"] in keys]
         elif isinstance(key, str):
             match = _OQL.match(key)
             if not match:
@@ -249,7 +350,7 @@ class FakeItop:
         if name == "id":
             return key
         if name == "friendlyname":
-            return obj.get("ref", key)
+            return obj.get("ref", obj.get("change", key))
         if name in ("public_log", "private_log"):
             return obj.get(name) or {"entries": []}
         return obj.get(name, "")

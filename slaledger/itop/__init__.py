@@ -8,6 +8,11 @@ customer response, resolve, reopen, close) and publishes them on the commands to
 ticket agent, single writer of each ticket, validates them with the state machine as any
 other command.
 
+The client reads each changed ticket's status changes from iTop's change log, so every
+transition between two polls becomes its command with iTop's own time. After each pass the
+write-back (``writeback``) writes the SLA facts of the iTop tickets (deadline set or moved,
+warning, breach, retraction) to their private log, once each.
+
 Three parts: the client (``client``: ``ItopClient``), the mapping (``mapping``:
 ``translate``, pure, one snapshot → commands, simulated through ``sla.ticket.decide`` so
 only what the state machine accepts is sent), and the sync (``sync``: ``sync_once``,
@@ -28,6 +33,7 @@ from .sync import (
     run_once,
     sync_once,
 )
+from .writeback import check_field_code, writeback_into, writeback_once
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -37,6 +43,7 @@ __all__ = [
     "KafkaPublisher",
     "Reference",
     "SyncResult",
+    "check_field_code",
     "describe_failure",
     "is_retryable",
     "parse_duration",
@@ -45,4 +52,6 @@ __all__ = [
     "run_once",
     "sync_once",
     "translate",
+    "writeback_into",
+    "writeback_once",
 ]

@@ -14,7 +14,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,12 @@ ITOP_CLASSES = ("UserRequest", "Incident")
 ITOP_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_PAGE_SIZE = 1000
 MAX_PAGES = 10_000  # a safety stop: 10 million objects in one pass is a server that loops
+# iTop's change log (core/cmdbchangeop.class.inc.php): one CMDBChangeOpSetAttributeScalar per
+# scalar attribute changed, with ``objclass`` (the object's own class), ``objkey``,
+# ``attcode``, ``oldvalue``, ``newvalue`` and ``date`` (an external field of its CMDBChange).
+CHANGE_OP_CLASS = "CMDBChangeOpSetAttributeScalar"
+CHANGE_OP_FIELDS = "objclass,objkey,attcode,oldvalue,newvalue,date"
+CHANGE_LOG_BATCH = 100  # object keys per change-log query: the OQL stays short, pages do the rest
 
 _COMMON_FIELDS = (
     "ref", "title", "description", "org_id", "org_name", "service_id", "service_name", "origin", "status",
@@ -84,6 +90,18 @@ class ItopObject:
         its fields (two changes in the same second share a last_update)."""
         digest = hashlib.sha256(json.dumps(dict(self.fields), sort_keys=True, default=str).encode()).hexdigest()
         return f"{self.last_update}#{digest[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One status change from iTop's change log: what the ticket went from and to, and when
+    (iTop's own "Y-m-d H:i:s"). ``op`` is the change op's id, which orders changes made in
+    the same second."""
+
+    date: str
+    old: str
+    new: str
+    op: int = 0
 
 
 def endpoint_of(url: str) -> str:
@@ -149,10 +167,12 @@ class ItopClient:
                             code=code, transient=code in TRANSIENT_CODES)
         return answer
 
-    def get_page(self, itop_class: str, oql: str, limit: int, page: int) -> tuple[list[ItopObject], int]:
+    def get_page(self, itop_class: str, oql: str | int, limit: int, page: int,
+                 output_fields: str | None = None) -> tuple[list[ItopObject], int]:
         """One page of ``core/get``; returns the usable objects and how many the page held."""
         answer = self.call({"operation": "core/get", "class": itop_class, "key": oql,
-                            "output_fields": OUTPUT_FIELDS.get(itop_class, "*"), "limit": limit, "page": page})
+                            "output_fields": output_fields or OUTPUT_FIELDS.get(itop_class, "*"), "limit": limit,
+                            "page": page})
         raw = answer.get("objects") or {}  # PHP sends null when nothing matches
         if not isinstance(raw, dict):
             raise ItopError(f"réponse iTop inattendue : objects = {str(raw)[:80]}")
@@ -169,9 +189,13 @@ class ItopClient:
     def changed_since(self, itop_class: str, since: str | None, page_size: int) -> Iterator[ItopObject]:
         """Every object of ``itop_class`` with ``last_update >= since`` (all when None), page by page."""
         oql = f"SELECT {itop_class}" + (f" WHERE last_update >= '{since}'" if since else "")
+        yield from self._pages(itop_class, oql, page_size)
+
+    def _pages(self, itop_class: str, oql: str, page_size: int, output_fields: str | None = None,
+               ) -> Iterator[ItopObject]:
         previous: list[str] | None = None
         for page in range(1, MAX_PAGES + 1):
-            objects, count = self.get_page(itop_class, oql, page_size, page)
+            objects, count = self.get_page(itop_class, oql, page_size, page, output_fields)
             keys = [o.key for o in objects]
             if previous is not None and keys == previous:
                 log.info("itop ignores paging, stopping", itop_class=itop_class, page=page)
@@ -181,6 +205,60 @@ class ItopClient:
                 return
             previous = keys
         raise ItopError(f"plus de {MAX_PAGES} pages pour {itop_class} : arrêt par sécurité")
+
+    def status_changes(self, itop_class: str, keys: Iterable[str], page_size: int = 100,
+                       ) -> dict[str, list[StatusChange]]:
+        """The status changes of these objects from iTop's change log, oldest first.
+
+        Why: an object's snapshot keeps only the last pending and resolution dates, so a
+        ticket paused and resumed twice between two polls would lose its first pause; the
+        change log has every transition with its own date. One ``core/get`` per batch of
+        keys and page. Raises ``ItopError`` as ``core/get`` does (the account may lack the
+        right to read the change log: the caller decides what to do without it).
+        """
+        wanted = sorted({str(k) for k in keys}, key=lambda k: (len(k), k))
+        for key in wanted:
+            if not key.isdigit():
+                raise ValueError(f"not an iTop object key: {key!r}")
+        out: dict[str, list[StatusChange]] = {k: [] for k in wanted}
+        for start in range(0, len(wanted), CHANGE_LOG_BATCH):
+            batch = wanted[start:start + CHANGE_LOG_BATCH]
+            oql = (f"SELECT {CHANGE_OP_CLASS} WHERE objclass = '{itop_class}' AND attcode = 'status' "
+                   f"AND objkey IN ({', '.join(batch)})")
+            for op in self._pages(CHANGE_OP_CLASS, oql, page_size, CHANGE_OP_FIELDS):
+                f = op.fields
+                key = str(f.get("objkey") or "")
+                if key not in out or str(f.get("attcode")) != "status" or str(f.get("objclass")) != itop_class:
+                    log.warning("itop change op not asked for, ignored", op=op.key, objkey=key)
+                    continue
+                out[key].append(StatusChange(str(f.get("date") or ""), str(f.get("oldvalue") or ""),
+                                             str(f.get("newvalue") or ""), int(op.key) if op.key.isdigit() else 0))
+        for changes in out.values():
+            changes.sort(key=lambda c: (c.date, c.op))
+        return out
+
+    def get_one(self, itop_class: str, key: str, output_fields: str) -> ItopObject | None:
+        """One object by its key (``None``: iTop does not have it, or not for this account)."""
+        objects, _count = self.get_page(itop_class, int(key), 1, 1, output_fields)
+        return objects[0] if objects else None
+
+    def update(self, itop_class: str, key: str, fields: Mapping[str, Any], comment: str) -> ItopObject:
+        """``core/update`` of one object by its key; the object as iTop wrote it.
+
+        A case log is written with ``{"add_item": {"message": …, "format": "text"}}``
+        (``AttributeCaseLog`` hands it to ``ormCaseLog::AddLogEntryFromJSON``): one entry
+        is added, the others are kept.
+        """
+        answer = self.call({"operation": "core/update", "class": itop_class, "key": int(key), "fields": dict(fields),
+                            "comment": comment, "output_fields": "id,last_update"})
+        raw = answer.get("objects") or {}
+        item = next(iter(raw.values()), None) if isinstance(raw, dict) else None
+        if not isinstance(item, dict) or item.get("code", 0) != 0:
+            message = item.get("message") if isinstance(item, dict) else str(raw)[:80]
+            raise ItopError(f"iTop n'a pas mis à jour {itop_class}::{key} : {message}")
+        written = item.get("fields")
+        return ItopObject(str(item.get("class") or itop_class), str(item.get("key") or key),
+                          written if isinstance(written, dict) else {})
 
 
 def parse_itop_time(value: Any, tz: ZoneInfo) -> datetime | None:
@@ -199,4 +277,4 @@ def parse_itop_time(value: Any, tz: ZoneInfo) -> datetime | None:
         raise ValueError(f"not an iTop date-time (Y-m-d H:i:s): {value!r}") from None
 
 
-__all__ = ["ItopClient", "ItopError"]
+__all__ = ["ItopClient", "ItopError", "StatusChange"]

@@ -21,7 +21,7 @@ import re
 import tomllib
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from sla.events import CONTROL_CHARACTERS, KINDS, validate_ticket_id
 from sla.ticket import Command, CommandType, DomainError, Status, Ticket, decide
 
-from .client import ItopObject, parse_itop_time
+from .client import ItopObject, StatusChange, parse_itop_time
 
 ORIGIN_CHANNEL = {"portal": "portal", "phone": "phone", "mail": "email",
                   # raised by the team's own monitoring, not filed by a member: no portal intake clock
@@ -187,13 +187,17 @@ def _log_entries(value: Any) -> list[dict[str, Any]]:
 
 
 def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo, now: datetime,
-              max_backdate: timedelta | None = None) -> Translation:
+              max_backdate: timedelta | None = None, changes: Sequence[StatusChange] | None = None) -> Translation:
     """The commands one iTop snapshot stands for, in business-time order.
 
     start_date → file; assignment_date → acknowledge; public log entries → inform (by the
-    team) or customer response (by the caller); last_pending_date → wait for customer;
-    leaving pending → customer response; resolution_date → resolve (or the rejection);
-    resolved then active again → reopen; close_date → close. The list is replayed through
+    team) or customer response (by the caller). The status transitions come from iTop's
+    change log when ``changes`` holds it (every transition with its own date: entering
+    pending → wait for customer; leaving it → customer response; resolved → resolve;
+    rejected → the rejection; resolved then active again → reopen; closed → close).
+    Without it (``None`` or empty: older history purged, no right to read it) they are
+    inferred from the snapshot's dates (last_pending_date, resolution_date, close_date,
+    last_update), which keep only the last of each. The list is replayed through
     ``decide`` on a local ticket: what the state machine refuses is reported in
     ``skipped``, not sent.
     """
@@ -293,8 +297,108 @@ def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo
     last_update, _ = when("last_update")
     pending, pending_raw = when("last_pending_date")
     resolved, resolved_raw = when("resolution_date")
+    closed, closed_raw = when("close_date")
+    reason = _clip(html_to_text(f.get("pending_reason")), 10_000)
+    solution = _clip(html_to_text(f.get("solution")), 10_000)
+    logged = _from_change_log(changes or (), out, tz, entries, snapshot={
+        "last_pending_date": (pending, pending_raw), "resolution_date": (resolved, resolved_raw),
+        "close_date": (closed, closed_raw)}, reason=reason, solution=solution)
+    if logged is not None:
+        facts += logged
+        # A date the log does not cover (history purged, a change made without tracking) still counts.
+        covered = {(x.what, x.stamp) for x in logged}
+        for name, at, raw, command, payload in (
+                ("last_pending_date", pending, pending_raw, CommandType.WAIT_FOR_CUSTOMER,
+                 {"reason": reason} if reason else {}),
+                ("resolution_date", resolved, resolved_raw, CommandType.RESOLVE,
+                 {"resolution": solution} if solution else {}),
+                ("close_date", closed, closed_raw, CommandType.CLOSE, {})):
+            if at is not None and (name, raw) not in covered:
+                facts.append(_Fact(at, _ORDER[command], name, raw, command, payload))
+    else:
+        facts += _from_snapshot(status, last_update, entries, pending, pending_raw, resolved, resolved_raw,
+                                closed, closed_raw, reason, solution)
+
+    _simulate(out, sorted(facts, key=lambda x: (x.at, x.order)), actor, now, derive_ack=assigned is None,
+              max_backdate=max_backdate)
+    return out
+
+
+# Statuses after which a ticket waits for nobody: leaving pending for one of them is no reply.
+_DONE_STATUSES = frozenset({"resolved", "closed", "rejected"})
+# How far a change op's date may be from the snapshot date iTop's lifecycle set in the same
+# transition (SetCurrentDate runs in the same request, normally the same second).
+_SAME_FACT = timedelta(seconds=5)
+
+
+def _from_change_log(changes: Sequence[StatusChange], out: Translation, tz: ZoneInfo,
+                     entries: list[tuple[datetime, str, bool]], *, snapshot: Mapping[str, tuple[datetime | None, str]],
+                     reason: str, solution: str) -> list[_Fact] | None:
+    """The status facts from the change log, or ``None`` when there is no log to read.
+
+    Ids stay those of the snapshot inference for the same fact: a change whose date is the
+    snapshot's date for that field (within a few seconds) takes the snapshot's time and
+    stamp, so a ticket synced by a release that read only snapshots gets no duplicate.
+    """
+    if not changes:
+        return None
+    facts: list[_Fact] = []
+
+    def stamp_of(field_name: str, at: datetime, raw: str) -> tuple[datetime, str]:
+        known, known_raw = snapshot.get(field_name, (None, ""))
+        if known is not None and abs(known - at) <= _SAME_FACT:
+            return known, known_raw
+        return at, raw
+
+    pending_since: tuple[datetime, str] | None = None  # (when, stamp) of the open pause
+    last_resolution = ""
+    for change in changes:
+        try:
+            at = parse_itop_time(change.date, tz)
+        except ValueError as exc:
+            out.skipped.append(Skipped("status", change.date, "-", str(exc)))
+            continue
+        if at is None or change.old == change.new:
+            continue
+        if change.old == "pending" and change.new != "pending" and pending_since is not None:
+            began, began_raw = pending_since
+            pending_since = None
+            answered = any(by_caller and began <= when <= at for when, _raw, by_caller in entries)
+            if change.new not in _DONE_STATUSES and not answered:
+                facts.append(_Fact(at, _PENDING_END, "pending_end", began_raw, CommandType.CUSTOMER_RESPONSE, {
+                    "elements_complete": False,
+                    "message": f"Sortie de l'attente dans iTop (statut : {change.new or 'inconnu'})."}))
+        if change.old == "resolved" and change.new in ACTIVE_STATUSES and last_resolution:
+            facts.append(_Fact(at, _ORDER[CommandType.REOPEN], "reopen", last_resolution, CommandType.REOPEN,
+                               {"reason": "Rouvert dans iTop."}))
+        if change.new == "pending" and change.old != "pending":
+            when_, raw = stamp_of("last_pending_date", at, change.date)
+            pending_since = (when_, raw)
+            last = raw == snapshot["last_pending_date"][1]
+            facts.append(_Fact(when_, _ORDER[CommandType.WAIT_FOR_CUSTOMER], "last_pending_date", raw,
+                               CommandType.WAIT_FOR_CUSTOMER, {"reason": reason} if reason and last else {}))
+        elif change.new == "resolved":
+            when_, raw = stamp_of("resolution_date", at, change.date)
+            last_resolution = raw
+            last = raw == snapshot["resolution_date"][1]
+            facts.append(_Fact(when_, _ORDER[CommandType.RESOLVE], "resolution_date", raw, CommandType.RESOLVE,
+                               {"resolution": solution} if solution and last else {}))
+        elif change.new == "rejected":
+            # One rejection per request, the id the snapshot inference gives it.
+            facts.append(_Fact(at, _ORDER[CommandType.RESOLVE], "rejected", "", CommandType.RESOLVE,
+                               {"resolution": "Demande rejetée dans iTop."}))
+        elif change.new == "closed":
+            when_, raw = stamp_of("close_date", at, change.date)
+            facts.append(_Fact(when_, _ORDER[CommandType.CLOSE], "close_date", raw, CommandType.CLOSE, {}))
+    return facts
+
+
+def _from_snapshot(status: str, last_update: datetime | None, entries: list[tuple[datetime, str, bool]],
+                   pending: datetime | None, pending_raw: str, resolved: datetime | None, resolved_raw: str,
+                   closed: datetime | None, closed_raw: str, reason: str, solution: str) -> list[_Fact]:
+    """The status facts inferred from the snapshot's dates (no change log to read)."""
+    facts: list[_Fact] = []
     if pending is not None:
-        reason = _clip(html_to_text(f.get("pending_reason")), 10_000)
         facts.append(_Fact(pending, _ORDER[CommandType.WAIT_FOR_CUSTOMER], "last_pending_date", pending_raw,
                            CommandType.WAIT_FOR_CUSTOMER, {"reason": reason} if reason else {}))
         answered = any(by_caller and at >= pending for at, _raw, by_caller in entries)
@@ -306,7 +410,6 @@ def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo
                                    "elements_complete": False,
                                    "message": f"Sortie de l'attente dans iTop (statut : {status or 'inconnu'})."}))
     if resolved is not None:
-        solution = _clip(html_to_text(f.get("solution")), 10_000)
         facts.append(_Fact(resolved, _ORDER[CommandType.RESOLVE], "resolution_date", resolved_raw,
                            CommandType.RESOLVE, {"resolution": solution} if solution else {}))
         if status in ACTIVE_STATUSES:  # resolved, then active again: it was reopened
@@ -319,13 +422,9 @@ def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo
         # One rejection per request: its id must not change when last_update moves on.
         facts.append(_Fact(last_update, _ORDER[CommandType.RESOLVE], "rejected", "", CommandType.RESOLVE,
                            {"resolution": "Demande rejetée dans iTop."}))
-    closed, closed_raw = when("close_date")
     if closed is not None:
         facts.append(_Fact(closed, _ORDER[CommandType.CLOSE], "close_date", closed_raw, CommandType.CLOSE, {}))
-
-    _simulate(out, sorted(facts, key=lambda x: (x.at, x.order)), actor, now, derive_ack=assigned is None,
-              max_backdate=max_backdate)
-    return out
+    return facts
 
 
 def _simulate(out: Translation, facts: list[_Fact], actor: str, now: datetime, *, derive_ack: bool,

@@ -1,8 +1,10 @@
 """iTop sync: the checkpoint, the publisher and the polling loop of ``slaledger itop sync``.
 
-Each pass reads what changed in iTop since the checkpoint (``client``), publishes the
-commands it stands for (``mapping``) on the commands topic, and moves the checkpoint once
-the broker acknowledged them; ``run_once`` and ``run_forever`` retry with back-off.
+Each pass reads what changed in iTop since the checkpoint (``client``) and the status
+changes of those objects from iTop's change log, publishes the commands they stand for
+(``mapping``) on the commands topic, moves the checkpoint once the broker acknowledged them
+and records which iTop object each ticket comes from (for the write-back, ``writeback``);
+``run_once`` and ``run_forever`` retry with back-off.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -31,6 +33,7 @@ from .client import (
     ItopClient,
     ItopError,
     ItopObject,
+    StatusChange,
     parse_itop_time,
 )
 from .mapping import Reference, Translation, Unknown, translate
@@ -75,6 +78,25 @@ class CheckpointStore:
             row.watermark = checkpoint.watermark
             row.seen = dict(checkpoint.seen)
             row.updated_at = datetime.now(UTC)
+
+    def map_tickets(self, mapped: dict[str, tuple[str, str, str]]) -> None:
+        """Remember which iTop object each ticket comes from (table ``itop_tickets``): the
+        write-back must know where to write, and a ticket id cannot be turned back into an
+        iTop key (a ref is not a key)."""
+        if not mapped:
+            return
+        from sqlalchemy.orm import Session
+
+        from projections.models import ItopTicketRow
+
+        with Session(self.engine) as session, session.begin():
+            for ticket_id, (itop_class, key, ref) in mapped.items():
+                row = session.get(ItopTicketRow, ticket_id)
+                if row is None:
+                    row = ItopTicketRow(ticket_id=ticket_id)
+                    session.add(row)
+                row.source, row.itop_class, row.itop_key, row.ref = self.source, itop_class, key, ref[:64]
+                row.updated_at = datetime.now(UTC)
 
 
 # --- publishing -------------------------------------------------------------------------
@@ -125,6 +147,10 @@ class SyncResult:
     skipped: int = 0
     watermarks: dict[str, str | None] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)  # "ref: reason" of objects not taken in
+    history: dict[str, str] = field(default_factory=dict)  # class → change log read | unavailable | unused
+    written_back: int = 0  # private log entries written to iTop by the write-back after the pass
+    already_written: int = 0  # facts found already in iTop (marker) and recorded without writing
+    writeback_failed: int = 0  # tickets whose write-back failed (retried next pass)
 
     def unknown_by_kind(self) -> dict[str, dict[str, list[str]]]:
         """``{"organisation": {"Mairie de X": ["R-000104", …]}, …}``, in a stable order."""
@@ -158,6 +184,14 @@ class SyncResult:
             lines.append(f"{titles.get(what, what)} : {listed}")
         if self.unreadable:
             lines.append(f"Objets illisibles, non repris : {'; '.join(self.unreadable)}")
+        if "unavailable" in self.history.values():
+            lines.append("Historique iTop illisible (droit de lecture sur CMDBChangeOpSetAttributeScalar ?) : "
+                         "transitions déduites des dates du ticket")
+        if self.written_back or self.already_written or self.writeback_failed:
+            lines.append(f"Retour vers iTop : {self.written_back} entrée(s) du journal privé écrite(s)"
+                         + (f", {self.already_written} déjà présente(s)" if self.already_written else "")
+                         + (f", {self.writeback_failed} ticket(s) en échec (nouvel essai au prochain passage)"
+                            if self.writeback_failed else ""))
         return "\n".join(lines)
 
 
@@ -183,11 +217,15 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
     result = SyncResult(client.endpoint)
     actor = f"itop:{client.account}"[:128]
     tickets: set[str] = set()
+    mapped: dict[str, tuple[str, str, str]] = {}  # ticket id → (class, key, ref), for the write-back
     for itop_class in classes:
         checkpoint = store.load(itop_class)
         start = _shift(checkpoint.watermark, -overlap) if checkpoint.watermark else since
         watermark, seen = checkpoint.watermark, dict(checkpoint.seen)
         log.info("itop pass", itop_class=itop_class, since=start, watermark=watermark)
+        batch: list[ItopObject] = []
+        history = _History(client, itop_class, page_size)
+        context = _PassContext(reference, publisher, result, actor, tz, now, max_backdate, tickets, mapped)
         for obj in client.changed_since(itop_class, start, page_size):
             result.fetched += 1
             stamp = obj.last_update
@@ -197,30 +235,101 @@ def sync_once(client: ItopClient, publisher: Publisher, store: CheckpointStore, 
             try:
                 if stamp:
                     parse_itop_time(stamp, tz)  # a bad stamp must not become the watermark
-                done = _publish(obj, reference, publisher, result, actor=actor, tz=tz, now=now(),
-                                max_backdate=max_backdate)
             except ValueError as exc:  # one odd object must not stop the sync at every pass
                 log.warning("itop object skipped: unreadable", itop_class=itop_class, key=obj.key, error=str(exc))
                 result.unreadable.append(f"{obj.key}: {exc}")
                 continue
-            tickets.add(done.ticket_id)
-            if stamp:
-                watermark = max(watermark or stamp, stamp)
-                if not any(s.retry for s in done.skipped):
-                    seen[obj.key] = obj.version
+            batch.append(obj)
+            if len(batch) >= page_size:
+                watermark = _publish_batch(batch, history, context, seen, watermark)
+        if batch:
+            watermark = _publish_batch(batch, history, context, seen, watermark)
+        result.history[itop_class] = history.state
         publisher.flush()
         if watermark:
             floor = _shift(watermark, -overlap)
             seen = {k: v for k, v in seen.items() if v >= floor}
+        store.map_tickets(mapped)  # before the checkpoint: a ticket sent is always findable for the write-back
+        mapped.clear()
         store.save(itop_class, Checkpoint(watermark, seen))
         result.watermarks[itop_class] = watermark
     result.tickets = len(tickets)
     return result
 
 
+@dataclass
+class _PassContext:
+    reference: Reference
+    publisher: Publisher
+    result: SyncResult
+    actor: str
+    tz: ZoneInfo
+    now: Callable[[], datetime]
+    max_backdate: timedelta | None
+    tickets: set[str]
+    mapped: dict[str, tuple[str, str, str]]
+
+
+def _publish_batch(batch: list[ItopObject], history: _History, ctx: _PassContext, seen: dict[str, str],
+                   watermark: str | None) -> str | None:
+    """Publish a batch of changed objects with their change log (one read for the batch);
+    returns the new watermark and fills ``seen``, then empties the batch."""
+    changes = history.read([o.key for o in batch])
+    for obj in batch:
+        stamp = obj.last_update
+        try:
+            done = _publish(obj, ctx.reference, ctx.publisher, ctx.result, actor=ctx.actor, tz=ctx.tz, now=ctx.now(),
+                            max_backdate=ctx.max_backdate, changes=changes.get(obj.key) if changes else None)
+        except ValueError as exc:  # one odd object must not stop the sync at every pass
+            log.warning("itop object skipped: unreadable", itop_class=obj.itop_class, key=obj.key, error=str(exc))
+            ctx.result.unreadable.append(f"{obj.key}: {exc}")
+            continue
+        ctx.tickets.add(done.ticket_id)
+        ctx.mapped[done.ticket_id] = (obj.itop_class, obj.key, obj.ref)
+        if stamp:
+            watermark = max(watermark or stamp, stamp)
+            if not any(s.retry for s in done.skipped):
+                seen[obj.key] = obj.version
+    batch.clear()
+    return watermark
+
+
+class _History:
+    """Reads the change log of a batch of objects; without it (no right to read
+    ``CMDBChangeOpSetAttributeScalar``, an iTop refusing the query) the mapping falls back to
+    the snapshot's dates for the rest of the pass, with one warning per process: the sync
+    must not stop for a log it can do without. Network failures and INTERNAL_ERROR are
+    raised: the pass is retried, not silently degraded."""
+
+    warned: ClassVar[set[tuple[str, str]]] = set()  # (endpoint, class) already warned about, for the process
+
+    def __init__(self, client: ItopClient, itop_class: str, page_size: int) -> None:
+        self.client, self.itop_class, self.page_size = client, itop_class, page_size
+        self.state = "unused"  # unused | read | unavailable
+
+    def read(self, keys: list[str]) -> dict[str, list[StatusChange]] | None:
+        if self.state == "unavailable" or not keys:
+            return None
+        try:
+            changes = self.client.status_changes(self.itop_class, [k for k in keys if k.isdigit()], self.page_size)
+        except ItopError as exc:
+            if exc.transient:
+                raise
+            self.state = "unavailable"
+            warn_key = (self.client.endpoint, self.itop_class)
+            if warn_key not in _History.warned:
+                _History.warned.add(warn_key)
+                log.warning("itop change log unavailable, transitions inferred from snapshot dates",
+                            itop_class=self.itop_class, code=exc.code, error=exc.message)
+            return None
+        self.state = "read"
+        return changes
+
+
 def _publish(obj: ItopObject, reference: Reference, publisher: Publisher, result: SyncResult, *, actor: str,
-             tz: ZoneInfo, now: datetime, max_backdate: timedelta | None = None) -> Translation:
-    translation = translate(obj, reference, actor=actor, tz=tz, now=now, max_backdate=max_backdate)
+             tz: ZoneInfo, now: datetime, max_backdate: timedelta | None = None,
+             changes: list[StatusChange] | None = None) -> Translation:
+    translation = translate(obj, reference, actor=actor, tz=tz, now=now, max_backdate=max_backdate, changes=changes)
     context = {"ticket_id": translation.ticket_id, "itop_ref": obj.ref, "itop_class": obj.itop_class,
                "itop_key": obj.key}
     for item in translation.unknown:
@@ -295,7 +404,8 @@ def run_forever(sync: Callable[[], SyncResult], *, every: float, stop: threading
         failures = 0
         log.info("itop sync done", fetched=result.fetched, unchanged=result.unchanged, commands=result.commands,
                  tickets=result.tickets, unknown=len(result.unknown), skipped=result.skipped,
-                 watermarks=result.watermarks)
+                 watermarks=result.watermarks, history=result.history, written_back=result.written_back,
+                 writeback_failed=result.writeback_failed)
         stop.wait(every)
 
 

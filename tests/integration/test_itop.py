@@ -3,7 +3,8 @@
 Tickets filed in iTop appear in the ledger with iTop's business times; re-syncing, losing
 the checkpoint and restarting the connector add no event; an error code or an iTop that
 is down is retried with back-off and reported on one line; an unknown organisation is
-reported and its ticket still ingested.
+reported and its ticket still ingested; every status change read from iTop's change log
+becomes its fact; an SLA breach is written back to the iTop ticket once.
 """
 
 from __future__ import annotations
@@ -221,3 +222,71 @@ def test_itop_errors_back_off_and_are_reported_on_one_line(broker: Broker, fake:
     assert "25 commande(s) publiée(s)" in flaky.stdout
     retries = [e for e in logs_of(flaky.stderr) if e["event"] == "itop sync failed, retrying"]
     assert [(e["code"], e["code_name"], e["retry_in"]) for e in retries] == [(100, "INTERNAL_ERROR", 1.0)]
+
+
+def test_a_breach_on_an_itop_ticket_is_written_back_once(broker: Broker, workers: list[Worker], database: str,
+                                                         tmp_path: Path) -> None:
+    """The worker's timer breaches an iTop ticket, the projector archives it, and the sync
+    writes it to the ticket's private log in iTop: one entry, however many passes. Then three
+    status changes between two polls reach the ledger as three facts with iTop's times."""
+    from projections.migrate import create_schema
+    from projections.projector import run_projector
+    from slaledger.settings import load_policy
+    from tests.integration.conftest import tiny_policy
+
+    policy_file = tiny_policy(tmp_path, 2)
+    worker = Worker(broker, tmp_path, policy_file=policy_file)
+    workers.append(worker.start())
+    env = sync_env(broker, database, SLALEDGER_POLICY_FILE=str(policy_file))
+    with FakeItop() as fake:
+        item = json.loads((FIXTURES / "userrequest_core_get.json").read_text())["objects"]["UserRequest::104"]
+        fake.put("UserRequest", 104, dict(item["fields"]))  # new, never taken into account: intake overdue
+
+        first = itop_sync(env, "--url", fake.url, "--once")
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "1 commande(s) publiée(s)" in first.stdout and "Retour vers iTop" not in first.stdout
+
+        def breach() -> list:
+            events = [decode_event(r.value) for r in read_topic(broker.bootstrap, EVENTS)]
+            return [e for e in events if e.ticket_id == "IT-R-000104" and e.type.value == "sla_breached"]
+
+        (breached,) = wait_for(breach, timeout=60, what="the timer's breach")
+        engine = create_engine(database)
+        create_schema(engine)
+        run_projector(engine, broker.bootstrap, load_policy(policy_file), follow=False)
+
+        outputs = []
+        for _ in range(2):
+            run = itop_sync(env, "--url", fake.url, "--once")
+            assert run.returncode == 0, run.stderr[-3000:]
+            outputs.append(run.stdout)
+        log = [e["message"] for e in fake.private_log("UserRequest", 104)]
+        breaches = [m for m in log if m.startswith(f"[slaledger:breach:{breached.event_id}]")]
+        assert len(breaches) == 1, log
+        assert "Dépassement SLA « Prise en compte (test) »" in breaches[0]
+        assert "délai dépassé" in breaches[0]  # the fold's own French explanation
+        markers = [m.split("]")[0] for m in log]
+        assert len(markers) == len(set(markers))  # no fact twice (the warning comes once too)
+        assert f"Retour vers iTop : {len(log)} entrée(s)" in outputs[0]
+        assert "Retour vers iTop" not in outputs[1]
+        # --no-writeback: nothing is read or written back
+        fake.requests.clear()
+        quiet = itop_sync(env, "--url", fake.url, "--once", "--no-writeback")
+        assert quiet.returncode == 0, quiet.stderr[-3000:]
+        assert all(json.loads(r["json_data"])["operation"] == "core/get" for r in fake.requests)
+        assert all(json.loads(r["json_data"])["key"] != 104 for r in fake.requests)
+
+        # three status changes between two polls: three facts in the ledger, at iTop's times
+        fake.transition("UserRequest", 104, "assigned", "2026-11-28 09:00:00")
+        fake.transition("UserRequest", 104, "pending", "2026-11-28 09:30:00")
+        fake.transition("UserRequest", 104, "assigned", "2026-11-28 11:00:00")
+        changed = itop_sync(env, "--url", fake.url, "--once")
+        assert changed.returncode == 0, changed.stderr[-3000:]
+        wait_for(lambda: (ticket(worker, "IT-R-000104") or {}).get("status") == "in_progress", timeout=60,
+                 what="the end of the pause")
+        processed_up_to_now(broker, ["IT-R-000104"])
+        steps = [(e.type.value, e.occurred_at.isoformat()) for e in command_events(broker)
+                 if e.ticket_id == "IT-R-000104"]
+        assert steps == [("ticket_filed", "2026-11-27T14:00:00+00:00"), ("acknowledged", "2026-11-28T08:00:00+00:00"),
+                         ("waiting_for_customer", "2026-11-28T08:30:00+00:00"),
+                         ("customer_responded", "2026-11-28T10:00:00+00:00")]

@@ -13,7 +13,7 @@ import pytest
 from sla.events import EventType, validate_ticket_id
 from sla.policy import Policy
 from sla.ticket import CommandType, Status, Ticket, command_event_id, decide
-from slaledger.itop.client import ItopObject, parse_itop_time
+from slaledger.itop.client import ItopObject, StatusChange, parse_itop_time
 from slaledger.itop.mapping import (
     Reference,
     Translation,
@@ -285,3 +285,82 @@ def test_facts_older_than_the_policy_limit_are_reported_not_sent() -> None:
     old = translate(obj, REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, max_backdate=timedelta(days=10))
     assert old.commands == []
     assert old.skipped and "10 jours" in old.skipped[0].reason
+
+
+# --- the change log ----------------------------------------------------------------------
+
+def changes(*items: tuple[str, str, str]) -> list[StatusChange]:
+    return [StatusChange(date, old, new, op) for op, (date, old, new) in enumerate(items, start=1001)]
+
+
+PAUSED_TWICE = changes(("2026-10-26 09:00:00", "new", "assigned"), ("2026-11-23 10:00:00", "assigned", "pending"),
+                       ("2026-11-23 14:00:00", "pending", "assigned"), ("2026-11-24 09:00:00", "assigned", "pending"))
+
+
+def test_three_status_changes_between_two_polls_are_three_facts_with_itops_times() -> None:
+    before = run(request("102"), now=NOW)
+    after_obj = request("102", status="pending", last_pending_date="2026-11-24 09:00:00",
+                        last_update="2026-11-24 09:00:00")
+    after = translate(after_obj, REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, changes=PAUSED_TWICE)
+    new = [c for c in after.commands if c.command_id not in {b.command_id for b in before.commands}]
+    assert [(c.type, c.occurred_at) for c in new] == [
+        (CommandType.WAIT_FOR_CUSTOMER, utc("2026-11-23T10:00:00+01:00")),
+        (CommandType.CUSTOMER_RESPONSE, utc("2026-11-23T14:00:00+01:00")),  # leaving pending, at iTop's time
+        (CommandType.WAIT_FOR_CUSTOMER, utc("2026-11-24T09:00:00+01:00")),
+    ]
+    assert not after.skipped and final_state(after).status is Status.WAITING_FOR_CUSTOMER
+    # the snapshot alone keeps only the last pause: the first one is lost
+    snapshot_only = run(after_obj)
+    lost = [c for c in snapshot_only.commands if c.command_id not in {b.command_id for b in before.commands}]
+    assert [(c.type, c.occurred_at) for c in lost] == [
+        (CommandType.WAIT_FOR_CUSTOMER, utc("2026-11-24T09:00:00+01:00"))]
+    # the fact both describe (the last pause, same iTop time) keeps the id the snapshot gave it
+    assert lost[0].command_id == new[-1].command_id == command_id_for("R-000102", "last_pending_date",
+                                                                       "2026-11-24 09:00:00")
+
+
+def test_a_change_log_gives_the_same_ids_as_the_snapshot_for_the_same_facts() -> None:
+    """R-000101 synced by a release that read only snapshots: reading its log sends nothing new."""
+    log_101 = changes(("2026-11-02 10:05:00", "new", "assigned"), ("2026-11-02 10:06:01", "assigned", "pending"),
+                      ("2026-11-03 14:20:00", "pending", "assigned"), ("2026-11-04 11:00:00", "assigned", "resolved"),
+                      ("2026-11-12 11:00:00", "resolved", "closed"))
+    with_log = translate(request("101"), REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, changes=log_101)
+    snapshot = run(request("101"))
+    # the pending op is a second after last_pending_date (same request): the same fact, the snapshot's time
+    assert steps(with_log) == steps(snapshot)
+    assert [c.command_id for c in with_log.commands] == [c.command_id for c in snapshot.commands]
+
+
+def test_reopen_and_close_from_the_change_log() -> None:
+    log_105 = changes(("2026-11-16 10:30:00", "new", "assigned"), ("2026-11-17 16:00:00", "assigned", "resolved"),
+                      ("2026-11-18 09:15:00", "resolved", "assigned"), ("2026-11-19 10:00:00", "assigned", "resolved"),
+                      ("2026-11-27 10:00:00", "resolved", "closed"))
+    obj = request("105", status="closed", resolution_date="2026-11-19 10:00:00", close_date="2026-11-27 10:00:00",
+                  last_update="2026-11-27 10:00:00")
+    out = translate(obj, REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, changes=log_105)
+    tail = [(c.type, c.occurred_at) for c in out.commands if c.type in (
+        CommandType.RESOLVE, CommandType.REOPEN, CommandType.CLOSE)]
+    assert tail == [(CommandType.RESOLVE, utc("2026-11-17T16:00:00+01:00")),
+                    (CommandType.REOPEN, utc("2026-11-18T09:15:00+01:00")),
+                    (CommandType.RESOLVE, utc("2026-11-19T10:00:00+01:00")),
+                    (CommandType.CLOSE, utc("2026-11-27T10:00:00+01:00"))]
+    assert final_state(out).status is Status.CLOSED
+    reopen = next(c for c in out.commands if c.type is CommandType.REOPEN)
+    assert reopen.command_id == command_id_for("R-000105", "reopen", "2026-11-17 16:00:00")
+
+
+def test_a_rejection_from_the_change_log_keeps_its_single_id() -> None:
+    log_104 = changes(("2026-11-27 16:00:00", "new", "rejected"))
+    obj = request("104", status="rejected", last_update="2026-11-27 16:30:00")
+    out = translate(obj, REFERENCE, actor="itop:sync", tz=PARIS, now=NOW, changes=log_104)
+    rejected = [c for c in out.commands if c.type is CommandType.RESOLVE]
+    assert [(c.occurred_at, c.command_id) for c in rejected] == [
+        (utc("2026-11-27T16:00:00+01:00"), command_id_for("R-000104", "rejected", ""))]
+    assert [c.command_id for c in run(obj).commands if c.type is CommandType.RESOLVE] == [rejected[0].command_id]
+
+
+def test_a_bad_date_in_the_change_log_is_reported_not_fatal() -> None:
+    out = translate(request("102"), REFERENCE, actor="itop:sync", tz=PARIS, now=NOW,
+                    changes=changes(("2026-11-23T10:00", "assigned", "pending")))
+    assert [(s.field, s.stamp) for s in out.skipped] == [("status", "2026-11-23T10:00")]
+    assert [c.type for c in out.commands] == [c.type for c in run(request("102")).commands]

@@ -320,3 +320,90 @@ def test_impossible_dates_are_unreadable_values() -> None:
 
 def test_backoff_never_overflows() -> None:
     assert backoff(1, 1.0, 300.0) == 1.0 and backoff(10_000, 1.0, 300.0) == 300.0
+
+
+# --- the change log ----------------------------------------------------------------------
+
+def test_three_status_changes_between_two_polls_become_three_facts(fake: FakeItop, store: CheckpointStore) -> None:
+    publisher = ListPublisher()
+    first = sync_once(client(fake), publisher, store, Reference(), tz=PARIS, classes=("UserRequest",))
+    assert first.history == {"UserRequest": "read"}
+    before = {c.command_id for c in publisher.sent}
+    fake.transition("UserRequest", 102, "pending", "2026-11-28 10:00:00")
+    fake.transition("UserRequest", 102, "assigned", "2026-11-28 14:00:00")
+    fake.transition("UserRequest", 102, "pending", "2026-11-29 09:00:00")
+    fake.requests.clear()
+    second = sync_once(client(fake), publisher, store, Reference(), tz=PARIS, classes=("UserRequest",))
+    new = [c for c in publisher.sent if c.command_id not in before]
+    assert [(c.ticket_id, c.type, c.occurred_at.isoformat() if c.occurred_at else None) for c in new] == [
+        ("IT-R-000102", CommandType.WAIT_FOR_CUSTOMER, "2026-11-28T09:00:00+00:00"),
+        ("IT-R-000102", CommandType.CUSTOMER_RESPONSE, "2026-11-28T13:00:00+00:00"),
+        ("IT-R-000102", CommandType.WAIT_FOR_CUSTOMER, "2026-11-29T08:00:00+00:00"),
+    ]
+    assert second.tickets == 1
+    history = [c for c in gets(fake) if c["class"] == "CMDBChangeOpSetAttributeScalar"]
+    assert [c["key"] for c in history] == [
+        "SELECT CMDBChangeOpSetAttributeScalar WHERE objclass = 'UserRequest' AND attcode = 'status' "
+        "AND objkey IN (102)"]
+    assert history[0]["output_fields"] == "objclass,objkey,attcode,oldvalue,newvalue,date"
+    # polled again: the same ids, nothing new for the agent
+    store.save("UserRequest", Checkpoint())
+    sync_once(client(fake), publisher, store, Reference(), tz=PARIS, classes=("UserRequest",))
+    assert {c.command_id for c in publisher.sent} == before | {c.command_id for c in new}
+
+
+def test_the_change_log_is_read_in_batches_and_pages(fake: FakeItop) -> None:
+    for n in range(3):
+        fake.transition("UserRequest", 104, "assigned" if n % 2 == 0 else "pending", f"2026-11-28 1{n}:00:00")
+    found = client(fake).status_changes("UserRequest", ["104", "101", "103"], page_size=2)
+    assert [(c.date, c.old, c.new) for c in found["104"]] == [
+        ("2026-11-28 10:00:00", "new", "assigned"), ("2026-11-28 11:00:00", "assigned", "pending"),
+        ("2026-11-28 12:00:00", "pending", "assigned")]
+    assert found["101"] == found["103"] == []
+    calls = [c for c in gets(fake) if c["class"] == "CMDBChangeOpSetAttributeScalar"]
+    assert [c["page"] for c in calls] == [1, 2] and calls[0]["key"].endswith("objkey IN (101, 103, 104)")
+    with pytest.raises(ValueError, match="object key"):
+        client(fake).status_changes("UserRequest", ["104 OR 1=1"])
+
+
+def test_the_fake_refuses_change_log_queries_it_does_not_know(fake: FakeItop) -> None:
+    for oql in ("SELECT CMDBChangeOpSetAttributeScalar",
+                "SELECT CMDBChangeOpSetAttributeScalar WHERE objkey IN (1)",
+                "SELECT CMDBChangeOpSetAttributeScalar WHERE objclass = 'UserRequest' AND attcode = 'status' "
+                "AND objkey IN ('1')"):
+        _status, answer = fake.handle({"auth_user": "sync", "auth_pwd": "s3cret", "version": "1.3",
+                                       "json_data": json.dumps({"operation": "core/get", "key": oql,
+                                                                "class": "CMDBChangeOpSetAttributeScalar"})})
+        assert answer is not None and answer["code"] == 100 and "OQL not understood" in answer["message"]
+
+
+def test_without_the_right_to_read_the_change_log_the_sync_falls_back(store: CheckpointStore) -> None:
+    with FakeItop(unreadable=frozenset({"CMDBChangeOpSetAttributeScalar"})).load(*ALL) as denied:
+        denied.transition("UserRequest", 102, "pending", "2026-11-28 10:00:00")
+        with capture_logs() as logs:
+            publisher = ListPublisher()
+            result = sync_once(client(denied), publisher, store, Reference(), tz=PARIS)
+            store.save("UserRequest", Checkpoint())
+            store.save("Incident", Checkpoint())
+            again = sync_once(client(denied), ListPublisher(), store, Reference(), tz=PARIS)
+        assert result.commands == again.commands == 26  # the fixtures' 25 and R-000102's pause, from its date
+        assert result.history == {"UserRequest": "unavailable", "Incident": "unavailable"}
+        assert "Historique iTop illisible" in result.summary()
+        warned = [e for e in logs if e["event"].startswith("itop change log unavailable")]
+        assert [(e["itop_class"], e["code"], e["log_level"]) for e in warned] == [
+            ("UserRequest", 1, "warning"), ("Incident", 1, "warning")]  # once per class, not at every pass
+
+
+def test_an_internal_error_on_the_change_log_fails_the_pass_for_a_retry(fake: FakeItop,
+                                                                        store: CheckpointStore) -> None:
+    """INTERNAL_ERROR may go away: the pass fails (and is retried) rather than settle for
+    the snapshot's dates, which would lose transitions for good once the checkpoint moved."""
+    itop = client(fake)
+
+    def busy(*_args: Any, **_kwargs: Any) -> Any:
+        raise ItopError("MySQL server has gone away", code=100, transient=True)
+
+    itop.status_changes = busy  # type: ignore[method-assign]
+    with pytest.raises(ItopError):
+        sync_once(itop, ListPublisher(), store, Reference(), tz=PARIS, classes=("Incident",))
+    assert store.load("Incident") == Checkpoint()  # nothing moved: the next pass reads it all again
