@@ -216,8 +216,8 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
         from sqlalchemy.exc import ArgumentError
 
         try:
-            make_url(settings.database_url).get_dialect()
-        except (ArgumentError, ImportError) as exc:
+            make_url(settings.database).get_dialect()
+        except (ArgumentError, ImportError, ValueError) as exc:
             raise UsageError(f"database URL: {exc}") from None
     return settings
 
