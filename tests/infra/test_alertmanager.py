@@ -9,6 +9,7 @@ import re
 import shutil
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +57,7 @@ def amtool() -> str:
 # --- generated, and from the policy ----------------------------------------------------------
 
 def test_committed_configuration_is_the_generated_one() -> None:
-    result = run("python3" if shutil.which("python3") else "python", str(AM_DIR / "generate.py"), "--check")
+    result = run(sys.executable, str(AM_DIR / "generate.py"), "--check")
     assert result.returncode == 0, result.stderr
 
 
