@@ -33,6 +33,9 @@ from .models import ClockRow, TicketRow
 log = structlog.get_logger(__name__)
 
 ALERT_NAMES = {"at_risk": "SLATicketAtRisk", "breached": "SLATicketBreached"}
+# Each alert's section of docs/runbook.md (the Prometheus rules link there too; tests/infra
+# checks that every anchor exists).
+RUNBOOK = "https://forge.example.org/gip-recia/slaledger/-/blob/main/docs/runbook.md"
 
 
 def _version(policy: Policy, version_id: str) -> PolicyVersion:
@@ -76,6 +79,7 @@ def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta
                     "description": row.explanation,
                     "subject": row.subject,
                     "link": link,
+                    "runbook_url": f"{RUNBOOK}#{ALERT_NAMES[state].lower()}",
                 },
                 "startsAt": _iso((deadline if state == "breached" else warning_at) or now),
                 "endsAt": _iso(now + ttl),

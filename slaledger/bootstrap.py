@@ -38,6 +38,7 @@ from sla.ticket import Ticket
 from streams.app import Pipeline
 from streams.kafka_tools import wait_for_broker
 
+from .command_metrics import MeasuredCommands
 from .settings import Settings
 from .web import register
 from .web.ports import Ports
@@ -92,8 +93,9 @@ def build_worker(settings: Settings) -> Pipeline:
         raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
                          "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
     pipeline = Pipeline(settings, policy)
-    ports = Ports(tickets=pipeline, commands=pipeline, finder=TicketLists(engine, pipeline), worker=pipeline,
-                  policy=policy, auth=TokenStore(engine) if settings.auth and engine is not None else None,
+    ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
+                  worker=pipeline, policy=policy,
+                  auth=TokenStore(engine) if settings.auth and engine is not None else None,
                   archive=SqlArchive(engine, policy) if engine is not None else None)
     register(pipeline.app, pipeline.tickets, ports)
     if settings.demo:

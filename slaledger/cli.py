@@ -247,8 +247,8 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
         from sqlalchemy.exc import ArgumentError
 
         try:
-            make_url(settings.database_url).get_dialect()
-        except (ArgumentError, ImportError) as exc:
+            make_url(settings.database).get_dialect()
+        except (ArgumentError, ImportError, ValueError) as exc:
             raise UsageError(f"database URL: {exc}: check --database / SLALEDGER_DATABASE_URL") from None
     args.settings = settings  # what main() names when the command fails on its broker or database
     return settings

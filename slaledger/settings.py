@@ -1,7 +1,9 @@
 """Settings from the environment and flags (12-factor), and loading the SLA policy file.
 
 Every setting has an environment variable ``SLALEDGER_<NAME>``; a command-line flag wins
-over it. ``Settings.public()`` is what the worker logs at start (secrets masked).
+over it. A secret (a setting named like a password, secret or token) may instead be read from
+the file named by ``SLALEDGER_<NAME>_FILE``: Compose secrets are files, never environment
+values. ``Settings.public()`` is what the worker logs at start (secrets masked).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sla.policy import Policy, parse_policy
 
@@ -75,6 +78,7 @@ class Settings:
     demo: bool = False  # feed a synthetic stream (dev mode)
     # SQL read model; empty: a SQLite file in data_dir (dev). Production: postgresql+psycopg://…
     database_url: str = ""
+    database_password: str = ""  # put into database_url (so the URL holds no secret)
     metrics_port: int = 9108  # the projector's /metrics
     # Per-ticket at-risk/breached alerts pushed by the projector (empty: not pushed), with a
     # link to the ticket's page under public_url (default: this host's API address).
@@ -113,6 +117,12 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"SLALEDGER_{f.name.upper()}")
+            secret_file = env.get(f"SLALEDGER_{f.name.upper()}_FILE")
+            if raw is None and secret_file and any(h in f.name for h in _SECRET_HINTS):
+                try:
+                    raw = Path(secret_file).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(f"SLALEDGER_{f.name.upper()}_FILE: {exc}") from None
             if raw is None:
                 continue
             kind: type = type(f.default) if f.default is not None else str
@@ -135,7 +145,16 @@ class Settings:
 
     @property
     def database(self) -> str:
-        return self.database_url or f"sqlite:///{Path(self.data_dir).resolve() / 'slaledger.db'}"
+        if not self.database_url:
+            return f"sqlite:///{Path(self.data_dir).resolve() / 'slaledger.db'}"
+        if not self.database_password:
+            return self.database_url
+        scheme, sep, rest = self.database_url.partition("://")
+        userinfo, at, location = rest.partition("@")
+        if not sep or not at:
+            raise ValueError("SLALEDGER_DATABASE_PASSWORD needs a user in SLALEDGER_DATABASE_URL (scheme://user@host/db)")
+        user = userinfo.split(":", 1)[0]
+        return f"{scheme}://{user}:{quote(self.database_password, safe='')}@{location}"
 
     @property
     def ticket_url(self) -> str:

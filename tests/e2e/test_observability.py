@@ -143,10 +143,18 @@ def sql_of_panels() -> list[tuple[str, str]]:
     return queries
 
 
-def grafana_sql(sql: str, start: datetime, end: datetime) -> str:
-    """Expand the macros as Grafana's PostgreSQL datasource does."""
+def grafana_sql(sql: str, start: datetime, end: datetime, members: list[str]) -> str:
+    """Expand the macros and ``$member`` (every member: "All") as Grafana's PostgreSQL datasource does."""
     return (sql.replace("$__timeFrom()", f"'{start.isoformat()}'")
-               .replace("$__timeTo()", f"'{end.isoformat()}'"))
+               .replace("$__timeTo()", f"'{end.isoformat()}'")
+               .replace("$member", ", ".join(f"'{m}'" for m in members)))
+
+
+def member_variable_query() -> str:
+    queries = {v["query"] for board in sorted((INFRA / "grafana" / "dashboards").glob("*.json"))
+               for v in json.loads(board.read_text()).get("templating", {}).get("list", []) if v["name"] == "member"}
+    assert len(queries) == 1, queries
+    return queries.pop()
 
 
 def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any]) -> None:
@@ -166,11 +174,15 @@ def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any
     assert "dépassé" in annotations["summary"]
     assert [r["name"] for r in pushed[0]["receivers"]] == ["support-team"]
 
-    # The aggregate alert, evaluated by Prometheus from the scraped gauges, reaches Alertmanager.
-    fired = wait_for(lambda: alerts(am, "SLABreachedTicketsOpen"), 60, what="Prometheus alert in Alertmanager")
+    assert annotations["runbook_url"].endswith("/docs/runbook.md#slaticketbreached")
+
+    # The aggregate alert, evaluated by Prometheus from the scraped gauges (after its `for: 1m`),
+    # reaches Alertmanager, muted by the per-ticket alert of its kind: nobody gets it twice.
+    fired = wait_for(lambda: alerts(am, "SLABreachedTicketsOpen"), 120, what="Prometheus alert in Alertmanager")
     assert fired[0]["labels"]["kind"] == "incident"
     assert fired[0]["labels"]["severity"] == "ticket"
-    assert fired[0]["status"]["state"] == "active"
+    assert fired[0]["annotations"]["runbook_url"].endswith("/docs/runbook.md#slabreachedticketsopen")
+    assert fired[0]["status"]["state"] == "suppressed" and fired[0]["status"]["inhibitedBy"]
 
     # Inhibition: the same ticket's at-risk alert is muted by its breach; another ticket's is not.
     now = datetime.now(UTC)
@@ -190,7 +202,7 @@ def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any
     exprs = promql_of_rules_and_panels()
     assert len(exprs) > 40
     for expr in exprs:
-        prom_query(prom, expr.replace("$__rate_interval", "1m"))
+        prom_query(prom, expr.replace("$__rate_interval", "1m").replace("$member", "commune-de-blois"))
     breached = prom_query(prom, 'sum(slaledger_open_tickets{sla_state="breached"})')
     assert breached["result"] and float(breached["result"][0]["value"][1]) >= 1
 
@@ -207,8 +219,12 @@ def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any
     rows: dict[str, list[Any]] = {}
     try:
         with readonly.connect() as conn:
+            members = [m for (m,) in conn.execute(text(member_variable_query()))]
+            assert members == ["commune-de-blois"]
             for title, sql in sql_of_panels():
-                rows[title] = list(conn.execute(text(grafana_sql(sql, start, end))))
+                rows[title] = list(conn.execute(text(grafana_sql(sql, start, end, members))))
+                none = conn.execute(text(grafana_sql(sql, start, end, ["commune-de-tours"]))).all()
+                assert "member IN" not in sql or not none, title  # the variable filters
             with pytest.raises(Exception, match="permission denied"):
                 conn.execute(text("SELECT * FROM api_tokens"))
     finally:

@@ -4,6 +4,7 @@ start log masks every credential, in URLs too."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,27 @@ def test_cli_port_values() -> None:
     assert _settings(build_parser().parse_args(["project", "--metrics-port", "0"])).metrics_port == 0
     with pytest.raises(UsageError, match="not a TCP port"):
         _settings(build_parser().parse_args(["project", "--metrics-port", "70000"]))
+
+
+def test_a_secret_is_read_from_its_file_and_the_database_url_gets_the_password(tmp_path: Path) -> None:
+    """Compose secrets are files: SLALEDGER_<NAME>_FILE, for secrets only."""
+    (tmp_path / "pw").write_text("s3cr:t/@é\n")
+    settings = Settings.from_env({"SLALEDGER_DATABASE_URL": "postgresql+psycopg://slaledger@postgres:5432/slaledger",
+                                  "SLALEDGER_DATABASE_PASSWORD_FILE": str(tmp_path / "pw"),
+                                  "SLALEDGER_ITOP_TOKEN_FILE": str(tmp_path / "pw"),
+                                  "SLALEDGER_ITOP_USER_FILE": str(tmp_path / "pw")})
+    assert settings.database_password == settings.itop_token == "s3cr:t/@é"
+    assert settings.itop_user == ""  # not a secret: no _FILE
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database)
+    assert (url.username, url.password, url.host, url.database) == ("slaledger", "s3cr:t/@é", "postgres", "slaledger")
+    assert "s3cr" not in json.dumps(settings.public())
+    # The variable itself wins over the file; a missing file is an error, not an empty password.
+    assert Settings.from_env({"SLALEDGER_ITOP_TOKEN": "direct",
+                              "SLALEDGER_ITOP_TOKEN_FILE": str(tmp_path / "pw")}).itop_token == "direct"
+    with pytest.raises(ValueError, match="SLALEDGER_DATABASE_PASSWORD_FILE"):
+        Settings.from_env({"SLALEDGER_DATABASE_PASSWORD_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ValueError, match="needs a user"):
+        _ = Settings.from_env({"SLALEDGER_DATABASE_URL": "postgresql+psycopg://postgres/slaledger",
+                               "SLALEDGER_DATABASE_PASSWORD": "x"}).database
