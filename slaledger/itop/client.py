@@ -234,7 +234,9 @@ class ItopClient:
                 out[key].append(StatusChange(str(f.get("date") or ""), str(f.get("oldvalue") or ""),
                                              str(f.get("newvalue") or ""), int(op.key) if op.key.isdigit() else 0))
         for changes in out.values():
-            changes.sort(key=lambda c: (c.date, c.op))
+            # iTop numbers its change ops in the order it wrote them; the local date text
+            # repeats in the autumn hour, so it only orders ops without an id
+            changes.sort(key=lambda c: (c.op == 0, c.op, c.date))
         return out
 
     def get_one(self, itop_class: str, key: str, output_fields: str) -> ItopObject | None:
@@ -255,7 +257,9 @@ class ItopClient:
         item = next(iter(raw.values()), None) if isinstance(raw, dict) else None
         if not isinstance(item, dict) or item.get("code", 0) != 0:
             message = item.get("message") if isinstance(item, dict) else str(raw)[:80]
-            raise ItopError(f"iTop n'a pas mis à jour {itop_class}::{key} : {message}")
+            # this object only (rights, a deleted ticket): a code, so the pass goes on with the others
+            raise ItopError(f"iTop n'a pas mis à jour {itop_class}::{key} : {message}",
+                            code=item.get("code") if isinstance(item, dict) and item.get("code") else 100)
         written = item.get("fields")
         return ItopObject(str(item.get("class") or itop_class), str(item.get("key") or key),
                           written if isinstance(written, dict) else {})

@@ -100,6 +100,7 @@ def collect(engine: Engine, source: str, *, tz: ZoneInfo, titles: Mapping[str, s
         closed = select(TICKETS.c.ticket_id).where(TICKETS.c.status == "closed")
         ids = select(ItopTicketRow.ticket_id).where(ItopTicketRow.source == source,
                                                     ItopTicketRow.ticket_id.not_in(closed))
+        open_ids = set(conn.scalars(ids))
         written: dict[str, set[str]] = {}
         for tid, key in conn.execute(select(ItopWritebackRow.ticket_id, ItopWritebackRow.fact_key)
                                      .where(ItopWritebackRow.ticket_id.in_(ids))):
@@ -113,7 +114,8 @@ def collect(engine: Engine, source: str, *, tz: ZoneInfo, titles: Mapping[str, s
                                        ARCHIVE.c.type.in_([str(t) for t in SLA_FACT_TYPES]))
                                 .order_by(ARCHIVE.c.seq)).all()
     facts: dict[str, list[Fact]] = {}
-    next_deadline: dict[str, datetime | None] = {tid: None for tid in targets}
+    # the custom field only on tickets still open (a closed one keeps what it had)
+    next_deadline: dict[str, datetime | None] = {tid: None for tid in targets if tid in open_ids}
 
     def add(fact: Fact) -> None:
         if fact.key not in written.get(fact.ticket_id, set()):

@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,12 +30,13 @@ from .access import BadRequest
 from .api import ACTIONS, DATING_ROLES, REFERENT_COMMANDS
 
 __all__ = ["DATING_ROLES", "ActionForm", "Field", "action_fields", "body_from_form", "filing_body", "filing_fields",
-           "form_token", "form_token_ok", "forms_for", "may_file", "new_form_key", "posted_form_key"]
+           "form_token", "form_token_ok", "forms_for", "may_file", "new_form_key", "posted_form_key", "typed"]
 
 ACTION_NAME = {command: name for name, command in ACTIONS.items()}  # CommandType → the API's path word
 # Without authentication there is no session to derive the token from: one per process.
 _NO_SESSION_KEY = secrets.token_hex(32)
 _FORM_KEY = re.compile(r"^form-[A-Za-z0-9_-]{16,64}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab and line breaks are text
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Field:
     required: bool = False
     choices: tuple[tuple[str, str], ...] = ()
     hint: str = ""
+    max_length: int = 10_000  # the event schema's limit (sla.events.PAYLOAD_SCHEMAS)
 
 
 NOTE = Field("note", "Note (facultative)", "textarea")
@@ -53,11 +55,11 @@ WHEN = Field("occurred_at", "Date de l'action, si ce n'est pas maintenant (heure
              hint="Un appel pris plus tôt, par exemple ; dans la limite fixée par la politique.")
 KIND_CHOICES = tuple((k, french.KIND[k]) for k in KINDS)
 FILING_FIELDS = (
-    Field("member", "Membre", "text", required=True),
+    Field("member", "Membre", "text", required=True, max_length=128),
     Field("kind", "Type de demande", "select", required=True, choices=KIND_CHOICES),
     Field("channel", "Canal", "select", required=True, choices=tuple((c, french.CHANNEL[c]) for c in CHANNELS)),
-    Field("product", "Produit ou service", "text", required=True),
-    Field("subject", "Objet", "text", required=True),
+    Field("product", "Produit ou service", "text", required=True, max_length=128),
+    Field("subject", "Objet", "text", required=True, max_length=500),
     Field("description", "Description", "textarea"),
     Field("elements_complete", "Tous les éléments nécessaires sont fournis", "checkbox"),
 )
@@ -91,7 +93,7 @@ def action_fields(command: CommandType, kind: str | None, dating: bool) -> tuple
                Field("elements_complete", "Tous les éléments nécessaires sont désormais fournis", "checkbox")]
     elif command is CommandType.RECLASSIFY:
         out = [Field("kind", "Nouveau type", "select", choices=(("", "(inchangé)"), *KIND_CHOICES)),
-               Field("product", "Nouveau produit (vide : inchangé)", "text"),
+               Field("product", "Nouveau produit (vide : inchangé)", "text", max_length=128),
                Field("reason", "Motif", "textarea")]
     elif command is CommandType.RESOLVE:
         out = [Field("resolution", "Solution apportée", "textarea")]
@@ -142,12 +144,18 @@ def form_token(session: str) -> str:
 
 
 def form_token_ok(session: str, given: str) -> bool:
-    return bool(given) and hmac.compare_digest(form_token(session), given)
+    return bool(given) and hmac.compare_digest(form_token(session).encode(), given.encode())
 
 
 def new_form_key() -> str:
     """Each rendered form's idempotency key: a double click or a resent form is one command."""
     return "form-" + secrets.token_urlsafe(18)
+
+
+def typed(form: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What a person typed in a form, to give it back when the form cannot be shown again."""
+    return [(name, str(value)) for name, value in form.items()
+            if name not in ("action", "form_token", "form_key") and str(value).strip()]
 
 
 def posted_form_key(form: Mapping[str, str]) -> str | None:
@@ -172,6 +180,10 @@ def body_from_form(fields: tuple[Field, ...], form: Mapping[str, str], tz: ZoneI
             if f.required:
                 raise BadRequest(422, f"{f.label} : à renseigner", f.name)
             continue
+        if len(raw) > f.max_length:
+            raise BadRequest(422, f"{f.label} : {len(raw)} caractères, {f.max_length} au plus", f.name)
+        if _CONTROL.search(raw):
+            raise BadRequest(422, f"{f.label} : caractère de contrôle non accepté (copié-collé ?)", f.name)
         body[f.name] = local_instant(raw, f, tz) if f.widget == "datetime" else raw
     return body
 
@@ -182,6 +194,15 @@ def local_instant(raw: str, f: Field, tz: ZoneInfo) -> str:
         value = datetime.fromisoformat(raw)
     except ValueError:
         raise BadRequest(422, f"{f.label} : date et heure attendues (AAAA-MM-JJ HH:MM)", f.name) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=tz)
-    return value.isoformat()
+    if value.tzinfo is not None:
+        return value.isoformat()
+    local = value.replace(tzinfo=tz)
+    # a fact's time may be read in court: a clock change is never resolved by guessing
+    if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != value:
+        raise BadRequest(422, f"{f.label} : {value:%d/%m/%Y %H:%M} n'existe pas à Paris (passage à l'heure "
+                              "d'été) ; indiquez l'heure réellement lue", f.name)
+    if local.replace(fold=1).utcoffset() != local.utcoffset():
+        raise BadRequest(422, f"{f.label} : {value:%d/%m/%Y %H:%M} a lieu deux fois à Paris (passage à l'heure "
+                              "d'hiver) ; indiquez une heure hors de ce créneau, ou datez par l'API avec le "
+                              "décalage (+02:00 ou +01:00)", f.name)
+    return local.isoformat()

@@ -192,12 +192,14 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             views, total = await queue_views(who, filters, at)
             return html_response(self, render.queue_table(views, total, at, tz))
 
-    async def read_form(view: View, request: Request, title: str) -> tuple[Principal, dict[str, str]] | Response:
+    async def read_form(view: View, request: Request, title: str,
+                        back: str) -> tuple[Principal, dict[str, str]] | Response:
         """The caller and the fields of a page's form, or the answer to a post that cannot be
-        theirs: no session (sign in), another site, or no valid form token (403)."""
+        theirs: no session (sign in, then back to the page ``back``, not to the post's
+        address), another site, or no valid form token (403)."""
         who = await caller(request)
         if who is None:
-            return to_login(view, request)
+            return redirect(view, "/login?" + urlencode({"next": back}))
         form = {k: str(v) for k, v in (await request.post()).items()}
         if not same_origin(request) or not actions.form_token_ok(session_token(request), form.get("form_token", "")):
             log.warning("form post refused: other site or missing form token", path=request.url.path, actor=who.actor)
@@ -213,8 +215,8 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
         except CommandUnavailable:
             return False, "Le journal des événements est indisponible : réessayez dans un instant.", 503
         except NoOutcome:
-            return False, ("Pas de réponse à temps : l'action a peut-être été enregistrée. Rechargez le ticket "
-                           "avant de la refaire (renvoyer ce formulaire ne la doublera pas)."), 504
+            return False, ("Pas de réponse à temps : elle a peut-être été enregistrée. Renvoyer ce formulaire "
+                           "tel quel ne la doublera pas."), 504
         status = http_status(outcome)
         log.info("web command answered", ticket_id=command.ticket_id, command_id=str(command.command_id),
                  command=str(command.type), status=status, actor=command.actor)
@@ -234,7 +236,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             return html_response(self, render.new_ticket_page(who, token=actions.form_token(session_token(request))))
 
         async def post(self, request: Request) -> Response:
-            read = await read_form(self, request, "Nouvelle demande")
+            read = await read_form(self, request, "Nouvelle demande", "/new-ticket")
             if not isinstance(read, tuple):
                 return read
             who, form = read
@@ -245,12 +247,12 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
                 ticket_id = new_ticket_id(key_scope(who, key) if key is not None else None)
                 command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
             except BadRequest as exc:
-                return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=exc.message),
-                                     status=exc.status)
+                return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=exc.message,
+                                                                  form_key=key), status=exc.status)
             accepted, message, status = await submit(command)
-            if not accepted:
-                return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=message),
-                                     status=status)
+            if not accepted:  # shown again with its key: sent again, it is the same filing
+                return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=message,
+                                                                  form_key=key), status=status)
             return redirect(self, ticket_path(ticket_id, "file"))
 
     @app.page("/tickets/{ticket_id}/actions")
@@ -259,7 +261,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
         the ticket (done) or the page again with the refusal next to what was typed."""
 
         async def post(self, request: Request, ticket_id: str) -> Response:
-            read = await read_form(self, request, "Action sur un ticket")
+            read = await read_form(self, request, "Action sur un ticket", f"/tickets/{quote(ticket_id, safe='')}")
             if not isinstance(read, tuple):
                 return read
             who, form = read
@@ -282,13 +284,14 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
                 form: dict[str, str], status: int) -> Response:
         """The ticket page with the refusal inline when this worker holds the ticket; a short
         page linking back to it otherwise (a post is not routed to the ticket's owner)."""
+        refusal = {"action": action, "message": message, "values": form,
+                   "form_key": actions.posted_form_key(form), "typed": actions.typed(form)}
         ticket = visible_ticket(ports, who, ticket_id)
         if ticket is None:
-            return html_response(view, render.action_refused_page(who, ticket_id, message), status=status)
+            return html_response(view, render.action_refused_page(who, ticket_id, refusal), status=status)
         at = now()
         page = render.ticket_page(ticket_view(ticket, ports.policy, at), None, who, at, tz,
-                                  token=actions.form_token(session_token(request)),
-                                  refusal={"action": action, "message": message, "values": form})
+                                  token=actions.form_token(session_token(request)), refusal=refusal)
         return html_response(view, page, status=status)
 
     @app.page("/tickets/{ticket_id}")

@@ -326,13 +326,16 @@ def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Pr
 
 
 def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,
-                    refusal: str | None = None) -> str:
+                    refusal: str | None = None, form_key: str | None = None) -> str:
+    """The filing form; after a refusal, with what was typed and the same idempotency key."""
     return _page("new_ticket.html", who=who, fields=actions.filing_fields(who), token=token, values=values or {},
-                 refusal=refusal)
+                 refusal=refusal, form_key=form_key)
 
 
-def action_refused_page(who: Principal, ticket_id: str, message: str) -> str:
-    return _page("action_refused.html", who=who, ticket_id=ticket_id, message=message)
+def action_refused_page(who: Principal, ticket_id: str, refusal: Mapping[str, Any]) -> str:
+    """A refused action when this worker does not hold the ticket's page: the message and
+    what was typed, to copy back."""
+    return _page("action_refused.html", who=who, ticket_id=ticket_id, refusal=refusal)
 
 
 def ticket_not_found_page(ticket_id: str, who: Principal) -> str:

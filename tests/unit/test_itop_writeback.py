@@ -221,3 +221,19 @@ def test_a_closed_ticket_gets_no_write_back(fake: FakeItop, engine: Engine) -> N
             subject="s", version=1, state={}))
     result = writeback_once(itop, engine, itop.endpoint, tz=PARIS, titles=TITLES)
     assert result.written == 0 and entries(fake, 102) == [] and updates(fake) == []
+
+
+def test_the_optional_field_leaves_closed_tickets_alone(fake: FakeItop, engine: Engine) -> None:
+    from projections.models import TICKETS
+
+    itop = synced(fake, engine)
+    with engine.begin() as conn:
+        conn.execute(insert(TICKETS).values(
+            ticket_id="IT-R-000102", status="closed", kind="assistance", channel="portal", product="p", member="m",
+            subject="s", version=1, state={}))
+    fake.update("UserRequest", 102, sla_deadline="2026-11-30 10:00:00")  # written while it was open
+    add_clock(engine, "IT-R-000105", DEADLINE)
+    result = writeback_once(itop, engine, itop.endpoint, tz=PARIS, titles=TITLES, sla_field="sla_deadline")
+    assert result.fields == 1 and fake.objects["UserRequest"]["105"]["sla_deadline"] == "2026-11-30 10:00:00"
+    assert fake.objects["UserRequest"]["102"]["sla_deadline"] == "2026-11-30 10:00:00"
+    assert all(u["key"] != 102 for u in updates(fake))

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.tokens import Principal
+from sla.policy import Policy
 from sla.ticket import CommandType, Status
 from slaledger.web import actions
 from slaledger.web.access import BadRequest
@@ -100,3 +101,53 @@ def test_form_keys_are_accepted_only_in_their_own_shape() -> None:
     assert actions.posted_form_key({"form_key": key}) == key
     assert actions.posted_form_key({"form_key": "form-<script>"}) is None
     assert actions.posted_form_key({}) is None
+
+
+@pytest.mark.parametrize(("local", "why"), [("2026-03-29T02:30", "n'existe pas"), ("2026-10-25T02:30", "deux fois")])
+def test_a_clock_change_is_never_guessed(local: str, why: str) -> None:
+    fields = actions.action_fields(CommandType.INFORM, "incident", True)
+    with pytest.raises(BadRequest) as refused:
+        actions.body_from_form(fields, {"message": "x", "restoration_eta": local}, PARIS)
+    assert refused.value.status == 422 and why in refused.value.message
+
+
+def test_too_long_or_control_characters_are_refused_in_french() -> None:
+    fields = actions.filing_fields(AGENT)
+    base = {"member": "m", "kind": "incident", "channel": "portal", "product": "p", "subject": "s"}
+    with pytest.raises(BadRequest, match="501 caractères, 500 au plus"):
+        actions.body_from_form(fields, {**base, "subject": "x" * 501}, PARIS)
+    with pytest.raises(BadRequest, match="caractère de contrôle"):
+        actions.body_from_form(fields, {**base, "subject": "a\x1bb"}, PARIS)
+    assert actions.body_from_form(fields, {**base, "description": "ligne 1\r\nligne 2\tfin"}, PARIS)["description"]
+
+
+def test_a_non_ascii_form_token_is_refused_not_an_error() -> None:
+    assert not actions.form_token_ok("session", "jéton")
+
+
+def test_a_refused_action_keeps_its_key_and_its_text_even_when_no_longer_offered(policy: Policy) -> None:
+    from datetime import UTC, datetime
+
+    from sla.ticket import Command, Ticket, decide
+    from sla.view import ticket_view
+    from slaledger.web.render import ticket_page
+
+    now = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    ticket = Ticket("SL-3")
+    for command in (Command(CommandType.FILE, "SL-3", "a", {"kind": "assistance", "channel": "portal",
+                                                             "product": "ent", "member": "commune-de-blois",
+                                                             "subject": "s"}, now),
+                    Command(CommandType.ACKNOWLEDGE, "SL-3", "a", {}, now),
+                    Command(CommandType.RESOLVE, "SL-3", "a", {}, now)):
+        for event in decide(ticket if ticket.exists else None, command, now):
+            ticket.apply(event)
+    view = ticket_view(ticket, policy, now)
+    form = {"action": "customer-response", "message": "<b>ma réponse</b>", "form_key": "form-" + "k" * 24}
+    refusal = {"action": "customer-response", "message": "Impossible : il est résolu.", "values": form,
+               "form_key": actions.posted_form_key(form), "typed": actions.typed(form)}
+    html = ticket_page(view, None, REFERENT, now, PARIS, token="t", refusal=refusal)
+    assert "Action refusée : Impossible : il est résolu." in html
+    assert "&lt;b&gt;ma réponse&lt;/b&gt;" in html and "<b>ma" not in html
+    offered = ticket_page(view, None, AGENT, now, PARIS, token="t",
+                          refusal={**refusal, "action": "close"})
+    assert 'value="form-' + "k" * 24 + '"' in offered
