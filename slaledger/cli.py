@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--as-of", type=_instant, help="what the system knew at that moment (ISO 8601)")
     replay.add_argument("--format", choices=["json", "md", "html", "pdf"], default="json")
     replay.add_argument("--output", "-o", help="file to write (default: stdout; required for pdf)")
+    replay.add_argument("--head", type=int, help="--ticket: prove the events against this signed head (default: "
+                                                 "the latest; signed now with the operator's key if it lacks some)")
     replay.set_defaults(handler=cmd_audit_replay)
     verify = audit_commands.add_parser("verify", help="compare the SQL projection with a fresh replay")
     verify.add_argument("--source", choices=["kafka", "archive"], default="archive")
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "data under DATA_DIR/kafka: the log survives a restart, nothing is restored")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
+    from .evidence_cli import add_parsers as add_evidence_parsers  # keys, heads, proofs (#16)
+    add_evidence_parsers(commands, audit_commands)
     return parser
 
 
@@ -264,10 +268,12 @@ def cmd_project(args: argparse.Namespace) -> int:
     return serve_projector(settings, rebuild=args.rebuild, follow=not args.once)
 
 
-def _audit_records(settings: Settings, source: str, engine: object) -> object:
+def _audit_records(settings: Settings, source: str, engine: object, ticket: str | None = None) -> object:
     from projections.audit import archive_records, kafka_records
 
-    return archive_records(engine) if source == "archive" else kafka_records(settings.bootstrap)  # type: ignore[arg-type]
+    if source == "archive":  # one ticket: only its rows, checked against the Merkle tree
+        return archive_records(engine, ticket=ticket)  # type: ignore[arg-type]
+    return kafka_records(settings.bootstrap)
 
 
 def cmd_audit_replay(args: argparse.Namespace) -> int:
@@ -283,9 +289,15 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
     bar = _progress(settings, args.source, engine)
-    result = replay(_audit_records(settings, args.source, engine), settings.policy(), filters,  # type: ignore[arg-type]
-                    source=args.source, engine=engine, progress=bar,
-                    timelines=bool(args.ticket or args.member), summarize_closed=True)
+    from .bootstrap import evidence_options
+
+    try:  # the head asked for, the operator's key (HeadError: unreadable or unknown)
+        evidence = evidence_options(settings, engine, args.head)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    records = _audit_records(settings, args.source, engine, args.ticket)
+    result = replay(records, settings.policy(), filters, source=args.source, engine=engine,  # type: ignore[arg-type]
+                    progress=bar, timelines=bool(args.ticket or args.member), summarize_closed=True, **evidence)
     bar.close(result.events_read)
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
@@ -531,8 +543,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     projector: threading.Thread | None = None
     try:
         own: dict[str, object] = {"broker_url": broker.url, "embedded": broker.embedded} if broker else {}
+        from .evidence_cli import dev_signing_key
+
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
-                             rebalance_timeout=2.0, database_url=base.database)
+                             rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base))
         create_topics(settings.bootstrap, settings.partitions)
         engine = engine_for(settings)
         create_schema(engine)
