@@ -22,6 +22,7 @@ from projections.heads import HeadSigner, head_at, latest_head, read_key_file
 from projections.migrate import create_schema
 from projections.models import ARCHIVE, DEAD, NODES
 from projections.projector import run_projector
+from projections.report import to_html, to_markdown, to_pdf
 from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.kafka_tools import read_topic
@@ -128,6 +129,12 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert [e["leaf_index"] for e in timeline] == [0, 3, 4] and all(e["inclusion_path"] for e in timeline)
     assert main(["audit", "check-file", str(first), "--public-key", str(public)]) == 0
     assert "OK: signature valid, 3 event(s)" in capsys.readouterr().out
+    html, markdown = to_html(doc), to_markdown(doc)
+    for text in (html, markdown):
+        assert "Preuves d'inclusion" in text and "Tête d'arbre signée" in text
+        assert doc["evidence"]["head"]["signature"] in text
+    assert timeline[1]["inclusion_path"][0] in html  # the annex gives every audit path in full
+    assert to_pdf(doc).startswith(b"%PDF")
     script = _script(first, public)
     assert script.returncode == 0 and "OK" in script.stdout, script.stdout + script.stderr
 
