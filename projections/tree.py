@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.engine import Connection
 
 from . import merkle
@@ -32,13 +32,17 @@ def tree_size(conn: Connection) -> int:
 
 
 def _fetch(conn: Connection, coords: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """One query, ``level = l AND idx IN (…)`` per level: both databases answer it from the
+    primary key (a row-value IN list is a full scan on SQLite)."""
     found: dict[tuple[int, int], bytes] = {}
-    wanted = sorted(coords)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
-        rows = conn.execute(select(NODES.c.level, NODES.c.idx, NODES.c.hash)
-                            .where(tuple_(NODES.c.level, NODES.c.idx).in_(chunk)))
-        found.update({(int(level), int(idx)): bytes(h) for level, idx, h in rows})
+    by_level: dict[int, list[int]] = {}
+    for level, idx in coords:
+        by_level.setdefault(level, []).append(idx)
+    if not by_level:
+        return found
+    rows = conn.execute(select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(or_(*(
+        and_(NODES.c.level == level, NODES.c.idx.in_(sorted(idxs))) for level, idxs in by_level.items()))))
+    found.update({(int(level), int(idx)): bytes(h) for level, idx, h in rows})
     return found
 
 
