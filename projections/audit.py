@@ -50,7 +50,7 @@ from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 from . import merkle, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .archive_hash import digest as archive_digest
-from .evidence import Leaf, ticket_evidence
+from .evidence import Leaf, ticket_evidence, verify_tree
 from .heads import SignedHead
 from .metrics import aware
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, TICKETS
@@ -628,11 +628,13 @@ def stable_json(doc: dict[str, Any]) -> str:
 # --- consistency ----------------------------------------------------------------------------
 
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
-    """Every difference between the live SQL projection and a fresh replay of the log."""
+    """Every difference between the live SQL projection and a fresh replay of the log, and
+    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``)."""
     from .models import CLOCKS, TICKETS
 
     result = replay(records, policy, Filters(), source=source, engine=engine)
     out = [f"integrity: {f.message}" for f in result.findings]
+    out += [f"evidence: {line}" for line in verify_tree(engine)]
     with engine.connect() as conn:
         live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
         live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}

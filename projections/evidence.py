@@ -142,3 +142,77 @@ def _against_earlier(doc: dict[str, Any], head: SignedHead, earlier: Any) -> lis
             out.append(f"event {entry.get('event_id')}: leaf {entry.get('leaf_index')} differs from the earlier "
                        f"file's (leaf {was.get('leaf_index')}): the archive was rewritten since")
     return out
+
+
+# --- the whole archive against its tree and heads (``audit verify``) ----------------------------
+
+def verify_tree(engine: Engine, batch: int = 5000) -> list[str]:
+    """Every difference between the archive and its Merkle tree or its signed heads, O(N):
+    the tree is rebuilt from the rows' envelopes in seq order; each row must be the leaf it
+    says, each stored leaf its row's, the stored root the rebuilt one, and the rebuilt tree
+    at each signed head's size must have that head's root. A rewrite of the archive that
+    re-hashed the chain and rebuilt the tree still differs from the heads signed before it."""
+    from sqlalchemy import select
+
+    from .heads import list_heads
+    from .models import ARCHIVE, NODES
+
+    out: list[str] = []
+    heads = sorted(list_heads(engine), key=lambda h: h.tree_size)
+    pending = [h for h in heads if h.tree_size == 0]
+    heads = [h for h in heads if h.tree_size > 0]
+    out += [f"head {h.head_id}: signs an empty tree with another root" for h in pending
+            if h.root_hash != merkle.EMPTY_ROOT.hex()]
+    size = 0
+    frontier: list[bytes] = []
+    chunk: list[tuple[int, int | None, bytes]] = []
+
+    def flush(conn: Any) -> None:
+        nonlocal size, frontier
+        if not chunk:
+            return
+        stored = {int(i): bytes(h) for i, h in conn.execute(
+            select(NODES.c.idx, NODES.c.hash).where(NODES.c.level == 0, NODES.c.idx >= size,
+                                                    NODES.c.idx < size + len(chunk)))}
+        for offset, (seq, leaf_index, envelope) in enumerate(chunk):
+            leaf = merkle.leaf_hash(envelope)
+            if leaf_index != size + offset:
+                out.append(f"archive row {seq}: leaf index {leaf_index}, expected {size + offset}")
+            if stored.get(size + offset) != leaf:
+                out.append(f"archive row {seq}: its envelope is not leaf {size + offset} of the tree")
+            _, stack = merkle.append(size + offset, frontier, [leaf])
+            frontier = [h for _, _, h in stack]
+            while heads and heads[0].tree_size == size + offset + 1:
+                head = heads.pop(0)
+                if _fold(frontier).hex() != head.root_hash:
+                    out.append(f"head {head.head_id} ({head.tree_size} events, signed "
+                               f"{head.signed_fields()['timestamp']}): the archive no longer has the root it "
+                               "signed (rewritten since)")
+        size += len(chunk)
+        chunk.clear()
+
+    with engine.connect() as conn, engine.connect() as lookup:
+        rows = conn.execution_options(yield_per=batch).execute(
+            select(ARCHIVE.c.seq, ARCHIVE.c.leaf_index, ARCHIVE.c.envelope).order_by(ARCHIVE.c.seq))
+        for seq, leaf_index, envelope in rows:
+            chunk.append((seq, leaf_index, envelope.encode()))
+            if len(chunk) >= batch:
+                flush(lookup)
+        flush(lookup)
+        stored_size = tree.tree_size(lookup)
+        if stored_size != size:
+            out.append(f"the tree has {stored_size} leaves, the archive {size} rows")
+        elif size and tree.root(lookup, size) != _fold(frontier):
+            out.append("the tree's stored nodes do not hash to the archive's root")
+    out += [f"head {h.head_id} signs {h.tree_size} events, the archive has {size}" for h in heads]
+    return out
+
+
+def _fold(frontier: Sequence[bytes]) -> bytes:
+    """The root of a tree from its peaks (left to right)."""
+    if not frontier:
+        return merkle.EMPTY_ROOT
+    out = frontier[-1]
+    for peak in reversed(frontier[:-1]):
+        out = merkle.node_hash(peak, out)
+    return out

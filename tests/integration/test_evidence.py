@@ -166,10 +166,13 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert main(["audit", "check-file", str(first), "--public-key", str(tmp_path / "none.pub")]) == 2
     assert "public key file" in capsys.readouterr().err
 
-    # The administrator rewrites and re-hashes the whole archive: the chain agrees again...
+    # The administrator rewrites and re-hashes the whole archive: the chain agrees again, the
+    # tree too, but not with the head signed before (which left the database)...
     _rewrite_archive(database)
-    assert main(["audit", "verify", "--database", database]) == 0
-    capsys.readouterr()
+    assert main(["audit", "verify", "--database", database]) == 1
+    out = capsys.readouterr().out
+    assert "integrity:" not in out  # the chain alone is fooled
+    assert "evidence: head 1 (5 events, signed" in out and "rewritten since" in out
     # ...and signs a new head with the operator's key: it does not extend the older one.
     assert main(["audit", "sign-head", "--database", database]) == 0
     assert json.loads(capsys.readouterr().out)["head_id"] == 2
@@ -200,4 +203,7 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert _dispute(database, truncated, "--head", "2") == 1
     kinds = {f["kind"] for f in json.loads(truncated.read_text())["integrity"]["findings"]}
     assert "missing" in kinds, kinds
+    capsys.readouterr()
+    assert main(["audit", "verify", "--database", database]) == 1
+    assert "evidence: head 2 signs 5 events, the archive has 4" in capsys.readouterr().out
     assert main(["audit", "consistency", "--database", database, "--from", "1", "--to", "9"]) == 2
