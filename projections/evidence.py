@@ -18,13 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import merkle, tree
 from .heads import HeadError, SignedHead, latest_head
 
 EVIDENCE_SCHEMA = "slaledger.inclusion-proofs/1"
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,10 @@ def ticket_evidence(engine: Engine, leaves: Sequence[Leaf], head: SignedHead | N
     if head is None:
         head = latest_head(engine)
         if signer is not None and (head is None or (indices and max(indices) >= head.tree_size)):
-            head = signer()
+            try:
+                head = signer()
+            except SQLAlchemyError as exc:  # e.g. a worker whose role only reads: the latest head serves
+                log.warning("no tree head signed on demand; proofs go to the latest head", error=str(exc))
     doc: dict[str, Any] = {"schema": EVIDENCE_SCHEMA, "head": head.to_dict() if head else None,
                            "public_key_id": head.key_id if head else None, "proofs": {}}
     if head is None:
@@ -100,6 +106,9 @@ def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) 
     root, checked = bytes.fromhex(head.root_hash), 0
     for entry in _events(doc):
         eid = entry.get("event_id")
+        if entry.get("inclusion_path") is None and "envelope_base64" in entry:
+            problems.append(f"event {eid}: not covered by the file's signed head (archived after it)")
+            continue
         try:
             envelope = base64.b64decode(entry["envelope_base64"], validate=True)
             shown = json.loads(envelope)

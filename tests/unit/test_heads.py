@@ -109,3 +109,21 @@ def test_dev_mode_creates_a_key_pair_once_unless_one_is_configured(tmp_path: Pat
     assert dev_signing_key(Settings.from_env({}, data_dir=str(tmp_path), signing_key_file="/k")) == {}
     public = Settings.from_env({"SLALEDGER_SIGNING_KEY": "00" * 32, "SLALEDGER_SIGNING_KEY_FILE": "/etc/k"}).public()
     assert public["signing_key"] == "***" and public["signing_key_file"] == "/etc/k"
+
+
+def test_an_event_the_head_does_not_cover_fails_the_offline_check() -> None:
+    """A file proven against an older head (``--head``) whose later events it cannot cover."""
+    from projections.evidence import check_dispute_file
+
+    key = Ed25519PrivateKey.generate()
+    envelopes = [json.dumps({"event_id": f"e{i}", "type": "acknowledged", "occurred_at": "t", "recorded_at": "t",
+                             "actor": "agent:a"}).encode() for i in range(2)]
+    head = SignedHead(1, merkle.leaf_hash(envelopes[0]).hex(), T0, [], key_id(key.public_key()), "", 1)
+    head = SignedHead(**{**head.__dict__, "signature": base64.b64encode(key.sign(head.signed_bytes())).decode()})
+    timeline = [{**json.loads(e), "envelope_base64": base64.b64encode(e).decode(), "leaf_index": i,
+                 "inclusion_path": [] if i == 0 else None} for i, e in enumerate(envelopes)]
+    doc = {"evidence": {"head": head.to_dict()}, "tickets": [{"timeline": timeline}]}
+    problems, checked = check_dispute_file(doc, key.public_key())
+    assert problems == ["event e1: not covered by the file's signed head (archived after it)"] and checked == 1
+    assert check_dispute_file({"tickets": []}, key.public_key())[0] == [
+        "the file carries no evidence section (not a signed dispute file)"]
