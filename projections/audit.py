@@ -368,7 +368,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     One ticket from the archive with its database (``engine``): its rows are checked against
     the Merkle tree and each event gets an inclusion proof to ``head`` (default: the latest
     signed head; ``signer`` signs a new one when that does not cover the ticket). Pass
-    ``archive_records(engine, ticket=…)`` so that only its rows are read."""
+    ``archive_records(engine, ticket=…)`` so that only its rows are read. Other files from the
+    archive with timelines (a member, a period) walk the whole chain and get the same proofs."""
     by_tree = source == "archive" and filters.ticket is not None and engine is not None
     chain = ChainVerifier() if source == "archive" and not by_tree else None
     ticket_check = TicketVerifier(engine, filters.ticket) if by_tree and engine and filters.ticket else None
@@ -449,6 +450,11 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     if ticket_check is not None and engine is not None:
         evidence, proof_findings = ticket_evidence(engine, ticket_check.leaves(), head, signer)
         findings = ticket_check.finish() + [Finding(k, m) for k, m in proof_findings] + findings
+    elif chain is not None and engine is not None and timelines and selected:
+        # a member's or a period's file from the archive: the same proofs for every event shown
+        leaves = [Leaf(str(e.event_id), r.leaf_index, r.raw) for a in selected.values() for e, r in a.timeline]
+        evidence, proof_findings = ticket_evidence(engine, leaves, head, signer)
+        findings = findings + [Finding(k, m) for k, m in proof_findings]
     verified = chain is not None or ticket_check is not None or (topic_check is not None and engine is not None)
     return AuditResult(datetime.now(UTC), source, filters, count, chain_head, findings, selected, policy,
                        topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified,
@@ -632,7 +638,8 @@ def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Poli
     between the archive and its Merkle tree and signed heads (``evidence.verify_tree``)."""
     from .models import CLOCKS, TICKETS
 
-    result = replay(records, policy, Filters(), source=source, engine=engine)
+    # no timelines: only the folded states are compared (and no proofs: verify_tree checks every row)
+    result = replay(records, policy, Filters(), source=source, engine=engine, timelines=False)
     out = [f"integrity: {f.message}" for f in result.findings]
     out += [f"evidence: {line}" for line in verify_tree(engine)]
     with engine.connect() as conn:

@@ -27,8 +27,9 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     integrity = doc["integrity"]
     evidence = doc.get("evidence")
     if integrity["ok"] and integrity.get("verified", True) and evidence is not None:
-        out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements du ticket lus, chacun "
-                          "prouvé dans l'arbre de Merkle de l'archive, aucune anomalie."))
+        out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie ; "
+                          "chaque événement du dossier est prouvé dans l'arbre de Merkle de l'archive "
+                          "(preuves d'inclusion et tête d'arbre signée ci-dessous)."))
     elif integrity["ok"] and integrity.get("verified", True):
         out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie. "
                           f"Empreinte de tête de chaîne : {integrity['chain_head'] or '—'}"))

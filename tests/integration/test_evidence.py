@@ -137,6 +137,12 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert to_pdf(doc).startswith(b"%PDF")
     script = _script(first, public)
     assert script.returncode == 0 and "OK" in script.stdout, script.stdout + script.stderr
+    member = tmp_path / "member.json"  # a member's file (whole chain walked) carries the same proofs
+    assert main(["audit", "replay", "--source", "archive", "--database", database, "--member", "commune-de-blois",
+                 "--output", str(member)]) == 0
+    assert json.loads(member.read_text())["tickets"][0]["timeline"] == timeline
+    assert main(["audit", "check-file", str(member), "--public-key", str(public)]) == 0
+    capsys.readouterr()
 
     def altered(edit: str) -> Path:
         bad = json.loads(first.read_text())
