@@ -2,10 +2,13 @@
 
 Why our own ~150 lines rather than a library: the tree lives in SQL next to the archive
 (``projections.tree``), appended in the projector's transaction, and every proof must be
-O(log N) row lookups. ``pymerkle`` keeps its own store and recomputes subtree roots from
-the leaves (O(N) without its cache), so it would have to be re-plugged into SQL anyway;
-what remains is the RFC's few recursions, written here once and property-tested against
-the RFC's literal definitions (``tests/unit/test_merkle.py``). The offline verifier
+O(log N) row lookups. ``pymerkle`` stores leaf blobs behind its own interface
+(``_store_blob``/``_get_blob``) and computes every subtree root from the leaves
+(``hash_range``: a proof near the root hashes O(N) leaves, less with its cache), and its
+proofs carry its own rule/subset bits rather than RFC 9162's bare audit path, which the
+standalone verifier would then have to reproduce. What remains is the RFC's few
+recursions, written here once and property-tested against the RFC's literal definitions
+(``tests/unit/test_merkle.py``). The offline verifier
 (``docs/verify_dispute_file.py``) repeats the two ``verify_*`` functions on purpose: a
 member's expert must be able to read them without this product.
 

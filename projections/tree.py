@@ -83,9 +83,5 @@ def leaves(conn: Connection, indices: Sequence[int]) -> dict[int, bytes]:
     return {idx: h for (_, idx), h in _fetch(conn, {(0, i) for i in indices}).items()}
 
 
-def inclusion(conn: Connection, index: int, size: int) -> list[bytes]:
-    return compute(conn, lambda get: merkle.inclusion_path(index, size, get))
-
-
 def consistency(conn: Connection, old: int, new: int) -> list[bytes]:
     return compute(conn, lambda get: merkle.consistency_proof(old, new, get))
