@@ -127,3 +127,36 @@ def test_an_event_the_head_does_not_cover_fails_the_offline_check() -> None:
     assert problems == ["event e1: not covered by the file's signed head (archived after it)"] and checked == 1
     assert check_dispute_file({"tickets": []}, key.public_key())[0] == [
         "the file carries no evidence section (not a signed dispute file)"]
+
+
+def test_head_commands_on_a_sqlite_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from slaledger.cli import main
+
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.delenv("SLALEDGER_SIGNING_KEY_FILE", raising=False)
+    monkeypatch.delenv("SLALEDGER_SIGNING_KEY", raising=False)
+    assert main(["audit", "sign-head", "--database", database]) == 2
+    assert capsys.readouterr().err.strip() == ("slaledger: error: no signing key: set SLALEDGER_SIGNING_KEY_FILE "
+                                               "(see `slaledger keys create`)")
+    engine = create_engine(database)
+    create_schema(engine)
+    with engine.begin() as conn:
+        tree.append(conn, [b"a", b"b", b"c"])
+    monkeypatch.setenv("SLALEDGER_SIGNING_KEY", "07" * 32)  # the raw seed, as hex
+    assert main(["audit", "sign-head", "--database", database]) == 0
+    with engine.begin() as conn:
+        tree.append(conn, [b"d", b"e"])
+    assert main(["audit", "sign-head", "--database", database]) == 0
+    capsys.readouterr()
+    assert main(["audit", "heads", "--database", database]) == 0
+    heads = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(h["head_id"], h["tree_size"]) for h in heads] == [(1, 3), (2, 5)]
+    assert main(["audit", "consistency", "--database", database, "--from", "1", "--to", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["consistent"] is True
+    (tmp_path / "bad.json").write_text('{"schema": "slaledger.tree-head/1", "tree_size": 1}')
+    assert main(["audit", "consistency", "--database", database, "--from", str(tmp_path / "bad.json"),
+                 "--to", "2"]) == 2
+    assert capsys.readouterr().err.startswith("slaledger: error: malformed tree head")
+    assert main(["audit", "consistency", "--database", database, "--from", "7", "--to", "2"]) == 2
+    assert "no signed head 7" in capsys.readouterr().err
