@@ -9,20 +9,25 @@ retractions).
 
 Integrity: the archive's SHA-256 chain is recomputed row by row; a topic is checked
 against the archive (same bytes for the same event id, same order per ticket, nothing
-missing, nothing unknown). Any finding is reported at the top and makes the command fail.
+missing, nothing unknown). One ticket's dispute file from the archive reads only that
+ticket's rows and checks them against the Merkle tree and a signed tree head
+(``evidence``): its cost follows the ticket, not the archive (O(events × log N)); the
+whole-archive walk stays in whole replays and ``audit verify``. Any finding is reported at
+the top and makes the command fail.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from sla import french
 from sla.clock import Clock, ClockStatus, evaluate
@@ -40,12 +45,15 @@ from sla.policy import Policy, PolicyError, PolicyVersion
 from sla.ticket import Ticket
 from sla.view import antedated
 from streams.kafka_tools import read_topic
-from streams.topics import EVENTS
+from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 
+from . import merkle, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .archive_hash import digest as archive_digest
+from .evidence import Leaf, ticket_evidence, verify_tree
+from .heads import SignedHead
 from .metrics import aware
-from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS
+from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, TICKETS
 
 SCHEMA = "slaledger.dispute-file/1"
 log = structlog.get_logger(__name__)
@@ -59,6 +67,7 @@ class LogRecord:
     source: dict[str, Any]  # {"topic", "partition", "offset"} or {"archive_seq"}
     prev_hash: str | None = None  # archive only
     hash: str | None = None
+    leaf_index: int | None = None  # archive only: the row's leaf in the Merkle tree
 
 
 @dataclass
@@ -138,6 +147,8 @@ class AuditResult:
     # Whether the log was checked: the archive's hash chain, or the topic against the
     # archive. A topic replayed without the archive is folded but not verified.
     verified: bool = False
+    # One ticket from the archive: the signed head and each event's inclusion proof.
+    evidence: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,16 +157,24 @@ class AuditResult:
 
 # --- reading the log --------------------------------------------------------------------
 
-def archive_records(engine: Engine, batch: int = 5000) -> Iterator[LogRecord]:
+def archive_records(engine: Engine, batch: int = 5000, *, ticket: str | None = None) -> Iterator[LogRecord]:
+    """The archive in append order; ``ticket``: only that ticket's rows (its index), for a
+    one-ticket dispute file checked against the Merkle tree instead of the whole chain."""
+    query = select(ARCHIVE.c.seq, ARCHIVE.c.envelope, ARCHIVE.c.prev_hash, ARCHIVE.c.hash, ARCHIVE.c.leaf_index)
+    if ticket is not None:
+        query = query.where(ARCHIVE.c.ticket_id == ticket)
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=batch).execute(
-            select(ARCHIVE.c.seq, ARCHIVE.c.envelope, ARCHIVE.c.prev_hash, ARCHIVE.c.hash).order_by(ARCHIVE.c.seq))
-        for seq, envelope, prev_hash, digest in result:
-            yield LogRecord(envelope.encode(), {"archive_seq": seq}, prev_hash, digest)
+        result = conn.execution_options(yield_per=batch).execute(query.order_by(ARCHIVE.c.seq))
+        for seq, envelope, prev_hash, digest, leaf in result:
+            yield LogRecord(envelope.encode(), {"archive_seq": seq}, prev_hash, digest, leaf)
 
 
 def kafka_records(bootstrap: str, topic: str = EVENTS) -> Iterator[LogRecord]:
+    """The topic's ticket events; the signed tree heads published there are not events and
+    are skipped (one under the head key that is not a head is reported as unreadable)."""
     for record in read_topic(bootstrap, topic, timeout=3600):
+        if is_tree_head(record.key) and tree_head_shaped(record.value):
+            continue
         yield LogRecord(record.value, {"topic": topic, "partition": record.partition, "offset": record.offset})
 
 
@@ -208,6 +227,56 @@ class ChainVerifier:
             self.findings.append(Finding("missing", f"Archive : elle s'arrête à la ligne {self.last_seq or 0} alors "
                                                     f"que la dernière ligne écrite était la {head} (lignes finales "
                                                     "supprimées)."))
+
+
+class TicketVerifier:
+    """One ticket's archive rows against the Merkle tree: each row's envelope against its
+    stored leaf (altered), leaves in row order (reordered), an event or a leaf twice
+    (duplicated), fewer rows than the projection applied or an archive cut short (missing).
+    O(rows × log N): the rows of other tickets are not read."""
+
+    def __init__(self, engine: Engine, ticket_id: str) -> None:
+        self.engine, self.ticket_id = engine, ticket_id
+        self.rows: list[tuple[LogRecord, str | None]] = []
+
+    def check(self, record: LogRecord, event_id: str | None) -> None:
+        self.rows.append((record, event_id))
+
+    def leaves(self) -> list[Leaf]:
+        return [Leaf(eid or "?", r.leaf_index, r.raw) for r, eid in self.rows]
+
+    def finish(self) -> list[Finding]:
+        out: list[Finding] = []
+        with self.engine.connect() as conn:
+            stored = tree.leaves(conn, [r.leaf_index for r, _ in self.rows if r.leaf_index is not None])
+            version = conn.scalar(select(TICKETS.c.version).where(TICKETS.c.ticket_id == self.ticket_id))
+            head = conn.scalar(select(CHECKPOINTS.c.offset).where(CHECKPOINTS.c.topic == ARCHIVE_HEAD))
+            last = conn.scalar(select(func.max(ARCHIVE.c.seq)))
+        ids: set[str] = set()
+        previous = -1
+        for record, eid in self.rows:
+            seq, leaf = record.source.get("archive_seq"), record.leaf_index
+            if leaf is None or leaf not in stored:
+                out.append(Finding("unknown", f"Archive, ligne {seq} : l'événement n'a pas de feuille dans "
+                                              "l'arbre de Merkle (ajouté hors de l'archive)."))
+            elif stored[leaf] != merkle.leaf_hash(record.raw):
+                out.append(Finding("altered", f"Archive, ligne {seq} : le contenu ne correspond plus à sa feuille "
+                                              "de l'arbre de Merkle (événement modifié)."))
+            if (eid is not None and eid in ids) or (leaf is not None and leaf == previous):
+                out.append(Finding("duplicated", f"Archive, ligne {seq} : l'événement {eid} figure deux fois."))
+            elif leaf is not None and leaf < previous:
+                out.append(Finding("reordered", f"Archive, ligne {seq} : l'événement n'est plus à sa place "
+                                                "(ordre modifié)."))
+            if eid is not None:
+                ids.add(eid)
+            previous = leaf if leaf is not None else previous
+        if version is not None and len(ids) < version:
+            out.append(Finding("missing", f"Ticket {self.ticket_id} : {len(ids)} événement(s) dans l'archive alors "
+                                          f"que {version} ont été appliqués (événement supprimé)."))
+        if head is not None and (last or 0) < head:
+            out.append(Finding("missing", f"Archive : elle s'arrête à la ligne {last or 0} alors que la dernière "
+                                          f"ligne écrite était la {head} (lignes finales supprimées)."))
+        return out
 
 
 class TopicVerifier:
@@ -288,12 +357,22 @@ def _where(record: LogRecord) -> str:
 # --- the replay ---------------------------------------------------------------------------
 
 def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, source: str,
-           engine: Engine | None = None, timelines: bool = True, summarize_closed: bool = False) -> AuditResult:
+           engine: Engine | None = None, timelines: bool = True, summarize_closed: bool = False,
+           head: SignedHead | None = None,
+           signer: Callable[[], SignedHead] | None = None) -> AuditResult:
     """Fold the log. ``timelines=False`` keeps only each ticket's folded state, not its
     events. ``summarize_closed`` (without timelines or ``as_of``) also folds each ticket into
     per-SLA counts when it closes and forgets it, so a whole-log replay holds only the open
-    tickets: memory follows the open queue, not the history."""
-    chain = ChainVerifier() if source == "archive" else None
+    tickets: memory follows the open queue, not the history.
+
+    One ticket from the archive with its database (``engine``): its rows are checked against
+    the Merkle tree and each event gets an inclusion proof to ``head`` (default: the latest
+    signed head; ``signer`` signs a new one when that does not cover the ticket). Pass
+    ``archive_records(engine, ticket=…)`` so that only its rows are read. Other files from the
+    archive with timelines (a member, a period) walk the whole chain and get the same proofs."""
+    by_tree = source == "archive" and filters.ticket is not None and engine is not None
+    chain = ChainVerifier() if source == "archive" and not by_tree else None
+    ticket_check = TicketVerifier(engine, filters.ticket) if by_tree and engine and filters.ticket else None
     # Without the archive, the topic is still checked for an event id whose copies differ.
     topic_check = TopicVerifier(engine) if source == "kafka" else None
     findings: list[Finding] = []
@@ -305,13 +384,14 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     count = 0
     # One ticket's dispute file from the archive: every row's hash and link are still
     # checked, but only that ticket's rows are decoded and folded.
-    single = filters.ticket if chain is not None and topic_check is None else None
+    single = filters.ticket if (chain is not None or ticket_check is not None) and topic_check is None else None
     for record in records:
         count += 1
-        if single is not None and chain is not None:
+        if single is not None:
             other = _other_ticket(record.raw, single)
             if other is not None:
-                chain.check(record, other)
+                if chain is not None:
+                    chain.check(record, other)
                 continue
         try:
             event: Event | None = decode_event(record.raw)
@@ -320,6 +400,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             findings.append(Finding("unreadable", f"Enregistrement illisible ({_describe(record)}) : {exc}"))
         if chain is not None:
             chain.check(record, str(event.event_id) if event else None)
+        if ticket_check is not None:
+            ticket_check.check(record, str(event.event_id) if event else None)
         if topic_check is not None:
             topic_check.check(record, event)
         if event is None or event.ticket_id in rejected:
@@ -354,17 +436,27 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
                 closed_summary[clock.sla].add(event.ticket_id, audit.known_then.member, clock)
             del selected[event.ticket_id]
             closed.add(event.ticket_id)
-    head = None
+    chain_head = None
     if chain is not None:
         chain.finish(engine)
         findings = chain.findings + findings
-        head = chain.prev if count else None
+        chain_head = chain.prev if count else None
     if topic_check is not None:
-        extra, head = topic_check.finish()
+        extra, chain_head = topic_check.finish()
         findings = extra + findings
-    verified = chain is not None or (topic_check is not None and engine is not None)
-    return AuditResult(datetime.now(UTC), source, filters, count, head, findings, selected, policy,
-                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified)
+    evidence = None
+    if ticket_check is not None and engine is not None:
+        evidence, proof_findings = ticket_evidence(engine, ticket_check.leaves(), head, signer)
+        findings = ticket_check.finish() + [Finding(k, m) for k, m in proof_findings] + findings
+    elif chain is not None and engine is not None and timelines and selected:
+        # a member's or a period's file from the archive: the same proofs for every event shown
+        leaves = [Leaf(str(e.event_id), r.leaf_index, r.raw) for a in selected.values() for e, r in a.timeline]
+        evidence, proof_findings = ticket_evidence(engine, leaves, head, signer)
+        findings = findings + [Finding(k, m) for k, m in proof_findings]
+    verified = chain is not None or ticket_check is not None or (topic_check is not None and engine is not None)
+    return AuditResult(datetime.now(UTC), source, filters, count, chain_head, findings, selected, policy,
+                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified,
+                       evidence)
 
 
 def _other_ticket(raw: bytes, ticket_id: str) -> str | None:
@@ -431,6 +523,7 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "antedated": str(e.event_id) in flagged,
                     # an inform marked as the answer to the request (it stops the administrative week)
                     "answer": e.type is EventType.CUSTOMER_INFORMED and bool(e.payload.get("answer")),
+                    **_proof(result.evidence, str(e.event_id), r),
                 }
                 for e, r in audit.timeline
             ],
@@ -452,6 +545,8 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "from": format_instant(f.filed_from) if f.filed_from else None,
                     "to": format_instant(f.filed_to) if f.filed_to else None,
                     "as_of": format_instant(f.as_of) if f.as_of else None},
+        # the signed tree head and, per event above, its leaf and audit path (None: no tree read)
+        "evidence": ({k: v for k, v in result.evidence.items() if k != "proofs"} if result.evidence else None),
         "integrity": {"ok": result.ok, "verified": result.verified, "chain_head": result.chain_head,
                       "events_read": result.events_read,
                       "resent_records": result.resent_records,
@@ -465,6 +560,17 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         "policy_versions": [{"id": v.id, "effective_from": format_instant(v.effective_from),
                              "readings": policy_readings(v)} for v in result.policy.versions],
     }
+
+
+def _proof(evidence: dict[str, Any] | None, event_id: str, record: LogRecord) -> dict[str, Any]:
+    """An event's inclusion proof in the file: the exact archived bytes (the leaf is their
+    hash), its leaf index and audit path to the file's signed head (None: not covered)."""
+    if evidence is None:
+        return {}
+    proof = evidence["proofs"].get(event_id)
+    return {"envelope_base64": base64.b64encode(record.raw).decode(),
+            "leaf_index": proof["leaf_index"] if proof else record.leaf_index,
+            "inclusion_path": proof["inclusion_path"] if proof else None}
 
 
 def _clock_doc(clock: Clock) -> dict[str, Any]:
@@ -526,11 +632,14 @@ def stable_json(doc: dict[str, Any]) -> str:
 # --- consistency ----------------------------------------------------------------------------
 
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
-    """Every difference between the live SQL projection and a fresh replay of the log."""
+    """Every difference between the live SQL projection and a fresh replay of the log, and
+    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``)."""
     from .models import CLOCKS, TICKETS
 
-    result = replay(records, policy, Filters(), source=source, engine=engine)
+    # no timelines: only the folded states are compared (and no proofs: verify_tree checks every row)
+    result = replay(records, policy, Filters(), source=source, engine=engine, timelines=False)
     out = [f"integrity: {f.message}" for f in result.findings]
+    out += [f"evidence: {line}" for line in verify_tree(engine)]
     with engine.connect() as conn:
         live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
         live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}

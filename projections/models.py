@@ -18,7 +18,9 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -92,6 +94,37 @@ class ArchiveRow(Base):
     envelope: Mapped[str] = mapped_column(Text)  # the record value exactly as on the topic
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The row's leaf in the Merkle tree (``projections.tree``): 0, 1, 2… in append order (seq
+    # may skip values; a leaf index never does). NULL only in a database not yet migrated.
+    leaf_index: Mapped[int | None] = mapped_column(BigInteger, index=True)
+
+
+class MerkleNodeRow(Base):
+    """The hash of every complete subtree of the archive's Merkle tree (RFC 6962): level 0
+    holds the leaves (SHA-256(0x00 || envelope)), level l index i covers leaves i·2^l …
+    (i+1)·2^l − 1. Enough for any root, inclusion or consistency proof in O(log N) rows."""
+
+    __tablename__ = "merkle_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class SignedHeadRow(Base):
+    """A signed tree head (``projections.heads``): what the operator's Ed25519 key vouched
+    for at ``signed_at``. ``published_at`` is set once it is on the events topic."""
+
+    __tablename__ = "signed_heads"
+
+    head_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    policy_versions: Mapped[list] = mapped_column(JSON)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))  # base64 of the 64-byte Ed25519 signature
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CheckpointRow(Base):
@@ -218,6 +251,8 @@ CHECKPOINTS: Table = CheckpointRow.__table__  # type: ignore[assignment]
 DEAD: Table = DeadLetterRow.__table__  # type: ignore[assignment]
 JUDGMENTS: Table = JudgmentRow.__table__  # type: ignore[assignment]
 STATEMENTS_SENT: Table = StatementSentRow.__table__  # type: ignore[assignment]
+NODES: Table = MerkleNodeRow.__table__  # type: ignore[assignment]
+HEADS: Table = SignedHeadRow.__table__  # type: ignore[assignment]
 
 
 def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:

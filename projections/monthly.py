@@ -134,11 +134,13 @@ def member_tickets(engine: Engine, member: str, before: datetime) -> list[Ticket
 
 
 def monthly_head(engine: Engine, instant: datetime) -> dict[str, Any] | None:
-    """The signed tree head in force at ``instant`` (the month's end), as ``SignedHead.to_dict()``.
-    The Merkle tree and its signed heads are being built on another branch
-    (``projections.heads.head_at``); until it is merged there is no head to show."""
-    # TODO(#16 heads): return (head.to_dict() if (head := heads.head_at(engine, instant)) else None)
-    return None
+    """The signed tree head of the month's end (``instant``), as ``SignedHead.to_dict()``: the
+    first one signed after it, which covers the whole month (the projector signs at least
+    daily), else the last one before it; None when no head was ever signed."""
+    from .heads import head_covering
+
+    head = head_covering(engine, instant)
+    return head.to_dict() if head is not None else None
 
 
 def statement(tickets: list[Ticket], policy: Policy, month: Month, *, member: str, member_name: str,

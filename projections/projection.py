@@ -22,8 +22,9 @@ from sla.events import Event, EventDecodeError, decode_event
 from sla.explain import explanation
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
-from streams.topics import DEAD_LETTERS, EVENTS
+from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
+from . import tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, CLOCKS, DEAD, JUDGMENTS, TICKETS
 
@@ -37,6 +38,7 @@ class Incoming:
     partition: int
     offset: int
     value: bytes
+    key: bytes | None = None
 
 
 class Projection:
@@ -62,8 +64,8 @@ class Projection:
         ids = {}
         events: list[tuple[Incoming, Event]] = []
         for record in records:
-            if record.topic != EVENTS:
-                continue
+            if record.topic != EVENTS or is_tree_head(record.key):
+                continue  # a signed tree head is published on the events topic, not a ticket event
             try:
                 event = decode_event(record.value)
             except EventDecodeError as exc:
@@ -126,14 +128,16 @@ class Projection:
 
     def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> None:
         prev = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1)) or GENESIS_HASH
+        # The Merkle tree grows with the rows, in this transaction (the lock above: one writer).
+        first_leaf = tree.append(conn, [record.value for record, _ in fresh])
         rows = []
-        for record, event in fresh:
+        for leaf, (record, event) in enumerate(fresh, start=first_leaf):
             digest = chain_hash(prev, record.value)
             rows.append({
                 "event_id": str(event.event_id), "ticket_id": event.ticket_id, "type": str(event.type),
                 "occurred_at": event.occurred_at, "recorded_at": event.recorded_at, "actor": event.actor,
                 "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "envelope": record.value.decode(), "prev_hash": prev, "hash": digest,
+                "envelope": record.value.decode(), "prev_hash": prev, "hash": digest, "leaf_index": leaf,
             })
             prev = digest
         conn.execute(insert(ARCHIVE), rows)

@@ -21,9 +21,11 @@ from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 from streams.topics import DEAD_LETTERS, EVENTS
 
+from .heads import HeadSigner
 from .projection import Incoming, Projection, checkpoints
 
 log = structlog.get_logger(__name__)
+HEAD_CHECK = 5.0  # seconds between two looks at the head schedule
 
 
 def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
@@ -46,7 +48,7 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
             for tp, records in polled.items():
                 for r in records:
                     if follow or r.offset < ends[tp]:
-                        out.append(Incoming(tp.topic, tp.partition, r.offset, r.value))
+                        out.append(Incoming(tp.topic, tp.partition, r.offset, r.value, r.key))
                 if not follow and consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
             if out:
@@ -61,18 +63,37 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
 
 
 def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: bool = True,
-                  should_stop: Any = lambda: False, idle_stop: float | None = None) -> int:
-    """Project the events topic into SQL from the stored checkpoints; returns events applied."""
+                  should_stop: Any = lambda: False, idle_stop: float | None = None,
+                  heads: HeadSigner | None = None) -> int:
+    """Project the events topic into SQL from the stored checkpoints; returns events applied.
+    With ``heads`` (the operator's key), signs and publishes the archive's tree heads on its
+    schedule, between batches (at most every HEAD_CHECK seconds), and once at the end."""
     projection = Projection(policy)
+    checked = 0.0
     start = {(topic, p): o + 1 for topic in (EVENTS, DEAD_LETTERS) for p, o in checkpoints(engine, topic).items()}
     log.info("projector starting", resume_from={f"{t}:{p}": o for (t, p), o in start.items()})
     applied = 0
     for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
         if batch:
             applied += apply_isolating(engine, projection, batch)
+        if heads is not None and time.monotonic() - checked >= HEAD_CHECK:
+            checked = time.monotonic()
+            _tick(heads, engine)
         if should_stop():
             break
+    if heads is not None:
+        _tick(heads, engine)
+        heads.close()
     return applied
+
+
+def _tick(heads: HeadSigner, engine: Engine) -> None:
+    """Sign/publish a head; a broker or database hiccup here must not stop the projection
+    (the next tick retries: unpublished heads stay marked so)."""
+    try:
+        heads.tick(engine)
+    except Exception:
+        log.exception("tree head signing or publication failed; retried at the next tick")
 
 
 def apply_isolating(engine: Engine, projection: Projection, batch: list[Incoming]) -> int:

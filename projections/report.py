@@ -25,7 +25,12 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """The report as (style, text) lines; every format is rendered from these."""
     out: list[tuple[str, str]] = [("h1", "Dossier de contestation — engagements de service (Article 4)")]
     integrity = doc["integrity"]
-    if integrity["ok"] and integrity.get("verified", True):
+    evidence = doc.get("evidence")
+    if integrity["ok"] and integrity.get("verified", True) and evidence is not None:
+        out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie ; "
+                          "chaque événement du dossier est prouvé dans l'arbre de Merkle de l'archive "
+                          "(preuves d'inclusion et tête d'arbre signée ci-dessous)."))
+    elif integrity["ok"] and integrity.get("verified", True):
         out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie. "
                           f"Empreinte de tête de chaîne : {integrity['chain_head'] or '—'}"))
     elif integrity["ok"]:
@@ -92,10 +97,37 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
             for seg in c["segments"]:
                 label = {"running": "décompte", "paused": "suspendu", "outside_hours": "hors plage"}[seg["kind"]]
                 out.append(("li2", f"{label} du {seg['start']} au {seg['end'] or '…'}"))
+        if evidence is not None:
+            out.append(("h3", "Preuves d'inclusion"))
+            for e in ticket["timeline"]:
+                path = e.get("inclusion_path")
+                out.append(("li", f"{e['event_id']} : feuille n° {e.get('leaf_index')}, "
+                                  + (f"chemin d'audit de {len(path)} empreinte(s)" if path is not None
+                                     else "non couvert par la tête d'arbre signée")))
         if ticket["full_log_view"] is not None:
             out.append(("h3", "Le même moment selon le journal complet aujourd'hui"))
             for c in ticket["full_log_view"]:
                 out.append(("li", f"{c['title']} : {c['verdict_fr']} — {c['explanation']}"))
+    if evidence is not None:
+        out.extend(head_lines(evidence))
+    return out
+
+
+def head_lines(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    """The signed tree head a dispute file's proofs lead to, in French."""
+    out: list[tuple[str, str]] = [("h2", "Tête d'arbre signée")]
+    head = evidence.get("head")
+    if head is None:
+        out.append(("alert", "AUCUNE TÊTE D'ARBRE SIGNÉE : l'exploitant n'a pas configuré de clé de signature ; "
+                             "les événements ne peuvent être vérifiés hors de sa base."))
+        return out
+    out.append(("p", f"Tête n° {head['head_id']} signée le {head['timestamp']} : {head['tree_size']} événements, "
+                     f"racine {head['root_hash']}, politiques "
+                     f"{', '.join(v['id'] for v in head['policy_versions'])}."))
+    out.append(("p", f"Clé publique (empreinte SHA-256) : {head['key_id']} ; signature Ed25519 : "
+                     f"{head['signature']}"))
+    out.append(("p", "Vérification indépendante : slaledger audit check-file dossier.json --public-key cle.pub, "
+                     "ou le script docs/verify_dispute_file.py (Python et cryptography seulement)."))
     return out
 
 

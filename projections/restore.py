@@ -4,7 +4,8 @@ The embedded broker keeps nothing, so ``slaledger dev`` starts on an empty log; 
 archive is the durable copy. The events are produced again in archive order, with the
 same bytes (same ids, same business times), keyed by ticket so each ticket's order holds.
 The archive rows then point at their new partition/offset, and the projection
-checkpoints at the new ends, since every restored event is already projected.
+checkpoints at the new ends, since every restored event is already projected. The signed
+tree heads are marked unpublished, so the projector puts them on the new log again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from streams.kafka_tools import producer
 from streams.topics import EVENTS
 
-from .models import ARCHIVE, CHECKPOINTS
+from .models import ARCHIVE, CHECKPOINTS, HEADS
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,8 @@ def restore_archive(engine: Engine, bootstrap: str) -> int:
         conn.execute(delete(checkpoints).where(checkpoints.c.topic == EVENTS))
         for partition, offset in ends.items():
             conn.execute(insert(checkpoints).values(topic=EVENTS, partition=partition, offset=offset))
+        # the signed tree heads were on the lost log too: the projector publishes them again
+        conn.execute(update(HEADS).values(published_at=None))
     kafka.close()
     log.info("archive restored into the embedded broker", events=total)
     return int(total)

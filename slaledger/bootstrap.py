@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy import Engine, create_engine
 
 from projections.alerts import start_alert_pusher
 from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
+from projections.heads import HeadSigner, operator_key, sign_head
 from projections.lag import LagProbe
 from projections.metrics import ProjectionCollector
 from projections.migrate import create_schema
@@ -68,13 +70,16 @@ class SqlArchive:
 
     engine: Any
     policy: Policy
+    signing_key: Any = None  # the operator's key: a head is signed when none covers the ticket yet
 
     def events(self, ticket_id: str) -> list[Event]:
         return ticket_events(self.engine, ticket_id)
 
     def dispute_file(self, ticket_id: str, fmt: str) -> tuple[bytes, bool] | None:
-        result = replay(archive_records(self.engine), self.policy, Filters(ticket=ticket_id), source="archive",
-                        engine=self.engine)
+        key = self.signing_key
+        signer = (lambda: sign_head(self.engine, key, self.policy)) if key is not None else None
+        result = replay(archive_records(self.engine, ticket=ticket_id), self.policy, Filters(ticket=ticket_id),
+                        source="archive", engine=self.engine, signer=signer)
         if ticket_id not in result.tickets:
             return None
         doc = dispute_file(result)
@@ -96,13 +101,44 @@ def build_worker(settings: Settings) -> Pipeline:
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy,
                   auth=TokenStore(engine) if settings.auth and engine is not None else None,
-                  archive=SqlArchive(engine, policy) if engine is not None else None)
+                  archive=SqlArchive(engine, policy, signing_key(settings)) if engine is not None else None)
     register(pipeline.app, pipeline.tickets, ports)
     if settings.demo:
         from .demo import DemoFeeder
 
         pipeline.app.task(DemoFeeder(pipeline.send).run)
     return pipeline
+
+
+def signing_key(settings: Settings) -> Any:
+    """The operator's Ed25519 key of the settings, or None (raises HeadError when unreadable)."""
+    return operator_key(settings.signing_key_file, settings.signing_key)
+
+
+def head_signer(settings: Settings, policy: Policy) -> HeadSigner | None:
+    """The projector's head schedule when a signing key is configured."""
+    key = signing_key(settings)
+    if key is None:
+        log.warning("no signing key (SLALEDGER_SIGNING_KEY_FILE): the archive's tree heads are not signed")
+        return None
+    return HeadSigner(key, policy, timedelta(seconds=settings.head_interval), settings.bootstrap, settings.embedded)
+
+
+def evidence_options(settings: Settings, engine: Engine | None, head_id: int | None) -> dict[str, Any]:
+    """``replay``'s head and signer for a dispute file: the head asked for (HeadError when
+    unknown), and the operator's key to sign one on demand when configured."""
+    from projections.heads import HeadError, get_head
+
+    if engine is None:
+        return {}
+    head = None
+    if head_id is not None:
+        head = get_head(engine, head_id)
+        if head is None:
+            raise HeadError(f"--head {head_id}: no such signed head")
+    key = signing_key(settings)
+    policy = settings.policy()
+    return {"head": head, "signer": (lambda: sign_head(engine, key, policy)) if key is not None else None}
 
 
 def engine_for(settings: Settings) -> Engine:
@@ -130,7 +166,8 @@ def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, s
     """The projector in a thread of this process (``slaledger dev``), with its read side."""
     thread = threading.Thread(target=run_projector, name="projector", daemon=True,
                               args=(engine, settings.bootstrap, policy),
-                              kwargs={"follow": True, "should_stop": stop.is_set})
+                              kwargs={"follow": True, "should_stop": stop.is_set,
+                                      "heads": head_signer(settings, policy)})
     thread.start()
     attach_read_side(settings, engine, policy, stop, registry)
     return thread
@@ -163,6 +200,7 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
     else:
         registry = None
     attach_read_side(settings, engine, policy, stop, registry)
-    applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set)
+    applied = run_projector(engine, settings.bootstrap, policy, follow=follow, should_stop=stop.is_set,
+                            heads=head_signer(settings, policy))
     log.info("projector stopped", events_applied=applied)
     return 0

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--as-of", type=_instant, help="what the system knew at that moment (ISO 8601)")
     replay.add_argument("--format", choices=["json", "md", "html", "pdf"], default="json")
     replay.add_argument("--output", "-o", type=_output_file, help="file to write (default: stdout; required for pdf)")
+    replay.add_argument("--head", type=int, help="--ticket: prove the events against this signed head (default: "
+                                                 "the latest; signed now with the operator's key if it lacks some)")
     replay.set_defaults(handler=cmd_audit_replay)
     verify = audit_commands.add_parser("verify", help="compare the SQL projection with a fresh replay")
     verify.add_argument("--source", choices=["kafka", "archive"], default="archive")
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .report_cli import add_parsers as add_report_parsers  # report monthly|schedule (issue #16)
     add_report_parsers(commands)
+    from .evidence_cli import add_parsers as add_evidence_parsers  # keys, heads, proofs (#16)
+    add_evidence_parsers(commands, audit_commands)
     return parser
 
 
@@ -329,12 +333,13 @@ def _counted(bar: Any, records: Iterable[T]) -> Iterator[T]:
         bar.update()
 
 
-def _audit_records(settings: Settings, source: str, engine: Engine | None) -> Iterator[LogRecord]:
+def _audit_records(settings: Settings, source: str, engine: Engine | None,
+                   ticket: str | None = None) -> Iterator[LogRecord]:
     from projections.audit import archive_records, kafka_records
 
-    if source == "archive":
+    if source == "archive":  # one ticket: only its rows, checked against the Merkle tree
         assert engine is not None
-        return archive_records(engine)
+        return archive_records(engine, ticket=ticket)
     return kafka_records(settings.bootstrap)
 
 
@@ -352,10 +357,16 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
         _reach_broker(settings)
     engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
+    from .bootstrap import evidence_options
+
+    try:  # the head asked for, the operator's key (HeadError: unreadable or unknown)
+        evidence = evidence_options(settings, engine, args.head)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     with _progress(settings, args.source, engine, "Relecture") as bar:
-        records = _counted(bar, _audit_records(settings, args.source, engine))
+        records = _counted(bar, _audit_records(settings, args.source, engine, args.ticket))
         result = replay(records, settings.policy(), filters, source=args.source, engine=engine,
-                        timelines=bool(args.ticket or args.member), summarize_closed=True)
+                        timelines=bool(args.ticket or args.member), summarize_closed=True, **evidence)
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
         "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}
@@ -628,8 +639,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     projector: threading.Thread | None = None
     try:
         own: dict[str, object] = {"broker_url": broker.url, "embedded": broker.embedded} if broker else {}
+        from .evidence_cli import dev_signing_key
+
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
-                             rebalance_timeout=2.0, database_url=base.database)
+                             rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base))
         create_topics(settings.bootstrap, settings.partitions)
         restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
         dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)

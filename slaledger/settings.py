@@ -108,6 +108,11 @@ class Settings:
     smtp_password_file: str = ""
     smtp_from: str = ""
     smtp_timeout: float = 30.0
+    # Signed tree heads of the archive (#16): the operator's Ed25519 key, as a file (PEM or
+    # raw seed) or the value itself; never in the repository. Empty: heads are not signed.
+    signing_key_file: str = ""
+    signing_key: str = ""
+    head_interval: float = 3600.0  # seconds between two heads when the archive grew (and daily)
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
@@ -170,7 +175,7 @@ class Settings:
         """The settings as logged at start: secrets masked, credentials in any URL too."""
         out = asdict(self)
         for key, value in out.items():
-            if any(h in key for h in _SECRET_HINTS) and value:
+            if (any(h in key for h in _SECRET_HINTS) or key == "signing_key") and value:
                 out[key] = "***"
             elif isinstance(value, str) and "://" in value:
                 out[key] = mask_url(value)

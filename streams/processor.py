@@ -31,6 +31,8 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide, hidden_from
 from sla.view import ticket_view
 
+from .topics import is_tree_head, tree_head_shaped
+
 log = structlog.get_logger(__name__)
 # What happened to a command, in the domain's words; the HTTP layer maps them to codes.
 CREATED, ACCEPTED = "created", "accepted"  # a filing / any other command, applied
@@ -211,6 +213,8 @@ class TicketProcessor:
             return None  # no version judges it: the filing is refused below
 
     def on_event(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
+        if is_tree_head(key):  # a signed tree head of the archive (the projector publishes it): no ticket's
+            return Step() if tree_head_shaped(data) else Step(dead_letter="unreadable tree head")
         if ticket is not None and _event_id_int(data) in ticket.event_ids:
             return Step()  # our own event coming back, or a redelivery: skip the full decode
         try:

@@ -58,6 +58,27 @@ COMMANDS = "slaledger.ticket-commands"
 EVENTS = "slaledger.ticket-events"
 OUTCOMES = "slaledger.command-outcomes"
 DEAD_LETTERS = "slaledger.dead-letters"
+# The events topic also carries the archive's signed tree heads (projections.heads) under
+# this key, which no ticket id can take (a ticket id starts with a letter or digit). Every
+# reader of the topic skips them before its strict ticket-event decoder.
+TREE_HEAD_KEY = b"__tree_head__"
+TREE_HEAD_SCHEMA = "slaledger.tree-head/1"
+
+
+def is_tree_head(key: bytes | None) -> bool:
+    return key == TREE_HEAD_KEY
+
+
+def tree_head_shaped(data: bytes | None) -> bool:
+    """A record under the tree-head key is a JSON object of the tree-head schema (its
+    signature is for the audit to check, with the public key the worker does not hold)."""
+    import json
+
+    try:
+        body = json.loads(data or b"")
+    except (ValueError, TypeError):
+        return False
+    return isinstance(body, dict) and body.get("schema") == TREE_HEAD_SCHEMA
 
 
 def create_topics(bootstrap: str, partitions: int = 4, *, replication: int = 1,

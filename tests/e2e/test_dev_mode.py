@@ -154,6 +154,15 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
         # the restored tickets can still be worked on
         status, body = call("POST", f"{base}/api/tickets/{ids[1]}/acknowledge", {})
         assert status == 200 and body["ticket"]["status"] == "in_progress"
+        # dev made a key pair in its data directory: a newcomer's dispute files are signed and checkable
+        from projections.evidence import check_dispute_file
+        from projections.heads import read_key_file
+
+        status, dossier = call("GET", f"{base}/api/tickets/{ids[1]}/dispute-file?format=json")
+        assert status == 200 and dossier["evidence"]["head"] is not None, dossier
+        public = read_key_file(tmp_path / "data" / "signing-key.pub", public=True)
+        problems, checked = check_dispute_file(dossier, public)
+        assert problems == [] and checked == len(dossier["tickets"][0]["timeline"]) > 0
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -140,7 +140,18 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
                     continue
                 assert re.fullmatch(r".*\$\{\w+(:\?[^}]*)?\}.*", str(value)), f"{name}: {key} is written in the file"
     assert seen >= 5
-    assert {s["environment"] for s in raw["secrets"].values()} <= set(env_example())
+    # a secret comes from .env, or from a file outside the repository that .env names
+    assert {s["environment"] for s in raw["secrets"].values() if "environment" in s} <= set(env_example())
+    files = {n: s["file"] for n, s in raw["secrets"].items() if "file" in s}
+    assert files == {"signing_key": "${SLALEDGER_SIGNING_KEY_PATH:-./secrets/signing-key}"}
+    assert "SLALEDGER_SIGNING_KEY_PATH" in env_example()
+    assert "/secrets/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_the_projector_signs_the_tree_heads(compose: dict[str, Any]) -> None:
+    projector = compose["services"]["projector"]
+    assert projector["environment"]["SLALEDGER_SIGNING_KEY_FILE"] == "/run/secrets/signing_key"
+    assert "signing_key" in [s if isinstance(s, str) else s["source"] for s in projector["secrets"]]
 
 
 def test_the_database_password_is_a_compose_secret(compose: dict[str, Any]) -> None:

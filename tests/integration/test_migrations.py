@@ -31,3 +31,33 @@ def test_postgresql_schema_matches_models(database: str) -> None:
 
 def test_sqlite_schema_matches_models(tmp_path: Path) -> None:
     assert _diff(f"sqlite:///{tmp_path / 'db.sqlite'}") == []
+
+
+def test_the_tree_of_an_archive_archived_before_it_is_built_by_the_migration(database: str) -> None:
+    """0008 (#16): the rows of an existing archive become the tree's leaves, in seq order."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from projections import merkle, tree
+
+    engine = create_engine(database)
+    upgrade(engine, "0005")
+    envelopes = [f'{{"n":{i}}}' for i in range(7)]
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    columns = ["event_id", "ticket_id", "type", "actor", "topic", "envelope", "prev_hash", "hash"]
+    archive = sa.table("event_archive", *(sa.column(c) for c in [*columns, "seq", "partition", "offset",
+                                                                   "occurred_at", "recorded_at"]))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(archive), [
+            {**{c: f"{c}-{i}" for c in columns}, "envelope": e, "seq": 10 + 3 * i, "partition": 0, "offset": i,
+             "occurred_at": at, "recorded_at": at} for i, e in enumerate(envelopes)])
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT leaf_index FROM event_archive ORDER BY seq")).scalars().all() == [
+            0, 1, 2, 3, 4, 5, 6]
+        nodes = {(0, i): merkle.leaf_hash(e.encode()) for i, e in enumerate(envelopes)}
+        created, _ = merkle.append(0, [], [merkle.leaf_hash(e.encode()) for e in envelopes])
+        assert tree.tree_size(conn) == 7 and len(created) == 7 + 4
+        assert tree.root(conn, 7) == merkle.root_hash(7, lambda lv, i: {(a, b): h for a, b, h in created}[(lv, i)])
+        assert tree.leaves(conn, [3]) == {3: nodes[(0, 3)]}

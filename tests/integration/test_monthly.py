@@ -163,3 +163,27 @@ def test_what_was_sent_is_recorded(engine) -> None:  # type: ignore[no-untyped-d
                     pdf_sha256=digest, sent_at=ISSUED)
     assert was_sent(engine, BLOIS, "2026-11") and not was_sent(engine, LYCEE, "2026-11")
     assert [(r["member"], r["month"], r["pdf_sha256"]) for r in sent(engine)] == [(BLOIS, "2026-11", "1" * 64)]
+
+
+def test_the_statement_carries_the_head_that_covers_the_month(engine, policy: Policy) -> None:  # type: ignore[no-untyped-def]
+    """The first head signed after the month's end covers the whole month; it verifies with
+    the operator's public key, and an earlier one is used only when none came after."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from projections.heads import SignedHead, sign_head
+    from projections.tree import tree_size
+
+    key = Ed25519PrivateKey.generate()
+    end = monthly.Month(2026, 11).bounds(policy.versions[-1].tz)[1]
+    before = sign_head(engine, key, policy, now=end - timedelta(hours=5))
+    assert monthly.monthly_head(engine, end) == before.to_dict()  # none after: the last before
+    after = sign_head(engine, key, policy, now=end + timedelta(hours=6))
+    sign_head(engine, key, policy, now=end + timedelta(days=2))
+    head = monthly.monthly_head(engine, end)
+    assert head == after.to_dict()
+    with engine.connect() as conn:
+        assert head["tree_size"] == tree_size(conn)
+    assert SignedHead.from_dict(head).verify(key.public_key())
+    doc = monthly.build(engine, policy, monthly.Month(2026, 11), member=BLOIS, member_name="Commune de Blois",
+                        generated_at=ISSUED, head=head)
+    assert doc["head"]["root_hash"] == after.to_dict()["root_hash"]

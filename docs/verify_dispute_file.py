@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Check a slaledger dispute file (JSON) with the operator's public key, without slaledger.
+
+    pip install cryptography && python3 verify_dispute_file.py dossier.json gip.pub
+
+Exit 0: the tree head's Ed25519 signature is valid and every event of the file, byte for
+byte, is in the archive that head signed (RFC 6962 Merkle inclusion proofs). Exit 1: names
+what fails. Needs only Python 3 and `cryptography`.
+"""
+import base64
+import hashlib
+import json
+import sys
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+
+def node(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def included(index, size, leaf, path, root):  # RFC 9162, 2.1.3.2
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node(p, r)
+            while not fn & 1 and fn:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and r == root
+
+
+def main(file, key_file):
+    with open(file, encoding="utf-8") as f:
+        doc = json.load(f)
+    head = dict(doc["evidence"]["head"])
+    signature = base64.b64decode(head.pop("signature"))
+    head.pop("head_id", None)
+    signed = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    with open(key_file, "rb") as f:
+        key = load_pem_public_key(f.read())
+    raw = key.public_bytes_raw()
+    failures = []
+    try:
+        assert head["key_id"] == hashlib.sha256(raw).hexdigest()
+        key.verify(signature, signed)
+    except Exception:
+        failures.append("tree head: signature invalid (forged, altered, or another key)")
+    root, size = bytes.fromhex(head["root_hash"]), head["tree_size"]
+    for ticket in doc["tickets"]:
+        for e in ticket["timeline"]:
+            envelope = base64.b64decode(e["envelope_base64"])
+            shown = json.loads(envelope)
+            if any(shown[k] != e[k] for k in ("event_id", "type", "occurred_at", "recorded_at", "actor")):
+                failures.append(f"event {e['event_id']}: the file's fields differ from its archived bytes")
+            leaf = hashlib.sha256(b"\x00" + envelope).digest()
+            if not included(e["leaf_index"], size, leaf, [bytes.fromhex(p) for p in e["inclusion_path"] or []], root):
+                failures.append(f"event {e['event_id']} (leaf {e['leaf_index']}): inclusion proof fails")
+    for line in failures:
+        print("FAILED:", line)
+    print("OK" if not failures else f"{len(failures)} problem(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

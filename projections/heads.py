@@ -1,0 +1,318 @@
+"""Signed tree heads: the operator's Ed25519 key vouching for the archive's Merkle root.
+
+The archive is kept by one party of any dispute; a head signed at a moment and handed out
+(published on the events topic, carried by every dispute file) pins the history up to then:
+a later rewrite of the archive, even re-hashed throughout, no longer matches it (its
+consistency proof fails, and the same leaf shows other bytes in two signed files).
+
+Signed bytes (documented in ``docs/evidence.md``, rebuilt by the standalone verifier): the
+JSON object ``{"key_id", "policy_versions", "root_hash", "schema", "timestamp",
+"tree_size"}`` with sorted keys, no whitespace (``separators=(",", ":")``), ASCII only.
+``key_id`` is the SHA-256 (hex) of the raw 32-byte public key; ``root_hash`` is hex;
+``timestamp`` is UTC ``YYYY-MM-DDTHH:MM:SSZ``; the signature is base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Engine, insert, select, text, update
+from sqlalchemy.engine import Connection
+
+from sla.events import EventDecodeError, format_instant, parse_instant
+from sla.policy import Policy
+from streams.topics import EVENTS, TREE_HEAD_KEY, TREE_HEAD_SCHEMA
+
+from . import tree
+from .models import HEADS
+from .projection import ARCHIVE_LOCK
+
+log = structlog.get_logger(__name__)
+PRIVATE_FILE, PUBLIC_FILE = "signing-key", "signing-key.pub"
+MAX_HEAD_AGE = timedelta(days=1)  # a head at least daily, even when the archive did not grow
+
+
+class HeadError(ValueError):
+    """A key or a head that cannot be read (one line, for the command line)."""
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    tree_size: int
+    root_hash: str  # hex
+    timestamp: datetime
+    policy_versions: list[dict[str, str]]
+    key_id: str
+    signature: str  # base64
+    head_id: int | None = field(default=None, compare=False)
+
+    def signed_fields(self) -> dict[str, Any]:
+        return {"schema": TREE_HEAD_SCHEMA, "tree_size": self.tree_size, "root_hash": self.root_hash,
+                "timestamp": format_instant(self.timestamp), "policy_versions": self.policy_versions,
+                "key_id": self.key_id}
+
+    def signed_bytes(self) -> bytes:
+        return canonical(self.signed_fields())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The head as published and as carried by dispute files (and monthly statements)."""
+        return {**self.signed_fields(), "signature": self.signature, "head_id": self.head_id}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SignedHead:
+        try:
+            if data.get("schema") != TREE_HEAD_SCHEMA:
+                raise HeadError(f"not a tree head (schema {data.get('schema')!r})")
+            size, root = int(data["tree_size"]), str(data["root_hash"])
+            if size < 0 or len(bytes.fromhex(root)) != 32:
+                raise HeadError("tree head: bad size or root hash")
+            return cls(size, root, parse_instant(data["timestamp"], "timestamp"), list(data["policy_versions"]),
+                       str(data["key_id"]), str(data["signature"]), data.get("head_id"))
+        except (AttributeError, KeyError, TypeError, ValueError, EventDecodeError) as exc:
+            if isinstance(exc, HeadError):
+                raise
+            raise HeadError(f"malformed tree head: {exc}") from None
+
+    def verify(self, public: Ed25519PublicKey) -> bool:
+        """The signature is the key's over ``signed_bytes`` and the key id is that key's."""
+        if self.key_id != key_id(public):
+            return False
+        try:
+            public.verify(base64.b64decode(self.signature, validate=True), self.signed_bytes())
+        except (InvalidSignature, binascii.Error, ValueError):
+            return False
+        return True
+
+
+def canonical(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _raw32(data: bytes) -> bytes | None:
+    """32 raw bytes, or their hex or base64 text."""
+    text_ = data.strip()
+    if len(data) == 32:
+        return data
+    for decode in (bytes.fromhex, lambda t: base64.b64decode(t, validate=True)):
+        try:
+            raw = decode(text_.decode("ascii"))
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            continue
+        if len(raw) == 32:
+            return raw
+    return None
+
+
+def load_private_key(data: bytes) -> Ed25519PrivateKey:
+    """An Ed25519 private key: PEM (PKCS#8, as ``slaledger keys create`` writes it), or the
+    raw 32-byte seed (raw, hex or base64)."""
+    if b"-----BEGIN" in data:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise HeadError(f"signing key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise HeadError("signing key: not an Ed25519 key")
+        return key
+    raw = _raw32(data)
+    if raw is None:
+        raise HeadError("signing key: neither PEM nor a 32-byte Ed25519 seed")
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    if b"-----BEGIN" in data:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise HeadError(f"public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise HeadError("public key: not an Ed25519 key")
+        return key
+    raw = _raw32(data)
+    if raw is None:
+        raise HeadError("public key: neither PEM nor 32 raw bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def read_key_file(path: str | Path, public: bool = False) -> Any:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise HeadError(f"{'public' if public else 'signing'} key file {path}: {exc.strerror}") from None
+    return load_public_key(data) if public else load_private_key(data)
+
+
+def operator_key(key_file: str, key_value: str) -> Ed25519PrivateKey | None:
+    """The operator's key: ``SLALEDGER_SIGNING_KEY_FILE`` or ``SLALEDGER_SIGNING_KEY`` (never in
+    the repository); None when neither is set (heads are then not signed)."""
+    if key_file:
+        key: Ed25519PrivateKey = read_key_file(key_file)
+        return key
+    if key_value:
+        return load_private_key(key_value.encode())
+    return None
+
+
+def create_key_pair(directory: str | Path) -> tuple[Path, Path]:
+    """``signing-key`` (PEM PKCS#8, mode 0600) and ``signing-key.pub`` (PEM) in ``directory``;
+    an existing pair is never overwritten."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / PRIVATE_FILE, folder / PUBLIC_FILE
+    if private.exists() or public.exists():
+        raise HeadError(f"{private} or {public} exists already: not overwritten")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    public.write_bytes(public_pem(key.public_key()))
+    return private, public
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# --- the store --------------------------------------------------------------------------------
+
+def policy_versions(policy: Policy) -> list[dict[str, str]]:
+    return [{"id": v.id, "effective_from": format_instant(v.effective_from)} for v in policy.versions]
+
+
+def lock_archive(conn: Connection) -> None:
+    """The archive writer's lock: a head read under it sees a whole batch or none of it."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ARCHIVE_LOCK})
+
+
+def sign_head(engine: Engine, key: Ed25519PrivateKey, policy: Policy, now: datetime | None = None) -> SignedHead:
+    """Sign the tree as it is now, store the head (the projector publishes it)."""
+    with engine.begin() as conn:
+        lock_archive(conn)
+        size = tree.tree_size(conn)
+        root = tree.root(conn, size).hex()
+        at = (now or datetime.now(UTC)).replace(microsecond=0)
+        unsigned = SignedHead(size, root, at, policy_versions(policy), key_id(key.public_key()), "")
+        signature = base64.b64encode(key.sign(unsigned.signed_bytes())).decode()
+        head_id = conn.execute(insert(HEADS).values(
+            tree_size=size, root_hash=root, signed_at=at, policy_versions=unsigned.policy_versions,
+            key_id=unsigned.key_id, signature=signature).returning(HEADS.c.head_id)).scalar_one()
+    head = SignedHead(size, root, at, unsigned.policy_versions, unsigned.key_id, signature, int(head_id))
+    log.info("tree head signed", head_id=head.head_id, tree_size=size, root_hash=root)
+    return head
+
+
+def _head(row: Any) -> SignedHead:
+    at = row.signed_at if row.signed_at.tzinfo else row.signed_at.replace(tzinfo=UTC)
+    return SignedHead(int(row.tree_size), row.root_hash, at, list(row.policy_versions), row.key_id, row.signature,
+                      int(row.head_id))
+
+
+def get_head(engine: Engine, head_id: int) -> SignedHead | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(HEADS).where(HEADS.c.head_id == head_id)).first()
+    return _head(row) if row else None
+
+
+def latest_head(engine: Engine) -> SignedHead | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(HEADS).order_by(HEADS.c.head_id.desc()).limit(1)).first()
+    return _head(row) if row else None
+
+
+def head_at(engine: Engine, instant: datetime) -> SignedHead | None:
+    """The last head signed at or before ``instant`` (e.g. a month's end, for its statement);
+    None when none was signed by then."""
+    with engine.connect() as conn:
+        row = conn.execute(select(HEADS).where(HEADS.c.signed_at <= instant)
+                           .order_by(HEADS.c.signed_at.desc(), HEADS.c.head_id.desc()).limit(1)).first()
+    return _head(row) if row else None
+
+
+def head_covering(engine: Engine, instant: datetime) -> SignedHead | None:
+    """The first head signed at or after ``instant``, which covers everything archived
+    before it (a month's statement: the whole month); else the last one before it."""
+    with engine.connect() as conn:
+        row = conn.execute(select(HEADS).where(HEADS.c.signed_at >= instant)
+                           .order_by(HEADS.c.signed_at, HEADS.c.head_id).limit(1)).first()
+    return _head(row) if row else head_at(engine, instant)
+
+
+def list_heads(engine: Engine) -> list[SignedHead]:
+    with engine.connect() as conn:
+        return [_head(r) for r in conn.execute(select(HEADS).order_by(HEADS.c.head_id))]
+
+
+@dataclass
+class HeadSigner:
+    """The projector's schedule: a head when ``interval`` passed since the last one and the
+    tree grew, and at least daily; every stored head not yet published goes on the events
+    topic under ``TREE_HEAD_KEY`` (heads signed on demand by ``slaledger audit sign-head``
+    or by a dispute file too)."""
+
+    key: Ed25519PrivateKey
+    policy: Policy
+    interval: timedelta = timedelta(hours=1)
+    bootstrap: str | None = None  # None: not published (no broker)
+    embedded: bool = False
+    _producer: Any = None
+
+    def tick(self, engine: Engine, now: datetime | None = None) -> SignedHead | None:
+        now = now or datetime.now(UTC)
+        last = latest_head(engine)
+        signed = None
+        with engine.connect() as conn:
+            size = tree.tree_size(conn)
+        if last is None or (now - last.timestamp >= self.interval and size > last.tree_size) \
+                or now - last.timestamp >= MAX_HEAD_AGE:
+            signed = sign_head(engine, self.key, self.policy, now)
+        self.publish(engine)
+        return signed
+
+    def publish(self, engine: Engine) -> int:
+        if self.bootstrap is None:
+            return 0
+        with engine.connect() as conn:
+            pending = [_head(r) for r in conn.execute(select(HEADS).where(HEADS.c.published_at.is_(None))
+                                                      .order_by(HEADS.c.head_id))]
+        if not pending:
+            return 0
+        if self._producer is None:
+            from streams.kafka_tools import producer
+
+            self._producer = producer(self.bootstrap, embedded=self.embedded)
+        for head in pending:
+            self._producer.send(EVENTS, key=TREE_HEAD_KEY, value=canonical(head.to_dict()))
+        self._producer.flush()
+        with engine.begin() as conn:
+            conn.execute(update(HEADS).where(HEADS.c.head_id.in_([h.head_id for h in pending]))
+                         .values(published_at=datetime.now(UTC)))
+        log.info("tree heads published", heads=[h.head_id for h in pending])
+        return len(pending)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None

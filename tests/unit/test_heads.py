@@ -1,0 +1,162 @@
+"""Signed tree heads (``projections.heads``): keys, canonical signed bytes, the projector's
+schedule (on an interval when the tree grew, at least daily), the dev mode's key pair."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine
+
+from projections import merkle, tree
+from projections.heads import (
+    HeadError,
+    HeadSigner,
+    SignedHead,
+    create_key_pair,
+    head_at,
+    key_id,
+    list_heads,
+    load_private_key,
+    load_public_key,
+    read_key_file,
+)
+from projections.migrate import create_schema
+from slaledger.evidence_cli import dev_signing_key
+from slaledger.settings import Settings, load_policy
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def test_key_files_and_formats(tmp_path: Path) -> None:
+    private, public = create_key_pair(tmp_path)
+    assert private.stat().st_mode & 0o777 == 0o600 and public.read_bytes().startswith(b"-----BEGIN PUBLIC KEY")
+    with pytest.raises(HeadError, match="not overwritten"):
+        create_key_pair(tmp_path)
+    key = read_key_file(private)
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    for form in (seed, seed.hex().encode(), base64.b64encode(seed) + b"\n"):
+        assert key_id(load_private_key(form).public_key()) == key_id(key.public_key())
+    raw_public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert key_id(load_public_key(raw_public.hex().encode())) == key_id(read_key_file(public, public=True))
+    for bad in (b"", b"not a key", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"):
+        with pytest.raises(HeadError):
+            load_private_key(bad)
+    with pytest.raises(HeadError, match="signing key file"):
+        read_key_file(tmp_path / "absent")
+
+
+def test_signed_bytes_are_the_documented_canonical_json() -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    head = SignedHead(3, "ab" * 32, T0, [{"id": "v1", "effective_from": "2026-01-01T00:00:00Z"}],
+                      key_id(key.public_key()), "")
+    expected = ('{"key_id":"' + head.key_id + '","policy_versions":[{"effective_from":"2026-01-01T00:00:00Z",'
+                '"id":"v1"}],"root_hash":"' + "ab" * 32 + '","schema":"slaledger.tree-head/1",'
+                '"timestamp":"2026-03-02T09:00:00Z","tree_size":3}').encode()
+    assert head.signed_bytes() == expected
+    signed = SignedHead(**{**head.__dict__, "signature": base64.b64encode(key.sign(expected)).decode()})
+    assert signed.verify(key.public_key())
+    again = SignedHead.from_dict(json.loads(json.dumps(signed.to_dict())))
+    assert again == signed and again.verify(key.public_key())
+    other = Ed25519PrivateKey.generate().public_key()
+    assert not signed.verify(other)  # another key (and another key id)
+    assert not SignedHead(**{**signed.__dict__, "tree_size": 4}).verify(key.public_key())
+    for bad in (None, {}, {**signed.to_dict(), "schema": "x"}, {**signed.to_dict(), "root_hash": "zz"},
+                {**signed.to_dict(), "timestamp": "yesterday"}):
+        with pytest.raises(HeadError):
+            SignedHead.from_dict(bad)
+
+
+def test_the_projector_signs_on_its_interval_when_the_tree_grew_and_at_least_daily(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    create_schema(engine)
+    key = Ed25519PrivateKey.generate()
+    signer = HeadSigner(key, load_policy(), interval=timedelta(hours=1))  # no broker: not published
+
+    def grow(*envelopes: bytes) -> None:
+        with engine.begin() as conn:
+            tree.append(conn, list(envelopes))
+
+    grow(b"a", b"b", b"c")
+    first = signer.tick(engine, T0)
+    assert first is not None and first.tree_size == 3 and first.verify(key.public_key())
+    assert first.root_hash == merkle.node_hash(merkle.node_hash(merkle.leaf_hash(b"a"), merkle.leaf_hash(b"b")),
+                                               merkle.leaf_hash(b"c")).hex()
+    grow(b"d")
+    assert signer.tick(engine, T0 + timedelta(minutes=30)) is None  # grew, but the interval has not passed
+    second = signer.tick(engine, T0 + timedelta(hours=1))
+    assert second is not None and second.tree_size == 4
+    assert signer.tick(engine, T0 + timedelta(hours=5)) is None  # did not grow
+    daily = signer.tick(engine, T0 + timedelta(days=1, hours=1))
+    assert daily is not None and daily.tree_size == 4
+    assert [h.head_id for h in list_heads(engine)] == [1, 2, 3]
+    assert head_at(engine, T0 + timedelta(hours=3)) == second
+    assert head_at(engine, T0 - timedelta(seconds=1)) is None
+
+
+def test_dev_mode_creates_a_key_pair_once_unless_one_is_configured(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=str(tmp_path / "data"))
+    flags = dev_signing_key(settings)
+    assert flags == {"signing_key_file": str(tmp_path / "data" / "signing-key")}
+    assert (tmp_path / "data" / "signing-key.pub").exists()
+    assert dev_signing_key(settings) == flags  # the same pair at the next start
+    assert dev_signing_key(Settings.from_env({}, data_dir=str(tmp_path), signing_key_file="/k")) == {}
+    public = Settings.from_env({"SLALEDGER_SIGNING_KEY": "00" * 32, "SLALEDGER_SIGNING_KEY_FILE": "/etc/k"}).public()
+    assert public["signing_key"] == "***" and public["signing_key_file"] == "/etc/k"
+
+
+def test_an_event_the_head_does_not_cover_fails_the_offline_check() -> None:
+    """A file proven against an older head (``--head``) whose later events it cannot cover."""
+    from projections.evidence import check_dispute_file
+
+    key = Ed25519PrivateKey.generate()
+    envelopes = [json.dumps({"event_id": f"e{i}", "type": "acknowledged", "occurred_at": "t", "recorded_at": "t",
+                             "actor": "agent:a"}).encode() for i in range(2)]
+    head = SignedHead(1, merkle.leaf_hash(envelopes[0]).hex(), T0, [], key_id(key.public_key()), "", 1)
+    head = SignedHead(**{**head.__dict__, "signature": base64.b64encode(key.sign(head.signed_bytes())).decode()})
+    timeline = [{**json.loads(e), "envelope_base64": base64.b64encode(e).decode(), "leaf_index": i,
+                 "inclusion_path": [] if i == 0 else None} for i, e in enumerate(envelopes)]
+    doc = {"evidence": {"head": head.to_dict()}, "tickets": [{"timeline": timeline}]}
+    problems, checked = check_dispute_file(doc, key.public_key())
+    assert problems == ["event e1: not covered by the file's signed head (archived after it)"] and checked == 1
+    assert check_dispute_file({"tickets": []}, key.public_key())[0] == [
+        "the file carries no evidence section (not a signed dispute file)"]
+
+
+def test_head_commands_on_a_sqlite_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from slaledger.cli import main
+
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.delenv("SLALEDGER_SIGNING_KEY_FILE", raising=False)
+    monkeypatch.delenv("SLALEDGER_SIGNING_KEY", raising=False)
+    assert main(["audit", "sign-head", "--database", database]) == 2
+    assert capsys.readouterr().err.strip() == ("slaledger: error: no signing key: set SLALEDGER_SIGNING_KEY_FILE "
+                                               "(see `slaledger keys create`)")
+    engine = create_engine(database)
+    create_schema(engine)
+    with engine.begin() as conn:
+        tree.append(conn, [b"a", b"b", b"c"])
+    monkeypatch.setenv("SLALEDGER_SIGNING_KEY", "07" * 32)  # the raw seed, as hex
+    assert main(["audit", "sign-head", "--database", database]) == 0
+    with engine.begin() as conn:
+        tree.append(conn, [b"d", b"e"])
+    assert main(["audit", "sign-head", "--database", database]) == 0
+    capsys.readouterr()
+    assert main(["audit", "heads", "--database", database]) == 0
+    heads = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(h["head_id"], h["tree_size"]) for h in heads] == [(1, 3), (2, 5)]
+    assert main(["audit", "consistency", "--database", database, "--from", "1", "--to", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["consistent"] is True
+    (tmp_path / "bad.json").write_text('{"schema": "slaledger.tree-head/1", "tree_size": 1}')
+    assert main(["audit", "consistency", "--database", database, "--from", str(tmp_path / "bad.json"),
+                 "--to", "2"]) == 2
+    assert capsys.readouterr().err.startswith("slaledger: error: malformed tree head")
+    assert main(["audit", "consistency", "--database", database, "--from", "7", "--to", "2"]) == 2
+    assert "no signed head 7" in capsys.readouterr().err
