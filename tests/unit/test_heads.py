@@ -7,6 +7,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -124,7 +125,8 @@ def test_an_event_the_head_does_not_cover_fails_the_offline_check() -> None:
                  "inclusion_path": [] if i == 0 else None} for i, e in enumerate(envelopes)]
     doc = {"evidence": {"head": head.to_dict()}, "tickets": [{"timeline": timeline}]}
     problems, checked = check_dispute_file(doc, key.public_key())
-    assert problems == ["event e1: not covered by the file's signed head (archived after it)"] and checked == 1
+    assert len(problems) == 1 and checked == 1
+    assert problems[0].startswith("event e1: not covered by the file's signed head (recorded after it was signed)")
     assert check_dispute_file({"tickets": []}, key.public_key())[0] == [
         "the file carries no evidence section (not a signed dispute file)"]
 
@@ -160,3 +162,58 @@ def test_head_commands_on_a_sqlite_archive(tmp_path: Path, monkeypatch: pytest.M
     assert capsys.readouterr().err.startswith("slaledger: error: malformed tree head")
     assert main(["audit", "consistency", "--database", database, "--from", "7", "--to", "2"]) == 2
     assert "no signed head 7" in capsys.readouterr().err
+
+
+def _signed_file(key: Ed25519PrivateKey) -> dict[str, Any]:
+    """A two-event file: e0 (an answer to ticket A's request) and e1 (ticket B), both proven."""
+    envelopes = [json.dumps({"event_id": "e0", "ticket_id": "A", "type": "customer_informed", "occurred_at": "t",
+                             "recorded_at": "t", "actor": "agent:a", "payload": {"message": "m", "answer": True}}),
+                 json.dumps({"event_id": "e1", "ticket_id": "B", "type": "acknowledged", "occurred_at": "t",
+                             "recorded_at": "t", "actor": "agent:a", "payload": {}})]
+    leaves = [merkle.leaf_hash(e.encode()) for e in envelopes]
+    head = SignedHead(2, merkle.node_hash(*leaves).hex(), T0, [], key_id(key.public_key()), "", 1)
+    head = SignedHead(**{**head.__dict__, "signature": base64.b64encode(key.sign(head.signed_bytes())).decode()})
+
+    def entry(i: int) -> dict[str, Any]:
+        shown = {k: v for k, v in json.loads(envelopes[i]).items() if k not in ("ticket_id", "payload")}
+        return {**shown, "answer": i == 0, "envelope_base64": base64.b64encode(envelopes[i].encode()).decode(),
+                "leaf_index": i, "inclusion_path": [leaves[1 - i].hex()]}
+
+    return {"evidence": {"head": head.to_dict()},
+            "tickets": [{"ticket_id": "A", "timeline": [entry(0)]}, {"ticket_id": "B", "timeline": [entry(1)]}]}
+
+
+def test_the_offline_check_ties_each_event_to_its_ticket_and_its_answer_flag(tmp_path: Path) -> None:
+    import copy
+    import subprocess
+    import sys
+
+    from projections.evidence import check_dispute_file
+    from projections.heads import public_pem
+
+    key = Ed25519PrivateKey.generate()
+    good = _signed_file(key)
+    assert check_dispute_file(good, key.public_key()) == ([], 2)
+    moved = copy.deepcopy(good)  # B's real, proven event shown in A's timeline
+    moved["tickets"][0]["timeline"].append(moved["tickets"][1].pop("timeline")[0])
+    moved["tickets"][1]["timeline"] = []
+    assert any("shown under ticket 'A'" in p for p in check_dispute_file(moved, key.public_key())[0])
+    flipped = copy.deepcopy(good)  # the answer that stops the administrative week, unsaid
+    flipped["tickets"][0]["timeline"][0]["answer"] = False
+    assert any("answer to the request" in p for p in check_dispute_file(flipped, key.public_key())[0])
+    forged = copy.deepcopy(good)  # an "earlier" file nobody signed proves no rewrite
+    forged["evidence"]["head"]["signature"] = "AAAA"
+    problems, _ = check_dispute_file(good, key.public_key(), earlier=forged)
+    assert len(problems) == 1 and problems[0].startswith("earlier file: does not verify")
+
+    # the standalone script agrees, and names the event instead of a traceback
+    script = Path(__file__).resolve().parents[2] / "docs" / "verify_dispute_file.py"
+    (tmp_path / "gip.pub").write_bytes(public_pem(key.public_key()))
+    broken = copy.deepcopy(good)
+    broken["tickets"][1]["timeline"][0]["leaf_index"] = None
+    for doc, code, said in ((good, 0, "OK"), (moved, 1, "event e1"), (flipped, 1, "event e0"),
+                            (broken, 1, "event e1: unreadable proof")):
+        (tmp_path / "f.json").write_text(json.dumps(doc))
+        run = subprocess.run([sys.executable, str(script), str(tmp_path / "f.json"), str(tmp_path / "gip.pub")],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == code and said in run.stdout and "Traceback" not in run.stderr, run
