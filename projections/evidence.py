@@ -104,7 +104,8 @@ def _shown_differs(ticket_id: Any, entry: dict[str, Any], shown: dict[str, Any])
     if shown.get("ticket_id") != ticket_id:
         out.append(f"event {eid}: shown under ticket {ticket_id!r}, but its archived bytes belong to "
                    f"{shown.get('ticket_id')!r}")
-    payload = shown.get("payload") if isinstance(shown.get("payload"), dict) else {}
+    raw_payload = shown.get("payload")
+    payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
     answer = shown.get("type") == "customer_informed" and bool(payload.get("answer"))
     if "answer" in entry and bool(entry.get("answer")) != answer:
         out.append(f"event {eid}: marked {'as' if entry.get('answer') else 'not as'} the answer to the request, "
