@@ -143,6 +143,19 @@ def monthly_head(engine: Engine, instant: datetime) -> dict[str, Any] | None:
     return head.to_dict() if head is not None else None
 
 
+def uncovered_by_head(engine: Engine, head: dict[str, Any] | None, instant: datetime) -> int:
+    """How many events recorded before ``instant`` (the month's end) the head does not cover:
+    0 when it seals the whole month; said in the statement otherwise, never left implicit."""
+    from sqlalchemy import func
+
+    from .models import ARCHIVE
+
+    size = int(head["tree_size"]) if head else 0
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(ARCHIVE).where(
+            ARCHIVE.c.recorded_at < instant, ARCHIVE.c.leaf_index >= size)) or 0)
+
+
 def statement(tickets: list[Ticket], policy: Policy, month: Month, *, member: str, member_name: str,
               generated_at: datetime, head: dict[str, Any] | None) -> dict[str, Any]:
     """The machine-readable statement (schema ``slaledger.monthly-statement/1``): every clock

@@ -135,8 +135,11 @@ def produce(engine: Engine, policy: Policy, member: Member, month: Month, now: d
     """The statement of ``member`` for ``month`` as the log reads at ``now``, with the signed
     tree head at the month's end."""
     _, end = month.bounds(policy.versions[-1].tz)
-    return monthly.build(engine, policy, month, member=member.id, member_name=member.name, generated_at=now,
-                         head=monthly.monthly_head(engine, end))
+    head = monthly.monthly_head(engine, end)
+    doc = monthly.build(engine, policy, month, member=member.id, member_name=member.name, generated_at=now,
+                        head=head)
+    doc["head_uncovered"] = monthly.uncovered_by_head(engine, head, end) if head else None
+    return doc
 
 
 def render(doc: dict[str, Any], fmt: str) -> bytes:
@@ -172,6 +175,9 @@ def email_body(doc: dict[str, Any]) -> str:
     lines.append("Tête d'arbre signée à la fin du mois : " + (
         str(head.get("root_hash") or head.get("root") or "voir le relevé") if head
         else "aucune tête signée à cette date."))
+    if head and doc.get("head_uncovered"):
+        lines.append(f"Attention : cette tête ne couvre pas les {doc['head_uncovered']} dernier(s) événement(s) du "
+                     "mois ; la tête suivante les couvrira.")
     lines += ["", "Ce message est envoyé automatiquement par slaledger, le suivi des engagements de service du GIP."]
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ from projections import monthly
 from projections.audit import Filters, archive_records, dispute_file, replay
 from projections.deliveries import record_sent, sent, was_sent
 from projections.migrate import create_schema
+from projections.models import HEADS
 from projections.projection import Incoming, Projection
 from projections.queries import ticket_events
 from sla.events import Event, EventType, encode_event
@@ -187,3 +188,22 @@ def test_the_statement_carries_the_head_that_covers_the_month(engine, policy: Po
     doc = monthly.build(engine, policy, monthly.Month(2026, 11), member=BLOIS, member_name="Commune de Blois",
                         generated_at=ISSUED, head=head)
     assert doc["head"]["root_hash"] == after.to_dict()["root_hash"]
+
+
+def test_a_head_signed_before_the_month_ends_says_what_it_leaves_out(engine, policy: Policy) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from projections.heads import sign_head
+    from slaledger.members import Member
+    from slaledger.report_cli import email_body, produce
+
+    end = monthly.Month(2026, 11).bounds(policy.versions[-1].tz)[1]
+    sign_head(engine, Ed25519PrivateKey.generate(), policy, now=end - timedelta(hours=1))
+    doc = produce(engine, policy, Member(BLOIS, "Commune de Blois", ""), monthly.Month(2026, 11), ISSUED)
+    assert doc["head"] is not None and doc["head_uncovered"] == 0  # nothing archived after it: it seals the month
+    with engine.begin() as conn:  # a head that missed the month's last events
+        conn.execute(HEADS.update().values(tree_size=HEADS.c.tree_size - 2))
+    doc = produce(engine, policy, Member(BLOIS, "Commune de Blois", ""), monthly.Month(2026, 11), ISSUED)
+    assert doc["head_uncovered"] == 2
+    assert "ne couvre pas ses 2 dernier(s) événement(s)" in monthly.to_html(doc)
+    assert "ne couvre pas les 2 dernier(s)" in email_body(doc)

@@ -4,7 +4,9 @@ literally (recursive, over the leaves): every size 1..300, every leaf, every pai
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,3 +114,29 @@ def test_a_proof_for_the_wrong_leaf_or_a_tampered_path_fails(n: int, data: st.Da
 def test_append_writes_two_rows_per_leaf_amortised_and_nothing_else() -> None:
     assert len(FULL) == 2 * MAX - bin(MAX).count("1")
     assert merkle.root_hash(0, get) == hashlib.sha256(b"").digest()
+
+
+def test_a_tree_out_of_step_with_the_archive_stops_the_append(tmp_path: Path) -> None:
+    """merkle_nodes restored from an older backup than event_archive: appending would prove
+    nothing, and the projector would set every later record aside; it stops instead."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from projections import tree
+    from projections.migrate import create_schema
+    from projections.models import ARCHIVE, NODES
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    create_schema(engine)
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    with engine.begin() as conn:
+        first = tree.append(conn, [b"e0", b"e1"])
+        conn.execute(sa.insert(ARCHIVE), [
+            {"event_id": f"e{i}", "ticket_id": "T", "type": "acknowledged", "actor": "a", "topic": "t",
+             "partition": 0, "offset": i, "occurred_at": at, "recorded_at": at, "envelope": f"e{i}",
+             "prev_hash": "0" * 64, "hash": "1" * 64, "leaf_index": first + i} for i in range(2)])
+        assert tree.append(conn, [b"e2"]) == 2  # in step: appended after the archive's last leaf
+        conn.execute(sa.delete(NODES).where(sa.or_(NODES.c.level > 0, NODES.c.idx > 0)))  # an older tree
+    with engine.begin() as conn, pytest.raises(tree.TreeError, match="last leaf index is 1"):
+        tree.append(conn, [b"e3"])
