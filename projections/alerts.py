@@ -88,6 +88,9 @@ def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta
     return alerts
 
 
+ALERT_TTL = timedelta(minutes=30)
+
+
 def post_alerts(alertmanager_url: str, alerts: list[dict[str, Any]], timeout: float = 5.0) -> None:
     request = urllib.request.Request(
         alertmanager_url.rstrip("/") + "/api/v2/alerts", data=json.dumps(alerts).encode(),
@@ -97,25 +100,39 @@ def post_alerts(alertmanager_url: str, alerts: list[dict[str, Any]], timeout: fl
 
 
 def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, stop: threading.Event,
-                     *, interval: float = 15.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                     *, interval: float = 15.0, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                     post: Callable[[str, list[dict[str, Any]]], None] = post_alerts) -> None:
     """Push every ``interval`` seconds until ``stop`` is set; an unreachable Alertmanager is
-    logged and retried at the next interval (alerts are state, re-sent in full each time)."""
-    ttl = timedelta(seconds=max(4 * interval, 60))
+    logged and retried at the next interval (alerts are state, re-sent in full each time).
+
+    An alert lives ``ALERT_TTL`` past each push, so a projector that stops or rebuilds for a
+    while does not send « résolu » mails for tickets still breached; one that leaves the pushed
+    set (acknowledged, met) is resolved at once, by sending it again ended now."""
+    ttl = max(timedelta(seconds=4 * interval), ALERT_TTL)
     failing = False
+    pushed: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
     while not stop.is_set():
         try:
-            alerts = ticket_alerts(engine, now(), ticket_url, ttl, policy)
-            if alerts:
-                post_alerts(alertmanager_url, alerts)
+            at = now()
+            alerts = ticket_alerts(engine, at, ticket_url, ttl, policy)
+            current = {_key(a): a for a in alerts}
+            ended = [{**a, "endsAt": _iso(at)} for k, a in pushed.items() if k not in current]
+            if alerts or ended:
+                post(alertmanager_url, alerts + ended)
+            pushed = current
             if failing:
                 log.info("alertmanager reachable again", url=alertmanager_url)
             failing = False
-            log.debug("ticket alerts pushed", count=len(alerts))
+            log.debug("ticket alerts pushed", count=len(alerts), resolved=len(ended))
         except Exception as exc:  # a broken push must never stop the projector
             if not failing:
                 log.warning("ticket alerts not pushed", url=alertmanager_url, error=str(exc))
             failing = True
         stop.wait(interval)
+
+
+def _key(alert: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(alert["labels"].items()))
 
 
 def start_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, interval: float,

@@ -157,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--role", required=True, choices=["agent", "referent", "auditor", "admin"])
     token_create.add_argument("--member", help="the member of a referent")
     token_create.add_argument("--label", help="who holds it (recorded as the actor of their events)")
-    token_create.add_argument("--secret-env", metavar="VAR",
-                              help="register the secret held in environment variable VAR instead of a new one "
-                                   "(idempotent: a deployment provisions Prometheus' token this way)")
+    provided = token_create.add_mutually_exclusive_group()
+    provided.add_argument("--secret-env", metavar="VAR",
+                          help="register the secret held in environment variable VAR instead of a new one "
+                               "(idempotent)")
+    provided.add_argument("--secret-file", metavar="FILE",
+                          help="register the secret held in FILE (a Compose secret: never in an environment; "
+                               "idempotent: a deployment provisions Prometheus' token this way)")
     token_revoke = token_commands.add_parser("revoke", help="revoke a token (by id or secret)")
     token_revoke.add_argument("token")
     token_list = token_commands.add_parser("list", help="every token: id, role, member, label, created, revoked "
@@ -433,12 +437,17 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     engine = engine_for(_settings(args))
     create_schema(engine)
-    if args.secret_env:
-        secret = os.environ.get(args.secret_env, "")
+    if args.secret_env or args.secret_file:
+        where = args.secret_env or args.secret_file
+        if args.secret_env:
+            secret = os.environ.get(args.secret_env, "")
+        else:
+            secret = Path(args.secret_file).read_text(encoding="utf-8").strip()  # OSError: one line in main()
         if len(secret) < 24:
-            raise UsageError(f"{args.secret_env} must hold a secret of at least 24 characters")
+            raise UsageError(f"{where} must hold a secret of at least 24 characters")
+        label = args.label or (args.secret_env or Path(args.secret_file).name)
         try:
-            created = ensure_token(engine, secret, args.role, args.label or args.secret_env, args.member)
+            created = ensure_token(engine, secret, args.role, label, args.member)
         except TokenError as exc:
             raise UsageError(str(exc)) from None
         if args.json:

@@ -47,6 +47,8 @@ IDLE_WAKE = 600.0  # seconds between two looks at the clock (and heartbeats)
 
 def add_parsers(commands: Any) -> None:
     """Register ``report monthly`` and ``report schedule`` on the CLI's subcommands."""
+    from .cli import _output_file as output_file  # checked when parsed, before the statement is built
+
     report = commands.add_parser("report", help="members' monthly statements (PDF, HTML, CSV, JSON; e-mail)")
     sub = report.add_subparsers(dest="report_command", required=True, parser_class=type(report))
 
@@ -54,7 +56,7 @@ def add_parsers(commands: Any) -> None:
     one.add_argument("--member", required=True, help="member id (as in the tickets and the members file)")
     one.add_argument("--month", required=True, type=_month, help="YYYY-MM, in the policy's time zone")
     one.add_argument("--format", choices=FORMATS, default="pdf")
-    one.add_argument("--output", "-o", help="file to write (default: stdout; required for pdf)")
+    one.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     one.add_argument("--send", action="store_true", help="e-mail the PDF to the member's referent (SMTP settings "
                                                          "from SLALEDGER_SMTP_*)")
     one.set_defaults(handler=cmd_report_monthly, parser=one)

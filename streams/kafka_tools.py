@@ -14,6 +14,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaTimeoutError
 
 from .kafka_security import client_options
 
@@ -51,7 +52,8 @@ def true_end_offsets(
                 ends[tp] = high
     missing = [tp for tp in tps if tp not in ends]
     if missing:
-        raise RuntimeError(f"no high watermark for {missing} within {timeout}s")
+        # a partition without a leader (a broker down): the broker's failure, said in one line by the CLI
+        raise KafkaTimeoutError(f"no high watermark for {missing} within {timeout}s")
     consumer.seek_to_beginning(*tps)
     return ends
 
@@ -64,7 +66,6 @@ def wait_for_broker(bootstrap: str, timeout: float) -> None:
     import logging
 
     from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaTimeoutError
 
     kafka_log = logging.getLogger("kafka")
     level = kafka_log.level

@@ -320,7 +320,7 @@ def test_prometheus_configuration_is_valid(tmp_path: Path) -> None:
     (tmp_path / "prometheus.yml").write_text(config)
     result = run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 31 rules found" in result.stdout
+    assert "SUCCESS: 32 rules found" in result.stdout
 
 
 # --- Grafana ----------------------------------------------------------------------------------

@@ -273,6 +273,32 @@ def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> 
     letters = {s.labels["reason"]: s.value for s in families["slaledger_dead_lettered"].samples}
     assert letters["unreadable event"] == 0 and letters["projection failed"] == 0
 
+    # pushed with a long life (a projector away for a while sends no false « résolu »), and
+    # resolved at once when it leaves the set (WAITING acknowledged)
+    import threading
+
+    from projections.alerts import ALERT_TTL, run_alert_pusher
+
+    posts: list[list[dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def post(url: str, sent: list[dict[str, Any]]) -> None:
+        posts.append(sent)
+        if len(posts) == 1:
+            with engine.begin() as conn:
+                Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, len(events),
+                                                                      encode_event(ev(EventType.ACKNOWLEDGED,
+                                                                                      "WAITING", now)))])
+        else:
+            stop.set()
+
+    run_alert_pusher(engine, "http://am", "http://x/{ticket_id}", load_policy(), stop, interval=0.01,
+                     now=lambda: now, post=post)
+    (first,), (ended,) = posts
+    assert first["labels"]["ticket_id"] == "WAITING"
+    assert first["endsAt"] == (now + ALERT_TTL).isoformat().replace("+00:00", "Z")
+    assert ended["labels"] == first["labels"] and ended["endsAt"] == now.isoformat().replace("+00:00", "Z")
+
 
 def test_the_outcome_counter_never_goes_down(database: str) -> None:
     """Met on time, then moved to a product outside the convention: the intake clock is now

@@ -35,3 +35,21 @@ def test_token_create_and_list_in_json_without_secrets(tmp_path: Path, capsys: p
     assert main(["token", "list", *db]) == 0
     text = capsys.readouterr().out
     assert "referent" in text and "revoked" in text and "live" in text
+
+
+def test_a_token_provisioned_from_a_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Compose hands Prometheus' token to the provisioning job as a secret file, never in an
+    environment; registering it twice is one token."""
+    db = ["--database", f"sqlite:///{tmp_path / 'tokens.db'}"]
+    secret = tmp_path / "prometheus_token"
+    secret.write_text("p" * 32 + "\n")
+    for registered in (True, False):
+        assert main(["token", "create", "--role", "auditor", "--secret-file", str(secret), "--json", *db]) == 0
+        assert json.loads(capsys.readouterr().out) == {"registered": registered}
+    assert main(["token", "list", "--json", *db]) == 0
+    assert [t["label"] for t in json.loads(capsys.readouterr().out)] == ["prometheus_token"]
+    secret.write_text("short")
+    assert main(["token", "create", "--role", "auditor", "--secret-file", str(secret), *db]) == 2
+    assert "at least 24 characters" in capsys.readouterr().err
+    assert main(["token", "create", "--role", "auditor", "--secret-file", str(tmp_path / "none"), *db]) == 2
+    assert capsys.readouterr().err.startswith("slaledger: error: ")
