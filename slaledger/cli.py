@@ -22,6 +22,7 @@ from sla.ticket import Command, fold
 
 from .failures import CommandFailed, describe
 from .logs import configure_logging
+from .output import output_file
 from .settings import Settings, load_policy
 
 if TYPE_CHECKING:
@@ -47,20 +48,6 @@ def _instant(value: str) -> datetime:
         return parse_instant(value, "date")
     except EventDecodeError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("date: ")) from None
-
-
-def _output_file(value: str) -> str:
-    """``-o FILE`` checked when the command line is read, before a long replay: a path that
-    cannot be written fails at once, and an existing file is not touched until the end."""
-    path = Path(value)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value}: is a directory")
-    parent = path.parent
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{value}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"{value}: not writable")
-    return value
 
 
 def _version() -> str:
@@ -138,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", dest="filed_to", type=_instant, help="filed before (ISO 8601)")
     replay.add_argument("--as-of", type=_instant, help="what the system knew at that moment (ISO 8601)")
     replay.add_argument("--format", choices=["json", "md", "html", "pdf"], default="json")
-    replay.add_argument("--output", "-o", type=_output_file, help="file to write (default: stdout; required for pdf)")
+    replay.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     replay.add_argument("--head", type=int, help="--ticket: prove the events against this signed head (default: "
                                                  "the latest; signed now with the operator's key if it lacks some)")
     replay.set_defaults(handler=cmd_audit_replay)

@@ -37,6 +37,7 @@ from sla.policy import Policy
 from .logs import configure_logging
 from .mail import MailError, SmtpConfig, send, statement_message
 from .members import Member, MembersError, load_members
+from .output import output_file  # checked when parsed, before the statement is built
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -47,8 +48,6 @@ IDLE_WAKE = 600.0  # seconds between two looks at the clock (and heartbeats)
 
 def add_parsers(commands: Any) -> None:
     """Register ``report monthly`` and ``report schedule`` on the CLI's subcommands."""
-    from .cli import _output_file as output_file  # checked when parsed, before the statement is built
-
     report = commands.add_parser("report", help="members' monthly statements (PDF, HTML, CSV, JSON; e-mail)")
     sub = report.add_subparsers(dest="report_command", required=True, parser_class=type(report))
 
