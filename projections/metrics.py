@@ -1,5 +1,10 @@
 """Prometheus metrics computed at scrape time from the SQL projection.
 
+A scrape costs the open queue, not the history: open tickets and their running clocks are
+read as they are, and what grows with history (outcome counters, events per type, dead
+letters, the time-to-acknowledge histogram) from the running totals the projector keeps
+in the same transactions (``projections.totals``): a fixed number of indexed queries.
+
 Served by the projector process only (``slaledger project --metrics-port``): the values
 are functions of durable rows, so a restart, a replay or a second projector cannot make a
 counter jump or double; and one process serves them, so nothing is summed twice. The
@@ -10,8 +15,7 @@ Never a ticket id as a label; the member id only on the outcome counter.
 
 from __future__ import annotations
 
-import json
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -22,11 +26,11 @@ from sqlalchemy import Engine, func, select
 
 from sla.display import shown_state, worst_state
 
-from .models import ARCHIVE_HEAD, ArchiveRow, CheckpointRow, ClockRow, DeadLetterRow, JudgmentRow, TicketRow
+from . import totals
+from .models import ARCHIVE_HEAD, CheckpointRow, ClockRow, TicketRow
 
-# A bucket boundary exactly at 4 h: "% acknowledged within 4 h" is one bucket over the count.
-ACK_BUCKETS = (300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
 OPEN_STATES = ("running", "paused", "at_risk", "breached")
+OPEN_STATUSES = ("open", "in_progress", "waiting_for_customer")  # sla.ticket.Status before resolution
 VERSION = "0.1.0"
 
 
@@ -52,18 +56,22 @@ class ProjectionCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self.now()
-        t, c, a = TicketRow.__table__, ClockRow.__table__, ArchiveRow.__table__
+        t, c = TicketRow.__table__, ClockRow.__table__
         with self.engine.connect() as conn:
-            open_tickets = dict(conn.execute(select(t.c.ticket_id, t.c.kind)
-                                             .where(t.c.status.not_in(["resolved", "closed"]))).all())
+            # IN the open statuses (not NOT IN the closed ones): the status index, not a scan
+            still_open = t.c.status.in_(OPEN_STATUSES)
+            open_tickets = dict(conn.execute(select(t.c.ticket_id, t.c.kind).where(still_open)).all())
             states: dict[str, list[str]] = {}
             earliest: dict[str, datetime] = {}
+            open_slas: set[str] = set()
             for ticket_id, sla, status, deadline, warning_at in conn.execute(
                 select(c.c.ticket_id, c.c.sla, c.c.status, c.c.deadline, c.c.warning_at)
-                .where(c.c.status.in_(["running", "paused", "breached"]), c.c.stopped_at.is_(None))
+                .join(t, t.c.ticket_id == c.c.ticket_id)
+                .where(still_open, c.c.status.in_(["running", "paused", "breached"]), c.c.stopped_at.is_(None))
             ):
                 if ticket_id not in open_tickets:
                     continue
+                open_slas.add(sla)
                 deadline, warning_at = aware(deadline), aware(warning_at)
                 state = shown_state(status, deadline=deadline, warning_at=warning_at, now=now)
                 if state in ("running", "at_risk") and deadline is not None and (
@@ -76,37 +84,21 @@ class ProjectionCollector(Collector):
                 if worst is not None:
                     by_kind_state[(kind, worst)] += 1
             no_eta = conn.scalar(select(func.count()).select_from(t).where(
-                t.c.kind == "incident", t.c.status.not_in(["resolved", "closed"]), t.c.restoration_eta.is_(None)))
-
-            outcomes: Counter[tuple[str, str, str]] = Counter()
-            j = JudgmentRow.__table__
-            for sla, status, member, n in conn.execute(
-                select(j.c.sla, j.c.outcome, j.c.member, func.count()).group_by(j.c.sla, j.c.outcome, j.c.member)
-            ):
-                outcomes[(sla, status, member)] += n
-            members = dict(conn.execute(select(t.c.ticket_id, t.c.member)).all())
-            all_members = set(members.values())
-            slas = set(conn.scalars(select(c.c.sla).distinct()))
-            for ticket_id, kind, envelope in conn.execute(
-                select(a.c.ticket_id, a.c.type, a.c.envelope)
-                .where(a.c.type.in_(["sla_breached", "sla_breach_retracted"]))
-            ):
-                sla = json.loads(envelope)["payload"]["sla"]
-                outcome = "breached" if kind == "sla_breached" else "retracted"
-                outcomes[(sla, outcome, members.get(ticket_id, ""))] += 1
-
-            durations = [
-                ((aware(acked) or now) - (aware(filed) or now)).total_seconds()
-                for filed, acked in conn.execute(select(t.c.filed_at, t.c.acknowledged_at)
-                                                 .where(t.c.acknowledged_at.is_not(None)))
-            ]
-            processed: dict[str, int] = dict(conn.execute(select(a.c.type, func.count()).group_by(a.c.type)).all())
-            last_event = aware(conn.scalar(select(func.max(a.c.recorded_at))))
+                t.c.kind == "incident", still_open, t.c.restoration_eta.is_(None)))
+            # what grows with history is read from the projector's running totals (O(series))
+            kept = totals.read(conn)
             positions = conn.execute(select(CheckpointRow.__table__)
                                      .where(CheckpointRow.__table__.c.topic != ARCHIVE_HEAD)).all()
-            d = DeadLetterRow.__table__
-            letters: dict[str, int] = dict(
-                conn.execute(select(d.c.reason_kind, func.count()).group_by(d.c.reason_kind)).all())
+
+        def of(metric: str) -> dict[tuple[str, ...], float]:
+            return {tuple(totals.labels(k)): v for k, v in kept.items() if k[0] == metric}
+
+        outcomes = {(sla, outcome, member): n for (sla, outcome, member), n in of(totals.OUTCOME).items()}
+        all_members = {member for (member,) in of(totals.MEMBER)}
+        slas = {sla for sla, _, _ in outcomes} | open_slas
+        processed = {kind: n for (kind,), n in of(totals.EVENTS).items()}
+        letters = {reason: n for (reason,), n in of(totals.DEAD_LETTERS).items()}
+        last_event = kept.get(totals.key(totals.LAST_EVENT))
 
         gauge = GaugeMetricFamily("slaledger_open_tickets",
                                   "Open tickets by kind and worst state of their running SLA clocks",
@@ -133,13 +125,13 @@ class ProjectionCollector(Collector):
                 for outcome in OUTCOMES:
                     counter.add_metric([sla, outcome, member], outcomes.get((sla, outcome, member), 0))
         yield counter
-        yield _histogram(durations)
+        yield _histogram(of(totals.ACK_BUCKET), kept)
         events = CounterMetricFamily("slaledger_events_processed", "Events projected, by type", labels=["type"])
         for kind, n in sorted(processed.items()):
             events.add_metric([kind], n)
         yield events
         yield GaugeMetricFamily("slaledger_last_event_timestamp_seconds", "Recording time of the last projected event",
-                                value=last_event.timestamp() if last_event else 0)
+                                value=last_event or 0)
         checkpoint = GaugeMetricFamily("slaledger_projection_checkpoint_offset", "Last projected offset",
                                        labels=["topic", "partition"])
         for row in positions:
@@ -164,17 +156,10 @@ class ProjectionCollector(Collector):
         yield info
 
 
-def _histogram(durations: list[float]) -> HistogramMetricFamily:
-    counts: defaultdict[float, int] = defaultdict(int)
-    for value in durations:
-        for bound in ACK_BUCKETS:
-            if value <= bound:
-                counts[bound] += 1
-    buckets = [(_fmt(b), counts[b]) for b in ACK_BUCKETS] + [("+Inf", len(durations))]
+def _histogram(buckets: dict[tuple[str, ...], float], kept: dict[totals.Key, float]) -> HistogramMetricFamily:
+    rows = [(bound, buckets.get((bound,), 0)) for bound in totals.bucket_bounds()]
+    count = kept.get(totals.key(totals.ACK_COUNT), 0)
     return HistogramMetricFamily("slaledger_acknowledge_duration_seconds",
                                  "Time from filing to acknowledgement (taken into account)",
-                                 buckets=buckets, sum_value=sum(durations))
+                                 buckets=[*rows, ("+Inf", count)], sum_value=kept.get(totals.key(totals.ACK_SUM), 0))
 
-
-def _fmt(bound: float) -> str:
-    return str(int(bound)) if bound == int(bound) else str(bound)

@@ -237,6 +237,17 @@ class ItopWritebackRow(Base):
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class MetricTotalRow(Base):
+    """A running total of a metric that grows with history (``projections.totals``): added
+    to by the projector with the events it counts, so a scrape reads these rows only."""
+
+    __tablename__ = "metric_totals"
+
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(600), primary_key=True)  # label values joined by \x1f
+    value: Mapped[float] = mapped_column(Float)
+
+
 Index("ix_event_archive_type", ArchiveRow.type)
 # A projection_checkpoints row holding the seq of the last archived row, written in the same
 # transaction: an archive whose last rows were deleted ends before it (the audit says so).
@@ -267,3 +278,4 @@ def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:
             table.indexes.discard(index)
         out.append(table)
     return out[0], out[1]
+TOTALS: Table = MetricTotalRow.__table__  # type: ignore[assignment]

@@ -24,7 +24,7 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
-from . import tree
+from . import totals, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, CLOCKS, DEAD, JUDGMENTS, TICKETS
 
@@ -83,13 +83,30 @@ class Projection:
         if self.archive and fresh:
             self._archive(conn, fresh)
         touched: dict[str, Ticket] = {}
-        for _, event in fresh:
+        counted = totals.Deltas()
+        for record, event in fresh:
             ticket = touched.get(event.ticket_id) or self._load(conn, event.ticket_id) or Ticket(event.ticket_id)
+            acknowledged, existed = ticket.acknowledged_at, ticket.exists
             if ticket.apply(event):
                 touched[event.ticket_id] = ticket
+            if self.archive:  # what the archive gained, for the metrics (projections.totals)
+                counted[totals.key(totals.EVENTS, str(event.type))] += 1
+                sla = totals.outcome_of(str(event.type), record.value)
+                if sla is not None:
+                    outcome = "breached" if str(event.type) == "sla_breached" else "retracted"
+                    counted[totals.key(totals.OUTCOME, sla, outcome, ticket.member or "")] += 1
+                if ticket.exists and not existed:
+                    counted[totals.key(totals.MEMBER, ticket.member or "")] += 1
+                if acknowledged is None and ticket.acknowledged_at is not None:
+                    counted.merge(totals.ack_observation(totals.ack_seconds(ticket.filed_at,
+                                                                             ticket.acknowledged_at)))
         now = datetime.now(UTC)
         for ticket in touched.values():
-            self._store(conn, ticket, now)
+            counted.merge(self._store(conn, ticket, now))
+        if self.archive and fresh:
+            totals.add(conn, counted)
+            totals.at_least(conn, totals.key(totals.LAST_EVENT),
+                            max(e.recorded_at for _, e in fresh).timestamp())
         if self.archive:
             self._checkpoint(conn, records)
         return len(fresh)
@@ -104,6 +121,7 @@ class Projection:
                 topic=record.topic, partition=record.partition, offset=record.offset,
                 reason_kind="projection failed", reason=reason, origin_topic=record.topic,
                 origin_partition=record.partition, origin_offset=record.offset, dead_lettered_at=datetime.now(UTC)))
+            totals.add(conn, {totals.key(totals.DEAD_LETTERS, "projection failed"): 1})
         if self.archive:
             self._checkpoint(conn, [record])
 
@@ -118,6 +136,7 @@ class Projection:
                 at = datetime.fromisoformat(body["dead_lettered_at"]) if body.get("dead_lettered_at") else None
             except (ValueError, KeyError, TypeError):
                 body, reason, origin, at = {}, "unreadable dead letter", {}, None
+            totals.add(conn, {totals.key(totals.DEAD_LETTERS, reason.split(":", 1)[0][:64]): 1})
             conn.execute(insert(DEAD).values(
                 topic=record.topic, partition=record.partition, offset=record.offset,
                 reason_kind=reason.split(":", 1)[0][:64], reason=reason,
@@ -129,6 +148,7 @@ class Projection:
     def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> None:
         prev = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1)) or GENESIS_HASH
         # The Merkle tree grows with the rows, in this transaction (the lock above: one writer).
+        tree.check_in_step(conn)
         first_leaf = tree.append(conn, [record.value for record, _ in fresh])
         rows = []
         for leaf, (record, event) in enumerate(fresh, start=first_leaf):
@@ -147,7 +167,8 @@ class Projection:
         state = conn.scalar(select(self.tickets.c.state).where(self.tickets.c.ticket_id == ticket_id))
         return ticket_from_dict(state) if state else None
 
-    def _store(self, conn: Connection, ticket: Ticket, now: datetime) -> None:
+    def _store(self, conn: Connection, ticket: Ticket, now: datetime) -> dict[totals.Key, float]:
+        """Write the ticket's row and clocks; returns the outcomes it newly judged (met, excluded)."""
         row = {
             "ticket_id": ticket.ticket_id, "status": str(ticket.status), "kind": ticket.kind,
             "channel": ticket.channel, "product": ticket.product, "member": ticket.member,
@@ -161,11 +182,11 @@ class Projection:
             conn.execute(insert(self.tickets).values(**row))
         conn.execute(delete(self.clocks).where(self.clocks.c.ticket_id == ticket.ticket_id))
         if not ticket.exists:
-            return
+            return {}
         try:
             found = evaluate(ticket, self.policy, now)
         except PolicyError:
-            return
+            return {}
         rows = []
         for clock in found:
             closed = clock.stopped_at is not None or clock.status is ClockStatus.EXCLUDED
@@ -180,18 +201,24 @@ class Projection:
             })
         if rows:
             conn.execute(insert(self.clocks), rows)
-        if self.archive:  # live projection only: judgments, like the archive, are never rebuilt
-            self._judge(conn, ticket, [r for r in rows if r["status"] in ("met", "excluded")], now)
+        if not self.archive:  # live projection only: judgments, like the archive, are never rebuilt
+            return {}
+        return self._judge(conn, ticket, [r for r in rows if r["status"] in ("met", "excluded")], now)
 
-    def _judge(self, conn: Connection, ticket: Ticket, judged: list[dict[str, Any]], now: datetime) -> None:
+    def _judge(self, conn: Connection, ticket: Ticket, judged: list[dict[str, Any]],
+               now: datetime) -> dict[totals.Key, float]:
         if not judged:
-            return
+            return {}
         known = set(conn.execute(select(JUDGMENTS.c.sla, JUDGMENTS.c.outcome)
                                  .where(JUDGMENTS.c.ticket_id == ticket.ticket_id)).all())
         fresh = [{"ticket_id": ticket.ticket_id, "sla": r["sla"], "outcome": r["status"], "member": r["member"],
                   "judged_at": now} for r in judged if (r["sla"], r["status"]) not in known]
         if fresh:
             conn.execute(insert(JUDGMENTS), fresh)
+        counted = totals.Deltas()
+        for r in fresh:
+            counted[totals.key(totals.OUTCOME, r["sla"], r["outcome"], r["member"])] += 1
+        return counted
 
     def _checkpoint(self, conn: Connection, records: list[Incoming]) -> None:
         last: dict[tuple[str, int], int] = {}

@@ -63,12 +63,6 @@ def append(conn: Connection, envelopes: Sequence[bytes]) -> int:
     """Append the leaves of ``envelopes`` (archive order); returns the first one's leaf index.
     The caller holds the archive's write lock and inserts the rows in the same transaction."""
     size = tree_size(conn)
-    last = conn.scalar(select(func.max(ARCHIVE.c.leaf_index)))
-    if (0 if last is None else int(last) + 1) != size:
-        # e.g. merkle_nodes restored from an older backup than event_archive: appending would
-        # prove nothing (and every later record would be set aside); stop and say so
-        raise TreeError(f"the Merkle tree has {size} leaves but the archive's last leaf index is {last}: "
-                        "restore both tables from the same backup, or rebuild the tree (migration 0008)")
     stored = _fetch(conn, set(merkle.peaks(size)))
     try:
         frontier = [stored[p] for p in merkle.peaks(size)]
@@ -78,6 +72,17 @@ def append(conn: Connection, envelopes: Sequence[bytes]) -> int:
     if created:
         conn.execute(insert(NODES), [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in created])
     return size
+
+
+def check_in_step(conn: Connection) -> None:
+    """The tree has exactly one leaf per archived row. Not so (e.g. merkle_nodes restored from
+    an older backup than event_archive), appending would prove nothing and every later
+    record would be set aside as refused: the projector stops and says why instead."""
+    size = tree_size(conn)
+    last = conn.scalar(select(func.max(ARCHIVE.c.leaf_index)))
+    if (0 if last is None else int(last) + 1) != size:
+        raise TreeError(f"the Merkle tree has {size} leaves but the archive's last leaf index is {last}: "
+                        "restore both tables from the same backup, or rebuild the tree (migration 0008)")
 
 
 def root(conn: Connection, size: int) -> bytes:

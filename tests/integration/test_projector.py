@@ -28,7 +28,7 @@ from sla.ticket import Ticket
 from slaledger.settings import load_policy
 from streams.embedded import free_port
 from streams.kafka_tools import producer
-from streams.topics import EVENTS
+from streams.topics import DEAD_LETTERS, EVENTS
 from tests.integration.conftest import Broker, api, wait_for
 
 pytestmark = pytest.mark.integration
@@ -195,7 +195,6 @@ def _safe_count(engine: Engine, prefix: str = "R-") -> int:
 
 def test_dead_letters_are_counted(broker: Broker, database: str) -> None:
     from projections.metrics import ProjectionCollector
-    from streams.topics import DEAD_LETTERS
 
     engine = create_engine(database)
     create_schema(engine)
@@ -226,10 +225,10 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
     bad = events[1].ticket_id
     original = Projection._store
 
-    def store(self: Projection, conn: Any, ticket: Ticket, now: datetime) -> None:
+    def store(self: Projection, conn: Any, ticket: Ticket, now: datetime) -> Any:
         if ticket.ticket_id == bad:
             conn.execute(text("SELECT :v"), {"v": "a\x00b"})  # PostgreSQL refuses NUL in text
-        original(self, conn, ticket, now)
+        return original(self, conn, ticket, now)
 
     monkeypatch.setattr(Projection, "_store", store)
     records = [Incoming(EVENTS, 0, offset, encode_event(e)) for offset, e in enumerate(events)]
@@ -326,3 +325,44 @@ def test_the_outcome_counter_never_goes_down(database: str) -> None:
     with engine.begin() as conn:
         projection.apply_batch(conn, [Incoming(EVENTS, 0, 2, encode_event(events[2]))])
     assert outcomes() == {"met": 1, "excluded": 1, "breached": 0, "retracted": 0}
+
+
+def test_the_running_totals_are_the_history_recounted(database: str) -> None:
+    """The metrics a scrape reads from ``metric_totals`` (added to batch by batch) are what
+    the whole history says (``totals.recount``, as the migration fills them): breaches and
+    retractions per member, judgments, events per type, dead letters, time to acknowledge;
+    a batch delivered twice adds nothing."""
+    from projections import totals
+    from sla.events import sla_fact_id
+
+    engine = create_engine(database)
+    create_schema(engine)
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    events = history(24, start, prefix="T")
+    for tid, at in (("T-0002", start + timedelta(days=2)), ("T-0005", start + timedelta(days=2))):
+        deadline = start + timedelta(hours=4)
+        payload = {"sla": "intake", "deadline": deadline, "policy_version": "convention-2026.1",
+                   "explanation": "Échéance dépassée."}
+        breach = new_event(EventType.SLA_BREACHED, tid, occurred_at=at, recorded_at=at, actor="slaledger/sla-clock",
+                           payload=payload, event_id=sla_fact_id(EventType.SLA_BREACHED, tid, "intake", deadline,
+                                                                 "convention-2026.1"))
+        events.append(breach)
+    events.append(new_event(EventType.SLA_BREACH_RETRACTED, "T-0005", occurred_at=start + timedelta(days=3),
+                            recorded_at=start + timedelta(days=3), actor="slaledger/sla-clock",
+                            payload={**payload, "breach_event_id": str(breach.event_id)}))
+    records = [Incoming(EVENTS, 0, i, encode_event(e)) for i, e in enumerate(events)]
+    letter = json.dumps({"reason": "unreadable event: not valid JSON", "origin": {}, "dead_lettered_at": None})
+    records.append(Incoming(DEAD_LETTERS, 0, 0, letter.encode()))
+    projection = Projection(load_policy())
+    for start_at in range(0, len(records), 7):
+        with engine.begin() as conn:
+            projection.apply_batch(conn, records[start_at:start_at + 7])
+    with engine.begin() as conn:  # delivered again: nothing counted twice
+        projection.apply_batch(conn, records)
+    with engine.connect() as conn:
+        kept, recounted = totals.read(conn), totals.recount(conn)
+    assert kept.keys() == recounted.keys()
+    assert kept == pytest.approx(recounted)
+    assert kept[totals.key(totals.OUTCOME, "intake", "retracted", "m-2")] == 1
+    assert kept[totals.key(totals.DEAD_LETTERS, "unreadable event")] == 1
+    assert kept[totals.key(totals.ACK_COUNT)] == 16

@@ -136,7 +136,8 @@ def test_a_tree_out_of_step_with_the_archive_stops_the_append(tmp_path: Path) ->
             {"event_id": f"e{i}", "ticket_id": "T", "type": "acknowledged", "actor": "a", "topic": "t",
              "partition": 0, "offset": i, "occurred_at": at, "recorded_at": at, "envelope": f"e{i}",
              "prev_hash": "0" * 64, "hash": "1" * 64, "leaf_index": first + i} for i in range(2)])
-        assert tree.append(conn, [b"e2"]) == 2  # in step: appended after the archive's last leaf
+        tree.check_in_step(conn)  # in step: one leaf per archived row
         conn.execute(sa.delete(NODES).where(sa.or_(NODES.c.level > 0, NODES.c.idx > 0)))  # an older tree
-    with engine.begin() as conn, pytest.raises(tree.TreeError, match="last leaf index is 1"):
-        tree.append(conn, [b"e3"])
+    with engine.begin() as conn, pytest.raises(tree.TreeError, match="has 1 leaves but the archive's last leaf "
+                                                                     "index is 1"):
+        tree.check_in_step(conn)
