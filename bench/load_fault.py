@@ -92,7 +92,7 @@ from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_broker import KafkaCluster
 from streams.kafka_tools import partitions_of, read_topic, true_end_offsets
-from streams.topics import COMMANDS, EVENTS, create_topics
+from streams.topics import COMMANDS, EVENTS, create_topics, is_tree_head
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FACT_TYPES = {EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED}
@@ -548,6 +548,8 @@ def verify(rig: Rig, tally: Tally, versions: dict[str, int]) -> dict[str, Any]:
     resent_same = resent_other = 0
     events: dict[str, Event] = {}
     for record in read_topic(rig.bootstrap, EVENTS, timeout=600):
+        if is_tree_head(record.key):  # a signed tree head the projector published (dev signs them)
+            continue
         records += 1
         event = decode_event(record.value)
         eid = str(event.event_id)
