@@ -25,20 +25,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from sla.display import shown_state, worst_state
+from sla.ticket import OPEN_STATUSES
 
 from . import totals
 from .models import ARCHIVE_HEAD, CheckpointRow, ClockRow, TicketRow
+from .totals import aware
 
 OPEN_STATES = ("running", "paused", "at_risk", "breached")
-OPEN_STATUSES = ("open", "in_progress", "waiting_for_customer")  # sla.ticket.Status before resolution
 VERSION = "0.1.0"
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored instant is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 OUTCOMES = ("met", "breached", "retracted", "excluded")

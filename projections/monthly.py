@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, exists, func, select
 
 from sla import french
 from sla.clock import Clock, ClockStatus, evaluate
@@ -46,7 +46,8 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict
 
 from . import report
-from .models import TICKETS
+from .heads import head_covering
+from .models import ARCHIVE, TICKETS
 
 SCHEMA = "slaledger.monthly-statement/1"
 VERDICTS = ("met", "breached", "retracted", "excluded")
@@ -137,8 +138,6 @@ def monthly_head(engine: Engine, instant: datetime) -> dict[str, Any] | None:
     """The signed tree head of the month's end (``instant``), as ``SignedHead.to_dict()``: the
     first one signed after it, which covers the whole month (the projector signs at least
     daily), else the last one before it; None when no head was ever signed."""
-    from .heads import head_covering
-
     head = head_covering(engine, instant)
     return head.to_dict() if head is not None else None
 
@@ -146,10 +145,6 @@ def monthly_head(engine: Engine, instant: datetime) -> dict[str, Any] | None:
 def uncovered_by_head(engine: Engine, head: dict[str, Any] | None, instant: datetime) -> int:
     """How many events recorded before ``instant`` (the month's end) the head does not cover:
     0 when it seals the whole month; said in the statement otherwise, never left implicit."""
-    from sqlalchemy import func
-
-    from .models import ARCHIVE
-
     size = int(head["tree_size"]) if head else 0
     with engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(ARCHIVE).where(

@@ -16,6 +16,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import overload
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -138,8 +139,14 @@ def ack_seconds(filed: datetime | None, acked: datetime | None) -> float:
     return (aware(acked) - aware(filed)).total_seconds()
 
 
-def aware(value: datetime) -> datetime:
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+def aware(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; every stored instant is UTC."""
+    if value is None:
+        return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

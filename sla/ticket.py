@@ -82,6 +82,9 @@ COMMAND_EVENT = {
     CommandType.REOPEN: EventType.REOPENED,
 }
 
+# A ticket's statuses before its resolution: the queue, the open-ticket metrics.
+OPEN_STATUSES = (Status.OPEN.value, Status.IN_PROGRESS.value, Status.WAITING_FOR_CUSTOMER.value)
+
 _ALLOWED: dict[CommandType, frozenset[Status]] = {
     CommandType.ACKNOWLEDGE: frozenset({Status.OPEN}),
     CommandType.INFORM: frozenset({Status.IN_PROGRESS, Status.WAITING_FOR_CUSTOMER}),

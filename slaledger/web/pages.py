@@ -38,7 +38,7 @@ from faust.web import Request, Response, View
 from projections.tokens import Principal
 from sla import french
 from sla.events import KINDS, Event
-from sla.ticket import Command, CommandType, Status
+from sla.ticket import OPEN_STATUSES, Command, CommandType
 from sla.view import ticket_view
 from streams.outcomes import CommandUnavailable, NoOutcome
 
@@ -50,7 +50,6 @@ from .ports import Ports
 log = structlog.get_logger(__name__)
 
 
-OPEN_STATUSES = (Status.OPEN.value, Status.IN_PROGRESS.value, Status.WAITING_FOR_CUSTOMER.value)
 QUEUE_LIMIT = 300  # rows shown; the count says how many matched
 REFRESH_SECONDS = 5
 DISPUTE_FORMATS = {"json": ("application/json; charset=utf-8", "json"), "md": ("text/markdown; charset=utf-8", "md"),
