@@ -1,19 +1,30 @@
 """The Faust application: topics, the ticket agent, the deadline timer, the outcome waiter.
 
+One record per command. The agent reads the commands topic only and is the single writer
+of the events topic for its partitions: it decides a command, appends the events, stores
+the ticket and answers, and never reads back what it appended. The deadline timer does not
+write events: it sends each due SLA fact as a record of the commands topic
+(``processor.encode_fact``), which the agent appends if the ticket still owes it.
+
+The events topic is read only to *recover*: when a partition is assigned, and when its end
+moves past what the agent itself appended (a restore, another writer), the agent reads it
+from its events position (all offsets below it are applied) to the end and applies what it
+lacks (idempotent by event id). The events position is kept in the ticket table, on the
+changelog partition of the tickets it describes, after them: a crash can lose the last
+states only together with the position that covers them, so recovery reads their events
+again.
+
 Gap repair. faust-streaming can resume fetching past records it had prefetched before a
 rebalance, then count the skipped offsets as a "gap" and commit over them: measured
 here, a worker restarted after SIGTERM lost 13–41 of 600 commands per run. The agent
-therefore keeps, per source partition, the next offset it expects (``positions`` table,
-changelogged with the tickets) and, when a record arrives beyond it — or when a
-partition's high watermark stays ahead of it while nothing moves — reads the missing
-range itself and processes it first. Reprocessing is harmless (deterministic event ids);
-skipping is not.
+therefore keeps, per commands partition, the next offset it expects (``positions`` table)
+and, when a record arrives beyond it — or when a partition's high watermark stays ahead
+of it while nothing moves — reads the missing range itself and processes it first.
+Reprocessing is harmless (deterministic event ids); skipping is not.
 
-Data flow: HTTP command → commands topic (key = ticket id) → ``ticket_agent`` (single
-writer for its partitions: decides with the sla/ state machine, appends events, stores
-the ticket, answers on the outcomes topic) → events topic. The timer pops due tickets
-from the per-partition deadline index and *sends* warning/breach events to the events
-topic; the agent applies them (idempotently: their ids are deterministic).
+Data flow: HTTP command → commands topic (key = ticket id) → ``ticket_agent`` (decides with
+the sla/ state machine, appends events, stores the ticket, answers on the outcomes topic)
+→ events topic → projector, audit.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import base64
 import json
 import socket
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,11 +54,21 @@ from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter, WaiterSettings
-from .processor import Outcome, Step, TicketProcessor, encode_command
+from .processor import Outcome, Step, TicketProcessor, encode_command, encode_fact, is_fact
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
-from .table_values import STALE, Refusals, partition_for, position_key, refusals_of, stored, wakeup_of
+from .table_values import (
+    STALE,
+    Refusals,
+    events_position_key,
+    is_ticket_key,
+    partition_for,
+    position_key,
+    refusals_of,
+    stored,
+    wakeup_of,
+)
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 from .transport import broker_urls
 from .transport import register as register_transport
@@ -61,7 +82,8 @@ FACT_RECHECK = timedelta(seconds=5)
 # applied at the next look (a broker failover can hold the events topic for seconds).
 FACT_MEMORY = timedelta(hours=1)
 # A partition whose expected offset has not moved for this long while its high watermark
-# is ahead is read directly (gap repair).
+# is ahead is read directly (gap repair); as often, the end of each events partition is
+# compared with what the agent appended (another writer: recovery).
 STALL_SECONDS = 3.0
 BATCH_SIZE = 500
 BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
@@ -172,8 +194,6 @@ class Pipeline:
         )
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         p = settings.partitions
-        self.source = app.topic(COMMANDS, EVENTS, partitions=p, **raw)  # type: ignore[arg-type]
-        self.events = app.topic(EVENTS, partitions=p, **raw)  # type: ignore[arg-type]
         self.commands = app.topic(COMMANDS, partitions=p, **raw)  # type: ignore[arg-type]
         self.outcomes = app.topic(OUTCOMES, partitions=p, **raw)  # type: ignore[arg-type]
         self.dead_letters = app.topic(DEAD_LETTERS, partitions=1, **raw)  # type: ignore[arg-type]
@@ -185,6 +205,10 @@ class Pipeline:
                                    options=options)
         self.lock = asyncio.Lock()  # one record at a time: the agent and the gap repair
         self.filled: dict[tuple[str, int], int] = {}
+        # Events partitions read to their end since assigned (``_recover_events``), and when
+        # each end was last compared with the events position.
+        self.events_recovered: set[int] = set()
+        self.events_checked: dict[int, float] = {}
         self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
         self._range_reader: AIOKafkaConsumer | None = None
         # Ready once the tables are recovered and the backlog found at start has been read
@@ -196,7 +220,8 @@ class Pipeline:
         # breach re-sent during a leader failover, after a late acknowledgement, read as one
         # event with two contents by the audit).
         self.sent_facts: dict[uuid.UUID, tuple[Event, datetime]] = {}
-        app.agent(self.source, name="ticket_agent")(self._ticket_agent)
+        app.agent(self.commands, name="ticket_agent")(self._ticket_agent)
+        app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
 
@@ -208,8 +233,9 @@ class Pipeline:
 
     def local_tickets(self, statuses: Collection[str] = (), member: str | None = None) -> list[Ticket]:
         """The tickets of this worker's partitions (when no SQL read model is configured)."""
-        return [ticket_from_dict(raw) for raw in list(self.tickets.values())
-                if raw and (not statuses or raw["status"] in statuses) and (not member or raw["member"] == member)]
+        return [ticket_from_dict(raw) for key, raw in list(self.tickets.items())
+                if raw and is_ticket_key(key) and (not statuses or raw["status"] in statuses)
+                and (not member or raw["member"] == member)]
 
     @property
     def accepting(self) -> bool:
@@ -250,13 +276,19 @@ class Pipeline:
         return bool(recovery.completed.is_set()) and not self.app.rebalancing
 
     def active_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS}
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == COMMANDS}
+
+    def _forget_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        """A partition may come back after another worker appended to it: recover it again."""
+        self.events_recovered -= {tp.partition for tp in revoked if tp.topic == COMMANDS}
 
     # --- the agent -----------------------------------------------------------------------
     async def _ticket_agent(self, stream: Any) -> None:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in batch]
             async with self.lock:
+                for partition in sorted({r.partition for r in records} - self.events_recovered):
+                    await self._recover_events(partition)
                 for (topic, partition), first in _first_offsets(records).items():
                     await self._repair_gap(topic, partition, first)
                 await self._process(records)
@@ -264,12 +296,13 @@ class Pipeline:
     async def _process(self, records: list[Record]) -> None:
         """Handle a batch: decide/apply every record against the latest state, then
         1. append all resulting events and dead letters and wait for the broker,
-        2. store each touched ticket once, 3. answer the waiting HTTP callers.
+        2. store each touched ticket once, 3. answer the waiting HTTP callers,
+        4. record the positions (after the states they cover).
 
         A command below the partition's expected offset was decided before (its events were
         acknowledged before the position moved): a redelivery of it is dropped, not decided
-        again against a newer state. Events are always applied (idempotent by id): they
-        rebuild a state whose changelog write a crash lost."""
+        again against a newer state. Events (read to recover) are always applied, idempotent
+        by id: they rebuild a state whose changelog write a crash lost."""
         decided = {p: self._expected(COMMANDS, p) or 0 for p in {r.partition for r in records if r.topic == COMMANDS}}
         records = [r for r in records if r.topic != COMMANDS or r.offset >= decided[r.partition]]
         if not records:
@@ -288,10 +321,12 @@ class Pipeline:
                 cache[tid] = ticket_from_dict(raw) if raw else None
                 refused[tid] = refusals_of(raw)
             try:
-                if record.topic == COMMANDS:
-                    step = self.processor.on_command(cache[tid], record.value, now, refused[tid])
-                else:
+                if record.topic == EVENTS:
                     step = self.processor.on_event(cache[tid], record.key, record.value, now)
+                elif is_fact(record.value):
+                    step = self.processor.on_fact(cache[tid], record.key, record.value, now)
+                else:
+                    step = self.processor.on_command(cache[tid], record.value, now, refused[tid])
             except Exception as exc:  # never stop the worker on one record
                 log.exception("record processing failed", **record.context(), ticket_id=tid)
                 step = Step(dead_letter=f"processing error: {type(exc).__name__}: {exc}")
@@ -309,7 +344,7 @@ class Pipeline:
             emit.extend(step.emit)
             if step.outcome is not None:
                 outcomes.append(step.outcome)
-        await self._append(emit, letters)
+        appended = await self._append(emit, letters)
         for tid, (partition, ticket) in touched.items():
             wakeup = self.processor.wakeup(ticket, now)  # once per ticket and batch
             self.tickets[tid.encode()] = stored(ticket, wakeup, refused[tid])
@@ -319,8 +354,13 @@ class Pipeline:
         for outcome in outcomes:
             await self.app.producer.send(OUTCOMES, outcome.command_id.encode(), outcome.encode(), None, None, None)
         for (topic, partition), last in _last_offsets(records).items():
-            self.filled[(topic, partition)] = max(self.filled.get((topic, partition), 0), last + 1)
-            self.positions[position_key(topic, partition, self.settings.partitions)] = last + 1
+            if topic == EVENTS:
+                self._set_events_position(partition, last + 1)
+            else:
+                self.filled[(topic, partition)] = max(self.filled.get((topic, partition), 0), last + 1)
+                self.positions[position_key(topic, partition, self.settings.partitions)] = last + 1
+        for partition, offsets in appended.items():
+            await self._advance_events(partition, offsets)
 
     def _expected(self, topic: str, partition: int) -> int | None:
         stored = self.positions.get(position_key(topic, partition, self.settings.partitions))
@@ -328,6 +368,67 @@ class Pipeline:
         known = [v for v in (stored, seen) if v is not None]
         return max(known) if known else None
 
+    # --- the events position: every offset below it is applied ---------------------------
+    def _events_position(self, partition: int) -> int | None:
+        value = self.tickets.get(events_position_key(partition, self.settings.partitions))
+        return int(value["events_position"]) if value else None
+
+    def _set_events_position(self, partition: int, offset: int) -> None:
+        if offset > (self._events_position(partition) or 0) or self._events_position(partition) is None:
+            self.tickets[events_position_key(partition, self.settings.partitions)] = {"events_position": offset}
+
+    async def _advance_events(self, partition: int, offsets: list[int]) -> None:
+        """After an append: the position moves past our own records when they follow it
+        without a hole; a hole is another writer's records (a restore, a tree head), read."""
+        offsets.sort()
+        at = self._events_position(partition)
+        if at == offsets[0] and offsets[-1] - offsets[0] + 1 == len(offsets):
+            self._set_events_position(partition, offsets[-1] + 1)
+        else:
+            await self._read_events(partition, at or 0, offsets[-1] + 1)
+
+    async def _recover_events(self, partition: int) -> None:
+        """At assignment: apply what the events partition holds past the events position
+        (states a crash lost, a restored log) before deciding any command of it."""
+        start = self._events_position(partition) or 0
+        read = await self._read_events(partition, start, await self._events_end(partition))
+        self.events_recovered.add(partition)
+        log.info("events partition recovered", partition=partition, start=start, read=read)
+
+    async def _check_events_ends(self, partitions: set[int]) -> None:
+        """Every STALL_SECONDS, read what another writer appended past the events position."""
+        now = asyncio.get_running_loop().time()
+        for partition in sorted(partitions & self.events_recovered):
+            if now - self.events_checked.get(partition, 0.0) < STALL_SECONDS:
+                continue
+            self.events_checked[partition] = now
+            tp = TopicPartition(EVENTS, partition)
+            reader = await self._reader()
+            end = (await reader.end_offsets([tp]))[tp]
+            at = self._events_position(partition) or 0
+            if end > at:
+                read = await self._read_events(partition, at, await self._events_end(partition))
+                log.info("events appended by another writer applied", partition=partition, start=at, read=read)
+
+    async def _events_end(self, partition: int) -> int | None:
+        """The end of an events partition; None on the embedded broker, whose ListOffsets
+        answers the last batch's base + 1 (the read then goes to the fetches' end)."""
+        if self.settings.embedded:
+            return None
+        tp = TopicPartition(EVENTS, partition)
+        return int((await (await self._reader()).end_offsets([tp]))[tp])
+
+    async def _read_events(self, partition: int, start: int, end: int | None) -> int:
+        """Apply the events [start, end) of a partition; the position then covers them."""
+        read = 0
+        async for records in self._records(EVENTS, partition, start, end):
+            await self._process(records)
+            read += len(records)
+        reached = await (await self._reader()).position(TopicPartition(EVENTS, partition))
+        self._set_events_position(partition, min(reached, end) if end is not None else reached)
+        return read
+
+    # --- reading a range directly (gap repair, recovery) ------------------------------------
     async def _repair_gap(self, topic: str, partition: int, upto: int) -> None:
         """Process records [expected, upto) of a partition that Faust did not deliver. With no
         position recorded at all (a worker killed before its first positions reached the
@@ -338,42 +439,48 @@ class Pipeline:
             return
         log.warning("gap in delivered records, reading it directly", topic=topic, partition=partition,
                     first=expected, upto=upto)
-        found = await self._read_range(topic, partition, expected, upto)
-        for start in range(0, len(found), BATCH_SIZE):
-            await self._process([Record(topic, partition, r.offset, r.key, r.value)
-                                 for r in found[start:start + BATCH_SIZE]])
+        async for records in self._records(topic, partition, expected, upto):
+            await self._process(records)
 
-    async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+    async def _reader(self) -> AIOKafkaConsumer:
         if self._range_reader is None:
             self._range_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
                                                   enable_auto_commit=False, **aiokafka_options(self.settings),
                                                   fetch_max_wait_ms=50 if self.settings.embedded else 500)
             await self._range_reader.start()
-        reader = self._range_reader
+        return self._range_reader
+
+    async def _records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
+        """Records [start, end) of a partition in batches, read directly; ``end`` None: to the
+        end the fetches report. Gives up after 30 s without progress."""
+        reader = await self._reader()
         tp = TopicPartition(topic, partition)
         reader.assign([tp])
         reader.seek(tp, start)
-        out: list[Any] = []
+        if end is not None and end <= start:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while loop.time() < deadline:
-            batch = await reader.getmany(tp, timeout_ms=200)
-            records = batch.get(tp, [])
-            out.extend(r for r in records if r.offset < end)
+            batch = (await reader.getmany(tp, timeout_ms=200, max_records=BATCH_SIZE)).get(tp, [])
+            found = [Record(topic, partition, r.offset, r.key, r.value)
+                     for r in batch if end is None or r.offset < end]
+            if found:
+                deadline = loop.time() + 30
+                yield found
             position = await reader.position(tp)
-            if position >= end:
-                break
+            if end is not None and position >= end:
+                return
             high = reader.highwater(tp)
-            if not records and high is not None and high <= position:
-                break  # the range ends before ``end``: nothing more to read
-        return out
+            if not batch and high is not None and high <= position:
+                return  # the partition ends before ``end``: nothing more to read
 
     async def _repair_stalled(self) -> None:
-        """A partition whose high watermark is ahead of what the agent has processed, with no
-        progress for STALL_SECONDS: read the missing records directly."""
+        """A commands partition whose high watermark is ahead of what the agent has processed,
+        with no progress for STALL_SECONDS: read the missing records directly."""
         now = asyncio.get_running_loop().time()
         for tp in self.app.assignor.assigned_actives():
-            if tp.topic not in (COMMANDS, EVENTS):
+            if tp.topic != COMMANDS:
                 continue
             key = (tp.topic, tp.partition)
             expected = self._expected(tp.topic, tp.partition)
@@ -389,13 +496,19 @@ class Pipeline:
                 async with self.lock:
                     await self._repair_gap(tp.topic, tp.partition, high)
 
-    async def _append(self, events: list[Event], letters: Sequence[tuple[Record, str]] = ()) -> None:
-        """Send events (and dead letters) and wait until the broker has them all."""
+    async def _append(self, events: list[Event], letters: Sequence[tuple[Record, str]] = ()) -> dict[int, list[int]]:
+        """Send events (and dead letters), wait until the broker has them all; the offsets
+        the events got, by partition."""
         send = self.app.producer.send  # the plain producer: a topic's send costs ~0.2 ms more a record
         pending = [await send(EVENTS, e.ticket_id.encode(), encode_event(e), None, None, None) for e in events]
-        pending += [await self._dead_letter(record, reason) for record, reason in letters]
+        dead = [await self._dead_letter(record, reason) for record, reason in letters]
+        appended: dict[int, list[int]] = {}
         for future in pending:
+            meta = await future
+            appended.setdefault(meta.partition, []).append(meta.offset)
+        for future in dead:
             await future
+        return appended
 
     async def _dead_letter(self, record: Record, reason: str) -> Any:
         body = {
@@ -413,27 +526,35 @@ class Pipeline:
             return
         await self._repair_stalled()
         active = self.active_partitions()
+        self.events_recovered &= active
+        async with self.lock:
+            for partition in sorted(active - self.events_recovered):
+                await self._recover_events(partition)
+            await self._check_events_ends(active)
         if active != self.indexed_partitions:
             self._rebuild_index(active)
         if not self.caught_up_once and active and self._caught_up(active) == active:
             self.caught_up_once = True
             log.info("worker caught up", partitions=sorted(active))
         now = utcnow()
-        emitted: list[Event] = []
+        facts: list[Event] = []
         for partition, ticket_id in self.index.pop_due(now, self._caught_up(active)):
             ticket = self.load(ticket_id)
             if ticket is None:
                 continue
-            facts = [self._first_copy(fact, now) for fact in self.processor.due(ticket, now)]
-            if facts:
-                emitted.extend(facts)
+            due = [self._first_copy(fact, now) for fact in self.processor.due(ticket, now)]
+            if due:
+                facts.extend(due)
                 self.index.schedule(partition, ticket_id, now + FACT_RECHECK)
             else:
                 self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
-        if emitted:  # one round trip for every fact due at this tick, not one per ticket
-            await self._append(emitted)
-            for fact in emitted:
-                log.info("sla fact emitted", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
+        if facts:  # one round trip for every fact due at this tick, not one per ticket
+            send = self.app.producer.send
+            pending = [await send(COMMANDS, f.ticket_id.encode(), encode_fact(f), None, None, None) for f in facts]
+            for future in pending:
+                await future
+            for fact in facts:
+                log.info("sla fact sent to the agent", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
                          type=str(fact.type), sla=fact.payload["sla"])
 
     def _first_copy(self, fact: Event, now: datetime) -> Event:
@@ -447,16 +568,13 @@ class Pipeline:
         return fact
 
     def _caught_up(self, partitions: set[int]) -> set[int]:
-        """Partitions whose commands and events the agent has read to the end: only there
-        may a verdict be drawn (a backlog still holds part of the tickets' history)."""
+        """Partitions whose events the agent has recovered and whose commands it has read to
+        the end: only there may a verdict be drawn (a backlog still holds part of the
+        tickets' history)."""
         out = set()
-        for partition in partitions:
-            for topic in (COMMANDS, EVENTS):
-                high = self.app.consumer.highwater(TP(topic, partition))
-                expected = self._expected(topic, partition) or 0
-                if high is None or expected < high:
-                    break
-            else:
+        for partition in partitions & self.events_recovered:
+            high = self.app.consumer.highwater(TP(COMMANDS, partition))
+            if high is not None and (self._expected(COMMANDS, partition) or 0) >= high:
                 out.add(partition)
         return out
 
@@ -480,9 +598,12 @@ class Pipeline:
         if isinstance(store, KeyPartitionedRocksDBStore):  # raw bytes, one database per partition
             for partition in partitions:
                 for key, value in store.raw_items(partition):
-                    yield partition, key.decode(), wakeup_of(value)
+                    if is_ticket_key(key):
+                        yield partition, key.decode(), wakeup_of(value)
             return
         for key, value in list(self.tickets.items()):
+            if not is_ticket_key(key):
+                continue
             ticket_id = key.decode() if isinstance(key, bytes) else str(key)
             partition = partition_for(ticket_id, self.settings.partitions)
             if partition in partitions and value:

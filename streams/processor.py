@@ -1,16 +1,20 @@
 """What the ticket agent does with one record, without Faust: easy to test, easy to read.
 
 SLA facts (warning, breach, retraction) are never derived here: only the deadline timer
-emits them, and only for partitions the agent has caught up on. Deriving them while a
+derives them, and only for partitions the agent has caught up on. Deriving them while a
 backlog is replayed would judge a ticket on part of its history (filed, but its
-acknowledgement not yet read) and emit a breach that the next record retracts.
+acknowledgement not yet read) and emit a breach that the next record retracts. The timer
+sends each fact *as a record of the commands topic* (``encode_fact``); the agent appends
+it only if it is still due against the ticket as it stands when the record comes.
 
-The agent owns a partition of both the commands and the events topic (they are
-co-partitioned), reads them in one stream, and is therefore the single writer of the
-tickets keyed to that partition. For each record it returns what to do: the new ticket
-state, the events to append, the outcome to send back to the HTTP caller, or the reason
-the record goes to the dead-letter topic. Sending happens before the state is stored, so
-a crash in between re-decides the same command, which yields the same event ids.
+The agent owns a partition of the commands topic and is the single writer of the events of
+the tickets keyed to it: it reads one record per command and never reads back what it
+appended. The events topic is read only to recover (``on_event``): at assignment, and when
+another writer (a restore) appended to it. For each record the processor returns what to
+do: the new ticket state, the events to append, the outcome to send back to the HTTP
+caller, or the reason the record goes to the dead-letter topic. Sending happens before the
+state is stored, so a crash in between re-decides the same command, which yields the same
+event ids.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from typing import Any
 import structlog
 
 from sla.clock import evaluate, next_wakeup
-from sla.events import Event, EventDecodeError, decode_event, envelope_ids, parse_instant, validate_ticket_id
+from sla.events import (
+    Event,
+    EventDecodeError,
+    decode_event,
+    encode_event,
+    envelope_ids,
+    parse_instant,
+    validate_ticket_id,
+)
 from sla.facts import due_facts
 from sla.policy import Policy, PolicyError
 from sla.ticket import Command, CommandType, DomainError, Ticket, command_event_id, decide, hidden_from
@@ -44,6 +56,19 @@ _LEGACY_STATUS = {201: CREATED, 200: ACCEPTED, 404: "not_found", 409: "conflict"
 
 class CommandDecodeError(ValueError):
     pass
+
+
+# A fact sent by the timer on the commands topic: the event's own bytes, wrapped so that one
+# prefix test tells it from a command (whose sorted keys start with "actor").
+FACT_PREFIX, FACT_SUFFIX = b'{"fact":', b"}"
+
+
+def encode_fact(event: Event) -> bytes:
+    return FACT_PREFIX + encode_event(event) + FACT_SUFFIX
+
+
+def is_fact(data: bytes) -> bool:
+    return data.startswith(FACT_PREFIX)
 
 
 def encode_command(command: Command) -> bytes:
@@ -228,6 +253,25 @@ class TicketProcessor:
             return Step()  # already applied (our own event coming back, or a redelivery)
         state.apply(event)
         return Step(ticket=state)
+
+    def on_fact(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
+        """A fact the timer sent: appended if the ticket still owes it now (an acknowledgement
+        decided between the timer's look and this record makes a breach moot), skipped if it
+        is already applied (a redelivery, or a fact sent twice)."""
+        try:
+            fact = decode_event(data[len(FACT_PREFIX):-len(FACT_SUFFIX)])
+        except EventDecodeError as exc:
+            return Step(dead_letter=f"unreadable fact: {exc}")
+        if key is not None and key != fact.ticket_id.encode():
+            return Step(dead_letter=f"key mismatch: record key {key!r} is not ticket_id {fact.ticket_id!r}")
+        if ticket is None or fact.event_id.int in ticket.event_ids:
+            return Step()
+        if fact.event_id not in {f.event_id for f in self.due(ticket, now)}:
+            log.info("fact no longer due, not appended", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
+                     type=str(fact.type))
+            return Step()
+        ticket.apply(fact)
+        return Step(ticket=ticket, emit=[fact])
 
     def due(self, ticket: Ticket, now: datetime) -> list[Event]:
         """For the timer: SLA facts due now (it sends them; it never writes the table)."""

@@ -13,15 +13,36 @@ from kafka.partitioner.default import murmur2
 from sla.ticket import Ticket, ticket_to_dict, upcast_snapshot
 
 
-@lru_cache(maxsize=256)
-def position_key(topic: str, partition: int, partitions: int) -> bytes:
-    """A positions-table key that Kafka's partitioner maps to ``partition`` itself, so the
-    position is changelogged next to the tickets it describes (whoever writes it)."""
+def _key_on(base: str, partition: int, partitions: int) -> bytes:
+    """A key that Kafka's partitioner maps to ``partition`` itself."""
     for salt in range(100_000):
-        key = f"{topic}:{partition}:{salt}"
+        key = f"{base}:{partition}:{salt}"
         if partition_for(key, partitions) == partition:
             return key.encode()
     raise RuntimeError("no position key found")  # pragma: no cover
+
+
+@lru_cache(maxsize=256)
+def position_key(topic: str, partition: int, partitions: int) -> bytes:
+    """A positions-table key on ``partition``, so the position is changelogged on the
+    partition number of the records it describes (whoever writes it)."""
+    return _key_on(topic, partition, partitions)
+
+
+# '#' is in no ticket id (sla.events.validate_ticket_id): such a key is never a ticket's.
+_NOT_A_TICKET = b"#"
+
+
+@lru_cache(maxsize=256)
+def events_position_key(partition: int, partitions: int) -> bytes:
+    """The ticket-table key of a partition's events position, on that partition's changelog,
+    written after the tickets it covers: Kafka keeps one partition's records in order, so
+    the position never survives a crash that lost a state it covers."""
+    return _key_on("#events-position", partition, partitions)
+
+
+def is_ticket_key(key: bytes) -> bool:
+    return not key.startswith(_NOT_A_TICKET)
 
 
 STALE = object()  # a stored ticket without its wakeup: fold it to find out

@@ -17,7 +17,7 @@ from slaledger.settings import load_policy
 from streams.app import Pipeline, Record
 from streams.deadlines import DeadlineIndex
 from streams.processor import TicketProcessor, encode_command
-from streams.table_values import refusals_of
+from streams.table_values import events_position_key, partition_for, refusals_of
 from streams.topics import COMMANDS, EVENTS, OUTCOMES
 
 FILE = {"kind": "incident", "channel": "phone", "product": "ent", "member": "m-001", "subject": "Panne"}
@@ -25,10 +25,19 @@ TID = "SL-REDELIVER"
 
 
 class Sent(list[tuple[str, bytes]]):
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> asyncio.Future[None]:
+    """A producer that records what is sent and gives each record the next offset of its
+    ticket's partition."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> asyncio.Future[Any]:
         self.append((topic, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        ends = self.ends
+        partition = partition_for(key.decode(), 4) if key else 0
+        offset = ends[(topic, partition)] = ends.get((topic, partition), -1) + 1
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(topic=topic, partition=partition, offset=offset))
         return done
 
     def outcomes(self) -> list[str]:
@@ -44,6 +53,8 @@ def pipeline(sent: Sent) -> Pipeline:
     p.processor, p.index, p.tickets, p.positions, p.filled = TicketProcessor(load_policy()), DeadlineIndex(), {}, {}, {}
     p.settings = SimpleNamespace(partitions=4)  # type: ignore[assignment]
     p.app = SimpleNamespace(producer=sent)  # type: ignore[assignment]
+    for partition in range(4):  # recovered: the events partitions are empty
+        p.tickets[events_position_key(partition, 4)] = {"events_position": 0}
     return p
 
 
@@ -104,3 +115,48 @@ def test_a_fact_due_again_before_it_is_applied_is_sent_byte_for_byte() -> None:
     assert p._first_copy(first, now) is first
     assert encode_event(p._first_copy(later, now + timedelta(seconds=5))) == encode_event(first)
     assert p._first_copy(later, now + timedelta(hours=2)) is later  # long forgotten: derived anew
+
+
+def test_the_timer_s_fact_is_appended_by_the_agent_once_and_only_while_it_is_due() -> None:
+    """One record per command: the timer sends a due fact on the commands topic; the agent
+    appends it (the only writer of the events topic), once, and not at all if the ticket
+    no longer owes it (an acknowledgement decided in between)."""
+    from sla.events import encode_event
+    from streams.processor import encode_fact
+    from tests.conftest import ev, filed
+
+    sent = Sent()
+    p = pipeline(sent)
+    late, acked = TID, "SL-ACK2"
+    assert partition_for(late, 4) == partition_for(acked, 4) == 0
+    long_ago = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)  # a Monday: intake due at 12:00
+    log = [filed(long_ago, ticket_id=late), filed(long_ago, ticket_id=acked)]
+    asyncio.run(p._process([Record(EVENTS, 0, i, e.ticket_id.encode(), encode_event(e)) for i, e in enumerate(log)]))
+    assert p._events_position(0) == 2
+    sent.ends[(EVENTS, 0)] = 1  # the log holds offsets 0 and 1: ours come next
+    now = datetime.now(UTC)
+    facts = p.processor.due(ticket_from_dict(p.tickets[late.encode()]), now)
+    moot = p.processor.due(ticket_from_dict(p.tickets[acked.encode()]), now)
+    assert facts and moot
+    ack = ev(EventType.ACKNOWLEDGED, long_ago, acked)
+    asyncio.run(p._process([Record(EVENTS, 0, 2, acked.encode(), encode_event(ack))]))
+    sent.ends[(EVENTS, 0)] = 2
+
+    sent_by_timer = facts + facts + moot  # each of the late ticket's facts twice (a resend)
+    asyncio.run(p._process([Record(COMMANDS, 0, i, f.ticket_id.encode(), encode_fact(f))
+                            for i, f in enumerate(sent_by_timer)]))
+    appended = [json.loads(v) for t, v in sent if t == EVENTS]
+    assert [a["event_id"] for a in appended] == [str(f.event_id) for f in facts]
+    assert {e.payload["sla"] for e in facts} and all(a["ticket_id"] == late for a in appended)
+    assert p._events_position(0) == 3 + len(facts)  # past the log and our own appends, no hole
+    assert sent.outcomes() == []
+
+
+def test_an_unreadable_fact_is_dead_lettered() -> None:
+    from streams.processor import FACT_PREFIX
+
+    sent = Sent()
+    p = pipeline(sent)
+    asyncio.run(p._process([Record(COMMANDS, 0, 0, TID.encode(), FACT_PREFIX + b'{"event_id":1}}')]))
+    assert [t for t, _ in sent] == ["slaledger.dead-letters"]
+    assert "unreadable fact" in json.loads(sent[0][1])["reason"]
