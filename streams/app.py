@@ -211,6 +211,7 @@ class Pipeline:
         self.events_checked: dict[int, float] = {}
         self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
         self._range_reader: AIOKafkaConsumer | None = None
+        self._ends_reader: AIOKafkaConsumer | None = None
         # Ready once the tables are recovered and the backlog found at start has been read
         # (after a dev-mode restore, the tickets are rebuilt from the events topic).
         self.caught_up_once = False
@@ -287,8 +288,8 @@ class Pipeline:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.key, e.value) for e in batch]
             async with self.lock:
-                for partition in sorted({r.partition for r in records} - self.events_recovered):
-                    await self._recover_events(partition)
+                if {r.partition for r in records} - self.events_recovered:
+                    await self._recover_events({r.partition for r in records} - self.events_recovered)
                 for (topic, partition), first in _first_offsets(records).items():
                     await self._repair_gap(topic, partition, first)
                 await self._process(records)
@@ -387,36 +388,45 @@ class Pipeline:
         else:
             await self._read_events(partition, at or 0, offsets[-1] + 1)
 
-    async def _recover_events(self, partition: int) -> None:
-        """At assignment: apply what the events partition holds past the events position
+    async def _recover_events(self, partitions: set[int]) -> None:
+        """At assignment: apply what each events partition holds past its events position
         (states a crash lost, a restored log) before deciding any command of it."""
-        start = self._events_position(partition) or 0
-        read = await self._read_events(partition, start, await self._events_end(partition))
-        self.events_recovered.add(partition)
-        log.info("events partition recovered", partition=partition, start=start, read=read)
+        ends = await self._events_ends(partitions)
+        for partition in sorted(partitions):
+            start = self._events_position(partition)
+            if start is None or ends[partition] > start or self.settings.embedded:
+                read = await self._read_events(partition, start or 0, self._bound(ends[partition]))
+                log.info("events partition recovered", partition=partition, start=start or 0, read=read)
+            self.events_recovered.add(partition)
 
     async def _check_events_ends(self, partitions: set[int]) -> None:
         """Every STALL_SECONDS, read what another writer appended past the events position."""
         now = asyncio.get_running_loop().time()
-        for partition in sorted(partitions & self.events_recovered):
-            if now - self.events_checked.get(partition, 0.0) < STALL_SECONDS:
-                continue
+        due = {p for p in partitions & self.events_recovered if now - self.events_checked.get(p, 0.0) >= STALL_SECONDS}
+        if not due:
+            return
+        ends = await self._events_ends(due)
+        for partition in sorted(due):
             self.events_checked[partition] = now
-            tp = TopicPartition(EVENTS, partition)
-            reader = await self._reader()
-            end = (await reader.end_offsets([tp]))[tp]
             at = self._events_position(partition) or 0
-            if end > at:
-                read = await self._read_events(partition, at, await self._events_end(partition))
+            if ends[partition] > at:
+                read = await self._read_events(partition, at, self._bound(ends[partition]))
                 log.info("events appended by another writer applied", partition=partition, start=at, read=read)
 
-    async def _events_end(self, partition: int) -> int | None:
-        """The end of an events partition; None on the embedded broker, whose ListOffsets
-        answers the last batch's base + 1 (the read then goes to the fetches' end)."""
-        if self.settings.embedded:
-            return None
-        tp = TopicPartition(EVENTS, partition)
-        return int((await (await self._reader()).end_offsets([tp]))[tp])
+    async def _events_ends(self, partitions: set[int]) -> dict[int, int]:
+        """The end offsets of events partitions, in one request of a consumer that fetches
+        nothing (on the embedded broker, a hint only: see ``_bound``)."""
+        if self._ends_reader is None:
+            self._ends_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                                 enable_auto_commit=False, **aiokafka_options(self.settings))
+            await self._ends_reader.start()
+        found = await self._ends_reader.end_offsets([TopicPartition(EVENTS, p) for p in partitions])
+        return {tp.partition: int(offset) for tp, offset in found.items()}
+
+    def _bound(self, end: int) -> int | None:
+        """Where a read of the events stops: the end offset on Apache Kafka; on the embedded
+        broker, whose ListOffsets answers the last batch's base + 1, the fetches' end."""
+        return None if self.settings.embedded else end
 
     async def _read_events(self, partition: int, start: int, end: int | None) -> int:
         """Apply the events [start, end) of a partition; the position then covers them."""
@@ -528,8 +538,8 @@ class Pipeline:
         active = self.active_partitions()
         self.events_recovered &= active
         async with self.lock:
-            for partition in sorted(active - self.events_recovered):
-                await self._recover_events(partition)
+            if active - self.events_recovered:
+                await self._recover_events(active - self.events_recovered)
             await self._check_events_ends(active)
         if active != self.indexed_partitions:
             self._rebuild_index(active)

@@ -255,9 +255,10 @@ class TicketProcessor:
         return Step(ticket=state)
 
     def on_fact(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
-        """A fact the timer sent: appended if the ticket still owes it now (an acknowledgement
-        decided between the timer's look and this record makes a breach moot), skipped if it
-        is already applied (a redelivery, or a fact sent twice)."""
+        """A fact the timer sent: appended if the ticket, as it stands now, owed it at the
+        fact's own instant (an acknowledgement decided between the timer's look and this
+        record makes a breach moot; a warning that comes after its deadline still stands),
+        skipped if it is already applied (a redelivery, or a fact sent twice)."""
         try:
             fact = decode_event(data[len(FACT_PREFIX):-len(FACT_SUFFIX)])
         except EventDecodeError as exc:
@@ -266,7 +267,7 @@ class TicketProcessor:
             return Step(dead_letter=f"key mismatch: record key {key!r} is not ticket_id {fact.ticket_id!r}")
         if ticket is None or fact.event_id.int in ticket.event_ids:
             return Step()
-        if fact.event_id not in {f.event_id for f in self.due(ticket, now)}:
+        if fact.event_id not in {f.event_id for f in self.due(ticket, fact.recorded_at)}:
             log.info("fact no longer due, not appended", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
                      type=str(fact.type))
             return Step()
