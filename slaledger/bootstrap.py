@@ -89,7 +89,7 @@ class SqlArchive:
         return text.encode(), result.ok
 
 
-def build_worker(settings: Settings) -> Pipeline:
+def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | None = None) -> Pipeline:
     """The worker with its API, web pages and (``settings.demo``) demo feeder attached.
     Raises ValueError on settings that cannot work together."""
     policy = settings.policy()
@@ -97,7 +97,7 @@ def build_worker(settings: Settings) -> Pipeline:
     if settings.auth and engine is None:
         raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
                          "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
-    pipeline = Pipeline(settings, policy)
+    pipeline = Pipeline(settings, policy, on_recovery_stalled)
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy,
                   auth=TokenStore(engine) if settings.auth and engine is not None else None,

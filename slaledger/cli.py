@@ -277,6 +277,15 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restart_process() -> None:
+    """A worker whose table recovery stalled starts again, as a fresh process with the same
+    arguments and pid (what a crash and a supervisor's restart would do, without waiting
+    for either): the group, the changelog and the stores all tolerate a stop at any point."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def _run_worker(settings: Settings) -> int:
     import faust
 
@@ -293,7 +302,7 @@ def _run_worker(settings: Settings) -> int:
     _reach_broker(settings)
     structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
     try:
-        pipeline = build_worker(settings)
+        pipeline = build_worker(settings, on_recovery_stalled=_restart_process)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,

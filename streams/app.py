@@ -34,7 +34,7 @@ import base64
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +85,12 @@ FACT_MEMORY = timedelta(hours=1)
 # is ahead is read directly (gap repair); as often, the end of each events partition is
 # compared with what the agent appended (another writer: recovery).
 STALL_SECONDS = 3.0
+# Faust's table recovery can wait forever for changelog records that never come (seen on a
+# fresh Apache Kafka after a rebalance during recovery: "No event received for active tp
+# ... since recovery start"). Recovery that has not moved for this long is reported, and
+# the worker restarted when its entry point says how (``on_recovery_stalled``).
+RECOVERY_STALL_SECONDS = 60.0
+RECOVERY_POLL_SECONDS = 5.0
 BATCH_SIZE = 500
 BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
 
@@ -157,8 +163,10 @@ class Pipeline:
     ``load`` a ticket of this worker's partitions, ``submit`` a command and await its
     outcome, ``local_tickets`` and ``status`` for readiness."""
 
-    def __init__(self, settings: WorkerSettings, policy: Policy) -> None:
+    def __init__(self, settings: WorkerSettings, policy: Policy,
+                 on_recovery_stalled: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        self.on_recovery_stalled = on_recovery_stalled
         self.policy = policy
         if settings.embedded:
             patch_faust_highwaters(settings.bootstrap)
@@ -225,6 +233,7 @@ class Pipeline:
         app.on_partitions_revoked.connect(self._forget_revoked)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
+        app.task(self._watch_recovery)
 
     # --- what the edge uses -------------------------------------------------------------
     def load(self, ticket_id: str) -> Ticket | None:
@@ -282,6 +291,26 @@ class Pipeline:
     def _forget_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """A partition may come back after another worker appended to it: recover it again."""
         self.events_recovered -= {tp.partition for tp in revoked if tp.topic == COMMANDS}
+
+    async def _watch_recovery(self) -> None:
+        """Report a table recovery that stopped moving, and hand over to the entry point."""
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        seen, since = None, loop.time()
+        while True:
+            await asyncio.sleep(RECOVERY_POLL_SECONDS)
+            state = (bool(recovery.in_recovery), sum(recovery.active_offsets.values()), self.app.rebalancing)
+            if self.recovered or not recovery.in_recovery or state != seen:
+                seen, since = state, loop.time()
+                continue
+            if loop.time() - since >= RECOVERY_STALL_SECONDS:
+                log.error("table recovery stalled", seconds=round(loop.time() - since),
+                          behind={f"{tp.topic}:{tp.partition}": [recovery.active_offsets.get(tp), high]
+                                  for tp, high in recovery.active_highwaters.items()},
+                          restarting=self.on_recovery_stalled is not None)
+                if self.on_recovery_stalled is not None:
+                    self.on_recovery_stalled()
+                since = loop.time()
 
     # --- the agent -----------------------------------------------------------------------
     async def _ticket_agent(self, stream: Any) -> None:
