@@ -1,6 +1,6 @@
 """The ceiling Faust itself sets on this machine: a Faust agent that does nothing with the
-records it is given, batched as the ticket agent is (``take_events``), on the same topics
-and with the same broker settings. Run by ``pipeline_bench.py`` in the same run as the
+records it is given, batched as the ticket agent is (``take_events``), on the same topic
+(the commands) and with the same broker settings. Run by ``pipeline_bench.py`` in the same run as the
 worker, so the worker's rate can be read against it. Writes ``RATE CPU`` to DATADIR/figure
 (Faust redirects standard output to its log).
 
@@ -25,7 +25,7 @@ from faust.worker import Worker
 
 from streams.app import BATCH_SIZE, BATCH_WITHIN
 from streams.embedded import patch_faust_fetch_wait, patch_faust_highwaters
-from streams.topics import COMMANDS, EVENTS
+from streams.topics import COMMANDS
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
                     web_enabled=False, topic_partitions=4, topic_allow_declare=False,
                     broker_session_timeout=4, broker_heartbeat_interval=0.5, broker_rebalance_timeout=2,
                     broker_commit_interval=1, processing_guarantee="at_least_once")
-    source = app.topic(COMMANDS, EVENTS, partitions=4, key_serializer="raw", value_serializer="raw")
+    source = app.topic(COMMANDS, partitions=4, key_serializer="raw", value_serializer="raw")
     seen = {"records": 0, "t0": 0.0, "cpu0": 0.0}
 
     @app.agent(source, name="noop_agent")

@@ -1,14 +1,16 @@
 """Pipeline benchmarks on both brokers, in one run: the embedded Tansu and a single-node
 Apache Kafka (KRaft, from infra/kafka/pom.xml). Prints its figures; no assertions.
 
-1. Throughput of one worker through the full path (decode, state machine, fold, events,
+1. Throughput of the worker through the full path (decode, state machine, fold, events,
    table), next to a raw aiokafka consumer reading the same commands and to a Faust agent
    that does nothing with the same records (``faust_floor.py``: Faust's own ceiling), in
-   the same run. The worker reads two records per command: the command and, back from
-   the events topic it shares with the timer and other writers, the event it appended.
+   the same run. The worker reads one record per command (it never reads back the events
+   it appends). ``--workers 1,2``: the same load on one worker, then on two sharing the
+   four partitions (each on a fresh broker).
 2. Breach delay after the deadline over N tickets with staggered tiny SLAs: p50/p99.
 
     .venv/bin/python bench/pipeline_bench.py [--tickets 20000] [--breach-tickets 1000] [--brokers tansu,kafka]
+                                             [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -81,58 +83,81 @@ async def raw_read(bootstrap: str, topic: str, total: int) -> float:
         await consumer.stop()
 
 
-def throughput(n: int, kind: str) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker:
-        print(f"== {kind}: throughput", flush=True)
-        kafka = producer(broker.bootstrap, embedded=broker.embedded)
-        t0 = time.perf_counter()
-        for i in range(n):
-            tid = f"B-{i:07d}"
-            for command_type, payload in ((CommandType.FILE, FILE), (CommandType.ACKNOWLEDGE, {})):
-                command = Command(command_type, tid, "bench", payload, command_id=uuid.uuid4())
-                kafka.send(COMMANDS, key=tid.encode(), value=encode_command(command))
-        kafka.flush()
-        produce_rate = 2 * n / (time.perf_counter() - t0)
-        raw_rate = asyncio.run(raw_read(broker.bootstrap, COMMANDS, 2 * n))
+def produce_commands(broker: Broker, n: int) -> float:
+    """A filing and an acknowledgement for each of n tickets; the rate they were produced."""
+    kafka = producer(broker.bootstrap, embedded=broker.embedded)
+    t0 = time.perf_counter()
+    for i in range(n):
+        tid = f"B-{i:07d}"
+        for command_type, payload in ((CommandType.FILE, FILE), (CommandType.ACKNOWLEDGE, {})):
+            command = Command(command_type, tid, "bench", payload, command_id=uuid.uuid4())
+            kafka.send(COMMANDS, key=tid.encode(), value=encode_command(command))
+    kafka.flush()
+    return 2 * n / (time.perf_counter() - t0)
 
-        proc, _ = start_worker(broker, Path(tmp))
-        try:
-            started = cpu_started = None
-            while True:
+
+def run_workers(broker: Broker, workdir: Path, count: int, total: int) -> tuple[float, float]:
+    """Start ``count`` workers on a backlog of ``total`` commands; (elapsed seconds from the
+    first event to the last, CPU of all workers in cores)."""
+    procs = [start_worker(broker, workdir / f"w{i}")[0] for i in range(count)]
+    try:
+        started, cpu_started = None, 0.0
+        while True:
+            for proc in procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"worker exited with {proc.returncode}: see {tmp}/worker.log")
-                done = end_offsets_total(broker.bootstrap, EVENTS)
-                if done and started is None:
-                    started, cpu_started = time.perf_counter(), cpu_seconds(proc.pid)
-                if done >= 2 * n:
-                    break
-                time.sleep(0.5)
-            assert started is not None
-            elapsed = time.perf_counter() - started
-            worker_cpu = (cpu_seconds(proc.pid) - cpu_started) / elapsed
-        finally:
+                    raise RuntimeError(f"worker exited with {proc.returncode}: see {workdir}/w*/worker.log")
+            done = end_offsets_total(broker.bootstrap, EVENTS)
+            if done and started is None:
+                started, cpu_started = time.perf_counter(), sum(cpu_seconds(p.pid) for p in procs)
+            if done >= total:
+                break
+            time.sleep(0.2)
+        assert started is not None
+        elapsed = time.perf_counter() - started
+        return elapsed, (sum(cpu_seconds(p.pid) for p in procs) - cpu_started) / elapsed
+    finally:
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             proc.wait(timeout=60)
-        floor_dir = Path(tmp) / "floor"
-        floor = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_floor.py")), broker.bootstrap,
-                                str(4 * n), str(floor_dir), "embedded" if broker.embedded else "kafka"],
-                               capture_output=True, text=True, timeout=600)
-        if not (floor_dir / "figure").exists():
-            raise RuntimeError(f"faust_floor.py gave no figure: {floor.stderr[-2000:]}")
-        floor_rate, floor_cpu = (float(x) for x in (floor_dir / "figure").read_text().split())
-        rate = 2 * n / elapsed
-        batching = "one record per batch (Tansu workaround)" if broker.embedded else "default batching"
-        print(f"commands produced (kafka-python, acks=all, idempotent, {batching}): {produce_rate:,.0f}/s")
-        print(f"raw aiokafka consumer, same {2 * n:,} commands: {raw_rate:,.0f} records/s")
-        print(f"worker, full path: {rate:,.0f} commands/s ({2 * n:,} commands -> {2 * n:,} events, "
-              f"{4 * n:,} records consumed incl. its own events) in {elapsed:.1f} s")
-        print(f"  worker CPU {worker_cpu:.0%} of one core; records consumed {2 * rate:,.0f}/s")
-        print(f"Faust agent doing nothing, same {4 * n:,} records: {floor_rate:,.0f} records/s "
-              f"(CPU {floor_cpu:.0%}) = at most {floor_rate / 2:,.0f} commands/s at two records a command")
-        print(f"ratio worker / raw consumer: {rate / raw_rate:.3f}; worker records / Faust floor: "
-              f"{2 * rate / floor_rate:.3f}", flush=True)
-        return {"produced": produce_rate, "raw": raw_rate, "worker": rate, "cpu": worker_cpu, "floor": floor_rate,
-                "floor_ratio": 2 * rate / floor_rate}
+
+
+def throughput(n: int, kind: str, workers: list[int]) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for count in workers:
+        with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker:
+            print(f"== {kind}: throughput, {count} worker(s)", flush=True)
+            produce_rate = produce_commands(broker, n)
+            for i in range(count):
+                (Path(tmp) / f"w{i}").mkdir()
+            elapsed, cpu = run_workers(broker, Path(tmp), count, 2 * n)
+            rate = 2 * n / elapsed
+            print(f"{count} worker(s), full path: {rate:,.0f} commands/s ({2 * n:,} commands -> {2 * n:,} events, "
+                  f"one record read per command) in {elapsed:.1f} s; CPU {cpu:.0%} of one core", flush=True)
+            figures[f"worker{count}"], figures[f"cpu{count}"] = rate, cpu
+            if count != workers[0]:
+                continue
+            raw_rate = asyncio.run(raw_read(broker.bootstrap, COMMANDS, 2 * n))
+            floor_dir = Path(tmp) / "floor"
+            floor = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_floor.py")), broker.bootstrap,
+                                    str(2 * n), str(floor_dir), "embedded" if broker.embedded else "kafka"],
+                                   capture_output=True, text=True, timeout=600)
+            if not (floor_dir / "figure").exists():
+                raise RuntimeError(f"faust_floor.py gave no figure: {floor.stderr[-2000:]}")
+            floor_rate, floor_cpu = (float(x) for x in (floor_dir / "figure").read_text().split())
+            batching = "one record per batch (Tansu workaround)" if broker.embedded else "default batching"
+            print(f"commands produced (kafka-python, acks=all, idempotent, {batching}): {produce_rate:,.0f}/s")
+            print(f"raw aiokafka consumer, same {2 * n:,} commands: {raw_rate:,.0f} records/s")
+            print(f"Faust agent doing nothing, same {2 * n:,} records: {floor_rate:,.0f} records/s "
+                  f"(CPU {floor_cpu:.0%})")
+            print(f"ratio worker / raw consumer: {rate / raw_rate:.3f}; worker / Faust floor: "
+                  f"{rate / floor_rate:.3f}", flush=True)
+            figures.update(produced=produce_rate, raw=raw_rate, floor=floor_rate, floor_ratio=rate / floor_rate)
+    if len(workers) > 1:
+        one, more = workers[0], workers[-1]
+        print(f"{more} workers / {one}: {figures[f'worker{more}'] / figures[f'worker{one}']:.2f} "
+              f"(this machine has {os.cpu_count()} cores, shared with the broker)", flush=True)
+    return figures
 
 
 def breach_delay(n: int, kind: str, sla_seconds: float = 5.0) -> dict[str, float]:
@@ -181,18 +206,23 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=20_000)
     parser.add_argument("--breach-tickets", type=int, default=1_000)
     parser.add_argument("--brokers", default="tansu,kafka", help="comma-separated: tansu, kafka")
+    parser.add_argument("--workers", default="1", help="comma-separated worker counts, e.g. 1,2")
     args = parser.parse_args()
     kinds = args.brokers.split(",")
-    figures = {kind: {**throughput(args.tickets, kind), **breach_delay(args.breach_tickets, kind)} for kind in kinds}
-    print("\n| broker | produced cmd/s | raw aiokafka rec/s | Faust no-op floor rec/s | worker cmd/s (CPU) "
-          "| worker rec / floor | breach delay p50 / p99 |")
-    print("|---|---|---|---|---|---|---|")
+    workers = [int(w) for w in args.workers.split(",")]
+    figures = {kind: {**throughput(args.tickets, kind, workers), **breach_delay(args.breach_tickets, kind)}
+               for kind in kinds}
+    print("\n| broker | produced cmd/s | raw aiokafka rec/s | Faust no-op floor rec/s | "
+          + " | ".join(f"{w} worker(s) cmd/s (CPU)" for w in workers) + " | worker / floor | breach p50 / p99 |")
+    print("|---" * (6 + len(workers)) + "|")
     for kind, f in figures.items():
-        print(f"| {kind} | {f['produced']:,.0f} | {f['raw']:,.0f} | {f['floor']:,.0f} | {f['worker']:,.0f} "
-              f"({f['cpu']:.0%}) | {f['floor_ratio']:.3f} | {f['p50']:.3f} s / {f['p99']:.3f} s |")
+        counts = " | ".join(f"{f[f'worker{w}']:,.0f} ({f[f'cpu{w}']:.0%})" for w in workers)
+        print(f"| {kind} | {f['produced']:,.0f} | {f['raw']:,.0f} | {f['floor']:,.0f} | {counts} "
+              f"| {f['floor_ratio']:.3f} | {f['p50']:.3f} s / {f['p99']:.3f} s |")
     if len(kinds) == 2:
         a, b = (figures[k] for k in kinds)
-        print(f"ratios {kinds[1]} / {kinds[0]}: worker {b['worker'] / a['worker']:.2f}, raw consumer "
+        w = workers[0]
+        print(f"ratios {kinds[1]} / {kinds[0]}: worker {b[f'worker{w}'] / a[f'worker{w}']:.2f}, raw consumer "
               f"{b['raw'] / a['raw']:.2f}, Faust floor {b['floor'] / a['floor']:.2f}")
 
 
