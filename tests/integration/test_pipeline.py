@@ -210,3 +210,31 @@ def test_a_request_retried_with_its_idempotency_key_is_applied_once(
     status, answer = api("POST", f"{worker.url}/api/tickets", {**FILE, "received_at": "0001-01-01T00:00:00+05:00"})
     assert status == 422 and answer["field"] == "received_at", answer
     assert len(events_of(broker)) == before
+
+
+def test_one_record_per_command_and_events_from_another_writer_are_applied(
+        broker: Broker, workers: list[Worker], tmp_path: Path) -> None:
+    """The agent reads only the commands topic: each command is one record read and its
+    events are never read back; an event another writer appends to the events topic (a
+    restore) is applied by the worker all the same, and the ticket then takes commands."""
+    from sla.events import EventType, encode_event, new_event
+
+    worker = Worker(broker, tmp_path)
+    workers.append(worker.start())
+    status, body = api("POST", f"{worker.url}/api/tickets", FILE)
+    assert status == 201, body
+    filed_at = datetime.now(UTC) - timedelta(minutes=5)
+    restored = new_event(EventType.TICKET_FILED, "SL-RESTORED-1", occurred_at=filed_at, recorded_at=filed_at,
+                         actor="restore", payload={**FILE, "subject": "Restauré"})
+    kafka = producer(broker.bootstrap, embedded=broker.embedded)
+    kafka.send(EVENTS, key=b"SL-RESTORED-1", value=encode_event(restored)).get(timeout=10)
+    kafka.close()
+
+    def seen() -> bool:
+        status, _ = api("GET", f"{worker.url}/api/tickets/SL-RESTORED-1")
+        return status == 200
+
+    wait_for(seen, timeout=20, what="the restored ticket in the worker")
+    status, body = api("POST", f"{worker.url}/api/tickets/SL-RESTORED-1/acknowledge", {})
+    assert status == 200 and body["ticket"]["status"] == "in_progress", body
+    assert [e.type.value for e in events_of(broker, "SL-RESTORED-1")] == ["ticket_filed", "acknowledged"]
