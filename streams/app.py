@@ -89,7 +89,7 @@ STALL_SECONDS = 3.0
 # fresh Apache Kafka after a rebalance during recovery: "No event received for active tp
 # ... since recovery start"). Recovery that has not moved for this long is reported, and
 # the worker restarted when its entry point says how (``on_recovery_stalled``).
-RECOVERY_STALL_SECONDS = 60.0
+RECOVERY_STALL_SECONDS = 45.0
 RECOVERY_POLL_SECONDS = 5.0
 BATCH_SIZE = 500
 BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
