@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from sla.events import EventDecodeError, format_instant, parse_instant
 from sla.policy import Policy
-from streams.topics import EVENTS, TREE_HEAD_KEY, TREE_HEAD_SCHEMA
+from streams.topics import TREE_HEAD_KEY, TREE_HEAD_SCHEMA, TREE_HEADS
 
 from . import tree
 from .models import HEADS
@@ -268,7 +268,7 @@ def list_heads(engine: Engine) -> list[SignedHead]:
 @dataclass
 class HeadSigner:
     """The projector's schedule: a head when ``interval`` passed since the last one and the
-    tree grew, and at least daily; every stored head not yet published goes on the events
+    tree grew, and at least daily; every stored head not yet published goes on the tree-heads
     topic under ``TREE_HEAD_KEY`` (heads signed on demand by ``slaledger audit sign-head``
     or by a dispute file too)."""
 
@@ -304,7 +304,7 @@ class HeadSigner:
 
             self._producer = producer(self.bootstrap, embedded=self.embedded)
         for head in pending:
-            self._producer.send(EVENTS, key=TREE_HEAD_KEY, value=canonical(head.to_dict()))
+            self._producer.send(TREE_HEADS, key=TREE_HEAD_KEY, value=canonical(head.to_dict()))
         self._producer.flush()
         with engine.begin() as conn:
             conn.execute(update(HEADS).where(HEADS.c.head_id.in_([h.head_id for h in pending]))

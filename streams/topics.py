@@ -46,6 +46,7 @@ def topic_specs(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(OUTCOMES, partitions, {"cleanup.policy": "delete", "retention.ms": str(3_600_000)},
                   "command outcomes for the HTTP caller waiting on them, keyed by command id"),
         TopicSpec(DEAD_LETTERS, 1, _forever(), "records that could not be read: record, reason, origin offset"),
+        TopicSpec(TREE_HEADS, 1, _forever(), "the archive's signed tree heads, published by the projector"),
         TopicSpec(f"{APP_ID}-{TICKET_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
                   "changelog of the Faust ticket table"),
         TopicSpec(f"{APP_ID}-{POSITION_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
@@ -58,9 +59,11 @@ COMMANDS = "slaledger.ticket-commands"
 EVENTS = "slaledger.ticket-events"
 OUTCOMES = "slaledger.command-outcomes"
 DEAD_LETTERS = "slaledger.dead-letters"
-# The events topic also carries the archive's signed tree heads (projections.heads) under
-# this key, which no ticket id can take (a ticket id starts with a letter or digit). Every
-# reader of the topic skips them before its strict ticket-event decoder.
+# The archive's signed tree heads (projections.heads) have their own topic: the events
+# topic is written by the ticket agent only. Heads are keyed by this key, which no ticket id
+# can take (a ticket id starts with a letter or digit); logs written before 2026-12-04 carry
+# them on the events topic, so every reader of that topic still skips the key.
+TREE_HEADS = "slaledger.tree-heads"
 TREE_HEAD_KEY = b"__tree_head__"
 TREE_HEAD_SCHEMA = "slaledger.tree-head/1"
 

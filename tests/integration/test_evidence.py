@@ -27,7 +27,7 @@ from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.kafka_tools import read_topic
 from streams.processor import TicketProcessor
-from streams.topics import EVENTS, TREE_HEAD_KEY
+from streams.topics import EVENTS, TREE_HEAD_KEY, TREE_HEADS
 from tests.integration.conftest import BROKERS, Broker, running_broker
 from tests.integration.test_audit import dispute_log
 from tests.integration.test_projector import publish
@@ -67,7 +67,8 @@ def test_heads_are_signed_published_and_skipped_by_every_reader(signed: tuple[Br
     assert head.verify(public)
     assert head.policy_versions[0]["id"] == "convention-2026.1"
     assert head_at(engine, head.timestamp) == head and head_at(engine, head.timestamp - timedelta(seconds=1)) is None
-    published = [r for r in read_topic(broker.bootstrap, EVENTS) if r.key == TREE_HEAD_KEY]
+    published = [r for r in read_topic(broker.bootstrap, TREE_HEADS) if r.key == TREE_HEAD_KEY]
+    assert not [r for r in read_topic(broker.bootstrap, EVENTS) if r.key == TREE_HEAD_KEY]  # the agent's alone
     assert len(published) == 1 and json.loads(published[0].value) == head.to_dict()
     # the projector reads its own head back: not archived, not dead-lettered, checkpointed
     run_projector(engine, broker.bootstrap, load_policy(), follow=False)
