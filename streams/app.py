@@ -218,7 +218,7 @@ class Pipeline:
         self.events_recovered: set[int] = set()
         self.events_checked: dict[int, float] = {}
         self.stalled_since: dict[tuple[str, int], tuple[int, float]] = {}
-        self._range_reader: AIOKafkaConsumer | None = None
+        self._readers: dict[str, AIOKafkaConsumer] = {}  # by topic: a gap repair's append may read the events
         self._ends_reader: AIOKafkaConsumer | None = None
         # Ready once the tables are recovered and the backlog found at start has been read
         # (after a dev-mode restore, the tickets are rebuilt from the events topic).
@@ -424,7 +424,10 @@ class Pipeline:
         for partition in sorted(partitions):
             start = self._events_position(partition)
             if start is None or ends[partition] > start or self.settings.embedded:
-                read = await self._read_events(partition, start or 0, self._bound(ends[partition]))
+                read, complete = await self._read_events(partition, start or 0, self._bound(ends[partition]))
+                if not complete:  # the broker stopped answering: commands wait, the next tick goes on
+                    log.warning("events partition not recovered yet", partition=partition, read=read)
+                    continue
                 log.info("events partition recovered", partition=partition, start=start or 0, read=read)
             self.events_recovered.add(partition)
 
@@ -439,7 +442,7 @@ class Pipeline:
             self.events_checked[partition] = now
             at = self._events_position(partition) or 0
             if ends[partition] > at:
-                read = await self._read_events(partition, at, self._bound(ends[partition]))
+                read, _ = await self._read_events(partition, at, self._bound(ends[partition]))
                 log.info("events appended by another writer applied", partition=partition, start=at, read=read)
 
     async def _events_ends(self, partitions: set[int]) -> dict[int, int]:
@@ -457,15 +460,18 @@ class Pipeline:
         broker, whose ListOffsets answers the last batch's base + 1, the fetches' end."""
         return None if self.settings.embedded else end
 
-    async def _read_events(self, partition: int, start: int, end: int | None) -> int:
-        """Apply the events [start, end) of a partition; the position then covers them."""
+    async def _read_events(self, partition: int, start: int, end: int | None) -> tuple[int, bool]:
+        """Apply the events [start, end) of a partition; the position then covers what was
+        read. (records read, whether the read reached ``end`` or the partition's end)."""
         read = 0
         async for records in self._records(EVENTS, partition, start, end):
             await self._process(records)
             read += len(records)
-        reached = await (await self._reader()).position(TopicPartition(EVENTS, partition))
+        reader, tp = await self._reader(EVENTS), TopicPartition(EVENTS, partition)
+        reached = await reader.position(tp)
         self._set_events_position(partition, min(reached, end) if end is not None else reached)
-        return read
+        high = end if end is not None else reader.highwater(tp)
+        return read, high is not None and reached >= high
 
     # --- reading a range directly (gap repair, recovery) ------------------------------------
     async def _repair_gap(self, topic: str, partition: int, upto: int) -> None:
@@ -481,18 +487,19 @@ class Pipeline:
         async for records in self._records(topic, partition, expected, upto):
             await self._process(records)
 
-    async def _reader(self) -> AIOKafkaConsumer:
-        if self._range_reader is None:
-            self._range_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                                  enable_auto_commit=False, **aiokafka_options(self.settings),
-                                                  fetch_max_wait_ms=50 if self.settings.embedded else 500)
-            await self._range_reader.start()
-        return self._range_reader
+    async def _reader(self, topic: str) -> AIOKafkaConsumer:
+        if topic not in self._readers:
+            reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                      enable_auto_commit=False, **aiokafka_options(self.settings),
+                                      fetch_max_wait_ms=50 if self.settings.embedded else 500)
+            await reader.start()
+            self._readers[topic] = reader
+        return self._readers[topic]
 
     async def _records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
         """Records [start, end) of a partition in batches, read directly; ``end`` None: to the
         end the fetches report. Gives up after 30 s without progress."""
-        reader = await self._reader()
+        reader = await self._reader(topic)
         tp = TopicPartition(topic, partition)
         reader.assign([tp])
         reader.seek(tp, start)
