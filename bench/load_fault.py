@@ -218,7 +218,6 @@ class Client:
 
     async def call(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
         """One request; retried (on the other worker too) only while nothing can have been sent."""
-        give_up = self.stop_at + 30
         headers = {**self.headers, "Idempotency-Key": key} if key else self.headers
         while True:
             url = self.urls[self.home]
@@ -236,7 +235,7 @@ class Client:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # cut mid-request (a stale keep-alive connection to a killed worker included)
                 raise Unanswered(str(exc)) from None
-            if time.monotonic() > give_up:
+            if time.monotonic() > self.stop_at + 30:  # (the end moves while faults are injected)
                 raise Unanswered("no worker accepted the connection")
             self.tally.resent += 1
             self.home = (self.home + 1) % len(self.urls)
@@ -461,6 +460,14 @@ async def inject_broker_faults(rig: Rig, t0: float, seconds: float, delay: float
         faults.append(Fault(at, what, delay, round(recovered - started, 1)))
 
 
+def hold_on(clients: list[Client], stop_at: float) -> None:
+    """The faults are over (a restart can push the last one past the planned end): the load
+    stops at the planned end, or 5 s after the last recovery, so every fault hits a working
+    pipeline and the pipeline is seen working after it."""
+    for client in clients:
+        client.stop_at = max(stop_at, time.monotonic() + 5)
+
+
 async def inject(rig: Rig, session: aiohttp.ClientSession, t0: float, seconds: float, delay: float,
                  faults: list[Fault]) -> None:
     """SIGKILL, wait, restart: a worker at M/3 and the projector at 2M/3 (dev modes: the dev
@@ -646,7 +653,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             urls = [w.url for w in rig.workers if w.url]
             clients = [Client(i, urls, rig.token, session, tally, t0, stop_at, args.sla_seconds, args.seed)
                        for i in range(args.clients)]
+            for client in clients:  # the load goes on until every fault has been injected and recovered
+                client.stop_at = float("inf")
             injector = asyncio.create_task(inject(rig, session, t0, args.seconds, args.restart_delay, faults))
+            injector.add_done_callback(lambda _: hold_on(clients, stop_at))
             await asyncio.gather(*(c.run() for c in clients))
             elapsed = time.monotonic() - t0
             await injector
@@ -682,8 +692,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["ok"] = (report["lost"] == 0 and report["duplicates"] == 0 and report["verify_archive_count"] == 0
                     and report["verify_kafka_count"] == 0 and report["state_differs"] == 0
                     and report["missed_sla_facts"] == 0 and report["applied_unanswered"] <= report["not_answered"]
-                    and len(faults) == (3 if args.mode == "kafka-ha" else 2)
-                    and all(f.at < args.seconds for f in faults))
+                    and len(faults) == (3 if args.mode == "kafka-ha" else 2))
     return report
 
 
