@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import time
@@ -151,8 +152,13 @@ def test_malformed_records_go_to_dead_letters(broker: Broker, workers: list[Work
     def letters() -> list[dict]:
         return [json.loads(r.value) for r in read_topic(broker.bootstrap, DEAD_LETTERS)]
 
-    found = wait_for(lambda: [d for d in letters() if d["origin"]["topic"] == EVENTS and len(letters()) >= 3],
-                     timeout=15, what="dead letters")
+    keys = {base64.b64encode(key).decode() for key, _ in bad}
+
+    def ours() -> list[dict]:
+        found = [d for d in letters() if d["origin"]["topic"] == EVENTS and d["key"] in keys]
+        return found if len(found) == len(bad) else []
+
+    found = wait_for(ours, timeout=15, what="dead letters")
     reasons = " | ".join(d["reason"] for d in found)
     assert "not valid JSON" in reasons and "missing field(s)" in reasons
     assert all(isinstance(d["origin"]["offset"], int) for d in found)
