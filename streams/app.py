@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
@@ -379,8 +380,10 @@ class Pipeline:
             wakeup = self.processor.wakeup(ticket, now)  # once per ticket and batch
             self.tickets[tid.encode()] = stored(ticket, wakeup, refused[tid])
             self.index.schedule(partition, tid, wakeup)
-        for event in emit:
-            log.debug("event appended", ticket_id=event.ticket_id, event_id=str(event.event_id), type=str(event.type))
+        if emit and log.is_enabled_for(logging.DEBUG):  # (its arguments cost 3 % of a command)
+            for event in emit:
+                log.debug("event appended", ticket_id=event.ticket_id, event_id=str(event.event_id),
+                          type=str(event.type))
         for outcome in outcomes:
             await self.app.producer.send(OUTCOMES, outcome.command_id.encode(), outcome.encode(), None, None, None)
         for (topic, partition), last in _last_offsets(records).items():
@@ -415,6 +418,8 @@ class Pipeline:
         if at == offsets[0] and offsets[-1] - offsets[0] + 1 == len(offsets):
             self._set_events_position(partition, offsets[-1] + 1)
         else:
+            log.info("records of another writer among ours, read", partition=partition, position=at,
+                     first=offsets[0], last=offsets[-1], appended=len(offsets))
             await self._read_events(partition, at or 0, offsets[-1] + 1)
 
     async def _recover_events(self, partitions: set[int]) -> None:
