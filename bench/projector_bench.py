@@ -1,0 +1,278 @@
+"""The SQL projector on both brokers, in one run (#20): the embedded Tansu and a single-node
+Apache Kafka (KRaft, from infra/kafka/pom.xml). Prints its figures; no assertions.
+
+1. Throughput: N events (tickets filed then acknowledged, envelopes decided by
+   ``sla.ticket.decide`` as the worker decides them) already on the events topic, drained
+   into a fresh PostgreSQL database by ``run_projector`` exactly as ``slaledger project``
+   calls it (archive, hash chain, Merkle tree, signed tree heads with an operator key made
+   for the run; ``follow=False``: it stops at the end of the topic). Next to it, in the same
+   run, a raw kafka-python consumer (the projector's client, same batch size) reads the same
+   records: the ratio is what projecting costs over reading.
+2. Freshness: a worker (``slaledger worker``, store memory://, auth off) and a projector
+   (``slaledger project`` with its /metrics) running on the topic; M tickets are filed
+   through the worker's HTTP API, one at a time at a steady pace. For each, the time from
+   the HTTP answer (201: the command accepted, its event written) until its row is in the
+   ``tickets`` table (polled every 5 ms) and until a /metrics scrape counts it among
+   ``slaledger_open_tickets`` (scraped every 5 ms, timed at the scrape's answer): p50/p99.
+   A ticket is sent at its slot, or once the previous one is seen by both if that is later
+   (so the gauge's step is its own), after 5 unmeasured ones.
+
+Reading the figures: 2 cores shared with whatever else runs, so they are noisy (ratios are
+taken within one run). On Tansu a record arriving while the projector's fetch is parked
+waits for it: kafka-python waits up to 500 ms, Tansu 0.6 answers an empty fetch after about
+half of it (``streams.embedded.patch_faust_fetch_wait``), up to ~0.25 s more.
+
+    .venv/bin/python bench/projector_bench.py [--events 50000] [--commands 300] [--rate 2] [--brokers tansu,kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, create_engine, func, select, text
+
+from projections import tree
+from projections.migrate import create_schema
+from projections.models import ARCHIVE
+from projections.projector import run_projector
+from sla.events import encode_event  # as the worker writes them
+from sla.ticket import Command, CommandType, decide, fold
+from slaledger.bootstrap import engine_for, head_signer
+from slaledger.logs import configure_logging
+from slaledger.settings import Settings
+from streams.embedded import free_port
+from streams.kafka_broker import running_broker
+from streams.kafka_tools import partitions_of, producer
+from streams.topics import EVENTS
+
+FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}
+
+
+def envelopes(n: int) -> list[tuple[bytes, bytes]]:
+    """n event records (key, value): tickets filed, then acknowledged an hour later."""
+    base, out = datetime(2026, 1, 5, 8, 0, tzinfo=UTC), []
+    for i in range(0, n, 2):
+        tid, at = f"P-{i // 2:08d}", base + timedelta(minutes=i)
+        payload = {**FILE, "member": f"m-{i % 300:03d}"}
+        filed = decide(None, Command(CommandType.FILE, tid, "bench", payload), at)
+        acked = decide(fold(filed, tid), Command(CommandType.ACKNOWLEDGE, tid, "bench"), at + timedelta(hours=1))
+        out += [(tid.encode(), encode_event(e)) for e in filed + acked]
+    return out[:n]
+
+
+def raw_read(bootstrap: str, n: int) -> float:
+    """records/s of a bare kafka-python consumer reading the first n records of the topic."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             max_poll_records=2000)
+    tps = partitions_of(consumer, EVENTS)
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    seen, t0 = 0, time.perf_counter()
+    while seen < n:
+        seen += sum(len(v) for v in consumer.poll(timeout_ms=200, max_records=2000).values())
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    return seen / elapsed
+
+
+@contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    name = f"projector_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server + "postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def signing_key(workdir: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "slaledger.cli", "keys", "create", "--out", str(workdir / "keys")],
+                   check=True, capture_output=True)
+    return workdir / "keys" / "signing-key"
+
+
+def throughput(kind: str, n: int, server: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
+            fresh_database(server) as url:
+        print(f"== {kind}: projector throughput", flush=True)
+        records, kafka = envelopes(n), producer(broker.bootstrap, embedded=broker.embedded)
+        for key, value in records:
+            kafka.send(EVENTS, key=key, value=value)
+        kafka.flush()
+        kafka.close()
+        raw = raw_read(broker.bootstrap, n)
+        settings = Settings.from_env({}, broker_url=broker.url, database_url=url, embedded=broker.embedded,
+                                     signing_key_file=str(signing_key(Path(tmp))))
+        policy, engine = settings.policy(), engine_for(settings)
+        create_schema(engine)
+        t0 = time.perf_counter()
+        applied = run_projector(engine, settings.bootstrap, policy, follow=False, heads=head_signer(settings, policy))
+        elapsed = time.perf_counter() - t0
+        with engine.connect() as conn:
+            archived, leaves = conn.scalar(select(func.count()).select_from(ARCHIVE)), tree.tree_size(conn)
+        engine.dispose()
+        rate = applied / elapsed
+        print(f"raw kafka-python consumer, same {n:,} records: {raw:,.0f} records/s")
+        print(f"projector (archive, hash chain, Merkle tree, signed heads): {applied:,} events in {elapsed:.1f} s = "
+              f"{rate:,.0f} events/s; archive {archived:,} rows, tree {leaves:,} leaves")
+        print(f"ratio projector / raw consumer: {rate / raw:.3f}", flush=True)
+        return {"raw": raw, "projector": rate}
+
+
+def post(url: str, body: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+def open_tickets(metrics_url: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        scrape = response.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(scrape)
+               if family.name == "slaledger_open_tickets" for s in family.samples)
+
+
+def wait_until(seen: Callable[[], bool], since: float, what: str, timeout: float = 30.0) -> float:
+    """Seconds from ``since`` until ``seen()`` is true (checked every 5 ms)."""
+    while not seen():
+        if time.perf_counter() - since > timeout:
+            raise TimeoutError(f"{what} not seen after {timeout:.0f} s")
+        time.sleep(0.005)
+    return time.perf_counter() - since
+
+
+def observe(engine: Engine, metrics_url: str, tid: str, expected: float, answered: float) -> tuple[float, float]:
+    """Seconds from ``answered`` until ``tid`` is in SQL, and until the scrape counts ``expected``
+    open tickets (both watched at once)."""
+    def in_sql() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM tickets WHERE ticket_id = :t"), {"t": tid}).first() is not None
+
+    sql_s: list[float] = []
+    watcher = threading.Thread(target=lambda: sql_s.append(wait_until(in_sql, answered, f"{tid} in SQL")))
+    watcher.start()
+    metric_s = wait_until(lambda: open_tickets(metrics_url) >= expected, answered, f"{tid} in /metrics")
+    watcher.join()
+    if not sql_s:
+        raise TimeoutError(f"{tid} not seen in SQL")
+    return sql_s[0], metric_s
+
+
+def start(name: str, args: list[str], env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+    log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+    return subprocess.Popen([sys.executable, "-m", "slaledger.cli", *args], env={**os.environ, **env},
+                            stdout=log, stderr=log)
+
+
+def percentiles(xs: list[float]) -> tuple[float, float, float]:
+    xs = sorted(xs)
+    return statistics.median(xs), xs[int(0.99 * (len(xs) - 1))], xs[-1]
+
+
+def freshness(kind: str, m: int, rate: float, server: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
+            fresh_database(server) as url:
+        print(f"== {kind}: freshness", flush=True)
+        workdir, web, metrics = Path(tmp), free_port(), free_port()
+        common = {"SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_EMBEDDED": "1" if broker.embedded else "0",
+                  "SLALEDGER_LOG_LEVEL": "warning"}
+        procs = {"worker": start("worker", ["worker"], {  # as tests/integration/conftest.py's Worker
+            **common, "SLALEDGER_WEB_PORT": str(web), "SLALEDGER_DATA_DIR": str(workdir / "w1"),
+            "SLALEDGER_SESSION_TIMEOUT": "4", "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
+            "SLALEDGER_REBALANCE_TIMEOUT": "2", "SLALEDGER_COMMIT_INTERVAL": "1", "SLALEDGER_TIMER_INTERVAL": "0.2",
+            "SLALEDGER_STORE_URL": "memory://", "SLALEDGER_AUTH": "off"}, workdir),
+                 "projector": start("projector", ["project"], {
+            **common, "SLALEDGER_DATABASE_URL": url, "SLALEDGER_METRICS_PORT": str(metrics),
+            "SLALEDGER_SIGNING_KEY_FILE": str(signing_key(workdir))}, workdir)}
+        engine = create_engine(url)
+        api, metrics_url = f"http://127.0.0.1:{web}/api/tickets", f"http://127.0.0.1:{metrics}/metrics"
+
+        def ready() -> bool:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}: see {workdir}/{name}.log")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/readyz", timeout=2) as answer:
+                    return bool(json.loads(answer.read())["partitions"]) and open_tickets(metrics_url) >= 0
+            except OSError:
+                return False
+
+        try:
+            wait_until(ready, time.perf_counter(), "worker and projector ready", timeout=120)
+            to_sql, to_metrics, shown = [], [], open_tickets(metrics_url)
+            warmup, began = 5, time.perf_counter()
+            for i in range(-warmup, m):
+                time.sleep(max(0.0, began + max(0, i) / rate - time.perf_counter()) if i >= 0 else 0.2)
+                began = time.perf_counter() if i == 0 else began
+                status, body = post(api, FILE)
+                answered, shown = time.perf_counter(), shown + 1
+                if status != 201:
+                    raise RuntimeError(f"filing answered {status}: {body}")
+                sql_s, metric_s = observe(engine, metrics_url, body["ticket"]["id"], shown, answered)
+                if i >= 0:
+                    to_sql.append(sql_s)
+                    to_metrics.append(metric_s)
+            pace = m / (time.perf_counter() - began)
+        finally:
+            engine.dispose()
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        (s50, s99, smax), (m50, m99, mmax) = percentiles(to_sql), percentiles(to_metrics)
+        print(f"{m} tickets filed through the API, one at a time (asked {rate:g}/s, held {pace:.2f}/s)")
+        print(f"HTTP answer -> row in SQL:       p50 {s50:.3f} s, p99 {s99:.3f} s, max {smax:.3f} s")
+        print(f"HTTP answer -> counted /metrics: p50 {m50:.3f} s, p99 {m99:.3f} s, max {mmax:.3f} s", flush=True)
+        return {"sql50": s50, "sql99": s99, "m50": m50, "m99": m99}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--commands", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=2.0, help="tickets filed per second (at most)")
+    parser.add_argument("--brokers", default="tansu,kafka", help="comma-separated: tansu, kafka")
+    parser.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/")
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python's "blocking the event loop" notes
+    kinds = args.brokers.split(",")
+    figures = {kind: {**throughput(kind, args.events, args.server),
+                      **freshness(kind, args.commands, args.rate, args.server)} for kind in kinds}
+    print(f"\n| broker | raw kafka-python rec/s | projector events/s ({args.events:,}) | ratio "
+          "| answer -> SQL p50 / p99 | answer -> /metrics p50 / p99 |")
+    print("|---|---|---|---|---|---|")
+    for kind, f in figures.items():
+        print(f"| {kind} | {f['raw']:,.0f} | {f['projector']:,.0f} | {f['projector'] / f['raw']:.3f} "
+              f"| {f['sql50']:.3f} s / {f['sql99']:.3f} s | {f['m50']:.3f} s / {f['m99']:.3f} s |")
+
+
+if __name__ == "__main__":
+    main()
