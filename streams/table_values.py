@@ -47,6 +47,7 @@ def is_ticket_key(key: bytes) -> bool:
 
 STALE = object()  # a stored ticket without its wakeup: fold it to find out
 _WAKEUP = re.compile(rb'^\{"wakeup":\s*(?:null|"([^"]+)")')
+_WAKEUP_AT = b'{"wakeup":"'  # how the table's JSON serializer writes it (no spaces)
 
 
 # Refused commands remembered per ticket (the newest): enough for any redelivery, which
@@ -72,10 +73,16 @@ def refusals_of(value: dict[str, Any] | None) -> Refusals:
 
 
 def wakeup_of(value: bytes | dict[str, Any]) -> datetime | object | None:
+    """The stored wakeup, read from the first bytes of a serialized value (a restart reads
+    it for every ticket: no JSON decode), or STALE."""
     if isinstance(value, dict):
         if "wakeup" not in value:
             return STALE
         return datetime.fromisoformat(value["wakeup"]) if value["wakeup"] else None
+    if value[:11] == _WAKEUP_AT:
+        end = value.find(b'"', 11)
+        if end > 11:
+            return datetime.fromisoformat(value[11:end].decode("ascii"))
     match = _WAKEUP.match(value)
     if match is None:
         return STALE
