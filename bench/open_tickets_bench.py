@@ -16,8 +16,8 @@ unless set: timestamped JSON lines; the worker is started through a launcher tha
 the same UTC timestamps, the INFO lines of the Kafka group coordinator and of Faust's table
 recovery, which the worker's own logging keeps at WARNING): process start → "worker
 starting" (imports, broker reached) → JoinGroup sent → consumer group joined → partitions
-assigned → table recovery done ("Worker ready") → deadline index read ahead (if the store
-does) → deadline index rebuilt → caught up → /readyz 200.
+assigned → table recovery done ("Worker ready") → events partitions recovered → deadline
+index rebuilt → caught up → /readyz 200.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ MILESTONES = [
     ("group joined", re.compile(r"Joined group ")),
     ("assigned", re.compile(r"Setting newly assigned partitions ")),
     ("recovered", re.compile(r"Worker ready")),
-    ("read ahead", re.compile(r'"event": "deadline index read ahead"')),
+    ("events recovered", re.compile(r'"event": "events partition recovered"')),
     ("index rebuilt", re.compile(r'"event": "deadline index rebuilt"')),
     ("caught up", re.compile(r'"event": "worker caught up"')),
 ]

@@ -389,9 +389,10 @@ class Pipeline:
         for (topic, partition), last in _last_offsets(records).items():
             if topic == EVENTS:
                 self._set_events_position(partition, last + 1)
-            else:
-                self.filled[(topic, partition)] = max(self.filled.get((topic, partition), 0), last + 1)
-                self.positions[position_key(topic, partition, self.settings.partitions)] = last + 1
+            else:  # never back (records below it are dropped above; a gap repair may come late)
+                position = max(self._expected(topic, partition) or 0, last + 1)
+                self.filled[(topic, partition)] = position
+                self.positions[position_key(topic, partition, self.settings.partitions)] = position
         for partition, offsets in appended.items():
             await self._advance_events(partition, offsets)
 
@@ -513,7 +514,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while loop.time() < deadline:
-            batch = (await reader.getmany(tp, timeout_ms=200, max_records=BATCH_SIZE)).get(tp, [])
+            batch = (await reader.getmany(tp, timeout_ms=50, max_records=BATCH_SIZE)).get(tp, [])
             found = [Record(topic, partition, r.offset, r.key, r.value)
                      for r in batch if end is None or r.offset < end]
             if found:
