@@ -472,6 +472,7 @@ class Pipeline:
         read = 0
         async for records in self._records(EVENTS, partition, start, end):
             await self._process(records)
+            await self._ebb()
             read += len(records)
         reader, tp = await self._reader(EVENTS), TopicPartition(EVENTS, partition)
         reached = await reader.position(tp)
@@ -492,6 +493,13 @@ class Pipeline:
                     first=expected, upto=upto)
         async for records in self._records(topic, partition, expected, upto):
             await self._process(records)
+            await self._ebb()
+
+    async def _ebb(self) -> None:
+        """Faust holds back its consumer until the tables' changelog writes are sent; records
+        read directly must wait the same way (measured: a first start folding 1M events
+        grew to 2.1 GiB without it)."""
+        await self.app.producer.buffer.wait_until_ebb()
 
     async def _reader(self, topic: str) -> AIOKafkaConsumer:
         if topic not in self._readers:
