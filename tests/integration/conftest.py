@@ -28,7 +28,7 @@ from slaledger.fixtures import write_short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_broker import KafkaCluster
 from streams.kafka_broker import running_broker as start_broker
-from tests.conftest import system_tool
+from tests.conftest import call_failed, system_tool
 
 Broker = EmbeddedBroker | KafkaCluster
 BROKERS = ["tansu", "kafka"]
@@ -146,11 +146,16 @@ class Worker:
 
 
 @pytest.fixture
-def workers(broker: Broker, tmp_path: Path) -> Iterator[list[Worker]]:
+def workers(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for worker in started:
         worker.stop(signal.SIGKILL)
+    if call_failed(request):  # CI keeps only the output: the workers' logs tell why
+        for path in sorted({w.log_path for w in started}):
+            if path.exists():
+                print(f"----- {path.name} (last 150 lines) -----")
+                print("\n".join(path.read_text(errors="replace").splitlines()[-150:]))
 
 
 def tiny_policy(tmp_path: Path, seconds: float = 2) -> Path:

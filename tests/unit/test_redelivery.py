@@ -160,3 +160,29 @@ def test_an_unreadable_fact_is_dead_lettered() -> None:
     asyncio.run(p._process([Record(COMMANDS, 0, 0, TID.encode(), FACT_PREFIX + b'{"event_id":1}}')]))
     assert [t for t, _ in sent] == ["slaledger.dead-letters"]
     assert "unreadable fact" in json.loads(sent[0][1])["reason"]
+
+
+def test_a_hole_inside_a_delivered_batch_is_read_before_the_records_after_it() -> None:
+    """Faust may deliver a partition's records with a jump inside one batch (measured on
+    Apache Kafka after a SIGKILL: 174, then 384…): the skipped commands are read directly
+    and decided in order, before those that follow the hole."""
+    sent = Sent()
+    p = pipeline(sent)
+    log = [command(0, CommandType.FILE, FILE), command(1, CommandType.ACKNOWLEDGE),
+           command(2, CommandType.INFORM, {"message": "En cours"}),
+           command(3, CommandType.RESOLVE, {"resolution": "Réparé"}), command(4, CommandType.CLOSE)]
+    read_directly: list[tuple[int, int]] = []
+
+    async def records(topic: str, partition: int, start: int, end: int | None) -> Any:
+        read_directly.append((start, end))
+        yield log[start:end]
+
+    async def ebb() -> None:
+        return None
+
+    p._records, p._ebb = records, ebb  # type: ignore[method-assign]
+    asyncio.run(p._process_delivered([log[0], log[3], log[4]]))  # 1 and 2 skipped
+    assert read_directly == [(1, 3)]
+    assert sent.outcomes() == ["created", "accepted", "accepted", "accepted", "accepted"]
+    assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "closed"
+    assert p._expected(COMMANDS, 0) == 5
