@@ -485,7 +485,6 @@ class Pipeline:
         read = 0
         async for records in self._records(EVENTS, partition, start, end):
             await self._process(records)
-            await self._ebb()
             read += len(records)
         reader, tp = await self._reader(EVENTS), TopicPartition(EVENTS, partition)
         reached = await reader.position(tp)
@@ -506,7 +505,6 @@ class Pipeline:
                     first=expected, upto=upto)
         async for records in self._records(topic, partition, expected, upto):
             await self._process(records)
-            await self._ebb()
 
     async def _ebb(self) -> None:
         """Faust holds back its consumer until the tables' changelog writes are sent; records
@@ -525,7 +523,8 @@ class Pipeline:
 
     async def _records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
         """Records [start, end) of a partition in batches, read directly; ``end`` None: to the
-        end the fetches report. Gives up after 30 s without progress."""
+        end the fetches report. Each next batch waits for the changelog writes of the one
+        before (``_ebb``). Gives up after 30 s without progress."""
         reader = await self._reader(topic)
         tp = TopicPartition(topic, partition)
         reader.assign([tp])
@@ -541,6 +540,7 @@ class Pipeline:
             if found:
                 deadline = loop.time() + 30
                 yield found
+                await self._ebb()  # the caller has processed them: their changelog writes go first
             position = await reader.position(tp)
             if end is not None and position >= end:
                 return

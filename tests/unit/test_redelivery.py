@@ -177,10 +177,7 @@ def test_a_hole_inside_a_delivered_batch_is_read_before_the_records_after_it() -
         read_directly.append((start, end))
         yield log[start:end]
 
-    async def ebb() -> None:
-        return None
-
-    p._records, p._ebb = records, ebb  # type: ignore[method-assign]
+    p._records = records  # type: ignore[method-assign]
     asyncio.run(p._process_delivered([log[0], log[3], log[4]]))  # 1 and 2 skipped
     assert read_directly == [(1, 3)]
     assert sent.outcomes() == ["created", "accepted", "accepted", "accepted", "accepted"]
