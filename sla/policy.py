@@ -23,12 +23,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .calendar import NO_HOLIDAYS, BusinessCalendar, NonWorkingDays, whit_monday
 from .errors import PolicyError
 from .events import CHANNELS, KINDS
+
+# How far past a filing a version must list non-working days: the longest deadline is a
+# month, plus a pause.
+_JUDGED_SPAN = timedelta(days=62)
 
 __all__ = ["Exclusion", "Policy", "PolicyError", "PolicyVersion", "SlaDefinition", "parse_duration", "parse_policy"]
 
@@ -131,7 +136,10 @@ class PolicyVersion:
         """Raise PolicyError unless this version can judge a filing at ``filed_at`` to its end:
         its calendars list the non-working days of the filing day and of the two months after
         (the longest deadline is a month, plus a pause)."""
-        first, last = (instant.astimezone(self.tz).date() for instant in (filed_at, filed_at + timedelta(days=62)))
+        lo, hi = self._covered_instants
+        if lo <= filed_at and filed_at + _JUDGED_SPAN < hi:
+            return  # (the common case, without a date conversion: a filing checked per command)
+        first, last = (instant.astimezone(self.tz).date() for instant in (filed_at, filed_at + _JUDGED_SPAN))
         # (both ends: a filing before the first listed year, or a deadline past the last)
         for calendar in self.calendars.values():
             for day in (first, last):
@@ -139,6 +147,16 @@ class PolicyVersion:
                     raise PolicyError(f"version {self.id!r} lists non-working days for {calendar.holidays.first_year}–"
                                       f"{calendar.holidays.last_year}: it cannot judge a request filed on "
                                       f"{filed_at.astimezone(self.tz).date().isoformat()}")
+
+    @cached_property
+    def _covered_instants(self) -> tuple[datetime, datetime]:
+        """Filings at or after the first instant, and whose judged span ends before the
+        second, are covered by every calendar (``check_covers``)."""
+        years = [(c.holidays.first_year, c.holidays.last_year) for c in self.calendars.values()]
+        first = max((f for f, _ in years), default=1)
+        last = min((ly for _, ly in years), default=9998)
+        return (datetime(first, 1, 1, tzinfo=self.tz),
+                datetime(min(last + 1, 9999), 1, 1, tzinfo=self.tz))
 
     def slas_for(self, kind: str, channel: str) -> tuple[SlaDefinition, ...]:
         """The SLAs that apply to a ticket of this kind filed on this channel (memoised)."""

@@ -6,11 +6,13 @@ ouvrable » are explicit settings."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sla.calendar import UncoveredDate, easter, whit_monday
 from sla.clock import evaluate
@@ -164,3 +166,18 @@ def test_easter_and_whit_monday_match_the_library(year: int) -> None:
     names = holidays.country_holidays("FR", years=year, language="fr")
     assert names.get(easter(year) + timedelta(days=1)) == "Lundi de Pâques"
     assert names.get(whit_monday(year)) == "Lundi de Pentecôte"
+
+
+@given(st.datetimes(min_value=datetime(2022, 1, 1), max_value=datetime(2037, 12, 31), timezones=st.just(UTC)))
+def test_the_covered_window_agrees_with_the_calendars_day_by_day(filed_at: datetime) -> None:
+    """``check_covers`` answers most filings from a precomputed window of instants: it must
+    refuse exactly the filings whose day, or the day 62 days later, no calendar lists."""
+    version = load_policy().versions[0]
+    days = [(filed_at + span).astimezone(version.tz).date() for span in (timedelta(0), timedelta(days=62))]
+    listed = all(c.holidays.covers(day) for c in version.calendars.values() for day in days)
+    try:
+        version.check_covers(filed_at)
+        covered = True
+    except PolicyError:
+        covered = False
+    assert covered == listed

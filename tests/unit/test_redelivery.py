@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +16,7 @@ from sla.events import EventType
 from sla.ticket import Command, CommandType, ticket_from_dict
 from slaledger.settings import load_policy
 from streams.app import Pipeline, Record
+from streams.batches import TableWrites
 from streams.deadlines import DeadlineIndex
 from streams.processor import TicketProcessor, encode_command
 from streams.table_values import events_position_key, partition_for, refusals_of
@@ -24,33 +26,82 @@ FILE = {"kind": "incident", "channel": "phone", "product": "ent", "member": "m-0
 TID = "SL-REDELIVER"
 
 
+class Batch:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, key: bytes | None, value: bytes, timestamp: None) -> bool:
+        self.values.append(value)
+        return True
+
+
 class Sent(list[tuple[str, bytes]]):
     """A producer that records what is sent and gives each record the next offset of its
-    ticket's partition."""
+    partition: Faust's ``send`` and aiokafka's batch API, which the worker uses directly."""
     def __init__(self) -> None:
         super().__init__()
         self.ends: dict[tuple[str, int], int] = {}
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> asyncio.Future[Any]:
-        self.append((topic, value))
-        ends = self.ends
-        partition = partition_for(key.decode(), 4) if key else 0
-        offset = ends[(topic, partition)] = ends.get((topic, partition), -1) + 1
+    def _record(self, topic: str, partition: int, value: bytes) -> int:
+        if topic != "changelog":  # the tables' (``Table``): read back from the tables
+            self.append((topic, value))
+        offset = self.ends[(topic, partition)] = self.ends.get((topic, partition), -1) + 1
+        return offset
+
+    @staticmethod
+    def _done(topic: str, partition: int, offset: int) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(SimpleNamespace(topic=topic, partition=partition, offset=offset))
         return done
 
+    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> asyncio.Future[Any]:
+        partition = partition_for(key.decode(), 4) if key else 0
+        return self._done(topic, partition, self._record(topic, partition, value))
+
+    def _ensure_producer(self) -> Sent:
+        return self
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(4))
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
+        offsets = [self._record(topic, partition, value) for value in batch.values]
+        return self._done(topic, partition, offsets[0] if offsets else 0)
+
     def outcomes(self) -> list[str]:
-        return [json.loads(v)["result"] for t, v in self if t == OUTCOMES]
+        """The results, in the order of their commands (``command``: ids in offset order):
+        outcomes go out in a batch per partition of their command id."""
+        found = [json.loads(v) for t, v in self if t == OUTCOMES]
+        return [o["result"] for o in sorted(found, key=lambda o: uuid.UUID(o["command_id"]).int)]
 
     def events(self) -> list[str]:
         return [json.loads(v)["type"] for t, v in self if t == EVENTS]
 
 
+class Table(dict[bytes, Any]):
+    """A Faust table as the worker writes it (``TableWrites``): its store is itself."""
+    changelog_topic = SimpleNamespace(get_topic_name=lambda: "changelog")
+
+    @property
+    def data(self) -> Table:
+        return self
+
+    def _encode_value(self, value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        pass
+
+
 def pipeline(sent: Sent) -> Pipeline:
-    """The agent's batch handler over plain dicts for its tables and a recording producer."""
+    """The agent's batch handler over dict tables and a recording producer."""
     p = Pipeline.__new__(Pipeline)
-    p.processor, p.index, p.tickets, p.positions, p.filled = TicketProcessor(load_policy()), DeadlineIndex(), {}, {}, {}
+    p.processor, p.index, p.tickets, p.positions, p.filled = (TicketProcessor(load_policy()), DeadlineIndex(),
+                                                              Table(), Table(), {})
+    p.writes = TableWrites()
     p.settings = SimpleNamespace(partitions=4)  # type: ignore[assignment]
     p.app = SimpleNamespace(producer=sent)  # type: ignore[assignment]
     for partition in range(4):  # recovered: the events partitions are empty
@@ -59,7 +110,8 @@ def pipeline(sent: Sent) -> Pipeline:
 
 
 def command(offset: int, command_type: CommandType, payload: dict[str, Any] | None = None) -> Record:
-    cmd = Command(command_type, TID, "agent:test", payload or {}, datetime.now(UTC), reply=True)
+    cmd = Command(command_type, TID, "agent:test", payload or {}, datetime.now(UTC), uuid.UUID(int=offset + 1),
+                  reply=True)
     return Record(COMMANDS, 0, offset, TID.encode(), encode_command(cmd))
 
 
