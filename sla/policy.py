@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -173,11 +173,9 @@ class Policy:
 
     def version_for(self, filed_at: datetime) -> PolicyVersion:
         """The version in force at ``filed_at`` (the latest one already effective)."""
-        if len(self.versions) == 1 and self.versions[0].effective_from <= filed_at:
-            return self.versions[0]
         chosen = None
-        for version in self.versions:
-            if version.effective_from <= filed_at:
+        for start, version in self._starts:
+            if start <= filed_at:
                 chosen = version
         if chosen is None:
             raise PolicyError(
@@ -185,6 +183,12 @@ class Policy:
                 f"(the first takes effect on {self.versions[0].effective_from.isoformat()})"
             )
         return chosen
+
+    @cached_property
+    def _starts(self) -> tuple[tuple[datetime, PolicyVersion], ...]:
+        """Each version with its start in UTC: compared with a UTC instant for every command,
+        a local start costs a time-zone lookup each time."""
+        return tuple((v.effective_from.astimezone(UTC), v) for v in self.versions)
 
     def version(self, version_id: str) -> PolicyVersion:
         for version in self.versions:

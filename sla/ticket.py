@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import french
@@ -318,6 +319,7 @@ def fold(events: Iterable[Event], ticket_id: str | None = None) -> Ticket:
     return ticket
 
 
+@lru_cache(maxsize=4096)  # asked twice per command by the worker (redelivery check, decision)
 def command_event_id(command_id: uuid.UUID) -> uuid.UUID:
     """A redelivered command yields the same event id, so it cannot be applied twice."""
     return uuid.uuid5(command_id, "event")

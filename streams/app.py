@@ -228,10 +228,12 @@ class Pipeline:
         self.tickets_changelog = self.tickets.changelog_topic.get_topic_name()  # its partitions are ours
         self.reading: set[int] = set()  # commands partitions the agent reads (``_read_commands``)
         self.holding = False  # between a revocation and the next assignment: read nothing
+        self.stopping = False
         self._command_reader_: AIOKafkaConsumer | None = None
         app.task(self._read_commands)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
         app.task(self._watch_recovery)
@@ -316,7 +318,7 @@ class Pipeline:
         87 µs a record here, more than deciding the command; Faust still assigns the
         partitions (with the tables' changelogs) and recovers the tables."""
         reader = await self._command_reader()
-        while True:
+        while not self.stopping:
             if self.holding or not self.recovered:
                 await asyncio.sleep(0.05)
                 continue
@@ -331,6 +333,8 @@ class Pipeline:
             if not fetched:
                 continue
             async with self.lock:
+                if self.stopping:
+                    return
                 records = [Record(COMMANDS, tp.partition, m.offset, m.key, m.value)
                            for tp, messages in fetched.items() if tp.partition in self.reading for m in messages]
                 partitions = {r.partition for r in records}
@@ -376,6 +380,13 @@ class Pipeline:
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self.holding = False
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Finish the batch in hand, then read nothing more: Faust stops the producer next."""
+        self.stopping = True
+        async with self.lock:
+            if self._command_reader_ is not None:
+                await self._command_reader_.stop()
 
     async def _process_delivered(self, records: list[Record]) -> None:
         """Process a batch as Faust delivered it, filling each hole first: a partition's
@@ -646,7 +657,7 @@ class Pipeline:
 
     # --- the timer ---------------------------------------------------------------------------
     async def _deadline_timer(self) -> None:
-        if not self.recovered:
+        if not self.recovered or self.stopping:
             return
         active = self.active_partitions()
         self.events_recovered &= active
@@ -671,7 +682,7 @@ class Pipeline:
                 self.index.schedule(partition, ticket_id, now + FACT_RECHECK)
             else:
                 self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
-        if facts:  # one round trip for every fact due at this tick, not one per ticket
+        if facts and not self.stopping:  # one round trip for every fact due at this tick, not one per ticket
             send = self.app.producer.send
             pending = [await send(COMMANDS, f.ticket_id.encode(), encode_fact(f), None, None, None) for f in facts]
             for future in pending:
