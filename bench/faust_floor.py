@@ -1,6 +1,7 @@
 """The ceiling Faust itself sets on this machine: a Faust agent that does nothing with the
-records it is given, batched as the ticket agent is (``take_events``), on the same topic
-(the commands) and with the same broker settings. Run by ``pipeline_bench.py`` in the same run as the
+records it is given, in batches of the ticket agent's size (``take_events``), on the same
+topic (the commands) and with the same broker settings. (The ticket agent itself reads its
+partitions directly, without this per-record path: ``streams.app``.) Run by ``pipeline_bench.py`` in the same run as the
 worker, so the worker's rate can be read against it. Writes ``RATE CPU`` to DATADIR/figure
 (Faust redirects standard output to its log).
 
@@ -23,9 +24,11 @@ from pathlib import Path
 import faust
 from faust.worker import Worker
 
-from streams.app import BATCH_SIZE, BATCH_WITHIN
+from streams.app import BATCH_SIZE
 from streams.embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from streams.topics import COMMANDS
+
+BATCH_WITHIN = 0.02  # seconds: the latency a lone record pays for batching
 
 
 def main() -> None:

@@ -92,9 +92,8 @@ STALL_SECONDS = 3.0
 # the worker restarted when its entry point says how (``on_recovery_stalled``).
 RECOVERY_STALL_SECONDS = 45.0
 RECOVERY_POLL_SECONDS = 5.0
-BATCH_SIZE = 500
+BATCH_SIZE = 2000  # records decided together: the broker's acknowledgements are awaited once per batch
 PRODUCER_BATCH_BYTES = 512 * 1024  # a batch of events or changelog records (aiokafka's default: 16 KiB)
-BATCH_WITHIN = 0.02  # seconds: the latency a lone command pays for batching
 
 
 class WorkerSettings(WaiterSettings, Protocol):
