@@ -6,6 +6,16 @@ the ticket and answers, and never reads back what it appended. The deadline time
 write events: it sends each due SLA fact as a record of the commands topic
 (``processor.encode_fact``), which the agent appends if the ticket still owes it.
 
+The agent reads its commands partitions itself, in batches, with one aiokafka consumer
+(``_read_commands``): Faust's per-record stream cost more than deciding a command. Faust
+still does what it is good at: the consumer group assigns the partitions, with the tables'
+changelogs (their partitions are the agent's), and recovers the tables before the agent
+reads. On a revocation the agent finishes its batch, sends its writes and stops reading
+the partitions before the group moves them (one writer per ticket). Each partition is read
+from the position stored in the ``positions`` table, after the states it covers: every
+command below it is decided. Events, outcomes and changelog records go out in aiokafka
+batches (``batches.py``).
+
 The events topic is read only to *recover*: when a partition is assigned, and when its end
 moves past what the agent itself appended (a restore, another writer), the agent reads it
 from its events position (all offsets below it are applied) to the end and applies what it
@@ -14,15 +24,12 @@ changelog partition of the tickets it describes, after them: a crash can lose th
 states only together with the position that covers them, so recovery reads their events
 again.
 
-Gap repair. faust-streaming can resume fetching past records it had prefetched before a
-rebalance, then count the skipped offsets as a "gap" and commit over them: measured
-here, a worker restarted after SIGTERM lost 13–41 of 600 commands per run. The agent
-therefore keeps, per commands partition, the next offset it expects (``positions`` table)
-and, when a record arrives beyond it — or when a partition's high watermark stays ahead
-of it while nothing moves — reads the missing range itself and processes it first.
+Gap repair. A partition's records must be decided without a hole: a batch that starts
+past the stored position, or skips offsets inside (seen with Faust's stream after a
+SIGKILL: 174, then 384…), has the missing range read directly and decided first.
 Reprocessing is harmless (deterministic event ids); skipping is not.
 
-Data flow: HTTP command → commands topic (key = ticket id) → ``ticket_agent`` (decides with
+Data flow: HTTP command → commands topic (key = ticket id) → the agent (decides with
 the sla/ state machine, appends events, stores the ticket, answers on the outcomes topic)
 → events topic → projector, audit.
 """
@@ -207,7 +214,7 @@ class Pipeline:
         self.positions = app.Table(POSITION_TABLE, partitions=p, key_type=bytes, use_partitioner=True,
                                    options=options)
         self.writes = TableWrites()  # their changelog records go out in batches (``TableWrites.flush``)
-        self.lock = asyncio.Lock()  # one record at a time: the agent and the gap repair
+        self.lock = asyncio.Lock()  # one batch at a time: the agent, recovery and the timer
         self.filled: dict[tuple[str, int], int] = {}
         # Events partitions read to their end since assigned (``_recover_events``), and when
         # each end was last compared with the events position.
@@ -388,11 +395,11 @@ class Pipeline:
                 await self._command_reader_.stop()
 
     async def _process_delivered(self, records: list[Record]) -> None:
-        """Process a batch as Faust delivered it, filling each hole first: a partition's
-        records may skip offsets at the batch's start or inside it (measured on Apache
-        Kafka after a SIGKILL: 174, then 384…; 109 commands lost when only a batch's first
-        offset was checked). The records before a hole are processed, the hole is read
-        directly, then the batch goes on."""
+        """Process a batch as it was fetched, filling each hole first: a partition's records
+        may skip offsets at the batch's start or inside it (measured with Faust's stream on
+        Apache Kafka after a SIGKILL: 174, then 384…; 109 commands lost when only a batch's
+        first offset was checked). The records before a hole are processed, the hole is
+        read directly, then the batch goes on."""
         segment: list[Record] = []
         following: dict[tuple[str, int], int] = {}
         for record in records:
@@ -572,10 +579,9 @@ class Pipeline:
 
     # --- reading a range directly (gap repair, recovery) ------------------------------------
     async def _repair_gap(self, topic: str, partition: int, upto: int) -> None:
-        """Process records [expected, upto) of a partition that Faust did not deliver. With no
-        position recorded at all (a worker killed before its first positions reached the
-        changelog, while its consumer offsets were committed), the partition is read from 0:
-        the records are idempotent, a skipped command is not."""
+        """Process records [expected, upto) of a partition that the batch skipped. With no
+        position recorded at all, the partition is read from 0: the records are idempotent,
+        a skipped command is not."""
         expected = self._expected(topic, partition) or 0
         if upto <= expected:
             return

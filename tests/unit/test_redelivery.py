@@ -58,6 +58,9 @@ class Sent(list[tuple[str, bytes]]):
         partition = partition_for(key.decode(), 4) if key else 0
         return self._done(topic, partition, self._record(topic, partition, value))
 
+    async def flush(self) -> None:
+        pass
+
     def _ensure_producer(self) -> Sent:
         return self
 
