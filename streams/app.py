@@ -42,7 +42,7 @@ import json
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -467,10 +467,14 @@ class Pipeline:
             emit.extend((record.partition, event) for event in step.emit)
             if step.outcome is not None:
                 outcomes.append(step.outcome)
-        appended = await self._append(emit, letters)
+        acknowledged = await self._append(emit, letters)
+        states = []  # prepared while the broker writes the events, stored once it has them
         for tid, (partition, ticket) in touched.items():
             wakeup = self.processor.wakeup(ticket, now)  # once per ticket and batch
-            self.writes.put(self.tickets, partition, tid.encode(), stored(ticket, wakeup, refused[tid]))
+            states.append((partition, tid, wakeup, stored(ticket, wakeup, refused[tid])))
+        appended = await acknowledged
+        for partition, tid, wakeup, value in states:
+            self.writes.put(self.tickets, partition, tid.encode(), value)
             self.index.schedule(partition, tid, wakeup)
         if emit and log.is_enabled_for(logging.DEBUG):  # (its arguments cost 3 % of a command)
             for _, event in emit:
@@ -633,18 +637,23 @@ class Pipeline:
                 return  # the partition ends before ``end``: nothing more to read
 
     async def _append(self, events: list[tuple[int, Event]],
-                      letters: Sequence[tuple[Record, str]] = ()) -> dict[int, list[int]]:
-        """Send events (and dead letters) to their ticket's partition, wait until the broker has
-        them all; the offsets the events got, by partition."""
+                      letters: Sequence[tuple[Record, str]] = ()) -> Awaitable[dict[int, list[int]]]:
+        """Send events (and dead letters) to their ticket's partition. What it returns, awaited,
+        waits until the broker has them all and gives the offsets the events got, by
+        partition (the caller prepares the states meanwhile)."""
         sent = await send_batched(self._producer(), EVENTS,
                                   [(p, e.ticket_id.encode(), encode_event(e)) for p, e in events])
         dead = [await self._dead_letter(record, reason) for record, reason in letters]
-        appended: dict[int, list[int]] = {}
-        for batch in sent:
-            appended.setdefault(batch.partition, []).extend(await batch.offsets())
-        for future in dead:
-            await future
-        return appended
+
+        async def acknowledged() -> dict[int, list[int]]:
+            appended: dict[int, list[int]] = {}
+            for batch in sent:
+                appended.setdefault(batch.partition, []).extend(await batch.offsets())
+            for future in dead:
+                await future
+            return appended
+
+        return acknowledged()
 
     def _producer(self) -> AIOKafkaProducer:
         """Faust's aiokafka producer (on this loop), for the batch API (``send_batched``)."""
