@@ -64,6 +64,7 @@ from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter, WaiterSettings
 from .processor import Outcome, Step, TicketProcessor, encode_command, encode_fact, is_fact
+from .reader import ThreadedReader
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
@@ -235,7 +236,7 @@ class Pipeline:
         self.reading: set[int] = set()  # commands partitions the agent reads (``_read_commands``)
         self.holding = False  # between a revocation and the next assignment: read nothing
         self.stopping = False
-        self._command_reader_: AIOKafkaConsumer | None = None
+        self._command_reader_: ThreadedReader | None = None
         app.task(self._read_commands)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -331,7 +332,7 @@ class Pipeline:
             active = self.active_partitions()
             if active != self.reading:
                 async with self.lock:
-                    self._assign_reader(reader, active)
+                    await self._assign_reader(reader, active)
             if not self.reading:
                 await asyncio.sleep(0.05)
                 continue
@@ -347,27 +348,25 @@ class Pipeline:
                 if partitions - self.events_recovered:
                     await self._recover_events(partitions - self.events_recovered)
                     if partitions - self.events_recovered:  # not recovered yet: read them again later
-                        self._assign_reader(reader, self.reading, force=True)
+                        await self._assign_reader(reader, self.reading, force=True)
                         continue
                 await self._process_delivered(records)
             await self._ebb()  # Faust's own consumer waits for the changelog writes this way too
 
-    async def _command_reader(self) -> AIOKafkaConsumer:
-        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                  enable_auto_commit=False, auto_offset_reset="earliest",
-                                  max_partition_fetch_bytes=4 * 1024 * 1024, **aiokafka_options(self.settings),
-                                  fetch_max_wait_ms=50 if self.settings.embedded else 100)
+    async def _command_reader(self) -> ThreadedReader:
+        reader = ThreadedReader(COMMANDS, bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 * 1024 * 1024, **aiokafka_options(self.settings),
+                                fetch_max_wait_ms=50 if self.settings.embedded else 100)
         await reader.start()
         self._command_reader_ = reader
         return reader
 
-    def _assign_reader(self, reader: AIOKafkaConsumer, partitions: set[int], force: bool = False) -> None:
+    async def _assign_reader(self, reader: ThreadedReader, partitions: set[int], force: bool = False) -> None:
         """Read exactly ``partitions``, each from its stored position (records before it are
         decided); the partitions kept go on from where the reader is unless ``force``."""
         kept = set() if force else self.reading & partitions
-        reader.assign([TopicPartition(COMMANDS, p) for p in sorted(partitions)])
-        for partition in partitions - kept:
-            reader.seek(TopicPartition(COMMANDS, partition), self._expected(COMMANDS, partition) or 0)
+        await reader.assign(partitions, {p: self._expected(COMMANDS, p) or 0 for p in partitions - kept})
         if partitions != self.reading:
             log.info("commands partitions read", partitions=sorted(partitions))
         self.reading = set(partitions)

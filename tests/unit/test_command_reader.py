@@ -33,11 +33,9 @@ class Reader:
         self.assigned: list[int] = []
         self.fetched = asyncio.Event()
 
-    def assign(self, tps: list[TopicPartition]) -> None:
-        self.assigned = [tp.partition for tp in tps]
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp.partition, offset))
+    async def assign(self, partitions: set[int], seeks: dict[int, int]) -> None:
+        self.assigned = sorted(partitions)
+        self.seeks.extend(seeks.items())
 
     def highwater(self, tp: TopicPartition) -> None:
         return None
