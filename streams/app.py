@@ -58,7 +58,7 @@ from sla.events import Event, encode_event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket, ticket_from_dict
 
-from .batches import TableWrites, partition_of, send_batched
+from .batches import TableWrites, send_batched
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .kafka_security import aiokafka_options, faust_credentials
@@ -481,7 +481,7 @@ class Pipeline:
                           type=str(event.type))
         if outcomes:
             count = len(await self._producer().partitions_for(OUTCOMES))
-            await send_batched(self._producer(), OUTCOMES, [(partition_of(o.command_id.encode(), count),
+            await send_batched(self._producer(), OUTCOMES, [(partition_for(o.command_id, count),
                                                              o.command_id.encode(), o.encode()) for o in outcomes])
         for (topic, partition), last in _last_offsets(records).items():
             if topic == EVENTS:

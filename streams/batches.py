@@ -16,14 +16,8 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
-from kafka.partitioner.default import murmur2
 
 log = structlog.get_logger(__name__)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a key (murmur2)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
