@@ -6,6 +6,7 @@ HTML printed by WeasyPrint, so what a member reads on screen and on paper is one
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,8 +22,23 @@ def _source(src: dict[str, Any]) -> str:
     return f"{src['topic']} p{src['partition']} o{src['offset']}"
 
 
+# What can act inside a Markdown line (emphasis, code, links, images, raw HTML, entities,
+# tables, strike-through, a heading's closing #s); CommonMark lets a backslash escape each. A
+# typed value never starts a line (control characters are folded), so « - », « + », « 1. » stay.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!|~&#{}])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def typed(value: Any) -> str:
+    """A value somebody typed (subject, member, product, actor), made inert in Markdown: no
+    heading, link, image, raw HTML or emphasis of theirs, and no line break that would start a
+    block of the document's own (« ## Verdict : respecté » typed in a subject stays text)."""
+    return _MD_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(value)))
+
+
 def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
-    """The report as (style, text) lines; every format is rendered from these."""
+    """The Markdown report as (style, text) lines (HTML and PDF come from the template); what
+    somebody typed goes through ``typed``."""
     out: list[tuple[str, str]] = [("h1", "Dossier de contestation — engagements de service (Article 4)")]
     integrity = doc["integrity"]
     evidence = doc.get("evidence")
@@ -53,7 +69,7 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     if f["ticket"]:
         scope.append(f"ticket {f['ticket']}")
     if f["member"]:
-        scope.append(f"membre {f['member']}")
+        scope.append(f"membre {typed(f['member'])}")
     if f["from"] or f["to"]:
         scope.append(f"demandes déposées du {f['from'] or '…'} au {f['to'] or '…'}")
     if f["as_of"]:
@@ -69,21 +85,25 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
                           f"manquement(s) retiré(s), {s['excluded']} hors engagement, {s['open']} en cours ; "
                           f"taux de respect {rate}"))
         for b in s["breaches"]:
-            out.append(("li2", f"manquement : ticket {b['ticket']} (membre {b['member']}), échéance {b['deadline']}"))
+            out.append(("li2", f"manquement : ticket {b['ticket']} (membre {typed(b['member'])}), "
+                               f"échéance {b['deadline']}"))
 
     if doc.get("closed_tickets_in_summary_only"):
         out.append(("p", f"{doc['closed_tickets_in_summary_only']} demande(s) close(s) figurent dans la synthèse "
                          "ci-dessus sans détail ; rejouer avec --ticket ou --member pour leur chronologie."))
     for ticket in doc["tickets"]:
-        out.append(("h2", f"Ticket {ticket['ticket_id']} — {ticket['subject']}"))
-        out.append(("p", f"Membre {ticket['member']}, type {ticket['kind']}, canal {ticket['channel']}, "
-                         f"produit {ticket['product']}, déposé le {ticket['filed_at']}."))
+        out.append(("h2", f"Ticket {ticket['ticket_id']} — {typed(ticket['subject'])}"))
+        out.append(("p", f"Membre {typed(ticket['member'])}, type {ticket['kind']}, "
+                         f"canal {ticket['channel']}, produit {typed(ticket['product'])}, "
+                         f"déposé le {ticket['filed_at']}."))
         out.append(("h3", "Chronologie"))
         for e in ticket["timeline"]:
             late = "" if e["known_at_as_of"] else " [enregistré après la date d'examen]"
             if e.get("antedated"):
-                late += f" [ANTIDATÉ par {e['actor']} : daté du {e['occurred_at']}, enregistré le {e['recorded_at']}]"
-            out.append(("li", f"{e['occurred_at']} — {french.EVENT_TYPE.get(e['type'], e['type'])} par {e['actor']} "
+                late += (f" [ANTIDATÉ par {typed(e['actor'])} : daté du {e['occurred_at']}, "
+                         f"enregistré le {e['recorded_at']}]")
+            out.append(("li", f"{e['occurred_at']} — {french.EVENT_TYPE.get(e['type'], e['type'])} "
+                              f"par {typed(e['actor'])} "
                               f"(enregistré le {e['recorded_at']} ; {_source(e['source'])} ; "
                               f"empreinte {e['hash'][:16]}…){late}"))
         out.append(("h3", "Engagements et verdicts"))
