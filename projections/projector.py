@@ -25,7 +25,7 @@ from .heads import HeadSigner
 from .projection import Incoming, Projection, checkpoints
 
 log = structlog.get_logger(__name__)
-HEAD_CHECK = 5.0  # seconds between two looks at the head schedule
+HEAD_CHECK = 1.0  # seconds between two looks at the head schedule (two small queries)
 
 
 def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),

@@ -66,20 +66,22 @@ class TicketLists:
 
 @dataclass(frozen=True)
 class SqlArchive:
-    """The archive port: the SQL archive's timeline and dispute files."""
+    """The archive port: the SQL archive's timeline and dispute files.
+
+    A worker never signs: its dispute files carry the latest head the projector signed (the
+    projector alone holds the operator's key and signs within ``SLALEDGER_HEAD_INTERVAL``
+    seconds of new events), so a download costs no signature and cannot grow
+    ``signed_heads``; events newer than that head are shown as not yet covered."""
 
     engine: Any
     policy: Policy
-    signing_key: Any = None  # the operator's key: a head is signed when none covers the ticket yet
 
     def events(self, ticket_id: str) -> list[Event]:
         return ticket_events(self.engine, ticket_id)
 
     def dispute_file(self, ticket_id: str, fmt: str) -> tuple[bytes, bool] | None:
-        key = self.signing_key
-        signer = (lambda: sign_head(self.engine, key, self.policy)) if key is not None else None
         result = replay(archive_records(self.engine, ticket=ticket_id), self.policy, Filters(ticket=ticket_id),
-                        source="archive", engine=self.engine, signer=signer)
+                        source="archive", engine=self.engine)
         if ticket_id not in result.tickets:
             return None
         doc = dispute_file(result)
@@ -101,7 +103,7 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy,
                   auth=TokenStore(engine) if settings.auth and engine is not None else None,
-                  archive=SqlArchive(engine, policy, signing_key(settings)) if engine is not None else None)
+                  archive=SqlArchive(engine, policy) if engine is not None else None)
     register(pipeline.app, pipeline.tickets, ports)
     if settings.demo:
         from .demo import DemoFeeder

@@ -112,7 +112,9 @@ class Settings:
     # raw seed) or the value itself; never in the repository. Empty: heads are not signed.
     signing_key_file: str = ""
     signing_key: str = ""
-    head_interval: float = 3600.0  # seconds between two heads when the archive grew (and daily)
+    # seconds between two heads when the archive grew (and daily): a dispute file downloaded a
+    # few seconds after a ticket's last event is covered by a signed head
+    head_interval: float = 5.0
     log_format: str = "json"  # json | console
     log_level: str = "info"
 

@@ -158,9 +158,15 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
         from projections.evidence import check_dispute_file
         from projections.heads import read_key_file
 
-        status, dossier = call("GET", f"{base}/api/tickets/{ids[1]}/dispute-file?format=json")
-        assert status == 200 and dossier["evidence"]["head"] is not None, dossier
+        # the worker signs nothing: the projector's next head (seconds later) covers the new event
         public = read_key_file(tmp_path / "data" / "signing-key.pub", public=True)
+
+        def covered() -> dict[str, Any] | None:
+            status, dossier = call("GET", f"{base}/api/tickets/{ids[1]}/dispute-file?format=json")
+            assert status == 200 and dossier["evidence"]["head"] is not None, dossier
+            return dossier if check_dispute_file(dossier, public)[0] == [] else None
+
+        dossier = wait_for(covered, timeout=30, interval=1, what="a signed head covering the acknowledgement")
         problems, checked = check_dispute_file(dossier, public)
         assert problems == [] and checked == len(dossier["tickets"][0]["timeline"]) > 0
     finally:
