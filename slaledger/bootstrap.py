@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine
 
 from projections.alerts import start_alert_pusher
 from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
-from projections.heads import HeadSigner, operator_key, sign_head
+from projections.heads import PRIVATE_FILE, HeadSigner, operator_key, sign_head
 from projections.lag import LagProbe
 from projections.metrics import ProjectionCollector
 from projections.migrate import create_schema
@@ -113,8 +113,13 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
 
 
 def signing_key(settings: Settings) -> Any:
-    """The operator's Ed25519 key of the settings, or None (raises HeadError when unreadable)."""
-    return operator_key(settings.signing_key_file, settings.signing_key)
+    """The operator's Ed25519 key of the settings, else the one ``slaledger dev`` wrote in the
+    data directory (so ``audit sign-head --data-dir D`` finds dev's key), else None (raises
+    HeadError when unreadable)."""
+    key_file = settings.signing_key_file
+    if not key_file and not settings.signing_key and (Path(settings.data_dir) / PRIVATE_FILE).is_file():
+        key_file = str(Path(settings.data_dir) / PRIVATE_FILE)
+    return operator_key(key_file, settings.signing_key)
 
 
 def head_signer(settings: Settings, policy: Policy) -> HeadSigner | None:

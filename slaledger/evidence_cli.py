@@ -113,7 +113,8 @@ def cmd_sign_head(args: argparse.Namespace) -> int:
     engine, settings = _engine(args)
     key = signing_key(settings)
     if key is None:
-        raise HeadError("no signing key: set SLALEDGER_SIGNING_KEY_FILE (see `slaledger keys create`)")
+        raise HeadError("no signing key: set SLALEDGER_SIGNING_KEY_FILE (see `slaledger keys create`), or give "
+                        "--data-dir of a `slaledger dev` that wrote one")
     print(json.dumps(sign_head(engine, key, settings.policy()).to_dict(), indent=2))
     return 0
 

@@ -140,7 +140,8 @@ def test_head_commands_on_a_sqlite_archive(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("SLALEDGER_SIGNING_KEY", raising=False)
     assert main(["audit", "sign-head", "--database", database]) == 2
     assert capsys.readouterr().err.strip() == ("slaledger: error: no signing key: set SLALEDGER_SIGNING_KEY_FILE "
-                                               "(see `slaledger keys create`)")
+                                               "(see `slaledger keys create`), or give --data-dir of a `slaledger "
+                                               "dev` that wrote one")
     engine = create_engine(database)
     create_schema(engine)
     with engine.begin() as conn:
@@ -217,3 +218,19 @@ def test_the_offline_check_ties_each_event_to_its_ticket_and_its_answer_flag(tmp
         run = subprocess.run([sys.executable, str(script), str(tmp_path / "f.json"), str(tmp_path / "gip.pub")],
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == code and said in run.stdout and "Traceback" not in run.stderr, run
+
+
+def test_sign_head_finds_the_key_dev_wrote_in_its_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from projections.heads import create_key_pair
+    from slaledger.cli import main
+
+    monkeypatch.delenv("SLALEDGER_SIGNING_KEY_FILE", raising=False)
+    monkeypatch.delenv("SLALEDGER_SIGNING_KEY", raising=False)
+    create_key_pair(tmp_path)  # what `slaledger dev --data-dir tmp_path` writes
+    engine = create_engine(f"sqlite:///{tmp_path / 'slaledger.db'}")
+    create_schema(engine)
+    with engine.begin() as conn:
+        tree.append(conn, [b"a"])
+    assert main(["audit", "sign-head", "--data-dir", str(tmp_path)]) == 0
+    assert "\"tree_size\": 1," in capsys.readouterr().out
