@@ -165,8 +165,9 @@ def _roles(conn: Connection, names: Mapping[str, str], passwords: Mapping[str, s
             conn.execute(text(f"CREATE ROLE {role}"))
     conn.execute(text(f"ALTER ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"))
     for kind, role in zip(LOGIN_ROLES, logins, strict=True):
-        conn.execute(text(f"ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                          f"NOINHERIT PASSWORD {_literal(scram_verifier(passwords[kind]))}"))
+        # a verifier holds ':' (a bind parameter to text()): sent to the driver as it is
+        conn.exec_driver_sql(f"ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                             f"NOBYPASSRLS NOINHERIT PASSWORD {_literal(scram_verifier(passwords[kind]))}")
         read_only = "SET default_transaction_read_only = on" if kind in READ_ONLY else \
             "RESET default_transaction_read_only"
         conn.execute(text(f"ALTER ROLE {role} {read_only}"))

@@ -68,7 +68,7 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
         if "no such table" in detail or ("relation" in detail and "does not exist" in detail):
             return (f"{database} has no slaledger tables ({detail}): a fresh data directory or database? "
                     "Point --database / --data-dir at the projector's database"), FAILED
-        if "permission denied" in detail:
+        if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege
             return (f"database {database} refused this command's role ({detail}): each process has its own "
                     "role and grants (projections/roles.py, applied by `slaledger db migrate`); check "
                     "SLALEDGER_DATABASE_URL's user"), FAILED
