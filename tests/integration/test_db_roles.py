@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from projections.audit import archive_records
 from projections.deliveries import record_sent, was_sent
 from projections.heads import latest_head, sign_head
+from projections.metrics import ProjectionCollector
 from projections.migrate import create_schema
 from projections.projector import run_projector
 from projections.queries import list_tickets, ticket_events
@@ -153,6 +154,8 @@ def test_each_process_does_its_work_and_nothing_else(roles: Roles, broker: Broke
     # the projector, as its role, projects: tickets, clocks, judgments, archive, tree, totals
     projector = roles["projector"]
     assert run_projector(projector, broker.bootstrap, policy, follow=False) == len(events)
+    families = {m.name: m for m in ProjectionCollector(projector).collect()}  # what its /metrics reads
+    assert sum(s.value for s in families["slaledger_events_processed"].samples) == len(events)
     key = Ed25519PrivateKey.generate()
     head = sign_head(projector, key, policy)
     assert head.tree_size == len(events)
@@ -261,7 +264,9 @@ def test_each_process_does_its_work_and_nothing_else(roles: Roles, broker: Broke
 
 def test_two_jobs_on_one_server_at_once(roles: Roles, database: str, tmp_path: Path) -> None:
     """The same roles provisioned by two jobs at the same time (two databases of one
-    server): both succeed, and each database grants its own tables."""
+    server): both succeed, and each database grants its own tables. The second database was
+    made before the job, by a superuser (a deployment from before the roles): its tables
+    change hands."""
     import concurrent.futures
 
     second = database.rsplit("/", 1)[0] + f"/slaledger_t_{uuid.uuid4().hex[:10]}"
@@ -269,10 +274,18 @@ def test_two_jobs_on_one_server_at_once(roles: Roles, database: str, tmp_path: P
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{second.rsplit("/", 1)[1]}"'))
     prefix = roles.prefix
+    old = create_engine(second)
+    create_schema(old)
+    old.dispose()
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             done = list(pool.map(lambda url: migrate(url, tmp_path, prefix), [database, second]))
         assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
+        upgraded = create_engine(second)
+        with upgraded.connect() as conn:
+            owners = set(conn.scalars(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")))
+        upgraded.dispose()
+        assert owners == {roles.names["owner"]}
         other = create_engine(second.replace("://postgres@", f"://{roles.names['worker']}@"))
         try:
             with other.connect() as conn:
