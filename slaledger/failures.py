@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from projections.migrate import SchemaBehind
 from streams.kafka_tools import TopicMissing
 from streams.topics import TopicLayoutError
 
@@ -44,6 +43,8 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
     when it is not an environment failure."""
     from kafka.errors import KafkaError
     from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from projections.migrate import SchemaBehind
 
     broker = f" at {where.bootstrap}" if where else ""
     database = mask_url(where.database) if where else "the database"

@@ -134,6 +134,31 @@ def test_the_job_makes_an_owner_nobody_logs_in_as_and_is_idempotent(roles: Roles
     refused(roles["projector"], "DROP TABLE tickets")
     refused(roles["projector"], "ALTER TABLE event_archive ADD COLUMN x int")
 
+    # a command run with a role its grants do not cover, or on a schema older than the code,
+    # ends with one line naming what to do
+    def cli(kind: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        url = database.replace("://postgres@", f"://{roles.names[kind]}@")
+        return subprocess.run([sys.executable, "-m", "slaledger.cli", *argv, "--database", url],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    denied = cli("grafana", "audit", "verify")
+    assert denied.returncode == 1 and denied.stderr.count("\n") == 1, denied.stderr
+    assert "refused this command's role (permission denied for table" in denied.stderr
+    superuser = create_engine(database)
+    try:
+        with superuser.begin() as conn:
+            head = conn.scalar(text("SELECT version_num FROM alembic_version"))
+            conn.execute(text("UPDATE alembic_version SET version_num = '0008'"))
+        behind = cli("tokens", "token", "list")
+        assert behind.returncode == 1, behind.stderr
+        assert behind.stderr == (f"slaledger: error: the database schema is at revision 0008, this version needs "
+                                 f"{head}: run the migration job first (`slaledger db migrate`, compose service "
+                                 "db-migrate)\n")
+    finally:
+        with superuser.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        superuser.dispose()
+
 
 def grants(engine: Engine, roles: Roles) -> dict[str, dict[str, list[str]]]:
     out: dict[str, dict[str, list[str]]] = {}
