@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from pathlib import Path
 
 import pytest
 
 from projections.models import Base
 from projections.roles import DEFAULT_NAMES, GRANTS, LOGIN_ROLES, PASSWORD_FILES, RolesError, role_names, scram_verifier
+from slaledger.cli import main
 
 
 def test_the_verifier_answers_the_rfc_7677_exchange() -> None:
@@ -50,3 +52,27 @@ def test_role_names() -> None:
     assert role_names("t1_")["worker"] == "t1_worker"
     with pytest.raises(RolesError):
         role_names('x"; DROP ROLE postgres; --')
+
+
+def test_the_job_names_a_missing_or_short_password_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before any connection (the URL's server is not even there)."""
+    argv = ["db", "migrate", "--database", "postgresql+psycopg://postgres@127.0.0.1:1/none",
+            "--passwords", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"slaledger: error: {tmp_path / 'db_projector_password'}: No such file or directory: "
+                   "the password of the slaledger_projector role\n")
+    for name in PASSWORD_FILES.values():
+        (tmp_path / name).write_text("long-enough-password\n")
+    (tmp_path / "grafana_db_password").write_text("short\n")
+    assert main(argv) == 2
+    assert "grafana_db_password: the password of the grafana_ro role needs at least 16 characters" in \
+        capsys.readouterr().err
+
+
+def test_without_postgresql_the_job_only_migrates(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLALEDGER_DATABASE_URL", raising=False)
+    assert main(["db", "migrate", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "schema migrated (no roles outside PostgreSQL)\n"
+    assert (tmp_path / "slaledger.db").exists()
