@@ -37,7 +37,7 @@ def test_the_verifier_answers_the_rfc_7677_exchange() -> None:
 def test_every_table_is_decided_and_every_grant_names_a_table() -> None:
     tables = set(Base.metadata.tables) | {"alembic_version"}
     granted = {table for kind in LOGIN_ROLES for table in GRANTS[kind]}
-    assert granted - tables == {"web_sessions"}  # the web's sessions (#25) come with their own migration
+    assert granted - tables <= {"web_sessions"}  # the web's sessions (#25) come with their own migration
     assert set(GRANTS) == set(LOGIN_ROLES) == set(PASSWORD_FILES)
     # nobody changes or removes archived events, tree nodes or judgments
     for kind in LOGIN_ROLES:
