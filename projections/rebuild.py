@@ -1,5 +1,10 @@
 """``slaledger project --rebuild``: replay the events topic into shadow tables and swap them
-in, keeping the other roles' grants (the archive and checkpoints are not rebuilt)."""
+in, keeping the other roles' grants (the archive and checkpoints are not rebuilt).
+
+Swapping tables is the owner's right, not the projector's (``projections.roles``): on
+PostgreSQL the table changes run as the live tables' owner (``SET LOCAL ROLE``), so the
+rebuild runs with the migration job's credentials (``docker compose run --rm db-migrate
+project --rebuild``); the running projector keeps writing the live tables meanwhile."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ def rebuild(engine: Engine, bootstrap: str, policy: Policy, *, progress: Callabl
     ``progress`` is told the size of each batch read (the command's progress bar)."""
     shadow_tickets, shadow_clocks = shadow_tables()
     with engine.begin() as conn:
+        _as_owner(conn)
         for table in (shadow_clocks, shadow_tickets):
             table.drop(conn, checkfirst=True)
             table.create(conn)
@@ -35,6 +41,7 @@ def rebuild(engine: Engine, bootstrap: str, policy: Policy, *, progress: Callabl
         if progress is not None:
             progress(len(batch))
     with engine.begin() as conn:
+        _as_owner(conn)
         # the archive and checkpoints are not rebuilt; the live tables are replaced
         for live, shadow in ((TICKETS, shadow_tickets), (CLOCKS, shadow_clocks)):
             grants = _grants(conn, live.name)
@@ -48,6 +55,17 @@ def rebuild(engine: Engine, bootstrap: str, policy: Policy, *, progress: Callabl
                 conn.execute(text(f'GRANT {privilege} ON {live.name} TO "{grantee}"'))
     log.info("projection rebuilt", events=count)
     return count
+
+
+def _as_owner(conn: Connection) -> None:
+    """Act as the live tables' owner for the rest of this transaction (PostgreSQL): the
+    shadow tables then belong to it too. Refused unless this login is, or may become, it."""
+    if conn.dialect.name != "postgresql":
+        return
+    owner = conn.scalar(text("SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
+                             "AND tablename = :t AND tableowner <> current_user"), {"t": TICKETS.name})
+    if owner is not None:
+        conn.execute(text(f'SET LOCAL ROLE "{owner.replace(chr(34), chr(34) * 2)}"'))
 
 
 def _grants(conn: Connection, table: str) -> list[tuple[str, str]]:

@@ -182,7 +182,7 @@ def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, s
 
 def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool = True,
                     progress: Callable[[int], object] | None = None) -> int:
-    """The projector process: migrate, project (follow the topic), serve /metrics, push alerts,
+    """The projector process: check the schema, project (follow the topic), serve /metrics, push alerts,
     stop on SIGTERM. ``progress`` follows a rebuild (records read, batch by batch)."""
     policy = settings.policy()
     engine = engine_for(settings)

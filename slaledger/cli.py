@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parsers(commands)
     from .evidence_cli import add_parsers as add_evidence_parsers  # keys, heads, proofs (#16)
     add_evidence_parsers(commands, audit_commands)
+    from .db_cli import add_parsers as add_db_parsers  # db migrate: roles and grants (#25)
+    add_db_parsers(commands)
     return parser
 
 

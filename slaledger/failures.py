@@ -44,9 +44,11 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
     from kafka.errors import KafkaError
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
+    from projections.migrate import SchemaBehind
+
     broker = f" at {where.bootstrap}" if where else ""
     database = mask_url(where.database) if where else "the database"
-    if isinstance(exc, CommandFailed):
+    if isinstance(exc, CommandFailed | SchemaBehind):
         return str(exc), FAILED
     if isinstance(exc, TopicMissing):
         return (f"{exc}{broker}: create the topics with `slaledger topics create` "
@@ -67,6 +69,10 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
         if "no such table" in detail or ("relation" in detail and "does not exist" in detail):
             return (f"{database} has no slaledger tables ({detail}): a fresh data directory or database? "
                     "Point --database / --data-dir at the projector's database"), FAILED
+        if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege
+            return (f"database {database} refused this command's role ({detail}): each process has its own "
+                    "role and grants (projections/roles.py, applied by `slaledger db migrate`); check "
+                    "SLALEDGER_DATABASE_URL's user"), FAILED
         return (f"database {database} refused or unreachable ({detail}): check --database / "
                 "SLALEDGER_DATABASE_URL (or --data-dir) and that the server is running"), FAILED
     if isinstance(exc, OSError):

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
+from projections.roles import PASSWORD_FILES, role_names
 from streams.embedded import free_port
 from tests.conftest import system_tool
 from tests.integration.conftest import api, database, tiny_policy, wait_for  # noqa: F401 (fixture)
@@ -207,14 +208,19 @@ def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any
     assert breached["result"] and float(breached["result"][0]["value"][1]) >= 1
 
     # Every SQL panel query runs on the projection, as Grafana's read-only role.
+    # (the roles and grants of the migration job, under names of this test's own: roles are
+    # the server's, shared with the other tests' databases)
     url = stack["database"]
-    name = url.rsplit("/", 1)[1]
-    grants = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", name, "-v",
-                             "grafana_password=grafana-test-password", "-f",
-                             str(INFRA / "postgres" / "grafana-readonly.sql")],
-                            capture_output=True, text=True, timeout=60, check=False)
+    passwords = stack["tmp"] / "db-passwords"
+    passwords.mkdir()
+    for secret in PASSWORD_FILES.values():
+        (passwords / secret).write_text("a-test-password-of-this-role")
+    prefix = f"o{os.getpid()}_"
+    grants = subprocess.run([sys.executable, "-m", "slaledger.cli", "db", "migrate", "--database", url,
+                             "--passwords", str(passwords), "--role-prefix", prefix],
+                            capture_output=True, text=True, timeout=120, check=False)
     assert grants.returncode == 0, grants.stderr
-    readonly = create_engine(re.sub(r"://postgres@", "://grafana_ro:grafana-test-password@", url))
+    readonly = create_engine(re.sub(r"://postgres@", f"://{role_names(prefix)['grafana']}@", url))
     start, end = datetime.now(UTC) - timedelta(days=40), datetime.now(UTC) + timedelta(days=1)
     rows: dict[str, list[Any]] = {}
     try:
@@ -229,6 +235,14 @@ def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any
                 conn.execute(text("SELECT * FROM api_tokens"))
     finally:
         readonly.dispose()
+        superuser = create_engine(url)
+        with superuser.begin() as conn:
+            names = ", ".join(f'"{n}"' for n in role_names(prefix).values())
+            # the running stack keeps its tables: back to the superuser, the grants dropped
+            conn.execute(text(f'REASSIGN OWNED BY "{role_names(prefix)["owner"]}" TO postgres'))
+            conn.execute(text(f"DROP OWNED BY {names}"))
+            conn.execute(text(f"DROP ROLE {names}"))
+        superuser.dispose()
     assert len(rows) >= 7
     assert [r[1] for r in rows["Dépassées et toujours ouvertes"]] == [ticket_id]
     assert [r[1] for r in rows["Incidents ouverts (sans heure de rétablissement en premier)"]] == [ticket_id]

@@ -75,7 +75,7 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
     broken["services"]["worker"] = dict(broken["services"]["worker"], restart=["always"])
     with pytest.raises(ValueError):
         compose_spec.PyCompose.from_json(json.dumps(broken))
-    expected = {"kafka", "kafka-1", "kafka-2", "kafka-3", "postgres", "topics-init", "prometheus-token", "db-grants",
+    expected = {"kafka", "kafka-1", "kafka-2", "kafka-3", "postgres", "topics-init", "prometheus-token", "db-migrate",
                 "worker", "projector", "prometheus", "alertmanager", "grafana", "itop-sync", "report", "proxy"}
     assert set(compose["services"]) == expected
 
@@ -84,7 +84,8 @@ def test_every_slaledger_command_is_a_real_cli_command(compose: dict[str, Any]) 
     parser = build_parser()
     commands = {name: s["command"] for name, s in compose["services"].items()
                 if s.get("image", "").startswith("slaledger")}
-    assert set(commands) == {"topics-init", "prometheus-token", "worker", "projector", "itop-sync", "report"}
+    assert set(commands) == {"db-migrate", "topics-init", "prometheus-token", "worker", "projector", "itop-sync",
+                             "report"}
     for name, command in commands.items():
         args = parser.parse_args(command)
         assert callable(args.handler), name
@@ -117,7 +118,7 @@ def test_compose_runs_the_kafka_version_the_tests_run(compose: dict[str, Any]) -
 
 def test_long_running_services_have_health_checks_and_restart_policies(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
-        if name in ("topics-init", "prometheus-token", "db-grants"):
+        if name in ("topics-init", "prometheus-token", "db-migrate"):
             assert service["restart"] == "on-failure", name
             continue
         assert service["restart"] == "unless-stopped", name
@@ -131,6 +132,9 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     seen = 0
     for name, service in raw["services"].items():
         for key, value in (service.get("environment") or {}).items():
+            if key == "SLALEDGER_DATABASE_URL":  # a role's name (slaledger_tokens), never its password
+                assert re.fullmatch(r"[\w+]+://\w+@[\w.:/]+", value), f"{name}: {key} holds more than a user"
+                continue
             if secret_like.search(key) or secret_like.search(str(value).split("${")[0]):
                 seen += 1
                 # a Compose secret's file: the secret itself is interpolated into it from .env
@@ -155,24 +159,56 @@ def test_the_projector_signs_the_tree_heads(compose: dict[str, Any]) -> None:
 
 
 def test_the_database_password_is_a_compose_secret(compose: dict[str, Any]) -> None:
-    """No container gets the password in its environment or in a URL: a file in /run/secrets."""
+    """No container gets a password in its environment or in a URL: a file in /run/secrets."""
     raw_text = (ROOT / "docker-compose.yml").read_text()
     assert "${POSTGRES_PASSWORD" not in raw_text and "${GRAFANA_DB_PASSWORD" not in raw_text
+    assert "${DB_" not in raw_text
     services = compose["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    for name, service in services.items():
-        url = (service.get("environment") or {}).get("SLALEDGER_DATABASE_URL")
-        if url is None:
-            continue
-        assert re.fullmatch(r"postgresql\+psycopg://slaledger@postgres:5432/slaledger", url), name
-        assert service["environment"]["SLALEDGER_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
-        assert "postgres_password" in service["secrets"], name
     for name, service in services.items():
         for secret in service.get("secrets", []):
             assert secret in compose["secrets"], f"{name}: undeclared secret {secret}"
     datasource = (INFRA / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
     assert "$__file{/run/secrets/grafana_db_password}" in datasource
     assert "grafana_db_password" in services["grafana"]["secrets"]
+
+
+def test_each_process_connects_as_its_own_role(compose: dict[str, Any]) -> None:
+    """One PostgreSQL role per process (projections/roles.py), each with its own secret; the
+    superuser's password reaches the server and the migration job only."""
+    from projections.roles import DEFAULT_NAMES, PASSWORD_FILES
+
+    services = compose["services"]
+    superuser = {name for name, s in services.items() if "postgres_password" in s.get("secrets", [])}
+    assert superuser == {"postgres", "db-migrate"}
+    expected = {"db-migrate": "slaledger", "prometheus-token": "tokens", "worker": "worker", "projector": "projector",
+                "itop-sync": "itop", "report": "report"}
+    users = {}
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        url = env.get("SLALEDGER_DATABASE_URL")
+        if url is None:
+            continue
+        user = re.fullmatch(r"postgresql\+psycopg://(\w+)@postgres:5432/slaledger", url)
+        assert user, f"{name}: {url}"
+        users[name] = user.group(1)
+        secret = re.fullmatch(r"/run/secrets/(\w+)", env["SLALEDGER_DATABASE_PASSWORD_FILE"])
+        assert secret and secret.group(1) in service["secrets"], name
+        if name != "db-migrate":
+            kind = expected[name]
+            assert (user.group(1), secret.group(1)) == (DEFAULT_NAMES[kind], PASSWORD_FILES[kind]), name
+            assert service["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully", name
+    assert users == {name: DEFAULT_NAMES.get(kind, kind) for name, kind in expected.items()}
+    assert services["grafana"]["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully"
+    datasource = (INFRA / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
+    assert f"user: {DEFAULT_NAMES['grafana']}" in datasource
+    # the migration job gets every login role's password file, named as the CLI reads them
+    migrate = services["db-migrate"]
+    args = build_parser().parse_args(migrate["command"])
+    assert args.passwords == "/run/secrets"
+    assert set(PASSWORD_FILES.values()) | {"postgres_password"} == set(migrate["secrets"])
+    assert {"topics-init"} == {name for name, s in services.items()
+                               if s.get("image", "").startswith("slaledger") and name not in users}
 
 
 def test_only_the_proxy_listens_beyond_this_machine(compose: dict[str, Any]) -> None:
@@ -207,7 +243,7 @@ def test_profiles_of_the_optional_services(compose: dict[str, Any]) -> None:
     assert report["SLALEDGER_SMTP_PASSWORD_FILE"] == "/run/secrets/report_smtp_password"
     assert report["SLALEDGER_MEMBERS_FILE"] == "/etc/slaledger/members.toml"
     defaults = {name for name, s in services.items() if "profiles" not in s}
-    assert defaults == {"kafka", "postgres", "topics-init", "prometheus-token", "db-grants", "worker", "projector",
+    assert defaults == {"kafka", "postgres", "topics-init", "prometheus-token", "db-migrate", "worker", "projector",
                         "prometheus", "alertmanager", "grafana"}
 
 
