@@ -22,6 +22,7 @@ from sla.events import EventDecodeError, parse_instant
 from sla.policy import Policy, PolicyError, coverage_errors, parse_policy
 from sla.readings import changes
 
+from .logs import configure_logging
 from .output import output_file
 from .settings import Settings, load_policy
 
@@ -109,6 +110,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise PolicyError(str(exc)) from None
     args.settings = settings  # what cli.main names when the broker or the database fails
+    configure_logging(settings.log_format, "warning")  # on stderr: stdout holds the document
     current = read_policy(settings.policy_file) if settings.policy_file else load_policy()
     filters = Filters(member=args.member, filed_from=args.filed_from, filed_to=args.filed_to)
     if args.source == "archive":
