@@ -10,7 +10,7 @@ its start (the one it would replace).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -80,7 +80,7 @@ def _version_changes(a: PolicyVersion, b: PolicyVersion) -> list[str]:
     return out
 
 
-def _keyed(a: dict[str, Any], b: dict[str, Any], noun: str, compare: Callable[[Any, Any], list[str]],
+def _keyed(a: Mapping[str, Any], b: Mapping[str, Any], noun: str, compare: Callable[[Any, Any], list[str]],
            describe: Callable[[Any], str]) -> list[str]:
     out = [f"{noun} « {k} » ajouté(e) : {describe(b[k])}" for k in b if k not in a]
     out += [f"{noun} « {k} » supprimé(e)" for k in a if k not in b]

@@ -6,7 +6,9 @@ byte for byte what they were."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from projections.projector import run_projector
 from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.topics import EVENTS
-from tests.integration.conftest import Broker, running_broker
+from tests.integration.conftest import Broker, Worker, running_broker
+from tests.integration.test_access import token
 from tests.integration.test_monthly import november
 from tests.integration.test_projector import publish
 
@@ -84,3 +87,47 @@ def test_what_if_reads_archive_and_topic_and_writes_nothing(broker: Broker, data
         ("B-LATE", "intake", "breached", "breached", "2026-11-02T11:00:00Z", "2026-10-31T11:00:00Z")]
     assert (topics_state(broker.bootstrap), database_state(engine)) == before
     engine.dispose()
+
+
+def page(url: str, token: str | None = None) -> tuple[int, str, str]:
+    """(status, Location, body) of a GET, redirects not followed."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}", headers={"Authorization": f"Bearer {token}"} if token else {})
+        response = conn.getresponse()
+        return response.status, response.getheader("Location") or "", response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_the_admins_page_compares_a_draft_of_the_directory(broker: Broker, database: str, workers: list[Worker],
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = create_engine(database)
+    create_schema(engine)
+    publish(broker, november())
+    run_projector(engine, broker.bootstrap, load_policy(), follow=False)
+    engine.dispose()
+    admin = token(capsys, database, "--role", "admin", "--label", "direction")
+    agent = token(capsys, database, "--role", "agent", "--label", "alice")
+    worker = Worker(broker, tmp_path, extra_env={"SLALEDGER_AUTH": "on", "SLALEDGER_DATABASE_URL": database,
+                                                 "SLALEDGER_POLICY_DRAFTS_DIR": str(DRAFT.parent)})
+    workers.append(worker.start())
+    query = urllib.parse.urlencode({"draft": DRAFT.name, "from": "2026-10-01", "to": "2026-11-30"})
+    url = f"{worker.url}/admin/what-if?{query}"
+
+    status, _, body = page(url, admin)
+    assert status == 200, body
+    assert 'href="/tickets/B-LATE"' in body and "1 engagement(s) dont le verdict" in body
+    assert "saturday-ouvrable.toml" in body and "no-admin-pause.toml" in body  # the directory's drafts offered
+    status, _, body = page(f"{worker.url}/admin/what-if?" + urllib.parse.urlencode(
+        {"draft": DRAFT.name, "from": "2026-10-01", "to": "2026-11-30", "member": "lycee-descartes"}), admin)
+    assert status == 200 and "0 engagement(s) dont le verdict" in body
+    assert page(url, agent)[0] == 403  # admins only
+    status, location, _ = page(url)
+    assert status == 303 and location.startswith("/login?")  # sign in first
+    for bad in ({"draft": "../../sla/default_policy.toml", "from": "2026-10-01", "to": "2026-11-30"},
+                {"draft": DRAFT.name, "from": "2026-11-30", "to": "2026-10-01"},
+                {"draft": DRAFT.name, "from": "hier", "to": "2026-10-01"}):
+        status, _, body = page(f"{worker.url}/admin/what-if?{urllib.parse.urlencode(bad)}", admin)
+        assert status == 400 and 'role="alert"' in body, bad
