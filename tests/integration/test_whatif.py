@@ -94,7 +94,8 @@ def page(url: str, token: str | None = None) -> tuple[int, str, str]:
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
-        conn.request("GET", f"{parts.path}?{parts.query}", headers={"Authorization": f"Bearer {token}"} if token else {})
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
         response = conn.getresponse()
         return response.status, response.getheader("Location") or "", response.read().decode()
     finally:
