@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.audit import policy_readings
-from projections.monthly import Month, statement
+from projections.monthly import Month, statement, to_html
 from sla.clock import clocks
 from sla.events import EventType
 from sla.policy import Policy, PolicyError, parse_policy
@@ -51,6 +51,8 @@ def test_the_setting_is_quoted_in_the_readings_and_the_statement() -> None:
     quoted = {(p["policy_version"], p["sla"]): p["reading"] for p in doc["pauses"]}
     assert set(quoted) == {("convention-2026.1", s.name) for s in POLICY.versions[0].slas}
     assert quoted[("convention-2026.1", "go_live")] == pause_reading(POLICY.versions[0].slas[2])
+    page = to_html(doc)
+    assert "Suspension des délais" in page and "convention-2026.1) : délai jamais suspendu" in page
 
 
 def without(key: str, sla: str = "go_live") -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from projections.audit import Filters, LogRecord
-from projections.whatif import compare, judging, ticket_histories, to_csv, to_html, to_table
+from projections.whatif import compare, judging, ticket_histories, to_csv, to_html, to_pdf, to_table
 from sla.events import Event, EventType, encode_event
 from sla.policy import Policy
 from slaledger.settings import load_policy
@@ -142,11 +142,15 @@ def test_renderings_name_every_change(policy: Policy) -> None:
     doc = compare(histories, policy, draft("no-admin-pause"), NOW, by_member=True).document(
         source="archive", filters=Filters(), draft_name="no-admin-pause.toml", draft_version=None)
     table = to_table(doc)
-    assert "A-WAIT" in table and "respecté → manquement" not in table  # verdicts are stated per side
+    assert ("- A-WAIT (m-001) administrative_answer : respecté (échéance samedi 14 novembre 2026 à 10:00) → "
+            "manquement (échéance lundi 9 novembre 2026 à 10:00)") in table
+    assert "Réponse apportée le jeudi 12 novembre 2026 à 10:00 : échéance dépassée de 3 j." in table
     assert "délai suspendu à la mise en attente du demandeur" in table  # the policy change, in French
+    assert "100 % → 0 %" in table  # the statement's compliance, before and after
     assert to_csv(doc).count("A-WAIT") == 1
     html = to_html(doc, "/tickets/{ticket_id}")
     assert 'href="/tickets/A-WAIT"' in html and "m-001" in html
+    assert to_pdf(doc).startswith(b"%PDF")
 
 
 @pytest.mark.parametrize("name", ["no-admin-pause", "whit-monday-worked", "saturday-ouvrable"])
