@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import french
-from .calendar import NO_HOLIDAYS, BusinessCalendar
+from .calendar import NO_HOLIDAYS, BusinessCalendar, whit_monday
 from .policy import Exclusion, Policy, PolicyError, PolicyVersion, SlaDefinition
 
 _MAX_DATES = 12  # holidays listed by name in a diff; beyond, counted
@@ -107,7 +107,7 @@ def _calendar_changes(a: BusinessCalendar, b: BusinessCalendar) -> list[str]:
         out.append(f"années couvertes {x.first_year}–{x.last_year} → {y.first_year}–{y.last_year}")
     # A day gained or lost inside both covered spans (not the coverage itself, nor Whit Monday said above).
     common = range(max(x.first_year, y.first_year), min(x.last_year, y.last_year) + 1)
-    whit = {d for d in (*x.days, *y.days) if d.weekday() == 0 and "Pentecôte" in (x.days.get(d) or y.days.get(d) or "")}
+    whit = {whit_monday(year) for year in common}
     added = sorted(d for d in y.days if d not in x.days and d.year in common and d not in whit)
     removed = sorted(d for d in x.days if d not in y.days and d.year in common and d not in whit)
     for verb, days, names in (("ajoutés", added, y.days), ("retirés", removed, x.days)):

@@ -166,3 +166,24 @@ def test_the_drafts_change_only_what_they_say(name: str, policy: Policy) -> None
     # once per version (and per calendar for the holidays: intake and support)
     assert len(detail) == (4 if name == "whit-monday-worked" else 2), lines
     assert all(expected in line for line in detail), lines
+
+
+def test_policy_diff_names_hours_holidays_durations_and_new_versions(policy: Policy) -> None:
+    from sla.policy import parse_policy
+    from sla.readings import changes
+
+    text = (DRAFTS.parent.parent / "sla" / "default_policy.toml").read_text(encoding="utf-8")
+    edited = (text.replace('"2027-05-08" = "Fête de la Victoire"\n', "").replace('open = "08:00"', 'open = "08:30"')
+              .replace("days = 7", "days = 8").replace("warning_ratio = 0.75", "warning_ratio = 0.8", 1))
+    lines = changes(policy, parse_policy(edited))
+    assert "  - alerte d'échéance à 75 % → 80 % du délai" in lines
+    assert "  - plage « intake » : horaires lun.–ven. 08:00–16:00 → lun.–ven. 08:30–16:00" in lines
+    assert "  - plage « support » : jours fériés retirés : samedi 8 mai 2027 (Fête de la Victoire)" in lines
+    assert ("  - engagement « administrative_answer » : délai 7 jour(s) calendaire(s) → 8 jour(s) calendaire(s)"
+            in lines)
+    renamed = parse_policy(text.replace('id = "convention-2026.2"', 'id = "convention-2027.1"'))
+    lines = changes(policy, renamed)
+    # a renamed copy: compared with the version it replaces, in force at its start
+    assert lines == ["Nouvelle version convention-2027.1, en vigueur à partir du mardi 1er décembre 2026 à 00:00, "
+                     "par rapport à convention-2026.2 : aucun changement de règle.",
+                     "Version convention-2026.2 retirée."]
