@@ -155,10 +155,12 @@ class Comparison:
             pair[0].add(old)
             pair[1].add(new)
             if _differs(old, new):
+                named = new if new is not None else old
+                assert named is not None  # ``sla`` is a key of one side at least
                 self.changed.append({
                     "ticket_id": ticket.ticket_id, "member": ticket.member, "kind": ticket.kind,
                     "subject": ticket.subject, "filed_at": format_instant(ticket.filed_at), "sla": sla,
-                    "title": titled.definition.title if (titled := new or old) else sla,
+                    "title": named.definition.title,
                     "before": _side(old), "after": _side(new)})
 
     def _judge(self, ticket: Ticket, policy: Policy, which: str) -> dict[str, Clock] | None:
