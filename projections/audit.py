@@ -42,6 +42,7 @@ from sla.events import (
 )
 from sla.explain import clock_view, explanation
 from sla.policy import Policy, PolicyError, PolicyVersion
+from sla.readings import pause_reading
 from sla.ticket import Ticket
 from sla.view import antedated
 from streams.kafka_tools import read_topic
@@ -157,14 +158,18 @@ class AuditResult:
 
 # --- reading the log --------------------------------------------------------------------
 
-def archive_records(engine: Engine, batch: int = 5000, *, ticket: str | None = None) -> Iterator[LogRecord]:
+def archive_records(engine: Engine, batch: int = 5000, *, ticket: str | None = None,
+                    by_ticket: bool = False) -> Iterator[LogRecord]:
     """The archive in append order; ``ticket``: only that ticket's rows (its index), for a
-    one-ticket dispute file checked against the Merkle tree instead of the whole chain."""
+    one-ticket dispute file checked against the Merkle tree instead of the whole chain;
+    ``by_ticket``: ticket after ticket, each in append order (the what-if folds one ticket
+    at a time; the chain is not walked then)."""
     query = select(ARCHIVE.c.seq, ARCHIVE.c.envelope, ARCHIVE.c.prev_hash, ARCHIVE.c.hash, ARCHIVE.c.leaf_index)
     if ticket is not None:
         query = query.where(ARCHIVE.c.ticket_id == ticket)
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=batch).execute(query.order_by(ARCHIVE.c.seq))
+        order = (ARCHIVE.c.ticket_id, ARCHIVE.c.seq) if by_ticket else (ARCHIVE.c.seq,)
+        result = conn.execution_options(yield_per=batch).execute(query.order_by(*order))
         for seq, envelope, prev_hash, digest, leaf in result:
             yield LogRecord(envelope.encode(), {"archive_seq": seq}, prev_hash, digest, leaf)
 
@@ -598,7 +603,7 @@ def policy_readings(version: PolicyVersion) -> list[str]:
     for sla in version.slas:
         stops = ", ".join(french.SIGNAL.get(s, s) for s in sorted(sla.stops_on))
         out.append(f"{sla.title} : {'engagement contractuel' if sla.contractual else 'objectif interne'}, "
-                   f"le délai s'arrête {stops}.")
+                   f"le délai s'arrête {stops} ; {pause_reading(sla)}.")
     for product, exclusion in version.excluded_products.items():
         scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous"
         kinds = (" ; demandes concernées : " + ", ".join(french.KIND.get(k, k) for k in sorted(exclusion.kinds))

@@ -43,6 +43,7 @@ from sla.clock import Clock, ClockStatus, evaluate
 from sla.events import format_instant
 from sla.explain import explanation, rule_text
 from sla.policy import Policy, PolicyError
+from sla.readings import pause_reading
 from sla.ticket import Ticket, ticket_from_dict
 
 from . import report
@@ -186,8 +187,7 @@ def statement(tickets: list[Ticket], policy: Policy, month: Month, *, member: st
     for sla in order:
         mine = [c for c in counted if c["sla"] == sla]
         n = {v: sum(1 for c in mine if c["verdict"] == v) for v in VERDICTS}
-        judged = n["met"] + n["breached"]
-        rate = n["met"] / judged if judged else None
+        rate = compliance(n["met"], n["breached"])
         title, contractual = titles[sla]
         summary.append({"sla": sla, "title": title, "contractual": contractual, **n, "counted": len(mine),
                         "rate": rate, "rate_percent": None if rate is None else round(100 * rate, 1)})
@@ -202,12 +202,33 @@ def statement(tickets: list[Ticket], policy: Policy, month: Month, *, member: st
         # issued before the month's end: later verdicts of the month are still to come
         "provisional": generated_at < end,
         "rule": RULE_FR.format(tz=tz.key),
+        # which waits suspend which clock, as the versions that judged the month read it
+        "pauses": pauses(policy, {c["policy_version"] for c in counted}, start),
         "summary": summary,
         "clocks": counted,
         "breaches": [c for c in counted if c["verdict"] == "breached"],
         "open_at_end": still_open,
         "head": head,
     }
+
+
+def pauses(policy: Policy, judged: set[str], start: datetime) -> list[dict[str, str]]:
+    """The pause setting of every SLA of the versions that judged a clock of the month (the
+    version in force at its start when none did), quoted in the statement."""
+    if not judged:
+        try:
+            judged = {policy.version_for(start).id}
+        except PolicyError:
+            judged = set()
+    return [{"policy_version": v.id, "sla": s.name, "title": s.title, "reading": pause_reading(s)}
+            for v in policy.versions if v.id in judged for s in v.slas]
+
+
+def compliance(met: int, breached: int) -> float | None:
+    """The compliance rate of the statement: met / (met + breached); retracted and excluded
+    clocks do not enter it (None: nothing met nor breached)."""
+    judged = met + breached
+    return met / judged if judged else None
 
 
 def _clock_entry(ticket: Ticket, clock: Clock, when: datetime) -> dict[str, Any]:

@@ -10,7 +10,11 @@ Each SLA names
   ``window`` (inside the calendar's window: start + duration; outside: next opening +
   duration), ``elapsed`` (start + duration), ``business`` (duration of open time in the
   calendar), ``calendar`` (same local wall-clock time ``days`` or ``months`` later);
-- the signals that start, stop, pause, resume and restart its clock (see ``SIGNALS``);
+- the signals that start, stop, pause, resume and restart its clock (see ``SIGNALS``).
+  Which waits pause which clock is this setting (``pauses_on``/``resumes_on``): the
+  convention does not say whether waiting for the member suspends the administrative
+  week, so the policy does, per SLA and per version, and the dispute file and the
+  statement quote it;
 - which kinds and channels it applies to, and whether it is contractual or an internal
   target (the convention names no number for incidents).
 Durations are seconds (an integer) or a string such as ``"4h"``, ``"30m"``, ``"2s"``.
@@ -216,6 +220,7 @@ def parse_policy(text: str) -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy is not valid TOML: {exc}") from None
+    _known(doc, {"versions"}, "policy")
     raw_versions = doc.get("versions")
     if not isinstance(raw_versions, list) or not raw_versions:
         raise PolicyError("policy: at least one [[versions]] table is required")
@@ -223,7 +228,38 @@ def parse_policy(text: str) -> Policy:
     ids = [v.id for v in versions]
     if len(set(ids)) != len(ids):
         raise PolicyError(f"policy: version ids must be unique, got {ids}")
+    starts = [v.effective_from for v in versions]
+    if len(set(starts)) != len(starts):
+        same = [v.id for v in versions if starts.count(v.effective_from) > 1]
+        raise PolicyError(f"policy: versions {same} take effect at the same instant (which one judges?)")
     return Policy(tuple(versions))
+
+
+def coverage_errors(policy: Policy) -> list[str]:
+    """What a policy cannot judge, one line each: a version whose calendars list no
+    non-working day of the time it is in force (from its start, or from its first listed
+    year when it started earlier, to the next version's start plus the longest deadline).
+    ``parse_policy`` accepts such a file (the gap may be in the past); ``policy check``
+    reports it before a version goes live."""
+    out = []
+    for version, successor in zip(policy.versions, (*policy.versions[1:], None), strict=True):
+        for calendar in version.calendars.values():
+            listed = calendar.holidays
+            if listed is NO_HOLIDAYS:
+                continue
+            first = max(version.effective_from.astimezone(version.tz).year, listed.first_year)
+            if first > listed.last_year:
+                out.append(f"version {version.id!r}, calendar {calendar.name!r}: lists non-working days for "
+                           f"{listed.first_year}–{listed.last_year}, before it takes effect "
+                           f"({version.effective_from.isoformat()})")
+                continue
+            if successor is not None:
+                until = (successor.effective_from + _JUDGED_SPAN).astimezone(version.tz).year
+                if until > listed.last_year:
+                    out.append(f"version {version.id!r}, calendar {calendar.name!r}: lists non-working days up to "
+                               f"{listed.last_year}, but judges requests filed until "
+                               f"{successor.effective_from.isoformat()} (deadlines into {until})")
+    return out
 
 
 def _get(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -235,6 +271,13 @@ def _get(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise PolicyError(f"{where}.{key}: unexpected value {value!r}")
     return value
+
+
+def _known(table: Mapping[str, Any], keys: set[str], where: str) -> None:
+    """A key the parser does not read is a typo that would silently change nothing: refused."""
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(keys)}")
 
 
 def _names(values: list[Any], allowed: frozenset[str] | tuple[str, ...], where: str) -> frozenset[str]:
@@ -257,6 +300,8 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
         raise PolicyError(f"{where}: must be a table")
     version_id = _get(raw, "id", where, str)
     where = f"version {version_id!r}"
+    _known(raw, {"id", "effective_from", "timezone", "warning_ratio", "dating", "non_working_days",
+                 "calendars", "slas", "excluded_products"}, where)
     effective = _get(raw, "effective_from", where, (datetime, str))
     if isinstance(effective, str):
         try:
@@ -286,6 +331,9 @@ def _parse_version(raw: Any, index: int) -> PolicyVersion:
     calendars: dict[str, BusinessCalendar] = {}
     for name, cal in _get(raw, "calendars", where, dict, {}).items():
         cwhere = f"{where}.calendars.{name}"
+        if not isinstance(cal, dict):
+            raise PolicyError(f"{cwhere}: must be a table")
+        _known(cal, {"open", "close", "weekdays", "reading", "holidays"}, cwhere)
         days = _get(cal, "weekdays", cwhere, list, ["mon", "tue", "wed", "thu", "fri"])
         weekdays = frozenset(_WEEKDAYS[d] for d in _names(days, tuple(_WEEKDAYS), f"{cwhere}.weekdays"))
         reading = _get(cal, "reading", cwhere, str, "ouvré")
@@ -432,9 +480,8 @@ def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar], 
         channels=_names(_get(raw, "channels", where, list, list(CHANNELS)), CHANNELS, f"{where}.channels"),
         starts_on=signals("starts_on", required=True),
         stops_on=signals("stops_on", required=True),
-        pauses_on=signals("pauses_on"),
-        resumes_on=signals("resumes_on"),
         restarts_on=signals("restarts_on"),
+        **_pauses(signals("pauses_on"), signals("resumes_on"), signals("stops_on", required=True), where),
         duration_seconds=duration,
         tz=tz if rule == "calendar" else None,
         calendar=calendar,
@@ -442,3 +489,14 @@ def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar], 
         months=months,
         clause=_get(raw, "clause", where, str, ""),
     )
+
+
+def _pauses(pauses: frozenset[str], resumes: frozenset[str], stops: frozenset[str],
+            where: str) -> dict[str, frozenset[str]]:
+    """The SLA's pause setting, checked: a clock that pauses must be able to resume (and
+    the reverse is meaningless), and a signal cannot both stop and pause it."""
+    if bool(pauses) != bool(resumes):
+        raise PolicyError(f"{where}: pauses_on and resumes_on go together (both empty: the clock never pauses)")
+    if pauses & (stops | resumes):
+        raise PolicyError(f"{where}.pauses_on: {sorted(pauses & (stops | resumes))} also stop or resume the clock")
+    return {"pauses_on": pauses, "resumes_on": resumes}

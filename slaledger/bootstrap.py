@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,7 +35,7 @@ from projections.rebuild import rebuild as rebuild_projection
 from projections.report import to_html, to_markdown, to_pdf
 from projections.tokens import TokenStore
 from sla.events import Event
-from sla.policy import Policy
+from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
 from streams.app import Pipeline
 from streams.kafka_tools import wait_for_broker
@@ -91,6 +91,32 @@ class SqlArchive:
         return text.encode(), result.ok
 
 
+@dataclass(frozen=True)
+class ArchiveDrafts:
+    """The what-if port: the draft policies of a directory tried on the SQL archive."""
+
+    engine: Any
+    policy: Policy
+    directory: Path
+
+    def drafts(self) -> list[str]:
+        return sorted(p.name for p in self.directory.glob("*.toml") if p.is_file())
+
+    def compare(self, draft: str, member: str | None, filed_from: datetime, filed_to: datetime) -> dict[str, Any]:
+        from projections.whatif import compare, ticket_histories
+
+        from .whatif_cli import read_policy
+
+        if draft not in self.drafts():  # a name from the list, never a path
+            raise PolicyError(f"no draft named {draft!r} in the drafts directory")
+        filters = Filters(member=member, filed_from=filed_from, filed_to=filed_to)
+        now = datetime.now(UTC)
+        comparison = compare(ticket_histories(archive_records(self.engine, by_ticket=True), filters), self.policy,
+                             read_policy(str(self.directory / draft)), now)
+        return comparison.document(source="archive", filters=filters, draft_name=draft, draft_version=None,
+                                   generated_at=now)
+
+
 def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | None = None) -> Pipeline:
     """The worker with its API, web pages and (``settings.demo``) demo feeder attached.
     Raises ValueError on settings that cannot work together."""
@@ -103,7 +129,9 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy,
                   auth=TokenStore(engine) if settings.auth and engine is not None else None,
-                  archive=SqlArchive(engine, policy) if engine is not None else None)
+                  archive=SqlArchive(engine, policy) if engine is not None else None,
+                  whatif=(ArchiveDrafts(engine, policy, Path(settings.policy_drafts_dir))
+                          if engine is not None and settings.policy_drafts_dir else None))
     register(pipeline.app, pipeline.tickets, ports)
     if settings.demo:
         from .demo import DemoFeeder

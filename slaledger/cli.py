@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="one JSON object on stdout")
     explain.set_defaults(handler=cmd_sla_explain)
 
-    policy = commands.add_parser("policy", help="write parts of a policy file")
+    policy = commands.add_parser("policy", help="write, compare and check policy files")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
     pin = policy_commands.add_parser(
         "holidays", help="print a version's non_working_days table (French public holidays, from the holidays "
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evidence_parsers(commands, audit_commands)
     from .db_cli import add_parsers as add_db_parsers  # db migrate: roles and grants (#25)
     add_db_parsers(commands)
+    from .whatif_cli import add_parsers as add_whatif_parsers  # audit what-if, policy diff|check (#29)
+    add_whatif_parsers(audit_commands, policy_commands)
     return parser
 
 

@@ -111,6 +111,8 @@ class Settings:
     # Signed tree heads of the archive (#16): the operator's Ed25519 key, as a file (PEM or
     # raw seed) or the value itself; never in the repository. Empty: heads are not signed.
     signing_key_file: str = ""
+    # What-if (#29): the directory of draft policy files the admins' web page offers (empty: no page).
+    policy_drafts_dir: str = ""
     signing_key: str = ""
     # seconds between two heads when the archive grew (and daily): a dispute file downloaded a
     # few seconds after a ticket's last event is covered by a signed head

@@ -10,9 +10,11 @@ import faust
 from .api import register_views
 from .pages import register_pages
 from .ports import Ports
+from .whatif import register_whatif
 
 
 def register(app: faust.App, route_table: Any, ports: Ports) -> None:
     """The API and the web pages, on the worker's port."""
     register_views(app, route_table, ports)
     register_pages(app, route_table, ports)
+    register_whatif(app, ports)

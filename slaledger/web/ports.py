@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from projections.tokens import Principal
@@ -59,6 +60,15 @@ class WorkerStatus(Protocol):
         """Readiness as ``/readyz`` shows it; ``"ready"`` is the verdict."""
 
 
+class DraftComparisons(Protocol):
+    def drafts(self) -> list[str]:
+        """The draft policy files offered (names in the configured directory), sorted."""
+
+    def compare(self, draft: str, member: str | None, filed_from: datetime, filed_to: datetime) -> dict[str, Any]:
+        """The what-if document (``projections.whatif``) of a period under ``draft`` (one of
+        ``drafts()``); raises ``sla.policy.PolicyError`` on a draft that cannot be read. Blocks (SQL)."""
+
+
 @dataclass(frozen=True)
 class Ports:
     tickets: TicketReader
@@ -68,3 +78,4 @@ class Ports:
     policy: Policy
     auth: Authenticator | None = None  # None: authentication off (a worker nobody can reach)
     archive: Archive | None = None  # None: no SQL archive configured (no timeline, no dispute file)
+    whatif: DraftComparisons | None = None  # None: no drafts directory or no archive (no what-if page)
