@@ -197,6 +197,10 @@ def local_instant(raw: str, f: Field, tz: ZoneInfo) -> str:
     if value.tzinfo is not None:
         return value.isoformat()
     local = value.replace(tzinfo=tz)
+    try:
+        local.astimezone(UTC)
+    except OverflowError:  # year 1 in Paris is before the first instant Python can hold in UTC
+        raise BadRequest(422, f"{f.label} : {raw} est hors des dates acceptées", f.name) from None
     # a fact's time may be read in court: a clock change is never resolved by guessing
     if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != value:
         raise BadRequest(422, f"{f.label} : {value:%d/%m/%Y %H:%M} n'existe pas à Paris (passage à l'heure "
