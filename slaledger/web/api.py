@@ -281,6 +281,10 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
     @app.page("/api/tickets/{ticket_id}/{action}")
     class TicketAction(View):
         async def post(self, request: Request, ticket_id: str, action: str) -> Response:
+            try:
+                who = await authenticate(request)  # first: nothing is answered to the anonymous
+            except BadRequest as exc:
+                return error(self, exc)
             command_type = ACTIONS.get(action)
             if command_type is None:
                 return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
@@ -290,7 +294,6 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
                 return self.json({"error": f"ticket {ticket_id} not found ({exc})", "field": "ticket_id"},
                                  status=404)
             try:
-                who = await authenticate(request)
                 key = idempotency_key(request)
                 body = await read_json(request)
                 command = command_from_body(command_type, ticket_id, body, who, key)
