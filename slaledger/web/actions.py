@@ -138,7 +138,8 @@ def may_file(who: Principal) -> bool:
 # --- the form token ---------------------------------------------------------------------------
 
 def form_token(session: str) -> str:
-    """The anti-forgery token of every form of a session (the session's bearer token keys it)."""
+    """The anti-forgery token of every form of a session (the session's random id keys it:
+    every worker derives the same one, and it dies with the session)."""
     key = (session or _NO_SESSION_KEY).encode()
     return hmac.new(key, b"slaledger-form-v1", hashlib.sha256).hexdigest()
 
