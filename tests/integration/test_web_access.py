@@ -25,6 +25,7 @@ from projections.migrate import create_schema
 from projections.tokens import create_token, revoke_token
 from slaledger.bootstrap import build_worker
 from slaledger.settings import Settings
+from slaledger.web import actions
 from slaledger.web.metrics_server import metrics_app
 from streams.embedded import EmbeddedBroker, free_port
 from streams.topics import create_topics
@@ -252,3 +253,23 @@ def test_the_projector_metrics_take_the_staff_token(stack: Stack) -> None:
     answer = request(stack.projector_url, "GET", "/metrics", {"Authorization": f"Bearer {stack.agent}"})
     assert answer.status == 200 and "slaledger_" in answer.body
     assert request(stack.projector_url, "GET", "/").status == 404
+
+
+def test_the_inputs_that_gave_500_get_a_french_4xx(stack: Stack) -> None:
+    """#25's four: a 5,000-digit integer, JSON nested 30,000 deep, a lone surrogate, a form
+    date in year 1 — from the worker itself, through its middlewares."""
+    bearer = {"Authorization": f"Bearer {stack.agent}", "Content-Type": "application/json",
+              "X-Forwarded-For": "192.0.2.40"}
+    filing = b'{"kind": "incident", "channel": "portal", "member": "m", "product": "ent", "subject": %s}'
+    for body, why in ((filing % (b"9" * 5000), "chiffres"), (b"[" * 30_000 + b"]" * 30_000, "imbrication"),
+                      (filing % b'"\\ud800"', "Unicode isolé")):
+        answer = request(stack.url, "POST", "/api/tickets", bearer, body)
+        assert answer.status == 422 and why in json.loads(answer.body)["error"], answer.body[:300]
+
+    sid = sign_in(stack, stack.agent, "192.0.2.41")
+    form = {"action": "inform", "message": "Coupure réseau", "restoration_eta": "0001-01-01T00:00",
+            "form_token": actions.form_token(sid)}
+    answer = request(stack.url, "POST", f"/tickets/{SAMPLE['ticket_id']}/actions",
+                     {**session(sid), "Content-Type": "application/x-www-form-urlencoded"},
+                     urllib.parse.urlencode(form).encode())
+    assert answer.status == 422 and "hors des dates acceptées" in answer.body, answer.body[:500]
