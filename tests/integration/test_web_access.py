@@ -40,6 +40,7 @@ SAMPLE = {"ticket_id": "SL-23456789AB", "action": "acknowledge", "name": "web.cs
 @dataclass
 class Stack:
     worker: Worker
+    second: Worker  # shares the partitions: a ticket page is served by the worker owning it
     projector_url: str
     database: str
     agent: str
@@ -64,6 +65,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
         create_topics(broker.bootstrap, 4)
         worker = Worker(broker, workdir, extra_env=env).start()
+        second = Worker(broker, workdir, extra_env=env, name="w2").start()
+        wait_for(lambda: all(len(w_partitions(w)) < 4 for w in (worker, second)), 60, what="partitions shared")
         metrics_port = free_port()
         with (workdir / "projector.log").open("ab") as log:
             projector = subprocess.Popen(
@@ -73,11 +76,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         projector_url = f"http://127.0.0.1:{metrics_port}"
         try:
             wait_for(lambda: projector.poll() is None and reachable(projector_url), 60, what="projector metrics")
-            yield Stack(worker, projector_url, database, agent, referent)
+            yield Stack(worker, second, projector_url, database, agent, referent)
         finally:
             projector.send_signal(signal.SIGKILL)
             projector.wait()
+            second.stop(signal.SIGKILL)
             worker.stop(signal.SIGKILL)
+
+
+def w_partitions(worker: Worker) -> list[int]:
+    return list(json.loads(request(worker.url, "GET", "/readyz").body)["partitions"])
 
 
 def reachable(url: str) -> bool:
@@ -273,3 +281,24 @@ def test_the_inputs_that_gave_500_get_a_french_4xx(stack: Stack) -> None:
                      {**session(sid), "Content-Type": "application/x-www-form-urlencoded"},
                      urllib.parse.urlencode(form).encode())
     assert answer.status == 422 and "hors des dates acceptées" in answer.body, answer.body[:500]
+
+
+def test_a_session_opened_on_one_worker_holds_on_every_worker_until_signed_out(stack: Stack) -> None:
+    """Sessions live in the database: a ticket page forwarded to the worker owning the ticket
+    carries the cookie there, and a sign-out on one worker ends the session on all."""
+    bearer = {"Authorization": f"Bearer {stack.agent}", "Content-Type": "application/json",
+              "X-Forwarded-For": "192.0.2.50"}
+    tickets = []
+    for _ in range(6):  # over 4 partitions shared by two workers: both own some of them
+        answer = request(stack.url, "POST", "/api/tickets", bearer, json.dumps(
+            {"kind": "incident", "channel": "portal", "member": "m", "product": "ent", "subject": "Panne"}).encode())
+        assert answer.status == 201, answer.body[:300]
+        tickets.append(json.loads(answer.body)["ticket"]["id"])
+    sid = sign_in(stack, stack.agent, "192.0.2.51")
+    for worker in (stack.worker, stack.second):
+        for tid in tickets:
+            page = request(worker.url, "GET", f"/tickets/{tid}", session(sid))
+            assert page.status == 200 and tid in page.body, (worker.name, tid, page.status)
+    assert request(stack.second.url, "POST", "/logout", session(sid)).status == 303
+    for worker in (stack.worker, stack.second):
+        assert refuses(request(worker.url, "GET", f"/tickets/{tickets[0]}", session(sid)))
