@@ -207,6 +207,7 @@ def freshness(kind: str, m: int, rate: float, server: str) -> dict[str, float]:
             "SLALEDGER_STORE_URL": "memory://", "SLALEDGER_AUTH": "off"}, workdir),
                  "projector": start("projector", ["project"], {
             **common, "SLALEDGER_DATABASE_URL": url, "SLALEDGER_METRICS_PORT": str(metrics),
+            "SLALEDGER_AUTH": "off",  # its /metrics, like the worker's API, open on loopback for the bench
             "SLALEDGER_SIGNING_KEY_FILE": str(signing_key(workdir))}, workdir)}
         engine = create_engine(url)
         api, metrics_url = f"http://127.0.0.1:{web}/api/tickets", f"http://127.0.0.1:{metrics}/metrics"

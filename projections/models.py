@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -163,6 +164,21 @@ class TokenRow(Base):
     label: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebSessionRow(Base):
+    """A web view's sign-in session: the cookie holds a random id, stored as its SHA-256. It
+    lives while its token is not revoked, it is used within the idle limit, and it is younger
+    than the absolute limit (``projections.tokens.TokenStore``); sign-out deletes it."""
+
+    __tablename__ = "web_sessions"
+
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("api_tokens.token_id", name="fk_web_sessions_token_id_api_tokens", ondelete="CASCADE"),
+        index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class JudgmentRow(Base):

@@ -3,6 +3,10 @@
 The secret (``slt_…``) is printed once; only its SHA-256 is stored. Roles: ``agent`` (acts
 on every ticket), ``referent`` (a member's named referent: files, reads and answers only
 that member's tickets), ``auditor`` (reads and audits, sends no command), ``admin``.
+
+The web view signs in with a token and gets a session instead (``TokenStore.open_session``):
+its cookie holds a random id, stored hashed in ``web_sessions``, so that signing out ends it
+for good and the token itself never sits in a browser.
 """
 
 from __future__ import annotations
@@ -12,18 +16,19 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, or_, select, update
+from sqlalchemy import Engine, Table, delete, insert, or_, select, update
 
 from sla.events import CONTROL_CHARACTERS, MAX_ACTOR
 
-from .models import TokenRow
+from .models import TokenRow, WebSessionRow
 
 ROLES = ("agent", "referent", "auditor", "admin")
 STAFF = frozenset({"agent", "auditor", "admin"})
 TOKENS: Table = TokenRow.__table__  # type: ignore[assignment]
+SESSIONS: Table = WebSessionRow.__table__  # type: ignore[assignment]
 
 
 class TokenError(ValueError):
@@ -100,7 +105,12 @@ def list_tokens(engine: Engine) -> list[dict[str, Any]]:
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return _aware(value).isoformat()
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite gives back naive datetimes (stored as UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def revoke_token(engine: Engine, token: str) -> bool:
@@ -112,12 +122,28 @@ def revoke_token(engine: Engine, token: str) -> bool:
     return bool(done.rowcount)
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a web session lives: ``idle`` without a request, ``lifetime`` at most."""
+
+    idle: timedelta = timedelta(minutes=30)
+    lifetime: timedelta = timedelta(hours=12)
+
+    @property
+    def touch(self) -> timedelta:
+        """How stale ``last_seen_at`` may get before a request writes it again (a write per
+        page would be a write per request; the idle limit is kept to within this)."""
+        return min(timedelta(minutes=1), self.idle / 4)
+
+
 class TokenStore:
     """Checks bearer secrets against the database, with a short cache (revocation takes
-    effect within ``ttl`` seconds on every worker)."""
+    effect within ``ttl`` seconds on every worker), and the web sessions opened with them
+    (not cached: a signed-out or revoked session ends at once on every worker)."""
 
-    def __init__(self, engine: Engine, ttl: float = 5.0) -> None:
+    def __init__(self, engine: Engine, ttl: float = 5.0, sessions: SessionLimits | None = None) -> None:
         self.engine, self.ttl = engine, ttl
+        self.limits = sessions or SessionLimits()
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     def authenticate(self, secret: str) -> Principal | None:
@@ -135,3 +161,45 @@ class TokenStore:
             self._cache.clear()
         self._cache[key] = (now, principal)
         return principal
+
+    def open_session(self, secret: str) -> tuple[str, Principal] | None:
+        """Sign in with a token: a new session id (to put in the cookie; only its hash is
+        stored) and its principal, or None when the token is unknown or revoked. Sessions
+        past their limits are deleted on the way."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == digest(secret))).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        session_id = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(delete(SESSIONS).where(or_(SESSIONS.c.created_at < now - self.limits.lifetime,
+                                                    SESSIONS.c.last_seen_at < now - self.limits.idle)))
+            conn.execute(insert(SESSIONS).values(session_hash=digest(session_id), token_id=row.token_id,
+                                                 created_at=now, last_seen_at=now))
+        return session_id, Principal(row.token_id, row.role, row.member, row.label)
+
+    def session(self, session_id: str) -> Principal | None:
+        """The principal of a live session (None: unknown, signed out, expired, or its token
+        revoked); a use moves its idle limit on."""
+        key = digest(session_id)
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(SESSIONS.c.created_at.label("opened_at"), SESSIONS.c.last_seen_at, TOKENS)
+                               .join(TOKENS, TOKENS.c.token_id == SESSIONS.c.token_id)
+                               .where(SESSIONS.c.session_hash == key)).first()
+            if row is None:
+                return None
+            seen = _aware(row.last_seen_at)
+            if (row.revoked_at is not None or now - seen >= self.limits.idle
+                    or now - _aware(row.opened_at) >= self.limits.lifetime):
+                conn.execute(delete(SESSIONS).where(SESSIONS.c.session_hash == key))
+                return None
+            if now - seen >= self.limits.touch:
+                conn.execute(update(SESSIONS).where(SESSIONS.c.session_hash == key).values(last_seen_at=now))
+        return Principal(row.token_id, row.role, row.member, row.label)
+
+    def close_session(self, session_id: str) -> None:
+        """Sign out: the session id is worthless from now on, on every worker."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(SESSIONS).where(SESSIONS.c.session_hash == digest(session_id)))

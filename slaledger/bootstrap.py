@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine
 
 from projections.alerts import start_alert_pusher
@@ -33,7 +33,7 @@ from projections.projector import run_projector
 from projections.queries import list_tickets, ticket_events
 from projections.rebuild import rebuild as rebuild_projection
 from projections.report import to_html, to_markdown, to_pdf
-from projections.tokens import TokenStore
+from projections.tokens import SessionLimits, TokenStore
 from sla.events import Event
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
@@ -43,7 +43,9 @@ from streams.kafka_tools import wait_for_broker
 from .command_metrics import MeasuredCommands
 from .settings import Settings
 from .web import register
+from .web.metrics_server import metrics_app, serve_metrics
 from .web.ports import Ports
+from .web.throttle import trusted_networks
 
 log = structlog.get_logger(__name__)
 
@@ -125,13 +127,18 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
     if settings.auth and engine is None:
         raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
                          "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
+    if settings.web_session_idle <= 0 or settings.web_session_lifetime <= 0:
+        raise ValueError("SLALEDGER_WEB_SESSION_IDLE and SLALEDGER_WEB_SESSION_LIFETIME: seconds, more than 0")
+    sessions = SessionLimits(timedelta(seconds=settings.web_session_idle),
+                             timedelta(seconds=settings.web_session_lifetime))
     pipeline = Pipeline(settings, policy, on_recovery_stalled)
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy,
-                  auth=TokenStore(engine) if settings.auth and engine is not None else None,
+                  auth=TokenStore(engine, sessions=sessions) if settings.auth and engine is not None else None,
                   archive=SqlArchive(engine, policy) if engine is not None else None,
                   whatif=(ArchiveDrafts(engine, policy, Path(settings.policy_drafts_dir))
-                          if engine is not None and settings.policy_drafts_dir else None))
+                          if engine is not None and settings.policy_drafts_dir else None),
+                  secure_cookie=settings.secure_cookie, trusted_proxies=trusted_networks(settings.trusted_proxies))
     register(pipeline.app, pipeline.tickets, ports)
     if settings.demo:
         from .demo import DemoFeeder
@@ -230,7 +237,9 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
     signal.signal(signal.SIGINT, on_signal)
     if settings.metrics_port:
         registry = CollectorRegistry()
-        start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
+        store = TokenStore(engine) if settings.auth else None
+        serve_metrics(metrics_app(registry, store, trusted_networks(settings.trusted_proxies)), settings.web_host,
+                      settings.metrics_port)
         log.info("projector metrics served", url=f"http://{settings.web_host}:{settings.metrics_port}/metrics")
     else:
         registry = None

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from slaledger.itop.sync import Publisher
 
 T = TypeVar("T")
+MIN_DEV_TOKEN = 16  # SLALEDGER_DEV_TOKEN: shorter is guessable
 
 
 class UsageError(Exception):
@@ -621,6 +622,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for, start_projector_thread
 
+    dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
+    if len(dev_token) < MIN_DEV_TOKEN:
+        raise UsageError(f"SLALEDGER_DEV_TOKEN: {len(dev_token)} characters, at least {MIN_DEV_TOKEN} "
+                         "(whoever guesses it acts as an agent)")
     base = _settings(args, log_format="console")
     configure_logging(base.log_format, base.log_level)
     Path(base.data_dir).mkdir(parents=True, exist_ok=True)
@@ -654,7 +659,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
                              rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base))
         create_topics(settings.bootstrap, settings.partitions)
         restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
-        dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
         try:
             ensure_token(engine, dev_token, "agent", "dev")
         except TokenError as exc:

@@ -88,6 +88,13 @@ class Settings:
     # Bearer-token authentication of the API (tokens live in the database). Turn off only
     # for a worker that nobody can reach (tests).
     auth: bool = True
+    # The web view's sessions end after this many seconds without a request, and this many
+    # after sign-in whatever happens (slaledger.web.pages).
+    web_session_idle: float = 1800.0
+    web_session_lifetime: float = 43200.0
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client
+    # whose refused tokens are counted (slaledger.web.throttle); empty: the TCP peer.
+    trusted_proxies: str = ""
     # iTop connector (``slaledger itop sync``): secrets belong in the environment, not in flags.
     itop_url: str = ""
     itop_user: str = ""
@@ -164,6 +171,11 @@ class Settings:
             raise ValueError("SLALEDGER_DATABASE_PASSWORD needs a user in SLALEDGER_DATABASE_URL (scheme://user@host/db)")
         user = userinfo.split(":", 1)[0]
         return f"{scheme}://{user}:{quote(self.database_password, safe='')}@{location}"
+
+    @property
+    def secure_cookie(self) -> bool:
+        """The web view is reached over https (its public URL says so): cookies are Secure."""
+        return self.public_url.lower().startswith("https://")
 
     @property
     def ticket_url(self) -> str:

@@ -82,6 +82,8 @@ from .table_values import (
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 from .transport import broker_urls
 from .transport import register as register_transport
+from .web_server import SCHEME as WEB_SCHEME
+from .web_server import register as register_web_server
 
 log = structlog.get_logger(__name__)
 
@@ -179,6 +181,7 @@ class Pipeline:
         self.waiter = OutcomeWaiter(settings)
         register_store()
         register_transport()
+        register_web_server()
         self.app = app = faust.App(
             APP_ID,
             broker=broker_urls(settings.bootstrap, embedded=settings.embedded),
@@ -190,6 +193,7 @@ class Pipeline:
             topic_allow_declare=False,
             processing_guarantee="at_least_once",
             web_enabled=True,
+            web=f"{WEB_SCHEME}://",  # without Faust's own routes (streams.web_server)
             web_bind=settings.web_host,
             web_host=settings.web_host,
             web_port=settings.web_port,

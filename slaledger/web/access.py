@@ -1,6 +1,6 @@
 """Who is calling and what they may see: shared by the JSON API and the web pages.
 
-Authentication (bearer token, or the web view's sign-in cookie for reads), the referent's
+Authentication (bearer token, or the web view's session cookie for reads), the referent's
 scope (another member's ticket does not exist for them) and the HTTP errors of both.
 """
 
@@ -21,29 +21,41 @@ from sla.clock import evaluate
 from sla.display import shown_state
 from sla.ticket import Ticket
 
-from .ports import Ports
+from .ports import Authenticator, Ports
+from .throttle import FailureLimit, Network, client_address
 
 log = structlog.get_logger(__name__)
 
 ANONYMOUS = Principal("-", "admin", None, "anonymous")  # authentication turned off
-# The web view's sign-in cookie: it holds the bearer token (see ``slaledger.web.pages``).
-SESSION_COOKIE = "slaledger_token"
+# The web view's sign-in cookie: a session id (``TokenStore.open_session``), never the token.
+SESSION_COOKIE = "slaledger_session"
+MAX_SECRET = 256  # longer is no token or session id of ours: refused without a database look-up
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.headers = status, message, field, headers or {}
 
 
-def session_token(request: Request) -> str:
-    """The bearer token carried by the web view's cookie ("" when none)."""
+def too_many_failures(retry_after: int) -> BadRequest:
+    return BadRequest(429, f"Trop de jetons refusés depuis votre adresse : réessayez dans {retry_after} s.",
+                      headers={"Retry-After": str(retry_after)})
+
+
+def session_id(request: Request) -> str:
+    """The session id carried by the web view's cookie ("" when none)."""
     try:
         jar = SimpleCookie(request.headers.get("Cookie", ""))
     except CookieError:
         return ""
     morsel = jar.get(SESSION_COOKIE)
-    return morsel.value if morsel is not None else ""
+    return morsel.value if morsel is not None and len(morsel.value) <= MAX_SECRET else ""
+
+
+def caller_address(ports: Ports, request: Request) -> str:
+    return client_address(request, ports.trusted_proxies)
 
 
 async def find_tickets(ports: Ports, who: Principal, now: datetime, *, statuses: Collection[str] = (),
@@ -93,6 +105,30 @@ async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamRes
     return response
 
 
+async def bearer(request: Request | aioweb.BaseRequest, store: Authenticator, failures: FailureLimit,
+                 trusted: tuple[Network, ...]) -> Principal:
+    """The principal of the request's bearer token (``store.authenticate``), or BadRequest:
+    401 when missing, unknown or revoked, 429 after too many refused tokens from the client's
+    address (which then is refused even a right token; logged, without the secret)."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
+    address = client_address(request, trusted)
+    wait = failures.retry_after(address)
+    if wait is not None:
+        log.warning("bearer token refused: too many failures", client=address, retry_after=wait)
+        raise too_many_failures(wait)
+    principal = None
+    if len(secret) <= MAX_SECRET:
+        principal = await asyncio.get_running_loop().run_in_executor(None, store.authenticate, secret)
+    if principal is None:
+        failures.failed(address)
+        log.warning("bearer token refused", client=address)
+        raise BadRequest(401, "invalid or revoked token")
+    return principal
+
+
 class Authenticate(Protocol):
     async def __call__(self, request: Request, *, cookie: bool = ...) -> Principal: ...
 
@@ -102,23 +138,21 @@ def authenticator(ports: Ports) -> Authenticate:
     admin when authentication is off)."""
 
     async def authenticate(request: Request, *, cookie: bool = False) -> Principal:
-        """The caller, from its bearer token (401 when missing, unknown or revoked).
+        """The caller, from its bearer token (401 when missing, unknown or revoked; 429 after
+        too many refused tokens from its address).
 
-        ``cookie``: the web view's sign-in cookie stands for the header (a browser link
+        ``cookie``: the web view's session cookie stands for the header (a browser link
         cannot send one). Only reads accept it, so no command can ride on a cookie.
         """
-        if ports.auth is None:
-            return ANONYMOUS
-        header = request.headers.get("Authorization", "")
-        scheme, _, secret = header.partition(" ")
-        if cookie and not header:
-            scheme, secret = "bearer", session_token(request)
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
         store = ports.auth
-        principal = await asyncio.get_running_loop().run_in_executor(None, store.authenticate, secret.strip())
-        if principal is None:
-            raise BadRequest(401, "invalid or revoked token")
-        return principal
+        if store is None:
+            return ANONYMOUS
+        if cookie and not request.headers.get("Authorization"):
+            sid = session_id(request)
+            principal = await asyncio.get_running_loop().run_in_executor(None, store.session, sid) if sid else None
+            if principal is None:
+                raise BadRequest(401, "session absente, expirée ou fermée : reconnectez-vous")
+            return principal
+        return await bearer(request, store, ports.failures, ports.trusted_proxies)
 
     return authenticate

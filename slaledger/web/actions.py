@@ -138,7 +138,8 @@ def may_file(who: Principal) -> bool:
 # --- the form token ---------------------------------------------------------------------------
 
 def form_token(session: str) -> str:
-    """The anti-forgery token of every form of a session (the session's bearer token keys it)."""
+    """The anti-forgery token of every form of a session (the session's random id keys it:
+    every worker derives the same one, and it dies with the session)."""
     key = (session or _NO_SESSION_KEY).encode()
     return hmac.new(key, b"slaledger-form-v1", hashlib.sha256).hexdigest()
 
@@ -197,6 +198,10 @@ def local_instant(raw: str, f: Field, tz: ZoneInfo) -> str:
     if value.tzinfo is not None:
         return value.isoformat()
     local = value.replace(tzinfo=tz)
+    try:
+        local.astimezone(UTC)
+    except OverflowError:  # year 1 in Paris is before the first instant Python can hold in UTC
+        raise BadRequest(422, f"{f.label} : {raw} est hors des dates acceptées", f.name) from None
     # a fact's time may be read in court: a clock change is never resolved by guessing
     if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != value:
         raise BadRequest(422, f"{f.label} : {value:%d/%m/%Y %H:%M} n'existe pas à Paris (passage à l'heure "

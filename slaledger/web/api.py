@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -180,9 +181,19 @@ async def read_json(request: Request) -> Any:
     if not data.strip():
         return {}
     try:
-        return json.loads(data)
+        body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(422, f"invalid JSON: {exc}") from None
+        raise BadRequest(422, f"JSON invalide : {exc}") from None
+    except RecursionError:
+        raise BadRequest(422, "JSON invalide : trop de niveaux d'imbrication") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise BadRequest(422, f"JSON invalide : nombre de plus de {sys.get_int_max_str_digits()} chiffres") from None
+    try:  # a lone surrogate ("\ud800") is valid JSON but no text: it could never be written
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest(422, "JSON invalide : caractère Unicode isolé (« \\ud800 ») ; le texte doit être de "
+                              "l'UTF-8 valide") from None
+    return body
 
 
 def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
@@ -195,7 +206,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
         body: dict[str, Any] = {"error": exc.message}
         if exc.field:
             body["field"] = exc.field
-        return view.json(body, status=exc.status)
+        return view.json(body, status=exc.status, headers=exc.headers)
 
     async def send_command(view: View, command: Command) -> Response:
         if not ports.commands.accepting:
@@ -270,6 +281,10 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
     @app.page("/api/tickets/{ticket_id}/{action}")
     class TicketAction(View):
         async def post(self, request: Request, ticket_id: str, action: str) -> Response:
+            try:
+                who = await authenticate(request)  # first: nothing is answered to the anonymous
+            except BadRequest as exc:
+                return error(self, exc)
             command_type = ACTIONS.get(action)
             if command_type is None:
                 return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
@@ -279,7 +294,6 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
                 return self.json({"error": f"ticket {ticket_id} not found ({exc})", "field": "ticket_id"},
                                  status=404)
             try:
-                who = await authenticate(request)
                 key = idempotency_key(request)
                 body = await read_json(request)
                 command = command_from_body(command_type, ticket_id, body, who, key)
@@ -312,6 +326,10 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
     @app.page("/api/openapi.json")
     class OpenApi(View):
         async def get(self, request: Request) -> Response:
+            try:
+                await authenticate(request)
+            except BadRequest as exc:
+                return error(self, exc)
             return self.json(openapi_document())
 
 

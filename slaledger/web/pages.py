@@ -13,10 +13,16 @@ script under ``slaledger/web/static/`` (served here, so a strict Content-Securit
 holds). Without the script the pages still work; with it, countdowns tick every second
 and the queue refreshes every few seconds without a full reload.
 
-Sign-in posts the same token as the API; it is kept in an HttpOnly, SameSite=Strict
-cookie. Reads accept it (pages, the queue fragment, the dispute-file link), and so do the
-pages' own forms (file a request, act on a ticket: ``actions.py``), which must also carry
-the session's form token and come from this site; the JSON API never takes the cookie.
+Sign-in posts the same token as the API and opens a server-side session (``TokenStore.
+open_session``): the HttpOnly, SameSite=Strict cookie holds the session's random id, never
+the token; sign-out deletes the session, and it ends by itself when idle or old
+(``SLALEDGER_WEB_SESSION_IDLE`` / ``_LIFETIME``) or when its token is revoked. The cookie is
+``Secure`` when the public URL (``SLALEDGER_PUBLIC_URL``) is https: configuration, never a
+request header. Reads accept the cookie (pages, the queue fragment, the dispute-file link),
+and so do the pages' own forms (file a request, act on a ticket: ``actions.py``), which
+must also carry the session's form token and come from this site; the JSON API never takes
+the cookie. Refused sign-ins count against the client's address like refused bearer tokens
+(``throttle.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,17 @@ from sla.view import ticket_view
 from streams.outcomes import CommandUnavailable, NoOutcome
 
 from . import actions, render
-from .access import SESSION_COOKIE, BadRequest, authenticator, find_tickets, session_token, visible_ticket
+from .access import (
+    MAX_SECRET,
+    SESSION_COOKIE,
+    BadRequest,
+    authenticator,
+    caller_address,
+    find_tickets,
+    session_id,
+    too_many_failures,
+    visible_ticket,
+)
 from .api import ACTIONS, command_from_body, http_status, key_scope, new_ticket_id
 from .ports import Ports
 
@@ -87,24 +103,21 @@ def redirect(view: View, location: str, cookie: str | None = None) -> Response:
     return view.text("", status=303, headers=headers)
 
 
-def session_cookie(token: str, *, secure: bool) -> str:
-    """HttpOnly (no script reads it), SameSite=Strict (no other site sends it), whole site."""
+def session_cookie(sid: str, *, secure: bool) -> str:
+    """HttpOnly (no script reads it), SameSite=Strict (no other site sends it), whole site;
+    no expiry (gone with the browser; the server ends the session anyway)."""
     jar: SimpleCookie = SimpleCookie()
-    jar[SESSION_COOKIE] = token
+    jar[SESSION_COOKIE] = sid
     morsel = jar[SESSION_COOKIE]
     morsel["httponly"] = True
     morsel["samesite"] = "Strict"
     morsel["path"] = "/"
     if secure:
         morsel["secure"] = True
-    if not token:
+    if not sid:
         morsel["max-age"] = 0
         morsel["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
     return morsel.OutputString()
-
-
-def is_https(request: Request) -> bool:
-    return request.url.scheme == "https" or request.headers.get("X-Forwarded-Proto", "") == "https"
 
 
 # --- the queue -------------------------------------------------------------------------------
@@ -144,7 +157,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
 
     def to_login(view: View, request: Request) -> Response:
         target = local_next(request.rel_url.path_qs)
-        if request.headers.get("Sec-Fetch-Site") == "cross-site" and not session_token(request):
+        if request.headers.get("Sec-Fetch-Site") == "cross-site" and not session_id(request):
             # A link from elsewhere (an alert, a mail): the SameSite=Strict cookie was held
             # back. Going on from this page is a same-site navigation, which carries it.
             return html_response(view, render.redirect_page(target))
@@ -200,7 +213,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
         if who is None:
             return redirect(view, "/login?" + urlencode({"next": back}))
         form = {k: str(v) for k, v in (await request.post()).items()}
-        if not same_origin(request) or not actions.form_token_ok(session_token(request), form.get("form_token", "")):
+        if not same_origin(request) or not actions.form_token_ok(session_id(request), form.get("form_token", "")):
             log.warning("form post refused: other site or missing form token", path=request.url.path, actor=who.actor)
             return html_response(view, render.refused_page(title), status=403)
         return who, form
@@ -232,14 +245,14 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
                 return to_login(self, request)
             if not actions.may_file(who):
                 return html_response(self, render.refused_page("Nouvelle demande"), status=403)
-            return html_response(self, render.new_ticket_page(who, token=actions.form_token(session_token(request))))
+            return html_response(self, render.new_ticket_page(who, token=actions.form_token(session_id(request))))
 
         async def post(self, request: Request) -> Response:
             read = await read_form(self, request, "Nouvelle demande", "/new-ticket")
             if not isinstance(read, tuple):
                 return read
             who, form = read
-            token = actions.form_token(session_token(request))
+            token = actions.form_token(session_id(request))
             key = actions.posted_form_key(form)
             try:
                 body = actions.filing_body(who, form, tz)
@@ -290,7 +303,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             return html_response(view, render.action_refused_page(who, ticket_id, refusal), status=status)
         at = now()
         page = render.ticket_page(ticket_view(ticket, ports.policy, at), None, who, at, tz,
-                                  token=actions.form_token(session_token(request)), refusal=refusal)
+                                  token=actions.form_token(session_id(request)), refusal=refusal)
         return html_response(view, page, status=status)
 
     @app.page("/tickets/{ticket_id}")
@@ -322,7 +335,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             done_action = ACTIONS.get(request.query.get("fait", ""))
             done_key = str(done_action) if done_action else request.query.get("fait", "")
             return html_response(self, render.ticket_page(view, events, who, at, tz,
-                                                          token=actions.form_token(session_token(request)),
+                                                          token=actions.form_token(session_id(request)),
                                                           done=french.ACTION_DONE.get(done_key)))
 
     @app.page("/login")
@@ -332,11 +345,11 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             message = None
             if ports.auth is None:  # authentication turned off: nothing to sign in to
                 return redirect(self, target)
-            if session_token(request):
+            if session_id(request):
                 if await caller(request) is not None:
                     return redirect(self, target)
-                message = "Votre jeton n'est plus valable (révoqué ?) : saisissez-en un autre."
-            headers = {"Set-Cookie": session_cookie("", secure=is_https(request))} if message else {}
+                message = "Votre session a expiré ou a été fermée : reconnectez-vous."
+            headers = {"Set-Cookie": session_cookie("", secure=ports.secure_cookie)} if message else {}
             return html_response(self, render.login_page(target, message), headers=headers)
 
         async def post(self, request: Request) -> Response:
@@ -345,24 +358,36 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             form = await request.post()
             token = str(form.get("token", "")).strip()
             target = local_next(str(form.get("next", "/")))
-            if ports.auth is None:
+            store = ports.auth
+            if store is None:
                 return redirect(self, target)
-            principal = None
-            if token and len(token) <= 256:
-                principal = await asyncio.get_running_loop().run_in_executor(None, ports.auth.authenticate,
-                                                                             token)
-            if principal is None:
-                log.info("web sign-in refused")
+            address = caller_address(ports, request)
+            wait = ports.failures.retry_after(address)
+            if wait is not None:
+                log.warning("web sign-in refused: too many failures", client=address, retry_after=wait)
+                exc = too_many_failures(wait)
+                return html_response(self, render.login_page(target, exc.message),
+                                     status=429, headers=exc.headers)
+            opened = None
+            if token and len(token) <= MAX_SECRET:
+                opened = await asyncio.get_running_loop().run_in_executor(None, store.open_session, token)
+            if opened is None:
+                ports.failures.failed(address)
+                log.warning("web sign-in refused", client=address)
                 return html_response(self, render.login_page(target, "Jeton inconnu ou révoqué."), status=401)
-            log.info("web sign-in", role=principal.role, label=principal.label)
-            return redirect(self, target, session_cookie(token, secure=is_https(request)))
+            sid, principal = opened
+            log.info("web sign-in", role=principal.role, label=principal.label, client=address)
+            return redirect(self, target, session_cookie(sid, secure=ports.secure_cookie))
 
     @app.page("/logout")
     class Logout(View):
         async def post(self, request: Request) -> Response:
             if not same_origin(request):
                 return html_response(self, render.refused_page("Déconnexion"), status=403)
-            return redirect(self, "/login", session_cookie("", secure=is_https(request)))
+            sid = session_id(request)
+            if sid and ports.auth is not None:
+                await asyncio.get_running_loop().run_in_executor(None, ports.auth.close_session, sid)
+            return redirect(self, "/login", session_cookie("", secure=ports.secure_cookie))
 
     @app.page("/static/{name}")
     class Static(View):
@@ -383,7 +408,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             try:
                 who = await authenticate(request, cookie=True)
             except BadRequest as exc:
-                return self.json({"error": exc.message}, status=exc.status)
+                return self.json({"error": exc.message}, status=exc.status, headers=exc.headers)
             if not who.staff:
                 return self.json({"error": "the dispute file is for the support team and auditors"}, status=403)
             fmt = request.query.get("format", "json")

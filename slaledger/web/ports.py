@@ -10,7 +10,7 @@ hand in fakes; following a request stays inside ``slaledger/web/``.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +19,8 @@ from sla.events import Event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket
 from streams.processor import Outcome
+
+from .throttle import FailureLimit, Network
 
 
 class TicketReader(Protocol):
@@ -42,8 +44,19 @@ class TicketFinder(Protocol):
 
 
 class Authenticator(Protocol):
+    """Tokens and the web sessions opened with them (every method may block: SQL)."""
+
     def authenticate(self, secret: str) -> Principal | None:
-        """The principal of a bearer token (None: unknown or revoked). May block (SQL)."""
+        """The principal of a bearer token (None: unknown or revoked)."""
+
+    def open_session(self, secret: str) -> tuple[str, Principal] | None:
+        """Sign in with a token: a new session id and its principal (None: bad token)."""
+
+    def session(self, session_id: str) -> Principal | None:
+        """The principal of a live session (None: unknown, signed out, expired, token revoked)."""
+
+    def close_session(self, session_id: str) -> None:
+        """Sign out."""
 
 
 class Archive(Protocol):
@@ -79,3 +92,6 @@ class Ports:
     auth: Authenticator | None = None  # None: authentication off (a worker nobody can reach)
     archive: Archive | None = None  # None: no SQL archive configured (no timeline, no dispute file)
     whatif: DraftComparisons | None = None  # None: no drafts directory or no archive (no what-if page)
+    secure_cookie: bool = False  # the public URL is https: the session cookie is Secure
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For names the client
+    failures: FailureLimit = field(default_factory=FailureLimit)  # refused tokens per client address

@@ -246,3 +246,54 @@ def test_a_breach_reaches_alertmanager_and_every_query_runs(stack: dict[str, Any
     assert len(rows) >= 7
     assert [r[1] for r in rows["Dépassées et toujours ouvertes"]] == [ticket_id]
     assert [r[1] for r in rows["Incidents ouverts (sans heure de rétablissement en premier)"]] == [ticket_id]
+
+
+def test_prometheus_scrapes_the_projector_with_the_staff_token(tmp_path: Path) -> None:
+    """The production job of the projector (``slaledger project``, its own /metrics): the real
+    Prometheus scrapes it with the token file; the same job without the token is refused."""
+    from projections.migrate import create_schema
+    from projections.tokens import ensure_token
+    from streams.embedded import EmbeddedBroker
+    from streams.topics import create_topics
+
+    prometheus_bin = system_tool("prometheus", package="prometheus")
+    sqlite = f"sqlite:///{tmp_path / 'slaledger.db'}"
+    engine = create_engine(sqlite)
+    create_schema(engine)
+    ensure_token(engine, TOKEN, "auditor", "prometheus")
+    metrics_port, prom_port = free_port(), free_port()
+    (tmp_path / "token").write_text(TOKEN)
+    config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config.pop("rule_files")
+    config.pop("alerting")
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "slaledger-projector"]
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
+    anonymous = {k: v for k, v in job.items() if k != "authorization"} | {"job_name": "anonymous"}
+    config["scrape_configs"] = [job, anonymous]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    started: list[Process] = []
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        create_topics(broker.bootstrap, 4)
+        try:
+            started.append(Process([sys.executable, "-m", "slaledger.cli", "project", "--metrics-port",
+                                    str(metrics_port)], tmp_path / "projector.log",
+                                   env={**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_EMBEDDED": "1",
+                                        "SLALEDGER_DATABASE_URL": sqlite, "SLALEDGER_DATA_DIR": str(tmp_path)}))
+            started.append(Process([prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                    f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prometheus.log"))
+            prom = f"http://127.0.0.1:{prom_port}"
+
+            def up() -> dict[str, str]:
+                result = prom_query(prom, "up") if reachable(f"{prom}/-/ready") else {"result": []}
+                return {r["metric"]["job"]: r["value"][1] for r in result["result"]}
+
+            assert all(p.alive() for p in started)
+            wait_for(lambda: up() == {"slaledger-projector": "1", "anonymous": "0"}, 60, what="both jobs scraped")
+            build = prom_query(prom, 'slaledger_build_info{job="slaledger-projector"}')["result"]
+            assert [r["value"][1] for r in build] == ["1"]  # the projection's own series, scraped
+        finally:
+            for process in reversed(started):
+                process.stop()

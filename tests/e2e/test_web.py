@@ -212,6 +212,10 @@ def sign_in(b: Browser, base: str, token: str) -> None:
     assert b.eval("location.pathname") == "/", b.text("main")
 
 
+def session_cookies(b: Browser) -> list[dict[str, Any]]:
+    return [c for c in b.send("Network.getCookies")["cookies"] if c["name"] == "slaledger_session"]
+
+
 def file(base: str, token: str = TOKEN, **fields: Any) -> str:
     body = {"kind": "incident", "channel": "portal", "member": "commune-de-blois", "product": "parapheur",
             "subject": "Parapheur inaccessible", **fields}
@@ -245,7 +249,10 @@ def test_sign_in_form_and_accessible_queue(browser: Browser, dev: str) -> None:
 
     sign_in(browser, dev, TOKEN)
     assert browser.text("h1") == "File des tickets ouverts"
-    assert "slaledger_token" not in browser.eval("document.cookie"), "the session cookie must be HttpOnly"
+    assert "slaledger_session" not in browser.eval("document.cookie"), "the session cookie must be HttpOnly"
+    (cookie,) = session_cookies(browser)
+    assert cookie["value"] != TOKEN and TOKEN not in cookie["value"], "the cookie holds a session id, not the token"
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]  # plain http public URL
     # every filter has a visible label, one h1, the table has a caption and column headers
     assert browser.eval("[...document.querySelectorAll('select')].every("
                         "s => document.querySelector(`label[for=\"${s.id}\"]`))")
@@ -414,12 +421,18 @@ def test_referent_sees_only_their_members_tickets(browser: Browser, dev: str) ->
     theirs = file(dev, token=REFERENT_TOKEN, member=REFERENT_MEMBER, kind="assistance", subject="Mot de passe oublié")
     other = file(dev, member="commune-de-chartres", subject="Autre membre")
 
-    # an agent signs out: the session is gone
+    # an agent signs out: the session is gone, for good (its id, put back, opens nothing)
     sign_in(browser, dev, TOKEN)
+    (signed_out,) = session_cookies(browser)
     browser.navigating(lambda: browser.eval("document.querySelector('.session button').click()"))
     assert browser.eval("location.pathname") == "/login"
     browser.goto(f"{dev}/")
     assert browser.eval("location.pathname") == "/login"
+    browser.send("Network.setCookie", name="slaledger_session", value=signed_out["value"], url=f"{dev}/",
+                 httpOnly=True, sameSite="Strict")
+    browser.goto(f"{dev}/")
+    assert browser.eval("location.pathname") == "/login"
+    assert "Votre session a expiré ou a été fermée" in browser.text("[role=alert]")
 
     sign_in(browser, dev, REFERENT_TOKEN)
     wait_for(lambda: browser.eval(f"!!document.querySelector('{row(theirs)}')"), timeout=30, what="their ticket")

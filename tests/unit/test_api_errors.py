@@ -7,12 +7,13 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sla.ticket import CommandType, Ticket
 from slaledger.web.access import ANONYMOUS, BadRequest, json_errors
-from slaledger.web.api import command_from_body
+from slaledger.web.api import command_from_body, read_json
 
 FILE = {"kind": "incident", "channel": "portal", "product": "ent", "member": "m-001", "subject": "Panne"}
 
@@ -25,6 +26,14 @@ async def file_handler(request: web.Request) -> web.Response:
     return web.json_response({}, status=201)
 
 
+async def read_handler(request: web.Request) -> web.Response:
+    try:
+        await read_json(request)
+    except BadRequest as exc:
+        return web.json_response({"error": exc.message}, status=exc.status)
+    return web.json_response({}, status=200)
+
+
 async def broken_handler(request: web.Request) -> web.Response:
     raise RuntimeError("boom")
 
@@ -33,8 +42,9 @@ async def call(path: str, body: Any) -> tuple[int, str, Any]:
     app = web.Application(middlewares=[json_errors])
     app.router.add_post("/file", file_handler)
     app.router.add_post("/broken", broken_handler)
+    app.router.add_post("/read", read_handler)
     async with TestClient(TestServer(app)) as client:
-        response = await client.post(path, json=body)
+        response = await client.post(path, **({"data": body} if isinstance(body, bytes) else {"json": body}))
         return response.status, response.headers["Content-Type"], await response.json()
 
 
@@ -44,6 +54,17 @@ def test_dates_out_of_range_are_422_naming_the_field() -> None:
         assert status == 422 and body["field"] == "received_at", (value, body)
     status, _, body = asyncio.run(call("/file", {**FILE, "received_at": "2026-03-02T09:00:00+01:00"}))
     assert status == 201, body
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b'{"subject": ' + b"9" * 5000 + b"}", "chiffres"),  # more digits than Python converts
+    (b"[" * 30_000 + b"]" * 30_000, "imbrication"),  # deeper than the parser's recursion
+    (b'{"subject": "\\ud800"}', "Unicode isolé"),  # a lone surrogate: no UTF-8 text
+    (b'{"subject": ', "JSON invalide"),
+])
+def test_json_that_is_no_text_is_a_french_422(body: bytes, why: str) -> None:
+    status, content_type, answer = asyncio.run(call("/read", body))
+    assert status == 422 and content_type.startswith("application/json") and why in answer["error"], answer
 
 
 def test_an_unexpected_failure_is_a_json_500() -> None:

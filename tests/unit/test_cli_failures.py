@@ -141,3 +141,9 @@ def test_topics_with_another_partition_count_are_one_line() -> None:
     line, code = describe(TopicLayoutError("slaledger.ticket-commands has 4 partitions, expected 8"),
                           Settings(broker_url="kafka://kafka:9092")) or ("", 0)
     assert code == 1 and "has 4 partitions, expected 8" in line and "--partitions" in line
+
+
+def test_a_short_dev_token_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    done = run(["dev", "--data-dir", str(tmp_path / "d")], tmp_path, SLALEDGER_DEV_TOKEN="slt_short")
+    assert_one_line(done.returncode, done.stderr, "SLALEDGER_DEV_TOKEN: 9 characters, at least 16")
+    assert not (tmp_path / "d").exists()

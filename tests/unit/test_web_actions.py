@@ -81,6 +81,16 @@ def test_bad_input_is_a_french_422() -> None:
     assert bad_date.value.field == "restoration_eta" and "date et heure attendues" in bad_date.value.message
 
 
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00", "0001-01-01T00:08"])
+def test_a_date_in_year_one_is_a_french_422(raw: str) -> None:
+    """Year 1 in Paris (local mean time, +0:09) is before the first instant Python holds in UTC."""
+    fields = actions.action_fields(CommandType.INFORM, "incident", True)
+    with pytest.raises(BadRequest) as refused:
+        actions.body_from_form(fields, {"message": "x", "restoration_eta": raw}, PARIS)
+    assert refused.value.status == 422 and refused.value.field == "restoration_eta"
+    assert "hors des dates acceptées" in refused.value.message
+
+
 def test_a_referent_files_on_the_portal_for_their_member() -> None:
     assert "member" not in [f.name for f in actions.filing_fields(REFERENT)]
     body = actions.filing_body(REFERENT, {"kind": "assistance", "product": "ent", "subject": "Compte"}, PARIS)

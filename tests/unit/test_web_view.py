@@ -10,6 +10,7 @@ from sla.events import EventType
 from sla.policy import Policy
 from sla.ticket import fold
 from sla.view import ticket_view
+from slaledger.settings import Settings
 from slaledger.web.pages import local_next, session_cookie
 from slaledger.web.render import (
     clock_duration,
@@ -41,11 +42,18 @@ def test_sign_in_goes_back_to_this_site_only() -> None:
 
 
 def test_session_cookie_flags() -> None:
-    cookie = session_cookie("slt_secret", secure=False)
-    assert cookie.startswith("slaledger_token=slt_secret") and "HttpOnly" in cookie
+    cookie = session_cookie("a-session-id", secure=False)
+    assert cookie.startswith("slaledger_session=a-session-id") and "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie and "Path=/" in cookie and "Secure" not in cookie
-    assert "Secure" in session_cookie("slt_secret", secure=True)
+    assert "Secure" in session_cookie("a-session-id", secure=True)
     assert "Max-Age=0" in session_cookie("", secure=False)
+
+
+def test_the_cookie_is_secure_when_the_public_url_is_https() -> None:
+    """From configuration only: no request header (X-Forwarded-Proto) decides it."""
+    assert Settings(public_url="https://sla.gip.example").secure_cookie
+    assert not Settings(public_url="http://localhost:8080").secure_cookie
+    assert not Settings().secure_cookie
 
 
 def test_queue_row_marks_states_in_words(policy: Policy) -> None:
