@@ -59,7 +59,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     create_schema(engine)
     _, agent = create_token(engine, "agent", label="alice")
     _, referent = create_token(engine, "referent", "commune-de-blois")
-    env = {"SLALEDGER_AUTH": "on", "SLALEDGER_DATABASE_URL": database,
+    drafts = workdir / "drafts"  # the admins' what-if page exists only with a drafts directory
+    drafts.mkdir()
+    env = {"SLALEDGER_AUTH": "on", "SLALEDGER_DATABASE_URL": database, "SLALEDGER_POLICY_DRAFTS_DIR": str(drafts),
            # the test client stands for a proxy: each scenario names its own client address
            "SLALEDGER_TRUSTED_PROXIES": "127.0.0.1"}
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
@@ -119,7 +121,8 @@ def request(base: str, method: str, path: str, headers: dict[str, str] | None = 
 def worker_routes(tmp_path: Path) -> list[tuple[str, str]]:
     """The worker's route table as its web server builds it at start (``init_server``), with
     the settings of a production worker."""
-    settings = Settings(auth=True, database_url=f"sqlite:///{tmp_path / 'routes.db'}", data_dir=str(tmp_path))
+    settings = Settings(auth=True, database_url=f"sqlite:///{tmp_path / 'routes.db'}", data_dir=str(tmp_path),
+                        policy_drafts_dir=str(tmp_path))
     web = build_worker(settings).app.web
     web.init_server()
     return sorted({(r.method, r.resource.canonical) for r in web.web_app.router.routes()  # type: ignore[attr-defined]
@@ -158,6 +161,7 @@ def session(sid: str) -> dict[str, str]:
 def test_faust_routes_are_gone_and_every_route_refuses_the_anonymous(stack: Stack, tmp_path: Path) -> None:
     routes = worker_routes(tmp_path)
     paths = {path for _, path in routes}
+    assert "/admin/what-if" in paths  # every page of the product is in the table probed below
     assert not any(p.startswith(("/table", "/router", "/graph", "/stats", "/assignment", "/performance"))
                    for p in paths), paths
     servers = {"worker": (stack.url, routes), "projector": (stack.projector_url, projector_routes())}
