@@ -96,7 +96,8 @@ def test_one_month_across_the_october_change() -> None:
 
 
 def test_a_pause_after_the_deadline_moves_nothing_and_says_so() -> None:
-    events = administrative("2026-11-18T10:00:00+01:00")[:2] + [
+    events = [
+        *administrative("2026-11-18T10:00:00+01:00")[:2],
         ev(EventType.WAITING_FOR_CUSTOMER, "2026-11-17T10:00:00+01:00"),
         ev(EventType.CUSTOMER_RESPONDED, "2026-11-17T16:00:00+01:00", elements_complete=False),
         ev(EventType.CUSTOMER_INFORMED, "2026-11-18T10:00:00+01:00", message="Réponse", answer=True)]
