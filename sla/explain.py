@@ -182,10 +182,8 @@ def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bo
     if cycle.overdue:
         if not live:
             return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
-        if cycle.moves:
-            return f"Échéance du {french.instant(cycle.deadline, tz)} dépassée depuis " \
-                   f"{french.duration((now - cycle.deadline).total_seconds())}."
-        return f"Échéance dépassée depuis {french.duration((now - cycle.deadline).total_seconds())}."
+        since = french.duration((now - cycle.deadline).total_seconds())
+        return f"Échéance dépassée depuis {since} ({judged})." if cycle.moves else f"Échéance dépassée depuis {since}."
     if not live:
         return ""
     left = french.duration((cycle.deadline - now).total_seconds())

@@ -58,7 +58,7 @@ def test_met_and_running_name_the_moved_deadline_too() -> None:
     assert "Temps restant : 2 h avant l'échéance du lundi 16 novembre 2026 à 15:00." in explanation(running)
     late = clock_of(administrative("2026-11-16T14:00:00+01:00")[:-1], "administrative_answer",
                     "2026-11-16T17:00:00+01:00")
-    assert "Échéance du lundi 16 novembre 2026 à 15:00 dépassée depuis 2 h." in explanation(late)
+    assert "Échéance dépassée depuis 2 h (l'échéance du lundi 16 novembre 2026 à 15:00)." in explanation(late)
     paused = clock_of(administrative("2026-11-16T14:00:00+01:00")[:3], "administrative_answer",
                       "2026-11-11T00:00:00+01:00")
     assert paused.status is ClockStatus.PAUSED
