@@ -128,11 +128,11 @@ class ProjectionCollector(Collector):
         month = GaugeMetricFamily(compliance.MONTH_METRIC,
                                   "SLA clocks whose verdict was sealed this calendar month (Europe/Paris), by SLA, "
                                   "member and verdict (projections.compliance)", labels=["sla", "member", "verdict"])
-        # every known SLA and member from 0: a month without a breach still has a budget
-        for sla in sorted(slas | {s for s, _, _ in this_month}):
-            for member in sorted(all_members | {m for _, m, _ in this_month}):
-                for verdict in compliance.VERDICTS:
-                    month.add_metric([sla, member, verdict], this_month.get((sla, member, verdict), 0))
+        # every verdict of an (SLA, member) with a clock this month, 0 included: a month without
+        # a breach still has a budget (an absent series would leave the rule without a value)
+        for sla, member in sorted({(s, m) for s, m, _ in this_month}):
+            for verdict in compliance.VERDICTS:
+                month.add_metric([sla, member, verdict], this_month.get((sla, member, verdict), 0))
         yield month
         if self.objectives:
             objective = GaugeMetricFamily(compliance.OBJECTIVE_METRIC, "Monthly compliance objective of each SLA "
