@@ -9,7 +9,9 @@ assertions.
 
 The history is written directly in SQL (closed tickets of 5 events each: filed,
 acknowledged, a breach for one in four, resolved, closed; their stopped clocks and
-judgments; a few dead letters), then the totals are filled as the migration does. Default: a fresh database on
+judgments; a few dead letters), then the totals are filled as the migration does. The scrape
+is taken at the last filing, so this month's verdicts (``projections.compliance``) are read
+from a month of history. Default: a fresh database on
 the local PostgreSQL (postgres@127.0.0.1), dropped at the end.
 """
 
@@ -73,7 +75,8 @@ def fill(engine: Any, start: int, n: int) -> None:
                        "contractual": True, "status": "breached" if breached else "met", "deadline": filed,
                        "warning_at": filed, "started_at": filed, "stopped_at": acked,
                        "remaining_at_close_seconds": -60.0, "policy_version": "convention-2026.1",
-                       "explanation": "x", "evaluated_at": acked})
+                       "explanation": "x", "evaluated_at": acked,
+                       "decided_at": filed if breached else acked})
         third = "sla_breached" if breached else "customer_informed"
         for step, kind in enumerate(("ticket_filed", "acknowledged", third, "resolved", "closed")):
             at = filed + timedelta(hours=step)
@@ -149,7 +152,10 @@ def main() -> None:
             with engine.connect() as conn:  # as autovacuum would have by then (committed: kept)
                 conn.execute(text("ANALYZE"))
                 conn.commit()
-            collector = ProjectionCollector(engine)
+            # "now" at the last filing: this month's verdicts (slaledger_sla_month_clocks) are a
+            # month of history, up to ~44,000 clocks at one filing a minute
+            last = BASE + timedelta(minutes=size // 5)
+            collector = ProjectionCollector(engine, now=lambda last=last: last)
             scrape_s = timed(lambda c=collector: [s for family in c.collect() for s in family.samples], 7)
             series = sum(len(family.samples) for family in collector.collect())
             figures.append((size, scrape_s, recount_s, series))

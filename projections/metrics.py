@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -25,9 +26,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from sla.display import shown_state, worst_state
+from sla.policy import Policy
 from sla.ticket import OPEN_STATUSES
 
-from . import totals
+from . import compliance, totals
 from .models import ARCHIVE_HEAD, CheckpointRow, ClockRow, TicketRow
 from .totals import aware
 
@@ -43,10 +45,12 @@ DEAD_LETTER_REASONS = ("command refused", "key mismatch", "processing error", "p
 
 class ProjectionCollector(Collector):
     def __init__(self, engine: Engine, now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lag: Callable[[], dict[tuple[str, int], int]] | None = None) -> None:
+                 lag: Callable[[], dict[tuple[str, int], int]] | None = None, policy: Policy | None = None) -> None:
+        """``policy``: the SLAs' monthly objectives (``slaledger_sla_objective_percent``)."""
         self.engine = engine
         self.now = now
         self.lag = lag
+        self.objectives = compliance.objectives(policy) if policy is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         now = self.now()
@@ -81,6 +85,8 @@ class ProjectionCollector(Collector):
                 t.c.kind == "incident", still_open, t.c.restoration_eta.is_(None)))
             # what grows with history is read from the projector's running totals (O(series))
             kept = totals.read(conn)
+            # this month's verdicts, counted as the statement and the panels count them
+            this_month = compliance.month_counts(conn, *compliance.month_of(now, ZoneInfo(compliance.TIMEZONE)))
             positions = conn.execute(select(CheckpointRow.__table__)
                                      .where(CheckpointRow.__table__.c.topic != ARCHIVE_HEAD)).all()
 
@@ -119,6 +125,21 @@ class ProjectionCollector(Collector):
                 for outcome in OUTCOMES:
                     counter.add_metric([sla, outcome, member], outcomes.get((sla, outcome, member), 0))
         yield counter
+        month = GaugeMetricFamily(compliance.MONTH_METRIC,
+                                  "SLA clocks whose verdict was sealed this calendar month (Europe/Paris), by SLA, "
+                                  "member and verdict (projections.compliance)", labels=["sla", "member", "verdict"])
+        # every verdict of an (SLA, member) with a clock this month, 0 included: a month without
+        # a breach still has a budget (an absent series would leave the rule without a value)
+        for sla, member in sorted({(s, m) for s, m, _ in this_month}):
+            for verdict in compliance.VERDICTS:
+                month.add_metric([sla, member, verdict], this_month.get((sla, member, verdict), 0))
+        yield month
+        if self.objectives:
+            objective = GaugeMetricFamily(compliance.OBJECTIVE_METRIC, "Monthly compliance objective of each SLA "
+                                          "(percent of the judged clocks met), from the policy", labels=["sla"])
+            for sla, percent in sorted(self.objectives.items()):
+                objective.add_metric([sla], percent)
+            yield objective
         yield _histogram(of(totals.ACK_BUCKET), kept)
         events = CounterMetricFamily("slaledger_events_processed", "Events projected, by type", labels=["type"])
         for kind, n in sorted(processed.items()):

@@ -76,6 +76,9 @@ class ClockRow(Base):
     policy_version: Mapped[str] = mapped_column(String(64))
     explanation: Mapped[str] = mapped_column(Text)
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When the verdict was sealed (``projections.compliance.decided_at``): the month a clock
+    # counts in, for the statement, the dashboards and the recording rules. NULL while undecided.
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class ArchiveRow(Base):

@@ -19,7 +19,8 @@ month, in the policy's time zone (Europe/Paris), in which its verdict was sealed
 So every decided clock is counted once, in one statement, and a statement issued after its
 month ends no longer changes on its own: a clock still running at the month's end is counted
 in the month it is decided. Rates are met / (met + breached); retracted and excluded clocks
-are listed apart and do not enter the rate.
+are listed apart and do not enter the rate. The month rule and the rate are
+``projections.compliance``'s, which the dashboards and the recording rules use too.
 
 No SMTP, no files here: the edges (``slaledger.report_cli``, ``slaledger.mail``) render,
 send and record.
@@ -47,11 +48,11 @@ from sla.readings import pause_reading
 from sla.ticket import Ticket, ticket_from_dict
 
 from . import report
+from .compliance import VERDICTS, decided_at, rate
 from .heads import head_covering
 from .models import ARCHIVE, TICKETS
 
 SCHEMA = "slaledger.monthly-statement/1"
-VERDICTS = ("met", "breached", "retracted", "excluded")
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
 RULE_FR = (
@@ -106,17 +107,6 @@ class Month:
 
     def french(self) -> str:
         return french.month(self.year, self.number)
-
-
-def decided_at(clock: Clock, filed_at: datetime) -> datetime | None:
-    """The instant a clock's verdict was sealed (the month rule above); None while undecided."""
-    if clock.status is ClockStatus.EXCLUDED:
-        return filed_at
-    if clock.status is ClockStatus.BREACHED:
-        return min(c.deadline for c in clock.cycles if c.overdue)
-    if clock.status in (ClockStatus.MET, ClockStatus.RETRACTED):
-        return clock.stopped_at
-    return None
 
 
 def member_known(engine: Engine, member: str) -> bool:
@@ -187,10 +177,11 @@ def statement(tickets: list[Ticket], policy: Policy, month: Month, *, member: st
     for sla in order:
         mine = [c for c in counted if c["sla"] == sla]
         n = {v: sum(1 for c in mine if c["verdict"] == v) for v in VERDICTS}
-        rate = compliance(n["met"], n["breached"])
+        compliance = rate(n["met"], n["breached"])
         title, contractual = titles[sla]
         summary.append({"sla": sla, "title": title, "contractual": contractual, **n, "counted": len(mine),
-                        "rate": rate, "rate_percent": None if rate is None else round(100 * rate, 1)})
+                        "rate": compliance,
+                        "rate_percent": None if compliance is None else round(100 * compliance, 1)})
     return {
         "schema": SCHEMA,
         "member": {"id": member, "name": member_name},
@@ -222,13 +213,6 @@ def pauses(policy: Policy, judged: set[str], start: datetime) -> list[dict[str, 
             judged = set()
     return [{"policy_version": v.id, "sla": s.name, "title": s.title, "reading": pause_reading(s)}
             for v in policy.versions if v.id in judged for s in v.slas]
-
-
-def compliance(met: int, breached: int) -> float | None:
-    """The compliance rate of the statement: met / (met + breached); retracted and excluded
-    clocks do not enter it (None: nothing met nor breached)."""
-    judged = met + breached
-    return met / judged if judged else None
 
 
 def _clock_entry(ticket: Ticket, clock: Clock, when: datetime) -> dict[str, Any]:

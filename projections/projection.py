@@ -26,6 +26,7 @@ from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
 from . import totals, tree
 from .archive_hash import GENESIS_HASH, chain_hash
+from .compliance import decided_at
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, CLOCKS, DEAD, JUDGMENTS, TICKETS
 
 log = structlog.get_logger(__name__)
@@ -197,7 +198,7 @@ class Projection:
                 "started_at": clock.cycles[0].start if clock.cycles else None, "stopped_at": clock.stopped_at,
                 "remaining_at_close_seconds": clock.remaining_seconds if closed else None,
                 "policy_version": clock.policy_version.id, "explanation": explanation(clock, live=False),
-                "evaluated_at": now,
+                "evaluated_at": now, "decided_at": decided_at(clock, ticket.filed_at),
             })
         if rows:
             conn.execute(insert(self.clocks), rows)

@@ -12,7 +12,7 @@ never the whole log. Nothing is written anywhere.
 The breaches the live run declared stay in the log: a clock the draft no longer finds
 breached counts as retracted (as the worker would retract it if the draft were adopted),
 and stays out of the compliance rate, whose definition is the statement's
-(``monthly.compliance``). Integrity is not checked here (the tickets are read in ticket
+(``projections.compliance.rate``). Integrity is not checked here (the tickets are read in ticket
 order, not along the hash chain): ``audit replay`` and ``audit verify`` do that.
 """
 
@@ -37,7 +37,7 @@ from sla.ticket import Ticket, fold
 
 from . import report
 from .audit import Filters, LogRecord
-from .monthly import compliance
+from .compliance import rate as compliance
 
 SCHEMA = "slaledger.what-if/1"
 TITLE = "Simulation d'une politique — engagements de service (Article 4)"

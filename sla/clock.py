@@ -94,6 +94,10 @@ class Cycle:
     paused_at: datetime | None = None
     remaining: float = 0.0  # seconds of the measure left at the pause
     pauses: list[tuple[datetime, datetime | None, uuid.UUID, uuid.UUID | None]] = field(default_factory=list)
+    # Each resumption that moved the deadline: (resumed at, seconds of the measure left at the
+    # pause, the deadline from then on). The explanation names every deadline it tells of from
+    # these, so it never names one the fold did not judge.
+    moves: list[tuple[datetime, float, datetime]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -340,6 +344,7 @@ def _evaluate_one(
             if not cycle.overdue:
                 warn_left = cycle.remaining - cycle.budget * (1 - ratio)
                 cycle.deadline = measure_add(definition, mark.at, cycle.remaining)
+                cycle.moves.append((mark.at, cycle.remaining, cycle.deadline))
                 cycle.warn_from, cycle.warn_after = mark.at, max(0.0, warn_left)
 
     if cycle is not None and not stopped and cycle.paused_at is None and now > cycle.deadline:

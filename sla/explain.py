@@ -6,7 +6,7 @@ Kept apart from the fold (``sla.clock``): the fold decides, this module only tel
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import french
@@ -84,16 +84,7 @@ def _explain(clock: Clock, live: bool) -> str:
 
     for index, cycle in enumerate(clock.cycles):
         parts.append(_explain_cycle(d, v, cycle, first=index == 0))
-        for paused_at, resumed_at, _, _ in cycle.pauses:
-            if resumed_at is None:
-                parts.append(f"Délai suspendu depuis le {french.instant(paused_at, tz)} (attente du demandeur).")
-            else:
-                parts.append(
-                    f"Délai suspendu du {french.instant(paused_at, tz)} au {french.instant(resumed_at, tz)} "
-                    f"(attente du demandeur)."
-                )
-        if cycle.pauses and cycle.paused_at is None and not cycle.overdue:
-            parts.append(f"Échéance reportée au {french.instant(cycle.deadline, tz)}{_gap_note(d, cycle, tz)}.")
+        parts.extend(_explain_pauses(d, cycle, tz))
         parts.append(_verdict(d, cycle, clock.now, tz, live=live))
     for deadline, _ in clock.retracted:
         parts.append(
@@ -123,19 +114,43 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
         ]
         note = f" ({', '.join(holidays)})" if holidays else ""
         return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
-    note = _gap_note(d, cycle, tz, initial) if not cycle.pauses else ""
+    note = _gap_note(d, cycle.start.astimezone(tz).replace(tzinfo=None), initial, tz)
     return f"{head} : {due} ({rule_text(d)}{note})."
 
 
-def _gap_note(d: SlaDefinition, cycle: Cycle, tz: Any, deadline: datetime | None = None) -> str:
-    """A calendar deadline keeps its start's wall time, unless the spring change skips it:
-    then say so (« 02:30 n'existe pas ce jour-là »)."""
+def _explain_pauses(d: SlaDefinition, cycle: Cycle, tz: Any) -> list[str]:
+    """Each pause, and the deadline it moved the clock to (« échéance reportée au … par la
+    suspension »), from the fold's own record of the moves: the last deadline named is the
+    one the verdict judges."""
+    moved = {resumed_at: (remaining, deadline) for resumed_at, remaining, deadline in cycle.moves}
+    parts = []
+    for paused_at, resumed_at, _, resume_id in cycle.pauses:
+        if resumed_at is None:
+            parts.append(f"Délai suspendu depuis le {french.instant(paused_at, tz)} (attente du demandeur).")
+            continue
+        parts.append(f"Délai suspendu du {french.instant(paused_at, tz)} au {french.instant(resumed_at, tz)} "
+                     "(attente du demandeur).")
+        if resume_id is not None and resume_id == cycle.ended_by:
+            continue  # ended while suspended: nothing was moved
+        if resumed_at in moved:
+            remaining, deadline = moved[resumed_at]
+            target = resumed_at.astimezone(tz).replace(tzinfo=None) + timedelta(seconds=remaining)
+            parts.append(f"Échéance reportée au {french.instant(deadline, tz)} par la suspension"
+                         f"{_gap_note(d, target, deadline, tz)}.")
+        else:  # suspended after its deadline had passed
+            parts.append("L'échéance était déjà dépassée à la suspension : elle n'est pas reportée.")
+    return parts
+
+
+def _gap_note(d: SlaDefinition, target: datetime, deadline: datetime, tz: Any) -> str:
+    """A calendar deadline keeps its wall time (``target``, naive local), unless the spring
+    change skips it: then say so (« 02:30 n'existe pas ce jour-là »)."""
     if d.rule != "calendar":
         return ""
-    start, end = cycle.start.astimezone(tz), (deadline or cycle.deadline).astimezone(tz)
-    if (start.hour, start.minute) == (end.hour, end.minute):
+    end = deadline.astimezone(tz)
+    if (target.hour, target.minute) == (end.hour, end.minute):
         return ""
-    return (f" ; {french.clock_time(start.time())} n'existe pas ce jour-là (passage à l'heure d'été) : "
+    return (f" ; {french.clock_time(target.time())} n'existe pas ce jour-là (passage à l'heure d'été) : "
             f"échéance à {french.clock_time(end.time())}")
 
 
@@ -144,21 +159,32 @@ def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datet
 
 
 def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
+    """The verdict, measured from the deadline judged; when a pause moved it, the sentence
+    names it again (the reader compares the overrun or the margin with that one)."""
+    judged = f"l'échéance du {french.instant(cycle.deadline, tz)}"
     if cycle.end is not None:
         when = french.instant(cycle.end, tz)
         what = d.stop_label if cycle.end_is_stop else "Information transmise, nouveau cycle"
         margin = (cycle.deadline - cycle.end).total_seconds()
         if cycle.overdue:
-            return f"{what} le {when} : échéance dépassée de {french.duration(-margin)}."
+            late = french.duration(-margin)
+            return (f"{what} le {when} : {judged} est dépassée de {late}." if cycle.moves
+                    else f"{what} le {when} : échéance dépassée de {late}.")
         if cycle.paused_at is not None or (cycle.pauses and cycle.pauses[-1][1] == cycle.end):
             return f"{what} le {when} : délai respecté."
+        if cycle.moves:
+            return f"{what} le {when} : délai respecté ({french.duration(margin)} avant {judged})."
         return f"{what} le {when} : délai respecté ({french.duration(margin)} d'avance)."
     if cycle.paused_at is not None:
         if cycle.overdue:
             return f"Échéance du {french.instant(cycle.deadline, tz)} dépassée avant la suspension."
-        return f"Il restera {french.duration(cycle.remaining)} à la reprise."
+        return f"Il restera {french.duration(cycle.remaining)} à la reprise ; {judged} sera reportée en conséquence."
     if cycle.overdue:
         if not live:
             return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
-        return f"Échéance dépassée depuis {french.duration((now - cycle.deadline).total_seconds())}."
-    return f"Temps restant : {french.duration((cycle.deadline - now).total_seconds())}." if live else ""
+        since = french.duration((now - cycle.deadline).total_seconds())
+        return f"Échéance dépassée depuis {since} ({judged})." if cycle.moves else f"Échéance dépassée depuis {since}."
+    if not live:
+        return ""
+    left = french.duration((cycle.deadline - now).total_seconds())
+    return f"Temps restant : {left} avant {judged}." if cycle.moves else f"Temps restant : {left}."

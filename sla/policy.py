@@ -88,6 +88,9 @@ class SlaDefinition:
     # Calendar rules count in this zone's wall-clock time ("one week" is 7 local days, not
     # 168 h), pauses included.
     tz: ZoneInfo | None = None
+    # The monthly compliance objective (percent of the judged clocks met): the error budget of
+    # the dashboards and alerts (``projections.compliance``). Judges no clock.
+    objective_percent: float = 95.0
 
     def applies_to(self, kind: str, channel: str) -> bool:
         return kind in self.kinds and channel in self.channels
@@ -488,6 +491,7 @@ def _parse_sla(raw: Any, where: str, calendars: Mapping[str, BusinessCalendar], 
         days=days,
         months=months,
         clause=_get(raw, "clause", where, str, ""),
+        objective_percent=_objective(raw, where),
     )
 
 
@@ -500,3 +504,10 @@ def _pauses(pauses: frozenset[str], resumes: frozenset[str], stops: frozenset[st
     if pauses & (stops | resumes):
         raise PolicyError(f"{where}.pauses_on: {sorted(pauses & (stops | resumes))} also stop or resume the clock")
     return {"pauses_on": pauses, "resumes_on": resumes}
+
+
+def _objective(raw: Mapping[str, Any], where: str) -> float:
+    value = float(_get(raw, "objective_percent", where, (int, float), 95.0))
+    if not 0 < value < 100:
+        raise PolicyError(f"{where}.objective_percent: between 0 and 100 (exclusive), e.g. 95")
+    return value

@@ -197,7 +197,7 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
     """What the projector serves besides its SQL rows: the SLA metrics (with the consumer
     lag measured apart) in ``registry``, and the per-ticket alerts pushed to Alertmanager."""
     if registry is not None:
-        registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
+        registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap), policy=policy))
     if settings.alertmanager_url:
         start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
                            stop)

@@ -4,8 +4,9 @@ pinned in docker-compose.yml).
     python infra/grafana/dashboards.py          # regenerate infra/grafana/dashboards/*.json
     python infra/grafana/dashboards.py --check  # exit 1 if the committed JSON is stale
 
-Monthly compliance is a SQL question (exact, per calendar month in Europe/Paris, auditable);
-rates, distributions and pipeline health come from Prometheus. Every SQL query and every
+Monthly compliance is a SQL question (exact, per calendar month in Europe/Paris, auditable)
+with the statement's definition (``projections.compliance`` writes that SQL); this month's
+error budget, rates, distributions and pipeline health come from Prometheus. Every SQL query and every
 PromQL expression here is run against a real PostgreSQL projection and a real Prometheus by
 tests/e2e/test_observability.py. SQL queries use only the ``$__timeFrom()``/``$__timeTo()``
 macros and the ``$member`` variable, which that test expands the way Grafana does.
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, dashboard, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -37,14 +38,16 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from projections import compliance
+
 OUT = Path(__file__).parent / "dashboards"
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")
 POSTGRES = DataSourceRef(type_val="grafana-postgresql-datasource", uid="postgres")
 OPEN = "t.status NOT IN ('resolved', 'closed')"
 # A ticket id cell opens the ticket's page in the web view.
 TICKET_LINK = [DynamicConfigValue("links", [{"title": "Ouvrir la demande", "url": "/tickets/${__value.raw}"}])]
-# The contractual intake verdict: clocks met (a retracted breach was met after all) over clocks judged.
-INTAKE = 'slaledger_sla_outcomes_total{sla="intake",member=~"$member"'
+# The contractual intake verdict, with the statement's definition (projections.compliance).
+INTAKE = 'sla="intake",member=~"$member"'
 
 
 class SqlQuery(cogvariants.Dataquery):
@@ -138,37 +141,42 @@ def support_queue() -> dashboard.Dashboard:
 
 
 def monthly_compliance() -> dashboard.Dashboard:
-    def compliance(group: str, label: str) -> str:
-        return f"""
-            SELECT to_char(date_trunc('month', c.deadline AT TIME ZONE 'Europe/Paris'), 'YYYY-MM') AS "Mois",
-                   {group} AS "{label}",
-                   count(*) FILTER (WHERE c.status IN ('met', 'retracted')) AS "Tenues",
-                   count(*) FILTER (WHERE c.status = 'breached') AS "Dépassées",
-                   round(100.0 * count(*) FILTER (WHERE c.status IN ('met', 'retracted')) / count(*), 1)
-                       AS "Conformité (%)"
-            FROM sla_clocks c
-            WHERE c.contractual AND c.status IN ('met', 'breached', 'retracted') AND c.member IN ($member)
-              AND c.deadline >= $__timeFrom() AND c.deadline < $__timeTo()
-            GROUP BY 1, 2 ORDER BY 1 DESC, 2"""
-
-    per_sla_and_member = compliance("c.sla || ' — ' || c.member", "SLA — adhérent")
+    """The statement's compliance (``projections.compliance``): met / (met + breached) per
+    calendar month of the verdict, and this month's error budget (recording rules)."""
+    per_sla_and_member = compliance.sql_by_month("c.sla || ' — ' || c.member", "SLA — adhérent")
     breaches = """
-        SELECT c.deadline AS "Échéance", c.ticket_id AS "Ticket", c.member AS "Adhérent", c.sla AS "SLA",
+        SELECT c.decided_at AS "Échéance dépassée", c.ticket_id AS "Ticket", c.member AS "Adhérent", c.sla AS "SLA",
                c.policy_version AS "Politique", c.explanation AS "Explication"
         FROM sla_clocks c
-        WHERE c.contractual AND c.status = 'breached' AND c.member IN ($member)
-          AND c.deadline >= $__timeFrom() AND c.deadline < $__timeTo()
-        ORDER BY c.deadline DESC"""
+        WHERE c.status = 'breached' AND c.member IN ($member)
+          AND c.decided_at >= $__timeFrom() AND c.decided_at < $__timeTo()
+        ORDER BY c.decided_at DESC"""
+    about = ("1 − manquements / ((1 − objectif) × engagements jugés), objectif de chaque SLA selon la politique : "
+             "100 % sans manquement, 0 % quand les manquements du mois atteignent ce que l'objectif permet, "
+             "négatif au-delà (objectif manqué).")
+
+    def budget(title: str, expr: str, legend: str, width: int) -> bargauge.Panel:
+        return (bargauge.Panel().title(title).description(about).span(width).height(8).unit("percentunit")
+                .min(-1).max(1).with_target(prom(expr, legend=legend, instant=True)))
+
     return (base("slaledger-monthly-compliance", "Conformité mensuelle",
-                 "Engagements contractuels (article 4) par mois civil (Europe/Paris) : une échéance compte "
-                 "dans le mois où elle tombe ; une échéance dont le dépassement a été retiré est tenue.",
+                 "Taux de respect = respectés / (respectés + manquements), comme le relevé mensuel : un engagement "
+                 "compte dans le mois civil (Europe/Paris) où son verdict est acquis ; manquements retirés et hors "
+                 "engagement à part.",
                  ["sla", "contrat"], time_from="now-6M/M")
-            .with_panel(sql_table("Conformité par SLA", compliance("c.sla", "SLA"),
-                                  "Échéances contractuelles tenues et dépassées, par mois civil.", width=12))
+            .with_panel(budget("Budget d'erreur restant ce mois-ci, par SLA", "slaledger:sla_error_budget_left:month",
+                               "{{sla}}", 12))
+            .with_panel(budget("Budget d'erreur restant ce mois-ci, par SLA et par adhérent",
+                               'slaledger:sla_error_budget_left:month_by_member{member=~"$member"}',
+                               "{{sla}} — {{member}}", 12))
+            .with_panel(sql_table("Conformité par SLA", compliance.sql_by_month("c.sla", "SLA"),
+                                  "Engagements respectés et manqués, par mois civil du verdict.", width=12))
             .with_panel(sql_table("Conformité par SLA et par adhérent", per_sla_and_member,
-                                  "La même chose pour chaque adhérent.", width=12))
-            .with_panel(sql_table("Dépassements de la période", breaches,
-                                  "Chaque dépassement, avec la version de la politique appliquée.")))
+                                  "La même chose pour chaque adhérent (les chiffres de son relevé mensuel).",
+                                  width=12))
+            .with_panel(sql_table("Manquements de la période", breaches,
+                                  "Chaque manquement, à l'instant de la première échéance dépassée, avec la version "
+                                  "de la politique appliquée.")))
 
 
 def time_to_acknowledge() -> dashboard.Dashboard:
@@ -180,14 +188,11 @@ def time_to_acknowledge() -> dashboard.Dashboard:
             .with_panel(stat.Panel().title("Prises en compte dans le délai contractuel (depuis l'origine)").span(8)
                         .height(6).unit("percentunit")
                         .description("Verdict du SLA intake (4 h dans la plage, ou 12 h le jour ouvré suivant) : "
-                                     "tenues, dépassements retirés compris, sur jugées.")
-                        .with_target(prom(f'sum({INTAKE},outcome=~"met|retracted"}}) '
-                                          f'/ sum({INTAKE},outcome=~"met|breached"}})', instant=True)))
+                                     "respectés / (respectés + manquements), manquements retirés à part.")
+                        .with_target(prom(compliance.promql_ratio(INTAKE), instant=True)))
             .with_panel(stat.Panel().title("Prises en compte dans le délai contractuel (24 h glissantes)").span(8)
                         .height(6).unit("percentunit")
-                        .with_target(prom(f'sum(increase({INTAKE},outcome=~"met|retracted"}}[1d])) '
-                                          f'/ sum(increase({INTAKE},outcome=~"met|breached"}}[1d]))',
-                                          instant=True)))
+                        .with_target(prom(compliance.promql_ratio(INTAKE, "1d"), instant=True)))
             .with_panel(stat.Panel().title("Délai médian (7 j)").span(8).height(6).unit("s").with_target(prom(
                 f"histogram_quantile(0.5, sum by (le) (increase({bucket}[7d])))", instant=True)))
             .with_panel(timeseries.Panel().title("Quantiles du délai de prise en compte").span(24).height(9)

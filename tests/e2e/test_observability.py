@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
-RULES = INFRA / "prometheus" / "rules" / "slaledger.rules.yml"
+RULES = sorted((INFRA / "prometheus" / "rules").glob("*.rules.yml"))
 TOKEN = "slt_obs_" + "y" * 24
 
 
@@ -89,7 +89,7 @@ def stack(tmp_path: Path, database: str) -> Iterator[dict[str, Any]]:  # noqa: F
         # The production configuration, pointed at this machine: same jobs, same rules.
         config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-        config["rule_files"] = [str(RULES)]
+        config["rule_files"] = [str(f) for f in RULES]
         config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
         (tmp_path / "token").write_text(TOKEN)
         jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -129,7 +129,8 @@ def prom_query(prom: str, expr: str) -> dict[str, Any]:
 
 
 def promql_of_rules_and_panels() -> list[str]:
-    exprs = [rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    exprs = [rule["expr"] for f in RULES for group in yaml.safe_load(f.read_text())["groups"]
+             for rule in group["rules"]]
     for board in sorted((INFRA / "grafana" / "dashboards").glob("*.json")):
         for panel in json.loads(board.read_text())["panels"]:
             exprs += [t["expr"] for t in panel["targets"] if t["datasource"]["type"] == "prometheus"]

@@ -34,7 +34,7 @@ from tests.integration.conftest import api, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 AM_DIR = ROOT / "infra" / "alertmanager"
 ALERTMANAGER = AM_DIR / "alertmanager.yml"
-RULES = ROOT / "infra" / "prometheus" / "rules" / "slaledger.rules.yml"
+RULES = sorted((ROOT / "infra" / "prometheus" / "rules").glob("*.rules.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
@@ -174,7 +174,7 @@ def test_every_alert_has_a_for_and_a_runbook_section() -> None:
     from projections.alerts import RUNBOOK as RUNBOOK_URL
 
     known = anchors(RUNBOOK.read_text())
-    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    rules = [r for f in RULES for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"] if "alert" in r]
     assert rules
     for rule in rules:
         assert "for" in rule, rule["alert"]

@@ -61,3 +61,34 @@ def test_the_tree_of_an_archive_archived_before_it_is_built_by_the_migration(dat
         assert tree.tree_size(conn) == 7 and len(created) == 7 + 4
         assert tree.root(conn, 7) == merkle.root_hash(7, lambda lv, i: {(a, b): h for a, b, h in created}[(lv, i)])
         assert tree.leaves(conn, [3]) == {3: nodes[(0, 3)]}
+
+
+def test_the_month_of_each_verdict_is_filled_from_the_rows_by_the_migration(database: str) -> None:
+    """0011 (#28): ``decided_at`` of the clocks already projected — met and retracted at the stop,
+    breached at the deadline, excluded at the filing, nothing while running."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    engine = create_engine(database)
+    upgrade(engine, "0009")
+    t0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
+    tickets = sa.table("tickets", *(sa.column(c) for c in ("ticket_id", "status", "kind", "channel", "product",
+                                                             "member", "subject", "filed_at", "version", "state")))
+    clocks = sa.table("sla_clocks", *(sa.column(c) for c in ("ticket_id", "sla", "member", "kind", "contractual",
+                                                              "status", "deadline", "stopped_at", "policy_version",
+                                                              "explanation", "evaluated_at")))
+    statuses = ("met", "retracted", "breached", "excluded", "running")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(tickets), [
+            {"ticket_id": s, "status": "open", "kind": "assistance", "channel": "portal", "product": "p",
+             "member": "m", "subject": "s", "filed_at": t0, "version": 1, "state": "{}"} for s in statuses])
+        conn.execute(sa.insert(clocks), [
+            {"ticket_id": s, "sla": "intake", "member": "m", "kind": "assistance", "contractual": True, "status": s,
+             "deadline": t0 + timedelta(hours=4), "stopped_at": t0 + timedelta(hours=1) if s in statuses[:2] else None,
+             "policy_version": "v", "explanation": "", "evaluated_at": t0} for s in statuses])
+    upgrade(engine)
+    with engine.connect() as conn:
+        decided = dict(conn.execute(sa.text("SELECT status, decided_at FROM sla_clocks")).all())
+    assert decided == {"met": t0 + timedelta(hours=1), "retracted": t0 + timedelta(hours=1),
+                       "breached": t0 + timedelta(hours=4), "excluded": t0, "running": None}

@@ -65,4 +65,5 @@ def test_a_deadline_moved_by_the_spring_gap_after_a_pause_says_so(policy: Policy
               ev(EventType.CUSTOMER_RESPONDED, "2027-03-21T10:00:00+01:00", elements_complete=True, message="Voici")]
     (clock,) = [c for c in evaluate(fold(events), policy, at("2027-03-22T10:00:00+01:00"))
                 if c.sla == "administrative_answer"]
-    assert "Échéance reportée au dimanche 28 mars 2027 à 03:30 ; 02:30 n'existe pas ce jour-là" in explanation(clock)
+    assert ("Échéance reportée au dimanche 28 mars 2027 à 03:30 par la suspension ; 02:30 n'existe pas ce jour-là"
+            in explanation(clock))
