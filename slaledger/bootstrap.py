@@ -23,7 +23,7 @@ import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
-from projections.alerts import start_alert_pusher
+from projections.alerts import parse_alert_at, start_alert_pusher
 from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
 from projections.heads import HeadSigner, operator_key, sign_head
 from projections.lag import LagProbe
@@ -158,7 +158,7 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
         registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
     if settings.alertmanager_url:
         start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
-                           stop)
+                           stop, parse_alert_at(settings.evening_alert_at))
 
 
 def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,

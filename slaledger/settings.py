@@ -84,6 +84,9 @@ class Settings:
     # link to the ticket's page under public_url (default: this host's API address).
     alertmanager_url: str = ""
     alert_interval: float = 15.0
+    # From this local time to the support closing, on working days, one alert lists the open
+    # clocks due before the next opening (projections.alerts.due_before_opening).
+    evening_alert_at: str = "17:30"
     public_url: str = ""
     # Bearer-token authentication of the API (tokens live in the database). Turn off only
     # for a worker that nobody can reach (tests).
