@@ -141,3 +141,35 @@ def test_topics_with_another_partition_count_are_one_line() -> None:
     line, code = describe(TopicLayoutError("slaledger.ticket-commands has 4 partitions, expected 8"),
                           Settings(broker_url="kafka://kafka:9092")) or ("", 0)
     assert code == 1 and "has 4 partitions, expected 8" in line and "--partitions" in line
+
+
+INTERRUPTED = {
+    "worker": ["worker", "--data-dir", "{tmp}/w", *NO_BROKER],
+    "project": ["project", "--data-dir", "{tmp}/p", "--metrics-port", "0", *NO_BROKER],
+    "itop sync --every": [*ITOP, "--every", "60s", "--data-dir", "{tmp}/i", *NO_BROKER],
+    "report schedule": ["report", "schedule", "--data-dir", "{tmp}/r"],
+}
+
+
+@pytest.mark.parametrize("argv", INTERRUPTED.values(), ids=INTERRUPTED.keys())
+def test_ctrl_c_stops_a_long_running_command_without_a_traceback(argv: list[str], tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) while the command runs, whatever it is doing (importing, waiting for its
+    broker, between two passes): no traceback; one line and exit code 130, or the command's own
+    clean stop (``report schedule`` handles the signal itself: exit code 0)."""
+    import signal
+    import time
+
+    members = tmp_path / "members.toml"
+    members.write_text('[members.m]\nname = "M"\nreferent = "m@example.org"\n')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLALEDGER_")}
+    env = {**clean, "SLALEDGER_BROKER_TIMEOUT": "120", "SLALEDGER_SMTP_HOST": "127.0.0.1",
+           "SLALEDGER_SMTP_FROM": "slaledger@example.org", "SLALEDGER_MEMBERS_FILE": str(members)}
+    process = subprocess.Popen([sys.executable, "-m", "slaledger.cli", *expand(argv, tmp_path)], cwd=tmp_path,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # past the interpreter's start-up: any later moment must end the same way
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    if process.returncode != 0:
+        assert process.returncode == 130, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1] == "slaledger: interrupted"
