@@ -10,6 +10,7 @@ imports it or the settings.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import threading
 from collections.abc import Callable, Collection
@@ -142,9 +143,16 @@ def evidence_options(settings: Settings, engine: Engine | None, head_id: int | N
 
 
 def engine_for(settings: Settings) -> Engine:
-    """The SQL database of the settings (a SQLite file's directory is created)."""
+    """The SQL database of the settings. The data directory of the default SQLite file is
+    created (dev); the directory of a SQLite URL given explicitly must exist: a typo in
+    ``--database`` must fail, not answer from a new empty database in a new directory."""
     if settings.database.startswith("sqlite:///"):
-        Path(settings.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(settings.database.removeprefix("sqlite:///")).parent
+        if not settings.database_url:
+            directory.mkdir(parents=True, exist_ok=True)
+        elif not directory.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such directory for the SQLite database (--database)",
+                                    str(directory))
     # a host that drops packets must not hold a command for libpq's default (no limit)
     connect_args = {"connect_timeout": 10} if settings.database.startswith("postgresql") else {}
     return create_engine(settings.database, pool_pre_ping=True, connect_args=connect_args)

@@ -58,6 +58,8 @@ IN_PROCESS = {
     "token create: bad database URL": (["token", "create", "--role", "agent", *BAD_URL], "database URL"),
     "token list: database refused": (["token", "list", *NO_DATABASE], "refused or unreachable"),
     "token list: data dir is a file": (["token", "list", "--data-dir", "{file}/data"], "Not a directory"),
+    "token list: SQLite in a missing directory": (["token", "list", "--database", "sqlite:///{tmp}/nowhere/x.db"],
+                                                 "nowhere: no such directory for the SQLite database"),
     "token revoke: database refused": (["token", "revoke", "tok_x", *NO_DATABASE], "refused or unreachable"),
     "token revoke: bad database URL": (["token", "revoke", "tok_x", *BAD_URL], "database URL"),
     "itop sync --once: no broker": ([*ITOP, "--once", "--data-dir", "{tmp}/itop", *NO_BROKER], "127.0.0.1:1"),
@@ -173,3 +175,11 @@ def test_ctrl_c_stops_a_long_running_command_without_a_traceback(argv: list[str]
     if process.returncode != 0:
         assert process.returncode == 130, stderr[-3000:]
         assert stderr.strip().splitlines()[-1] == "slaledger: interrupted"
+
+
+def test_a_sqlite_url_in_a_missing_directory_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in --database must not answer from a new, empty database (« no token »)."""
+    code = main(["token", "list", "--json", "--database", f"sqlite:///{tmp_path}/nowhere/x.db"])
+    captured = capsys.readouterr()
+    assert_one_line(code, captured.err, "nowhere")
+    assert captured.out == "" and not (tmp_path / "nowhere").exists()
