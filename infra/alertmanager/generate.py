@@ -284,7 +284,8 @@ def render(policy: Any, members: dict[str, list[str]], deployment: Deployment) -
     return HEADER + json.dumps(config(policy, members, deployment), ensure_ascii=False, indent=2) + "\n"
 
 
-def write(out: Path, deployment: Deployment, *, policy: Any = None, members: dict[str, list[str]] | None = None) -> Path:
+def write(out: Path, deployment: Deployment, *, policy: Any = None,
+          members: dict[str, list[str]] | None = None) -> Path:
     """``out/alertmanager.yml`` and ``out/templates/``; returns the configuration's path."""
     if policy is None:
         from slaledger.settings import load_policy

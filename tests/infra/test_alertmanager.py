@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, time as wall, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as wall
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -65,7 +66,7 @@ def generate(out: Path, policy: Policy | None = None, members: dict[str, list[st
 
 
 @pytest.fixture(scope="module")
-def ALERTMANAGER(tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: N802 (the file, as before)
+def ALERTMANAGER(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("alertmanager"))
 
 
@@ -79,7 +80,7 @@ def amtool() -> str:
 
 # --- generated, and from the policy ----------------------------------------------------------
 
-def test_the_deployments_values_come_from_the_environment(ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_the_deployments_values_come_from_the_environment(ALERTMANAGER: Path) -> None:
     """Compose's values are in the configuration; the generator holds none of them."""
     config = yaml.safe_load(ALERTMANAGER.read_text())
     env = deployment_env()
@@ -122,7 +123,7 @@ def test_the_job_writes_the_configuration_amtool_reads(tmp_path: Path) -> None:
     assert run(amtool(), "check-config", str(tmp_path / "alertmanager.yml")).returncode == 0
 
 
-def test_holidays_and_support_hours_are_the_policys(policy: Policy, ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_holidays_and_support_hours_are_the_policys(policy: Policy, ALERTMANAGER: Path) -> None:
     """Every holiday the policy's support calendar lists (Easter Monday included) is a muted
     date, and no other date is."""
     config = yaml.safe_load(ALERTMANAGER.read_text())
@@ -144,7 +145,7 @@ def test_holidays_and_support_hours_are_the_policys(policy: Policy, ALERTMANAGER
 
 # --- amtool ------------------------------------------------------------------------------------
 
-def test_configuration_is_valid(ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_configuration_is_valid(ALERTMANAGER: Path) -> None:
     result = run(amtool(), "check-config", str(ALERTMANAGER))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 templates" in result.stdout
@@ -161,13 +162,13 @@ def test_configuration_is_valid(ALERTMANAGER: Path) -> None:  # noqa: N803
     (["alertname=AlertmanagerNotificationsFailing", "severity=page", "integration=email"], "on-call"),
     (["alertname=SLADueBeforeNextOpening", "severity=ticket"], "support-team-evening"),
 ])
-def test_alert_routing(labels: list[str], receiver: str, ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_alert_routing(labels: list[str], receiver: str, ALERTMANAGER: Path) -> None:
     result = run(amtool(), "config", "routes", "test", f"--config.file={ALERTMANAGER}",
                  f"--verify.receivers={receiver}", *labels)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_at_risk_is_inhibited_by_the_same_tickets_breach_only(ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_at_risk_is_inhibited_by_the_same_tickets_breach_only(ALERTMANAGER: Path) -> None:
     config = yaml.safe_load(ALERTMANAGER.read_text())
     rule = next(r for r in config["inhibit_rules"] if r["target_matchers"] == ['alertname="SLATicketAtRisk"'])
     assert rule["source_matchers"] == ['alertname="SLATicketBreached"']
@@ -175,7 +176,7 @@ def test_at_risk_is_inhibited_by_the_same_tickets_breach_only(ALERTMANAGER: Path
     assert all(r.get("equal") for r in config["inhibit_rules"])
 
 
-def test_aggregates_are_muted_while_per_ticket_alerts_of_their_kind_fire(ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_aggregates_are_muted_while_per_ticket_alerts_of_their_kind_fire(ALERTMANAGER: Path) -> None:
     """No duplicate mails: the per-ticket alerts name the ticket, the aggregates are their fallback."""
     config = yaml.safe_load(ALERTMANAGER.read_text())
     by_kind = [(r["source_matchers"][0], r["target_matchers"][0]) for r in config["inhibit_rules"]
@@ -192,7 +193,7 @@ def routes(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
         stack.extend(route.get("routes", []))
 
 
-def test_ticket_mails_are_held_outside_support_hours_and_pages_never(ALERTMANAGER: Path) -> None:  # noqa: N803
+def test_ticket_mails_are_held_outside_support_hours_and_pages_never(ALERTMANAGER: Path) -> None:
     """The routes amtool picks: every route of a ticket e-mail is active in support hours and
     muted on holidays; no route of a page is."""
     config = yaml.safe_load(ALERTMANAGER.read_text())

@@ -76,8 +76,8 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
     with pytest.raises(ValueError):
         compose_spec.PyCompose.from_json(json.dumps(broken))
     expected = {"kafka", "kafka-1", "kafka-2", "kafka-3", "postgres", "topics-init", "prometheus-token", "db-grants",
-                "worker", "projector", "prometheus", "alertmanager-config", "alertmanager", "grafana", "itop-sync", "report",
-                "proxy"}
+                "worker", "projector", "prometheus", "alertmanager-config", "alertmanager", "grafana", "itop-sync",
+                "report", "proxy"}
     assert set(compose["services"]) == expected
 
 

@@ -177,7 +177,8 @@ def test_ctrl_c_stops_a_long_running_command_without_a_traceback(argv: list[str]
         assert stderr.strip().splitlines()[-1] == "slaledger: interrupted"
 
 
-def test_a_sqlite_url_in_a_missing_directory_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sqlite_url_in_a_missing_directory_creates_nothing(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """A typo in --database must not answer from a new, empty database (« no token »)."""
     code = main(["token", "list", "--json", "--database", f"sqlite:///{tmp_path}/nowhere/x.db"])
     captured = capsys.readouterr()
