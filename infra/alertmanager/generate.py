@@ -98,13 +98,18 @@ class Deployment:
         port = get("smtp_port", required=False) or "0"
         if not port.isdigit():
             raise DeploymentError(f"SLALEDGER_SMTP_PORT: {port!r} is not a port number")
-        values = {name: get(name, required=name not in OPTIONAL) for name in DEPLOYMENT}
+        values: dict[str, Any] = {name: get(name, required=name not in OPTIONAL) for name in DEPLOYMENT}
         values.update(smtp_security=security, smtp_port=int(port) or SMTP_PORTS[security])
         for name in ("paging_url", "deadmans_switch_url", "runbook_url"):
             url = urlsplit(values[name])
             if url.scheme not in ("http", "https") or not url.hostname or url.username or "{{" in values[name]:
-                raise DeploymentError(f"SLALEDGER_{name.upper()}: {values[name]!r} is not an http(s) URL "
-                                      "without credentials (a token goes in the _TOKEN_FILE)")
+                # the value is not repeated: it may hold the very credentials it must not
+                raise DeploymentError(f"SLALEDGER_{name.upper()}: not an http(s) URL without credentials "
+                                      "(a token goes in the _TOKEN_FILE)")
+        if security == "ssl" and values["smtp_port"] != 465:
+            # Alertmanager speaks implicit TLS on port 465 only: elsewhere it would send in clear
+            raise DeploymentError("SLALEDGER_SMTP_SECURITY=ssl needs SLALEDGER_SMTP_PORT 465 (Alertmanager's "
+                                  "implicit TLS); use starttls on another port")
         if values["smtp_user"] and not values["smtp_password_file"]:
             raise DeploymentError("SLALEDGER_SMTP_PASSWORD_FILE is not set (SLALEDGER_SMTP_USER is)")
         return cls(**values)
@@ -318,5 +323,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parents[1]))
+    sys.path.insert(0, str(HERE.parent.parent))  # the repository; "/" in the compose job (slaledger installed)
     sys.exit(main())

@@ -106,12 +106,14 @@ def test_the_deployments_values_come_from_the_environment(ALERTMANAGER: Path) ->
     ({"SLALEDGER_PAGING_URL": "https://user:secret@pager.example/x"}, "SLALEDGER_PAGING_URL"),
     ({"SLALEDGER_RUNBOOK_URL": "runbook.md"}, "SLALEDGER_RUNBOOK_URL"),
     ({"SLALEDGER_SMTP_SECURITY": "tls"}, "SLALEDGER_SMTP_SECURITY"),
+    ({"SLALEDGER_SMTP_SECURITY": "ssl", "SLALEDGER_SMTP_PORT": "2465"}, "needs SLALEDGER_SMTP_PORT 465"),
 ])
 def test_a_missing_or_bad_value_fails_the_job_with_one_line(tmp_path: Path, env: dict[str, str], error: str) -> None:
     result = subprocess.run([sys.executable, str(AM_DIR / "generate.py"), "--out", str(tmp_path)],
                             env={**deployment_env(), **env, "PYTHONPATH": str(ROOT)}, capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 2 and error in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "secret" not in result.stderr
     assert not (tmp_path / "alertmanager.yml").exists()
 
 

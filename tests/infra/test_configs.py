@@ -28,7 +28,7 @@ def tool(name: str) -> str:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)  # promtool on a busy machine
 
 
 # --- docker-compose.yml -----------------------------------------------------------------------
