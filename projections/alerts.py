@@ -99,8 +99,11 @@ def due_before_opening(engine: Engine, now: datetime, ticket_url: str, ttl: time
                        alert_at: time) -> list[dict[str, Any]]:
     """The evening alert, when ``now`` is between ``alert_at`` and the closing of a working
     day of the support calendar (the latest policy version's, as Alertmanager's support
-    hours) and some open clock comes due before the next opening; else nothing."""
-    support = policy.versions[-1].calendars["support"]
+    hours) and some open clock comes due before the next opening; else nothing (and nothing
+    under a policy without a ``support`` calendar)."""
+    support = policy.versions[-1].calendars.get("support")
+    if support is None:
+        return []
     local = support.local(now)
     if not (support.is_working_day(local.date()) and alert_at <= local.time().replace(tzinfo=None) < support.close_at):
         return []
@@ -129,14 +132,6 @@ def due_before_opening(engine: Engine, now: datetime, ticket_url: str, ttl: time
         "startsAt": _iso(support.at(local.date(), alert_at)),
         "endsAt": _iso(min(now + ttl, closing)),
     }]
-
-
-def parse_alert_at(value: str) -> time:
-    """``SLALEDGER_EVENING_ALERT_AT``: a local time of day, HH:MM."""
-    try:
-        return time.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"SLALEDGER_EVENING_ALERT_AT: {value!r} is not a time of day (HH:MM)") from None
 
 
 ALERT_TTL = timedelta(minutes=30)
@@ -190,10 +185,6 @@ def _key(alert: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def start_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, interval: float,
                        stop: threading.Event, alert_at: time) -> threading.Thread:
-    support = policy.versions[-1].calendars["support"]
-    if not support.open_at <= alert_at < support.close_at:
-        raise ValueError(f"SLALEDGER_EVENING_ALERT_AT: {alert_at:%H:%M} is not within the support hours "
-                         f"({support.open_at:%H:%M}–{support.close_at:%H:%M})")
     thread = threading.Thread(target=run_alert_pusher, name="alert-pusher", daemon=True,
                               args=(engine, alertmanager_url, ticket_url, policy, stop),
                               kwargs={"interval": interval, "alert_at": alert_at})

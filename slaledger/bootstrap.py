@@ -24,7 +24,7 @@ import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
-from projections.alerts import parse_alert_at, start_alert_pusher
+from projections.alerts import start_alert_pusher
 from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
 from projections.heads import HeadSigner, operator_key, sign_head
 from projections.lag import LagProbe
@@ -42,6 +42,7 @@ from streams.app import Pipeline
 from streams.kafka_tools import wait_for_broker
 
 from .command_metrics import MeasuredCommands
+from .failures import CommandFailed
 from .settings import Settings
 from .web import register
 from .web.ports import Ports
@@ -165,8 +166,14 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
     if registry is not None:
         registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap)))
     if settings.alertmanager_url:
+        alert_at = settings.evening_alert_time
+        support = policy.versions[-1].calendars.get("support")
+        if support is not None and not support.open_at <= alert_at < support.close_at:
+            raise CommandFailed(f"SLALEDGER_EVENING_ALERT_AT: {alert_at:%H:%M} is not within the support hours "
+                                f"({support.open_at:%H:%M}–{support.close_at:%H:%M}): the list must go out before "
+                                "the closing")
         start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
-                           stop, parse_alert_at(settings.evening_alert_at))
+                           stop, alert_at)
 
 
 def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,

@@ -231,6 +231,7 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 
     try:
         settings = Settings.from_env(**flags)
+        settings.evening_alert_time  # noqa: B018 (validated here: one line, not a traceback later)
         kafka_security.configure(settings)  # every kafka-python client of this process: TLS/SASL
     except ValueError as exc:
         raise UsageError(str(exc)) from None

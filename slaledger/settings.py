@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,14 @@ class Settings:
             raise ValueError("SLALEDGER_DATABASE_PASSWORD needs a user in SLALEDGER_DATABASE_URL (scheme://user@host/db)")
         user = userinfo.split(":", 1)[0]
         return f"{scheme}://{user}:{quote(self.database_password, safe='')}@{location}"
+
+    @property
+    def evening_alert_time(self) -> time:
+        try:
+            return time.fromisoformat(self.evening_alert_at)
+        except ValueError:
+            raise ValueError(f"SLALEDGER_EVENING_ALERT_AT: {self.evening_alert_at!r} is not a time of day "
+                             "(HH:MM)") from None
 
     @property
     def ticket_url(self) -> str:

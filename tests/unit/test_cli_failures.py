@@ -11,6 +11,7 @@ the refused port 1 stands for both.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,24 @@ def test_a_sqlite_url_in_a_missing_directory_creates_nothing(tmp_path: Path,
     captured = capsys.readouterr()
     assert_one_line(code, captured.err, "nowhere")
     assert captured.out == "" and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5pm", "is not a time of day"),
+                                                 ("19:00", "is not within the support hours (09:00–18:00)")])
+def test_an_evening_alert_time_that_cannot_be_one_line(value: str, expected: str, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """SLALEDGER_EVENING_ALERT_AT: not a time, or after the support closing (the list would
+    never go out) — the projector does not start."""
+    import threading
+
+    from slaledger.bootstrap import attach_read_side
+    from slaledger.failures import CommandFailed
+    from slaledger.settings import load_policy
+
+    monkeypatch.setenv("SLALEDGER_EVENING_ALERT_AT", value)
+    if value == "5pm":
+        assert_one_line(main(["token", "list", *NO_DATABASE]), capsys.readouterr().err, expected)
+        return
+    settings = Settings(alertmanager_url="http://127.0.0.1:1", evening_alert_at=value)
+    with pytest.raises(CommandFailed, match=re.escape(expected)):
+        attach_read_side(settings, None, load_policy(), threading.Event(), None)  # type: ignore[arg-type]
