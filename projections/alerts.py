@@ -9,6 +9,15 @@ re-sent every interval: a clock that stops (the ticket acknowledged, even late; 
 closed) simply stops being sent and its alert resolves by itself, and a restart loses nothing (the state is in SQL).
 Alertmanager's inhibition mutes a ticket's at-risk alert once its breach fires
 (``equal: [ticket_id, sla]``).
+
+Before the team leaves (``due_before_opening``): ticket e-mails are held outside support
+hours, so a clock that comes due in the evening would be known the next morning, breached.
+From a set time before the support closing (17:30 by default) on working days, one alert
+lists every open clock due before the next opening; it ends at the closing, unmailed
+(Alertmanager sends it to a receiver without « résolu »).
+
+Each alert names its runbook section by its anchor (annotation ``runbook``); the e-mails
+prefix the runbook's address, a deployment setting of Alertmanager's configuration.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import json
 import threading
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import structlog
@@ -33,9 +42,7 @@ from .models import ClockRow, TicketRow
 log = structlog.get_logger(__name__)
 
 ALERT_NAMES = {"at_risk": "SLATicketAtRisk", "breached": "SLATicketBreached"}
-# Each alert's section of docs/runbook.md (the Prometheus rules link there too; tests/infra
-# checks that every anchor exists).
-RUNBOOK = "https://forge.example.org/gip-recia/slaledger/-/blob/main/docs/runbook.md"
+DUE_BEFORE_OPENING = "SLADueBeforeNextOpening"
 
 
 def _version(policy: Policy, version_id: str) -> PolicyVersion:
@@ -79,13 +86,52 @@ def ticket_alerts(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta
                     "description": row.explanation,
                     "subject": row.subject,
                     "link": link,
-                    "runbook_url": f"{RUNBOOK}#{ALERT_NAMES[state].lower()}",
+                    "runbook": ALERT_NAMES[state].lower(),
                 },
                 "startsAt": _iso((deadline if state == "breached" else warning_at) or now),
                 "endsAt": _iso(now + ttl),
                 "generatorURL": link,
             })
     return alerts
+
+
+def due_before_opening(engine: Engine, now: datetime, ticket_url: str, ttl: timedelta, policy: Policy,
+                       alert_at: time) -> list[dict[str, Any]]:
+    """The evening alert, when ``now`` is between ``alert_at`` and the closing of a working
+    day of the support calendar (the latest policy version's, as Alertmanager's support
+    hours) and some open clock comes due before the next opening; else nothing (and nothing
+    under a policy without a ``support`` calendar)."""
+    support = policy.versions[-1].calendars.get("support")
+    if support is None:
+        return []
+    local = support.local(now)
+    if not (support.is_working_day(local.date()) and alert_at <= local.time().replace(tzinfo=None) < support.close_at):
+        return []
+    closing = support.at(local.date(), support.close_at)
+    opening = support.at(support.next_working_day(local.date()), support.open_at)
+    t, c = TicketRow.__table__, ClockRow.__table__
+    query = (select(c.c.ticket_id, c.c.sla, c.c.deadline, t.c.member)
+             .join(t, t.c.ticket_id == c.c.ticket_id)
+             .where(t.c.status.not_in(["resolved", "closed"]), c.c.status == "running", c.c.stopped_at.is_(None),
+                    c.c.deadline > now, c.c.deadline < opening)
+             .order_by(c.c.deadline, c.c.ticket_id, c.c.sla))
+    with engine.connect() as conn:
+        rows = [(row.ticket_id, row.sla, aware(row.deadline), row.member) for row in conn.execute(query)]
+    if not rows:
+        return []
+    lines = [f"- {ticket} ({member}) : {sla}, échéance {french.instant(deadline, support.tz)} — "
+             f"{ticket_url.format(ticket_id=ticket)}" for ticket, sla, deadline, member in rows if deadline]
+    return [{
+        "labels": {"alertname": DUE_BEFORE_OPENING, "severity": "ticket"},
+        "annotations": {
+            "summary": f"{len(rows)} échéance(s) avant la prochaine ouverture "
+                       f"({french.instant(opening, support.tz)})",
+            "description": "À traiter avant de partir :\n" + "\n".join(lines),
+            "runbook": DUE_BEFORE_OPENING.lower(),
+        },
+        "startsAt": _iso(support.at(local.date(), alert_at)),
+        "endsAt": _iso(min(now + ttl, closing)),
+    }]
 
 
 ALERT_TTL = timedelta(minutes=30)
@@ -100,7 +146,8 @@ def post_alerts(alertmanager_url: str, alerts: list[dict[str, Any]], timeout: fl
 
 
 def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, stop: threading.Event,
-                     *, interval: float = 15.0, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                     *, interval: float = 15.0, alert_at: time = time(17, 30),
+                     now: Callable[[], datetime] = lambda: datetime.now(UTC),
                      post: Callable[[str, list[dict[str, Any]]], None] = post_alerts) -> None:
     """Push every ``interval`` seconds until ``stop`` is set; an unreachable Alertmanager is
     logged and retried at the next interval (alerts are state, re-sent in full each time).
@@ -114,7 +161,8 @@ def run_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, pol
     while not stop.is_set():
         try:
             at = now()
-            alerts = ticket_alerts(engine, at, ticket_url, ttl, policy)
+            alerts = (ticket_alerts(engine, at, ticket_url, ttl, policy)
+                      + due_before_opening(engine, at, ticket_url, ttl, policy, alert_at))
             current = {_key(a): a for a in alerts}
             ended = [{**a, "endsAt": _iso(at)} for k, a in pushed.items() if k not in current]
             if alerts or ended:
@@ -136,9 +184,10 @@ def _key(alert: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def start_alert_pusher(engine: Engine, alertmanager_url: str, ticket_url: str, policy: Policy, interval: float,
-                       stop: threading.Event) -> threading.Thread:
+                       stop: threading.Event, alert_at: time) -> threading.Thread:
     thread = threading.Thread(target=run_alert_pusher, name="alert-pusher", daemon=True,
-                              args=(engine, alertmanager_url, ticket_url, policy, stop), kwargs={"interval": interval})
+                              args=(engine, alertmanager_url, ticket_url, policy, stop),
+                              kwargs={"interval": interval, "alert_at": alert_at})
     thread.start()
     log.info("ticket alerts pushed to alertmanager", url=alertmanager_url, interval=interval)
     return thread

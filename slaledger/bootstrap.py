@@ -10,6 +10,7 @@ imports it or the settings.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import threading
 from collections.abc import Callable, Collection
@@ -41,6 +42,7 @@ from streams.app import Pipeline
 from streams.kafka_tools import wait_for_broker
 
 from .command_metrics import MeasuredCommands
+from .failures import CommandFailed
 from .settings import Settings
 from .web import register
 from .web.metrics_server import metrics_app, serve_metrics
@@ -184,9 +186,16 @@ def evidence_options(settings: Settings, engine: Engine | None, head_id: int | N
 
 
 def engine_for(settings: Settings) -> Engine:
-    """The SQL database of the settings (a SQLite file's directory is created)."""
+    """The SQL database of the settings. The data directory of the default SQLite file is
+    created (dev); the directory of a SQLite URL given explicitly must exist: a typo in
+    ``--database`` must fail, not answer from a new empty database in a new directory."""
     if settings.database.startswith("sqlite:///"):
-        Path(settings.database.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(settings.database.removeprefix("sqlite:///")).parent
+        if not settings.database_url:
+            directory.mkdir(parents=True, exist_ok=True)
+        elif not directory.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such directory for the SQLite database (--database)",
+                                    str(directory))
     # a host that drops packets must not hold a command for libpq's default (no limit)
     connect_args = {"connect_timeout": 10} if settings.database.startswith("postgresql") else {}
     return create_engine(settings.database, pool_pre_ping=True, connect_args=connect_args)
@@ -199,8 +208,14 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
     if registry is not None:
         registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap), policy=policy))
     if settings.alertmanager_url:
+        alert_at = settings.evening_alert_time
+        support = policy.versions[-1].calendars.get("support")
+        if support is not None and not support.open_at <= alert_at < support.close_at:
+            raise CommandFailed(f"SLALEDGER_EVENING_ALERT_AT: {alert_at:%H:%M} is not within the support hours "
+                                f"({support.open_at:%H:%M}–{support.close_at:%H:%M}): the list must go out before "
+                                "the closing")
         start_alert_pusher(engine, settings.alertmanager_url, settings.ticket_url, policy, settings.alert_interval,
-                           stop)
+                           stop, alert_at)
 
 
 def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,

@@ -236,6 +236,7 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 
     try:
         settings = Settings.from_env(**flags)
+        settings.evening_alert_time  # noqa: B018 (validated here: one line, not a traceback later)
         kafka_security.configure(settings)  # every kafka-python client of this process: TLS/SASL
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -761,7 +762,9 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Whatever it fails on that the operator can fix (input, a broker or a
     database that does not answer, a path: ``slaledger.failures``) ends as one line on
-    stderr and a non-zero exit code; any other exception is a bug and keeps its traceback."""
+    stderr and a non-zero exit code; any other exception is a bug and keeps its traceback.
+    Ctrl-C is how an operator stops a long-running command: one line, exit code 130 (the
+    shell's for SIGINT), no traceback."""
     parser = build_parser()
     args: argparse.Namespace | None = None
     try:
@@ -770,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PolicyError) as exc:
         print(f"slaledger: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("slaledger: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         described = describe(exc, getattr(args, "settings", None))
         if described is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ class Settings:
     # link to the ticket's page under public_url (default: this host's API address).
     alertmanager_url: str = ""
     alert_interval: float = 15.0
+    # From this local time to the support closing, on working days, one alert lists the open
+    # clocks due before the next opening (projections.alerts.due_before_opening).
+    evening_alert_at: str = "17:30"
     public_url: str = ""
     # Bearer-token authentication of the API (tokens live in the database). Turn off only
     # for a worker that nobody can reach (tests).
@@ -176,6 +180,14 @@ class Settings:
     def secure_cookie(self) -> bool:
         """The web view is reached over https (its public URL says so): cookies are Secure."""
         return self.public_url.lower().startswith("https://")
+
+    @property
+    def evening_alert_time(self) -> time:
+        try:
+            return time.fromisoformat(self.evening_alert_at)
+        except ValueError:
+            raise ValueError(f"SLALEDGER_EVENING_ALERT_AT: {self.evening_alert_at!r} is not a time of day "
+                             "(HH:MM)") from None
 
     @property
     def ticket_url(self) -> str:

@@ -35,7 +35,11 @@ from .client import ItopObject, StatusChange, parse_itop_time
 
 ORIGIN_CHANNEL = {"portal": "portal", "phone": "phone", "mail": "email",
                   # raised by the team's own monitoring, not filed by a member: no portal intake clock
-                  "monitoring": "email"}
+                  "monitoring": "email",
+                  # iTop 3.1+: a desk visit and a chat reach an agent live, as a call does (the
+                  # domain knows portal, phone and e-mail only; the intake clock, for requests
+                  # nobody has seen yet, runs on the portal's alone)
+                  "in_person": "phone", "chat": "phone"}
 REQUEST_TYPE_KIND = {"incident": "incident", "service_request": "assistance"}
 ACTIVE_STATUSES = frozenset({"new", "escalated_tto", "assigned", "escalated_ttr", "waiting_for_approval",
                              "approved", "pending", "dispatched", "redispatched"})

@@ -11,6 +11,7 @@ the refused port 1 stands for both.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ IN_PROCESS = {
     "token create: bad database URL": (["token", "create", "--role", "agent", *BAD_URL], "database URL"),
     "token list: database refused": (["token", "list", *NO_DATABASE], "refused or unreachable"),
     "token list: data dir is a file": (["token", "list", "--data-dir", "{file}/data"], "Not a directory"),
+    "token list: SQLite in a missing directory": (["token", "list", "--database", "sqlite:///{tmp}/nowhere/x.db"],
+                                                 "nowhere: no such directory for the SQLite database"),
     "token revoke: database refused": (["token", "revoke", "tok_x", *NO_DATABASE], "refused or unreachable"),
     "token revoke: bad database URL": (["token", "revoke", "tok_x", *BAD_URL], "database URL"),
     "itop sync --once: no broker": ([*ITOP, "--once", "--data-dir", "{tmp}/itop", *NO_BROKER], "127.0.0.1:1"),
@@ -147,3 +150,65 @@ def test_a_short_dev_token_is_refused_before_anything_starts(tmp_path: Path) -> 
     done = run(["dev", "--data-dir", str(tmp_path / "d")], tmp_path, SLALEDGER_DEV_TOKEN="slt_short")
     assert_one_line(done.returncode, done.stderr, "SLALEDGER_DEV_TOKEN: 9 characters, at least 16")
     assert not (tmp_path / "d").exists()
+
+
+INTERRUPTED = {
+    "worker": ["worker", "--data-dir", "{tmp}/w", *NO_BROKER],
+    "project": ["project", "--data-dir", "{tmp}/p", "--metrics-port", "0", *NO_BROKER],
+    "itop sync --every": [*ITOP, "--every", "60s", "--data-dir", "{tmp}/i", *NO_BROKER],
+    "report schedule": ["report", "schedule", "--data-dir", "{tmp}/r"],
+}
+
+
+@pytest.mark.parametrize("argv", INTERRUPTED.values(), ids=INTERRUPTED.keys())
+def test_ctrl_c_stops_a_long_running_command_without_a_traceback(argv: list[str], tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) while the command runs, whatever it is doing (importing, waiting for its
+    broker, between two passes): no traceback; one line and exit code 130, or the command's own
+    clean stop (``report schedule`` handles the signal itself: exit code 0)."""
+    import signal
+    import time
+
+    members = tmp_path / "members.toml"
+    members.write_text('[members.m]\nname = "M"\nreferent = "m@example.org"\n')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLALEDGER_")}
+    env = {**clean, "SLALEDGER_BROKER_TIMEOUT": "120", "SLALEDGER_SMTP_HOST": "127.0.0.1",
+           "SLALEDGER_SMTP_FROM": "slaledger@example.org", "SLALEDGER_MEMBERS_FILE": str(members)}
+    process = subprocess.Popen([sys.executable, "-m", "slaledger.cli", *expand(argv, tmp_path)], cwd=tmp_path,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # past the interpreter's start-up: any later moment must end the same way
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    if process.returncode != 0:
+        assert process.returncode == 130, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1] == "slaledger: interrupted"
+
+
+def test_a_sqlite_url_in_a_missing_directory_creates_nothing(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in --database must not answer from a new, empty database (« no token »)."""
+    code = main(["token", "list", "--json", "--database", f"sqlite:///{tmp_path}/nowhere/x.db"])
+    captured = capsys.readouterr()
+    assert_one_line(code, captured.err, "nowhere")
+    assert captured.out == "" and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5pm", "is not a time of day"),
+                                                 ("19:00", "is not within the support hours (09:00–18:00)")])
+def test_an_evening_alert_time_that_cannot_be_one_line(value: str, expected: str, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """SLALEDGER_EVENING_ALERT_AT: not a time, or after the support closing (the list would
+    never go out) — the projector does not start."""
+    import threading
+
+    from slaledger.bootstrap import attach_read_side
+    from slaledger.failures import CommandFailed
+    from slaledger.settings import load_policy
+
+    monkeypatch.setenv("SLALEDGER_EVENING_ALERT_AT", value)
+    if value == "5pm":
+        assert_one_line(main(["token", "list", *NO_DATABASE]), capsys.readouterr().err, expected)
+        return
+    settings = Settings(alertmanager_url="http://127.0.0.1:1", evening_alert_at=value)
+    with pytest.raises(CommandFailed, match=re.escape(expected)):
+        attach_read_side(settings, None, load_policy(), threading.Event(), None)  # type: ignore[arg-type]

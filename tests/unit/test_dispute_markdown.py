@@ -27,10 +27,10 @@ def markdown_of(subject: str, product: str, actor: str) -> str:
         filed = new_event(EventType.TICKET_FILED, "T-1", occurred_at=t0, recorded_at=t0, actor=actor,
                           payload={"kind": "assistance", "channel": "portal", "product": product,
                                    "member": "m-001", "subject": subject})
-    except EventDecodeError:
-        reject()  # what the log refuses never reaches a dispute file
-    result = replay(iter([LogRecord(encode_event(filed), {"topic": "t", "partition": 0, "offset": 0})]),
-                    POLICY, Filters(ticket="T-1"), source="topic")
+        record = LogRecord(encode_event(filed), {"topic": "t", "partition": 0, "offset": 0})
+    except (EventDecodeError, UnicodeEncodeError):
+        reject()  # what the log refuses (a control character, a lone surrogate) never reaches a dispute file
+    result = replay(iter([record]), POLICY, Filters(ticket="T-1"), source="topic")
     return to_markdown(dispute_file(result))
 
 

@@ -131,9 +131,18 @@ def test_without_a_reference_names_are_slugified_and_only_missing_values_reporte
 
 
 def test_unknown_origin_and_request_type_are_reported() -> None:
-    out = run(request("104", origin="chat", request_type="change"))
-    assert {(u.what, u.value) for u in out.unknown} == {("origin", "chat"), ("request_type", "change")}
+    out = run(request("104", origin="fax", request_type="change"))
+    assert {(u.what, u.value) for u in out.unknown} == {("origin", "fax"), ("request_type", "change")}
     assert out.commands[0].payload["channel"] == "email" and out.commands[0].payload["kind"] == "assistance"
+
+
+@pytest.mark.parametrize("origin", ["in_person", "chat"])
+def test_itop_31_origins_are_live_contacts_like_a_call(origin: str) -> None:
+    """A desk visit and a chat (iTop 3.1+) reach an agent live: filed as a call, no warning,
+    and no portal intake clock."""
+    out = run(request("104", origin=origin))
+    assert not out.unknown
+    assert out.commands[0].payload["channel"] == "phone"
 
 
 def test_reference_service_may_set_the_kind(tmp_path: Path) -> None:
