@@ -267,8 +267,18 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
 
     @app.page("/api/tickets/{ticket_id}")
     class OneTicket(View):
-        @app.table_route(table=route_table, match_info="ticket_id")  # type: ignore[arg-type]
         async def get(self, request: Request, ticket_id: str) -> Response:
+            # Authenticated here first: nothing is forwarded for the anonymous, and a refusal
+            # (a 429 with its Retry-After) is answered by this worker, headers kept, against the
+            # caller's address (Faust rebuilds a forwarded answer from its status and body only).
+            try:
+                await authenticate(request)
+            except BadRequest as exc:
+                return error(self, exc)
+            return await self.routed(request, ticket_id)
+
+        @app.table_route(table=route_table, match_info="ticket_id")  # type: ignore[arg-type]
+        async def routed(self, request: Request, ticket_id: str) -> Response:
             try:
                 who = await authenticate(request)
             except BadRequest as exc:

@@ -1,7 +1,8 @@
 """The projector's ``/metrics``: the SLA metrics (counters per member), for the support team.
 
 It takes the same staff bearer token as the workers' ``/metrics`` (``access.bearer``, with
-the same limit on refused tokens) and serves nothing else. An aiohttp server on its own
+the same limit on refused tokens); ``/healthz`` alone is open, for the container's health
+check. An aiohttp server on its own
 event loop in a daemon thread, because the projector itself is synchronous; collecting runs
 SQL, so it runs in the loop's executor.
 """
@@ -38,8 +39,13 @@ def metrics_app(registry: CollectorRegistry, auth: Authenticator | None,
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
         return aioweb.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def healthz(request: aioweb.Request) -> aioweb.Response:
+        """For the container's health check: alive, and nothing else said (the metrics need a token)."""
+        return aioweb.json_response({"status": "ok"})
+
     app = aioweb.Application(middlewares=[json_errors])
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
     return app
 
 

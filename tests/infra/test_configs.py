@@ -412,3 +412,27 @@ def test_dashboards_reference_provisioned_datasources_only() -> None:
                 assert target["datasource"]["uid"] in uids, (path.name, panel["title"])
     assert titles == {"File du support", "Conformité mensuelle", "Délai de prise en compte", "Incidents",
                       "Santé du pipeline"}
+
+
+def test_health_checks_probe_open_routes(compose: dict[str, Any]) -> None:
+    """A health check has no token: it probes the routes every server leaves open (#25), so
+    authentication on /metrics cannot keep a healthy service from being seen as such."""
+    for name, service in compose["services"].items():
+        test = " ".join(service.get("healthcheck", {}).get("test", []))
+        for url in re.findall(r"http://127\.0\.0\.1:\d+(/\S*?)'", test):
+            assert url in ("/healthz", "/readyz"), (name, url)
+
+
+def test_monitoring_and_the_proxy_have_networks_of_their_own(compose: dict[str, Any]) -> None:
+    """Prometheus and Alertmanager answer only what they scrape or hear from and Grafana; the
+    proxy reaches only what it forwards to, at the one address the workers trust (#25)."""
+    services = compose["services"]
+
+    def on(network: str) -> set[str]:
+        return {name for name, s in services.items() if network in (s.get("networks") or ["default"])}
+
+    assert on("monitoring") == {"prometheus", "alertmanager", "worker", "projector", "grafana"}
+    assert {"prometheus", "alertmanager"}.isdisjoint(on("default"))
+    assert on("edge") == {"proxy", "worker", "grafana"} and "proxy" not in on("default")
+    address = services["proxy"]["networks"]["edge"]["ipv4_address"]
+    assert services["worker"]["environment"]["SLALEDGER_TRUSTED_PROXIES"] == address
