@@ -275,10 +275,11 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
                 await authenticate(request)
             except BadRequest as exc:
                 return error(self, exc)
-            return await self.routed(request, ticket_id)
+            return await self.routed(request)
 
         @app.table_route(table=route_table, match_info="ticket_id")  # type: ignore[arg-type]
-        async def routed(self, request: Request, ticket_id: str) -> Response:
+        async def routed(self, request: Request) -> Response:
+            ticket_id = request.match_info["ticket_id"]
             try:
                 who = await authenticate(request)
             except BadRequest as exc:
