@@ -25,8 +25,10 @@ from sla.events import CONTROL_CHARACTERS, MAX_ACTOR
 
 from .models import TokenRow, WebSessionRow
 
-ROLES = ("agent", "referent", "auditor", "admin")
+# ``metrics``: Prometheus' token, which reads /metrics and nothing else (no ticket, no session).
+ROLES = ("agent", "referent", "auditor", "admin", "metrics")
 STAFF = frozenset({"agent", "auditor", "admin"})
+SCRAPERS = STAFF | {"metrics"}  # who may read /metrics
 TOKENS: Table = TokenRow.__table__  # type: ignore[assignment]
 SESSIONS: Table = WebSessionRow.__table__  # type: ignore[assignment]
 
@@ -168,8 +170,8 @@ class TokenStore:
         past their limits are deleted on the way."""
         with self.engine.connect() as conn:
             row = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == digest(secret))).first()
-        if row is None or row.revoked_at is not None:
-            return None
+        if row is None or row.revoked_at is not None or row.role not in STAFF | {"referent"}:
+            return None  # a metrics token opens no web session
         session_id = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
     token_create = token_commands.add_parser("create", help="create a token; its secret is printed once")
-    token_create.add_argument("--role", required=True, choices=["agent", "referent", "auditor", "admin"])
+    token_create.add_argument("--role", required=True, choices=["agent", "referent", "auditor", "admin", "metrics"],
+                              help="metrics: reads /metrics only (Prometheus)")
     token_create.add_argument("--member", help="the member of a referent")
     token_create.add_argument("--label", help="who holds it (recorded as the actor of their events)")
     provided = token_create.add_mutually_exclusive_group()

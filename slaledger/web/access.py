@@ -130,19 +130,20 @@ async def bearer(request: Request | aioweb.BaseRequest, store: Authenticator, fa
 
 
 class Authenticate(Protocol):
-    async def __call__(self, request: Request, *, cookie: bool = ...) -> Principal: ...
+    async def __call__(self, request: Request, *, cookie: bool = ..., scrape: bool = ...) -> Principal: ...
 
 
 def authenticator(ports: Ports) -> Authenticate:
     """The caller of a request, from the token store of ``ports`` (anyone is the anonymous
     admin when authentication is off)."""
 
-    async def authenticate(request: Request, *, cookie: bool = False) -> Principal:
+    async def authenticate(request: Request, *, cookie: bool = False, scrape: bool = False) -> Principal:
         """The caller, from its bearer token (401 when missing, unknown or revoked; 429 after
         too many refused tokens from its address).
 
         ``cookie``: the web view's session cookie stands for the header (a browser link
         cannot send one). Only reads accept it, so no command can ride on a cookie.
+        ``scrape``: the route is /metrics, the only one a ``metrics`` token opens (403 elsewhere).
         """
         store = ports.auth
         if store is None:
@@ -153,6 +154,9 @@ def authenticator(ports: Ports) -> Authenticate:
             if principal is None:
                 raise BadRequest(401, "session absente, expirée ou fermée : reconnectez-vous")
             return principal
-        return await bearer(request, store, ports.failures, ports.trusted_proxies)
+        principal = await bearer(request, store, ports.failures, ports.trusted_proxies)
+        if principal.role == "metrics" and not scrape:
+            raise BadRequest(403, "ce jeton ne sert qu'à lire /metrics")
+        return principal
 
     return authenticate

@@ -29,7 +29,7 @@ import structlog
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from projections.tokens import Principal
+from projections.tokens import SCRAPERS, Principal
 from sla.clock import ClockStatus
 from sla.events import (
     KINDS,
@@ -327,10 +327,10 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             try:
-                who = await authenticate(request)
+                who = await authenticate(request, scrape=True)
             except BadRequest as exc:
                 return error(self, exc)
-            if not who.staff:
+            if who.role not in SCRAPERS:
                 return self.json({"error": "metrics are for the support team"}, status=403)
             return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -16,6 +16,8 @@ import structlog
 from aiohttp import web as aioweb
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from projections.tokens import SCRAPERS
+
 from .access import BadRequest, bearer, json_errors
 from .ports import Authenticator
 from .throttle import FailureLimit, Network
@@ -34,7 +36,7 @@ def metrics_app(registry: CollectorRegistry, auth: Authenticator | None,
                 who = await bearer(request, auth, failures, trusted)
             except BadRequest as exc:
                 return aioweb.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
-            if not who.staff:
+            if who.role not in SCRAPERS:
                 return aioweb.json_response({"error": "metrics are for the support team"}, status=403)
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
         return aioweb.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

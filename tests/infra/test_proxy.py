@@ -95,3 +95,4 @@ def test_the_proxy_routes_the_web_view_grafana_and_ticket_links(proxy: str) -> N
     status, _, location = get(f"{proxy}/grafana/tickets/SL-2345678923")
     assert (status, location) == (302, "/tickets/SL-2345678923")
     assert get(f"{proxy}/metrics")[0] == 404
+    assert get(f"{proxy}/readyz")[0] == 404

@@ -267,6 +267,27 @@ def test_the_projector_metrics_take_the_staff_token(stack: Stack) -> None:
     assert request(stack.projector_url, "GET", "/").status == 404
 
 
+def test_prometheus_token_reads_the_metrics_and_nothing_else(stack: Stack) -> None:
+    """The `metrics` role (Prometheus' token in compose): /metrics on the workers and the
+    projector; every other route 403, and no web session."""
+    _, scraper = create_token(create_engine(stack.database), "metrics", label="prometheus")
+    bearer = {"Authorization": f"Bearer {scraper}"}
+    for base in (stack.url, stack.projector_url):
+        answer = request(base, "GET", "/metrics", bearer)
+        assert answer.status == 200 and "# HELP" in answer.body, (base, answer.status)
+    for path in ("/api/tickets", f"/api/tickets/{SAMPLE['ticket_id']}", "/api/openapi.json",
+                 f"/api/tickets/{SAMPLE['ticket_id']}/dispute-file?format=json"):
+        answer = request(stack.url, "GET", path, bearer)
+        assert answer.status == 403 and "/metrics" in answer.body, (path, answer.status, answer.body[:200])
+    answer = request(stack.url, "POST", f"/api/tickets/{SAMPLE['ticket_id']}/acknowledge",
+                     {**bearer, "Content-Type": "application/json"}, b"{}")
+    assert answer.status == 403
+    signed_in = request(stack.url, "POST", "/login", {"Content-Type": "application/x-www-form-urlencoded",
+                                                      "X-Forwarded-For": "192.0.2.77"},
+                        urllib.parse.urlencode({"token": scraper, "next": "/"}).encode())
+    assert signed_in.status == 401 and "Set-Cookie" not in signed_in.headers
+
+
 def test_the_inputs_that_gave_500_get_a_french_4xx(stack: Stack) -> None:
     """#25's four: a 5,000-digit integer, JSON nested 30,000 deep, a lone surrogate, a form
     date in year 1 — from the worker itself, through its middlewares."""
