@@ -41,9 +41,10 @@ def _topic(name: str, *operations: str) -> list[Grant]:
 
 
 GRANTS: dict[str, list[Grant]] = {
-    # The agent: its commands in, the events, outcomes and dead letters out; it reads the events
-    # back (recovery, gap repair) and awaits outcomes; Faust's changelogs, leader topic and group.
-    WORKER: [*_topic(COMMANDS, "READ"), *_topic(EVENTS, "READ", "WRITE"), *_topic(OUTCOMES, "READ", "WRITE"),
+    # The HTTP API sends commands; the agent reads them and writes the events, outcomes and dead
+    # letters; it reads the events back (recovery, gap repair) and the API awaits outcomes;
+    # Faust's changelogs, leader topic and group.
+    WORKER: [*_topic(COMMANDS, "READ", "WRITE"), *_topic(EVENTS, "READ", "WRITE"), *_topic(OUTCOMES, "READ", "WRITE"),
              *_topic(DEAD_LETTERS, "WRITE"),
              *_topic(f"{APP_ID}-{TICKET_TABLE}-changelog", "READ", "WRITE"),
              *_topic(f"{APP_ID}-{POSITION_TABLE}-changelog", "READ", "WRITE"),
