@@ -156,6 +156,10 @@ class KafkaCluster:
         self.nodes = [Node(i + 1, ports[2 * i], ports[2 * i + 1], self.data_dir / f"node{i + 1}") for i in range(nodes)]
         self.cluster_id = self._cluster_id()
         if secure:
+            if not self.secrets_dir.exists() and any((n.data_dir / "logs" / "meta.properties").exists()
+                                                     for n in self.nodes):
+                raise BrokerError(f"{self.data_dir} holds a cluster formatted without its SCRAM users (before "
+                                  "Kafka was secured): remove that directory to start afresh")
             self.ca_file, self.keystore = write_loopback_certificates(self.secrets_dir)
             self._write_passwords()
 
