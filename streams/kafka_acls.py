@@ -61,8 +61,7 @@ PRINCIPALS = (ADMIN, *GRANTS)
 
 
 def _acl(principal: str, grant: Grant) -> Any:
-    from kafka.admin import (ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern,
-                             ResourceType)
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
     return ACL(f"User:{principal}", "*", ACLOperation[grant.operation], ACLPermissionType.ALLOW,
                ResourcePattern(ResourceType[grant.resource], grant.name, ACLResourcePatternType.LITERAL))
@@ -77,8 +76,15 @@ def _grant_of(acl: Any) -> tuple[str, Grant]:
 def apply_acls(bootstrap: str, client_options: dict[str, object] | None = None) -> tuple[int, int]:
     """Make the ACLs of ``GRANTS``' principals exactly ``GRANTS``; returns (created, deleted).
     Run as the super user (the brokers refuse anyone else)."""
-    from kafka.admin import (ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient,
-                             ResourcePatternFilter, ResourceType)
+    from kafka.admin import (
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        KafkaAdminClient,
+        ResourcePatternFilter,
+        ResourceType,
+    )
 
     from .kafka_security import client_options as security_options
 

@@ -16,8 +16,17 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient,
-                         ResourcePattern, ResourcePatternFilter, ResourceType)
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    KafkaAdminClient,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+)
 from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from streams.kafka_acls import AUDITOR, GRANTS, ITOP, PROJECTOR, WORKER, Grant, apply_acls
