@@ -195,8 +195,8 @@ class KafkaCluster:
         for principal in PRINCIPALS:
             path = self.password_file(principal)
             if not path.exists():
+                path.touch(mode=0o600)
                 path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
-                path.chmod(0o600)
 
     # --- addresses ---------------------------------------------------------------------
     @property
@@ -232,6 +232,7 @@ class KafkaCluster:
             raise BrokerError("Java 17+ is needed to run Apache Kafka (apt-get install openjdk-17-jre-headless)")
         libs = kafka_libs()
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.properties.touch(mode=0o600)  # it holds the admin's password
         node.properties.write_text(self._properties(node), encoding="utf-8")
         classpath = f"{libs}/*"
         base = [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
