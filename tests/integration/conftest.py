@@ -50,6 +50,20 @@ def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[Broker]
 
 
 @contextmanager
+def running_as(broker: Broker, principal: str) -> Iterator[None]:
+    """The test's in-process ``main([...])`` calls run as ``principal`` meanwhile (they read
+    their settings from the environment); then this process is the admin again."""
+    from streams import kafka_security
+
+    with environment(broker.client_env(principal)):
+        try:
+            yield
+        finally:
+            kafka_security.configure(broker.security(ADMIN) if isinstance(broker, KafkaCluster)
+                                     else kafka_security.ClientSecurity())
+
+
+@contextmanager
 def environment(values: dict[str, str]) -> Iterator[None]:
     """``values`` in ``os.environ`` for the duration, then as before."""
     saved = {name: os.environ.get(name) for name in values}
