@@ -13,8 +13,8 @@ an ACL; one SCRAM user per principal of ``streams.kafka_acls`` (created when the
 formatted), passwords and a loopback CA made at first start under ``data_dir/secrets``. The
 controller listener is TLS too, with SASL PLAIN for the ``admin`` super user only: SCRAM
 credentials live in the metadata log the controllers serve, so controllers cannot use them
-among themselves. ``secure=False`` gives the plaintext cluster of ``slaledger dev --kafka``
-(one process on loopback holding every role: there is no one to keep out).
+among themselves. There is no plaintext mode: nothing needs one (``slaledger dev --kafka`` is
+the cluster's admin), and the tests then run what production runs.
 
 Nothing here patches a client: the Tansu workarounds of ``streams.embedded`` are for the
 embedded broker only.
@@ -144,24 +144,21 @@ class KafkaCluster:
     embedded = False  # no Tansu workaround applies
     MECHANISM = "SCRAM-SHA-512"
 
-    def __init__(self, data_dir: Path, nodes: int = 1, *, heap: str = "512m", port: int | None = None,
-                 secure: bool = True) -> None:
+    def __init__(self, data_dir: Path, nodes: int = 1, *, heap: str = "512m", port: int | None = None) -> None:
         if nodes not in (1, 3):
             raise ValueError("a cluster of 1 or 3 nodes")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.heap = heap
-        self.secure = secure
         ports = self._ports(nodes, port)
         self.nodes = [Node(i + 1, ports[2 * i], ports[2 * i + 1], self.data_dir / f"node{i + 1}") for i in range(nodes)]
         self.cluster_id = self._cluster_id()
-        if secure:
-            if not self.secrets_dir.exists() and any((n.data_dir / "logs" / "meta.properties").exists()
-                                                     for n in self.nodes):
-                raise BrokerError(f"{self.data_dir} holds a cluster formatted without its SCRAM users (before "
-                                  "Kafka was secured): remove that directory to start afresh")
-            self.ca_file, self.keystore = write_loopback_certificates(self.secrets_dir)
-            self._write_passwords()
+        if not self.secrets_dir.exists() and any((n.data_dir / "logs" / "meta.properties").exists()
+                                                 for n in self.nodes):
+            raise BrokerError(f"{self.data_dir} holds a cluster formatted without its SCRAM users (before "
+                              "Kafka was secured): remove that directory to start afresh")
+        self.ca_file, self.keystore = write_loopback_certificates(self.secrets_dir)
+        self._write_passwords()
 
     # --- security ----------------------------------------------------------------------
     @property
@@ -176,9 +173,7 @@ class KafkaCluster:
 
     def client_env(self, principal: str) -> dict[str, str]:
         """The ``SLALEDGER_KAFKA_*`` settings of a process that runs as ``principal`` (the
-        password as a file, like a Compose secret); none on a plaintext cluster."""
-        if not self.secure:
-            return {}
+        password as a file, like a Compose secret)."""
         return {"SLALEDGER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SLALEDGER_KAFKA_SASL_MECHANISM": self.MECHANISM,
                 "SLALEDGER_KAFKA_SASL_USERNAME": principal,
                 "SLALEDGER_KAFKA_SASL_PASSWORD_FILE": str(self.password_file(principal)),
@@ -186,8 +181,6 @@ class KafkaCluster:
 
     def security(self, principal: str) -> ClientSecurity:
         """The same settings as a value, for ``streams.kafka_security`` in this process."""
-        if not self.secure:
-            return ClientSecurity()
         return ClientSecurity("SASL_SSL", self.MECHANISM, principal,
                               self.password_file(principal).read_text(encoding="utf-8"), str(self.ca_file))
 
@@ -240,7 +233,7 @@ class KafkaCluster:
         if not (node.data_dir / "logs" / "meta.properties").exists():
             # The SCRAM users exist from the first record of the metadata log: nobody, not even
             # the brokers among themselves, ever connects without a password.
-            users = [arg for p in PRINCIPALS if self.secure for arg in (
+            users = [arg for p in PRINCIPALS for arg in (
                 "--add-scram", f"{self.MECHANISM}=[name={p},password={self.password_file(p).read_text()}]")]
             fmt = subprocess.run([*base, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
                                   "--config", str(node.properties), "--ignore-formatted", *users],
@@ -318,17 +311,16 @@ class KafkaCluster:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         n = len(self.nodes)
         isr = 2 if n == 3 else 1
-        client = "SASL_SSL" if self.secure else "PLAINTEXT"
         return "\n".join([
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners={client}://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners={client}://127.0.0.1:{node.port}",
+            f"listeners=SASL_SSL://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{node.port}",
             "controller.listener.names=CONTROLLER",
-            f"inter.broker.listener.name={client}",
-            f"listener.security.protocol.map={client}:{client},CONTROLLER:{client}",
-            *(self._security_properties() if self.secure else []),
+            "inter.broker.listener.name=SASL_SSL",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+            *self._security_properties(),
             f"log.dirs={node.data_dir / 'logs'}",
             "num.partitions=1",
             f"default.replication.factor={n}",
@@ -424,12 +416,12 @@ def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[Embedde
 
 def provision(broker: EmbeddedBroker | KafkaCluster, partitions: int) -> None:
     """Make this process the cluster's ``admin`` (its kafka-python clients), create the
-    product's topics and, on a secured cluster, grant the principals their ACLs: what
+    product's topics and, on Apache Kafka, grant the principals their ACLs: what
     ``slaledger topics create --acls`` does in production."""
     from . import kafka_security
     from .topics import create_topics
 
     kafka_security.configure(broker.security(ADMIN) if isinstance(broker, KafkaCluster) else ClientSecurity())
     create_topics(broker.bootstrap, partitions, replication=broker.replication)
-    if isinstance(broker, KafkaCluster) and broker.secure:
+    if isinstance(broker, KafkaCluster):
         apply_acls(broker.bootstrap)
