@@ -156,3 +156,14 @@ def test_kafka_certs_writes_a_ca_and_the_brokers_key_for_each_host(tmp_path: Pat
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(out / "broker.pem")  # the key and its certificate, in one PEM file
     assert main(["kafka", "certs", "--out", str(out), "--days", "0"]) == 2
+
+
+def test_a_refused_principal_is_one_line_naming_the_acls() -> None:
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from slaledger.failures import describe
+
+    described = describe(TopicAuthorizationFailedError("slaledger.ticket-events"), None)
+    assert described is not None
+    line, code = described
+    assert "refused this principal" in line and "slaledger topics create --acls" in line and code == 1
