@@ -21,6 +21,7 @@ from sla.events import Event, EventType, decode_event, encode_event, new_event, 
 from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.kafka_acls import AUDITOR
+from streams.kafka_security import client_options
 from streams.kafka_tools import producer, read_topic
 from streams.topics import EVENTS
 from tests.integration.conftest import BROKERS, Broker, running_as, running_broker
@@ -158,7 +159,7 @@ def test_archive_tampering_is_caught(audited: tuple[Broker, str], tamper: str, t
 
 
 def _copy_topic(broker: Broker, name: str, edit: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, **client_options())  # the test is the admin
     admin.create_topics([NewTopic(name, 4, 1)], wait_for_metadata=True)
     admin.close()
     records = [(r.partition, r.key, r.value) for r in read_topic(broker.bootstrap, EVENTS)]
