@@ -25,9 +25,9 @@ from projections.audit import Filters, kafka_records, replay
 from sla.events import EventType, encode_event, new_event
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker
-from streams.kafka_broker import KafkaCluster
+from streams.kafka_broker import KafkaCluster, provision
 from streams.kafka_tools import partitions_of, producer, true_end_offsets
-from streams.topics import EVENTS, create_topics
+from streams.topics import EVENTS
 
 STEPS = [EventType.ACKNOWLEDGED, EventType.WAITING_FOR_CUSTOMER, EventType.RESOLVED, EventType.CLOSED]
 
@@ -41,7 +41,7 @@ def one_broker(kind: str, total: int) -> dict[str, float]:
             EmbeddedBroker(log_path=Path(tmp) / "tansu.log") if kind == "tansu"
             else KafkaCluster(Path(tmp) / "kafka", 1)) as broker:
         print(f"== {kind}", flush=True)
-        create_topics(broker.bootstrap, 4)
+        provision(broker, 4)  # topics and ACLs; this process is the admin of a Kafka cluster
         kafka = producer(broker.bootstrap, embedded=False, linger_ms=5, batch_size=256 * 1024)
         base = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
         t0, n = time.perf_counter(), 0

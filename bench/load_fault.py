@@ -90,9 +90,10 @@ from sla.ticket import Ticket
 from slaledger.fixtures import short_intake_policy
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
-from streams.kafka_broker import KafkaCluster
+from streams.kafka_acls import ADMIN, PROJECTOR, WORKER
+from streams.kafka_broker import KafkaCluster, provision
 from streams.kafka_tools import partitions_of, read_topic, true_end_offsets
-from streams.topics import COMMANDS, EVENTS, create_topics, is_tree_head
+from streams.topics import COMMANDS, EVENTS, is_tree_head
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FACT_TYPES = {EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED}
@@ -350,8 +351,8 @@ class Rig:
             self.broker = KafkaCluster(workdir / "kafka", 1).start()
         elif args.mode != "dev-embedded":
             self.broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
-        if self.broker is not None:
-            create_topics(self.broker.bootstrap, args.partitions, replication=self.broker.replication)
+        if self.broker is not None:  # topics and ACLs; this process is the cluster's admin
+            provision(self.broker, args.partitions)
         embedded = "1" if self.broker is not None and self.broker.embedded else "0"
         create_schema(self.engine)
         ensure_token(self.engine, self.token, "agent", "load")
@@ -365,17 +366,20 @@ class Rig:
                 env = {**base, "SLALEDGER_BROKER_URL": self.broker.url, "SLALEDGER_WEB_PORT": str(port),
                        "SLALEDGER_DATA_DIR": str(workdir / name), "SLALEDGER_EMBEDDED": embedded,
                        "SLALEDGER_SESSION_TIMEOUT": "4", "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
-                       "SLALEDGER_REBALANCE_TIMEOUT": "2", "SLALEDGER_COMMIT_INTERVAL": "1"}
+                       "SLALEDGER_REBALANCE_TIMEOUT": "2", "SLALEDGER_COMMIT_INTERVAL": "1",
+                       **self.broker.client_env(WORKER)}
                 self.workers.append(Proc(name, ["worker"], env, workdir, f"http://127.0.0.1:{port}"))
             self.projector = Proc("projector", ["project", "--metrics-port", "0"],
-                                  {**base, "SLALEDGER_BROKER_URL": self.broker.url}, workdir)
+                                  {**base, "SLALEDGER_BROKER_URL": self.broker.url,
+                                   **self.broker.client_env(PROJECTOR)}, workdir)
         else:
             port = free_port()
             argv = ["dev", "--port", str(port), "--data-dir", str(workdir / "dev")]
             env = dict(base)
             if self.broker is not None:
                 argv += ["--broker", self.broker.url]
-                env["SLALEDGER_EMBEDDED"] = embedded
+                # one process in every role (worker, projector, topic creation): the admin
+                env.update(SLALEDGER_EMBEDDED=embedded, **self.broker.client_env(ADMIN))
             self.workers.append(Proc("dev", argv, env, workdir, f"http://127.0.0.1:{port}"))
 
     def _database(self) -> str:
@@ -424,7 +428,10 @@ def leading_node(cluster: KafkaCluster) -> int:
     """The node that leads most partitions of the commands and events topics."""
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="slaledger-load-fault")
+    from streams.kafka_security import client_options
+
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="slaledger-load-fault",
+                             **client_options())
     try:
         described = admin.describe_topics([COMMANDS, EVENTS])
     finally:

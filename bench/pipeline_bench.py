@@ -33,6 +33,7 @@ from sla.events import decode_event
 from sla.ticket import Command, CommandType
 from slaledger.fixtures import short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
+from streams.kafka_acls import WORKER
 from streams.kafka_broker import KafkaCluster, running_broker
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
@@ -52,7 +53,8 @@ def start_worker(
            "SLALEDGER_DATA_DIR": str(workdir), "SLALEDGER_EMBEDDED": "1" if broker.embedded else "0",
            "SLALEDGER_SESSION_TIMEOUT": "4",
            "SLALEDGER_HEARTBEAT_INTERVAL": "0.5", "SLALEDGER_REBALANCE_TIMEOUT": "2",
-           "SLALEDGER_LOG_LEVEL": "warning", "SLALEDGER_TIMER_INTERVAL": "0.2", "SLALEDGER_AUTH": "off"}
+           "SLALEDGER_LOG_LEVEL": "warning", "SLALEDGER_TIMER_INTERVAL": "0.2", "SLALEDGER_AUTH": "off",
+           **broker.client_env(WORKER)}
     if policy:
         env["SLALEDGER_POLICY_FILE"] = str(policy)
     log = open(workdir / "worker.log", "ab")  # noqa: SIM115

@@ -60,6 +60,7 @@ from slaledger.bootstrap import engine_for, head_signer
 from slaledger.logs import configure_logging
 from slaledger.settings import Settings
 from streams.embedded import free_port
+from streams.kafka_acls import PROJECTOR, WORKER
 from streams.kafka_broker import running_broker
 from streams.kafka_tools import partitions_of, producer
 from streams.topics import EVENTS
@@ -204,11 +205,11 @@ def freshness(kind: str, m: int, rate: float, server: str) -> dict[str, float]:
             **common, "SLALEDGER_WEB_PORT": str(web), "SLALEDGER_DATA_DIR": str(workdir / "w1"),
             "SLALEDGER_SESSION_TIMEOUT": "4", "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
             "SLALEDGER_REBALANCE_TIMEOUT": "2", "SLALEDGER_COMMIT_INTERVAL": "1", "SLALEDGER_TIMER_INTERVAL": "0.2",
-            "SLALEDGER_STORE_URL": "memory://", "SLALEDGER_AUTH": "off"}, workdir),
+            "SLALEDGER_STORE_URL": "memory://", "SLALEDGER_AUTH": "off", **broker.client_env(WORKER)}, workdir),
                  "projector": start("projector", ["project"], {
             **common, "SLALEDGER_DATABASE_URL": url, "SLALEDGER_METRICS_PORT": str(metrics),
             "SLALEDGER_AUTH": "off",  # its /metrics, like the worker's API, open on loopback for the bench
-            "SLALEDGER_SIGNING_KEY_FILE": str(signing_key(workdir))}, workdir)}
+            "SLALEDGER_SIGNING_KEY_FILE": str(signing_key(workdir)), **broker.client_env(PROJECTOR)}, workdir)}
         engine = create_engine(url)
         api, metrics_url = f"http://127.0.0.1:{web}/api/tickets", f"http://127.0.0.1:{metrics}/metrics"
 

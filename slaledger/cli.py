@@ -95,7 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     create = topic_commands.add_parser("create", help="create every topic with its partitions and config")
     create.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
     create.add_argument("--partitions", type=int, help="partitions of the ticket topics (env SLALEDGER_PARTITIONS)")
+    create.add_argument("--acls", action="store_true",
+                        help="also make each principal's ACLs exactly those of streams/kafka_acls.py (as the "
+                             "brokers' super user, on a cluster with an authorizer)")
     create.set_defaults(handler=cmd_topics_create)
+
+    kafka = commands.add_parser("kafka", help="Apache Kafka's TLS")
+    kafka_commands = kafka.add_subparsers(dest="kafka_command", required=True, parser_class=_Parser)
+    certs = kafka_commands.add_parser("certs", help="write a private CA (ca.pem) and the brokers' key and "
+                                                    "certificate (broker.pem) for docker-compose.yml")
+    certs.add_argument("--out", type=Path, required=True, help="directory (e.g. secrets/kafka)")
+    certs.add_argument("--host", action="append", dest="hosts",
+                       help="a name or address the brokers answer on (repeat; default: kafka, kafka-1, kafka-2, "
+                            "kafka-3, localhost)")
+    certs.add_argument("--days", type=int, default=825, help="validity (default 825)")
+    certs.set_defaults(handler=cmd_kafka_certs)
 
     worker = commands.add_parser("worker", help="run one stream worker against any Kafka")
     _worker_flags(worker)
@@ -281,6 +295,22 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     _reach_broker(settings)
     created = create_topics(settings.bootstrap, settings.partitions, replication=settings.replication_factor)
     print(f"{len(created)} topic(s) created" + (f": {', '.join(created)}" if created else ""))
+    if args.acls:
+        from streams.kafka_acls import apply_acls
+
+        granted, revoked = apply_acls(settings.bootstrap)
+        print(f"ACLs: {granted} created, {revoked} deleted")
+    return 0
+
+
+def cmd_kafka_certs(args: argparse.Namespace) -> int:
+    from streams.kafka_certs import write_certificates
+
+    if args.days < 1:
+        raise UsageError("--days: at least 1")
+    hosts = args.hosts or ["kafka", "kafka-1", "kafka-2", "kafka-3", "localhost"]
+    ca, broker = write_certificates(args.out, hosts, args.days)
+    print(f"{ca} (give it to every client), {broker} (the brokers' key: keep it secret) for {', '.join(hosts)}")
     return 0
 
 
@@ -610,6 +640,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded broker, archive restore, worker (API + /metrics) and projector in one process."""
+    import dataclasses
     import secrets
     import threading
 
@@ -619,6 +650,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.restore import restore_archive
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
+    from streams.kafka_acls import ADMIN
     from streams.kafka_broker import BrokerError, KafkaCluster
     from streams.topics import create_topics
 
@@ -655,11 +687,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     projector: threading.Thread | None = None
     try:
         own: dict[str, object] = {"broker_url": broker.url, "embedded": broker.embedded} if broker else {}
+        if isinstance(broker, KafkaCluster):  # secured like production; one process in every role: the admin
+            own.update(dataclasses.asdict(broker.security(ADMIN)))
         from .evidence_cli import dev_signing_key
 
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
                              rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base))
         create_topics(settings.bootstrap, settings.partitions)
+        if isinstance(broker, KafkaCluster):  # the principals' ACLs, for a worker started beside it
+            from streams.kafka_acls import apply_acls
+
+            apply_acls(settings.bootstrap)
         restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
         try:
             ensure_token(engine, dev_token, "agent", "dev")

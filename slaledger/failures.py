@@ -59,8 +59,12 @@ def describe(exc: BaseException, where: _Where | None) -> tuple[str, int] | None
     if isinstance(exc, KafkaError):
         name, detail = type(exc).__name__, _first_line(exc)
         detail = detail if detail.startswith(name) else f"{name}: {detail}"
+        if "AuthorizationFailed" in name:
+            return (f"Kafka broker{broker} refused this principal ({detail}): check SLALEDGER_KAFKA_SASL_USERNAME "
+                    "and its ACLs (`slaledger topics create --acls`)"), FAILED
         return (f"Kafka broker{broker} unreachable or failing ({detail}): "
-                "check --broker / SLALEDGER_BROKER_URL and that the broker is running"), FAILED
+                "check --broker / SLALEDGER_BROKER_URL, that the broker is running and, on a secured cluster, "
+                "the SLALEDGER_KAFKA_* credentials (a refused login looks like no answer)"), FAILED
     if isinstance(exc, ArgumentError):
         return (f"database URL {database}: {_first_line(exc)}: check --database / SLALEDGER_DATABASE_URL "
                 "(e.g. postgresql+psycopg://user@host:5432/name)"), USAGE

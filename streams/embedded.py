@@ -60,6 +60,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def client_env(self, principal: str) -> dict[str, str]:
+        """No ``SLALEDGER_KAFKA_*`` settings: Tansu, the dev broker on loopback, has neither TLS
+        nor authentication (``KafkaCluster.client_env`` is its secured twin)."""
+        return {}
+
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         address = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -7,6 +7,15 @@ resolved once by Maven into a cache outside the repository (``SLALEDGER_KAFKA_CA
 default ``~/.cache/slaledger``); each node has its own data directory, ports and log file,
 and survives a restart on the same directory (storage is formatted only once).
 
+Secured by default, as production is (``docker-compose.yml``): clients and brokers talk
+SASL_SSL (SCRAM-SHA-512 over TLS) with the KRaft ``StandardAuthorizer`` and no access without
+an ACL; one SCRAM user per principal of ``streams.kafka_acls`` (created when the storage is
+formatted), passwords and a loopback CA made at first start under ``data_dir/secrets``. The
+controller listener is TLS too, with SASL PLAIN for the ``admin`` super user only: SCRAM
+credentials live in the metadata log the controllers serve, so controllers cannot use them
+among themselves. There is no plaintext mode: nothing needs one (``slaledger dev --kafka`` is
+the cluster's admin), and the tests then run what production runs.
+
 Nothing here patches a client: the Tansu workarounds of ``streams.embedded`` are for the
 embedded broker only.
 """
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +39,9 @@ from pathlib import Path
 import structlog
 
 from .embedded import EmbeddedBroker, _die_with_parent, free_port
+from .kafka_acls import ADMIN, PRINCIPALS, apply_acls
+from .kafka_certs import write_loopback_certificates
+from .kafka_security import ClientSecurity
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +142,7 @@ class KafkaCluster:
     """
 
     embedded = False  # no Tansu workaround applies
+    MECHANISM = "SCRAM-SHA-512"
 
     def __init__(self, data_dir: Path, nodes: int = 1, *, heap: str = "512m", port: int | None = None) -> None:
         if nodes not in (1, 3):
@@ -139,6 +153,43 @@ class KafkaCluster:
         ports = self._ports(nodes, port)
         self.nodes = [Node(i + 1, ports[2 * i], ports[2 * i + 1], self.data_dir / f"node{i + 1}") for i in range(nodes)]
         self.cluster_id = self._cluster_id()
+        if not self.secrets_dir.exists() and any((n.data_dir / "logs" / "meta.properties").exists()
+                                                 for n in self.nodes):
+            raise BrokerError(f"{self.data_dir} holds a cluster formatted without its SCRAM users (before "
+                              "Kafka was secured): remove that directory to start afresh")
+        self.ca_file, self.keystore = write_loopback_certificates(self.secrets_dir)
+        self._write_passwords()
+
+    # --- security ----------------------------------------------------------------------
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    def password_file(self, principal: str) -> Path:
+        """The file holding ``principal``'s SCRAM password (what a Compose secret is)."""
+        if principal not in PRINCIPALS:
+            raise ValueError(f"unknown Kafka principal {principal!r} (one of {', '.join(PRINCIPALS)})")
+        return self.secrets_dir / f"{principal}.password"
+
+    def client_env(self, principal: str) -> dict[str, str]:
+        """The ``SLALEDGER_KAFKA_*`` settings of a process that runs as ``principal`` (the
+        password as a file, like a Compose secret)."""
+        return {"SLALEDGER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SLALEDGER_KAFKA_SASL_MECHANISM": self.MECHANISM,
+                "SLALEDGER_KAFKA_SASL_USERNAME": principal,
+                "SLALEDGER_KAFKA_SASL_PASSWORD_FILE": str(self.password_file(principal)),
+                "SLALEDGER_KAFKA_SSL_CAFILE": str(self.ca_file)}
+
+    def security(self, principal: str) -> ClientSecurity:
+        """The same settings as a value, for ``streams.kafka_security`` in this process."""
+        return ClientSecurity("SASL_SSL", self.MECHANISM, principal,
+                              self.password_file(principal).read_text(encoding="utf-8"), str(self.ca_file))
+
+    def _write_passwords(self) -> None:
+        for principal in PRINCIPALS:
+            path = self.password_file(principal)
+            if not path.exists():
+                path.touch(mode=0o600)
+                path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
 
     # --- addresses ---------------------------------------------------------------------
     @property
@@ -174,13 +225,18 @@ class KafkaCluster:
             raise BrokerError("Java 17+ is needed to run Apache Kafka (apt-get install openjdk-17-jre-headless)")
         libs = kafka_libs()
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.properties.touch(mode=0o600)  # it holds the admin's password
         node.properties.write_text(self._properties(node), encoding="utf-8")
         classpath = f"{libs}/*"
         base = [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
         if not (node.data_dir / "logs" / "meta.properties").exists():
+            # The SCRAM users exist from the first record of the metadata log: nobody, not even
+            # the brokers among themselves, ever connects without a password.
+            users = [arg for p in PRINCIPALS for arg in (
+                "--add-scram", f"{self.MECHANISM}=[name={p},password={self.password_file(p).read_text()}]")]
             fmt = subprocess.run([*base, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
-                                  "--config", str(node.properties), "--ignore-formatted"],
+                                  "--config", str(node.properties), "--ignore-formatted", *users],
                                  capture_output=True, text=True, check=False)
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting node {node_id}'s storage failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
@@ -259,11 +315,12 @@ class KafkaCluster:
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+            f"listeners=SASL_SSL://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{node.port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=SASL_SSL",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+            *self._security_properties(),
             f"log.dirs={node.data_dir / 'logs'}",
             "num.partitions=1",
             f"default.replication.factor={n}",
@@ -285,6 +342,30 @@ class KafkaCluster:
             "log.flush.interval.messages=9223372036854775807",
             "",
         ])
+
+    def _security_properties(self) -> list[str]:
+        """TLS on both listeners; SCRAM for clients and brokers, PLAIN (admin only, from this
+        file) between controllers; the StandardAuthorizer, deny by default, admin the super user."""
+        admin = self.password_file(ADMIN).read_text(encoding="utf-8")
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+            f"sasl.enabled.mechanisms={self.MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={self.MECHANISM}",
+            f"listener.name.sasl_ssl.{self.MECHANISM.lower()}.sasl.jaas.config={scram} required "
+            f'username="{ADMIN}" password="{admin}";',
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            f'listener.name.controller.plain.sasl.jaas.config={plain} required username="{ADMIN}" '
+            f'password="{admin}" user_{ADMIN}="{admin}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            f"super.users=User:{ADMIN}",
+        ]
 
     def _wait_listening(self, node: Node, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -318,12 +399,29 @@ def _unused_port(taken: list[int]) -> int:
 @contextmanager
 def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[EmbeddedBroker | KafkaCluster]:
     """A started broker of ``kind`` (``tansu`` or ``kafka``) under ``workdir`` with the
-    product's topics (4 partitions, replicated on every node of a Kafka cluster): what the
-    tests and the benches run against."""
-    from .topics import create_topics
+    product's topics (4 partitions, replicated on every node of a Kafka cluster) and, on
+    Kafka, the product's ACLs: what the tests and the benches run against. This process's
+    own kafka-python clients run as ``admin`` meanwhile (``kafka_security.configure``)."""
+    from . import kafka_security
 
     broker: EmbeddedBroker | KafkaCluster = (EmbeddedBroker(log_path=workdir / "tansu.log") if kind == "tansu"
                                              else KafkaCluster(workdir / "kafka", nodes))
     with broker:
-        create_topics(broker.bootstrap, 4, replication=broker.replication)
-        yield broker
+        try:
+            provision(broker, 4)
+            yield broker
+        finally:
+            kafka_security.configure(ClientSecurity())
+
+
+def provision(broker: EmbeddedBroker | KafkaCluster, partitions: int) -> None:
+    """Make this process the cluster's ``admin`` (its kafka-python clients), create the
+    product's topics and, on Apache Kafka, grant the principals their ACLs: what
+    ``slaledger topics create --acls`` does in production."""
+    from . import kafka_security
+    from .topics import create_topics
+
+    kafka_security.configure(broker.security(ADMIN) if isinstance(broker, KafkaCluster) else ClientSecurity())
+    create_topics(broker.bootstrap, partitions, replication=broker.replication)
+    if isinstance(broker, KafkaCluster):
+        apply_acls(broker.bootstrap)

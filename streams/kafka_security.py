@@ -16,6 +16,7 @@ connections is a property of the process, like its broker address.
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -42,6 +43,21 @@ class KafkaSecurity(Protocol):
     def kafka_ssl_keyfile(self) -> str: ...
     @property
     def kafka_ssl_password(self) -> str: ...
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """``KafkaSecurity`` as a plain value, for a process that has no ``Settings``: the test and
+    bench processes' own clients (``streams.kafka_broker.KafkaCluster.security``)."""
+
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_password: str = ""
+
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # What Faust's SASLCredentials, aiokafka and kafka-python all accept with a username and password.

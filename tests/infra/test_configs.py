@@ -110,6 +110,41 @@ def test_kafka_is_kraft_without_auto_creation_or_unclean_election(compose: dict[
     assert "profiles" not in services["kafka"]  # the single-node default
 
 
+def test_kafka_takes_sasl_ssl_only_and_each_process_is_its_own_principal(compose: dict[str, Any]) -> None:
+    """The brokers as streams.kafka_broker runs them in the tests (SASL_SSL, SCRAM-SHA-512, the
+    StandardAuthorizer denying what no ACL grants, admin the only super user); each Kafka
+    client is the principal of streams/kafka_acls.py for its process, with that principal's
+    password only; the report job and the token job are no Kafka client at all."""
+    from streams.kafka_acls import ADMIN, ITOP, PRINCIPALS, PROJECTOR, WORKER
+
+    services = compose["services"]
+    for name in ("kafka", "kafka-1", "kafka-2", "kafka-3"):
+        env = services[name]["environment"]
+        assert env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL", name
+        assert env["KAFKA_ADVERTISED_LISTENERS"].startswith("SASL_SSL://"), name
+        assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512", name
+        assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false" and env["KAFKA_SUPER_USERS"] == f"User:{ADMIN}"
+        assert {f"kafka_{p}_password" for p in PRINCIPALS} <= set(services[name]["secrets"]), name
+    start = (INFRA / "kafka" / "start.sh").read_text()
+    assert f"for user in {' '.join(PRINCIPALS)}; do" in start  # every principal has its SCRAM user
+    expected = {"topics-init": ADMIN, "worker": WORKER, "projector": PROJECTOR, "itop-sync": ITOP}
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if name.startswith("kafka"):
+            continue
+        principal = env.get("SLALEDGER_KAFKA_SASL_USERNAME")
+        assert principal == expected.get(name), name
+        if principal is None:
+            assert not [k for k in env if k.startswith("SLALEDGER_KAFKA_")], name
+            continue
+        assert env["SLALEDGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["SLALEDGER_KAFKA_SASL_PASSWORD_FILE"] == f"/run/secrets/kafka_{principal}_password"
+        assert env["SLALEDGER_KAFKA_SSL_CAFILE"] == "/run/secrets/kafka_ca"
+        assert {s for s in service["secrets"] if s.startswith("kafka_")} == {"kafka_ca", f"kafka_{principal}_password"}
+    assert services["topics-init"]["command"] == ["topics", "create", "--acls"]
+
+
 def test_compose_runs_the_kafka_version_the_tests_run(compose: dict[str, Any]) -> None:
     """One Apache Kafka version: the one infra/kafka/pom.xml pins for the tests and benches."""
     from streams.kafka_broker import kafka_version
@@ -151,8 +186,10 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     # a secret comes from .env, or from a file outside the repository that .env names
     assert {s["environment"] for s in raw["secrets"].values() if "environment" in s} <= set(env_example())
     files = {n: s["file"] for n, s in raw["secrets"].items() if "file" in s}
-    assert files == {"signing_key": "${SLALEDGER_SIGNING_KEY_PATH:-./secrets/signing-key}"}
-    assert "SLALEDGER_SIGNING_KEY_PATH" in env_example()
+    assert files == {"signing_key": "${SLALEDGER_SIGNING_KEY_PATH:-./secrets/signing-key}",
+                     "kafka_ca": "${SLALEDGER_KAFKA_CERTS_PATH:-./secrets/kafka}/ca.pem",
+                     "kafka_broker_keystore": "${SLALEDGER_KAFKA_CERTS_PATH:-./secrets/kafka}/broker.pem"}
+    assert {"SLALEDGER_SIGNING_KEY_PATH", "SLALEDGER_KAFKA_CERTS_PATH"} <= set(env_example())
     assert "/secrets/" in (ROOT / ".gitignore").read_text().split()
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 
 from slaledger.fixtures import write_short_intake_policy
 from streams.embedded import EmbeddedBroker, free_port
+from streams.kafka_acls import ADMIN, WORKER
 from streams.kafka_broker import KafkaCluster
 from streams.kafka_broker import running_broker as start_broker
 from tests.conftest import call_failed, system_tool
@@ -37,12 +38,44 @@ BROKERS = ["tansu", "kafka"]
 @contextmanager
 def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[Broker]:
     """``streams.kafka_broker.running_broker``, once the Kafka engine's tools are found (a
-    missing one skips locally and fails in CI)."""
+    missing one skips locally and fails in CI). Apache Kafka runs secured (SASL_SSL and
+    ACLs): the test process is its ``admin`` meanwhile, in its own clients and in the
+    environment its in-process ``main([...])`` calls read; every product process a test
+    starts runs as its own principal (``broker.client_env``)."""
     if kind == "kafka":
         system_tool("java", package="openjdk-17-jre-headless")
         system_tool("mvn", package="maven")
-    with start_broker(kind, workdir, nodes) as broker:
+    with start_broker(kind, workdir, nodes) as broker, environment(broker.client_env(ADMIN)):
         yield broker
+
+
+@contextmanager
+def running_as(broker: Broker, principal: str) -> Iterator[None]:
+    """The test's in-process ``main([...])`` calls run as ``principal`` meanwhile (they read
+    their settings from the environment); then this process is the admin again."""
+    from streams import kafka_security
+
+    with environment(broker.client_env(principal)):
+        try:
+            yield
+        finally:
+            kafka_security.configure(broker.security(ADMIN) if isinstance(broker, KafkaCluster)
+                                     else kafka_security.ClientSecurity())
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the duration, then as before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="module", params=BROKERS)
@@ -101,6 +134,7 @@ class Worker:
             "SLALEDGER_STORE_URL": "memory://",
             "SLALEDGER_AUTH": "off",
             "SLALEDGER_LOG_LEVEL": os.environ.get("SLALEDGER_TEST_LOG_LEVEL", "info"),
+            **self.broker.client_env(WORKER),
             **self.extra_env,
         }
         if self.policy_file:

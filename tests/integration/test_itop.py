@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 from sla.events import SLA_FACT_TYPES, decode_event
 from sla.ticket import Command, CommandType
 from streams.embedded import free_port
+from streams.kafka_acls import ITOP
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.processor import encode_command
 from streams.topics import COMMANDS, DEAD_LETTERS, EVENTS
@@ -53,7 +54,7 @@ PROBE = {"kind": "assistance", "channel": "phone", "member": "probe", "product":
 def sync_env(broker: Broker, database: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_EMBEDDED": "1" if broker.embedded else "0",
             "SLALEDGER_DATABASE_URL": database, "SLALEDGER_ITOP_USER": "sync", "SLALEDGER_ITOP_PASSWORD": "s3cret",
-            "SLALEDGER_LOG_LEVEL": "info", **extra}
+            "SLALEDGER_LOG_LEVEL": "info", **broker.client_env(ITOP), **extra}
 
 
 def itop_sync(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

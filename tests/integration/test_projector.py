@@ -27,6 +27,7 @@ from sla.events import Event, EventType, encode_event, new_event
 from sla.ticket import Ticket
 from slaledger.settings import load_policy
 from streams.embedded import free_port
+from streams.kafka_acls import PROJECTOR
 from streams.kafka_tools import producer
 from streams.topics import DEAD_LETTERS, EVENTS
 from tests.integration.conftest import Broker, api, wait_for
@@ -131,7 +132,8 @@ def test_projector_resumes_after_sigkill_and_serves_metrics(broker: Broker, data
     events = history(120, datetime(2026, 4, 13, 7, 0, tzinfo=UTC), prefix="R")
     port = free_port()
     env = {"SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_DATABASE_URL": database,
-           "SLALEDGER_METRICS_PORT": str(port), "SLALEDGER_LOG_LEVEL": "info"}
+           "SLALEDGER_METRICS_PORT": str(port), "SLALEDGER_LOG_LEVEL": "info",
+           **broker.client_env(PROJECTOR)}
     import os
 
     def start() -> subprocess.Popen[bytes]:

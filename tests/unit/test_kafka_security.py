@@ -136,3 +136,34 @@ def test_the_cli_refuses_a_bad_protocol_with_exit_code_2(tmp_path: Path) -> None
                             text=True, env={"SLALEDGER_KAFKA_SECURITY_PROTOCOL": "TLS", "PATH": "/usr/bin:/bin"},
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "SLALEDGER_KAFKA_SECURITY_PROTOCOL" in result.stderr
+
+
+def test_kafka_certs_writes_a_ca_and_the_brokers_key_for_each_host(tmp_path: Path) -> None:
+    """What `slaledger kafka certs` writes is what a client's TLS check accepts, for each
+    host given, and the key is readable by its owner only."""
+    from cryptography import x509
+
+    from slaledger.cli import main
+
+    out = tmp_path / "kafka"
+    assert main(["kafka", "certs", "--out", str(out), "--host", "kafka-1", "--host", "10.0.0.5"]) == 0
+    broker = x509.load_pem_x509_certificate((out / "broker.pem").read_bytes())
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kafka-1"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    broker.verify_directly_issued_by(x509.load_pem_x509_certificate((out / "ca.pem").read_bytes()))
+    assert (out / "broker.pem").stat().st_mode & 0o077 == 0
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(out / "broker.pem")  # the key and its certificate, in one PEM file
+    assert main(["kafka", "certs", "--out", str(out), "--days", "0"]) == 2
+
+
+def test_a_refused_principal_is_one_line_naming_the_acls() -> None:
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from slaledger.failures import describe
+
+    described = describe(TopicAuthorizationFailedError("slaledger.ticket-events"), None)
+    assert described is not None
+    line, code = described
+    assert "refused this principal" in line and "slaledger topics create --acls" in line and code == 1
