@@ -23,6 +23,7 @@ from projections.models import ARCHIVE, CHECKPOINTS, CLOCKS, DEAD, TICKETS
 from projections.projection import Incoming, Projection
 from projections.projector import apply_isolating, run_projector
 from projections.rebuild import rebuild
+from projections.tokens import create_token
 from sla.events import Event, EventType, encode_event, new_event
 from sla.ticket import Ticket
 from slaledger.settings import load_policy
@@ -153,8 +154,12 @@ def test_projector_resumes_after_sigkill_and_serves_metrics(broker: Broker, data
         assert _safe_count(engine) == len(events)  # nothing twice
         assert verify_chain(engine) == count(engine, ARCHIVE)
 
+        # as Prometheus scrapes it: with a token of the metrics role (#25); without one, 401
+        assert api("GET", f"http://127.0.0.1:{port}/metrics")[0] == 401
+        _, scraper = create_token(engine, "metrics", label="prometheus")
+
         def scrape() -> dict[str, float]:
-            status, body = api("GET", f"http://127.0.0.1:{port}/metrics")
+            status, body = api("GET", f"http://127.0.0.1:{port}/metrics", token=scraper)
             assert status == 200
             out = {}
             for family in text_string_to_metric_families(body):
