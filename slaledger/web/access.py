@@ -54,6 +54,15 @@ def session_id(request: Request) -> str:
     return morsel.value if morsel is not None and len(morsel.value) <= MAX_SECRET else ""
 
 
+def refuse_if_limited(failures: FailureLimit, address: str, what: str) -> None:
+    """429 (BadRequest) while ``address`` is past its refused tokens, for a bearer token and a
+    sign-in alike; logged with the address, never the secret."""
+    wait = failures.retry_after(address)
+    if wait is not None:
+        log.warning(f"{what} refused: too many failures", client=address, retry_after=wait)
+        raise too_many_failures(wait)
+
+
 def caller_address(ports: Ports, request: Request) -> str:
     return client_address(request, ports.trusted_proxies)
 
@@ -115,10 +124,7 @@ async def bearer(request: Request | aioweb.BaseRequest, store: Authenticator, fa
     if scheme.lower() != "bearer" or not secret:
         raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
     address = client_address(request, trusted)
-    wait = failures.retry_after(address)
-    if wait is not None:
-        log.warning("bearer token refused: too many failures", client=address, retry_after=wait)
-        raise too_many_failures(wait)
+    refuse_if_limited(failures, address, "bearer token")
     principal = None
     if len(secret) <= MAX_SECRET:
         principal = await asyncio.get_running_loop().run_in_executor(None, store.authenticate, secret)

@@ -56,8 +56,8 @@ from .access import (
     authenticator,
     caller_address,
     find_tickets,
+    refuse_if_limited,
     session_id,
-    too_many_failures,
     visible_ticket,
 )
 from .api import ACTIONS, command_from_body, http_status, key_scope, new_ticket_id
@@ -362,12 +362,11 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             if store is None:
                 return redirect(self, target)
             address = caller_address(ports, request)
-            wait = ports.failures.retry_after(address)
-            if wait is not None:
-                log.warning("web sign-in refused: too many failures", client=address, retry_after=wait)
-                exc = too_many_failures(wait)
+            try:
+                refuse_if_limited(ports.failures, address, "web sign-in")
+            except BadRequest as exc:
                 return html_response(self, render.login_page(target, exc.message),
-                                     status=429, headers=exc.headers)
+                                     status=exc.status, headers=exc.headers)
             opened = None
             if token and len(token) <= MAX_SECRET:
                 opened = await asyncio.get_running_loop().run_in_executor(None, store.open_session, token)
