@@ -309,7 +309,10 @@ class Pipeline:
         seen, since = None, loop.time()
         while True:
             await asyncio.sleep(RECOVERY_POLL_SECONDS)
-            state = (bool(recovery.in_recovery), sum(recovery.active_offsets.values()), self.app.rebalancing)
+            # a partition whose position Faust does not know yet has offset None (seen on Apache
+            # Kafka during a rebalance): it has not moved
+            moved = sum(offset for offset in recovery.active_offsets.values() if offset is not None)
+            state = (bool(recovery.in_recovery), moved, self.app.rebalancing)
             if self.recovered or not recovery.in_recovery or state != seen:
                 seen, since = state, loop.time()
                 continue
