@@ -43,6 +43,7 @@ from streams.kafka_tools import wait_for_broker
 
 from .command_metrics import MeasuredCommands
 from .failures import CommandFailed
+from .members import directory, load_members
 from .settings import Settings
 from .web import register
 from .web.metrics_server import metrics_app, serve_metrics
@@ -133,9 +134,12 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
         raise ValueError("SLALEDGER_WEB_SESSION_IDLE and SLALEDGER_WEB_SESSION_LIFETIME: seconds, more than 0")
     sessions = SessionLimits(timedelta(seconds=settings.web_session_idle),
                              timedelta(seconds=settings.web_session_lifetime))
+    members = directory(load_members(settings.members_file)) if settings.members_file else None
+    if members is None:
+        log.warning("no members directory (SLALEDGER_MEMBERS_FILE): filings may name any member")
     pipeline = Pipeline(settings, policy, on_recovery_stalled)
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
-                  worker=pipeline, policy=policy,
+                  worker=pipeline, policy=policy, members=members,
                   auth=TokenStore(engine, sessions=sessions) if settings.auth and engine is not None else None,
                   archive=SqlArchive(engine, policy) if engine is not None else None,
                   whatif=(ArchiveDrafts(engine, policy, Path(settings.policy_drafts_dir))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
 
+from sla.catalogue import UnknownName
 from sla.clock import Clock, evaluate
 from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
 from sla.explain import explanation, rule_text
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--filed-at", required=True, type=_instant, help="ISO 8601 with offset")
     explain.add_argument("--elements-complete-at", type=_instant, help="go-live: all elements supplied")
     explain.add_argument("--acknowledged-at", type=_instant, help="incident: when it was taken into account")
-    explain.add_argument("--product", default="solaere", help="product (some are excluded from the SLA)")
+    explain.add_argument("--product", default="parapheur",
+                         help="product: slug, name or alias of the policy's catalogue (some are excluded from the SLA)")
     explain.add_argument("--policy", help="policy file (TOML); the convention's policy by default")
     explain.add_argument("--json", action="store_true", help="one JSON object on stdout")
     explain.set_defaults(handler=cmd_sla_explain)
@@ -554,6 +556,7 @@ def _page_size(value: str) -> int:
 def cmd_itop_sync(args: argparse.Namespace) -> int:
     """Poll iTop and publish its changes as commands; ``--once`` prints what it did (French,
     or one JSON object with ``--json``)."""
+    import dataclasses
     import signal
     import threading
     from datetime import timedelta
@@ -563,6 +566,7 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
     from slaledger import itop
 
     from .bootstrap import engine_for
+    from .members import directory, load_members
 
     settings = _settings(args, itop_url=args.itop_url, itop_user=args.itop_user, itop_password=args.itop_password,
                          itop_token=args.itop_token, itop_timezone=args.itop_timezone)
@@ -572,6 +576,9 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         client = itop.ItopClient(settings.itop_url, user=settings.itop_user, password=settings.itop_password,
                                  token=settings.itop_token)
         reference = itop.Reference.from_file(args.org_map) if args.org_map else itop.Reference()
+        # names checked against the members directory (when one is set) and the policy's products
+        reference = dataclasses.replace(reference, products=settings.policy().products, members=(
+            directory(load_members(settings.members_file)) if settings.members_file else None))
         since = itop.parse_since(args.since)
         itop.check_field_code(args.sla_field)
     except (ValueError, ZoneInfoNotFoundError) as exc:
@@ -629,6 +636,9 @@ class _CountingPublisher:
     def send(self, command: Command) -> None:
         self.publisher.send(command)
         self.bar.update()
+
+    def dead_letter(self, command: Command, reason: str, ref: str) -> None:
+        self.publisher.dead_letter(command, reason, ref)
 
     def flush(self) -> None:
         self.publisher.flush()
@@ -690,9 +700,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if isinstance(broker, KafkaCluster):  # secured like production; one process in every role: the admin
             own.update(dataclasses.asdict(broker.security(ADMIN)))
         from .evidence_cli import dev_signing_key
+        from .members import EXAMPLE_FILE
 
+        # dev names the example members directory unless told otherwise (filings are checked against it)
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
-                             rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base))
+                             rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base),
+                             members_file=base.members_file or str(EXAMPLE_FILE))
         create_topics(settings.bootstrap, settings.partitions)
         if isinstance(broker, KafkaCluster):  # the principals' ACLs, for a worker started beside it
             from streams.kafka_acls import apply_acls
@@ -721,6 +734,12 @@ def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:
     """Build the events of a hypothetical request and evaluate its clocks."""
     filed_at: datetime = args.filed_at
     ticket_id = "explain"
+    product = args.product
+    if policy.products:  # judged as a filing would be: the catalogue's slug (« Local Trust MPE » is excluded)
+        try:
+            product = policy.products.resolve(product)
+        except UnknownName as exc:
+            raise UsageError(f"--product: {exc.message}") from None
     events = [
         new_event(
             EventType.TICKET_FILED,
@@ -728,7 +747,7 @@ def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:
             occurred_at=filed_at,
             recorded_at=filed_at,
             actor="cli",
-            payload={"kind": args.kind, "channel": args.channel, "product": args.product,
+            payload={"kind": args.kind, "channel": args.channel, "product": product,
                      "member": "explain", "subject": "explain"},
         )
     ]

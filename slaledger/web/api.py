@@ -30,6 +30,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from projections.tokens import SCRAPERS, Principal
+from sla.catalogue import Catalogue, UnknownName
 from sla.clock import ClockStatus
 from sla.events import (
     KINDS,
@@ -121,9 +122,11 @@ def key_scope(who: Principal, key: str) -> str:
 
 
 def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who: Principal,
-                      key: str | None = None) -> Command:
+                      key: str | None = None, members: Catalogue | None = None) -> Command:
     """Validate a request body strictly and build the command (raises BadRequest 4xx);
-    its id derives from the idempotency ``key`` when there is one.
+    its id derives from the idempotency ``key`` when there is one. A filing's member must be
+    in the ``members`` directory (by id or name; the command carries the id); the product is
+    the domain's to check (the policy's catalogue, ``sla.ticket.decide``).
 
     A referent's commands are scoped to their member: another member's ticket does not
     exist for them (404, decided by the ticket agent), and they file for their own member.
@@ -146,6 +149,11 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
         raise BadRequest(422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
                          unknown[0])
     payload = {k: v for k, v in body.items() if k != time_field}
+    if members and isinstance(payload.get("member"), str):
+        try:
+            payload["member"] = members.resolve(payload["member"])
+        except UnknownName as exc:
+            raise BadRequest(422, exc.message, "member") from None
     # Business time defaults to the moment the request arrived, not when the agent gets to it;
     # that moment is also the fact's recording time.
     received = datetime.now(UTC)
@@ -233,7 +241,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
                 key = idempotency_key(request)
                 body = await read_json(request)
                 ticket_id = new_ticket_id(key_scope(who, key) if key is not None else None)
-                command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
+                command = command_from_body(CommandType.FILE, ticket_id, body, who, key, ports.members)
             except BadRequest as exc:
                 return error(self, exc)
             response = await send_command(self, command)
@@ -307,7 +315,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
             try:
                 key = idempotency_key(request)
                 body = await read_json(request)
-                command = command_from_body(command_type, ticket_id, body, who, key)
+                command = command_from_body(command_type, ticket_id, body, who, key, ports.members)
             except BadRequest as exc:
                 return error(self, exc)
             return await send_command(self, command)

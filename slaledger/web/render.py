@@ -305,12 +305,14 @@ def session_expired() -> str:
 
 # --- pages -------------------------------------------------------------------------------------
 
-def queue_page(who: Principal, filters: Mapping[str, str], members: Iterable[str],
+def queue_page(who: Principal, filters: Mapping[str, str], members: Mapping[str, str],
                views: Sequence[Mapping[str, Any]], total: int, now: datetime, tz: ZoneInfo, *,
                fragment: str, refresh: int) -> str:
-    """The queue: filters, then the table the script refreshes from ``fragment``."""
-    choices = sorted(set(members) | ({filters["member"]} if filters["member"] else set()))
-    return _page("queue.html", who=who, server_now=now, filters=filters, member_choices=[(m, m) for m in choices],
+    """The queue: filters (``members``: id → the name shown), then the table the script
+    refreshes from ``fragment``."""
+    names = {**({filters["member"]: filters["member"]} if filters["member"] else {}), **members}
+    choices = sorted(names.items(), key=lambda item: (item[1].casefold(), item[0]))
+    return _page("queue.html", who=who, server_now=now, filters=filters, member_choices=choices,
                  views=views, total=total, counts=queue_counts(views), now=now, tz=tz, fragment=fragment,
                  refresh=refresh, may_file=actions.may_file(who))
 
@@ -326,10 +328,12 @@ def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Pr
 
 
 def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,
-                    refusal: str | None = None, form_key: str | None = None) -> str:
-    """The filing form; after a refusal, with what was typed and the same idempotency key."""
+                    refusal: str | None = None, form_key: str | None = None,
+                    suggestions: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The filing form; after a refusal, with what was typed and the same idempotency key.
+    ``suggestions``: the names the member and product inputs propose (a typo is refused)."""
     return _page("new_ticket.html", who=who, fields=actions.filing_fields(who), token=token, values=values or {},
-                 refusal=refusal, form_key=form_key)
+                 refusal=refusal, form_key=form_key, suggestions=suggestions or {})
 
 
 def action_refused_page(who: Principal, ticket_id: str, refusal: Mapping[str, Any]) -> str:
