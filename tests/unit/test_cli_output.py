@@ -42,10 +42,8 @@ def test_itop_sync_once_json_is_one_object(tmp_path: Path, monkeypatch: pytest.M
         assert main([*argv, "--every", "60s", "--json"]) == 2
         assert capsys.readouterr().err.strip() == "slaledger: error: --json goes with --once"
     assert doc["source"].startswith(url)
-    assert (doc["fetched"], doc["unchanged"], doc["commands"]) == (6, 0, 21)
-    assert doc["tickets"] == 5 and doc["skipped"] == 0 and doc["unreadable"] == []
-    # R-000103's service is in no catalogue of the policy: set aside with the reason (#32)
-    assert [r.split(" (")[0] for r in doc["refused"]] == ["R-000103 : Produit inconnu : « Téléphonie »"]
+    assert (doc["fetched"], doc["unchanged"], doc["commands"]) == (6, 0, 25)
+    assert doc["tickets"] == 6 and doc["skipped"] == 0 and doc["unreadable"] == [] and doc["refused"] == []
     assert set(doc["watermarks"]) == {"UserRequest", "Incident"} and all(doc["watermarks"].values())
     assert isinstance(doc["unknown"], dict)
     # without --json, the second pass (the overlap window re-read, nothing new) is told in French

@@ -157,7 +157,7 @@ def test_sync_checkpoints_and_skips_what_it_already_sent(fake: FakeItop, store: 
     assert first.watermarks == {"UserRequest": "2026-11-27 15:00:00", "Incident": "2026-11-25 10:40:00"}
     assert store.load("UserRequest").watermark == "2026-11-27 15:00:00"
     assert first.unknown_by_kind() == {"organisation": {"Mairie de Nulle-Part": ["R-000103"]},
-                                       "service": {"Téléphonie": ["R-000103"]}}
+                                       "service": {"Gestion financière": ["R-000103"]}}
     assert "Organisations inconnues" in first.summary() and "Mairie de Nulle-Part : R-000103" in first.summary()
 
     fake.requests.clear()
@@ -405,18 +405,18 @@ def test_unknown_members_and_products_are_dead_lettered_with_the_reason(fake: Fa
     members = directory(load_members(EXAMPLE_FILE))
     reference = Reference(members=members, products=policy.products)
     publisher = ListPublisher()
+    fake.update("UserRequest", 104, service_name="Parafeur")  # a typo in iTop's service
     result = sync_once(client(fake), publisher, store, reference, tz=PARIS)
-    assert [(ref, reason) for _, reason, ref in publisher.dead] == [
+    assert sorted((ref, reason) for _, reason, ref in publisher.dead) == [
         ("R-000103", "Membre inconnu : « Mairie de Nulle-Part » (aucun membre proche ; membres connus : Commune de "
                      "Blois, Lycée Descartes (Tours), Commune de Chartres, Commune de "
                      "Vierzon, Agglomération montargoise (agglo-montargoise), Lycée Pothier (Orléans) "
-                     "(lycee-pothier)). Produit inconnu : « Téléphonie » (aucun produit proche ; produits connus : "
-                     "ENT NetOCentre, Parapheur électronique (parapheur), Messagerie, Gestion financière, Local "
-                     "Trust MPE).")]
-    filing = publisher.dead[0][0]
-    assert filing.type is CommandType.FILE and filing.ticket_id == "IT-R-000103"
-    assert "IT-R-000103" not in {c.ticket_id for c in publisher.sent} and result.tickets == 5
-    assert result.refused == [f"R-000103 : {publisher.dead[0][1]}"] and "Fiches refusées" in result.summary()
+                     "(lycee-pothier))."),
+        ("R-000104", "Produit inconnu : « Parafeur » (produits proches : Parapheur électronique (parapheur)).")]
+    filings = {filing.ticket_id: filing for filing, _, _ in publisher.dead}
+    assert {f.type for f in filings.values()} == {CommandType.FILE} and set(filings) == {"IT-R-000103", "IT-R-000104"}
+    assert not set(filings) & {c.ticket_id for c in publisher.sent} and result.tickets == 4
+    assert len(result.refused) == 2 and "Fiches refusées" in result.summary()
     filings = {c.ticket_id: c.payload for c in publisher.sent if c.type is CommandType.FILE}
     assert {(p["member"], p["product"]) for p in filings.values()} <= {
         (m, p) for m in ("commune-de-blois", "lycee-pothier", "agglo-montargoise")
