@@ -44,6 +44,9 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
 # (argv, what the line must say); {tmp} is the test's directory, {file} a regular file in it
 IN_PROCESS = {
     "sla explain: policy file missing": ([*EXPLAIN, "--policy", "{tmp}/missing.toml"], "missing.toml"),
+    "sla explain: unknown product": ([*EXPLAIN, "--product", "Local Trus MPE"],
+                                     "--product: Produit inconnu : « Local Trus MPE » (produits proches : Local Trust "
+                                     "MPE)."),
     "policy holidays: years reversed": (["policy", "holidays", "--from", "2030", "--to", "2020"], "--from"),
     "topics create: no broker": (["topics", "create", *NO_BROKER], "127.0.0.1:1"),
     "audit replay: no broker": (["audit", "replay", "--source", "kafka", *NO_BROKER], "127.0.0.1:1"),
