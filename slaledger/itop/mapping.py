@@ -150,18 +150,18 @@ def _known_names(reference: Reference, member: str, org: str, product: str,
     """(member id, product slug, why refused): the mapped (or slugified) names resolved in the
     members directory and the products catalogue when known; an organisation or a service
     named in neither (by the map or by its own iTop name) is refused with the closest names."""
-    reasons = []
-    for kind, catalogue, mapped, named in (("member", reference.members, member, org),
-                                           ("product", reference.products, product, service)):
+    reasons: list[str] = []
+
+    def resolve(catalogue: Catalogue | None, mapped: str, named: str) -> str:
         if not catalogue:
-            continue
-        try:
-            resolved = catalogue.resolve(named if mapped not in catalogue and named else mapped)
+            return mapped
+        try:  # the map's id (or the slug) when the catalogue has it, else iTop's own name
+            return catalogue.resolve(mapped if mapped in catalogue or not named else named)
         except UnknownName as exc:
             reasons.append(exc.message)
-            continue
-        member, product = (resolved, product) if kind == "member" else (member, resolved)
-    return member, product, " ".join(reasons)
+            return mapped
+
+    return resolve(reference.members, member, org), resolve(reference.products, product, service), " ".join(reasons)
 
 
 def ticket_id_for(itop_class: str, key: str, ref: str | None) -> str:
