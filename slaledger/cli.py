@@ -705,7 +705,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         # dev names the example members directory unless told otherwise (filings are checked against it)
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
                              rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base),
-                             members_file=base.members_file or str(EXAMPLE_FILE))
+                             members_file=base.members_file or (str(EXAMPLE_FILE) if EXAMPLE_FILE.is_file() else ""))
         create_topics(settings.bootstrap, settings.partitions)
         if isinstance(broker, KafkaCluster):  # the principals' ACLs, for a worker started beside it
             from streams.kafka_acls import apply_acls
