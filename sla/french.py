@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime, time
 from datetime import date as _date
-from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from .calendar import BusinessCalendar
@@ -25,6 +26,35 @@ def clock_time(t: time) -> str:
     return t.strftime("%H:%M:%S") if t.second else t.strftime("%H:%M")
 
 
+# How finely a time is written: to the minute, to the second, or to 1–6 decimals of a second.
+MINUTE, SECOND, FINEST = -1, 0, 6
+
+
+def precision(value: datetime, beside: Iterable[datetime | None] = ()) -> int:
+    """The coarsest precision (``MINUTE``, ``SECOND``, or decimals) at which ``value`` reads
+    apart from every instant of ``beside`` it differs from. A sentence compares an instant
+    with the one a verdict judged it against (a filing with the window's edges, an action
+    with its deadline): both written at this precision, the reader's comparison of the
+    written times agrees with the verdict — truncation never reverses an order, and this
+    precision never makes two different instants read the same."""
+    level = MINUTE
+    for other in beside:
+        if other is None or other == value:
+            continue
+        while level < FINEST and _truncate(value, level) == _truncate(other, level):
+            level += 1
+    return level
+
+
+def _truncate(value: datetime, level: int) -> datetime:
+    """``value`` cut (never rounded: 16:00:59 is still 16:00) to ``level``."""
+    value = value.astimezone(UTC)
+    if level == MINUTE:
+        return value.replace(second=0, microsecond=0)
+    step = 10 ** (FINEST - level)
+    return value.replace(microsecond=value.microsecond // step * step)
+
+
 def date(value: _date) -> str:
     """« lundi 6 avril 2026 », « vendredi 1er mai 2026 »."""
     ordinal = "1er" if value.day == 1 else str(value.day)
@@ -40,11 +70,13 @@ def day(instant: datetime, tz: ZoneInfo) -> str:
     return date(instant.astimezone(tz).date())
 
 
-def instant(value: datetime, tz: ZoneInfo) -> str:
-    """« vendredi 13 mars 2026 à 17:00 » (seconds only when not zero); a time of the autumn
-    hour that happens twice names its offset: « à 02:30 heure d'hiver »."""
-    local = value.astimezone(tz)
-    text = f"{day(value, tz)} à {clock_time(local.time())}"
+def instant(value: datetime, tz: ZoneInfo, *, beside: Iterable[datetime | None] = ()) -> str:
+    """« vendredi 13 mars 2026 à 17:00 »: to the minute, as a person reads a time; seconds, or
+    the decimals needed, only when the minute would read the same as an instant of ``beside``
+    it is compared with (see ``precision``). A time of the autumn hour that happens twice
+    names its offset: « à 02:30 heure d'hiver »."""
+    local = _truncate(value, precision(value, beside)).astimezone(tz)
+    text = f"{date(local.date())} à {clock_time(local.time())}"
     twin = local.replace(tzinfo=None).replace(fold=1 - local.fold).replace(tzinfo=tz)
     if twin.utcoffset() != local.utcoffset():
         text += " heure d'été" if local.dst() else " heure d'hiver"
