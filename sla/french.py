@@ -83,6 +83,20 @@ def instant(value: datetime, tz: ZoneInfo, *, beside: Iterable[datetime | None] 
     return text
 
 
+def stamp(value: datetime, tz: ZoneInfo, *, beside: Iterable[datetime | None] = ()) -> str:
+    """« 2026-12-07T01:45+01:00 », « 2026-12-07T00:45Z »: ISO 8601 for a spreadsheet or an
+    annex a person reads, at ``instant``'s precision (seconds and decimals only when needed)."""
+    level = precision(value, beside)
+    local = _truncate(value, level).astimezone(tz)
+    spec = "minutes" if level == MINUTE else "seconds" if level == SECOND else "microseconds"
+    text = local.isoformat(timespec=spec)
+    if level > SECOND:
+        head, _, rest = text.partition(".")
+        digits, offset = rest[:6][:level], rest[6:]
+        text = f"{head}.{digits}{offset}"
+    return text.replace("+00:00", "Z")
+
+
 def duration(seconds: float) -> str:
     """« 2 h 15 min », « 3 j 4 h », « 45 s »."""
     if 0 < abs(seconds) < 1:
@@ -103,6 +117,19 @@ def duration(seconds: float) -> str:
     if not parts:
         return "moins d'une seconde" if seconds else "0 s"
     return " ".join(parts)
+
+
+def percent(value: float | None) -> str:
+    """« 100,0 % », « 66,7 % » (a compliance rate, in percent); « — » when nothing was decided.
+    One writing for the statement, the dispute file, the what-if and the e-mail."""
+    return "—" if value is None else f"{value:.1f} %".replace(".", ",")
+
+
+def sla_title(title: str, contractual: bool) -> str:
+    """« Prise en compte … (engagement contractuel) »: an SLA's title with its nature, said once
+    (a title of the policy may already end with « (objectif interne) »)."""
+    nature = "engagement contractuel" if contractual else "objectif interne"
+    return title if f"({nature})" in title else f"{title} ({nature})"
 
 
 def window(calendar: BusinessCalendar) -> str:

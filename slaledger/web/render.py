@@ -41,12 +41,29 @@ AXIS_WIDTH, AXIS_PAD = 1000.0, 12.0  # the segments axis' viewBox width and side
 
 # --- formatting --------------------------------------------------------------------------------
 
-def instant(value: str | datetime | None, tz: ZoneInfo) -> str:
-    """« vendredi 13 mars 2026 à 17:00 » from an ISO 8601 string or an aware datetime; « — » for none."""
+def instant(value: str | datetime | None, tz: ZoneInfo, beside: Iterable[str | datetime | None] = ()) -> str:
+    """« vendredi 13 mars 2026 à 17:00 » from an ISO 8601 string or an aware datetime; « — » for
+    none. To the minute, finer only where it would read the same as an instant of ``beside``
+    (see ``french.precision``)."""
     if not value:
         return "—"
-    when = value if isinstance(value, datetime) else parse_instant(value, "instant")
-    return french.instant(when, tz)
+    return french.instant(_aware(value), tz, beside=[_aware(b) for b in beside if b])
+
+
+def _aware(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else parse_instant(value, "instant")
+
+
+def judged(view: Mapping[str, Any], events: Sequence[Event] | None) -> tuple[list[str], list[Any]]:
+    """A ticket page's deadlines, and the moments its verdicts compare with them (stops,
+    facts, events): a page writes each of them beside the others, so an acknowledgement 30 s
+    after a 13:00 deadline never reads « 13:00 » beside « Dépassé »."""
+    deadlines = [d for c in view["clocks"] for d in (c["deadline"], *c["breached_deadlines"],
+                                                     *c["retracted_deadlines"]) if d]
+    moments: list[Any] = [c["stopped_at"] for c in view["clocks"]]
+    moments += [view.get(key) for key in ("acknowledged_at", "resolved_at", "closed_at")]
+    moments += [e.occurred_at for e in events or ()]
+    return deadlines, [m for m in moments if m]
 
 
 def short(value: datetime, tz: ZoneInfo) -> str:
@@ -260,7 +277,8 @@ env.globals.update(
     SEGMENT_FR=french.SEGMENT, ROLE_LABEL=ROLE_LABEL, TYPE_FR=french.EVENT_TYPE,
     KIND_CHOICES=[(k, french.KIND[k]) for k in KINDS], STATE_CHOICES=[(s, french.STATE[s]) for s in FILTER_STATES],
     clock_state=clock_state, counting=counting, suspended=suspended, time_left=time_left, worst_state=worst_state,
-    current_clocks=current_clocks, story_segments=story_segments, axis_geometry=axis_geometry,
+    current_clocks=current_clocks, percent=french.percent, sla_title=french.sla_title,
+    story_segments=story_segments, axis_geometry=axis_geometry,
     event_details=event_details, recorded_late=recorded_late, new_form_key=actions.new_form_key,
 )
 
@@ -321,8 +339,9 @@ def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Pr
     """One ticket's SLA story: facts, the caller's actions (``refusal``: the last one refused,
     with what was typed), each clock (verdict, axis, segments), the timeline."""
     forms = actions.forms_for(who, str(view["status"]), str(view["kind"]))
+    deadlines, moments = judged(view, events)
     return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz, forms=forms,
-                 token=token, refusal=refusal, done=done)
+                 token=token, refusal=refusal, done=done, deadlines=deadlines, moments=moments)
 
 
 def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,

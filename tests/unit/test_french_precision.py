@@ -115,8 +115,8 @@ def test_a_filing_is_written_inside_the_window_exactly_when_the_verdict_says_so(
     (filed_as, shown), *_ = written(text)
     inside = ", dans la plage" in text
     assert inside == policy.versions[-1].calendars["intake"].in_window(when)
-    opening, closing = filed_as.replace(hour=8, minute=0, second=0, microsecond=0), filed_as.replace(hour=16, minute=0,
-                                                                                                       second=0, microsecond=0)
+    midnight = filed_as.replace(hour=0, minute=0, second=0, microsecond=0)
+    opening, closing = midnight + timedelta(hours=8), midnight + timedelta(hours=16)
     assert (opening <= filed_as <= closing) == inside, text  # what the reader compares agrees
     assert filed_as <= when and when - filed_as < timedelta(minutes=1)  # cut, never rounded
     if min(abs(when - opening), abs(when - closing)) >= timedelta(minutes=1):
