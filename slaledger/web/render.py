@@ -267,14 +267,13 @@ def _ticks(start: datetime, end: datetime, step: int, tz: ZoneInfo) -> list[date
         wall += timedelta(seconds=step)
 
 
-def tick_label(value: datetime, step: int, tz: ZoneInfo, first: bool) -> str:
-    """« 10:00 » within a day, « lun. 02/11 » for a day step; the date too at the first tick
-    and at midnight (« 02/11 10:00 »)."""
+def tick_label(value: datetime, step: int, tz: ZoneInfo) -> str:
+    """« 10:00 », and the day at midnight (« 03/11 »): short enough for ten ticks to stay
+    apart; the caption under the axis names its first and last day in full."""
     local = value.astimezone(tz)
-    if step >= 86400:
-        return f"{('lun.', 'mar.', 'mer.', 'jeu.', 'ven.', 'sam.', 'dim.')[local.weekday()]} {local:%d/%m}"
-    clock = f"{local:%H:%M:%S}" if step < 60 else f"{local:%H:%M}"
-    return f"{local:%d/%m} {clock}" if first or (local.hour, local.minute, local.second) == (0, 0, 0) else clock
+    if (local.hour, local.minute, local.second) == (0, 0, 0):
+        return f"{local:%d/%m}"
+    return f"{local:%H:%M:%S}" if step < 60 else f"{local:%H:%M}"
 
 
 def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, index: int,
