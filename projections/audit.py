@@ -536,9 +536,11 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
             "full_log_view": [_clock_doc(c) for c in today] if result.filters.as_of else None,
         })
     per_sla = {}
+    titles = {d.name: d.title for v in result.policy.versions for d in v.slas}
     for sla, b in sorted(summary.items()):
         decided = b.met + b.breached + b.retracted
-        per_sla[sla] = {"met": b.met, "breached": b.breached, "retracted": b.retracted, "excluded": b.excluded,
+        per_sla[sla] = {"title": titles.get(sla, sla),
+                        "met": b.met, "breached": b.breached, "retracted": b.retracted, "excluded": b.excluded,
                         "open": b.open, "breaches": sorted(b.breaches, key=lambda x: x["ticket"]),
                         "compliance_percent": round(100 * (b.met + b.retracted) / decided, 2) if decided else None}
     f = result.filters
@@ -598,14 +600,16 @@ def policy_readings(version: PolicyVersion) -> list[str]:
         days = (f"jours fériés listés dans la politique pour {holidays.first_year}–{holidays.last_year} "
                 f"(lundi de Pentecôte {'travaillé' if holidays.whit_monday_worked else 'férié'})"
                 if holidays.days else "sans jours fériés")
-        out.append(f"Plage « {calendar.name} » {french.window(calendar)} : {french.READING[calendar.reading]} ; "
+        out.append(f"Plage {french.window(calendar)} : {french.READING[calendar.reading]} ; "
                    f"{days}.")
     for sla in version.slas:
         stops = ", ".join(french.SIGNAL.get(s, s) for s in sorted(sla.stops_on))
-        out.append(f"{sla.title} : {'engagement contractuel' if sla.contractual else 'objectif interne'}, "
-                   f"le délai s'arrête {stops} ; {pause_reading(sla)}.")
+        out.append(f"{french.sla_title(sla.title, sla.contractual)} : le délai s'arrête {stops} ; "
+                   f"{pause_reading(sla)}.")
+    titles = {sla.name: sla.title for sla in version.slas}
     for product, exclusion in version.excluded_products.items():
-        scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous"
+        scope = ("tous" if exclusion.slas is None
+                 else ", ".join(f"« {titles.get(name, name)} »" for name in sorted(exclusion.slas)))
         kinds = (" ; demandes concernées : " + ", ".join(french.KIND.get(k, k) for k in sorted(exclusion.kinds))
                  if exclusion.kinds is not None else "")
         out.append(f"Produit {product} : {exclusion.reason.rstrip('.')} — engagements concernés : {scope}{kinds}.")
@@ -638,13 +642,14 @@ def stable_json(doc: dict[str, Any]) -> str:
 
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
     """Every difference between the live SQL projection and a fresh replay of the log, and
-    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``)."""
+    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``), one
+    French line each (``audit verify`` is read by an auditor)."""
     from .models import CLOCKS, TICKETS
 
     # no timelines: only the folded states are compared (and no proofs: verify_tree checks every row)
     result = replay(records, policy, Filters(), source=source, engine=engine, timelines=False)
-    out = [f"integrity: {f.message}" for f in result.findings]
-    out += [f"evidence: {line}" for line in verify_tree(engine)]
+    out = [f"intégrité : {f.message}" for f in result.findings]
+    out += [f"preuves : {line}" for line in verify_tree(engine)]
     with engine.connect() as conn:
         live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
         live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}
@@ -652,27 +657,28 @@ def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Poli
         audit = result.tickets.get(ticket_id)
         row = live.get(ticket_id)
         if audit is None or audit.known_then is None:
-            out.append(f"{ticket_id}: in the projection, not in the log")
+            out.append(f"{ticket_id} : dans la projection, absent du journal")
             continue
         if row is None:
-            out.append(f"{ticket_id}: in the log, not in the projection")
+            out.append(f"{ticket_id} : dans le journal, absent de la projection")
             continue
         ticket = audit.known_then
-        for name, replayed in (("status", str(ticket.status)), ("version", ticket.version),
-                               ("member", ticket.member), ("kind", ticket.kind)):
+        for name, label, replayed in (("status", "statut", str(ticket.status)), ("version", "version", ticket.version),
+                                      ("member", "membre", ticket.member), ("kind", "type", ticket.kind)):
             if getattr(row, name) != replayed:
-                out.append(f"{ticket_id}: {name} is {getattr(row, name)!r} in the projection, {replayed!r} in the log")
+                out.append(f"{ticket_id} : {label} {getattr(row, name)!r} dans la projection, "
+                           f"{replayed!r} dans le journal")
         for clock in _clocks(ticket, policy, datetime.now(UTC)):
             stored = live_clocks.get((ticket_id, clock.sla))
             if stored is None:
-                out.append(f"{ticket_id}/{clock.sla}: clock missing from the projection")
+                out.append(f"{ticket_id}/{clock.sla} : délai absent de la projection")
                 continue
             deadline, stored_deadline = clock.deadline, aware(stored.deadline)
             if stored_deadline != deadline:
-                out.append(f"{ticket_id}/{clock.sla}: deadline {stored_deadline} in the projection, "
-                           f"{deadline} in the log")
+                out.append(f"{ticket_id}/{clock.sla} : échéance {stored_deadline} dans la projection, "
+                           f"{deadline} dans le journal")
             final = {"met", "breached", "retracted", "excluded"}
             if str(clock.status) in final and stored.status != str(clock.status):
-                out.append(f"{ticket_id}/{clock.sla}: verdict {stored.status} in the projection, "
-                           f"{clock.status} in the log")
+                out.append(f"{ticket_id}/{clock.sla} : verdict {stored.status} dans la projection, "
+                           f"{clock.status} dans le journal")
     return out

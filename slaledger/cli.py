@@ -440,7 +440,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return 1 if differences else 0
     for line in differences:
         print(line)
-    print(f"{len(differences)} difference(s)" if differences else "projection and replay agree")
+    print(f"{len(differences)} différence(s) entre la projection et le journal" if differences
+          else "la projection et la relecture du journal concordent")
     return 1 if differences else 0
 
 

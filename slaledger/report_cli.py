@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from projections import monthly
 from projections.deliveries import record_sent, was_sent
 from projections.monthly import Month, MonthError
+from sla import french
 from sla.events import EventDecodeError, parse_instant
 from sla.policy import Policy
 
@@ -166,7 +167,7 @@ def email_body(doc: dict[str, Any]) -> str:
     if not judged:
         lines.append("Aucun engagement n'a été tranché ce mois-ci.")
     for s in judged:
-        rate = "—" if s["rate_percent"] is None else f"{s['rate_percent']} %".replace(".", ",")
+        rate = french.percent(s["rate_percent"])
         lines.append(f"- {s['title']} : {s['met']} respecté(s), {s['breached']} manquement(s), "
                      f"{s['retracted']} manquement(s) retiré(s), {s['excluded']} hors engagement ; "
                      f"taux de respect {rate}")

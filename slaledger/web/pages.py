@@ -427,14 +427,16 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             except BadRequest as exc:
                 return self.json({"error": exc.message}, status=exc.status, headers=exc.headers)
             if not who.staff:
-                return self.json({"error": "the dispute file is for the support team and auditors"}, status=403)
+                return self.json({"error": "le dossier de contestation est réservé à l'équipe support et aux "
+                                           "auditeurs"}, status=403)
             fmt = request.query.get("format", "json")
             if fmt not in DISPUTE_FORMATS:
                 return self.json({"error": f"format must be one of {', '.join(DISPUTE_FORMATS)}", "field": "format"},
                                  status=422)
             archive = ports.archive
             if archive is None:
-                return self.json({"error": "no event archive on this worker (SLALEDGER_DATABASE_URL)"}, status=404)
+                return self.json({"error": "pas d'archive des événements sur ce serveur "
+                                           "(SLALEDGER_DATABASE_URL)"}, status=404)
             rendered = await asyncio.get_running_loop().run_in_executor(None, archive.dispute_file, ticket_id, fmt)
             if rendered is None:
                 return self.json({"error": f"ticket {ticket_id} not found in the archive"}, status=404)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -394,6 +395,19 @@ def test_ticket_page_tells_the_sla_story(browser: Browser, dev: str) -> None:
     assert all(word in legend for word in ("Décompte", "Suspendu", "Hors plage horaire", "Échéance"))
     axis_title = browser.eval(f"document.querySelector('{answer} svg.axis title').textContent")
     assert axis_title.startswith("Segments du délai")
+    # round ticks (whole hours, or days at midnight) and a bar that fills its share of the axis, as drawn
+    labels = browser.eval(f"[...document.querySelectorAll('{answer} svg.axis .tick-label')].map(t => t.textContent)")
+    assert labels and all(re.fullmatch(r"\d\d:00|\d\d/\d\d", label) for label in labels), labels
+    bar, axis = browser.eval(f"(() => {{ const s = document.querySelector('{answer} svg.axis'); return ["
+                             "[...s.querySelectorAll('rect.seg:not(.rest)')].reduce((w, r) => w + "
+                             "r.getBoundingClientRect().width, 0), s.getBoundingClientRect().width]; })()")
+    assert bar > 0.2 * axis, (bar, axis)  # three of the clock's eight days have run: not a sliver
+    assert "Une graduation" in browser.text(f"{answer} .scale")
+    # the timeline where an agent looks first: beside the clocks (wide window) or above them
+    timeline, clocks = browser.eval("[document.querySelector('section.chronology'), document.querySelector("
+                                    "'section.clocks')].map(e => { const r = e.getBoundingClientRect(); "
+                                    "return [r.left, r.top]; })")
+    assert timeline[0] > clocks[0] or timeline[1] < clocks[1], (timeline, clocks)
     assert "En attente du demandeur" in browser.text(".timeline") and "Précisions demandées" in browser.text(
         ".timeline")
 

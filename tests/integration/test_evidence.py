@@ -179,7 +179,7 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert main(["audit", "verify", "--database", database]) == 1
     out = capsys.readouterr().out
     assert "integrity:" not in out  # the chain alone is fooled
-    assert "evidence: head 1 (5 events, signed" in out and "rewritten since" in out
+    assert "preuves : head 1 (5 events, signed" in out and "rewritten since" in out
     # ...and signs a new head with the operator's key: it does not extend the older one.
     assert main(["audit", "sign-head", "--database", database]) == 0
     assert json.loads(capsys.readouterr().out)["head_id"] == 2
@@ -212,5 +212,5 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert "missing" in kinds, kinds
     capsys.readouterr()
     assert main(["audit", "verify", "--database", database]) == 1
-    assert "evidence: head 2 signs 5 events, the archive has 4" in capsys.readouterr().out
+    assert "preuves : head 2 signs 5 events, the archive has 4" in capsys.readouterr().out
     assert main(["audit", "consistency", "--database", database, "--from", "1", "--to", "9"]) == 2

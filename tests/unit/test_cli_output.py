@@ -75,7 +75,7 @@ def test_audit_replay_output_file_and_no_progress_off_a_terminal(tmp_path: Path,
     assert {t["ticket_id"] for t in json.loads(out.read_text())["tickets"]} == {"T-000", "T-001", "T-002"}
     assert main(["audit", "verify", "--database", url]) == 0
     captured = capsys.readouterr()
-    assert captured.out.strip() == "projection and replay agree" and captured.err == ""
+    assert captured.out.strip() == "la projection et la relecture du journal concordent" and captured.err == ""
 
 
 def test_a_bad_output_file_fails_before_the_replay_and_keeps_the_existing_file(
