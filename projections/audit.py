@@ -24,7 +24,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import Engine, func, select
@@ -44,7 +44,7 @@ from sla.policy import Policy, PolicyError, PolicyVersion
 from sla.readings import pause_reading
 from sla.ticket import Ticket
 from sla.view import antedated
-from streams.kafka_tools import read_topic
+from streams.kafka_tools import read_topic_in_child
 from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 
 from . import merkle, tree
@@ -174,12 +174,13 @@ def archive_records(engine: Engine, batch: int = 5000, *, ticket: str | None = N
 
 
 def kafka_records(bootstrap: str, topic: str = EVENTS) -> Iterator[LogRecord]:
-    """The topic's ticket events; the signed tree heads published there are not events and
+    """The topic's ticket events (read by a child process while this one folds: see
+    ``read_topic_in_child``); the signed tree heads published there are not events and
     are skipped (one under the head key that is not a head is reported as unreadable)."""
-    for record in read_topic(bootstrap, topic, timeout=3600):
-        if is_tree_head(record.key) and tree_head_shaped(record.value):
+    for partition, offset, key, value in read_topic_in_child(bootstrap, topic, timeout=3600):
+        if is_tree_head(key) and tree_head_shaped(value):
             continue
-        yield LogRecord(record.value, {"topic": topic, "partition": record.partition, "offset": record.offset})
+        yield LogRecord(cast(bytes, value), {"topic": topic, "partition": partition, "offset": offset})
 
 
 class ChainVerifier:
