@@ -284,12 +284,12 @@ class TicketVerifier:
         return out
 
 
-# Offsets of a partition within which a later copy of an event is recognised when the topic
+# Records of a partition within which a later copy of an event is recognised when the topic
 # is replayed without its archive. A copy is written again by a worker that crashed before
 # storing what it had decided (the batch since its last stored position, at most 2,000
 # commands: measured, a few hundred records after a SIGKILL) or by a producer retry (the
-# next records): 20,000 offsets is ten such batches. With the archive, every copy is found,
-# however far: the archive names the first one.
+# next records): 20,000 records is ten such batches (about 10 MiB for 4 partitions). With
+# the archive, every copy is found, however far: the archive names the first one.
 RESEND_WINDOW = 20_000
 # Topic records looked up in the archive per round trip.
 ARCHIVE_PAGE = 2_000
@@ -319,18 +319,20 @@ class TopicVerifier:
     as before; a stricter check than per ticket: two tickets' events swapped in a partition
     are found too). A later copy of an event (same id) is a re-send when it has the same
     bytes or the same content but its times (a command decided again after a crash),
-    otherwise an alteration: compared with the copies of the last ``window`` offsets of its
-    partition, and beyond them, with the archive's. Without the archive only the window
-    is looked at (a copy further back than ``window`` offsets is not recognised: the
-    report says the topic is not verified then)."""
+    otherwise an alteration: compared with the last ``window`` records of its partition, and
+    beyond them, with the archive's. Without the archive only the window is looked at: a
+    copy further back than ``window`` records is not recognised (the report says the topic
+    is not verified then), and a ticket summarized at its closure would count a filing
+    re-sent that far as another open ticket."""
 
     def __init__(self, engine: Engine | None, window: int = RESEND_WINDOW) -> None:
         self.engine = engine  # None: only copies that differ are found (no archive to compare)
         self.window = window
         self.findings: list[Finding] = []
-        # per partition: event id → (hash of the bytes, hash of the content), the last `window` offsets
-        self.recent: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
-        self.recent_order: dict[int, deque[tuple[int, int]]] = defaultdict(deque)  # (offset, event id)
+        # per partition: event id → hash of its content, for its last `window` records (same
+        # bytes give the same content: one hash tells both kinds of re-send)
+        self.recent: dict[int, dict[int, int]] = defaultdict(dict)
+        self.recent_order: dict[int, deque[int]] = defaultdict(deque)
         self.pending: list[_Pending] = []
         self.found = bytearray()  # bit per archive seq: its event was read
         self.found_count = 0
@@ -347,17 +349,16 @@ class TopicVerifier:
             return False
         eid = event.event_id.int
         partition = record.source.get("partition", 0)
-        offset = record.source.get("offset", 0)
-        raw_hash, content = hash(record.raw), _content_hash(event)
+        content = _content_hash(event)
         recent = self.recent[partition]
         first = recent.get(eid)
         if first is not None:
-            return self._later_copy(first[0] == raw_hash or first[1] == content, str(event.event_id), _where(record))
-        recent[eid] = (raw_hash, content)
+            return self._later_copy(first == content, str(event.event_id), _where(record))
+        recent[eid] = content
         order = self.recent_order[partition]
-        order.append((offset, eid))
-        while order[0][0] <= offset - self.window:
-            recent.pop(order.popleft()[1], None)
+        order.append(eid)
+        if len(order) > self.window:
+            del recent[order.popleft()]
         if self.engine is not None:
             self.pending.append(_Pending(str(event.event_id), event.ticket_id, partition, record.raw, content,
                                          _where(record)))
@@ -473,7 +474,7 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     rejected: set[str] = set()
     summarize = summarize_closed and not timelines and filters.as_of is None
     closed_summary: dict[str, SlaSummary] = defaultdict(SlaSummary)
-    closed: set[str] = set()
+    closed = 0  # tickets summarized and forgotten: their later copies are found by the topic check
     count = 0
     # One ticket's dispute file from the archive: every row's hash and link are still
     # checked, but only that ticket's rows are decoded and folded.
@@ -498,10 +499,6 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
         if topic_check is not None and topic_check.check(record, event):
             continue  # a later copy (at-least-once re-send): every reader keeps the first
         if event is None or event.ticket_id in rejected:
-            continue
-        if event.ticket_id in closed:
-            log.warning("event after closure ignored by the summary", ticket_id=event.ticket_id,
-                        event_id=str(event.event_id), type=str(event.type))
             continue
         audit = selected.get(event.ticket_id)
         if audit is None:
@@ -528,7 +525,7 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             for clock in _clocks(audit.known_then, policy, event.occurred_at):
                 closed_summary[clock.sla].add(event.ticket_id, audit.known_then.member, clock)
             del selected[event.ticket_id]
-            closed.add(event.ticket_id)
+            closed += 1
     chain_head = None
     if chain is not None:
         chain.finish(engine)
@@ -548,7 +545,7 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
         findings = findings + [Finding(k, m) for k, m in proof_findings]
     verified = chain is not None or ticket_check is not None or (topic_check is not None and engine is not None)
     return AuditResult(datetime.now(UTC), source, filters, count, chain_head, findings, selected, policy,
-                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified,
+                       topic_check.resent if topic_check else 0, dict(closed_summary), closed, verified,
                        evidence)
 
 
