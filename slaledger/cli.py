@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     replay.add_argument("--head", type=int, help="--ticket: prove the events against this signed head (default: "
                                                  "the latest; signed now with the operator's key if it lacks some)")
+    replay.add_argument("--resend-window", type=_resend_window, default=None, metavar="RECORDS",
+                        help="--source kafka without --database: how many records of a partition back a later "
+                             "copy of an event is recognised as a re-send (default 20000)")
     replay.set_defaults(handler=cmd_audit_replay)
     verify = audit_commands.add_parser("verify", help="compare the SQL projection with a fresh replay")
     verify.add_argument("--source", choices=["kafka", "archive"], default="archive")
@@ -382,6 +385,16 @@ def _audit_records(settings: Settings, source: str, engine: Engine | None,
     return kafka_records(settings.bootstrap)
 
 
+def _resend_window(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of records (1 or more)")
+    return value
+
+
 def cmd_audit_replay(args: argparse.Namespace) -> int:
     from projections.audit import Filters, dispute_file, replay, stable_json
     from projections.report import to_html, to_markdown, to_pdf
@@ -404,8 +417,9 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     with _progress(settings, args.source, engine, "Relecture") as bar:
         records = _counted(bar, _audit_records(settings, args.source, engine, args.ticket))
+        window = {"resend_window": args.resend_window} if args.resend_window else {}
         result = replay(records, settings.policy(), filters, source=args.source, engine=engine,
-                        timelines=bool(args.ticket or args.member), summarize_closed=True, **evidence)
+                        timelines=bool(args.ticket or args.member), summarize_closed=True, **evidence, **window)
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
         "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}
