@@ -66,7 +66,8 @@ from slaledger.logs import configure_logging
 from slaledger.settings import Settings
 from streams.embedded import free_port
 from streams.kafka_acls import PROJECTOR, WORKER
-from streams.kafka_broker import running_broker
+from streams.kafka_broker import KafkaCluster, running_broker
+from streams.kafka_security import ClientSecurity, client_options, configure
 from streams.kafka_tools import partitions_of, producer
 from streams.topics import EVENTS
 
@@ -85,10 +86,16 @@ def envelopes(n: int) -> list[tuple[bytes, bytes]]:
     return out[:n]
 
 
+def as_principal(broker: Any, principal: str) -> None:
+    """This process's kafka-python clients connect as ``principal`` from now on (Apache
+    Kafka runs SASL_SSL with ACLs: only the worker writes events); plaintext on Tansu."""
+    configure(broker.security(principal) if isinstance(broker, KafkaCluster) else ClientSecurity())
+
+
 def raw_read(bootstrap: str, n: int) -> float:
     """records/s of a bare kafka-python consumer reading the first n records of the topic."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=2000)
+                             max_poll_records=2000, **client_options())
     tps = partitions_of(consumer, EVENTS)
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -124,11 +131,13 @@ def throughput(kind: str, n: int, server: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
             fresh_database(server) as url:
         print(f"== {kind}: projector throughput", flush=True)
+        as_principal(broker, WORKER)
         records, kafka = envelopes(n), producer(broker.bootstrap, embedded=broker.embedded)
         for key, value in records:
             kafka.send(EVENTS, key=key, value=value)
         kafka.flush()
         kafka.close()
+        as_principal(broker, PROJECTOR)
         raw = raw_read(broker.bootstrap, n)
         settings = Settings.from_env({}, broker_url=broker.url, database_url=url, embedded=broker.embedded,
                                      signing_key_file=str(signing_key(Path(tmp))))
@@ -154,11 +163,13 @@ def rebuild_time(kind: str, n: int, server: str) -> float:
     with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
             fresh_database(server) as url:
         print(f"== {kind}: --rebuild of {n:,} events", flush=True)
+        as_principal(broker, WORKER)
         kafka = producer(broker.bootstrap, embedded=broker.embedded)
         for key, value in envelopes(n):
             kafka.send(EVENTS, key=key, value=value)
         kafka.flush()
         kafka.close()
+        as_principal(broker, PROJECTOR)  # the migration job's in production; reading the topic is the same
         settings = Settings.from_env({}, broker_url=broker.url, database_url=url, embedded=broker.embedded)
         engine = engine_for(settings)
         create_schema(engine)
