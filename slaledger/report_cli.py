@@ -54,7 +54,8 @@ def add_parsers(commands: Any) -> None:
     one = sub.add_parser("monthly", help="one member's statement for one month")
     one.add_argument("--member", required=True, help="member id (as in the tickets and the members file)")
     one.add_argument("--month", required=True, type=_month, help="YYYY-MM, in the policy's time zone")
-    one.add_argument("--format", choices=FORMATS, default="pdf")
+    one.add_argument("--format", choices=FORMATS,
+                     help="default: the --output file's extension (pdf otherwise), csv on stdout")
     one.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     one.add_argument("--send", action="store_true", help="e-mail the PDF to the member's referent (SMTP settings "
                                                          "from SLALEDGER_SMTP_*)")
@@ -108,7 +109,7 @@ def _engine(settings: Settings) -> Engine:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(settings)
+    engine = engine_for(settings, existing=True)
     create_schema(engine)  # the sent-statements table of a database older than it
     return engine
 
@@ -252,11 +253,21 @@ def run_schedule(tick: Callable[[datetime], TickResult], clock: Callable[[], dat
         stop.wait(max(1.0, min(wait, IDLE_WAKE)))
 
 
+def _default_format(output: str | None) -> str:
+    """What ``--format`` means when not given: the output file's extension when it names a
+    format (``releve.csv``), a PDF in any other file, CSV on stdout (text a terminal shows)."""
+    if output is None:
+        return "csv"
+    suffix = Path(output).suffix.lower().lstrip(".")
+    return suffix if suffix in FORMATS else "pdf"
+
+
 def cmd_report_monthly(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_format, "warning")
     policy = settings.policy()
-    if args.format == "pdf" and not args.output and not args.send:
+    fmt = args.format or _default_format(args.output)
+    if fmt == "pdf" and not args.output and not args.send:
         _fail(args, "--format pdf needs --output FILE")
     engine = _engine(settings)
     now = datetime.now(UTC)
@@ -264,7 +275,7 @@ def cmd_report_monthly(args: argparse.Namespace) -> int:
         member = resolve_member(settings, engine, args.member, referent=args.send)
         smtp = SmtpConfig.from_settings(settings) if args.send else None
         if args.output or not args.send:
-            rendered = render(produce(engine, policy, member, args.month, now), args.format)
+            rendered = render(produce(engine, policy, member, args.month, now), fmt)
     except (MembersError, MailError, MonthError) as exc:
         _fail(args, str(exc))
     if args.output:
