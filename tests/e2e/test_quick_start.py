@@ -81,7 +81,8 @@ class Shell:
                               timeout=timeout, env=clean_env())
 
     def start(self, line: str, log: Path) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["bash", "-c", f"exec {self.as_written(line)} --port {self.port}"], cwd=self.cwd,
+        command = self.as_written(line).split(" #", 1)[0].rstrip()  # the port before the line's comment
+        return subprocess.Popen(["bash", "-c", f"exec {command} --port {self.port}"], cwd=self.cwd,
                                 stdout=log.open("ab"), stderr=subprocess.STDOUT, env=clean_env(),
                                 start_new_session=True)
 
