@@ -118,9 +118,27 @@ def _directory(settings: Settings) -> dict[str, Member]:
     return load_members(settings.members_file) if settings.members_file else {}
 
 
+EXAMPLE_MARK = "# slaledger: example members directory"  # the first line of infra/members.example.toml
+
+
+def refuse_example_directory(path: str) -> None:
+    """Statements are not mailed from the example directory (Compose mounts it while
+    SLALEDGER_MEMBERS_TOML is unset): its referents are somebody else's addresses."""
+    try:
+        first = Path(path).read_text(encoding="utf-8").partition("\n")[0]
+    except OSError:
+        return  # load_members says what is wrong with the file
+    if first.strip() == EXAMPLE_MARK:
+        raise MembersError(f"{path} is the example members directory (infra/members.example.toml): statements "
+                           "would be mailed to its example addresses; point SLALEDGER_MEMBERS_TOML (compose) or "
+                           "SLALEDGER_MEMBERS_FILE at your own file")
+
+
 def resolve_member(settings: Settings, engine: Engine, member_id: str, *, referent: bool) -> Member:
     """The member as the directory names it; without an entry, a member some ticket names is
     still known (its statement titled by its id) unless the statement is to be e-mailed."""
+    if referent and settings.members_file:
+        refuse_example_directory(settings.members_file)
     directory = _directory(settings)
     if member_id in directory:
         return directory[member_id]
@@ -298,6 +316,7 @@ def cmd_report_schedule(args: argparse.Namespace) -> int:
         smtp = SmtpConfig.from_settings(settings)
         if not settings.members_file:
             raise MembersError("SLALEDGER_MEMBERS_FILE is not set: no member to send statements to")
+        refuse_example_directory(settings.members_file)
         members = load_members(settings.members_file)
     except (MembersError, MailError) as exc:
         _fail(args, str(exc))

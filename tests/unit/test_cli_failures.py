@@ -310,3 +310,23 @@ def test_dev_keeps_one_agent_token_across_restarts(tmp_path: Path) -> None:
     revoke_token(engine, first)
     second = _dev_token(engine, path)
     assert second != first and path.read_text().strip() == second
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "schedule", "--once"],
+    ["report", "monthly", "--member", "commune-de-blois", "--month", "2026-11", "--send"]])
+def test_statements_are_not_mailed_from_the_example_members_directory(
+        argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """#32 item 7: Compose mounts infra/members.example.toml while SLALEDGER_MEMBERS_TOML is
+    unset; the report profile would mail its example addresses."""
+    from sqlalchemy import create_engine
+
+    from projections.migrate import create_schema
+
+    example = Path(__file__).resolve().parents[2] / "infra" / "members.example.toml"
+    create_schema(create_engine(f"sqlite:///{tmp_path / 'slaledger.db'}"))
+    for name, value in (("SMTP_HOST", "127.0.0.1"), ("SMTP_FROM", "slaledger@gip.example.org"),
+                        ("MEMBERS_FILE", str(example)), ("DATA_DIR", str(tmp_path))):
+        monkeypatch.setenv(f"SLALEDGER_{name}", value)
+    code = main(argv)
+    assert_one_line(code, capsys.readouterr().err, "is the example members directory", "SLALEDGER_MEMBERS_TOML")
