@@ -82,5 +82,5 @@ def restore_archive(engine: Engine, bootstrap: str) -> int:
         # the signed tree heads were on the lost log too: the projector publishes them again
         conn.execute(update(HEADS).values(published_at=None))
     kafka.close()
-    log.info("archive restored into the embedded broker", events=total)
+    log.info("archive restored into the broker", events=total)
     return int(total)
