@@ -139,7 +139,8 @@ def page_text(markup: str) -> str:
 
 def pdf_text(path: Path) -> str:
     assert path.read_bytes().startswith(b"%PDF"), path
-    return subprocess.run([system_tool("pdftotext", package="poppler-utils"), "-layout", str(path), "-"],
+    # reading order, not the page's layout: table columns side by side would read as doubled words
+    return subprocess.run([system_tool("pdftotext", package="poppler-utils"), str(path), "-"],
                           capture_output=True, text=True, check=True, timeout=60).stdout
 
 
@@ -302,8 +303,9 @@ RAW_IDS = re.compile(r"\b(intake|administrative_answer|go_live|incident_eta|inci
                      r"acknowledged|customer_informed|waiting_for_customer|customer_responded|sla_breached|"
                      r"sla_warning_raised|head_id|policy_versions|schema|commune-de-blois)\b")
 ENGLISH = re.compile(r"\b(the|and|of|is|are|not|with|from|this|event|events|proven|valid|agree|failed|problems?|"
-                     r"signature valid|covered)\b", re.I)
-DOUBLED = re.compile(r"(\([^()]{3,}\))\s*\1|\b([\w-]{4,}) \(\2\)|\b(\w{3,}(?: \w{3,}){0,3}) \3\b")
+                     r"covered)\b|\d\.\d+ ?%", re.I)  # « 100.0 % »: an English number
+# « (objectif interne) (objectif interne) », « commune-de-blois (commune-de-blois) », a phrase twice in a row
+DOUBLED = re.compile(r"(\([^()\n]{3,}\)) ?\1|\b([\w-]{4,}) \(\2\)|\b(?!nous |vous )(\w{3,}(?: \w{3,}){0,3}) \3\b")
 
 
 def findings(documents: dict[str, str]) -> dict[str, list[str]]:
