@@ -64,9 +64,7 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     integrity = doc["integrity"]
     evidence = doc.get("evidence")
     if integrity["ok"] and integrity.get("verified", True) and evidence is not None:
-        out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie ; "
-                          "chaque événement du dossier est prouvé dans l'arbre de Merkle de l'archive "
-                          "(preuves d'inclusion et tête d'arbre signée ci-dessous)."))
+        out.append(("ok", proven_sentence(doc)))
     elif integrity["ok"] and integrity.get("verified", True):
         out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie. "
                           f"Empreinte de tête de chaîne : {integrity['chain_head'] or '—'}"))
@@ -146,7 +144,7 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
                 path = e.get("inclusion_path")
                 out.append(("li", f"{e['event_id']} : feuille n° {e.get('leaf_index')}, "
                                   + (f"chemin d'audit de {len(path)} empreinte(s)" if path is not None
-                                     else "non couvert par la tête d'arbre signée")))
+                                     else NOT_YET_SIGNED)))
         if ticket["full_log_view"] is not None:
             out.append(("h3", "Le même moment selon le journal complet aujourd'hui"))
             for c in ticket["full_log_view"]:
@@ -154,6 +152,34 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     if evidence is not None:
         out.extend(head_lines(evidence, tz))
     return out
+
+
+NOT_YET_SIGNED = "pas encore signé (enregistré après la tête signée du dossier)"
+
+
+def proven_sentence(doc: dict[str, Any]) -> str:
+    """Page 1's integrity sentence for a file carrying inclusion proofs (Markdown, HTML and
+    PDF). It says what the proof section shows: events recorded after the file's signed head
+    have no proof yet, which is said plainly and is no anomaly — the projector signs a new head
+    within seconds of new events (``SLALEDGER_HEAD_INTERVAL``), and a file downloaded again
+    then proves them. Without a head (no signing key), nothing is proven offline."""
+    integrity, head = doc["integrity"], (doc.get("evidence") or {}).get("head")
+    read = f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie ; "
+    shown = [e for t in doc["tickets"] for e in t["timeline"]]
+    pending = sum(1 for e in shown if e.get("inclusion_path") is None)
+    if head is None:
+        return read + ("aucune tête d'arbre signée ne prouve les événements hors de la base de l'exploitant "
+                       "(voir « Tête d'arbre signée »).")
+    if not pending:
+        return read + ("chaque événement du dossier est prouvé dans l'arbre de Merkle de l'archive "
+                       "(annexes « Tête d'arbre signée » et « Preuves d'inclusion »).")
+    proven = len(shown) - pending
+    latest = ("le plus récent n'est pas encore signé, car enregistré" if pending == 1
+              else f"les {pending} plus récents ne sont pas encore signés, car enregistrés")
+    return read + (f"{proven} des {len(shown)} événements du dossier sont prouvés par la tête signée "
+                   f"n° {head['head_id']} ; {latest} après elle. "
+                   "L'exploitant signe une nouvelle tête quelques secondes après chaque événement : "
+                   "téléchargez le dossier à nouveau pour qu'ils y soient prouvés.")
 
 
 def head_lines(evidence: dict[str, Any], tz: ZoneInfo) -> list[tuple[str, str]]:
@@ -202,8 +228,9 @@ def utc(value: str | None, beside: Iterable[str | None] = ()) -> str:
 _env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]),
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 _env.filters.update(local=_local, utc=utc, source=_source)
-_env.globals.update(judged=judged, percent=french.percent, sla_title=french.sla_title, KIND=french.KIND,
-                CHANNEL=french.CHANNEL, EVENT_TYPE=french.EVENT_TYPE, SEGMENT=french.SEGMENT)
+_env.globals.update(judged=judged, percent=french.percent, sla_title=french.sla_title,
+                    proven_sentence=proven_sentence, NOT_YET_SIGNED=NOT_YET_SIGNED, KIND=french.KIND,
+                    CHANNEL=french.CHANNEL, EVENT_TYPE=french.EVENT_TYPE, SEGMENT=french.SEGMENT)
 
 
 def to_html(doc: dict[str, Any]) -> str:

@@ -189,13 +189,24 @@ def evidence_options(settings: Settings, engine: Engine | None, head_id: int | N
     return {"head": head, "signer": (lambda: sign_head(engine, key, policy)) if key is not None else None}
 
 
-def engine_for(settings: Settings) -> Engine:
+def engine_for(settings: Settings, *, existing: bool = False) -> Engine:
     """The SQL database of the settings. The data directory of the default SQLite file is
     created (dev); the directory of a SQLite URL given explicitly must exist: a typo in
-    ``--database`` must fail, not answer from a new empty database in a new directory."""
+    ``--database`` must fail, not answer from a new empty database in a new directory.
+    ``existing``: a command that only uses the database (tokens, audit, reports) refuses a
+    default SQLite file that is not there, instead of creating ``./data`` wherever it runs
+    (a token created there would be refused by the running server)."""
     if settings.database.startswith("sqlite:///"):
-        directory = Path(settings.database.removeprefix("sqlite:///")).parent
-        if not settings.database_url:
+        path = Path(settings.database.removeprefix("sqlite:///"))
+        directory = path.parent
+        if not settings.database_url and existing:
+            try:
+                path.stat()  # a data directory that is a file: NotADirectoryError, one line too
+            except FileNotFoundError:
+                raise CommandFailed(f"{path} does not exist: no slaledger tables in a fresh data directory "
+                                    "(nothing was created); run this where `slaledger dev` runs, or give the "
+                                    "--data-dir it uses (or --database)") from None
+        elif not settings.database_url:
             directory.mkdir(parents=True, exist_ok=True)
         elif not directory.is_dir():
             raise FileNotFoundError(errno.ENOENT, "no such directory for the SQLite database (--database)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "also needs SLALEDGER_EMBEDDED=1)")
     dev.add_argument("--kafka", action="store_true",
                      help="run a local single-node Apache Kafka (needs Java; jars fetched once by Maven) with its "
-                          "data under DATA_DIR/kafka: the log survives a restart, nothing is restored")
+                          "data under DATA_DIR/kafka: the log survives a restart; on its first start the "
+                          "archive is restored into it, as into the embedded broker")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
 
@@ -407,7 +409,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, "warning")
     if args.source == "kafka":
         _reach_broker(settings)
-    engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
+    engine = engine_for(settings, existing=True) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
     from .bootstrap import evidence_options
 
@@ -444,7 +446,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, "warning")
     if args.source == "kafka":
         _reach_broker(settings)
-    engine = engine_for(settings)
+    engine = engine_for(settings, existing=True)
     with _progress(settings, args.source, engine, "Vérification") as bar:
         records = _counted(bar, _audit_records(settings, args.source, engine))
         differences = verify_projection(engine, records, settings.policy(), source=args.source)
@@ -485,7 +487,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(_settings(args))
+    engine = engine_for(_settings(args), existing=True)
     create_schema(engine)
     if args.secret_env or args.secret_file:
         where = args.secret_env or args.secret_file
@@ -522,7 +524,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(_settings(args))
+    engine = engine_for(_settings(args), existing=True)
     create_schema(engine)
     tokens = list_tokens(engine)
     if args.json:
@@ -543,7 +545,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(_settings(args))
+    engine = engine_for(_settings(args), existing=True)
     create_schema(engine)
     if not revoke_token(engine, args.token):
         raise UsageError("no live token with that id or secret")
@@ -660,19 +662,20 @@ class _CountingPublisher:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    return _run_worker(_settings(args))
+    settings = _settings(args)
+    _check_port_free(settings.web_host, settings.web_port)
+    return _run_worker(settings)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded broker, archive restore, worker (API + /metrics) and projector in one process."""
     import dataclasses
-    import secrets
     import threading
 
     from prometheus_client import REGISTRY
 
     from projections.migrate import create_schema
-    from projections.restore import restore_archive
+    from projections.restore import LogNotArchived, restore_into_empty_log
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.kafka_acls import ADMIN
@@ -681,12 +684,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for, start_projector_thread
 
-    dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
-    if len(dev_token) < MIN_DEV_TOKEN:
-        raise UsageError(f"SLALEDGER_DEV_TOKEN: {len(dev_token)} characters, at least {MIN_DEV_TOKEN} "
+    given_token = os.environ.get("SLALEDGER_DEV_TOKEN")
+    if given_token is not None and len(given_token) < MIN_DEV_TOKEN:
+        raise UsageError(f"SLALEDGER_DEV_TOKEN: {len(given_token)} characters, at least {MIN_DEV_TOKEN} "
                          "(whoever guesses it acts as an agent)")
     base = _settings(args, log_format="console")
     configure_logging(base.log_format, base.log_level)
+    _check_port_free(base.web_host, base.web_port)  # before anything is started or printed
     Path(base.data_dir).mkdir(parents=True, exist_ok=True)
     base.policy()  # a bad policy file stops here, before anything starts
     if args.kafka and args.broker:
@@ -697,7 +701,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         _reach_broker(base)
     # An embedded broker is empty at each start (the archive is restored into it); a broker
     # given with --broker outlives this process and keeps the log itself, and so does the
-    # Apache Kafka of --kafka (its data directory is kept under DATA_DIR/kafka).
+    # Apache Kafka of --kafka (its data directory is kept under DATA_DIR/kafka) once its first
+    # start has received the archive.
     broker: EmbeddedBroker | KafkaCluster | None = None
     if args.kafka:
         broker = KafkaCluster(Path(base.data_dir) / "kafka", 1, port=args.broker_port)
@@ -726,7 +731,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
             from streams.kafka_acls import apply_acls
 
             apply_acls(settings.bootstrap)
-        restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
+        restored = 0
+        if broker is not None:  # a log of its own: empty (restored like the embedded one) or the archive's
+            try:
+                restored = restore_into_empty_log(engine, settings.bootstrap)
+            except LogNotArchived as exc:
+                raise UsageError(f"{exc}: the data directory {base.data_dir} was used by the embedded broker "
+                                 f"after this Apache Kafka; move {Path(base.data_dir) / 'kafka'} aside and "
+                                 "start again: the archive is then restored into a fresh Kafka") from None
+        dev_token = given_token or _dev_token(engine, Path(base.data_dir) / DEV_TOKEN_FILE)
         try:
             ensure_token(engine, dev_token, "agent", "dev")
         except TokenError as exc:
@@ -743,6 +756,45 @@ def cmd_dev(args: argparse.Namespace) -> int:
             projector.join(timeout=10)
         if broker is not None:
             broker.stop()
+
+
+DEV_TOKEN_FILE = "dev-token"
+
+
+def _dev_token(engine: Engine, path: Path) -> str:
+    """``slaledger dev``'s agent token: the one kept in the data directory (mode 0600) while it
+    is live, so that a restart neither leaves another live token behind nor breaks a newcomer's
+    ``TOKEN=$(cat data/dev-token)``; a new one when absent or revoked."""
+    import secrets
+
+    from projections.tokens import token_is_live
+
+    if path.exists():
+        kept = path.read_text(encoding="utf-8").strip()
+        if token_is_live(engine, kept):
+            return kept
+    secret = "slt_dev_" + secrets.token_urlsafe(16)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(secret + "\n")
+    return secret
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port another process listens on is one line before anything starts (not a URL and a
+    token printed as if started, then a traceback)."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"port {port} on {host} is taken ({exc.strerror}): another `slaledger dev` or "
+                             "worker? Stop it, or choose another port with --port") from None
 
 
 def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:
@@ -832,16 +884,33 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout's reader went away (``slaledger … --json | head -c 400``): a pipe whose
+    read end is closed polls as an error. Then stdout goes to /dev/null, so that the
+    interpreter's last flush at exit prints nothing either."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        broken = any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):  # no real stdout (a test's capture)
+        return False
+    if broken:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return broken
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Whatever it fails on that the operator can fix (input, a broker or a
     database that does not answer, a path: ``slaledger.failures``) ends as one line on
     stderr and a non-zero exit code; any other exception is a bug and keeps its traceback.
     Ctrl-C is how an operator stops a long-running command: one line, exit code 130 (the
     shell's for SIGINT), no traceback."""
-    parser = build_parser()
     args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)  # inside: a Ctrl-C while it imports is one line too
         return int(args.handler(args))
     except (UsageError, PolicyError) as exc:
         print(f"slaledger: error: {exc}", file=sys.stderr)
@@ -850,6 +919,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("slaledger: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            return 128 + signal.SIGPIPE  # `… | head`: quiet, as a process that SIGPIPE ends
         described = describe(exc, getattr(args, "settings", None))
         if described is None:
             raise

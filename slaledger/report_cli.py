@@ -55,7 +55,8 @@ def add_parsers(commands: Any) -> None:
     one = sub.add_parser("monthly", help="one member's statement for one month")
     one.add_argument("--member", required=True, help="member id (as in the tickets and the members file)")
     one.add_argument("--month", required=True, type=_month, help="YYYY-MM, in the policy's time zone")
-    one.add_argument("--format", choices=FORMATS, default="pdf")
+    one.add_argument("--format", choices=FORMATS,
+                     help="default: the --output file's extension (pdf otherwise), csv on stdout")
     one.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     one.add_argument("--send", action="store_true", help="e-mail the PDF to the member's referent (SMTP settings "
                                                          "from SLALEDGER_SMTP_*)")
@@ -109,7 +110,7 @@ def _engine(settings: Settings) -> Engine:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(settings)
+    engine = engine_for(settings, existing=True)
     create_schema(engine)  # the sent-statements table of a database older than it
     return engine
 
@@ -118,9 +119,27 @@ def _directory(settings: Settings) -> dict[str, Member]:
     return load_members(settings.members_file) if settings.members_file else {}
 
 
+EXAMPLE_MARK = "# slaledger: example members directory"  # the first line of infra/members.example.toml
+
+
+def refuse_example_directory(path: str) -> None:
+    """Statements are not mailed from the example directory (Compose mounts it while
+    SLALEDGER_MEMBERS_TOML is unset): its referents are somebody else's addresses."""
+    try:
+        first = Path(path).read_text(encoding="utf-8").partition("\n")[0]
+    except OSError:
+        return  # load_members says what is wrong with the file
+    if first.strip() == EXAMPLE_MARK:
+        raise MembersError(f"{path} is the example members directory (infra/members.example.toml): statements "
+                           "would be mailed to its example addresses; point SLALEDGER_MEMBERS_TOML (compose) or "
+                           "SLALEDGER_MEMBERS_FILE at your own file")
+
+
 def resolve_member(settings: Settings, engine: Engine, member_id: str, *, referent: bool) -> Member:
     """The member as the directory names it; without an entry, a member some ticket names is
     still known (its statement titled by its id) unless the statement is to be e-mailed."""
+    if referent and settings.members_file:
+        refuse_example_directory(settings.members_file)
     directory = _directory(settings)
     if member_id in directory:
         return directory[member_id]
@@ -253,11 +272,21 @@ def run_schedule(tick: Callable[[datetime], TickResult], clock: Callable[[], dat
         stop.wait(max(1.0, min(wait, IDLE_WAKE)))
 
 
+def _default_format(output: str | None) -> str:
+    """What ``--format`` means when not given: the output file's extension when it names a
+    format (``releve.csv``), a PDF in any other file, CSV on stdout (text a terminal shows)."""
+    if output is None:
+        return "csv"
+    suffix = Path(output).suffix.lower().lstrip(".")
+    return suffix if suffix in FORMATS else "pdf"
+
+
 def cmd_report_monthly(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_format, "warning")
     policy = settings.policy()
-    if args.format == "pdf" and not args.output and not args.send:
+    fmt = args.format or _default_format(args.output)
+    if fmt == "pdf" and not args.output and not args.send:
         _fail(args, "--format pdf needs --output FILE")
     engine = _engine(settings)
     now = datetime.now(UTC)
@@ -265,7 +294,7 @@ def cmd_report_monthly(args: argparse.Namespace) -> int:
         member = resolve_member(settings, engine, args.member, referent=args.send)
         smtp = SmtpConfig.from_settings(settings) if args.send else None
         if args.output or not args.send:
-            rendered = render(produce(engine, policy, member, args.month, now), args.format)
+            rendered = render(produce(engine, policy, member, args.month, now), fmt)
     except (MembersError, MailError, MonthError) as exc:
         _fail(args, str(exc))
     if args.output:
@@ -288,6 +317,7 @@ def cmd_report_schedule(args: argparse.Namespace) -> int:
         smtp = SmtpConfig.from_settings(settings)
         if not settings.members_file:
             raise MembersError("SLALEDGER_MEMBERS_FILE is not set: no member to send statements to")
+        refuse_example_directory(settings.members_file)
         members = load_members(settings.members_file)
     except (MembersError, MailError) as exc:
         _fail(args, str(exc))
