@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,7 +180,7 @@ def test_the_chain_of_statements_is_checked_offline(tmp_path: Path) -> None:
         grow(engine, heads[-1].tree_size, size)
         heads.append(sign_head(engine, key, load_policy(), T0, ORIGIN))
     with engine.connect() as conn:
-        proofs = [tree.consistency(conn, a.tree_size, b.tree_size) for a, b in zip(heads, heads[1:], strict=False)]
+        proofs = [tree.consistency(conn, a.tree_size, b.tree_size) for a, b in itertools.pairwise(heads)]
     docs = [_statement("2026-01", heads[0], None, []), _statement("2026-02", heads[1], heads[0], proofs[0]),
             _statement("2026-03", heads[2], heads[1], proofs[1])]
     files = [(f"{d['month']}.json", d) for d in docs]
@@ -192,7 +193,7 @@ def test_the_chain_of_statements_is_checked_offline(tmp_path: Path) -> None:
         [(f"{d['month']}.json", d) for d in rewritten], key.public_key())[0]
     other = Ed25519PrivateKey.generate()
     assert "ne se vérifie pas" in check_statements(files, other.public_key())[0]
-    witness, wkey = _witness(tmp_path, key)
+    _, wkey = _witness(tmp_path, key)
     problems = check_statements(files, key.public_key(), [wkey], 1)
     assert len(problems) == 3 and "contresignée par 0 des témoins" in problems[0]
     for junk in (None, [], {"schema": "slaledger.monthly-statement/1", "month": "2026-13"},
