@@ -111,7 +111,13 @@ class SignedHead:
         """A head as ``to_dict`` wrote it; a checkpoint is read from its signed note alone."""
         try:
             if data.get("schema") == CHECKPOINT_SCHEMA:
-                return cls.from_note(data["checkpoint"], data.get("head_id"))
+                head = cls.from_note(data["checkpoint"], data.get("head_id"))
+                shown = head.to_dict()
+                for name in ("signature", *head.signed_fields()):  # the readable copies, if any
+                    if name in data and data[name] != shown[name]:
+                        raise HeadError(f"checkpoint: its {name} as written beside it ({str(data[name])[:80]!r}) "
+                                        "is not the signed value")
+                return head
             if data.get("schema") != TREE_HEAD_SCHEMA:
                 raise HeadError(f"not a tree head (schema {data.get('schema')!r})")
             size, root = data["tree_size"], str(data["root_hash"])
