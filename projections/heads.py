@@ -181,8 +181,9 @@ class SignedHead:
                 lines.append(checkpoint.parse_signature_line(raw.rstrip("\n")))
             except checkpoint.NoteError:
                 continue
-        return [w for w in witnesses if any(checkpoint.verify_cosignature(text, line, w) is not None
-                                            for line in lines)]
+        distinct = {w.vkey(): w for w in witnesses}.values()  # a key given twice counts once
+        return [w for w in distinct if any(checkpoint.verify_cosignature(text, line, w) is not None
+                                           for line in lines)]
 
 
 def _head_id(value: Any) -> int | None:

@@ -137,6 +137,7 @@ def test_the_witness_cosigns_only_consistent_growth(tmp_path: Path) -> None:
     add_cosignature(engine, first.head_id or 0, answer.body)
     stored = get_head(engine, first.head_id or 0)
     assert stored is not None and stored.witnessed_by([wkey]) == [wkey]
+    assert stored.witnessed_by([wkey, VerifierKey.parse(witness.vkey())]) == [wkey]  # the same key twice: once
     assert SignedHead.from_dict(stored.to_dict()).witnessed_by([wkey]) == [wkey]
 
     grow(engine, 5, 9)
