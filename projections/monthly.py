@@ -267,7 +267,8 @@ def build(engine: Engine, policy: Policy, month: Month, *, member: str, member_n
 # How the fields of a signed tree head are named in the statement (others are shown as named).
 HEAD_LABELS = {"tree_size": "Taille de l'arbre (événements)", "size": "Taille de l'arbre (événements)",
                "root_hash": "Racine", "root": "Racine", "timestamp": "Horodatage", "signature": "Signature",
-               "key_id": "Identifiant de clé"}
+               "key_id": "Identifiant de clé", "origin": "Journal (origine)",
+               "checkpoint": "Point de contrôle signé (C2SP) et contresignatures des témoins"}
 TITLE = "Relevé mensuel de conformité"
 
 

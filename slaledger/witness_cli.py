@@ -13,6 +13,7 @@ its name (``--name``) is part of its verifier key. Bad input ends in one line, e
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def _witness(args: argparse.Namespace, logs: list[VerifierKey] | None = None) ->
         return Witness(args.state if logs is not None else ":memory:", args.name, read_key_file(args.key), logs or [])
     except NoteError as exc:
         raise HeadError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise HeadError(f"witness state {args.state}: {exc}") from None
 
 
 def _fail(exc: Exception) -> int:

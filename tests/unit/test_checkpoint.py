@@ -204,3 +204,24 @@ def test_the_chain_of_statements_is_checked_offline(tmp_path: Path) -> None:
         assert out and all("\n" not in line and line.startswith("x.json") for line in out)
     assert merkle.verify_consistency(4, 7, bytes.fromhex(heads[0].root_hash), bytes.fromhex(heads[1].root_hash),
                                      proofs[0])
+
+
+def test_the_witness_commands_end_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from slaledger.cli import main
+
+    key = tmp_path / "keys"
+    assert main(["keys", "create", "--out", str(key), "--origin", ORIGIN]) == 0
+    assert (key / "signing-key.vkey").read_text().startswith(f"{ORIGIN}+")
+    capsys.readouterr()
+    assert main(["witness", "vkey", "--key", str(key / "signing-key"), "--name", "w.example/1"]) == 0
+    assert VerifierKey.parse(capsys.readouterr().out).alg == checkpoint.COSIGNATURE_V1
+    for argv, says in ((["vkey", "--key", str(tmp_path / "absent"), "--name", "w"], "signing key file"),
+                       (["vkey", "--key", str(key / "signing-key"), "--name", "a b"], "witness name"),
+                       (["serve", "--key", str(key / "signing-key"), "--name", "w", "--log-key", "x+y+z",
+                         "--state", str(tmp_path / "s.sqlite")], "verifier key"),
+                       (["serve", "--key", str(key / "signing-key"), "--name", "w", "--log-key",
+                         str(key / "signing-key.vkey"), "--state", str(tmp_path / "no" / "s.sqlite")],
+                        "witness state")):
+        assert main(["witness", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("slaledger: error: ") and says in err and err.count("\n") == 1, err
