@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine
 
 from projections import merkle, tree
-from projections.heads import log_vkey, sign_head
+from projections.checkpoint import ED25519, VerifierKey
+from projections.heads import add_cosignature, get_head, log_vkey, sign_head
 from projections.migrate import create_schema
+from projections.witness import Witness, request_body
 from sla.events import encode_event
 from slaledger.settings import load_policy
 from tests.conftest import system_tool
@@ -52,6 +54,12 @@ def test_go_verifies_our_checkpoints_inclusion_and_consistency_proofs(gocheck: P
         with engine.begin() as conn:
             tree.append(conn, part)
         heads.append(sign_head(engine, key, load_policy(), origin=ORIGIN))
+    witness = Witness(tmp_path / "witness.sqlite", "witness.example/w1", Ed25519PrivateKey.generate(),
+                      [VerifierKey(ORIGIN, ED25519, key.public_key())])
+    cosignature = witness.add_checkpoint(request_body(0, [], heads[2].note()))
+    add_cosignature(engine, heads[2].head_id or 0, cosignature.body)
+    heads[2] = get_head(engine, heads[2].head_id or 0)  # type: ignore[assignment]
+    assert heads[2].note().count("\n\u2014 ") == 2  # the operator's line and the witness's: Go ignores the latter
     sizes = [h.tree_size for h in heads]
     assert sizes[0] == 1 and sizes[1] == 4 and sizes[2] > 4 and sizes[2] & (sizes[2] - 1)
     with engine.connect() as conn:
