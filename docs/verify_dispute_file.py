@@ -38,24 +38,51 @@ def included(index, size, leaf, path, root):  # RFC 9162, 2.1.3.2
     return sn == 0 and r == root
 
 
-def main(file, key_file):
-    with open(file, encoding="utf-8") as f:
-        doc = json.load(f)
-    head = dict(doc["evidence"]["head"])
+def signed_head(head, key):
+    """(tree size, root, signature valid) of a head: a C2SP checkpoint (signed note: origin,
+    size, base64 root, extension lines `field value`, blank line, `— origin
+    base64(key hash || Ed25519 signature)`), or the former JSON form (sorted keys, signed as is)."""
+    raw = key.public_bytes_raw()
+    if head.get("schema") == "slaledger.checkpoint/1":
+        text, _, signatures = head["checkpoint"].rpartition("\n\n")
+        text += "\n"
+        origin, size, root = text.split("\n")[:3]
+        fields = dict(line.split(" ", 1) for line in text.split("\n")[3:-1])
+        key_hash = hashlib.sha256(origin.encode() + b"\n\x01" + raw).digest()[:4]
+        valid = False
+        for line in signatures.splitlines():
+            name, _, encoded = line.removeprefix("\u2014 ").partition(" ")
+            sig = base64.b64decode(encoded)
+            if name == origin and sig[:4] == key_hash:
+                try:
+                    key.verify(sig[4:], text.encode())
+                    valid = fields.get("key_id") == hashlib.sha256(raw).hexdigest()
+                except Exception:
+                    valid = False
+        return int(size), base64.b64decode(root), valid
+    head = dict(head)
     signature = base64.b64decode(head.pop("signature"))
     head.pop("head_id", None)
     signed = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    with open(key_file, "rb") as f:
-        key = load_pem_public_key(f.read())
-    raw = key.public_bytes_raw()
-    failures = []
     try:
         if head["key_id"] != hashlib.sha256(raw).hexdigest():
             raise ValueError("another key")
         key.verify(signature, signed)
+        valid = True
     except Exception:
+        valid = False
+    return int(head["tree_size"]), bytes.fromhex(head["root_hash"]), valid
+
+
+def main(file, key_file):
+    with open(file, encoding="utf-8") as f:
+        doc = json.load(f)
+    with open(key_file, "rb") as f:
+        key = load_pem_public_key(f.read())
+    failures = []
+    size, root, valid = signed_head(doc["evidence"]["head"], key)
+    if not valid:
         failures.append("tree head: signature invalid (forged, altered, or another key)")
-    root, size = bytes.fromhex(head["root_hash"]), int(head["tree_size"])
     for ticket in doc["tickets"]:
         for e in ticket["timeline"]:
             try:

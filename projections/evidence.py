@@ -24,7 +24,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import merkle, tree
-from .heads import HeadError, SignedHead, latest_head
+from .checkpoint import VerifierKey
+from .heads import HeadError, SignedHead, latest_head, witness_problems
 
 EVIDENCE_SCHEMA = "slaledger.inclusion-proofs/1"
 log = structlog.get_logger(__name__)
@@ -113,7 +114,8 @@ def _shown_differs(ticket_id: Any, entry: dict[str, Any], shown: dict[str, Any])
     return out
 
 
-def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) -> tuple[list[str], int]:
+def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
+                       witnesses: Sequence[VerifierKey] = (), required: int = 0) -> tuple[list[str], int]:
     """Every problem of a dispute file (English, one line each) and how many events were
     checked. Needs nothing but the file and the key; ``earlier``: a file issued before.
 
@@ -132,6 +134,7 @@ def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) 
     if not head.verify(public):
         problems.append(f"tree head {head.head_id}: the signature does not verify with this public key "
                         "(forged, altered, or signed with another key)")
+    problems += witness_problems(head, witnesses, required)
     shown_head = head.to_dict()
     written = raw_head if isinstance(raw_head, dict) else {}
     problems += [f"tree head {head.head_id}: its {name} as written in the file ({written.get(name)!r}) is not "

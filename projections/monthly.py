@@ -47,7 +47,7 @@ from sla.policy import Policy, PolicyError
 from sla.readings import pause_reading
 from sla.ticket import Ticket, ticket_from_dict
 
-from . import report
+from . import report, tree
 from .compliance import VERDICTS, decided_at, rate
 from .heads import head_covering
 from .models import ARCHIVE, TICKETS
@@ -131,6 +131,22 @@ def monthly_head(engine: Engine, instant: datetime) -> dict[str, Any] | None:
     daily), else the last one before it; None when no head was ever signed."""
     head = head_covering(engine, instant)
     return head.to_dict() if head is not None else None
+
+
+def previous_link(engine: Engine, month: Month, tz: ZoneInfo, head: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The link of a statement to the previous month's: that statement's head (the one of
+    the month's start, ``monthly_head``) and the RFC 6962 consistency proof (hex) from its
+    tree to this statement's. ``slaledger audit check-statements`` checks the chain offline:
+    a log rewritten between two statements breaks it. None when either head is missing."""
+    start, _ = month.bounds(tz)
+    previous = head_covering(engine, start)
+    if previous is None or head is None or previous.tree_size > int(head["tree_size"]):
+        return None
+    proof: list[bytes] = []
+    if 0 < previous.tree_size < int(head["tree_size"]):
+        with engine.connect() as conn:
+            proof = tree.consistency(conn, previous.tree_size, int(head["tree_size"]))
+    return {"month": str(month.previous()), "head": previous.to_dict(), "consistency_proof": [p.hex() for p in proof]}
 
 
 def uncovered_by_head(engine: Engine, head: dict[str, Any] | None, instant: datetime) -> int:
@@ -254,7 +270,8 @@ HEAD_LABELS = {"head_id": "Tête n°", "tree_size": "Taille de l'arbre (événem
                "size": "Taille de l'arbre (événements)", "root_hash": "Racine de l'arbre de Merkle (SHA-256)",
                "root": "Racine de l'arbre de Merkle (SHA-256)", "timestamp": "Signée le",
                "policy_versions": "Politiques en vigueur", "key_id": "Empreinte de la clé publique",
-               "signature": "Signature Ed25519"}
+               "signature": "Signature Ed25519", "origin": "Journal (origine)",
+               "checkpoint": "Point de contrôle signé (C2SP) et contresignatures des témoins"}
 TITLE = "Relevé mensuel de conformité"
 
 

@@ -64,7 +64,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "sla_judgments": "SELECT, INSERT",  # append-only
         "event_archive": "SELECT, INSERT",  # append-only: no UPDATE, no DELETE, even for its writer
         "merkle_nodes": "SELECT, INSERT",  # append-only
-        "signed_heads": "SELECT, INSERT, UPDATE (published_at)",  # a head is marked published, never re-signed
+        "signed_heads": "SELECT, INSERT, UPDATE (published_at, cosignatures)",  # published, cosigned, never re-signed
         "projection_checkpoints": "SELECT, INSERT, UPDATE",
         "dead_letters": "SELECT, INSERT",
         "metric_totals": "SELECT, INSERT, UPDATE",

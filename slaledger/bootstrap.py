@@ -35,6 +35,7 @@ from projections.queries import list_tickets, ticket_events
 from projections.rebuild import rebuild as rebuild_projection
 from projections.report import to_html, to_markdown, to_pdf
 from projections.tokens import SessionLimits, TokenStore
+from projections.witnessing import WitnessCollector, parse_witnesses, start_witness_feeds
 from sla.events import Event
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
@@ -169,7 +170,8 @@ def head_signer(settings: Settings, policy: Policy) -> HeadSigner | None:
     if key is None:
         log.warning("no signing key (SLALEDGER_SIGNING_KEY_FILE): the archive's tree heads are not signed")
         return None
-    return HeadSigner(key, policy, timedelta(seconds=settings.head_interval), settings.bootstrap, settings.embedded)
+    return HeadSigner(key, policy, timedelta(seconds=settings.head_interval), settings.origin, settings.bootstrap,
+                      settings.embedded)
 
 
 def evidence_options(settings: Settings, engine: Engine | None, head_id: int | None) -> dict[str, Any]:
@@ -186,7 +188,8 @@ def evidence_options(settings: Settings, engine: Engine | None, head_id: int | N
             raise HeadError(f"--head {head_id}: no such signed head")
     key = signing_key(settings)
     policy = settings.policy()
-    return {"head": head, "signer": (lambda: sign_head(engine, key, policy)) if key is not None else None}
+    return {"head": head,
+            "signer": (lambda: sign_head(engine, key, policy, origin=settings.origin)) if key is not None else None}
 
 
 def engine_for(settings: Settings, *, existing: bool = False) -> Engine:
@@ -222,6 +225,11 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
     lag measured apart) in ``registry``, and the per-ticket alerts pushed to Alertmanager."""
     if registry is not None:
         registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap), policy=policy))
+    witnesses = parse_witnesses(settings.witnesses)
+    if witnesses:
+        start_witness_feeds(engine, witnesses, stop, settings.head_interval)
+        if registry is not None:
+            registry.register(WitnessCollector(witnesses))
     if settings.alertmanager_url:
         alert_at = settings.evening_alert_time
         support = policy.versions[-1].calendars.get("support")

@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_parsers(commands)
     from .whatif_cli import add_parsers as add_whatif_parsers  # audit what-if, policy diff|check (#29)
     add_whatif_parsers(audit_commands, policy_commands)
+    from .witness_cli import add_parsers as add_witness_parsers  # witness serve|vkey (#26)
+    add_witness_parsers(commands)
     return parser
 
 

@@ -154,11 +154,13 @@ def resolve_member(settings: Settings, engine: Engine, member_id: str, *, refere
 
 def produce(engine: Engine, policy: Policy, member: Member, month: Month, now: datetime) -> dict[str, Any]:
     """The statement of ``member`` for ``month`` as the log reads at ``now``, with the signed
-    tree head at the month's end."""
-    _, end = month.bounds(policy.versions[-1].tz)
+    tree head at the month's end and its link to the previous month's (consistency proof)."""
+    tz = policy.versions[-1].tz
+    _, end = month.bounds(tz)
     head = monthly.monthly_head(engine, end)
     doc = monthly.build(engine, policy, month, member=member.id, member_name=member.name, generated_at=now,
                         head=head)
+    doc["previous"] = monthly.previous_link(engine, month, tz, head)
     doc["head_uncovered"] = monthly.uncovered_by_head(engine, head, end) if head else None
     return doc
 
