@@ -122,3 +122,14 @@ def test_the_timeline_names_an_sla_by_its_title(policy: Policy) -> None:
     page = visible(ticket_page(view, history, Principal("t", "agent", None, "alice"), NOW, PARIS))
     assert "« Prise en compte d'une demande déposée sur le portail », échéance du lundi 2 novembre 2026 à 13:45" in page
     assert "délai intake" not in page
+
+
+def test_sla_explain_answers_in_french(capsys: pytest.CaptureFixture[str]) -> None:
+    from slaledger.cli import main
+
+    assert main(["sla", "explain", "--kind", "incident", "--channel", "portal",
+                 "--filed-at", "2026-03-12T10:00:00.250000+01:00"]) == 0
+    out = capsys.readouterr().out
+    assert "- Prise en compte d'une demande déposée sur le portail (engagement contractuel) : échéance jeudi 12 mars " \
+           "2026 à 14:00 (en cours)" in out
+    assert "intake:" not in out and "[running]" not in out and not MICROSECONDS.search(out)
