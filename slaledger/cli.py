@@ -797,8 +797,9 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
         print(f"Politique {version.id}")
         for clock, t in zip(found, targets, strict=True):
             due = french.instant(clock.deadline, version.tz) if clock.deadline else "—"
-            print(f"- {french.sla_title(t['title'], t['contractual'])} : échéance {due} "
-                  f"({french.VERDICT.get(t['status'], t['status'])})\n  {t['explanation']}")
+            status = str(clock.status)
+            print(f"- {french.sla_title(clock.definition.title, clock.definition.contractual)} : échéance {due} "
+                  f"({french.VERDICT.get(status, status)})\n  {t['explanation']}")
     return 0
 
 
