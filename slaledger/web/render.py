@@ -155,14 +155,15 @@ def queue_sort_key(view: Mapping[str, Any]) -> tuple[int, str]:
 
 # --- events ------------------------------------------------------------------------------------
 
-def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str]) -> str:
+def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments: Sequence[Any] = ()) -> str:
     """What a timeline line adds to the event's type; an SLA named by its title (``titles``:
-    the page's clocks), never by its id."""
+    the page's clocks), never by its id; a deadline written as the clock writes it (beside the
+    page's ``moments``, see ``judged``)."""
     p = event.payload
     bits = []
     if event.type in (EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED):
         sla = titles.get(str(p.get("sla")), str(p.get("sla")))
-        bits.append(f"« {sla} », échéance du {french.instant(p['deadline'], tz)}"
+        bits.append(f"« {sla} », échéance du {instant(p['deadline'], tz, moments)}"
                     if isinstance(p.get("deadline"), datetime) else f"« {sla} »")
     if event.type is EventType.CUSTOMER_INFORMED and p.get("answer"):
         bits.append("réponse à la demande")
