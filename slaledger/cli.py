@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
 
+from sla import french
 from sla.catalogue import UnknownName
 from sla.clock import Clock, evaluate
 from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
@@ -881,8 +882,11 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
         print(f"Politique {version.id}")
-        for t in targets:
-            print(f"- {t['sla']}: {t['deadline'] or '—'} [{t['status']}]\n  {t['explanation']}")
+        for clock, t in zip(found, targets, strict=True):
+            due = french.instant(clock.deadline, version.tz) if clock.deadline else "—"
+            status = str(clock.status)
+            print(f"- {french.sla_title(clock.definition.title, clock.definition.contractual)} : échéance {due} "
+                  f"({french.VERDICT.get(status, status)})\n  {t['explanation']}")
     return 0
 
 

@@ -155,12 +155,16 @@ def queue_sort_key(view: Mapping[str, Any]) -> tuple[int, str]:
 
 # --- events ------------------------------------------------------------------------------------
 
-def event_details(event: Event, tz: ZoneInfo) -> str:
+def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments: Sequence[Any] = ()) -> str:
+    """What a timeline line adds to the event's type; an SLA named by its title (``titles``:
+    the page's clocks), never by its id; a deadline written as the clock writes it (beside the
+    page's ``moments``, see ``judged``)."""
     p = event.payload
     bits = []
     if event.type in (EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED):
-        bits.append(f"délai {p.get('sla')}, échéance du {french.instant(p['deadline'], tz)}"
-                    if isinstance(p.get("deadline"), datetime) else f"délai {p.get('sla')}")
+        sla = titles.get(str(p.get("sla")), str(p.get("sla")))
+        bits.append(f"« {sla} », échéance du {instant(p['deadline'], tz, moments)}"
+                    if isinstance(p.get("deadline"), datetime) else f"« {sla} »")
     if event.type is EventType.CUSTOMER_INFORMED and p.get("answer"):
         bits.append("réponse à la demande")
     if isinstance(p.get("restoration_eta"), datetime):
@@ -400,7 +404,8 @@ def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Pr
     forms = actions.forms_for(who, str(view["status"]), str(view["kind"]))
     deadlines, moments = judged(view, events)
     return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz, forms=forms,
-                 token=token, refusal=refusal, done=done, deadlines=deadlines, moments=moments)
+                 token=token, refusal=refusal, done=done, deadlines=deadlines, moments=moments,
+                 sla_titles={c["sla"]: c["title"] for c in view["clocks"]})
 
 
 def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,

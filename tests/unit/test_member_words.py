@@ -6,6 +6,7 @@ the statement (HTML, CSV), the dispute file (Markdown, HTML) and the ticket page
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import pytest
 
@@ -47,7 +48,7 @@ def dispute(policy: Policy) -> dict:
 
 def visible(html: str) -> str:
     """The text a person reads (no markup, no attribute: ``datetime`` keeps full precision)."""
-    return re.sub(r"\s+", " ", re.sub(r"<style.*?</style>|<[^>]+>", " ", html, flags=re.S))
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<style.*?</style>|<[^>]+>", " ", html, flags=re.S)))
 
 
 def documents(policy: Policy) -> dict[str, str]:
@@ -110,3 +111,27 @@ def test_the_signed_head_reads_in_french(policy: Policy) -> None:
     assert "Tête n° 7" in text and "Politiques en vigueur convention-2026.1" in text
     assert "Signée le mardi 1er décembre 2026 à 06:00 (UTC+01:00)" in text
     assert "schema" not in text and "tree-head" not in text and "{'id'" not in text and "head_id" not in text
+
+
+def test_the_timeline_names_an_sla_by_its_title(policy: Policy) -> None:
+    breach = ev(EventType.SLA_BREACHED, "2026-11-02T13:45:46.263950+01:00", sla="intake",
+                deadline=at("2026-11-02T13:45:46.263950+01:00"), policy_version="convention-2026.1",
+                explanation="Rien n'était enregistré à l'échéance.")
+    history = [*events()[:1], breach, *events()[1:]]
+    view = ticket_view(fold(history), policy, NOW)
+    page = visible(ticket_page(view, history, Principal("t", "agent", None, "alice"), NOW, PARIS))
+    # the deadline the acknowledgement missed by 2.8 s, written as the clock writes it
+    assert ("« Prise en compte d'une demande déposée sur le portail », échéance du lundi 2 novembre 2026 "
+            "à 13:45:46") in page
+    assert "délai intake" not in page
+
+
+def test_sla_explain_answers_in_french(capsys: pytest.CaptureFixture[str]) -> None:
+    from slaledger.cli import main
+
+    assert main(["sla", "explain", "--kind", "incident", "--channel", "portal",
+                 "--filed-at", "2026-03-12T10:00:00.250000+01:00"]) == 0
+    out = capsys.readouterr().out
+    assert "- Prise en compte d'une demande déposée sur le portail (engagement contractuel) : échéance jeudi 12 mars " \
+           "2026 à 14:00 (en cours)" in out
+    assert "intake:" not in out and "[running]" not in out and not MICROSECONDS.search(out)
