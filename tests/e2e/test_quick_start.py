@@ -304,8 +304,9 @@ RAW_IDS = re.compile(r"\b(intake|administrative_answer|go_live|incident_eta|inci
                      r"sla_warning_raised|head_id|policy_versions|schema|commune-de-blois)\b")
 ENGLISH = re.compile(r"\b(the|and|of|is|are|not|with|from|this|event|events|proven|valid|agree|failed|problems?|"
                      r"covered)\b|\d\.\d+ ?%", re.I)  # « 100.0 % »: an English number
-# « (objectif interne) (objectif interne) », « commune-de-blois (commune-de-blois) », a phrase twice in a row
-DOUBLED = re.compile(r"(\([^()\n]{3,}\)) ?\1|\b([\w-]{4,}) \(\2\)|\b(?!nous |vous )(\w{3,}(?: \w{3,}){0,3}) \3\b")
+# « (objectif interne) (objectif interne) », « commune-de-blois (commune-de-blois) », a phrase of 2 to 4
+# words twice in a row (one word twice is a table's headers side by side: « Manquements Manquements retirés »)
+DOUBLED = re.compile(r"(\([^()\n]{3,}\)) ?\1|\b([\w-]{4,}) \(\2\)|\b(\w{3,}(?: \w{2,}){1,3}) \3\b")
 
 
 def findings(documents: dict[str, str]) -> dict[str, list[str]]:
