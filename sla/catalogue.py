@@ -99,7 +99,7 @@ class Catalogue:
 
     def resolve(self, text: str) -> str:
         """The slug ``text`` names (its slug, name or an alias, folded), else ``UnknownName``."""
-        entry = self._by_key.get(folded(text))
+        entry = self._by_slug.get(text) or self._by_key.get(folded(text))  # (a slug: no folding, per command)
         if entry is None:
             close = difflib.get_close_matches(folded(text), list(self._by_key), n=_CLOSE * 3, cutoff=0.6)
             unique = tuple(dict.fromkeys(self._by_key[k] for k in close))[:_CLOSE]
