@@ -8,9 +8,9 @@ import dataclasses
 from datetime import timedelta
 
 from projections.audit import Filters, LogRecord, replay
-from sla.events import EventType, decode_event, encode_event
+from sla.events import decode_event, encode_event
 from sla.policy import Policy
-from tests.conftest import at, ev, filed
+from tests.conftest import at, filed
 
 START = at("2026-03-02T09:00:00+01:00")
 
