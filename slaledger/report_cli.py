@@ -37,7 +37,7 @@ from sla.policy import Policy
 
 from .logs import configure_logging
 from .mail import MailError, SmtpConfig, send, statement_message
-from .members import Member, MembersError, load_members
+from .members import EXAMPLE_FILE, Member, MembersError, load_members
 from .output import output_file  # checked when parsed, before the statement is built
 from .settings import Settings
 
@@ -115,8 +115,15 @@ def _engine(settings: Settings) -> Engine:
     return engine
 
 
-def _directory(settings: Settings) -> dict[str, Member]:
-    return load_members(settings.members_file) if settings.members_file else {}
+def _directory(settings: Settings, *, mailing: bool = False) -> dict[str, Member]:
+    """The members file; without one, the example directory names the members as ``slaledger
+    dev`` does (a statement read on a dev data directory says « Commune de Blois »), but is
+    never a list of addresses to mail."""
+    if settings.members_file:
+        return load_members(settings.members_file)
+    if not mailing and EXAMPLE_FILE.is_file():
+        return load_members(str(EXAMPLE_FILE))
+    return {}
 
 
 EXAMPLE_MARK = "# slaledger: example members directory"  # the first line of infra/members.example.toml
@@ -140,7 +147,7 @@ def resolve_member(settings: Settings, engine: Engine, member_id: str, *, refere
     still known (its statement titled by its id) unless the statement is to be e-mailed."""
     if referent and settings.members_file:
         refuse_example_directory(settings.members_file)
-    directory = _directory(settings)
+    directory = _directory(settings, mailing=referent)
     if member_id in directory:
         return directory[member_id]
     where = (f"not in the members file {settings.members_file}" if settings.members_file
