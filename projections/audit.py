@@ -40,7 +40,6 @@ from sla.events import (
     envelope_ids,
     format_instant,
 )
-from sla.explain import clock_view, explanation
 from sla.policy import Policy, PolicyError, PolicyVersion
 from sla.readings import pause_reading
 from sla.ticket import Ticket
@@ -51,6 +50,7 @@ from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 from . import merkle, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .archive_hash import digest as archive_digest
+from .dispute_check import clock_doc
 from .evidence import Leaf, ticket_evidence, verify_tree
 from .heads import SignedHead
 from .metrics import aware
@@ -248,7 +248,7 @@ class TicketVerifier:
         self.rows.append((record, event_id))
 
     def leaves(self) -> list[Leaf]:
-        return [Leaf(eid or "?", r.leaf_index, r.raw) for r, eid in self.rows]
+        return [Leaf(eid or "?", r.leaf_index, r.raw, self.ticket_id) for r, eid in self.rows]
 
     def finish(self) -> list[Finding]:
         out: list[Finding] = []
@@ -455,7 +455,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
         findings = ticket_check.finish() + [Finding(k, m) for k, m in proof_findings] + findings
     elif chain is not None and engine is not None and timelines and selected:
         # a member's or a period's file from the archive: the same proofs for every event shown
-        leaves = [Leaf(str(e.event_id), r.leaf_index, r.raw) for a in selected.values() for e, r in a.timeline]
+        leaves = [Leaf(str(e.event_id), r.leaf_index, r.raw, e.ticket_id) for a in selected.values()
+                  for e, r in a.timeline]
         evidence, proof_findings = ticket_evidence(engine, leaves, head, signer)
         findings = findings + [Finding(k, m) for k, m in proof_findings]
     verified = chain is not None or ticket_check is not None or (topic_check is not None and engine is not None)
@@ -532,8 +533,10 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                 }
                 for e, r in audit.timeline
             ],
-            "clocks": [_clock_doc(c) for c in then],
-            "full_log_view": [_clock_doc(c) for c in today] if result.filters.as_of else None,
+            "clocks": [clock_doc(c) for c in then],
+            "full_log_view": [clock_doc(c) for c in today] if result.filters.as_of else None,
+            # the ticket's entry in the head's map of histories: the timeline is its whole history
+            "history_proof": (result.evidence or {}).get("histories", {}).get(ticket_id),
         })
     per_sla = {}
     for sla, b in sorted(summary.items()):
@@ -551,7 +554,8 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "to": format_instant(f.filed_to) if f.filed_to else None,
                     "as_of": format_instant(f.as_of) if f.as_of else None},
         # the signed tree head and, per event above, its leaf and audit path (None: no tree read)
-        "evidence": ({k: v for k, v in result.evidence.items() if k != "proofs"} if result.evidence else None),
+        "evidence": ({k: v for k, v in result.evidence.items() if k not in ("proofs", "histories")}
+                     if result.evidence else None),
         "integrity": {"ok": result.ok, "verified": result.verified, "chain_head": result.chain_head,
                       "events_read": result.events_read,
                       "resent_records": result.resent_records,
@@ -562,8 +566,9 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         "tickets": tickets,
         # how the policy read Article 4 (quoted in the HTML and PDF), and its time zone
         "timezone": result.policy.versions[-1].tz.key,
+        # each version's text, whose SHA-256 the head signs: the verifier re-folds with it
         "policy_versions": [{"id": v.id, "effective_from": format_instant(v.effective_from),
-                             "readings": policy_readings(v)} for v in result.policy.versions],
+                             "readings": policy_readings(v), "text": v.text} for v in result.policy.versions],
     }
 
 
@@ -576,18 +581,6 @@ def _proof(evidence: dict[str, Any] | None, event_id: str, record: LogRecord) ->
     return {"envelope_base64": base64.b64encode(record.raw).decode(),
             "leaf_index": proof["leaf_index"] if proof else record.leaf_index,
             "inclusion_path": proof["inclusion_path"] if proof else None}
-
-
-def _clock_doc(clock: Clock) -> dict[str, Any]:
-    doc = clock_view(clock)
-    return {
-        "sla": doc["sla"], "title": doc["title"], "contractual": doc["contractual"],
-        "verdict": doc["status"], "verdict_fr": french.VERDICT.get(doc["status"], doc["status"]),
-        "deadline": doc["deadline"], "rule": doc["rule"], "policy_version": doc["policy_version"],
-        "clause": clock.definition.clause, "segments": doc["segments"], "explanation": explanation(clock, live=False),
-        "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],
-        "reading": reading_of(clock),
-    }
 
 
 def policy_readings(version: PolicyVersion) -> list[str]:
@@ -615,19 +608,6 @@ def policy_readings(version: PolicyVersion) -> list[str]:
                f"{french.duration(version.antedated_after.total_seconds())}, le fait est signalé « antidaté » avec "
                "son auteur.")
     return out
-
-
-def reading_of(clock: Clock) -> str | None:
-    """How the policy version read the working days that judged this clock (None when no
-    calendar did): « jour ouvré » or « jour ouvrable », and whose public holidays."""
-    calendar = clock.definition.calendar
-    if calendar is None:
-        return None
-    holidays = calendar.holidays
-    pinned = (f"jours fériés de la politique {clock.policy_version.id} ({holidays.first_year}–{holidays.last_year}, "
-              f"lundi de Pentecôte {'travaillé' if holidays.whit_monday_worked else 'férié'})"
-              if holidays.days else "aucun jour férié")
-    return f"{french.READING[calendar.reading]} ; {pinned}"
 
 
 def stable_json(doc: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from sla.events import EventDecodeError, format_instant, parse_instant
 from sla.policy import Policy
 from streams.topics import TREE_HEAD_KEY, TREE_HEAD_SCHEMA, TREE_HEADS
 
-from . import tree
+from . import ticket_map, tree
 from .models import HEADS
 from .projection import ARCHIVE_LOCK
 
@@ -57,11 +57,15 @@ class SignedHead:
     key_id: str
     signature: str  # base64
     head_id: int | None = field(default=None, compare=False)
+    # hex root of every ticket's event count and history hash (``projections.ticket_map``);
+    # None in heads signed before it existed, which then sign no such field
+    ticket_map_root: str | None = None
 
     def signed_fields(self) -> dict[str, Any]:
-        return {"schema": TREE_HEAD_SCHEMA, "tree_size": self.tree_size, "root_hash": self.root_hash,
-                "timestamp": format_instant(self.timestamp), "policy_versions": self.policy_versions,
-                "key_id": self.key_id}
+        fields = {"schema": TREE_HEAD_SCHEMA, "tree_size": self.tree_size, "root_hash": self.root_hash,
+                  "timestamp": format_instant(self.timestamp), "policy_versions": self.policy_versions,
+                  "key_id": self.key_id}
+        return fields if self.ticket_map_root is None else {**fields, "ticket_map_root": self.ticket_map_root}
 
     def signed_bytes(self) -> bytes:
         return canonical(self.signed_fields())
@@ -76,10 +80,13 @@ class SignedHead:
             if data.get("schema") != TREE_HEAD_SCHEMA:
                 raise HeadError(f"not a tree head (schema {data.get('schema')!r})")
             size, root = int(data["tree_size"]), str(data["root_hash"])
-            if size < 0 or len(bytes.fromhex(root)) != 32:
+            map_root = data.get("ticket_map_root")
+            if size < 0 or len(bytes.fromhex(root)) != 32 or (
+                    map_root is not None and len(bytes.fromhex(str(map_root))) != 32):
                 raise HeadError("tree head: bad size or root hash")
             return cls(size, root, parse_instant(data["timestamp"], "timestamp"), list(data["policy_versions"]),
-                       str(data["key_id"]), str(data["signature"]), data.get("head_id"))
+                       str(data["key_id"]), str(data["signature"]), data.get("head_id"),
+                       None if map_root is None else str(map_root))
         except (AttributeError, KeyError, TypeError, ValueError, EventDecodeError) as exc:
             if isinstance(exc, HeadError):
                 raise
@@ -198,7 +205,9 @@ def public_pem(public: Ed25519PublicKey) -> bytes:
 # --- the store --------------------------------------------------------------------------------
 
 def policy_versions(policy: Policy) -> list[dict[str, str]]:
-    return [{"id": v.id, "effective_from": format_instant(v.effective_from)} for v in policy.versions]
+    """Each version's id, start and the SHA-256 of its text (the one dispute files quote)."""
+    return [{"id": v.id, "effective_from": format_instant(v.effective_from),
+             "sha256": hashlib.sha256(v.text.encode()).hexdigest()} for v in policy.versions]
 
 
 def lock_archive(conn: Connection) -> None:
@@ -213,13 +222,16 @@ def sign_head(engine: Engine, key: Ed25519PrivateKey, policy: Policy, now: datet
         lock_archive(conn)
         size = tree.tree_size(conn)
         root = tree.root(conn, size).hex()
+        map_root = ticket_map.commit(conn, size).hex()
         at = (now or datetime.now(UTC)).replace(microsecond=0)
-        unsigned = SignedHead(size, root, at, policy_versions(policy), key_id(key.public_key()), "")
+        unsigned = SignedHead(size, root, at, policy_versions(policy), key_id(key.public_key()), "",
+                              ticket_map_root=map_root)
         signature = base64.b64encode(key.sign(unsigned.signed_bytes())).decode()
         head_id = conn.execute(insert(HEADS).values(
             tree_size=size, root_hash=root, signed_at=at, policy_versions=unsigned.policy_versions,
-            key_id=unsigned.key_id, signature=signature).returning(HEADS.c.head_id)).scalar_one()
-    head = SignedHead(size, root, at, unsigned.policy_versions, unsigned.key_id, signature, int(head_id))
+            key_id=unsigned.key_id, signature=signature, ticket_map_root=map_root)
+            .returning(HEADS.c.head_id)).scalar_one()
+    head = SignedHead(size, root, at, unsigned.policy_versions, unsigned.key_id, signature, int(head_id), map_root)
     log.info("tree head signed", head_id=head.head_id, tree_size=size, root_hash=root)
     return head
 
@@ -227,7 +239,7 @@ def sign_head(engine: Engine, key: Ed25519PrivateKey, policy: Policy, now: datet
 def _head(row: Any) -> SignedHead:
     at = row.signed_at if row.signed_at.tzinfo else row.signed_at.replace(tzinfo=UTC)
     return SignedHead(int(row.tree_size), row.root_hash, at, list(row.policy_versions), row.key_id, row.signature,
-                      int(row.head_id))
+                      int(row.head_id), row.ticket_map_root)
 
 
 def get_head(engine: Engine, head_id: int) -> SignedHead | None:

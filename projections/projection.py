@@ -24,7 +24,7 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
-from . import totals, tree
+from . import merkle, ticket_map, totals, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .compliance import decided_at
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, CLOCKS, DEAD, JUDGMENTS, TICKETS
@@ -162,6 +162,9 @@ class Projection:
             })
             prev = digest
         conn.execute(insert(ARCHIVE), rows)
+        # each ticket's count and history hash, for the map the next signed head commits to
+        ticket_map.record(conn, [(event.ticket_id, leaf, merkle.leaf_hash(record.value))
+                                 for leaf, (record, event) in enumerate(fresh, start=first_leaf)])
         _set_checkpoint(conn, ARCHIVE_HEAD, 0, conn.scalar(select(func.max(ARCHIVE.c.seq))))
 
     def _load(self, conn: Connection, ticket_id: str) -> Ticket | None:

@@ -63,7 +63,8 @@ def add_parsers(commands: Any, audit_commands: Any) -> None:
     consistency.add_argument("--public-key", help="check both heads' signatures with this public key (PEM)")
     consistency.set_defaults(handler=cmd_consistency)
     check = audit_commands.add_parser("check-file", help="check a dispute file (JSON) offline: signature, every "
-                                                         "event's inclusion proof; exit 1 naming what fails")
+                                                         "event's inclusion proof, each ticket's whole history, the "
+                                                         "header and verdicts re-folded; exit 1 naming what fails")
     check.add_argument("file")
     check.add_argument("--public-key", required=True, help="the operator's public key (PEM or raw)")
     check.add_argument("--earlier", metavar="FILE", help="a dispute file issued before: the same events must sit "
@@ -172,21 +173,12 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-@_one_line
 def cmd_check_file(args: argparse.Namespace) -> int:
-    from projections.evidence import check_dispute_file
-    from projections.heads import read_key_file
+    """The member's check, the very code of ``docs/verify_dispute_file.py`` (its messages
+    in French; exit 0 verified, 1 problems, 2 unreadable file or key)."""
+    from projections.dispute_check import run
 
-    public = read_key_file(args.public_key, public=True)
-    earlier = _json_file(args.earlier) if args.earlier else None
-    problems, checked = check_dispute_file(_json_file(args.file), public, earlier)
-    for line in problems:
-        print(f"FAILED: {line}")
-    if problems:
-        print(f"{len(problems)} problem(s): this dispute file is not what the signed archive holds")
-        return 1
-    print(f"OK: signature valid, {checked} event(s) proven in the signed archive")
-    return 0
+    return run(args.file, args.public_key, args.earlier)
 
 
 def dev_signing_key(settings: Settings) -> dict[str, str]:
