@@ -90,6 +90,13 @@ def load_json(text: str | bytes, what: str) -> Any:
         raise FileError(f"{what} : JSON illisible ({str(exc) or type(exc).__name__})") from None
 
 
+def _key(obj: dict[str, Any], name: str, where: str) -> Any:
+    """A field the file must carry (null when it says nothing): an absent one is not read as null."""
+    if name not in obj:
+        raise FileError(f"{where}.{name} : champ absent")
+    return obj[name]
+
+
 def _obj(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FileError(f"{where} : un objet est attendu, trouvé {_kind(value)}")
@@ -233,8 +240,7 @@ def _entry(raw: Any, where: str) -> tuple[dict[str, Any], bytes, int, list[bytes
     for name in SHOWN_FIELDS:
         _str(entry.get(name), f"{where}.{name}")
     for name in ("answer", "antedated", "known_at_as_of"):
-        if name in entry:
-            _bool(entry[name], f"{where}.{name}")
+        _bool(_key(entry, name, where), f"{where}.{name}")
     try:
         envelope = base64.b64decode(_str(entry.get("envelope_base64"), f"{where}.envelope_base64"), validate=True)
     except binascii.Error:
@@ -256,7 +262,7 @@ def _shown_differs(ticket_id: str, entry: dict[str, Any], event: Event) -> list[
         out.append(f"événement {eid} : montré sous le ticket {ticket_id!r}, ses octets archivés sont du ticket "
                    f"{event.ticket_id!r}")
     answer = event.type is EventType.CUSTOMER_INFORMED and bool(event.payload.get("answer"))
-    if "answer" in entry and entry["answer"] != answer:
+    if entry["answer"] != answer:
         out.append(f"événement {eid} : {'marqué' if entry['answer'] else 'non marqué'} comme la réponse à la "
                    "demande, ce que ses octets archivés ne disent pas")
     return out
@@ -336,14 +342,19 @@ def _compare_clocks(ticket_id: str, raw: Any, clocks: list[Clock], where: str, v
             for sla in theirs if sla not in mine]
     for sla in (s for s in mine if s in theirs):
         for key in sorted(set(mine[sla]) | set(theirs[sla])):
-            if mine[sla].get(key) != theirs[sla].get(key):
-                out.append(f"ticket {ticket_id}, délai {sla} ({view}) : « {key} » vaut "
-                           f"{_short(theirs[sla].get(key))} dans le fichier, {_short(mine[sla].get(key))} "
-                           "recalculé avec la politique citée")
+            said, found = theirs[sla].get(key, _ABSENT), mine[sla].get(key, _ABSENT)
+            if said != found or type(said) is not type(found):
+                out.append(f"ticket {ticket_id}, délai {sla} ({view}) : « {key} » vaut {_short(said)} dans le "
+                           f"fichier, {_short(found)} recalculé avec la politique citée")
     return out
 
 
+_ABSENT = object()
+
+
 def _short(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 120 else text[:117] + "…"
 
@@ -439,26 +450,28 @@ def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now:
             continue
         problems += _shown_differs(ticket_id, entry, event)
         proven.append(Proven(event, entry, index, leaf))
-    problems += _history(ticket_id, proven, ticket.get("history_proof"), head, f"{where}.history_proof")
+    problems += _history(ticket_id, proven, _key(ticket, "history_proof", where), head, f"{where}.history_proof")
     events = [p.event for p in proven]
     known = _fold(ticket_id, events, lambda e: as_of is None or e.recorded_at <= as_of)
     derived = {"filed_at": format_instant(known.filed_at) if known.filed_at else None, "member": known.member,
                "kind": known.kind, "product": known.product, "channel": known.channel, "subject": known.subject}
     for name in HEADER:
-        if ticket.get(name) != derived[name]:
-            problems.append(f"ticket {ticket_id} : « {name} » vaut {_short(ticket.get(name))} dans le fichier, "
+        if _key(ticket, name, where) != derived[name]:
+            problems.append(f"ticket {ticket_id} : « {name} » vaut {_short(ticket[name])} dans le fichier, "
                             f"{_short(derived[name])} d'après les événements prouvés")
     if policy is not None:
         full = _fold(ticket_id, events, lambda e: as_of is not None and e.occurred_at <= as_of)
         problems += _compare_clocks(ticket_id, ticket.get("clocks"), _clocks(known, policy, now),
                                     f"{where}.clocks", "vue du fichier")
         if as_of is not None:
-            problems += _compare_clocks(ticket_id, ticket.get("full_log_view"), _clocks(full, policy, now),
+            problems += _compare_clocks(ticket_id, _key(ticket, "full_log_view", where), _clocks(full, policy, now),
                                         f"{where}.full_log_view", "vue du journal complet")
+        elif _key(ticket, "full_log_view", where) is not None:
+            problems.append(f"ticket {ticket_id} : une « vue du journal complet » sans date --as-of dans le fichier")
         flagged = {a["event_id"] for a in antedated(full if as_of is not None else known, policy)}
         for p in proven:
-            said = p.entry.get("antedated")
-            if said is not None and said != (str(p.event.event_id) in flagged):
+            said = p.entry["antedated"]
+            if said != (str(p.event.event_id) in flagged):
                 problems.append(f"événement {p.entry['event_id']} : « antidaté » vaut {_short(said)} dans le fichier, "
                                 "l'inverse d'après la politique citée")
     return problems, len(proven)
@@ -480,8 +493,8 @@ def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) 
     problems = head_problems(head, public)
     tickets = _list(doc.get("tickets"), "tickets")
     filters = _obj(doc.get("filters"), "filters")
-    wanted = _str(filters.get("ticket"), "filters.ticket", optional=True)
-    as_of = None if filters.get("as_of") is None else _instant(filters["as_of"], "filters.as_of")
+    wanted = _str(_key(filters, "ticket", "filters"), "filters.ticket", optional=True)
+    as_of = None if _key(filters, "as_of", "filters") is None else _instant(filters["as_of"], "filters.as_of")
     now = as_of or _instant(doc.get("generated_at"), "generated_at")
     policy, policy_problems = quoted_policy(doc, head)
     problems += policy_problems

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine
 
 from projections.heads import read_key_file, sign_head
@@ -136,6 +138,16 @@ TAMPERINGS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "deadline edited": (_set("tickets", 0, "clocks", 0, "deadline", "2026-03-16T15:00:00+01:00"), "deadline"),
     "explanation edited": (_set("tickets", 0, "clocks", 0, "explanation", "Délai respecté."), "explanation"),
     "a clock removed": (_set("tickets", 0, "clocks", []), "intake"),
+    "answer flag set": (_set("tickets", 0, "timeline", 2, "answer", True), "réponse à la demande"),
+    "an event's actor edited": (_set("tickets", 0, "timeline", 2, "actor", "agent:bob"), "actor"),
+    "an event shown as not covered": (_set("tickets", 0, "timeline", 2, "inclusion_path", None),
+                                      "enregistré après la tête"),
+    "the proof of another leaf": (lambda d: d["tickets"][0]["timeline"][2].__setitem__(
+        "inclusion_path", d["tickets"][0]["timeline"][1]["inclusion_path"]), "preuve d'inclusion échoue"),
+    "another map entry": (_set("tickets", 0, "history_proof", "count", 2), "carte signée des historiques"),
+    "the ticket removed": (_set("tickets", []), "montre 0 ticket(s)"),
+    "head signature edited": (_set("evidence", "head", "root_hash", "00" * 32), "signature"),
+    "head's map root edited": (_set("evidence", "head", "ticket_map_root", "11" * 32), "signature"),
     "quoted policy edited": (lambda d: d["policy_versions"][0].__setitem__(
         "text", d["policy_versions"][0]["text"].replace('"4h"', '"40h"')), "politique"),
 }
@@ -151,6 +163,20 @@ def test_each_tampering_is_refused_naming_what_is_wrong(name: str, issued: tuple
     code, out = check(bad, public, tmp_path, capsys)
     assert code == 1, (name, out)
     assert says in out, (name, out)
+
+
+def test_an_earlier_file_nobody_signed_proves_nothing(issued: tuple[Doc, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    doc, public = issued
+    forged = copy.deepcopy(doc)
+    forged["evidence"]["head"]["signature"] = "AAAA"
+    (tmp_path / "old.json").write_text(json.dumps(forged))
+    (tmp_path / "new.json").write_text(json.dumps(doc))
+    assert main(["audit", "check-file", str(tmp_path / "new.json"), "--public-key", str(public),
+                 "--earlier", str(tmp_path / "old.json")]) == 1
+    assert "fichier antérieur : il ne se vérifie pas" in capsys.readouterr().out
+    assert main(["audit", "check-file", str(tmp_path / "new.json"), "--public-key", str(tmp_path / "none.pub")]) == 2
+    assert capsys.readouterr().err.startswith("slaledger: error: fichier de clé publique")
 
 
 MALFORMED: dict[str, Callable[[str], str]] = {
@@ -184,3 +210,74 @@ def test_a_malformed_file_gets_one_line_and_a_non_zero_exit(name: str, issued: t
     assert code == 2, (name, out)
     lines = out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("slaledger: error: "), (name, out)
+
+
+# What the verifier does not judge (stated in docs/evidence.md): the replay's own report on
+# the archive it read, the per-SLA summary, how the policy's choices are worded, the record's
+# place in Kafka or the archive and its chain hash (not provable offline), the file's ids.
+NOT_EVIDENCE = {("integrity",), ("summary",), ("closed_tickets_in_summary_only",), ("timezone",), ("source",),
+                ("generated_at",), ("evidence", "schema"), ("evidence", "public_key_id"),
+                ("evidence", "head", "head_id"), ("policy_versions", "readings"), ("policy_versions", "effective_from"),
+                ("tickets", "timeline", "source"), ("tickets", "timeline", "hash"),
+                ("tickets", "timeline", "known_at_as_of"), ("filters", "member"), ("filters", "from"),
+                ("filters", "to"), ("tickets", "history_proof", "inclusion_path")}
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                               max_size=3), max_leaves=6)
+
+
+@settings(max_examples=80, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_a_mutated_file_is_refused_with_a_message_or_unchanged_in_meaning(
+        issued: tuple[Doc, Path], data: st.DataObject) -> None:
+    """A mutation of a valid file (a value replaced, a key removed or added, a list item
+    dropped) gives problems or a FileError (one line), never another exception; accepted
+    only when it touched what the verifier does not judge."""
+    from projections.dispute_check import FileError, check_dispute_file, read_public_key
+
+    doc, public = issued
+    key = read_public_key(str(public))
+    bad = copy.deepcopy(doc)
+    paths = [p for p in _paths(bad) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = bad
+    for step in path[:-1]:
+        parent = parent[step]
+    action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        new = data.draw(JSON)
+        if new == parent[path[-1]] and type(new) is type(parent[path[-1]]):
+            return
+        parent[path[-1]] = new
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        name = data.draw(st.text(min_size=1, max_size=6))
+        if name in parent:
+            return
+        parent[name] = data.draw(JSON)
+    else:
+        parent.insert(path[-1], data.draw(JSON))
+    try:
+        problems, _ = check_dispute_file(bad, key)
+    except FileError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    if not problems:
+        shape = tuple(p for p in path if isinstance(p, str))
+        assert (action == "add" and isinstance(parent, dict)) or any(
+            shape[:len(free)] == free for free in NOT_EVIDENCE), (path, action)
