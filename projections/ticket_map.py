@@ -132,7 +132,7 @@ def commit(conn: Connection, size: int) -> bytes:
     changed = {int(o): map_leaf(t, int(c), bytes(h)) for t, o, c, h in conn.execute(
         select(MAP_TICKETS.c.ticket_id, MAP_TICKETS.c.ordinal, MAP_TICKETS.c.event_count,
                MAP_TICKETS.c.history_hash).where(MAP_TICKETS.c.last_leaf >= previous))}
-    tickets = int(conn.scalar(select(func.count()).select_from(MAP_TICKETS)) or 0)
+    tickets = int(conn.scalar(select(func.coalesce(func.max(MAP_TICKETS.c.ordinal) + 1, 0))))
     # Which complete subtrees change (indices only), then the siblings and peaks they need.
     levels: list[set[int]] = [set(changed)]
     while levels[-1]:

@@ -30,6 +30,7 @@ from projections.heads import (
     read_key_file,
 )
 from projections.migrate import create_schema
+from sla.policy import parse_policy
 from slaledger.evidence_cli import dev_signing_key
 from slaledger.settings import Settings, load_policy
 
@@ -85,6 +86,8 @@ def test_a_head_signs_the_ticket_map_root_and_each_policy_texts_sha256() -> None
     versions = policy_versions(load_policy())
     assert all(len(v["sha256"]) == 64 for v in versions)
     assert versions[0]["sha256"] == hashlib.sha256(load_policy().versions[0].text.encode()).hexdigest()
+    for version in load_policy().versions:  # each version's text is a policy by itself: that version
+        assert version.text.startswith("[[versions]]") and parse_policy(version.text).versions == (version,)
     head = SignedHead(3, "ab" * 32, T0, versions, key_id(key.public_key()), "", ticket_map_root="cd" * 32)
     assert b'"ticket_map_root":"' + b"cd" * 32 + b'"' in head.signed_bytes()
     signed = SignedHead(**{**head.__dict__, "signature": base64.b64encode(key.sign(head.signed_bytes())).decode()})
