@@ -9,8 +9,8 @@ checked) at the same sizes. Prints its figures; no assertions.
     .venv/bin/python bench/dispute_bench.py [--sizes 200000,2000000] [--database URL]
 
 The archive is written directly in SQL (rows, chain, tree and map of histories through the
-projector's own ``tree.append`` and ``ticket_map.record``), 4 events per ticket. Default database: a SQLite file in a temporary
-directory; a --database URL must name an empty database.
+projector's own ``tree.append`` and ``ticket_map.record``), 4 events per ticket. Default
+database: a SQLite file in a temporary directory; a --database URL must name an empty database.
 """
 
 from __future__ import annotations
