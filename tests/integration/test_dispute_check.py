@@ -70,6 +70,9 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, Path]:
         out = tmp / "a1.json"
         assert main(["audit", "replay", "--source", "archive", "--database", database, "--ticket", "A-1",
                      "--output", str(out)]) == 0
+        # what was known at 13:30 Paris: the breach, not yet the acknowledgement typed in at 15:00
+        assert main(["audit", "replay", "--source", "archive", "--database", database, "--ticket", "A-1",
+                     "--as-of", "2026-03-16T12:30:00Z", "--output", str(tmp / "a1-as-of.json")]) == 0
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -99,6 +102,18 @@ def test_the_file_as_issued_verifies(issued: tuple[Doc, Path], tmp_path: Path,
     code, out = check(doc, public, tmp_path, capsys)
     assert code == 0, out
     assert "OK" in out and "historique complet" in out and "verdicts recalculés" in out, out
+
+
+def test_an_as_of_file_is_re_folded_in_both_views(issued: tuple[Doc, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _, public = issued
+    doc = json.loads((public.parents[1] / "a1-as-of.json").read_text())
+    assert doc["tickets"][0]["clocks"][0]["verdict"] == "breached"
+    assert doc["tickets"][0]["full_log_view"][0]["verdict"] == "retracted"
+    assert check(doc, public, tmp_path, capsys)[0] == 0
+    doc["tickets"][0]["full_log_view"][0]["verdict"] = "breached"
+    code, out = check(doc, public, tmp_path, capsys)
+    assert code == 1 and "délai intake (vue du journal complet) : « verdict »" in out, out
 
 
 def _timeline(edit: Callable[[list[Any]], None]) -> Callable[[Doc], None]:
