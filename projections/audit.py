@@ -496,7 +496,8 @@ def _clocks(ticket: Ticket | None, policy: Policy, now: datetime) -> list[Clock]
 
 def dispute_file(result: AuditResult) -> dict[str, Any]:
     """The machine-readable dispute file (stable schema ``slaledger.dispute-file/1``)."""
-    now = result.filters.as_of or result.generated_at
+    # the instant written in the file (to the second): the offline check re-folds at it
+    now = result.filters.as_of or result.generated_at.replace(microsecond=0)
     tickets = []
     summary: dict[str, SlaSummary] = defaultdict(SlaSummary)
     for sla, closed in result.closed_summary.items():

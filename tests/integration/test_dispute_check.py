@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy import create_engine
 from projections.heads import read_key_file, sign_head
 from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
-from sla.events import encode_event
+from sla.events import EventType, encode_event, new_event
 from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.topics import EVENTS
@@ -63,7 +64,11 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, Path]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         database = PG + name
-        project(database, dispute_log())
+        filed = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        running = new_event(EventType.TICKET_FILED, "R-1", occurred_at=filed, recorded_at=filed, actor="agent:alice",
+                            payload={"kind": "incident", "channel": "portal", "product": "ent", "subject": "Panne",
+                                     "member": "commune-de-blois"})
+        project(database, [*dispute_log(), running])
         engine = create_engine(database)
         sign_head(engine, read_key_file(tmp / "keys" / "signing-key"), load_policy())
         engine.dispose()
@@ -73,6 +78,9 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, Path]:
         # what was known at 13:30 Paris: the breach, not yet the acknowledgement typed in at 15:00
         assert main(["audit", "replay", "--source", "archive", "--database", database, "--ticket", "A-1",
                      "--as-of", "2026-03-16T12:30:00Z", "--output", str(tmp / "a1-as-of.json")]) == 0
+        # an incident filed an hour ago: its clocks are still running when the file is written
+        assert main(["audit", "replay", "--source", "archive", "--database", database, "--ticket", "R-1",
+                     "--output", str(tmp / "r1.json")]) == 0
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -114,6 +122,14 @@ def test_an_as_of_file_is_re_folded_in_both_views(issued: tuple[Doc, Path], tmp_
     doc["tickets"][0]["full_log_view"][0]["verdict"] = "breached"
     code, out = check(doc, public, tmp_path, capsys)
     assert code == 1 and "délai intake (vue du journal complet) : « verdict »" in out, out
+
+
+def test_running_clocks_are_re_folded_at_the_instant_the_file_was_written(
+        issued: tuple[Doc, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, public = issued
+    doc = json.loads((public.parents[1] / "r1.json").read_text())
+    assert {c["verdict"] for c in doc["tickets"][0]["clocks"]} & {"running", "at_risk"}, doc["tickets"][0]["clocks"]
+    assert check(doc, public, tmp_path, capsys)[0] == 0
 
 
 def _timeline(edit: Callable[[list[Any]], None]) -> Callable[[Doc], None]:
