@@ -128,7 +128,9 @@ def commit(conn: Connection, size: int) -> bytes:
     done = conn.scalar(select(MAP_COMMITS.c.root).where(MAP_COMMITS.c.tree_size == size))
     if done is not None:
         return bytes(done)
-    previous = conn.scalar(select(func.max(MAP_COMMITS.c.tree_size))) or 0
+    previous = conn.scalar(select(func.max(MAP_COMMITS.c.tree_size)))
+    if previous is None:
+        return _first_commit(conn, size)
     changed = {int(o): map_leaf(t, int(c), bytes(h)) for t, o, c, h in conn.execute(
         select(MAP_TICKETS.c.ticket_id, MAP_TICKETS.c.ordinal, MAP_TICKETS.c.event_count,
                MAP_TICKETS.c.history_hash).where(MAP_TICKETS.c.last_leaf >= previous))}
@@ -150,6 +152,27 @@ def commit(conn: Connection, size: int) -> bytes:
         conn.execute(insert(MAP_NODES), [{"level": lv, "idx": i, "since_size": size, "hash": nodes[(lv, i)]}
                                          for lv, i in sorted(written)])
     root = merkle.root_hash(tickets, _getter(nodes))
+    conn.execute(insert(MAP_COMMITS).values(tree_size=size, tickets=tickets, root=root))
+    return root
+
+
+def _first_commit(conn: Connection, size: int, chunk: int = 50_000) -> bytes:
+    """The whole map at its first commit (migration 0012 over an existing archive), built
+    leaf after leaf in ordinal order: memory follows a chunk, not the number of tickets."""
+    tickets, frontier, last = 0, list[bytes](), -1
+    while True:
+        rows = conn.execute(select(MAP_TICKETS.c.ticket_id, MAP_TICKETS.c.ordinal, MAP_TICKETS.c.event_count,
+                                   MAP_TICKETS.c.history_hash).where(MAP_TICKETS.c.ordinal > last)
+                            .order_by(MAP_TICKETS.c.ordinal).limit(chunk)).all()
+        if not rows:
+            break
+        created, stack = merkle.append(tickets, frontier, [map_leaf(t, int(c), bytes(h)) for t, _, c, h in rows])
+        conn.execute(insert(MAP_NODES), [{"level": lv, "idx": i, "since_size": size, "hash": h}
+                                         for lv, i, h in created])
+        tickets, frontier, last = tickets + len(rows), [h for _, _, h in stack], int(rows[-1].ordinal)
+    root = merkle.EMPTY_ROOT if not frontier else frontier[-1]
+    for peak in reversed(frontier[:-1]):
+        root = merkle.node_hash(peak, root)
     conn.execute(insert(MAP_COMMITS).values(tree_size=size, tickets=tickets, root=root))
     return root
 
