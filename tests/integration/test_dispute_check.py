@@ -112,6 +112,20 @@ def test_the_file_as_issued_verifies(issued: tuple[Doc, Path], tmp_path: Path,
     assert "OK" in out and "historique complet" in out and "verdicts recalculés" in out, out
 
 
+def test_the_standalone_script_needs_neither_the_database_nor_the_broker_libraries(
+        issued: tuple[Doc, Path], tmp_path: Path) -> None:
+    """Only ``cryptography`` and the source of ``sla/`` and ``projections/``: SQLAlchemy,
+    structlog and the Kafka clients made unimportable, it still verifies the file."""
+    doc, public = issued
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    blocked = ["sqlalchemy", "structlog", "kafka", "aiokafka", "faust", "psycopg", "alembic", "prometheus_client"]
+    code = (f"import runpy, sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+            f"sys.argv = ['verify', {str(tmp_path / 'f.json')!r}, {str(public)!r}]\n"
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.startswith("OK : signature valide"), run.stdout + run.stderr
+
+
 def test_an_as_of_file_is_re_folded_in_both_views(issued: tuple[Doc, Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     _, public = issued
