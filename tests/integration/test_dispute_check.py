@@ -226,9 +226,9 @@ def test_an_earlier_file_nobody_signed_proves_nothing(issued: tuple[Doc, Path], 
 
 MALFORMED: dict[str, Callable[[str], str]] = {
     "leaf index 1e400": lambda s: s.replace('"leaf_index": 3', '"leaf_index": 1e400', 1),
-    "tree size 1e400": lambda s: s.replace('"tree_size": 5', '"tree_size": 1e400', 1),
-    "tree size 6.0": lambda s: s.replace('"tree_size": 5', '"tree_size": 5.0', 1),
-    "tree size true": lambda s: s.replace('"tree_size": 5', '"tree_size": true', 1),
+    "tree size 1e400": lambda s: s.replace('"tree_size": 6', '"tree_size": 1e400', 1),
+    "tree size 6.0": lambda s: s.replace('"tree_size": 6', '"tree_size": 6.0', 1),
+    "tree size true": lambda s: s.replace('"tree_size": 6', '"tree_size": true', 1),
     "tickets is a number": lambda s: json.dumps({**json.loads(s), "tickets": 7}),
     "an event is null": lambda s: json.dumps(_edited(json.loads(s), lambda d: d["tickets"][0]["timeline"]
                                                      .__setitem__(1, None))),
@@ -250,7 +250,10 @@ def _edited(doc: Doc, edit: Callable[[Doc], None]) -> Doc:
 def test_a_malformed_file_gets_one_line_and_a_non_zero_exit(name: str, issued: tuple[Doc, Path], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     doc, public = issued
-    text = MALFORMED[name](json.dumps(doc, indent=1).replace('": ', '": '))
+    assert doc["evidence"]["head"]["tree_size"] == 6  # the dispute log's 5 events and R-1's filing
+    valid = json.dumps(doc, indent=1)
+    text = MALFORMED[name](valid)
+    assert text != valid, name
     code, out = check(text, public, tmp_path, capsys)
     assert code == 2, (name, out)
     lines = out.strip().splitlines()
