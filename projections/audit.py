@@ -47,7 +47,7 @@ from sla.view import antedated
 from streams.kafka_tools import read_topic
 from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 
-from . import merkle, tree
+from . import merkle, ticket_map, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .archive_hash import digest as archive_digest
 from .dispute_check import clock_doc
@@ -619,13 +619,16 @@ def stable_json(doc: dict[str, Any]) -> str:
 
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
     """Every difference between the live SQL projection and a fresh replay of the log, and
-    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``)."""
+    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``) or
+    its map of histories (``ticket_map.verify``)."""
     from .models import CLOCKS, TICKETS
 
     # no timelines: only the folded states are compared (and no proofs: verify_tree checks every row)
     result = replay(records, policy, Filters(), source=source, engine=engine, timelines=False)
     out = [f"integrity: {f.message}" for f in result.findings]
     out += [f"evidence: {line}" for line in verify_tree(engine)]
+    with engine.connect() as conn:
+        out += [f"evidence: {line}" for line in ticket_map.verify(conn)]
     with engine.connect() as conn:
         live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
         live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}

@@ -81,6 +81,13 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, Path]:
         # an incident filed an hour ago: its clocks are still running when the file is written
         assert main(["audit", "replay", "--source", "archive", "--database", database, "--ticket", "R-1",
                      "--output", str(tmp / "r1.json")]) == 0
+        # the operator's own check rebuilds the map of histories from the archive
+        assert main(["audit", "verify", "--database", database]) == 0
+        engine = create_engine(database)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE ticket_map_tickets SET event_count = 2 WHERE ticket_id = 'A-1'"))
+        engine.dispose()
+        assert main(["audit", "verify", "--database", database]) == 1
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
