@@ -23,6 +23,10 @@ waits for it: kafka-python waits up to 500 ms, Tansu 0.6 answers an empty fetch 
 half of it (``streams.embedded.patch_faust_fetch_wait``), up to ~0.25 s more.
 
     .venv/bin/python bench/projector_bench.py [--events 50000] [--commands 300] [--rate 2] [--brokers tansu,kafka]
+    .venv/bin/python bench/projector_bench.py --rebuild 1000000 --brokers kafka
+
+3. ``--rebuild N``: N events on the topic, ``slaledger project --rebuild``'s code
+   (``projections.rebuild``: shadow tables, the same ``Projection``, then the swap), timed.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from projections import tree
 from projections.migrate import create_schema
 from projections.models import ARCHIVE
 from projections.projector import run_projector
+from projections.rebuild import rebuild
 from sla.events import encode_event  # as the worker writes them
 from sla.ticket import Command, CommandType, decide, fold
 from slaledger.bootstrap import engine_for, head_signer
@@ -61,7 +66,8 @@ from slaledger.logs import configure_logging
 from slaledger.settings import Settings
 from streams.embedded import free_port
 from streams.kafka_acls import PROJECTOR, WORKER
-from streams.kafka_broker import running_broker
+from streams.kafka_broker import KafkaCluster, running_broker
+from streams.kafka_security import ClientSecurity, client_options, configure
 from streams.kafka_tools import partitions_of, producer
 from streams.topics import EVENTS
 
@@ -80,10 +86,16 @@ def envelopes(n: int) -> list[tuple[bytes, bytes]]:
     return out[:n]
 
 
+def as_principal(broker: Any, principal: str) -> None:
+    """This process's kafka-python clients connect as ``principal`` from now on (Apache
+    Kafka runs SASL_SSL with ACLs: only the worker writes events); plaintext on Tansu."""
+    configure(broker.security(principal) if isinstance(broker, KafkaCluster) else ClientSecurity())
+
+
 def raw_read(bootstrap: str, n: int) -> float:
     """records/s of a bare kafka-python consumer reading the first n records of the topic."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_poll_records=2000)
+                             max_poll_records=2000, **client_options())
     tps = partitions_of(consumer, EVENTS)
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -119,11 +131,13 @@ def throughput(kind: str, n: int, server: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
             fresh_database(server) as url:
         print(f"== {kind}: projector throughput", flush=True)
+        as_principal(broker, WORKER)
         records, kafka = envelopes(n), producer(broker.bootstrap, embedded=broker.embedded)
         for key, value in records:
             kafka.send(EVENTS, key=key, value=value)
         kafka.flush()
         kafka.close()
+        as_principal(broker, PROJECTOR)
         raw = raw_read(broker.bootstrap, n)
         settings = Settings.from_env({}, broker_url=broker.url, database_url=url, embedded=broker.embedded,
                                      signing_key_file=str(signing_key(Path(tmp))))
@@ -141,6 +155,33 @@ def throughput(kind: str, n: int, server: str) -> dict[str, float]:
               f"{rate:,.0f} events/s; archive {archived:,} rows, tree {leaves:,} leaves")
         print(f"ratio projector / raw consumer: {rate / raw:.3f}", flush=True)
         return {"raw": raw, "projector": rate}
+
+
+def rebuild_time(kind: str, n: int, server: str) -> float:
+    """``slaledger project --rebuild`` of n events (what ``rebuild`` does: shadow tables,
+    then the swap), timed from its start to the swap's commit."""
+    with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
+            fresh_database(server) as url:
+        print(f"== {kind}: --rebuild of {n:,} events", flush=True)
+        as_principal(broker, WORKER)
+        kafka = producer(broker.bootstrap, embedded=broker.embedded)
+        for key, value in envelopes(n):
+            kafka.send(EVENTS, key=key, value=value)
+        kafka.flush()
+        kafka.close()
+        as_principal(broker, PROJECTOR)  # the migration job's in production; reading the topic is the same
+        settings = Settings.from_env({}, broker_url=broker.url, database_url=url, embedded=broker.embedded)
+        engine = engine_for(settings)
+        create_schema(engine)
+        t0 = time.perf_counter()
+        rebuilt = rebuild(engine, settings.bootstrap, settings.policy())
+        elapsed = time.perf_counter() - t0
+        with engine.connect() as conn:
+            tickets = conn.scalar(text("SELECT count(*) FROM tickets"))
+        engine.dispose()
+        print(f"--rebuild: {rebuilt:,} events in {elapsed:.1f} s ({rebuilt / elapsed:,.0f} events/s), "
+              f"{tickets:,} tickets (target <= 300 s for 1,000,000)", flush=True)
+        return elapsed
 
 
 def post(url: str, body: Any) -> tuple[int, Any]:
@@ -261,11 +302,16 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--rate", type=float, default=2.0, help="tickets filed per second (at most)")
     parser.add_argument("--brokers", default="tansu,kafka", help="comma-separated: tansu, kafka")
+    parser.add_argument("--rebuild", type=int, default=0, metavar="EVENTS",
+                        help="instead: time --rebuild of this many events (on the first broker listed)")
     parser.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/")
     args = parser.parse_args()
     configure_logging("console", "warning")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python's "blocking the event loop" notes
     kinds = args.brokers.split(",")
+    if args.rebuild:
+        rebuild_time(kinds[0], args.rebuild, args.server)
+        return
     figures = {kind: {**throughput(kind, args.events, args.server),
                       **freshness(kind, args.commands, args.rate, args.server)} for kind in kinds}
     print(f"\n| broker | raw kafka-python rec/s | projector events/s ({args.events:,}) | ratio "

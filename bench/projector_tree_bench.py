@@ -52,12 +52,13 @@ class NoTree:
     def __init__(self) -> None:
         self.size = 0
 
-    def append(self, conn: Any, envelopes: list[bytes]) -> int:
-        first, self.size = self.size, self.size + len(envelopes)
+    def append_leaves(self, conn: Any, leaf_hashes: list[bytes], size: int | None = None) -> int:
+        first, self.size = self.size, self.size + len(leaf_hashes)
         return first
 
-    def check_in_step(self, conn: Any) -> None:
+    def check_in_step(self, conn: Any) -> int:
         """No tree: always in step."""
+        return self.size
 
 
 def run(server: str, batch: list[Incoming], with_tree: bool) -> float:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import Engine, func, select
@@ -36,7 +36,6 @@ from sla.events import (
     EventDecodeError,
     EventType,
     decode_event,
-    encode_event,
     envelope_ids,
     format_instant,
 )
@@ -44,7 +43,7 @@ from sla.policy import Policy, PolicyError, PolicyVersion
 from sla.readings import pause_reading
 from sla.ticket import Ticket
 from sla.view import antedated
-from streams.kafka_tools import read_topic
+from streams.kafka_tools import read_topic_in_child
 from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 
 from . import merkle, ticket_map, tree
@@ -175,12 +174,13 @@ def archive_records(engine: Engine, batch: int = 5000, *, ticket: str | None = N
 
 
 def kafka_records(bootstrap: str, topic: str = EVENTS) -> Iterator[LogRecord]:
-    """The topic's ticket events; the signed tree heads published there are not events and
+    """The topic's ticket events (read by a child process while this one folds: see
+    ``read_topic_in_child``); the signed tree heads published there are not events and
     are skipped (one under the head key that is not a head is reported as unreadable)."""
-    for record in read_topic(bootstrap, topic, timeout=3600):
-        if is_tree_head(record.key) and tree_head_shaped(record.value):
+    for partition, offset, key, value in read_topic_in_child(bootstrap, topic, timeout=3600):
+        if is_tree_head(key) and tree_head_shaped(value):
             continue
-        yield LogRecord(record.value, {"topic": topic, "partition": record.partition, "offset": record.offset})
+        yield LogRecord(cast(bytes, value), {"topic": topic, "partition": partition, "offset": offset})
 
 
 class ChainVerifier:
@@ -284,74 +284,163 @@ class TicketVerifier:
         return out
 
 
-class TopicVerifier:
-    """Checks a topic against the archive: same bytes per event id, same order per ticket,
-    nothing missing, nothing the archive does not know."""
+# Records of a partition within which a later copy of an event is recognised when the topic
+# is replayed without its archive. A copy is written again by a worker that crashed before
+# storing what it had decided (the batch since its last stored position, at most 2,000
+# commands: measured, a few hundred records after a SIGKILL) or by a producer retry (the
+# next records): 20,000 records is ten such batches (about 10 MiB for 4 partitions). With
+# the archive, every copy is found, however far: the archive names the first one.
+RESEND_WINDOW = 20_000
+# Topic records looked up in the archive per round trip.
+ARCHIVE_PAGE = 2_000
 
-    def __init__(self, engine: Engine | None) -> None:
+
+@dataclass(frozen=True)
+class _Pending:
+    """A topic record waiting for its archive row (``TopicVerifier.flush``)."""
+
+    event_id: str
+    ticket_id: str
+    partition: int
+    raw: bytes
+    content: int
+    where: str
+
+
+class TopicVerifier:
+    """Checks a topic against the archive: same bytes per event id, same order, nothing
+    missing, nothing the archive does not know; and tells re-sends from tampering.
+
+    Memory does not follow the log (#31): the archive is read in pages of the event ids
+    just read (``ARCHIVE_PAGE``), a bit per archive row says it was found (the missing ones
+    are named at the end), and the order is checked per partition: a partition is appended
+    to the archive in its own order by the one projector, so an event whose archive row
+    comes before the last one found in its partition was moved (« reordered », per ticket
+    as before; a stricter check than per ticket: two tickets' events swapped in a partition
+    are found too). A later copy of an event (same id) is a re-send when it has the same
+    bytes or the same content but its times (a command decided again after a crash),
+    otherwise an alteration: compared with the last ``window`` records of its partition, and
+    beyond them, with the archive's. Without the archive only the window is looked at: a
+    copy further back than ``window`` records is not recognised (the report says the topic
+    is not verified then), and a ticket summarized at its closure would count a filing
+    re-sent that far as another open ticket."""
+
+    def __init__(self, engine: Engine | None, window: int = RESEND_WINDOW) -> None:
         self.engine = engine  # None: only copies that differ are found (no archive to compare)
+        self.window = window
         self.findings: list[Finding] = []
-        self.seen: dict[str, str] = {}  # event id → sha256 of bytes
-        self.content: dict[str, str] = {}  # event id → sha256 of the event but its times
-        self.order: dict[str, list[str]] = defaultdict(list)
+        # per partition: event id → hash of its content, for its last `window` records (same
+        # bytes give the same content: one hash tells both kinds of re-send)
+        self.recent: dict[int, dict[int, int]] = defaultdict(dict)
+        self.recent_order: dict[int, deque[int]] = defaultdict(deque)
+        self.pending: list[_Pending] = []
+        self.found = bytearray()  # bit per archive seq: its event was read
+        self.found_count = 0
+        self.last_seq: dict[int, int] = {}  # per partition: the greatest archive seq found
+        self.reordered: set[str] = set()  # tickets reported (one finding each)
         # Later copies of an event that every reader ignores (the first copy counts): the same
         # bytes, or the same event written again after a worker crash with other times.
         # Reported, not fatal; any other difference is an alteration.
         self.resent = 0
 
-    def check(self, record: LogRecord, event: Event | None) -> None:
+    def check(self, record: LogRecord, event: Event | None) -> bool:
+        """Whether the record is a later copy of an event already read (a re-send)."""
         if event is None:
+            return False
+        eid = event.event_id.int
+        partition = record.source.get("partition", 0)
+        content = _content_hash(event)
+        recent = self.recent[partition]
+        first = recent.get(eid)
+        if first is not None:
+            return self._later_copy(first == content, str(event.event_id), _where(record))
+        recent[eid] = content
+        order = self.recent_order[partition]
+        order.append(eid)
+        if len(order) > self.window:
+            del recent[order.popleft()]
+        if self.engine is not None:
+            self.pending.append(_Pending(str(event.event_id), event.ticket_id, partition, record.raw, content,
+                                         _where(record)))
+            if len(self.pending) >= ARCHIVE_PAGE:
+                self.flush()
+        return False
+
+    def _later_copy(self, same: bool, eid: str, where: str) -> bool:
+        if same:
+            self.resent += 1
+        else:
+            self.findings.append(Finding("altered", f"Topic {where} : l'événement {eid} figure deux "
+                                                    "fois avec des contenus différents."))
+        return True
+
+    def flush(self) -> None:
+        """The pending records against their archive rows, in one round trip."""
+        pending, self.pending = self.pending, []
+        if not pending or self.engine is None:
             return
-        eid = str(event.event_id)
-        digest = archive_digest(record.raw)
-        content = _content_digest(event)
-        if eid in self.seen:
-            if self.seen[eid] == digest or self.content[eid] == content:
-                self.resent += 1
+        with self.engine.connect() as conn:
+            rows = {eid: (seq, envelope) for seq, eid, envelope in conn.execute(
+                select(ARCHIVE.c.seq, ARCHIVE.c.event_id, ARCHIVE.c.envelope)
+                .where(ARCHIVE.c.event_id.in_({p.event_id for p in pending})))}
+        for p in pending:
+            row = rows.get(p.event_id)
+            if row is None:
+                self.findings.append(Finding("unknown", f"Le topic contient l'événement {p.event_id}, absent de "
+                                                        "l'archive."))
+                continue
+            seq, envelope = row
+            archived = envelope.encode()
+            if self._found(seq):  # a copy further back than the window: the archive has the first
+                same = archived == p.raw or _content_hash(decode_event(archived)) == p.content
+                self._later_copy(same, p.event_id, p.where)
+                continue
+            if archived != p.raw:
+                self.findings.append(Finding("altered", f"L'événement {p.event_id} du topic diffère de l'archive "
+                                                        "(événement modifié)."))
+            if seq < self.last_seq.get(p.partition, -1):
+                if p.ticket_id not in self.reordered:
+                    self.reordered.add(p.ticket_id)
+                    self.findings.append(Finding("reordered", f"Ticket {p.ticket_id} : l'ordre des événements du "
+                                                              "topic diffère de l'archive."))
             else:
-                self.findings.append(Finding("altered", f"Topic {_where(record)} : l'événement {eid} figure deux "
-                                                        "fois avec des contenus différents."))
-            return
-        self.seen[eid] = digest
-        self.content[eid] = content
-        self.order[event.ticket_id].append(eid)
+                self.last_seq[p.partition] = seq
+
+    def _found(self, seq: int) -> bool:
+        """Mark an archive row as found; whether it already was."""
+        byte, bit = divmod(seq, 8)
+        if byte >= len(self.found):
+            self.found.extend(bytes(max(byte + 1 - len(self.found), len(self.found))))
+        if self.found[byte] >> bit & 1:
+            return True
+        self.found[byte] |= 1 << bit
+        self.found_count += 1
+        return False
 
     def finish(self) -> tuple[list[Finding], str | None]:
         if self.engine is None:
             return self.findings, None
-        head = None
-        archived: dict[str, str] = {}
-        order: dict[str, list[str]] = defaultdict(list)
+        self.flush()
         with self.engine.connect() as conn:
-            for eid, ticket_id, envelope, digest in conn.execute(
-                select(ARCHIVE.c.event_id, ARCHIVE.c.ticket_id, ARCHIVE.c.envelope, ARCHIVE.c.hash)
-                .order_by(ARCHIVE.c.seq)
-            ):
-                archived[eid] = archive_digest(envelope.encode())
-                order[ticket_id].append(eid)
-                head = digest
-        for eid, digest in self.seen.items():
-            if eid not in archived:
-                self.findings.append(Finding("unknown", f"Le topic contient l'événement {eid}, absent de l'archive."))
-            elif archived[eid] != digest:
-                self.findings.append(Finding("altered", f"L'événement {eid} du topic diffère de l'archive "
-                                                        "(événement modifié)."))
-        for eid in archived:
-            if eid not in self.seen:
-                self.findings.append(Finding("missing", f"L'événement {eid} de l'archive manque dans le topic."))
-        for ticket_id, ids in self.order.items():
-            expected = [e for e in order.get(ticket_id, []) if e in self.seen]
-            if [e for e in ids if e in archived] != expected:
-                self.findings.append(Finding("reordered", f"Ticket {ticket_id} : l'ordre des événements du topic "
-                                                          "diffère de l'archive."))
+            head = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1))
+            rows = conn.scalar(select(func.count()).select_from(ARCHIVE))
+            if rows != self.found_count:  # name the rows never read, in pages
+                result = conn.execution_options(yield_per=ARCHIVE_PAGE).execute(
+                    select(ARCHIVE.c.seq, ARCHIVE.c.event_id).order_by(ARCHIVE.c.seq))
+                for seq, eid in result:
+                    byte, bit = divmod(seq, 8)
+                    if byte >= len(self.found) or not self.found[byte] >> bit & 1:
+                        self.findings.append(Finding("missing", f"L'événement {eid} de l'archive manque dans "
+                                                                "le topic."))
         return self.findings, head
 
 
-def _content_digest(event: Event) -> str:
-    """The event without its times: a command decided again after a worker crash yields the
-    same event (same id, type, actor, payload) stamped with the time of the second decision."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return archive_digest(encode_event(replace(event, occurred_at=epoch, recorded_at=epoch)))
+def _content_hash(event: Event) -> int:
+    """The event without its times, hashed: a command decided again after a worker crash
+    yields the same event (same id, type, actor, payload) stamped with the time of the
+    second decision. Python's hash (SipHash, keyed per process): compared within one run."""
+    return hash((event.event_id.int, str(event.type), event.ticket_id, event.actor, event.schema_version,
+                 repr(event.payload)))
 
 
 def _where(record: LogRecord) -> str:
@@ -364,7 +453,7 @@ def _where(record: LogRecord) -> str:
 def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, source: str,
            engine: Engine | None = None, timelines: bool = True, summarize_closed: bool = False,
            head: SignedHead | None = None,
-           signer: Callable[[], SignedHead] | None = None) -> AuditResult:
+           signer: Callable[[], SignedHead] | None = None, resend_window: int = RESEND_WINDOW) -> AuditResult:
     """Fold the log. ``timelines=False`` keeps only each ticket's folded state, not its
     events. ``summarize_closed`` (without timelines or ``as_of``) also folds each ticket into
     per-SLA counts when it closes and forgets it, so a whole-log replay holds only the open
@@ -379,13 +468,13 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
     chain = ChainVerifier() if source == "archive" and not by_tree else None
     ticket_check = TicketVerifier(engine, filters.ticket) if by_tree and engine and filters.ticket else None
     # Without the archive, the topic is still checked for an event id whose copies differ.
-    topic_check = TopicVerifier(engine) if source == "kafka" else None
+    topic_check = TopicVerifier(engine, resend_window) if source == "kafka" else None
     findings: list[Finding] = []
     selected: dict[str, TicketAudit] = {}
     rejected: set[str] = set()
     summarize = summarize_closed and not timelines and filters.as_of is None
     closed_summary: dict[str, SlaSummary] = defaultdict(SlaSummary)
-    closed: set[str] = set()
+    closed = 0  # tickets summarized and forgotten: their later copies are found by the topic check
     count = 0
     # One ticket's dispute file from the archive: every row's hash and link are still
     # checked, but only that ticket's rows are decoded and folded.
@@ -407,13 +496,9 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             chain.check(record, str(event.event_id) if event else None)
         if ticket_check is not None:
             ticket_check.check(record, str(event.event_id) if event else None)
-        if topic_check is not None:
-            topic_check.check(record, event)
+        if topic_check is not None and topic_check.check(record, event):
+            continue  # a later copy (at-least-once re-send): every reader keeps the first
         if event is None or event.ticket_id in rejected:
-            continue
-        if event.ticket_id in closed:
-            log.warning("event after closure ignored by the summary", ticket_id=event.ticket_id,
-                        event_id=str(event.event_id), type=str(event.type))
             continue
         audit = selected.get(event.ticket_id)
         if audit is None:
@@ -440,7 +525,7 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
             for clock in _clocks(audit.known_then, policy, event.occurred_at):
                 closed_summary[clock.sla].add(event.ticket_id, audit.known_then.member, clock)
             del selected[event.ticket_id]
-            closed.add(event.ticket_id)
+            closed += 1
     chain_head = None
     if chain is not None:
         chain.finish(engine)
@@ -461,7 +546,7 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
         findings = findings + [Finding(k, m) for k, m in proof_findings]
     verified = chain is not None or ticket_check is not None or (topic_check is not None and engine is not None)
     return AuditResult(datetime.now(UTC), source, filters, count, chain_head, findings, selected, policy,
-                       topic_check.resent if topic_check else 0, dict(closed_summary), len(closed), verified,
+                       topic_check.resent if topic_check else 0, dict(closed_summary), closed, verified,
                        evidence)
 
 
@@ -540,9 +625,11 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
             "history_proof": (result.evidence or {}).get("histories", {}).get(ticket_id),
         })
     per_sla = {}
+    titles = {d.name: d.title for v in result.policy.versions for d in v.slas}
     for sla, b in sorted(summary.items()):
         decided = b.met + b.breached + b.retracted
-        per_sla[sla] = {"met": b.met, "breached": b.breached, "retracted": b.retracted, "excluded": b.excluded,
+        per_sla[sla] = {"title": titles.get(sla, sla),
+                        "met": b.met, "breached": b.breached, "retracted": b.retracted, "excluded": b.excluded,
                         "open": b.open, "breaches": sorted(b.breaches, key=lambda x: x["ticket"]),
                         "compliance_percent": round(100 * (b.met + b.retracted) / decided, 2) if decided else None}
     f = result.filters
@@ -592,14 +679,16 @@ def policy_readings(version: PolicyVersion) -> list[str]:
         days = (f"jours fériés listés dans la politique pour {holidays.first_year}–{holidays.last_year} "
                 f"(lundi de Pentecôte {'travaillé' if holidays.whit_monday_worked else 'férié'})"
                 if holidays.days else "sans jours fériés")
-        out.append(f"Plage « {calendar.name} » {french.window(calendar)} : {french.READING[calendar.reading]} ; "
+        out.append(f"Plage {french.window(calendar)} : {french.READING[calendar.reading]} ; "
                    f"{days}.")
     for sla in version.slas:
         stops = ", ".join(french.SIGNAL.get(s, s) for s in sorted(sla.stops_on))
-        out.append(f"{sla.title} : {'engagement contractuel' if sla.contractual else 'objectif interne'}, "
-                   f"le délai s'arrête {stops} ; {pause_reading(sla)}.")
+        out.append(f"{french.sla_title(sla.title, sla.contractual)} : le délai s'arrête {stops} ; "
+                   f"{pause_reading(sla)}.")
+    titles = {sla.name: sla.title for sla in version.slas}
     for product, exclusion in version.excluded_products.items():
-        scope = ", ".join(sorted(exclusion.slas)) if exclusion.slas is not None else "tous"
+        scope = ("tous" if exclusion.slas is None
+                 else ", ".join(f"« {titles.get(name, name)} »" for name in sorted(exclusion.slas)))
         kinds = (" ; demandes concernées : " + ", ".join(french.KIND.get(k, k) for k in sorted(exclusion.kinds))
                  if exclusion.kinds is not None else "")
         out.append(f"Produit {product} : {exclusion.reason.rstrip('.')} — engagements concernés : {scope}{kinds}.")
@@ -620,15 +709,16 @@ def stable_json(doc: dict[str, Any]) -> str:
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
     """Every difference between the live SQL projection and a fresh replay of the log, and
     between the archive and its Merkle tree and signed heads (``evidence.verify_tree``) or
-    its map of histories (``ticket_map.verify``)."""
+    its map of histories (``ticket_map.verify``), one French line each (``audit verify`` is
+    read by an auditor)."""
     from .models import CLOCKS, TICKETS
 
     # no timelines: only the folded states are compared (and no proofs: verify_tree checks every row)
     result = replay(records, policy, Filters(), source=source, engine=engine, timelines=False)
-    out = [f"integrity: {f.message}" for f in result.findings]
-    out += [f"evidence: {line}" for line in verify_tree(engine)]
+    out = [f"intégrité : {f.message}" for f in result.findings]
+    out += [f"preuves : {line}" for line in verify_tree(engine)]
     with engine.connect() as conn:
-        out += [f"evidence: {line}" for line in ticket_map.verify(conn)]
+        out += [f"preuves : {line}" for line in ticket_map.verify(conn)]
     with engine.connect() as conn:
         live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
         live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}
@@ -636,27 +726,28 @@ def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Poli
         audit = result.tickets.get(ticket_id)
         row = live.get(ticket_id)
         if audit is None or audit.known_then is None:
-            out.append(f"{ticket_id}: in the projection, not in the log")
+            out.append(f"{ticket_id} : dans la projection, absent du journal")
             continue
         if row is None:
-            out.append(f"{ticket_id}: in the log, not in the projection")
+            out.append(f"{ticket_id} : dans le journal, absent de la projection")
             continue
         ticket = audit.known_then
-        for name, replayed in (("status", str(ticket.status)), ("version", ticket.version),
-                               ("member", ticket.member), ("kind", ticket.kind)):
+        for name, label, replayed in (("status", "statut", str(ticket.status)), ("version", "version", ticket.version),
+                                      ("member", "membre", ticket.member), ("kind", "type", ticket.kind)):
             if getattr(row, name) != replayed:
-                out.append(f"{ticket_id}: {name} is {getattr(row, name)!r} in the projection, {replayed!r} in the log")
+                out.append(f"{ticket_id} : {label} {getattr(row, name)!r} dans la projection, "
+                           f"{replayed!r} dans le journal")
         for clock in _clocks(ticket, policy, datetime.now(UTC)):
             stored = live_clocks.get((ticket_id, clock.sla))
             if stored is None:
-                out.append(f"{ticket_id}/{clock.sla}: clock missing from the projection")
+                out.append(f"{ticket_id}/{clock.sla} : délai absent de la projection")
                 continue
             deadline, stored_deadline = clock.deadline, aware(stored.deadline)
             if stored_deadline != deadline:
-                out.append(f"{ticket_id}/{clock.sla}: deadline {stored_deadline} in the projection, "
-                           f"{deadline} in the log")
+                out.append(f"{ticket_id}/{clock.sla} : échéance {stored_deadline} dans la projection, "
+                           f"{deadline} dans le journal")
             final = {"met", "breached", "retracted", "excluded"}
             if str(clock.status) in final and stored.status != str(clock.status):
-                out.append(f"{ticket_id}/{clock.sla}: verdict {stored.status} in the projection, "
-                           f"{clock.status} in the log")
+                out.append(f"{ticket_id}/{clock.sla} : verdict {stored.status} dans la projection, "
+                           f"{clock.status} dans le journal")
     return out

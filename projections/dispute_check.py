@@ -6,8 +6,11 @@ It needs the file, the operator's public key, ``cryptography`` and slaledger's p
 no other package, so a member's expert can run it from the source alone. Nothing the file
 says is taken on trust:
 
-- the head: its Ed25519 signature over the canonical JSON of its fields (the bytes
-  ``projections.heads.SignedHead.signed_bytes`` signs) and its key id;
+- the head: a C2SP checkpoint (signed note) whose Ed25519 signature line is the operator's
+  key's, with every readable copy beside it equal to the note's values, or a head of the
+  former JSON form (its signature over the canonical JSON of its fields); its key id; and,
+  when the member names witnesses, their C2SP ``tlog-cosignature`` lines (a checkpoint no
+  witness saw may be a view shown to this member alone);
 - each event: its readable fields against its archived bytes, its inclusion proof in the
   signed tree (RFC 9162 §2.1.3.2), the ticket it is shown under;
 - the ticket's whole history: the events shown, in their order, hash to the entry that the
@@ -51,11 +54,12 @@ from sla.policy import Policy, parse_policy
 from sla.ticket import Ticket
 from sla.view import antedated
 
-from . import merkle
+from . import checkpoint, merkle
 from .ticket_history import history_hash, map_leaf
 
 FILE_SCHEMA = "slaledger.dispute-file/1"
-HEAD_SCHEMA = "slaledger.tree-head/1"
+HEAD_SCHEMA = "slaledger.tree-head/1"  # the former JSON form, still read
+CHECKPOINT_SCHEMA = "slaledger.checkpoint/1"  # = streams.topics.CHECKPOINT_SCHEMA (not imported: no structlog here)
 HEAD_SIGNED = ("schema", "tree_size", "root_hash", "timestamp", "policy_versions", "key_id", "ticket_map_root")
 HEADER = ("filed_at", "member", "kind", "product", "channel", "subject")
 MAX_INT = 2**63 - 1
@@ -171,10 +175,79 @@ class Head:
     signed: bytes
     signature: bytes
     key_id: str
+    # a checkpoint's: the log's name, its signature line and the witnesses' (None, None, () for a JSON head)
+    origin: str | None = None
+    line: checkpoint.SignatureLine | None = None
+    cosignatures: tuple[checkpoint.SignatureLine, ...] = ()
+    copies_differ: tuple[str, ...] = ()  # readable copies beside a checkpoint that its note does not say
+
+
+def _versions(raw: Any, where: str) -> list[dict[str, Any]]:
+    versions = []
+    for i, v in enumerate(_list(raw, where)):
+        at = f"{where}[{i}]"
+        item = _obj(v, at)
+        if set(item) - {"id", "effective_from", "sha256"}:
+            raise FileError(f"{at} : champ inconnu")
+        _str(item.get("id"), f"{at}.id")
+        _instant(item.get("effective_from"), f"{at}.effective_from")
+        if "sha256" in item:
+            _hex32(item["sha256"], f"{at}.sha256")
+        versions.append(item)
+    return versions
+
+
+CHECKPOINT_FIELDS = ("timestamp", "policy_versions", "key_id", "ticket_map_root")  # its extension lines
+
+
+def read_checkpoint(data: dict[str, Any], where: str) -> Head:
+    """A head published as a C2SP checkpoint: only its signed note counts; the readable
+    copies written beside it must say the same."""
+    note_text = _str(data.get("checkpoint"), f"{where}.checkpoint")
+    try:
+        note = checkpoint.parse_note(note_text)
+        point = checkpoint.parse_checkpoint(note.text)
+    except checkpoint.NoteError as exc:
+        raise FileError(f"{where}.checkpoint : {exc}") from None
+    ext = point.extensions
+    unknown = sorted(set(ext) - set(CHECKPOINT_FIELDS))
+    if unknown:
+        raise FileError(f"{where}.checkpoint : ligne d'extension inconnue {unknown[0]!r}")
+    if checkpoint.checkpoint_text(point.origin, point.size, point.root, ext) != note.text:
+        raise FileError(f"{where}.checkpoint : le texte n'est pas la forme canonique de ses champs")
+    _instant(ext.get("timestamp"), f"{where}.checkpoint timestamp")
+    key = _hex32(ext.get("key_id"), f"{where}.checkpoint key_id").hex()
+    versions = _versions(ext.get("policy_versions"), f"{where}.checkpoint policy_versions")
+    map_root = (None if "ticket_map_root" not in ext
+                else _hex32(ext["ticket_map_root"], f"{where}.checkpoint ticket_map_root"))
+    mine = [line for line in note.signatures if line.name == point.origin]
+    if len(mine) != 1:
+        raise FileError(f"{where}.checkpoint : {len(mine)} ligne(s) de signature du journal {point.origin!r}, "
+                        "une attendue")
+    signed_values = {"origin": point.origin, "tree_size": point.size, "root_hash": point.root.hex(), **ext,
+                     "signature": base64.b64encode(mine[0].key_hash + mine[0].signature).decode()}
+    unknown = sorted(set(data) - {*signed_values, "schema", "checkpoint", "head_id"})
+    if unknown:
+        raise FileError(f"{where} : champ inconnu {unknown[0]!r}")
+    if "tree_size" in data:
+        _int(data["tree_size"], f"{where}.tree_size")
+    for name in ("root_hash", "ticket_map_root", "key_id"):
+        if name in data:
+            _hex32(data[name], f"{where}.{name}")
+    differ = tuple(f"{where}.{name} : la copie lisible ({_short(data[name])}) n'est pas la valeur signée dans le "
+                   f"point de contrôle ({_short(value)}) : fichier modifié" for name, value in signed_values.items()
+                   if name in data and data[name] != value)
+    head_id = data.get("head_id")
+    if head_id is not None:
+        _int(head_id, f"{where}.head_id")
+    return Head(point.size, point.root, map_root, versions, head_id, note.text.encode(), mine[0].signature, key,
+                point.origin, mine[0], tuple(line for line in note.signatures if line.name != point.origin), differ)
 
 
 def read_head(raw: Any, where: str = "evidence.head") -> Head:
     data = _obj(raw, where)
+    if data.get("schema") == CHECKPOINT_SCHEMA:
+        return read_checkpoint(data, where)
     unknown = sorted(set(data) - {*HEAD_SIGNED, "signature", "head_id"})
     if unknown:
         raise FileError(f"{where} : champ inconnu {unknown[0]!r}")
@@ -186,17 +259,7 @@ def read_head(raw: Any, where: str = "evidence.head") -> Head:
                 else _hex32(data["ticket_map_root"], f"{where}.ticket_map_root"))
     _instant(data.get("timestamp"), f"{where}.timestamp")
     key = _hex32(data.get("key_id"), f"{where}.key_id").hex()
-    versions = []
-    for i, v in enumerate(_list(data.get("policy_versions"), f"{where}.policy_versions")):
-        at = f"{where}.policy_versions[{i}]"
-        item = _obj(v, at)
-        if set(item) - {"id", "effective_from", "sha256"}:
-            raise FileError(f"{at} : champ inconnu")
-        _str(item.get("id"), f"{at}.id")
-        _instant(item.get("effective_from"), f"{at}.effective_from")
-        if "sha256" in item:
-            _hex32(item["sha256"], f"{at}.sha256")
-        versions.append(item)
+    versions = _versions(data.get("policy_versions"), f"{where}.policy_versions")
     try:
         signature = base64.b64decode(_str(data.get("signature"), f"{where}.signature"), validate=True)
     except binascii.Error:
@@ -214,11 +277,32 @@ def head_problems(head: Head, public: Ed25519PublicKey) -> list[str]:
     try:
         if hashlib.sha256(raw).hexdigest() != head.key_id:
             raise InvalidSignature
-        public.verify(head.signature, head.signed)
+        if head.line is not None and head.origin is not None:
+            log_key = checkpoint.VerifierKey(head.origin, checkpoint.ED25519, public)
+            if not checkpoint.verify_signature(head.signed.decode(), head.line, log_key):
+                raise InvalidSignature
+        else:
+            public.verify(head.signature, head.signed)
     except InvalidSignature:
         return [f"tête d'arbre signée {head.head_id} : la signature ne se vérifie pas avec cette clé publique "
                 "(tête falsifiée, modifiée, ou signée d'une autre clé)"]
     return []
+
+
+def witness_problems(head: Head, witnesses: Sequence[checkpoint.VerifierKey], required: int) -> list[str]:
+    """One line when fewer than ``required`` of the given witnesses cosigned the head: a
+    checkpoint nobody else saw may be a view shown to this member alone (a split view)."""
+    if required <= 0:
+        return []
+    distinct = {w.vkey(): w for w in witnesses}.values()  # a key given twice counts once
+    seen = [w for w in distinct if head.origin is not None and any(
+        checkpoint.verify_cosignature(head.signed.decode(), line, w) is not None for line in head.cosignatures)]
+    if len(seen) >= required:
+        return []
+    names = ", ".join(w.name for w in seen) or "aucun"
+    return [f"tête d'arbre n° {head.head_id} ({head.tree_size} événements) : contresignée par {len(seen)} des témoins "
+            f"donnés ({names}), {required} requis : les témoins ne l'ont pas vue, peut-être une vue séparée "
+            "(un journal montré à vous seul)"]
 
 
 # --- one ticket ---------------------------------------------------------------------------------
@@ -423,26 +507,38 @@ def quoted_policy(doc: dict[str, Any], head: Head) -> tuple[Policy | None, list[
 
 
 def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now: datetime,
-            as_of: datetime | None) -> tuple[list[str], int]:
+            as_of: datetime | None) -> tuple[list[str], int, int]:
+    """(problems, events proven, events not yet signed) of the file's i-th ticket. An event
+    recorded after the file's head (its leaf at or past the head's size, no proof) is not yet
+    signed: no anomaly when it is among the newest shown — it is folded with the others (the
+    file's clocks count it) but proves nothing until a file on a later head does."""
     where = f"tickets[{i}]"
     ticket = _obj(doc["tickets"][i], where)
     ticket_id = _str(ticket.get("ticket_id"), f"{where}.ticket_id")
     timeline = _list(ticket.get("timeline"), f"{where}.timeline")
     problems: list[str] = []
     proven: list[Proven] = []
+    pending: list[Event] = []
     for k, raw in enumerate(timeline):
         at = f"{where}.timeline[{k}]"
         entry, envelope, index, path = _entry(raw, at)
         eid = entry["event_id"]
-        if path is None:
-            problems.append(f"événement {eid} : enregistré après la tête signée du fichier, il n'est pas prouvé par "
-                            "ce fichier ; demandez-en un nouveau après la prochaine tête")
+        if path is None and index < head.tree_size:
+            problems.append(f"événement {eid} (feuille {index}) : sans preuve d'inclusion alors que la tête signée du "
+                            f"fichier couvre {head.tree_size} feuilles : non prouvé")
             continue
         try:
             event = decode_event(envelope)
         except EventDecodeError as exc:
             problems.append(f"événement {eid} : ses octets archivés ne sont pas un événement lisible ({exc})")
             continue
+        if path is None:
+            problems += _shown_differs(ticket_id, entry, event)
+            pending.append(event)
+            continue
+        if pending:
+            problems.append(f"événement {eid} : prouvé, mais montré après un événement pas encore signé (l'ordre du "
+                            "journal n'est pas respecté)")
         leaf = merkle.leaf_hash(envelope)
         if not merkle.verify_inclusion(index, head.tree_size, leaf, path, head.root):
             problems.append(f"événement {eid} (feuille {index}) : la preuve d'inclusion échoue contre la racine "
@@ -451,7 +547,7 @@ def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now:
         problems += _shown_differs(ticket_id, entry, event)
         proven.append(Proven(event, entry, index, leaf))
     problems += _history(ticket_id, proven, _key(ticket, "history_proof", where), head, f"{where}.history_proof")
-    events = [p.event for p in proven]
+    events = [p.event for p in proven] + pending
     known = _fold(ticket_id, events, lambda e: as_of is None or e.recorded_at <= as_of)
     derived = {"filed_at": format_instant(known.filed_at) if known.filed_at else None, "member": known.member,
                "kind": known.kind, "product": known.product, "channel": known.channel, "subject": known.subject}
@@ -474,23 +570,39 @@ def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now:
             if said != (str(p.event.event_id) in flagged):
                 problems.append(f"événement {p.entry['event_id']} : « antidaté » vaut {_short(said)} dans le fichier, "
                                 "l'inverse d'après la politique citée")
-    return problems, len(proven)
+    return problems, len(proven), len(pending)
 
 
 # --- the whole file -----------------------------------------------------------------------------
 
+@dataclass
+class Verdict:
+    problems: list[str]  # French, one line each
+    proven: int  # events proven in the signed archive
+    pending: int  # the newest events, recorded after the file's head: not yet signed
+    head_id: int | None
+
+
 def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) -> tuple[list[str], int]:
-    """Every problem of a dispute file (French, one line each) and how many events it proves;
-    ``earlier``: a file issued before (the same leaf must hold the same bytes in both).
-    Raises FileError for a file that is not one (malformed)."""
+    """Every problem of a dispute file (French, one line each) and how many events it proves."""
+    verdict = check(doc, public, earlier)
+    return verdict.problems, verdict.proven
+
+
+def check(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
+          witnesses: Sequence[checkpoint.VerifierKey] = (), required: int = 0) -> Verdict:
+    """The verdict on a dispute file; ``earlier``: a file issued before (the same leaf must
+    hold the same bytes in both); ``witnesses``, ``required``: how many of those witnesses
+    must have cosigned its head. Raises FileError for a file that is not one (malformed)."""
     doc = _obj(doc, "le fichier")
     if doc.get("schema") != FILE_SCHEMA:
         raise FileError(f"schema : {FILE_SCHEMA!r} est attendu (pas un fichier de litige)")
     evidence = doc.get("evidence")
     if evidence is None:
-        return ["le fichier ne porte pas de preuves (section evidence absente) : ce n'est pas un fichier signé"], 0
+        return Verdict(["le fichier ne porte pas de preuves (section evidence absente) : ce n'est pas un fichier "
+                        "signé"], 0, 0, None)
     head = read_head(_obj(evidence, "evidence").get("head"))
-    problems = head_problems(head, public)
+    problems = [*head.copies_differ, *head_problems(head, public), *witness_problems(head, witnesses, required)]
     tickets = _list(doc.get("tickets"), "tickets")
     filters = _obj(doc.get("filters"), "filters")
     wanted = _str(_key(filters, "ticket", "filters"), "filters.ticket", optional=True)
@@ -505,11 +617,12 @@ def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) 
                         f"{', '.join(shown_ids) or 'aucun'}")
     if len(set(shown_ids)) != len(shown_ids):
         problems.append("un ticket figure deux fois dans le fichier")
-    checked = 0
+    checked = pending = 0
     for i in range(len(tickets)):
-        found, proven = _ticket(doc, i, head, policy, now, as_of)
+        found, proven, newest = _ticket(doc, i, head, policy, now, as_of)
         problems += found
         checked += proven
+        pending += newest
     if earlier is not None:
         try:
             earlier_problems, _ = check_dispute_file(earlier, public)
@@ -519,7 +632,7 @@ def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) 
             problems.append(f"fichier antérieur : il ne se vérifie pas ({earlier_problems[0]}) ; non comparé")
         else:
             problems += _against_earlier(doc, head, earlier)
-    return problems, checked
+    return Verdict(problems, checked, pending, head.head_id)
 
 
 def _proven_entries(doc: dict[str, Any]) -> dict[str, tuple[int, bytes]]:
@@ -552,15 +665,19 @@ def read_public_key(path: str) -> Ed25519PublicKey:
     except OSError as exc:
         raise FileError(f"fichier de clé publique {path} : {exc.strerror}") from None
     try:
-        if b"-----BEGIN" in data:
+        if b"+" in data and b"-----BEGIN" not in data:  # the log's verifier key (C2SP signed-note vkey)
+            vkey = checkpoint.VerifierKey.parse(data.decode("ascii"))
+            key = vkey.public if vkey.alg == checkpoint.ED25519 else None
+        elif b"-----BEGIN" in data:
             key = serialization.load_pem_public_key(data)
         else:
             raw = data if len(data) == 32 else _decode32(data.strip())
             key = Ed25519PublicKey.from_public_bytes(raw)
-    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):  # NoteError is a ValueError
         key = None
     if not isinstance(key, Ed25519PublicKey):
-        raise FileError(f"fichier de clé publique {path} : pas une clé publique Ed25519 (PEM ou 32 octets)")
+        raise FileError(f"fichier de clé publique {path} : pas une clé publique Ed25519 (PEM, clé de vérification "
+                        "C2SP ou 32 octets)")
     return key
 
 
@@ -579,23 +696,49 @@ def _read_file(path: str) -> Any:
     return load_json(data, path)
 
 
-def run(file: str, public_key: str, earlier: str | None = None) -> int:
+NOT_YET_SIGNED = 3  # the exit code when nothing is wrong but the newest events await the next head
+
+
+def read_witness_key(value: str) -> checkpoint.VerifierKey:
+    """A witness's verifier key (C2SP vkey), given as itself or as a file holding it."""
+    text = value
+    if "+" not in value:
+        try:
+            text = Path(value).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FileError(f"clé de témoin {value} : {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return checkpoint.VerifierKey.parse(text)
+    except (checkpoint.NoteError, ValueError) as exc:
+        raise FileError(f"clé de témoin {value} : {exc}") from None
+
+
+def run(file: str, public_key: str, earlier: str | None = None, witness_keys: Sequence[str] = (),
+        required: int = 0) -> int:
     """Check a file and print the verdict: 0 verified, 1 problems (each named), 2 unreadable
-    input (one line on stderr). What ``audit check-file`` and the standalone script do."""
+    input (one line on stderr), 3 verified but its newest events not yet signed. What ``audit
+    check-file`` and the standalone script do."""
     try:
         public = read_public_key(public_key)
-        problems, checked = check_dispute_file(_read_file(file), public,
-                                               _read_file(earlier) if earlier else None)
+        witnesses = [read_witness_key(k) for k in witness_keys]
+        if not 0 <= required <= len({w.vkey() for w in witnesses}):
+            raise FileError(f"--witnesses-required {required} : entre 0 et le nombre de clés de témoins données")
+        verdict = check(_read_file(file), public, _read_file(earlier) if earlier else None, witnesses, required)
     except FileError as exc:
         print(f"slaledger: error: {exc}", file=sys.stderr)
         return 2
-    for line in problems:
+    for line in verdict.problems:
         print(f"ÉCHEC : {line}")
-    if problems:
-        print(f"{len(problems)} problème(s) : ce fichier de litige n'est pas ce que l'archive signée contient")
+    if verdict.problems:
+        print(f"{len(verdict.problems)} problème(s) : ce fichier de litige n'est pas ce que l'archive signée contient")
         return 1
-    print(f"OK : signature valide, {checked} événement(s) prouvé(s) dans l'archive signée, historique complet de "
-          "chaque ticket, en-têtes et verdicts recalculés avec la politique citée")
+    print(f"OK : signature valide, {verdict.proven} événement(s) prouvé(s) dans l'archive signée, historique complet "
+          "de chaque ticket, en-têtes et verdicts recalculés avec la politique citée")
+    if verdict.pending:
+        print(f"PAS ENCORE SIGNÉ : {verdict.pending} événement(s) enregistré(s) après la tête signée n° "
+              f"{verdict.head_id} (le dossier les montre sans preuve) ; l'exploitant signe une nouvelle tête quelques "
+              "secondes après chaque événement : téléchargez le dossier à nouveau pour qu'ils y soient prouvés.")
+        return NOT_YET_SIGNED
     return 0
 
 
@@ -605,5 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", help="le fichier de litige (JSON)")
     parser.add_argument("public_key", help="la clé publique de l'opérateur (PEM ou 32 octets)")
     parser.add_argument("--earlier", metavar="FILE", help="un fichier de litige reçu avant")
+    parser.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FICHIER",
+                        help="la clé (C2SP vkey) d'un témoin ; répétable")
+    parser.add_argument("--witnesses-required", type=int, default=0, metavar="N",
+                        help="combien de ces témoins doivent avoir contresigné la tête")
     args = parser.parse_args(argv)
-    return run(args.file, args.public_key, args.earlier)
+    return run(args.file, args.public_key, args.earlier, args.witness_key, args.witnesses_required)

@@ -117,7 +117,7 @@ class MerkleNodeRow(Base):
 
 class SignedHeadRow(Base):
     """A signed tree head (``projections.heads``): what the operator's Ed25519 key vouched
-    for at ``signed_at``. ``published_at`` is set once it is on the events topic."""
+    for at ``signed_at``. ``published_at`` is set once it is on the tree-heads topic."""
 
     __tablename__ = "signed_heads"
 
@@ -127,11 +127,13 @@ class SignedHeadRow(Base):
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     policy_versions: Mapped[list] = mapped_column(JSON)
     key_id: Mapped[str] = mapped_column(String(64))
-    signature: Mapped[str] = mapped_column(String(128))  # base64 of the 64-byte Ed25519 signature
+    signature: Mapped[str] = mapped_column(String(128))  # base64 (key hash and) Ed25519 signature
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # hex root of the map of every ticket's history at tree_size (``projections.ticket_map``);
     # NULL for heads signed before it existed (migration 0012)
     ticket_map_root: Mapped[str | None] = mapped_column(String(64))
+    origin: Mapped[str | None] = mapped_column(String(255))  # NULL: signed in the former JSON form
+    cosignatures: Mapped[list | None] = mapped_column(JSON)  # witnesses' signature lines (C2SP)
 
 
 class TicketMapTicketRow(Base):

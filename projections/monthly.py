@@ -41,13 +41,13 @@ from sqlalchemy import Engine, exists, func, select
 
 from sla import french
 from sla.clock import Clock, ClockStatus, evaluate
-from sla.events import format_instant
+from sla.events import format_instant, parse_instant
 from sla.explain import explanation, rule_text
 from sla.policy import Policy, PolicyError
 from sla.readings import pause_reading
 from sla.ticket import Ticket, ticket_from_dict
 
-from . import report
+from . import report, tree
 from .compliance import VERDICTS, decided_at, rate
 from .heads import head_covering
 from .models import ARCHIVE, TICKETS
@@ -131,6 +131,22 @@ def monthly_head(engine: Engine, instant: datetime) -> dict[str, Any] | None:
     daily), else the last one before it; None when no head was ever signed."""
     head = head_covering(engine, instant)
     return head.to_dict() if head is not None else None
+
+
+def previous_link(engine: Engine, month: Month, tz: ZoneInfo, head: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The link of a statement to the previous month's: that statement's head (the one of
+    the month's start, ``monthly_head``) and the RFC 6962 consistency proof (hex) from its
+    tree to this statement's. ``slaledger audit check-statements`` checks the chain offline:
+    a log rewritten between two statements breaks it. None when either head is missing."""
+    start, _ = month.bounds(tz)
+    previous = head_covering(engine, start)
+    if previous is None or head is None or previous.tree_size > int(head["tree_size"]):
+        return None
+    proof: list[bytes] = []
+    if 0 < previous.tree_size < int(head["tree_size"]):
+        with engine.connect() as conn:
+            proof = tree.consistency(conn, previous.tree_size, int(head["tree_size"]))
+    return {"month": str(month.previous()), "head": previous.to_dict(), "consistency_proof": [p.hex() for p in proof]}
 
 
 def uncovered_by_head(engine: Engine, head: dict[str, Any] | None, instant: datetime) -> int:
@@ -248,16 +264,36 @@ def build(engine: Engine, policy: Policy, month: Month, *, member: str, member_n
 
 # --- writers: JSON, CSV, HTML and PDF -----------------------------------------------------------
 
-# How the fields of a signed tree head are named in the statement (others are shown as named).
-HEAD_LABELS = {"tree_size": "Taille de l'arbre (événements)", "size": "Taille de l'arbre (événements)",
-               "root_hash": "Racine", "root": "Racine", "timestamp": "Horodatage", "signature": "Signature",
-               "key_id": "Identifiant de clé"}
+# How the fields of a signed tree head are named in the statement (a field not named here is
+# shown under its own name; ``schema`` names the format, for programs only).
+HEAD_LABELS = {"head_id": "Tête n°", "tree_size": "Taille de l'arbre (événements)",
+               "size": "Taille de l'arbre (événements)", "root_hash": "Racine de l'arbre de Merkle (SHA-256)",
+               "root": "Racine de l'arbre de Merkle (SHA-256)", "timestamp": "Signée le",
+               "policy_versions": "Politiques en vigueur", "key_id": "Empreinte de la clé publique",
+               "signature": "Signature Ed25519", "origin": "Journal (origine)",
+               "checkpoint": "Point de contrôle signé (C2SP) et contresignatures des témoins"}
 TITLE = "Relevé mensuel de conformité"
+
+
+def head_rows(head: dict[str, Any], tz: ZoneInfo) -> list[tuple[str, str]]:
+    """The signed head as the statement prints it: French labels, readable values (a local
+    time, policy ids), no format name."""
+    rows = []
+    for key, value in head.items():
+        if key == "schema":
+            continue
+        if key == "timestamp" and isinstance(value, str):
+            value = report.local(value, tz)
+        elif isinstance(value, list):
+            value = ", ".join(str(v.get("id", v)) if isinstance(v, dict) else str(v) for v in value)
+        rows.append((HEAD_LABELS.get(key, key), str(value)))
+    return rows
 
 
 def to_html(doc: dict[str, Any]) -> str:
     """The statement as HTML (``templates/monthly.html``), styled like the dispute file."""
-    return report.render("monthly.html", doc=doc, title=TITLE, duration=french.duration, HEAD_LABELS=HEAD_LABELS)
+    head = head_rows(doc["head"], ZoneInfo(doc["timezone"])) if doc.get("head") else []
+    return report.render("monthly.html", doc=doc, title=TITLE, duration=french.duration, head_rows=head)
 
 
 def to_pdf(doc: dict[str, Any]) -> bytes:
@@ -283,17 +319,21 @@ def to_csv(doc: dict[str, Any]) -> str:
     for c in doc["clocks"]:
         writer.writerow([
             doc["member"]["id"], doc["month"], c["sla"], c["title"], "yes" if c["contractual"] else "no",
-            c["ticket_id"], c["verdict"], c["verdict_fr"], _local_iso(c["decided_at"], tz),
-            _local_iso(c["deadline"], tz), "" if c["overrun_seconds"] is None else round(c["overrun_seconds"]),
+            c["ticket_id"], c["verdict"], c["verdict_fr"], _local_iso(c["decided_at"], tz, c["deadline"]),
+            _local_iso(c["deadline"], tz, c["decided_at"]),
+            "" if c["overrun_seconds"] is None else round(c["overrun_seconds"]),
             c["policy_version"], c["explanation"],
         ])
     return out.getvalue()
 
 
-def _local_iso(value: str | None, tz: ZoneInfo) -> str:
+def _local_iso(value: str | None, tz: ZoneInfo, beside: str | None) -> str:
+    """« 2026-11-02T13:00+01:00 »: to the minute, finer only where the verdict's two instants
+    (decided, deadline) would read the same."""
     if not value:
         return ""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(tz).isoformat()
+    others = [parse_instant(beside, "time")] if beside else []
+    return french.stamp(parse_instant(value, "time"), tz, beside=others)
 
 
 def month_due(now: datetime, tz: ZoneInfo, hour: int = 6) -> Month:

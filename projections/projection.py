@@ -1,5 +1,6 @@
 """The SQL projection of events: tickets, SLA clocks, judgments, archive and checkpoints,
-written in one transaction per batch.
+written in one transaction per batch, one statement per table (``projections.bulk``): the
+cost of a batch is a fixed number of round trips, whatever its size (#31).
 
 An event already in the archive (unique ``event_id``) changes nothing, so at-least-once
 delivery, a duplicate record or a replay is harmless. The fold is ``sla/``'s, the very one
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Table, delete, func, insert, select, text, update
+from sqlalchemy import Engine, Table, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from sla.clock import ClockStatus, evaluate
@@ -24,7 +25,7 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
-from . import merkle, ticket_map, totals, tree
+from . import bulk, merkle, ticket_map, totals, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .compliance import decided_at
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, CLOCKS, DEAD, JUDGMENTS, TICKETS
@@ -52,7 +53,8 @@ class Projection:
         self.tickets, self.clocks, self.archive = tickets, clocks, archive
 
     def apply_batch(self, conn: Connection, records: list[Incoming]) -> int:
-        """Apply records in one transaction (the caller's); returns how many events were new."""
+        """Apply records in one transaction (the caller's); returns how many events were new.
+        Set-based: one statement per table for the whole batch (``projections.bulk``)."""
         if not records:
             return 0
         if self.archive and conn.dialect.name == "postgresql":
@@ -62,31 +64,18 @@ class Projection:
         letters = [r for r in records if r.topic == DEAD_LETTERS]
         if letters and self.archive:
             self._dead_letters(conn, letters)
-        ids = {}
-        events: list[tuple[Incoming, Event]] = []
-        for record in records:
-            if record.topic != EVENTS or is_tree_head(record.key):
-                continue  # a signed tree head is published on the events topic, not a ticket event
-            try:
-                event = decode_event(record.value)
-            except EventDecodeError as exc:
-                log.warning("unreadable event skipped by the projector (the worker dead-letters it)",
-                            topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
-                continue
-            if str(event.event_id) in ids:
-                continue
-            ids[str(event.event_id)] = True
-            events.append((record, event))
+        events = self._decode(records)
         known = set()
-        if self.archive and ids:
-            known = set(conn.scalars(select(ARCHIVE.c.event_id).where(ARCHIVE.c.event_id.in_(list(ids)))))
-        fresh = [(r, e) for r, e in events if str(e.event_id) not in known]
-        if self.archive and fresh:
-            self._archive(conn, fresh)
+        if self.archive and events:
+            known = set(conn.scalars(select(ARCHIVE.c.event_id).where(bulk.among(conn, ARCHIVE.c.event_id,
+                                                                                 list(events)))))
+        fresh = [(r, e) for i, (r, e) in events.items() if i not in known]
+        archive_head = self._archive(conn, fresh) if self.archive and fresh else None
+        stored = self._load(conn, {e.ticket_id for _, e in fresh})
         touched: dict[str, Ticket] = {}
         counted = totals.Deltas()
         for record, event in fresh:
-            ticket = touched.get(event.ticket_id) or self._load(conn, event.ticket_id) or Ticket(event.ticket_id)
+            ticket = touched.get(event.ticket_id) or _ticket(stored.get(event.ticket_id)) or Ticket(event.ticket_id)
             acknowledged, existed = ticket.acknowledged_at, ticket.exists
             if ticket.apply(event):
                 touched[event.ticket_id] = ticket
@@ -102,14 +91,13 @@ class Projection:
                     counted.merge(totals.ack_observation(totals.ack_seconds(ticket.filed_at,
                                                                              ticket.acknowledged_at)))
         now = datetime.now(UTC)
-        for ticket in touched.values():
-            counted.merge(self._store(conn, ticket, now))
+        counted.merge(self._write(conn, [self._store(conn, ticket, now) for ticket in touched.values()], now))
         if self.archive and fresh:
             totals.add(conn, counted)
             totals.at_least(conn, totals.key(totals.LAST_EVENT),
                             max(e.recorded_at for _, e in fresh).timestamp())
         if self.archive:
-            self._checkpoint(conn, records)
+            self._checkpoint(conn, records, archive_head)
         return len(fresh)
 
     def set_aside(self, conn: Connection, record: Incoming, reason: str) -> None:
@@ -117,7 +105,7 @@ class Projection:
         and checkpointed so the projector goes on."""
         log.error("record set aside by the projector", topic=record.topic, partition=record.partition,
                   offset=record.offset, reason=reason)
-        if not _dead_letter_known(conn, record):
+        if not _known_letters(conn, [record]):
             conn.execute(insert(DEAD).values(
                 topic=record.topic, partition=record.partition, offset=record.offset,
                 reason_kind="projection failed", reason=reason, origin_topic=record.topic,
@@ -126,10 +114,29 @@ class Projection:
         if self.archive:
             self._checkpoint(conn, [record])
 
-    def _dead_letters(self, conn: Connection, letters: list[Incoming]) -> None:
-        for record in letters:
-            if _dead_letter_known(conn, record):
+    @staticmethod
+    def _decode(records: list[Incoming]) -> dict[str, tuple[Incoming, Event]]:
+        """The batch's ticket events by event id, in log order (a repeated id: its first record)."""
+        events: dict[str, tuple[Incoming, Event]] = {}
+        for record in records:
+            if record.topic != EVENTS or is_tree_head(record.key):
+                continue  # a signed tree head is published on the events topic, not a ticket event
+            try:
+                event = decode_event(record.value)
+            except EventDecodeError as exc:
+                log.warning("unreadable event skipped by the projector (the worker dead-letters it)",
+                            topic=record.topic, partition=record.partition, offset=record.offset, reason=str(exc))
                 continue
+            events.setdefault(str(event.event_id), (record, event))
+        return events
+
+    def _dead_letters(self, conn: Connection, letters: list[Incoming]) -> None:
+        known = _known_letters(conn, letters)
+        rows, counted = [], totals.Deltas()
+        for record in letters:
+            if (record.topic, record.partition, record.offset) in known:
+                continue
+            known.add((record.topic, record.partition, record.offset))
             try:
                 body = json.loads(record.value)
                 reason = str(body["reason"])
@@ -137,42 +144,49 @@ class Projection:
                 at = datetime.fromisoformat(body["dead_lettered_at"]) if body.get("dead_lettered_at") else None
             except (ValueError, KeyError, TypeError):
                 body, reason, origin, at = {}, "unreadable dead letter", {}, None
-            totals.add(conn, {totals.key(totals.DEAD_LETTERS, reason.split(":", 1)[0][:64]): 1})
-            conn.execute(insert(DEAD).values(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                reason_kind=reason.split(":", 1)[0][:64], reason=reason,
-                origin_topic=origin.get("topic"), origin_partition=origin.get("partition"),
-                origin_offset=origin.get("offset"), dead_lettered_at=at))
+            counted[totals.key(totals.DEAD_LETTERS, reason.split(":", 1)[0][:64])] += 1
+            rows.append({"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                         "reason_kind": reason.split(":", 1)[0][:64], "reason": reason,
+                         "origin_topic": origin.get("topic"), "origin_partition": origin.get("partition"),
+                         "origin_offset": origin.get("offset"), "dead_lettered_at": at})
             log.info("dead letter recorded", topic=origin.get("topic"), partition=origin.get("partition"),
                      offset=origin.get("offset"), reason=reason)
+        if rows:
+            conn.execute(insert(DEAD), rows)
+        totals.add(conn, counted)
 
-    def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> None:
+    def _archive(self, conn: Connection, fresh: list[tuple[Incoming, Event]]) -> int:
+        """Append the batch to the archive's hash chain and Merkle tree (under the lock
+        above: one writer); returns the last row's ``seq`` (``ARCHIVE_HEAD``)."""
         prev = conn.scalar(select(ARCHIVE.c.hash).order_by(ARCHIVE.c.seq.desc()).limit(1)) or GENESIS_HASH
-        # The Merkle tree grows with the rows, in this transaction (the lock above: one writer).
-        tree.check_in_step(conn)
-        first_leaf = tree.append(conn, [record.value for record, _ in fresh])
+        leaves = [Leaf(event.ticket_id, 0, merkle.leaf_hash(record.value)) for record, event in fresh]
+        first = tree.append_leaves(conn, [leaf.hash for leaf in leaves], tree.check_in_step(conn))
+        leaves = [Leaf(leaf.ticket_id, i, leaf.hash) for i, leaf in enumerate(leaves, start=first)]
         rows = []
-        for leaf, (record, event) in enumerate(fresh, start=first_leaf):
+        for leaf, (record, event) in zip(leaves, fresh, strict=True):
             digest = chain_hash(prev, record.value)
             rows.append({
                 "event_id": str(event.event_id), "ticket_id": event.ticket_id, "type": str(event.type),
                 "occurred_at": event.occurred_at, "recorded_at": event.recorded_at, "actor": event.actor,
                 "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "envelope": record.value.decode(), "prev_hash": prev, "hash": digest, "leaf_index": leaf,
+                "envelope": record.value.decode(), "prev_hash": prev, "hash": digest, "leaf_index": leaf.index,
             })
             prev = digest
-        conn.execute(insert(ARCHIVE), rows)
+        bulk.append(conn, ARCHIVE, rows)
         # each ticket's count and history hash, for the map the next signed head commits to
-        ticket_map.record(conn, [(event.ticket_id, leaf, merkle.leaf_hash(record.value))
-                                 for leaf, (record, event) in enumerate(fresh, start=first_leaf)])
-        _set_checkpoint(conn, ARCHIVE_HEAD, 0, conn.scalar(select(func.max(ARCHIVE.c.seq))))
+        ticket_map.record(conn, [(leaf.ticket_id, leaf.index, leaf.hash) for leaf in leaves])
+        return int(conn.scalar(select(func.max(ARCHIVE.c.seq))))
 
-    def _load(self, conn: Connection, ticket_id: str) -> Ticket | None:
-        state = conn.scalar(select(self.tickets.c.state).where(self.tickets.c.ticket_id == ticket_id))
-        return ticket_from_dict(state) if state else None
+    def _load(self, conn: Connection, ticket_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """The stored states of these tickets, in one query."""
+        if not ticket_ids:
+            return {}
+        return {ticket_id: state for ticket_id, state in conn.execute(
+            select(self.tickets.c.ticket_id, self.tickets.c.state)
+            .where(bulk.among(conn, self.tickets.c.ticket_id, ticket_ids)))}
 
-    def _store(self, conn: Connection, ticket: Ticket, now: datetime) -> dict[totals.Key, float]:
-        """Write the ticket's row and clocks; returns the outcomes it newly judged (met, excluded)."""
+    def _store(self, conn: Connection, ticket: Ticket, now: datetime) -> Staged:
+        """The ticket's row and its clocks' rows, written with the whole batch's (``_write``)."""
         row = {
             "ticket_id": ticket.ticket_id, "status": str(ticket.status), "kind": ticket.kind,
             "channel": ticket.channel, "product": ticket.product, "member": ticket.member,
@@ -181,20 +195,16 @@ class Projection:
             "closed_at": ticket.closed_at, "restoration_eta": ticket.restoration_eta, "version": ticket.version,
             "state": ticket_to_dict(ticket),
         }
-        updated = conn.execute(update(self.tickets).where(self.tickets.c.ticket_id == ticket.ticket_id).values(**row))
-        if updated.rowcount == 0:
-            conn.execute(insert(self.tickets).values(**row))
-        conn.execute(delete(self.clocks).where(self.clocks.c.ticket_id == ticket.ticket_id))
         if not ticket.exists:
-            return {}
+            return row, []
         try:
             found = evaluate(ticket, self.policy, now)
         except PolicyError:
-            return {}
-        rows = []
+            return row, []
+        clocks = []
         for clock in found:
             closed = clock.stopped_at is not None or clock.status is ClockStatus.EXCLUDED
-            rows.append({
+            clocks.append({
                 "ticket_id": ticket.ticket_id, "sla": clock.sla, "member": ticket.member, "kind": ticket.kind,
                 "contractual": clock.definition.contractual, "status": str(clock.status),
                 "deadline": clock.deadline, "warning_at": clock.warning_at,
@@ -203,45 +213,70 @@ class Projection:
                 "policy_version": clock.policy_version.id, "explanation": explanation(clock, live=False),
                 "evaluated_at": now, "decided_at": decided_at(clock, ticket.filed_at),
             })
-        if rows:
-            conn.execute(insert(self.clocks), rows)
+        return row, clocks
+
+    def _write(self, conn: Connection, staged: list[Staged], now: datetime) -> dict[totals.Key, float]:
+        """Upsert the tickets, replace their clocks (one statement each for the batch);
+        returns the outcomes newly judged (met, excluded)."""
+        if not staged:
+            return {}
+        bulk.upsert(conn, self.tickets, [row for row, _ in staged])
+        conn.execute(delete(self.clocks).where(bulk.among(conn, self.clocks.c.ticket_id,
+                                                          [row["ticket_id"] for row, _ in staged])))
+        clocks = [clock for _, rows in staged for clock in rows]
+        bulk.append(conn, self.clocks, clocks)
         if not self.archive:  # live projection only: judgments, like the archive, are never rebuilt
             return {}
-        return self._judge(conn, ticket, [r for r in rows if r["status"] in ("met", "excluded")], now)
+        return self._judge(conn, [c for c in clocks if c["status"] in ("met", "excluded")], now)
 
-    def _judge(self, conn: Connection, ticket: Ticket, judged: list[dict[str, Any]],
-               now: datetime) -> dict[totals.Key, float]:
+    def _judge(self, conn: Connection, judged: list[dict[str, Any]], now: datetime) -> dict[totals.Key, float]:
+        """Record the verdicts met/excluded not recorded yet (append-only), and count them."""
         if not judged:
             return {}
-        known = set(conn.execute(select(JUDGMENTS.c.sla, JUDGMENTS.c.outcome)
-                                 .where(JUDGMENTS.c.ticket_id == ticket.ticket_id)).all())
-        fresh = [{"ticket_id": ticket.ticket_id, "sla": r["sla"], "outcome": r["status"], "member": r["member"],
-                  "judged_at": now} for r in judged if (r["sla"], r["status"]) not in known]
-        if fresh:
-            conn.execute(insert(JUDGMENTS), fresh)
+        known = {tuple(row) for row in conn.execute(select(JUDGMENTS.c.ticket_id, JUDGMENTS.c.sla, JUDGMENTS.c.outcome)
+                                                    .where(bulk.among(conn, JUDGMENTS.c.ticket_id,
+                                                                      {r["ticket_id"] for r in judged})))}
+        fresh = [{"ticket_id": r["ticket_id"], "sla": r["sla"], "outcome": r["status"], "member": r["member"],
+                  "judged_at": now} for r in judged if (r["ticket_id"], r["sla"], r["status"]) not in known]
+        bulk.append(conn, JUDGMENTS, fresh)
         counted = totals.Deltas()
         for r in fresh:
             counted[totals.key(totals.OUTCOME, r["sla"], r["outcome"], r["member"])] += 1
         return counted
 
-    def _checkpoint(self, conn: Connection, records: list[Incoming]) -> None:
+    def _checkpoint(self, conn: Connection, records: list[Incoming], archive_head: int | None = None) -> None:
+        """Each partition's last offset, and the archive's last row if it grew, in one statement."""
         last: dict[tuple[str, int], int] = {}
         for r in records:
             last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
-        for (topic, partition), offset in last.items():
-            _set_checkpoint(conn, topic, partition, offset)
+        if archive_head is not None:
+            last[(ARCHIVE_HEAD, 0)] = archive_head
+        bulk.upsert(conn, CHECKPOINTS, [{"topic": t, "partition": p, "offset": o} for (t, p), o in last.items()])
 
 
-def _set_checkpoint(conn: Connection, topic: str, partition: int, offset: int) -> None:
-    done = conn.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.topic == topic, CHECKPOINTS.c.partition == partition)
-                        .values(offset=offset))
-    if done.rowcount == 0:
-        conn.execute(insert(CHECKPOINTS).values(topic=topic, partition=partition, offset=offset))
+Staged = tuple[dict[str, Any], list[dict[str, Any]]]  # a ticket's row, its clocks' rows
 
 
-def _dead_letter_known(conn: Connection, record: Incoming) -> bool:
-    return bool(conn.scalar(select(func.count()).select_from(DEAD).where(
-        DEAD.c.topic == record.topic, DEAD.c.partition == record.partition, DEAD.c.offset == record.offset)))
+@dataclass(frozen=True)
+class Leaf:
+    """An archived event's leaf in the Merkle tree, with its ticket."""
+
+    ticket_id: str
+    index: int
+    hash: bytes
+
+
+def _ticket(state: dict[str, Any] | None) -> Ticket | None:
+    return ticket_from_dict(state) if state else None
+
+
+def _known_letters(conn: Connection, records: list[Incoming]) -> set[tuple[str, int, int]]:
+    """Which of these records' coordinates ``dead_letters`` holds already (one query)."""
+    offsets = {r.offset for r in records}
+    found = conn.execute(select(DEAD.c.topic, DEAD.c.partition, DEAD.c.offset).where(
+        bulk.among(conn, DEAD.c.offset, offsets)))
+    wanted = {(r.topic, r.partition, r.offset) for r in records}
+    return {(topic, partition, offset) for topic, partition, offset in found} & wanted
 
 
 def checkpoints(engine: Engine, topic: str = EVENTS) -> dict[int, int]:

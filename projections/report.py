@@ -7,6 +7,7 @@ HTML printed by WeasyPrint, so what a member reads on screen and on paper is one
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,16 +37,34 @@ def typed(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(value)))
 
 
+def local(value: str | None, tz: ZoneInfo, beside: Iterable[str | None] = ()) -> str:
+    """An instant of a file (UTC ISO 8601) in the policy's local time with its offset, to the
+    minute unless it would read the same as an instant of ``beside`` (``french.precision``)."""
+    if not value:
+        return "—"
+    instant = parse_instant(value, "time")
+    offset = instant.astimezone(tz).strftime("%z")
+    others = [parse_instant(b, "time") for b in beside if b]
+    return f"{french.instant(instant, tz, beside=others)} (UTC{offset[:3]}:{offset[3:]})"
+
+
+def judged(ticket: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A ticket's deadlines, and the moments its verdicts compare with them (its events):
+    each written beside the others, so an action 30 s late never reads the deadline's minute."""
+    deadlines = [d for c in ticket["clocks"] for d in (c["deadline"], *c.get("breached_deadlines", ()),
+                                                       *c.get("retracted_deadlines", ())) if d]
+    return deadlines, [e["occurred_at"] for e in ticket["timeline"]]
+
+
 def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """The Markdown report as (style, text) lines (HTML and PDF come from the template); what
     somebody typed goes through ``typed``."""
+    tz = ZoneInfo(doc.get("timezone", "Europe/Paris"))
     out: list[tuple[str, str]] = [("h1", "Dossier de contestation — engagements de service (Article 4)")]
     integrity = doc["integrity"]
     evidence = doc.get("evidence")
     if integrity["ok"] and integrity.get("verified", True) and evidence is not None:
-        out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie ; "
-                          "chaque événement du dossier est prouvé dans l'arbre de Merkle de l'archive "
-                          "(preuves d'inclusion et tête d'arbre signée ci-dessous)."))
+        out.append(("ok", proven_sentence(doc)))
     elif integrity["ok"] and integrity.get("verified", True):
         out.append(("ok", f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie. "
                           f"Empreinte de tête de chaîne : {integrity['chain_head'] or '—'}"))
@@ -71,69 +90,99 @@ def lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     if f["member"]:
         scope.append(f"membre {typed(f['member'])}")
     if f["from"] or f["to"]:
-        scope.append(f"demandes déposées du {f['from'] or '…'} au {f['to'] or '…'}")
+        scope.append(f"demandes déposées du {local(f['from'], tz) if f['from'] else '…'} "
+                     f"au {local(f['to'], tz) if f['to'] else '…'}")
     if f["as_of"]:
-        scope.append(f"état des connaissances au {f['as_of']}")
-    out.append(("p", "Périmètre : " + " ; ".join(scope) + f". Édité le {doc['generated_at']}."))
+        scope.append(f"état des connaissances au {local(f['as_of'], tz)}")
+    out.append(("p", "Périmètre : " + " ; ".join(scope) + f". Édité le {local(doc['generated_at'], tz)}."))
 
     out.append(("h2", "Synthèse par engagement"))
     if not doc["summary"]:
         out.append(("p", "Aucune demande dans le périmètre."))
     for sla, s in doc["summary"].items():
-        rate = "—" if s["compliance_percent"] is None else f"{s['compliance_percent']} %"
-        out.append(("li", f"{sla} : {s['met']} respecté(s), {s['breached']} manquement(s), {s['retracted']} "
-                          f"manquement(s) retiré(s), {s['excluded']} hors engagement, {s['open']} en cours ; "
-                          f"taux de respect {rate}"))
+        rate = french.percent(s["compliance_percent"])
+        out.append(("li", f"{s.get('title', sla)} : {s['met']} respecté(s), {s['breached']} manquement(s), "
+                          f"{s['retracted']} manquement(s) retiré(s), {s['excluded']} hors engagement, "
+                          f"{s['open']} en cours ; taux de respect {rate}"))
         for b in s["breaches"]:
             out.append(("li2", f"manquement : ticket {b['ticket']} (membre {typed(b['member'])}), "
-                               f"échéance {b['deadline']}"))
+                               f"échéance {local(b['deadline'], tz)}"))
 
     if doc.get("closed_tickets_in_summary_only"):
         out.append(("p", f"{doc['closed_tickets_in_summary_only']} demande(s) close(s) figurent dans la synthèse "
                          "ci-dessus sans détail ; rejouer avec --ticket ou --member pour leur chronologie."))
     for ticket in doc["tickets"]:
+        deadlines, _ = judged(ticket)
         out.append(("h2", f"Ticket {ticket['ticket_id']} — {typed(ticket['subject'])}"))
-        out.append(("p", f"Membre {typed(ticket['member'])}, type {ticket['kind']}, "
-                         f"canal {ticket['channel']}, produit {typed(ticket['product'])}, "
-                         f"déposé le {ticket['filed_at']}."))
+        out.append(("p", f"Membre {typed(ticket['member'])}, type {french.KIND.get(ticket['kind'], ticket['kind'])}, "
+                         f"canal {french.CHANNEL.get(ticket['channel'], ticket['channel'])}, "
+                         f"produit {typed(ticket['product'])}, déposé le {local(ticket['filed_at'], tz, deadlines)}."))
         out.append(("h3", "Chronologie"))
         for e in ticket["timeline"]:
             late = "" if e["known_at_as_of"] else " [enregistré après la date d'examen]"
             if e.get("antedated"):
-                late += (f" [ANTIDATÉ par {typed(e['actor'])} : daté du {e['occurred_at']}, "
-                         f"enregistré le {e['recorded_at']}]")
-            out.append(("li", f"{e['occurred_at']} — {french.EVENT_TYPE.get(e['type'], e['type'])} "
-                              f"par {typed(e['actor'])} "
-                              f"(enregistré le {e['recorded_at']} ; {_source(e['source'])} ; "
+                late += (f" [ANTIDATÉ par {typed(e['actor'])} : daté du {local(e['occurred_at'], tz, deadlines)}, "
+                         f"enregistré le {local(e['recorded_at'], tz, deadlines)}]")
+            out.append(("li", f"{local(e['occurred_at'], tz, deadlines)} — "
+                              f"{french.EVENT_TYPE.get(e['type'], e['type'])} par {typed(e['actor'])} "
+                              f"(enregistré le {local(e['recorded_at'], tz, deadlines)} ; {_source(e['source'])} ; "
                               f"empreinte {e['hash'][:16]}…){late}"))
         out.append(("h3", "Engagements et verdicts"))
         for c in ticket["clocks"]:
-            kind = "engagement contractuel" if c["contractual"] else "objectif interne"
-            out.append(("h4", f"{c['title']} ({kind}) : {c['verdict_fr'].upper()}"))
+            out.append(("h4", f"{french.sla_title(c['title'], c['contractual'])} : {c['verdict_fr'].upper()}"))
             out.append(("p", f"Règle : {c['rule']} — politique {c['policy_version']}. {c['clause']}"))
             if c.get("reading"):
                 out.append(("p", f"Lecture des jours : {c['reading']}."))
             out.append(("p", c["explanation"]))
             for seg in c["segments"]:
-                label = {"running": "décompte", "paused": "suspendu", "outside_hours": "hors plage"}[seg["kind"]]
-                out.append(("li2", f"{label} du {seg['start']} au {seg['end'] or '…'}"))
+                label = french.SEGMENT.get(seg["kind"], seg["kind"]).lower()
+                end = local(seg["end"], tz, deadlines) if seg["end"] else "…"
+                out.append(("li2", f"{label} du {local(seg['start'], tz, deadlines)} au {end}"))
         if evidence is not None:
             out.append(("h3", "Preuves d'inclusion"))
             for e in ticket["timeline"]:
                 path = e.get("inclusion_path")
                 out.append(("li", f"{e['event_id']} : feuille n° {e.get('leaf_index')}, "
                                   + (f"chemin d'audit de {len(path)} empreinte(s)" if path is not None
-                                     else "non couvert par la tête d'arbre signée")))
+                                     else NOT_YET_SIGNED)))
         if ticket["full_log_view"] is not None:
             out.append(("h3", "Le même moment selon le journal complet aujourd'hui"))
             for c in ticket["full_log_view"]:
                 out.append(("li", f"{c['title']} : {c['verdict_fr']} — {c['explanation']}"))
     if evidence is not None:
-        out.extend(head_lines(evidence))
+        out.extend(head_lines(evidence, tz))
     return out
 
 
-def head_lines(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+NOT_YET_SIGNED = "pas encore signé (enregistré après la tête signée du dossier)"
+
+
+def proven_sentence(doc: dict[str, Any]) -> str:
+    """Page 1's integrity sentence for a file carrying inclusion proofs (Markdown, HTML and
+    PDF). It says what the proof section shows: events recorded after the file's signed head
+    have no proof yet, which is said plainly and is no anomaly — the projector signs a new head
+    within seconds of new events (``SLALEDGER_HEAD_INTERVAL``), and a file downloaded again
+    then proves them. Without a head (no signing key), nothing is proven offline."""
+    integrity, head = doc["integrity"], (doc.get("evidence") or {}).get("head")
+    read = f"Intégrité vérifiée : {integrity['events_read']} événements lus, aucune anomalie ; "
+    shown = [e for t in doc["tickets"] for e in t["timeline"]]
+    pending = sum(1 for e in shown if e.get("inclusion_path") is None)
+    if head is None:
+        return read + ("aucune tête d'arbre signée ne prouve les événements hors de la base de l'exploitant "
+                       "(voir « Tête d'arbre signée »).")
+    if not pending:
+        return read + ("chaque événement du dossier est prouvé dans l'arbre de Merkle de l'archive "
+                       "(annexes « Tête d'arbre signée » et « Preuves d'inclusion »).")
+    proven = len(shown) - pending
+    latest = ("le plus récent n'est pas encore signé, car enregistré" if pending == 1
+              else f"les {pending} plus récents ne sont pas encore signés, car enregistrés")
+    return read + (f"{proven} des {len(shown)} événements du dossier sont prouvés par la tête signée "
+                   f"n° {head['head_id']} ; {latest} après elle. "
+                   "L'exploitant signe une nouvelle tête quelques secondes après chaque événement : "
+                   "téléchargez le dossier à nouveau pour qu'ils y soient prouvés.")
+
+
+def head_lines(evidence: dict[str, Any], tz: ZoneInfo) -> list[tuple[str, str]]:
     """The signed tree head a dispute file's proofs lead to, in French."""
     out: list[tuple[str, str]] = [("h2", "Tête d'arbre signée")]
     head = evidence.get("head")
@@ -141,7 +190,8 @@ def head_lines(evidence: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("alert", "AUCUNE TÊTE D'ARBRE SIGNÉE : l'exploitant n'a pas configuré de clé de signature ; "
                              "les événements ne peuvent être vérifiés hors de sa base."))
         return out
-    out.append(("p", f"Tête n° {head['head_id']} signée le {head['timestamp']} : {head['tree_size']} événements, "
+    out.append(("p", f"Tête n° {head['head_id']} signée le {local(head['timestamp'], tz)} : "
+                     f"{head['tree_size']} événements, "
                      f"racine {head['root_hash']}, politiques "
                      f"{', '.join(v['id'] for v in head['policy_versions'])}."))
     out.append(("p", f"Clé publique (empreinte SHA-256) : {head['key_id']} ; signature Ed25519 : "
@@ -164,20 +214,25 @@ TITLE = "Dossier de contestation — engagements de service"
 
 
 @pass_context
-def _local(context: Any, value: str | None) -> str:
-    """An instant of the file (UTC ISO 8601) in the policy's local time, with its offset."""
+def _local(context: Any, value: str | None, beside: Iterable[str | None] = ()) -> str:
+    """``local`` in the document's time zone (``doc.timezone``)."""
+    return local(value, ZoneInfo(context["doc"].get("timezone", "Europe/Paris")), beside)
+
+
+def utc(value: str | None, beside: Iterable[str | None] = ()) -> str:
+    """An instant of the file in UTC (the annex), at ``local``'s precision."""
     if not value:
         return "—"
-    instant = parse_instant(value, "time")
-    tz = ZoneInfo(context["doc"].get("timezone", "Europe/Paris"))
-    offset = instant.astimezone(tz).strftime("%z")
-    return f"{french.instant(instant, tz)} (UTC{offset[:3]}:{offset[3:]})"
+    others = [parse_instant(b, "time") for b in beside if b]
+    return french.stamp(parse_instant(value, "time"), ZoneInfo("UTC"), beside=others)
 
 
 _env = Environment(loader=PackageLoader("projections", "templates"), autoescape=select_autoescape(["html"]),
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_env.filters.update(local=_local, source=_source)
-_env.globals.update(KIND=french.KIND, CHANNEL=french.CHANNEL, EVENT_TYPE=french.EVENT_TYPE, SEGMENT=french.SEGMENT)
+_env.filters.update(local=_local, utc=utc, source=_source)
+_env.globals.update(judged=judged, percent=french.percent, sla_title=french.sla_title,
+                    proven_sentence=proven_sentence, NOT_YET_SIGNED=NOT_YET_SIGNED, KIND=french.KIND,
+                    CHANNEL=french.CHANNEL, EVENT_TYPE=french.EVENT_TYPE, SEGMENT=french.SEGMENT)
 
 
 def to_html(doc: dict[str, Any]) -> str:

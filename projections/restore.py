@@ -1,24 +1,58 @@
-"""Dev-mode durability: put the archived events back into an empty embedded broker.
+"""Dev-mode durability: put the archived events back into a broker whose log is empty.
 
 The embedded broker keeps nothing, so ``slaledger dev`` starts on an empty log; the SQL
-archive is the durable copy. The events are produced again in archive order, with the
-same bytes (same ids, same business times), keyed by ticket so each ticket's order holds.
-The archive rows then point at their new partition/offset, and the projection
-checkpoints at the new ends, since every restored event is already projected. The signed
-tree heads are marked unpublished, so the projector puts them on the new log again.
+archive is the durable copy. ``dev --kafka`` keeps its log under the data directory, but a
+data directory first used by the embedded broker meets an empty Apache Kafka the first time:
+the archive goes into it the same way (``restore_into_empty_log``). The events are produced
+again in archive order, with the same bytes (same ids, same business times), keyed by
+ticket so each ticket's order holds. The archive rows then point at their new
+partition/offset, and the projection checkpoints at the new ends, since every restored
+event is already projected. The signed tree heads are marked unpublished, so the projector
+puts them on the new log again.
 """
 
 from __future__ import annotations
 
 import structlog
+from kafka import KafkaConsumer
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from streams.kafka_tools import producer
+from streams.kafka_security import client_options
+from streams.kafka_tools import partitions_of, producer, true_end_offsets
 from streams.topics import EVENTS
 
 from .models import ARCHIVE, CHECKPOINTS, HEADS
 
 log = structlog.get_logger(__name__)
+
+
+class LogNotArchived(RuntimeError):
+    """The broker holds an events log, but not the one the archive was projected from."""
+
+
+def restore_into_empty_log(engine: Engine, bootstrap: str) -> int:
+    """The archive into the broker when its events topic is empty (the embedded broker at
+    each start, an Apache Kafka on its first start); nothing when the broker holds the log
+    itself. Refuses (``LogNotArchived``) a log shorter than what the archive was projected
+    from: its tickets would be missing from the worker while the queue lists them."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             **client_options())
+    try:
+        tps = partitions_of(consumer, EVENTS)
+        consumer.assign(tps)
+        ends = {tp.partition: end for tp, end in true_end_offsets(consumer, tps).items()}
+    finally:
+        consumer.close()
+    if not any(ends.values()):
+        return restore_archive(engine, bootstrap)
+    with engine.connect() as conn:
+        projected = dict(conn.execute(select(CHECKPOINTS.c.partition, CHECKPOINTS.c.offset)
+                                      .where(CHECKPOINTS.c.topic == EVENTS)).all())
+    beyond = sorted(p for p, offset in projected.items() if offset >= ends.get(p, 0))
+    if beyond:
+        raise LogNotArchived(f"the archive was projected from a longer events log than the broker holds "
+                             f"(partition(s) {', '.join(map(str, beyond))})")
+    return 0
 
 
 def restore_archive(engine: Engine, bootstrap: str) -> int:
@@ -48,5 +82,5 @@ def restore_archive(engine: Engine, bootstrap: str) -> int:
         # the signed tree heads were on the lost log too: the projector publishes them again
         conn.execute(update(HEADS).values(published_at=None))
     kafka.close()
-    log.info("archive restored into the embedded broker", events=total)
+    log.info("archive restored into the broker", events=total)
     return int(total)

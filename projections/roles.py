@@ -64,7 +64,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "sla_judgments": "SELECT, INSERT",  # append-only
         "event_archive": "SELECT, INSERT",  # append-only: no UPDATE, no DELETE, even for its writer
         "merkle_nodes": "SELECT, INSERT",  # append-only
-        "signed_heads": "SELECT, INSERT, UPDATE (published_at)",  # a head is marked published, never re-signed
+        "signed_heads": "SELECT, INSERT, UPDATE (published_at, cosignatures)",  # published, cosigned, never re-signed
         "ticket_map_tickets": "SELECT, INSERT, UPDATE",  # each ticket's count and history hash
         "ticket_map_nodes": "SELECT, INSERT",  # append-only: a head adds node versions
         "ticket_map_commits": "SELECT, INSERT",  # append-only

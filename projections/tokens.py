@@ -95,6 +95,13 @@ def ensure_token(engine: Engine, secret: str, role: str, label: str, member: str
     return False
 
 
+def token_is_live(engine: Engine, secret: str) -> bool:
+    """Whether ``secret`` is a registered token that is not revoked."""
+    with engine.connect() as conn:
+        revoked = conn.execute(select(TOKENS.c.revoked_at).where(TOKENS.c.token_hash == digest(secret))).first()
+    return revoked is not None and revoked.revoked_at is None
+
+
 def list_tokens(engine: Engine) -> list[dict[str, Any]]:
     """Every token, newest first, without its secret (only its hash is stored anyway)."""
     with engine.connect() as conn:

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import overload
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.engine import Connection
 
+from . import bulk
 from .models import ARCHIVE, DEAD, JUDGMENTS, TICKETS, TOTALS
 
 # A bucket boundary exactly at 4 h: "% acknowledged within 4 h" is one bucket over the count.
@@ -61,27 +62,16 @@ def ack_observation(seconds: float) -> dict[Key, float]:
 
 
 def add(conn: Connection, deltas: Mapping[Key, float]) -> None:
-    """Add ``deltas`` to the totals (the caller holds the archive's write lock: one writer)."""
-    deltas = {k: v for k, v in deltas.items() if v}
-    if not deltas:
-        return
-    present = {(m, lab) for m, lab in conn.execute(select(TOTALS.c.metric, TOTALS.c.labels).where(
-        TOTALS.c.metric.in_({m for m, _ in deltas}), TOTALS.c.labels.in_({lab for _, lab in deltas})))}
-    for (metric, lab), value in deltas.items():
-        if (metric, lab) in present:
-            conn.execute(update(TOTALS).where(TOTALS.c.metric == metric, TOTALS.c.labels == lab)
-                         .values(value=TOTALS.c.value + value))
-        else:
-            conn.execute(insert(TOTALS).values(metric=metric, labels=lab, value=value))
+    """Add ``deltas`` to the totals in one statement (the caller holds the archive's write
+    lock: one writer)."""
+    bulk.upsert(conn, TOTALS, [{"metric": m, "labels": lab, "value": v} for (m, lab), v in deltas.items() if v],
+                set_={"value": lambda new: TOTALS.c.value + new.value})
 
 
 def at_least(conn: Connection, k: Key, value: float) -> None:
     """A maximum (the last event's time): raised, never lowered."""
-    current = conn.scalar(select(TOTALS.c.value).where(TOTALS.c.metric == k[0], TOTALS.c.labels == k[1]))
-    if current is None:
-        conn.execute(insert(TOTALS).values(metric=k[0], labels=k[1], value=value))
-    elif value > current:
-        conn.execute(update(TOTALS).where(TOTALS.c.metric == k[0], TOTALS.c.labels == k[1]).values(value=value))
+    bulk.upsert(conn, TOTALS, [{"metric": k[0], "labels": k[1], "value": value}],
+                set_={"value": lambda new: case((new.value > TOTALS.c.value, new.value), else_=TOTALS.c.value)})
 
 
 def read(conn: Connection) -> dict[Key, float]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
-from . import merkle
+from . import bulk, merkle
 from .models import ARCHIVE, NODES
 
 T = TypeVar("T")
@@ -62,27 +62,33 @@ def compute(conn: Connection, fn: Callable[[merkle.Subtrees], T]) -> T:
 def append(conn: Connection, envelopes: Sequence[bytes]) -> int:
     """Append the leaves of ``envelopes`` (archive order); returns the first one's leaf index.
     The caller holds the archive's write lock and inserts the rows in the same transaction."""
-    size = tree_size(conn)
+    return append_leaves(conn, [merkle.leaf_hash(e) for e in envelopes])
+
+
+def append_leaves(conn: Connection, leaf_hashes: Sequence[bytes], size: int | None = None) -> int:
+    """``append`` with the leaf hashes already computed and, if known, the tree's size."""
+    size = tree_size(conn) if size is None else size
     stored = _fetch(conn, set(merkle.peaks(size)))
     try:
         frontier = [stored[p] for p in merkle.peaks(size)]
     except KeyError:
         raise TreeError(f"the Merkle tree of {size} leaves lacks one of its peaks") from None
-    created, _ = merkle.append(size, frontier, [merkle.leaf_hash(e) for e in envelopes])
-    if created:
-        conn.execute(insert(NODES), [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in created])
+    created, _ = merkle.append(size, frontier, leaf_hashes)
+    bulk.append(conn, NODES, [{"level": lvl, "idx": idx, "hash": h} for lvl, idx, h in created])
     return size
 
 
-def check_in_step(conn: Connection) -> None:
-    """The tree has exactly one leaf per archived row. Not so (e.g. merkle_nodes restored from
-    an older backup than event_archive), appending would prove nothing and every later
-    record would be set aside as refused: the projector stops and says why instead."""
+def check_in_step(conn: Connection) -> int:
+    """The tree has exactly one leaf per archived row; returns its size. Not so (e.g.
+    merkle_nodes restored from an older backup than event_archive), appending would prove
+    nothing and every later record would be set aside as refused: the projector stops and
+    says why instead."""
     size = tree_size(conn)
     last = conn.scalar(select(func.max(ARCHIVE.c.leaf_index)))
     if (0 if last is None else int(last) + 1) != size:
         raise TreeError(f"the Merkle tree has {size} leaves but the archive's last leaf index is {last}: "
                         "restore both tables from the same backup, or rebuild the tree (migration 0008)")
+    return size
 
 
 def root(conn: Connection, size: int) -> bytes:

@@ -233,8 +233,7 @@ def to_json(doc: dict[str, Any]) -> str:
 
 
 def _rate(side: dict[str, Any]) -> str:
-    value = side["compliance_percent"]
-    return "—" if value is None else f"{value:g} %".replace(".", ",")
+    return french.percent(side["compliance_percent"])
 
 
 def _local(value: str | None, tz: ZoneInfo) -> str:

@@ -84,27 +84,40 @@ def _explain(clock: Clock, live: bool) -> str:
 
     for index, cycle in enumerate(clock.cycles):
         parts.append(_explain_cycle(d, v, cycle, first=index == 0))
-        parts.extend(_explain_pauses(d, cycle, tz))
-        parts.append(_verdict(d, cycle, clock.now, tz, live=live))
+        parts.extend(_explain_pauses(d, v, cycle, tz))
+        parts.append(_verdict(d, v, cycle, clock.now, tz, live=live))
+    ends = [cycle.end for cycle in clock.cycles]
     for deadline, _ in clock.retracted:
         parts.append(
-            f"Le manquement déclaré pour l'échéance du {french.instant(deadline, tz)} est retiré : "
+            f"Le manquement déclaré pour l'échéance du {french.instant(deadline, tz, beside=ends)} est retiré : "
             "les événements enregistrés depuis montrent que cette échéance n'a pas été dépassée."
         )
     return " ".join(p for p in parts if p)
 
 
+def _deadlines(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> list[datetime]:
+    """The deadlines a cycle's actions are judged against: as first set, as each pause moved it."""
+    return [_initial_deadline(d, v, cycle), *(deadline for _, _, deadline in cycle.moves), cycle.deadline]
+
+
+def _actions(cycle: Cycle) -> list[datetime | None]:
+    """The instants a cycle's verdict compares with a deadline: its end, each suspension."""
+    return [cycle.end, *(paused_at for paused_at, _, _, _ in cycle.pauses)]
+
+
 def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: bool) -> str:
     tz = v.tz
     label = d.start_label if first else "Nouveau cycle"
-    head = f"{label} le {french.instant(cycle.start, tz)}"
     initial = _initial_deadline(d, v, cycle) if cycle.pauses else cycle.deadline
-    due = f"{d.due_label} le {french.instant(initial, tz)}"
+    due = f"{d.due_label} le {french.instant(initial, tz, beside=_actions(cycle))}"
     if d.rule == "window" and d.calendar is not None:
         cal = d.calendar
+        # « dans la plage » or not is the filing compared with the window's edges that day
+        filing_day = cycle.start.astimezone(tz).date()
+        edges = [cal.at(filing_day, cal.open_at), cal.at(filing_day, cal.close_at)]
+        head = f"{label} le {french.instant(cycle.start, tz, beside=edges)}"
         if cycle.counting_from == cycle.start:
             return f"{head}, dans la plage ({french.window(cal)}) : {due} ({french.duration(d.duration_seconds)})."
-        filing_day = cycle.start.astimezone(tz).date()
         # The filing day itself when it is a holiday: a Friday 10:00 is "hors plage" only then.
         skipped = [filing_day, *cal.skipped_days(filing_day, cycle.counting_from.astimezone(tz).date())]
         holidays = [
@@ -114,28 +127,30 @@ def _explain_cycle(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, *, first: b
         ]
         note = f" ({', '.join(holidays)})" if holidays else ""
         return f"{head}, hors plage ({french.window(cal)}) : {due}{note}."
+    head = f"{label} le {french.instant(cycle.start, tz)}"
     note = _gap_note(d, cycle.start.astimezone(tz).replace(tzinfo=None), initial, tz)
     return f"{head} : {due} ({rule_text(d)}{note})."
 
 
-def _explain_pauses(d: SlaDefinition, cycle: Cycle, tz: Any) -> list[str]:
+def _explain_pauses(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, tz: Any) -> list[str]:
     """Each pause, and the deadline it moved the clock to (« échéance reportée au … par la
     suspension »), from the fold's own record of the moves: the last deadline named is the
     one the verdict judges."""
     moved = {resumed_at: (remaining, deadline) for resumed_at, remaining, deadline in cycle.moves}
+    deadlines, actions = _deadlines(d, v, cycle), _actions(cycle)
     parts = []
     for paused_at, resumed_at, _, resume_id in cycle.pauses:
+        since = french.instant(paused_at, tz, beside=deadlines)
         if resumed_at is None:
-            parts.append(f"Délai suspendu depuis le {french.instant(paused_at, tz)} (attente du demandeur).")
+            parts.append(f"Délai suspendu depuis le {since} (attente du demandeur).")
             continue
-        parts.append(f"Délai suspendu du {french.instant(paused_at, tz)} au {french.instant(resumed_at, tz)} "
-                     "(attente du demandeur).")
+        parts.append(f"Délai suspendu du {since} au {french.instant(resumed_at, tz)} (attente du demandeur).")
         if resume_id is not None and resume_id == cycle.ended_by:
             continue  # ended while suspended: nothing was moved
         if resumed_at in moved:
             remaining, deadline = moved[resumed_at]
             target = resumed_at.astimezone(tz).replace(tzinfo=None) + timedelta(seconds=remaining)
-            parts.append(f"Échéance reportée au {french.instant(deadline, tz)} par la suspension"
+            parts.append(f"Échéance reportée au {french.instant(deadline, tz, beside=actions)} par la suspension"
                          f"{_gap_note(d, target, deadline, tz)}.")
         else:  # suspended after its deadline had passed
             parts.append("L'échéance était déjà dépassée à la suspension : elle n'est pas reportée.")
@@ -158,12 +173,13 @@ def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datet
     return first_deadline(d, v, cycle.start)[1]
 
 
-def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
+def _verdict(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
     """The verdict, measured from the deadline judged; when a pause moved it, the sentence
     names it again (the reader compares the overrun or the margin with that one)."""
-    judged = f"l'échéance du {french.instant(cycle.deadline, tz)}"
+    deadline = french.instant(cycle.deadline, tz, beside=_actions(cycle))
+    judged = f"l'échéance du {deadline}"
     if cycle.end is not None:
-        when = french.instant(cycle.end, tz)
+        when = french.instant(cycle.end, tz, beside=_deadlines(d, v, cycle))
         what = d.stop_label if cycle.end_is_stop else "Information transmise, nouveau cycle"
         margin = (cycle.deadline - cycle.end).total_seconds()
         if cycle.overdue:
@@ -177,11 +193,11 @@ def _verdict(d: SlaDefinition, cycle: Cycle, now: datetime, tz: Any, *, live: bo
         return f"{what} le {when} : délai respecté ({french.duration(margin)} d'avance)."
     if cycle.paused_at is not None:
         if cycle.overdue:
-            return f"Échéance du {french.instant(cycle.deadline, tz)} dépassée avant la suspension."
+            return f"Échéance du {deadline} dépassée avant la suspension."
         return f"Il restera {french.duration(cycle.remaining)} à la reprise ; {judged} sera reportée en conséquence."
     if cycle.overdue:
         if not live:
-            return f"Rien n'était enregistré à l'échéance du {french.instant(cycle.deadline, tz)} : délai dépassé."
+            return f"Rien n'était enregistré à l'échéance du {deadline} : délai dépassé."
         since = french.duration((now - cycle.deadline).total_seconds())
         return f"Échéance dépassée depuis {since} ({judged})." if cycle.moves else f"Échéance dépassée depuis {since}."
     if not live:

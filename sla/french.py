@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime, time
 from datetime import date as _date
-from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from .calendar import BusinessCalendar
@@ -25,6 +26,35 @@ def clock_time(t: time) -> str:
     return t.strftime("%H:%M:%S") if t.second else t.strftime("%H:%M")
 
 
+# How finely a time is written: to the minute, to the second, or to 1–6 decimals of a second.
+MINUTE, SECOND, FINEST = -1, 0, 6
+
+
+def precision(value: datetime, beside: Iterable[datetime | None] = ()) -> int:
+    """The coarsest precision (``MINUTE``, ``SECOND``, or decimals) at which ``value`` reads
+    apart from every instant of ``beside`` it differs from. A sentence compares an instant
+    with the one a verdict judged it against (a filing with the window's edges, an action
+    with its deadline): both written at this precision, the reader's comparison of the
+    written times agrees with the verdict — truncation never reverses an order, and this
+    precision never makes two different instants read the same."""
+    level = MINUTE
+    for other in beside:
+        if other is None or other == value:
+            continue
+        while level < FINEST and _truncate(value, level) == _truncate(other, level):
+            level += 1
+    return level
+
+
+def _truncate(value: datetime, level: int) -> datetime:
+    """``value`` cut (never rounded: 16:00:59 is still 16:00) to ``level``."""
+    value = value.astimezone(UTC)
+    if level == MINUTE:
+        return value.replace(second=0, microsecond=0)
+    step = 10 ** (FINEST - level)
+    return value.replace(microsecond=value.microsecond // step * step)
+
+
 def date(value: _date) -> str:
     """« lundi 6 avril 2026 », « vendredi 1er mai 2026 »."""
     ordinal = "1er" if value.day == 1 else str(value.day)
@@ -40,15 +70,31 @@ def day(instant: datetime, tz: ZoneInfo) -> str:
     return date(instant.astimezone(tz).date())
 
 
-def instant(value: datetime, tz: ZoneInfo) -> str:
-    """« vendredi 13 mars 2026 à 17:00 » (seconds only when not zero); a time of the autumn
-    hour that happens twice names its offset: « à 02:30 heure d'hiver »."""
-    local = value.astimezone(tz)
-    text = f"{day(value, tz)} à {clock_time(local.time())}"
+def instant(value: datetime, tz: ZoneInfo, *, beside: Iterable[datetime | None] = ()) -> str:
+    """« vendredi 13 mars 2026 à 17:00 »: to the minute, as a person reads a time; seconds, or
+    the decimals needed, only when the minute would read the same as an instant of ``beside``
+    it is compared with (see ``precision``). A time of the autumn hour that happens twice
+    names its offset: « à 02:30 heure d'hiver »."""
+    local = _truncate(value, precision(value, beside)).astimezone(tz)
+    text = f"{date(local.date())} à {clock_time(local.time())}"
     twin = local.replace(tzinfo=None).replace(fold=1 - local.fold).replace(tzinfo=tz)
     if twin.utcoffset() != local.utcoffset():
         text += " heure d'été" if local.dst() else " heure d'hiver"
     return text
+
+
+def stamp(value: datetime, tz: ZoneInfo, *, beside: Iterable[datetime | None] = ()) -> str:
+    """« 2026-12-07T01:45+01:00 », « 2026-12-07T00:45Z »: ISO 8601 for a spreadsheet or an
+    annex a person reads, at ``instant``'s precision (seconds and decimals only when needed)."""
+    level = precision(value, beside)
+    local = _truncate(value, level).astimezone(tz)
+    spec = "minutes" if level == MINUTE else "seconds" if level == SECOND else "microseconds"
+    text = local.isoformat(timespec=spec)
+    if level > SECOND:
+        head, _, rest = text.partition(".")
+        digits, offset = rest[:6][:level], rest[6:]
+        text = f"{head}.{digits}{offset}"
+    return text.replace("+00:00", "Z")
 
 
 def duration(seconds: float) -> str:
@@ -71,6 +117,19 @@ def duration(seconds: float) -> str:
     if not parts:
         return "moins d'une seconde" if seconds else "0 s"
     return " ".join(parts)
+
+
+def percent(value: float | None) -> str:
+    """« 100,0 % », « 66,7 % » (a compliance rate, in percent); « — » when nothing was decided.
+    One writing for the statement, the dispute file, the what-if and the e-mail."""
+    return "—" if value is None else f"{value:.1f} %".replace(".", ",")
+
+
+def sla_title(title: str, contractual: bool) -> str:
+    """« Prise en compte … (engagement contractuel) »: an SLA's title with its nature, said once
+    (a title of the policy may already end with « (objectif interne) »)."""
+    nature = "engagement contractuel" if contractual else "objectif interne"
+    return title if f"({nature})" in title else f"{title} ({nature})"
 
 
 def window(calendar: BusinessCalendar) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .calendar import NO_HOLIDAYS, BusinessCalendar, NonWorkingDays, whit_monday
+from .catalogue import Catalogue, Entry
 from .errors import PolicyError
 from .events import CHANNELS, KINDS
 
@@ -182,6 +183,10 @@ class PolicyVersion:
 @dataclass(frozen=True)
 class Policy:
     versions: tuple[PolicyVersion, ...]  # sorted by effective_from
+    # The products a ticket may name (``[products.<slug>]``: name, aliases): a filing or a
+    # reclassification names one of them and its event stores the slug (``sla.ticket.decide``).
+    # Empty (a policy without the table, as the tests' small policies): any product is taken.
+    products: Catalogue = field(default_factory=lambda: Catalogue("product"))
 
     def version_for(self, filed_at: datetime) -> PolicyVersion:
         """The version in force at ``filed_at`` (the latest one already effective)."""
@@ -228,11 +233,17 @@ def parse_policy(text: str) -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy is not valid TOML: {exc}") from None
-    _known(doc, {"versions"}, "policy")
+    _known(doc, {"versions", "products"}, "policy")
+    products = _catalogue(_get(doc, "products", "policy", dict, {}))
     raw_versions = doc.get("versions")
     if not isinstance(raw_versions, list) or not raw_versions:
         raise PolicyError("policy: at least one [[versions]] table is required")
     versions = sorted((_parse_version(v, i) for i, v in enumerate(raw_versions)), key=lambda v: v.effective_from)
+    for version in versions:
+        outside = sorted(p for p in version.excluded_products if products and p not in products)
+        if outside:
+            raise PolicyError(f"version {version.id!r}.excluded_products: {outside} not in the [products] "
+                              f"catalogue (an exclusion names a product's slug)")
     ids = [v.id for v in versions]
     if len(set(ids)) != len(ids):
         raise PolicyError(f"policy: version ids must be unique, got {ids}")
@@ -241,7 +252,7 @@ def parse_policy(text: str) -> Policy:
         same = [v.id for v in versions if starts.count(v.effective_from) > 1]
         raise PolicyError(f"policy: versions {same} take effect at the same instant (which one judges?)")
     texts = _version_texts(text, ids)
-    return Policy(tuple(replace(v, text=texts.get(v.id, text)) for v in versions))
+    return Policy(tuple(replace(v, text=texts.get(v.id, text)) for v in versions), products)
 
 
 def _version_texts(text: str, ids: list[str]) -> dict[str, str]:
@@ -262,6 +273,31 @@ def _version_texts(text: str, ids: list[str]) -> dict[str, str]:
             return {}
         out[found[0]["id"]] = block
     return out if len(out) == len(ids) else {}
+
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+def _catalogue(raw: Mapping[str, Any]) -> Catalogue:
+    """``[products.<slug>]`` with ``name`` and optional ``aliases``: the slug is what events
+    store, the name what pages show; the name and aliases are what people may type."""
+    entries = []
+    for slug, spec in raw.items():
+        where = f"products.{slug}"
+        if not _SLUG.match(slug) or len(slug) > 128:
+            raise PolicyError(f"{where}: a slug is lowercase letters, digits and single hyphens "
+                              "(e.g. 'local-trust-mpe')")
+        if not isinstance(spec, dict):
+            raise PolicyError(f"{where}: must be a table with name and aliases")
+        _known(spec, {"name", "aliases"}, where)
+        aliases = _get(spec, "aliases", where, list, [])
+        if not all(isinstance(a, str) and a.strip() for a in aliases):
+            raise PolicyError(f"{where}.aliases: a list of names")
+        entries.append(Entry(slug, _get(spec, "name", where, str).strip(), tuple(a.strip() for a in aliases)))
+    try:
+        return Catalogue.of("product", entries)
+    except ValueError as exc:
+        raise PolicyError(f"products: {exc}") from None
 
 
 def coverage_errors(policy: Policy) -> list[str]:

@@ -39,6 +39,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import french
+from .catalogue import Catalogue, UnknownName
 from .events import (
     SLA_FACT_TYPES,
     Event,
@@ -331,10 +332,13 @@ def hidden_from(ticket: Ticket | None, command: Command) -> bool:
 
 
 def decide(ticket: Ticket | None, command: Command, now: datetime, *,
-           max_backdate: timedelta | None = None) -> list[Event]:
+           max_backdate: timedelta | None = None, products: Catalogue | None = None) -> list[Event]:
     """Validate ``command`` against ``ticket`` (None: unknown ticket) and return its events.
     The recording time is always ``now``; a business time may precede it by ``max_backdate``
-    at most (the policy's limit; who may date at all is decided at the edge)."""
+    at most (the policy's limit; who may date at all is decided at the edge). A product named
+    by a filing or a reclassification must be in ``products`` (the policy's catalogue; None or
+    empty: any text), and its event stores the slug: an exclusion is judged on the slug, so
+    « Local Trust MPE » typed in full is excluded as ``local-trust-mpe`` is."""
     occurred = command.occurred_at or now
     if occurred.tzinfo is None:
         raise DomainError("La date de l'événement doit préciser son fuseau horaire (ex. +01:00).", "invalid")
@@ -372,10 +376,12 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
         assert ticket.filed_at is not None
         if occurred < ticket.filed_at:
             raise DomainError("La date de l'événement précède le dépôt du ticket.", "invalid")
-        if command.type is CommandType.RECLASSIFY:
-            kind, product = command.payload.get("kind"), command.payload.get("product")
-            if (kind in (None, ticket.kind)) and (product in (None, ticket.product)):
-                raise DomainError("Le reclassement ne change ni le type ni le produit du ticket.", "invalid")
+
+    payload = _with_product_slug(command.payload, products) if products else command.payload
+    if ticket is not None and command.type is CommandType.RECLASSIFY:
+        kind, product = payload.get("kind"), payload.get("product")
+        if (kind in (None, ticket.kind)) and (product in (None, ticket.product)):
+            raise DomainError("Le reclassement ne change ni le type ni le produit du ticket.", "invalid")
 
     try:
         event = new_event(
@@ -384,12 +390,25 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
             occurred_at=occurred,
             recorded_at=recorded,
             actor=command.actor,
-            payload=command.payload,
+            payload=payload,
             event_id=command_event_id(command.command_id),
         )
     except EventDecodeError as exc:
         raise DomainError(str(exc), "invalid") from None
     return [event]
+
+
+def _with_product_slug(payload: Mapping[str, Any], products: Catalogue) -> Mapping[str, Any]:
+    """``payload`` with its product (if it names one) as the catalogue's slug; an unknown
+    product is refused with the closest names."""
+    named = payload.get("product")
+    if not isinstance(named, str) or not named:
+        return payload  # none (a reclassification of the kind only), or a type the schema refuses
+    try:
+        slug = products.resolve(named)
+    except UnknownName as exc:
+        raise DomainError(exc.message, "invalid") from None
+    return payload if slug == named else {**payload, "product": slug}
 
 
 # --- storage form (Faust table values, snapshots) -----------------------------------------

@@ -34,6 +34,7 @@ def ticket_view(ticket: Ticket, policy: Policy, now: datetime) -> dict[str, Any]
         "kind": ticket.kind,
         "channel": ticket.channel,
         "product": ticket.product,
+        "product_name": policy.products.name(ticket.product),  # what pages show (the catalogue's name)
         "member": ticket.member,
         "subject": ticket.subject,
         "filed_at": format_optional_instant(ticket.filed_at),

@@ -35,6 +35,7 @@ from projections.queries import list_tickets, ticket_events
 from projections.rebuild import rebuild as rebuild_projection
 from projections.report import to_html, to_markdown, to_pdf
 from projections.tokens import SessionLimits, TokenStore
+from projections.witnessing import WitnessCollector, parse_witnesses, start_witness_feeds
 from sla.events import Event
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
@@ -43,6 +44,7 @@ from streams.kafka_tools import wait_for_broker
 
 from .command_metrics import MeasuredCommands
 from .failures import CommandFailed
+from .members import directory, load_members
 from .settings import Settings
 from .web import register
 from .web.metrics_server import metrics_app, serve_metrics
@@ -133,9 +135,12 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
         raise ValueError("SLALEDGER_WEB_SESSION_IDLE and SLALEDGER_WEB_SESSION_LIFETIME: seconds, more than 0")
     sessions = SessionLimits(timedelta(seconds=settings.web_session_idle),
                              timedelta(seconds=settings.web_session_lifetime))
+    members = directory(load_members(settings.members_file)) if settings.members_file else None
+    if members is None:
+        log.warning("no members directory (SLALEDGER_MEMBERS_FILE): filings may name any member")
     pipeline = Pipeline(settings, policy, on_recovery_stalled)
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
-                  worker=pipeline, policy=policy,
+                  worker=pipeline, policy=policy, members=members,
                   auth=TokenStore(engine, sessions=sessions) if settings.auth and engine is not None else None,
                   archive=SqlArchive(engine, policy) if engine is not None else None,
                   whatif=(ArchiveDrafts(engine, policy, Path(settings.policy_drafts_dir))
@@ -165,7 +170,8 @@ def head_signer(settings: Settings, policy: Policy) -> HeadSigner | None:
     if key is None:
         log.warning("no signing key (SLALEDGER_SIGNING_KEY_FILE): the archive's tree heads are not signed")
         return None
-    return HeadSigner(key, policy, timedelta(seconds=settings.head_interval), settings.bootstrap, settings.embedded)
+    return HeadSigner(key, policy, timedelta(seconds=settings.head_interval), settings.origin, settings.bootstrap,
+                      settings.embedded)
 
 
 def evidence_options(settings: Settings, engine: Engine | None, head_id: int | None) -> dict[str, Any]:
@@ -182,16 +188,28 @@ def evidence_options(settings: Settings, engine: Engine | None, head_id: int | N
             raise HeadError(f"--head {head_id}: no such signed head")
     key = signing_key(settings)
     policy = settings.policy()
-    return {"head": head, "signer": (lambda: sign_head(engine, key, policy)) if key is not None else None}
+    return {"head": head,
+            "signer": (lambda: sign_head(engine, key, policy, origin=settings.origin)) if key is not None else None}
 
 
-def engine_for(settings: Settings) -> Engine:
+def engine_for(settings: Settings, *, existing: bool = False) -> Engine:
     """The SQL database of the settings. The data directory of the default SQLite file is
     created (dev); the directory of a SQLite URL given explicitly must exist: a typo in
-    ``--database`` must fail, not answer from a new empty database in a new directory."""
+    ``--database`` must fail, not answer from a new empty database in a new directory.
+    ``existing``: a command that only uses the database (tokens, audit, reports) refuses a
+    default SQLite file that is not there, instead of creating ``./data`` wherever it runs
+    (a token created there would be refused by the running server)."""
     if settings.database.startswith("sqlite:///"):
-        directory = Path(settings.database.removeprefix("sqlite:///")).parent
-        if not settings.database_url:
+        path = Path(settings.database.removeprefix("sqlite:///"))
+        directory = path.parent
+        if not settings.database_url and existing:
+            try:
+                path.stat()  # a data directory that is a file: NotADirectoryError, one line too
+            except FileNotFoundError:
+                raise CommandFailed(f"{path} does not exist: no slaledger tables in a fresh data directory "
+                                    "(nothing was created); run this where `slaledger dev` runs, or give the "
+                                    "--data-dir it uses (or --database)") from None
+        elif not settings.database_url:
             directory.mkdir(parents=True, exist_ok=True)
         elif not directory.is_dir():
             raise FileNotFoundError(errno.ENOENT, "no such directory for the SQLite database (--database)",
@@ -207,6 +225,11 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
     lag measured apart) in ``registry``, and the per-ticket alerts pushed to Alertmanager."""
     if registry is not None:
         registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap), policy=policy))
+    witnesses = parse_witnesses(settings.witnesses)
+    if witnesses:
+        start_witness_feeds(engine, witnesses, stop, settings.head_interval)
+        if registry is not None:
+            registry.register(WitnessCollector(witnesses))
     if settings.alertmanager_url:
         alert_at = settings.evening_alert_time
         support = policy.versions[-1].calendars.get("support")

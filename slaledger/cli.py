@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import structlog
 
+from sla import french
+from sla.catalogue import UnknownName
 from sla.clock import Clock, evaluate
 from sla.events import CHANNELS, KINDS, EventDecodeError, EventType, new_event, parse_instant
 from sla.explain import explanation, rule_text
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--filed-at", required=True, type=_instant, help="ISO 8601 with offset")
     explain.add_argument("--elements-complete-at", type=_instant, help="go-live: all elements supplied")
     explain.add_argument("--acknowledged-at", type=_instant, help="incident: when it was taken into account")
-    explain.add_argument("--product", default="solaere", help="product (some are excluded from the SLA)")
+    explain.add_argument("--product", default="parapheur",
+                         help="product: slug, name or alias of the policy's catalogue (some are excluded from the SLA)")
     explain.add_argument("--policy", help="policy file (TOML); the convention's policy by default")
     explain.add_argument("--json", action="store_true", help="one JSON object on stdout")
     explain.set_defaults(handler=cmd_sla_explain)
@@ -143,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     replay.add_argument("--head", type=int, help="--ticket: prove the events against this signed head (default: "
                                                  "the latest; signed now with the operator's key if it lacks some)")
+    replay.add_argument("--resend-window", type=_resend_window, default=None, metavar="RECORDS",
+                        help="--source kafka without --database: how many records of a partition back a later "
+                             "copy of an event is recognised as a re-send (default 20000)")
     replay.set_defaults(handler=cmd_audit_replay)
     verify = audit_commands.add_parser("verify", help="compare the SQL projection with a fresh replay")
     verify.add_argument("--source", choices=["kafka", "archive"], default="archive")
@@ -216,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "also needs SLALEDGER_EMBEDDED=1)")
     dev.add_argument("--kafka", action="store_true",
                      help="run a local single-node Apache Kafka (needs Java; jars fetched once by Maven) with its "
-                          "data under DATA_DIR/kafka: the log survives a restart, nothing is restored")
+                          "data under DATA_DIR/kafka: the log survives a restart; on its first start the "
+                          "archive is restored into it, as into the embedded broker")
     dev.add_argument("--demo", action="store_true", default=None, help="feed a realistic synthetic stream")
     dev.set_defaults(handler=cmd_dev)
 
@@ -228,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_parsers(commands)
     from .whatif_cli import add_parsers as add_whatif_parsers  # audit what-if, policy diff|check (#29)
     add_whatif_parsers(audit_commands, policy_commands)
+    from .witness_cli import add_parsers as add_witness_parsers  # witness serve|vkey (#26)
+    add_witness_parsers(commands)
     return parser
 
 
@@ -380,6 +390,16 @@ def _audit_records(settings: Settings, source: str, engine: Engine | None,
     return kafka_records(settings.bootstrap)
 
 
+def _resend_window(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of records (1 or more)")
+    return value
+
+
 def cmd_audit_replay(args: argparse.Namespace) -> int:
     from projections.audit import Filters, dispute_file, replay, stable_json
     from projections.report import to_html, to_markdown, to_pdf
@@ -392,7 +412,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, "warning")
     if args.source == "kafka":
         _reach_broker(settings)
-    engine = engine_for(settings) if (args.source == "archive" or settings.database_url) else None
+    engine = engine_for(settings, existing=True) if (args.source == "archive" or settings.database_url) else None
     filters = Filters(args.ticket, args.member, args.filed_from, args.filed_to, args.as_of)
     from .bootstrap import evidence_options
 
@@ -402,8 +422,9 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     with _progress(settings, args.source, engine, "Relecture") as bar:
         records = _counted(bar, _audit_records(settings, args.source, engine, args.ticket))
+        window = {"resend_window": args.resend_window} if args.resend_window else {}
         result = replay(records, settings.policy(), filters, source=args.source, engine=engine,
-                        timelines=bool(args.ticket or args.member), summarize_closed=True, **evidence)
+                        timelines=bool(args.ticket or args.member), summarize_closed=True, **evidence, **window)
     doc = dispute_file(result)
     renderers: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
         "json": stable_json, "md": to_markdown, "html": to_html, "pdf": to_pdf}
@@ -428,7 +449,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, "warning")
     if args.source == "kafka":
         _reach_broker(settings)
-    engine = engine_for(settings)
+    engine = engine_for(settings, existing=True)
     with _progress(settings, args.source, engine, "Vérification") as bar:
         records = _counted(bar, _audit_records(settings, args.source, engine))
         differences = verify_projection(engine, records, settings.policy(), source=args.source)
@@ -438,7 +459,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return 1 if differences else 0
     for line in differences:
         print(line)
-    print(f"{len(differences)} difference(s)" if differences else "projection and replay agree")
+    print(f"{len(differences)} différence(s) entre la projection et le journal" if differences
+          else "la projection et la relecture du journal concordent")
     return 1 if differences else 0
 
 
@@ -468,7 +490,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(_settings(args))
+    engine = engine_for(_settings(args), existing=True)
     create_schema(engine)
     if args.secret_env or args.secret_file:
         where = args.secret_env or args.secret_file
@@ -505,7 +527,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(_settings(args))
+    engine = engine_for(_settings(args), existing=True)
     create_schema(engine)
     tokens = list_tokens(engine)
     if args.json:
@@ -526,7 +548,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(_settings(args))
+    engine = engine_for(_settings(args), existing=True)
     create_schema(engine)
     if not revoke_token(engine, args.token):
         raise UsageError("no live token with that id or secret")
@@ -554,6 +576,7 @@ def _page_size(value: str) -> int:
 def cmd_itop_sync(args: argparse.Namespace) -> int:
     """Poll iTop and publish its changes as commands; ``--once`` prints what it did (French,
     or one JSON object with ``--json``)."""
+    import dataclasses
     import signal
     import threading
     from datetime import timedelta
@@ -563,6 +586,7 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
     from slaledger import itop
 
     from .bootstrap import engine_for
+    from .members import directory, load_members
 
     settings = _settings(args, itop_url=args.itop_url, itop_user=args.itop_user, itop_password=args.itop_password,
                          itop_token=args.itop_token, itop_timezone=args.itop_timezone)
@@ -572,6 +596,9 @@ def cmd_itop_sync(args: argparse.Namespace) -> int:
         client = itop.ItopClient(settings.itop_url, user=settings.itop_user, password=settings.itop_password,
                                  token=settings.itop_token)
         reference = itop.Reference.from_file(args.org_map) if args.org_map else itop.Reference()
+        # names checked against the members directory (when one is set) and the policy's products
+        reference = dataclasses.replace(reference, products=settings.policy().products, members=(
+            directory(load_members(settings.members_file)) if settings.members_file else None))
         since = itop.parse_since(args.since)
         itop.check_field_code(args.sla_field)
     except (ValueError, ZoneInfoNotFoundError) as exc:
@@ -630,24 +657,28 @@ class _CountingPublisher:
         self.publisher.send(command)
         self.bar.update()
 
+    def dead_letter(self, command: Command, reason: str, ref: str) -> None:
+        self.publisher.dead_letter(command, reason, ref)
+
     def flush(self) -> None:
         self.publisher.flush()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    return _run_worker(_settings(args))
+    settings = _settings(args)
+    _check_port_free(settings.web_host, settings.web_port)
+    return _run_worker(settings)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Embedded broker, archive restore, worker (API + /metrics) and projector in one process."""
     import dataclasses
-    import secrets
     import threading
 
     from prometheus_client import REGISTRY
 
     from projections.migrate import create_schema
-    from projections.restore import restore_archive
+    from projections.restore import LogNotArchived, restore_into_empty_log
     from projections.tokens import TokenError, ensure_token
     from streams.embedded import EmbeddedBroker
     from streams.kafka_acls import ADMIN
@@ -656,12 +687,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from .bootstrap import engine_for, start_projector_thread
 
-    dev_token = os.environ.get("SLALEDGER_DEV_TOKEN") or "slt_dev_" + secrets.token_urlsafe(16)
-    if len(dev_token) < MIN_DEV_TOKEN:
-        raise UsageError(f"SLALEDGER_DEV_TOKEN: {len(dev_token)} characters, at least {MIN_DEV_TOKEN} "
+    given_token = os.environ.get("SLALEDGER_DEV_TOKEN")
+    if given_token is not None and len(given_token) < MIN_DEV_TOKEN:
+        raise UsageError(f"SLALEDGER_DEV_TOKEN: {len(given_token)} characters, at least {MIN_DEV_TOKEN} "
                          "(whoever guesses it acts as an agent)")
     base = _settings(args, log_format="console")
     configure_logging(base.log_format, base.log_level)
+    _check_port_free(base.web_host, base.web_port)  # before anything is started or printed
     Path(base.data_dir).mkdir(parents=True, exist_ok=True)
     base.policy()  # a bad policy file stops here, before anything starts
     if args.kafka and args.broker:
@@ -672,7 +704,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         _reach_broker(base)
     # An embedded broker is empty at each start (the archive is restored into it); a broker
     # given with --broker outlives this process and keeps the log itself, and so does the
-    # Apache Kafka of --kafka (its data directory is kept under DATA_DIR/kafka).
+    # Apache Kafka of --kafka (its data directory is kept under DATA_DIR/kafka) once its first
+    # start has received the archive.
     broker: EmbeddedBroker | KafkaCluster | None = None
     if args.kafka:
         broker = KafkaCluster(Path(base.data_dir) / "kafka", 1, port=args.broker_port)
@@ -690,15 +723,26 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if isinstance(broker, KafkaCluster):  # secured like production; one process in every role: the admin
             own.update(dataclasses.asdict(broker.security(ADMIN)))
         from .evidence_cli import dev_signing_key
+        from .members import EXAMPLE_FILE
 
+        # dev names the example members directory unless told otherwise (filings are checked against it)
         settings = _settings(args, log_format="console", **own, session_timeout=4.0, heartbeat_interval=0.5,
-                             rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base))
+                             rebalance_timeout=2.0, database_url=base.database, **dev_signing_key(base),
+                             members_file=base.members_file or (str(EXAMPLE_FILE) if EXAMPLE_FILE.is_file() else ""))
         create_topics(settings.bootstrap, settings.partitions)
         if isinstance(broker, KafkaCluster):  # the principals' ACLs, for a worker started beside it
             from streams.kafka_acls import apply_acls
 
             apply_acls(settings.bootstrap)
-        restored = restore_archive(engine, settings.bootstrap) if isinstance(broker, EmbeddedBroker) else 0
+        restored = 0
+        if broker is not None:  # a log of its own: empty (restored like the embedded one) or the archive's
+            try:
+                restored = restore_into_empty_log(engine, settings.bootstrap)
+            except LogNotArchived as exc:
+                raise UsageError(f"{exc}: the data directory {base.data_dir} was used by the embedded broker "
+                                 f"after this Apache Kafka; move {Path(base.data_dir) / 'kafka'} aside and "
+                                 "start again: the archive is then restored into a fresh Kafka") from None
+        dev_token = given_token or _dev_token(engine, Path(base.data_dir) / DEV_TOKEN_FILE)
         try:
             ensure_token(engine, dev_token, "agent", "dev")
         except TokenError as exc:
@@ -717,10 +761,55 @@ def cmd_dev(args: argparse.Namespace) -> int:
             broker.stop()
 
 
+DEV_TOKEN_FILE = "dev-token"
+
+
+def _dev_token(engine: Engine, path: Path) -> str:
+    """``slaledger dev``'s agent token: the one kept in the data directory (mode 0600) while it
+    is live, so that a restart neither leaves another live token behind nor breaks a newcomer's
+    ``TOKEN=$(cat data/dev-token)``; a new one when absent or revoked."""
+    import secrets
+
+    from projections.tokens import token_is_live
+
+    if path.exists():
+        kept = path.read_text(encoding="utf-8").strip()
+        if token_is_live(engine, kept):
+            return kept
+    secret = "slt_dev_" + secrets.token_urlsafe(16)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(secret + "\n")
+    return secret
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port another process listens on is one line before anything starts (not a URL and a
+    token printed as if started, then a traceback)."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"port {port} on {host} is taken ({exc.strerror}): another `slaledger dev` or "
+                             "worker? Stop it, or choose another port with --port") from None
+
+
 def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:
     """Build the events of a hypothetical request and evaluate its clocks."""
     filed_at: datetime = args.filed_at
     ticket_id = "explain"
+    product = args.product
+    if policy.products:  # judged as a filing would be: the catalogue's slug (« Local Trust MPE » is excluded)
+        try:
+            product = policy.products.resolve(product)
+        except UnknownName as exc:
+            raise UsageError(f"--product: {exc.message}") from None
     events = [
         new_event(
             EventType.TICKET_FILED,
@@ -728,7 +817,7 @@ def explain_request(args: argparse.Namespace, policy: Policy) -> list[Clock]:
             occurred_at=filed_at,
             recorded_at=filed_at,
             actor="cli",
-            payload={"kind": args.kind, "channel": args.channel, "product": args.product,
+            payload={"kind": args.kind, "channel": args.channel, "product": product,
                      "member": "explain", "subject": "explain"},
         )
     ]
@@ -793,9 +882,30 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
         print(f"Politique {version.id}")
-        for t in targets:
-            print(f"- {t['sla']}: {t['deadline'] or '—'} [{t['status']}]\n  {t['explanation']}")
+        for clock, t in zip(found, targets, strict=True):
+            due = french.instant(clock.deadline, version.tz) if clock.deadline else "—"
+            status = str(clock.status)
+            print(f"- {french.sla_title(clock.definition.title, clock.definition.contractual)} : échéance {due} "
+                  f"({french.VERDICT.get(status, status)})\n  {t['explanation']}")
     return 0
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader went away (``slaledger … --json | head -c 400``): a pipe whose
+    read end is closed polls as an error. Then stdout goes to /dev/null, so that the
+    interpreter's last flush at exit prints nothing either."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        broken = any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):  # no real stdout (a test's capture)
+        return False
+    if broken:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return broken
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -804,10 +914,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr and a non-zero exit code; any other exception is a bug and keeps its traceback.
     Ctrl-C is how an operator stops a long-running command: one line, exit code 130 (the
     shell's for SIGINT), no traceback."""
-    parser = build_parser()
     args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)  # inside: a Ctrl-C while it imports is one line too
         return int(args.handler(args))
     except (UsageError, PolicyError) as exc:
         print(f"slaledger: error: {exc}", file=sys.stderr)
@@ -816,6 +925,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("slaledger: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            return 128 + signal.SIGPIPE  # `… | head`: quiet, as a process that SIGPIPE ends
         described = describe(exc, getattr(args, "settings", None))
         if described is None:
             raise

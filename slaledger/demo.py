@@ -1,6 +1,10 @@
 """``slaledger dev --demo``: a realistic synthetic stream so a newcomer sees things move.
 
-Members (communes, an agglomeration, a lycée), their products, both request classes,
+It opens with four administrative requests taken by phone (no intake clock; one calendar
+week to answer, whatever the hour or the day), dated so that the queue shows each state
+within a minute of the start: breached (filed 8 days ago), at risk (5 days and 12 hours ago:
+past 75 % of the week), paused (waiting for the member) and running (filed now). Then
+members (communes, an agglomeration, a lycée), their products, both request classes,
 portal and phone entries (phone calls typed in later: business time in the past), some
 acknowledgements made late, incidents with restoration times, resolutions and closures.
 Commands go through the commands topic like any other, as actor ``demo``.
@@ -53,12 +57,31 @@ class DemoFeeder:
     async def run(self) -> None:
         await asyncio.sleep(3)
         log.info("demo feeder started", interval=self.interval)
+        try:
+            await self.seed(datetime.now(UTC))
+        except Exception:
+            log.exception("demo seed failed")
         while True:
             try:
                 await self.step()
             except Exception:
                 log.exception("demo step failed")
             await asyncio.sleep(self.interval * self.rng.uniform(0.5, 1.5))
+
+    async def seed(self, now: datetime) -> None:
+        """One ticket in each state a newcomer should recognise (see the module's docstring)."""
+        for age, subject, paused in ((timedelta(days=8), "Attestation d'adhésion", False),
+                                     (timedelta(days=5, hours=12), "Question sur la convention", False),
+                                     (timedelta(days=1), "Ajout d'un référent", True),
+                                     (timedelta(0), "Question sur la convention", False)):
+            ticket_id = "DEMO-" + uuid.uuid4().hex[:8].upper()
+            payload = {"kind": "administrative", "channel": "phone", "member": self.rng.choice(MEMBERS),
+                       "product": "ent-netocentre", "subject": subject}
+            await self.send(Command(CommandType.FILE, ticket_id, "demo", payload, now - age))
+            if paused:
+                await self.send(Command(CommandType.ACKNOWLEDGE, ticket_id, "demo", {}, now - age))
+                await self.send(Command(CommandType.WAIT_FOR_CUSTOMER, ticket_id, "demo",
+                                        {"reason": "Merci de nous indiquer le nom du nouveau référent."}))
 
     async def step(self) -> None:
         now = datetime.now(UTC)

@@ -40,6 +40,8 @@ def add_parsers(commands: Any, audit_commands: Any) -> None:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="write signing-key (0600) and signing-key.pub in DIR")
     create.add_argument("--out", required=True, metavar="DIR", help="directory (keep it out of the repository)")
+    create.add_argument("--origin", help="the log's name in its checkpoints (env SLALEDGER_LOG_ORIGIN; default: "
+                                         "derived from SLALEDGER_PUBLIC_URL): written in signing-key.vkey")
     create.set_defaults(handler=cmd_keys_create)
 
     def database_flags(sub: argparse.ArgumentParser) -> None:
@@ -64,12 +66,38 @@ def add_parsers(commands: Any, audit_commands: Any) -> None:
     consistency.set_defaults(handler=cmd_consistency)
     check = audit_commands.add_parser("check-file", help="check a dispute file (JSON) offline: signature, every "
                                                          "event's inclusion proof, each ticket's whole history, the "
-                                                         "header and verdicts re-folded; exit 1 naming what fails")
+                                                         "header and verdicts re-folded; exit 1 naming what fails, 3 "
+                                                         "when its newest events are not yet signed")
     check.add_argument("file")
     check.add_argument("--public-key", required=True, help="the operator's public key (PEM or raw)")
     check.add_argument("--earlier", metavar="FILE", help="a dispute file issued before: the same events must sit "
                                                          "at the same leaves with the same bytes")
+    witness_flags(check)
     check.set_defaults(handler=cmd_check_file)
+    statements = audit_commands.add_parser(
+        "check-statements", help="check a member's monthly statements (JSON) offline, oldest first: each one's "
+                                 "signed checkpoint and its consistency proof from the previous one's")
+    statements.add_argument("files", nargs="+", metavar="FILE")
+    statements.add_argument("--public-key", required=True, help="the operator's public key (PEM, raw or vkey)")
+    witness_flags(statements)
+    statements.set_defaults(handler=cmd_check_statements)
+
+
+def witness_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FILE",
+                        help="a witness's cosignature verifier key (name+hash+base64, or a file holding it); repeat")
+    parser.add_argument("--witnesses-required", type=int, default=0, metavar="N",
+                        help="how many of the given witnesses must have cosigned the checkpoint (default 0)")
+
+
+def _witnesses(args: argparse.Namespace) -> tuple[list[Any], int]:
+    from .witness_cli import read_vkey
+
+    keys = [read_vkey(v) for v in args.witness_key]
+    if not 0 <= args.witnesses_required <= len(keys):
+        raise HeadError(f"--witnesses-required {args.witnesses_required}: between 0 and the number of "
+                        f"--witness-key given ({len(keys)})")
+    return keys, args.witnesses_required
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -80,7 +108,7 @@ def _engine(args: argparse.Namespace) -> Any:
     flags = {"database_url": getattr(args, "database_url", None), "data_dir": getattr(args, "data_dir", None),
              "policy_file": getattr(args, "policy_file", None)}
     settings = Settings.from_env(**flags)
-    engine = engine_for(settings)
+    engine = engine_for(settings, existing=True)
     create_schema(engine)
     return engine, settings
 
@@ -96,12 +124,16 @@ def _json_file(path: str) -> Any:
 
 @_one_line
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from projections.heads import create_key_pair, key_id, read_key_file
+    from projections.heads import VKEY_FILE, create_key_pair, key_id, read_key_file
 
-    private, public = create_key_pair(args.out)
+    origin = args.origin or Settings.from_env().origin
+    private, public = create_key_pair(args.out, origin)
+    vkey = (private.parent / VKEY_FILE).read_text(encoding="ascii").strip()
     print(f"private key: {private} (mode 0600; give it to the projector as SLALEDGER_SIGNING_KEY_FILE)\n"
           f"public key:  {public} (publish it: members check dispute files with it)\n"
-          f"key id:      {key_id(read_key_file(public, public=True))}")
+          f"key id:      {key_id(read_key_file(public, public=True))}\n"
+          f"verifier key of the log {origin} (C2SP signed-note; witnesses and Go's sumdb/note read it):\n"
+          f"             {vkey}")
     return 0
 
 
@@ -116,7 +148,7 @@ def cmd_sign_head(args: argparse.Namespace) -> int:
     if key is None:
         raise HeadError("no signing key: set SLALEDGER_SIGNING_KEY_FILE (see `slaledger keys create`), or give "
                         "--data-dir of a `slaledger dev` that wrote one")
-    print(json.dumps(sign_head(engine, key, settings.policy()).to_dict(), indent=2))
+    print(json.dumps(sign_head(engine, key, settings.policy(), origin=settings.origin).to_dict(), indent=2))
     return 0
 
 
@@ -174,11 +206,30 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_check_file(args: argparse.Namespace) -> int:
-    """The member's check, the very code of ``docs/verify_dispute_file.py`` (its messages
-    in French; exit 0 verified, 1 problems, 2 unreadable file or key)."""
+    """The member's check, the very code of ``docs/verify_dispute_file.py`` (its messages in
+    French; exit 0 verified, 1 problems, 2 unreadable file or key, 3 nothing wrong but the
+    newest events were recorded after the file's signed head: not yet signed, no sign of
+    tampering)."""
     from projections.dispute_check import run
 
-    return run(args.file, args.public_key, args.earlier)
+    return run(args.file, args.public_key, args.earlier, args.witness_key or [], args.witnesses_required)
+
+
+@_one_line
+def cmd_check_statements(args: argparse.Namespace) -> int:
+    from projections.heads import read_key_file
+    from projections.statements import check_statements
+
+    public = read_key_file(args.public_key, public=True)
+    witnesses, required = _witnesses(args)
+    problems = check_statements([(name, _json_file(name)) for name in args.files], public, witnesses, required)
+    for line in problems:
+        print(f"ÉCHEC : {line}")
+    if problems:
+        print(f"{len(problems)} problème(s) : ces relevés ne forment pas une suite signée et cohérente")
+        return 1
+    print(f"OK : {len(args.files)} relevé(s), signatures valides, chaque arbre prolonge celui du relevé précédent")
+    return 0
 
 
 def dev_signing_key(settings: Settings) -> dict[str, str]:
@@ -190,5 +241,5 @@ def dev_signing_key(settings: Settings) -> dict[str, str]:
         return {}
     private = Path(settings.data_dir) / PRIVATE_FILE
     if not private.exists():
-        create_key_pair(settings.data_dir)
+        create_key_pair(settings.data_dir, settings.origin)
     return {"signing_key_file": str(private)}

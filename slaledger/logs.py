@@ -35,6 +35,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_expected_in_one_line)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -43,3 +44,29 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     root.handlers[:] = [handler]
     # The libraries' info lines are their internals (rebalances, fetch sessions): warnings up.
     root.setLevel(max(numeric, logging.WARNING))
+
+
+# Conditions a normal run meets, which the client libraries log with a traceback: a broker
+# connection closed under kafka-python's feet at a stop (its transport then has no socket:
+# AttributeError 'NoneType' … 'recv', or ConnectionResetError), a Kafka group coordinator
+# not elected yet at start. Said in one line, they no longer read as a crash; any other
+# exception keeps its traceback.
+_EXPECTED_NAMES = ("GroupCoordinatorNotAvailableError", "CoordinatorNotAvailableError")
+
+
+def _expected(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return True
+    if isinstance(exc, AttributeError) and str(exc) == "'NoneType' object has no attribute 'recv'":
+        return True
+    return type(exc).__name__ in _EXPECTED_NAMES
+
+
+def _expected_in_one_line(record: logging.LogRecord) -> bool:
+    """A library's record of an expected condition, without its traceback (the exception's
+    type and message are kept in the line)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and _expected(exc):
+        record.msg, record.args = f"{record.getMessage()} ({type(exc).__name__}: {exc})", None
+        record.exc_info, record.exc_text = None, None
+    return True

@@ -12,6 +12,12 @@ configuration, and holds personal data that does not belong in the event log.
 
 Read whole and validated at load: an unknown key, a missing name or a malformed address is
 an error naming the file and the member, never a statement sent nowhere.
+
+It is also the list of members a ticket may name (``directory``): the API, the web form and
+the iTop connector resolve a member typed by its id or its name (case and accents ignored)
+to its id, and refuse any other with the closest names, so a typo no longer creates a
+member. The check lives at those entry points, which read the file; ``sla/`` reads no file.
+Tickets already in the log keep the member they were filed with.
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
 
+from sla.catalogue import Catalogue, Entry
+
 _MEMBER_ID = re.compile(r"\S{1,128}")  # the tickets' member column: String(128)
 _KEYS = {"name", "referent"}
+# The example directory: what ``slaledger dev`` and the tests use when no file is named.
+EXAMPLE_FILE = Path(__file__).resolve().parents[1] / "infra" / "members.example.toml"
 
 
 class MembersError(ValueError):
@@ -89,3 +99,11 @@ def load_members(path: str | Path) -> dict[str, Member]:
     except OSError as exc:
         raise MembersError(f"members file {path}: {exc.strerror or exc}") from None
     return parse_members(text, str(path))
+
+
+def directory(members: dict[str, Member]) -> Catalogue:
+    """The members a ticket may name: id → name, to resolve what a person typed."""
+    try:
+        return Catalogue.of("member", (Entry(m.id, m.name) for m in members.values()))
+    except ValueError as exc:  # two members whose names read the same once folded
+        raise MembersError(f"members file: {exc}") from None

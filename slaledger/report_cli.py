@@ -31,12 +31,13 @@ from sqlalchemy import Engine
 from projections import monthly
 from projections.deliveries import record_sent, was_sent
 from projections.monthly import Month, MonthError
+from sla import french
 from sla.events import EventDecodeError, parse_instant
 from sla.policy import Policy
 
 from .logs import configure_logging
 from .mail import MailError, SmtpConfig, send, statement_message
-from .members import Member, MembersError, load_members
+from .members import EXAMPLE_FILE, Member, MembersError, load_members
 from .output import output_file  # checked when parsed, before the statement is built
 from .settings import Settings
 
@@ -54,7 +55,8 @@ def add_parsers(commands: Any) -> None:
     one = sub.add_parser("monthly", help="one member's statement for one month")
     one.add_argument("--member", required=True, help="member id (as in the tickets and the members file)")
     one.add_argument("--month", required=True, type=_month, help="YYYY-MM, in the policy's time zone")
-    one.add_argument("--format", choices=FORMATS, default="pdf")
+    one.add_argument("--format", choices=FORMATS,
+                     help="default: the --output file's extension (pdf otherwise), csv on stdout")
     one.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     one.add_argument("--send", action="store_true", help="e-mail the PDF to the member's referent (SMTP settings "
                                                          "from SLALEDGER_SMTP_*)")
@@ -108,19 +110,44 @@ def _engine(settings: Settings) -> Engine:
 
     from .bootstrap import engine_for
 
-    engine = engine_for(settings)
+    engine = engine_for(settings, existing=True)
     create_schema(engine)  # the sent-statements table of a database older than it
     return engine
 
 
-def _directory(settings: Settings) -> dict[str, Member]:
-    return load_members(settings.members_file) if settings.members_file else {}
+def _directory(settings: Settings, *, mailing: bool = False) -> dict[str, Member]:
+    """The members file; without one, the example directory names the members as ``slaledger
+    dev`` does (a statement read on a dev data directory says « Commune de Blois »), but is
+    never a list of addresses to mail."""
+    if settings.members_file:
+        return load_members(settings.members_file)
+    if not mailing and EXAMPLE_FILE.is_file():
+        return load_members(str(EXAMPLE_FILE))
+    return {}
+
+
+EXAMPLE_MARK = "# slaledger: example members directory"  # the first line of infra/members.example.toml
+
+
+def refuse_example_directory(path: str) -> None:
+    """Statements are not mailed from the example directory (Compose mounts it while
+    SLALEDGER_MEMBERS_TOML is unset): its referents are somebody else's addresses."""
+    try:
+        first = Path(path).read_text(encoding="utf-8").partition("\n")[0]
+    except OSError:
+        return  # load_members says what is wrong with the file
+    if first.strip() == EXAMPLE_MARK:
+        raise MembersError(f"{path} is the example members directory (infra/members.example.toml): statements "
+                           "would be mailed to its example addresses; point SLALEDGER_MEMBERS_TOML (compose) or "
+                           "SLALEDGER_MEMBERS_FILE at your own file")
 
 
 def resolve_member(settings: Settings, engine: Engine, member_id: str, *, referent: bool) -> Member:
     """The member as the directory names it; without an entry, a member some ticket names is
     still known (its statement titled by its id) unless the statement is to be e-mailed."""
-    directory = _directory(settings)
+    if referent and settings.members_file:
+        refuse_example_directory(settings.members_file)
+    directory = _directory(settings, mailing=referent)
     if member_id in directory:
         return directory[member_id]
     where = (f"not in the members file {settings.members_file}" if settings.members_file
@@ -134,11 +161,13 @@ def resolve_member(settings: Settings, engine: Engine, member_id: str, *, refere
 
 def produce(engine: Engine, policy: Policy, member: Member, month: Month, now: datetime) -> dict[str, Any]:
     """The statement of ``member`` for ``month`` as the log reads at ``now``, with the signed
-    tree head at the month's end."""
-    _, end = month.bounds(policy.versions[-1].tz)
+    tree head at the month's end and its link to the previous month's (consistency proof)."""
+    tz = policy.versions[-1].tz
+    _, end = month.bounds(tz)
     head = monthly.monthly_head(engine, end)
     doc = monthly.build(engine, policy, month, member=member.id, member_name=member.name, generated_at=now,
                         head=head)
+    doc["previous"] = monthly.previous_link(engine, month, tz, head)
     doc["head_uncovered"] = monthly.uncovered_by_head(engine, head, end) if head else None
     return doc
 
@@ -166,7 +195,7 @@ def email_body(doc: dict[str, Any]) -> str:
     if not judged:
         lines.append("Aucun engagement n'a été tranché ce mois-ci.")
     for s in judged:
-        rate = "—" if s["rate_percent"] is None else f"{s['rate_percent']} %".replace(".", ",")
+        rate = french.percent(s["rate_percent"])
         lines.append(f"- {s['title']} : {s['met']} respecté(s), {s['breached']} manquement(s), "
                      f"{s['retracted']} manquement(s) retiré(s), {s['excluded']} hors engagement ; "
                      f"taux de respect {rate}")
@@ -252,11 +281,21 @@ def run_schedule(tick: Callable[[datetime], TickResult], clock: Callable[[], dat
         stop.wait(max(1.0, min(wait, IDLE_WAKE)))
 
 
+def _default_format(output: str | None) -> str:
+    """What ``--format`` means when not given: the output file's extension when it names a
+    format (``releve.csv``), a PDF in any other file, CSV on stdout (text a terminal shows)."""
+    if output is None:
+        return "csv"
+    suffix = Path(output).suffix.lower().lstrip(".")
+    return suffix if suffix in FORMATS else "pdf"
+
+
 def cmd_report_monthly(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_format, "warning")
     policy = settings.policy()
-    if args.format == "pdf" and not args.output and not args.send:
+    fmt = args.format or _default_format(args.output)
+    if fmt == "pdf" and not args.output and not args.send:
         _fail(args, "--format pdf needs --output FILE")
     engine = _engine(settings)
     now = datetime.now(UTC)
@@ -264,7 +303,7 @@ def cmd_report_monthly(args: argparse.Namespace) -> int:
         member = resolve_member(settings, engine, args.member, referent=args.send)
         smtp = SmtpConfig.from_settings(settings) if args.send else None
         if args.output or not args.send:
-            rendered = render(produce(engine, policy, member, args.month, now), args.format)
+            rendered = render(produce(engine, policy, member, args.month, now), fmt)
     except (MembersError, MailError, MonthError) as exc:
         _fail(args, str(exc))
     if args.output:
@@ -287,6 +326,7 @@ def cmd_report_schedule(args: argparse.Namespace) -> int:
         smtp = SmtpConfig.from_settings(settings)
         if not settings.members_file:
             raise MembersError("SLALEDGER_MEMBERS_FILE is not set: no member to send statements to")
+        refuse_example_directory(settings.members_file)
         members = load_members(settings.members_file)
     except (MembersError, MailError) as exc:
         _fail(args, str(exc))

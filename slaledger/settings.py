@@ -15,7 +15,7 @@ from datetime import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sla.policy import Policy, parse_policy
 
@@ -128,6 +128,14 @@ class Settings:
     # seconds between two heads when the archive grew (and daily): a dispute file downloaded a
     # few seconds after a ticket's last event is covered by a signed head
     head_interval: float = 5.0
+    # The log's name, the first line of every checkpoint and the name of its key (C2SP
+    # tlog-checkpoint origin: no scheme, no space, no plus). Empty: the public URL's host and
+    # path followed by /slaledger, else localhost/slaledger.
+    log_origin: str = ""
+    # Witnesses the projector submits each checkpoint to (C2SP tlog-witness): comma-separated
+    # `URL VKEY` pairs, URL the witness's submission prefix (no credentials in it), VKEY its
+    # cosignature verifier key (name+hash+base64). Empty: none.
+    witnesses: str = ""
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
@@ -194,6 +202,15 @@ class Settings:
         """Link template of a ticket's page, for alerts."""
         base = self.public_url or f"http://{self.web_host}:{self.web_port}"
         return base.rstrip("/") + "/tickets/{ticket_id}"
+
+    @property
+    def origin(self) -> str:
+        """The log's origin: ``log_origin``, else derived from ``public_url``."""
+        if self.log_origin:
+            return self.log_origin
+        parts = urlsplit(self.public_url)
+        return (parts.netloc.rpartition("@")[2] + parts.path.rstrip("/") + "/slaledger") if parts.netloc \
+            else "localhost/slaledger"
 
     @property
     def bootstrap(self) -> str:

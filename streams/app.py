@@ -93,6 +93,9 @@ FACT_RECHECK = timedelta(seconds=5)
 # How long a sent fact is remembered, to send the very same bytes again if it is still not
 # applied at the next look (a broker failover can hold the events topic for seconds).
 FACT_MEMORY = timedelta(hours=1)
+# How far ahead the timer loads the due keys stored in RocksDB (``store.due``) into its
+# in-memory index: only the next minute's deadlines are held, whatever the open queue.
+DUE_LOOKAHEAD = timedelta(seconds=60)
 # How often the end of each events partition is compared with what the agent appended
 # (another writer: recovery).
 STALL_SECONDS = 3.0
@@ -178,6 +181,9 @@ class Pipeline:
         self.processor = TicketProcessor(policy)
         self.index = DeadlineIndex()
         self.indexed_partitions: set[int] = set()
+        # RocksDB: per partition, the instant up to which its stored due keys are in ``index``
+        # (None: none yet).
+        self.due_loaded: dict[int, datetime | None] = {}
         self.waiter = OutcomeWaiter(settings)
         register_store()
         register_transport()
@@ -687,6 +693,8 @@ class Pipeline:
             await self._check_events_ends(active)
         if active != self.indexed_partitions:
             self._rebuild_index(active)
+        else:
+            self._load_due(active, utcnow())
         if not self.caught_up_once and active and self._caught_up(active) == active:
             self.caught_up_once = True
             log.info("worker caught up", partitions=sorted(active))
@@ -734,12 +742,29 @@ class Pipeline:
         return out
 
     def _rebuild_index(self, active: set[int]) -> None:
-        """Index the newly assigned partitions from the wakeup stored with each ticket (no
-        fold at start: a million open tickets are indexed in seconds)."""
+        """Index the newly assigned partitions. From RocksDB, nothing is read now: the due
+        keys stored with the tickets are loaded tick by tick, up to DUE_LOOKAHEAD ahead
+        (``_load_due``), so a deadline already due, or due during the start, is read at the
+        first tick, before any later one. From memory, every ticket is read from the wakeup
+        stored with it (no fold at start)."""
         now = utcnow()
         self.index.drop_partitions(active)
+        for partition in [p for p in self.due_loaded if p not in active]:
+            del self.due_loaded[partition]
+        fresh = active - self.indexed_partitions
+        store = self.tickets.data
+        if isinstance(store, KeyPartitionedRocksDBStore):
+            for partition in fresh:
+                if not store.due_indexed(partition):  # written before the index existed: once
+                    count = store.index_due(partition, lambda key, value: self._stale_wakeup(store, value, now))
+                    log.info("deadline index stored", partition=partition, tickets=count)
+                self.due_loaded[partition] = None
+            self.indexed_partitions = set(active)
+            loaded = self._load_due(fresh, now)
+            log.info("deadline index restored", partitions=sorted(active), scheduled=loaded)
+            return
         count = 0
-        for partition, ticket_id, wakeup in self._stored_wakeups(active - self.indexed_partitions):
+        for partition, ticket_id, wakeup in self._stored_wakeups(fresh):
             if wakeup is STALE:
                 raw = self.tickets.get(ticket_id.encode())
                 wakeup = self.processor.wakeup(ticket_from_dict(raw), now) if raw else None
@@ -747,6 +772,25 @@ class Pipeline:
             count += 1
         log.info("deadline index rebuilt", partitions=sorted(active), tickets=count, scheduled=len(self.index))
         self.indexed_partitions = set(active)
+
+    def _stale_wakeup(self, store: KeyPartitionedRocksDBStore, value: bytes, now: datetime) -> datetime | None:
+        raw = store._decode_value(value)
+        return self.processor.wakeup(ticket_from_dict(raw), now) if raw else None
+
+    def _load_due(self, partitions: Collection[int], now: datetime) -> int:
+        """Schedule the stored due keys up to ``now + DUE_LOOKAHEAD`` not loaded yet."""
+        store = self.tickets.data
+        until, count = now + DUE_LOOKAHEAD, 0
+        if not isinstance(store, KeyPartitionedRocksDBStore):
+            return 0
+        for partition in partitions:
+            if partition not in self.due_loaded:
+                continue
+            for at, ticket_id in store.due(partition, self.due_loaded[partition], until):
+                self.index.schedule(partition, ticket_id, at)
+                count += 1
+            self.due_loaded[partition] = until
+        return count
 
     def _stored_wakeups(self, partitions: set[int]) -> Iterator[tuple[int, str, datetime | object | None]]:
         store = self.tickets.data

@@ -3,8 +3,10 @@
 A min-heap of (instant, ticket) per partition with lazy deletion: rescheduling a ticket
 pushes a new entry and records the current instant in the partition's ``_due``; an entry
 that no longer matches is skipped when popped. Each tick costs O(k log n) for k due
-tickets, not a scan of all. The index is memory only: it is rebuilt from the ticket table
-when partitions are assigned.
+tickets, not a scan of all. The index is memory only: with the RocksDB store it holds the
+next minute's deadlines, loaded from the due keys stored with the tickets
+(``streams.store``); with the memory store it is rebuilt from the ticket table when
+partitions are assigned.
 
 A restart indexes a million tickets at once (#20), so: ``schedule`` only appends, and the
 entries reach their heap when the partition is next read (``pop_due``) — pushed one by one

@@ -52,8 +52,9 @@ GRANTS: dict[str, list[Grant]] = {
              Grant("GROUP", APP_ID, "READ")],
     # Reads by assignment (no group: its positions are in PostgreSQL); publishes the signed heads.
     PROJECTOR: [*_topic(EVENTS, "READ"), *_topic(DEAD_LETTERS, "READ"), *_topic(TREE_HEADS, "WRITE")],
-    # The iTop connector only sends commands; the worker decides.
-    ITOP: _topic(COMMANDS, "WRITE"),
+    # The iTop connector sends commands, and sets aside (dead letters) the objects that name an
+    # unknown member or product; the worker decides the rest.
+    ITOP: [*_topic(COMMANDS, "WRITE"), *_topic(DEAD_LETTERS, "WRITE")],
     # `slaledger audit replay|verify --source kafka`: reads the log, writes nothing.
     AUDITOR: _topic(EVENTS, "READ"),
 }

@@ -203,7 +203,8 @@ class TicketProcessor:
                                         self._accepted(ticket, [command_event_id(command.command_id)], now,
                                                        replayed=True)))
         try:
-            events = decide(ticket, command, now, max_backdate=self._max_backdate(ticket, command, now))
+            events = decide(ticket, command, now, max_backdate=self._max_backdate(ticket, command, now),
+                            products=self.policy.products)
         except DomainError as exc:
             body = {"error": exc.message, "code": exc.code}
             if reply:

@@ -65,7 +65,8 @@ DEAD_LETTERS = "slaledger.dead-letters"
 # them on the events topic, so every reader of that topic still skips the key.
 TREE_HEADS = "slaledger.tree-heads"
 TREE_HEAD_KEY = b"__tree_head__"
-TREE_HEAD_SCHEMA = "slaledger.tree-head/1"
+TREE_HEAD_SCHEMA = "slaledger.tree-head/1"  # the former JSON form, still read
+CHECKPOINT_SCHEMA = "slaledger.checkpoint/1"  # a C2SP checkpoint (projections.heads)
 
 
 def is_tree_head(key: bytes | None) -> bool:
@@ -73,7 +74,7 @@ def is_tree_head(key: bytes | None) -> bool:
 
 
 def tree_head_shaped(data: bytes | None) -> bool:
-    """A record under the tree-head key is a JSON object of the tree-head schema (its
+    """A record under the tree-head key is a JSON object of a tree-head schema (its
     signature is for the audit to check, with the public key the worker does not hold)."""
     import json
 
@@ -81,7 +82,7 @@ def tree_head_shaped(data: bytes | None) -> bool:
         body = json.loads(data or b"")
     except (ValueError, TypeError):
         return False
-    return isinstance(body, dict) and body.get("schema") == TREE_HEAD_SCHEMA
+    return isinstance(body, dict) and body.get("schema") in (TREE_HEAD_SCHEMA, CHECKPOINT_SCHEMA)
 
 
 def create_topics(bootstrap: str, partitions: int = 4, *, replication: int = 1,

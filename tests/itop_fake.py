@@ -360,3 +360,31 @@ class FakeItop:
 def fake_itop(*fixtures: str, **options: Any) -> Iterator[FakeItop]:
     with FakeItop(**options).load(*fixtures) as fake:
         yield fake
+
+
+class ListPublisher:
+    """In place of the Kafka publisher (``slaledger.itop.sync.Publisher``): what was sent,
+    acknowledged on flush (``fail``: the broker is down), and what was set aside."""
+
+    def __init__(self, *_: object, fail: bool = False, **__: object) -> None:
+        self.buffer: list[Any] = []
+        self.sent: list[Any] = []
+        self.dead: list[tuple[Any, str, str]] = []  # (filing, reason, iTop ref) dead-lettered
+        self.fail = fail
+
+    def send(self, command: Any) -> None:
+        self.buffer.append(command)
+
+    def dead_letter(self, command: Any, reason: str, ref: str) -> None:
+        self.dead.append((command, reason, ref))
+
+    def flush(self) -> None:
+        if self.fail:
+            from kafka.errors import KafkaTimeoutError
+
+            raise KafkaTimeoutError("broker down")
+        self.sent += self.buffer
+        self.buffer = []
+
+    def close(self) -> None:
+        pass

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sla.catalogue import Catalogue, UnknownName
 from sla.events import CONTROL_CHARACTERS, KINDS, validate_ticket_id
 from sla.ticket import Command, CommandType, DomainError, Status, Ticket, decide
 
@@ -69,6 +70,11 @@ class Reference:
     organisations: Mapping[str, str] = field(default_factory=dict)
     services: Mapping[str, ServiceTarget] = field(default_factory=dict)
     known: bool = False
+    # The members directory and the policy's products catalogue, when known: an object whose
+    # organisation or service names none of them (through the map above, or by its own name)
+    # is not sent but dead-lettered with the reason (``Translation.refused``).
+    members: Catalogue | None = None
+    products: Catalogue | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Reference:
@@ -129,11 +135,33 @@ class Translation:
     commands: list[Command] = field(default_factory=list)
     unknown: list[Unknown] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # Why the object is refused (an unknown member or product, French); ``commands`` then holds
+    # its filing alone, for the dead letter: nothing is sent.
+    refused: str = ""
 
 
 def slugify(name: str) -> str:
     text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:128]
+
+
+def _known_names(reference: Reference, member: str, org: str, product: str,
+                 service: str) -> tuple[str, str, str]:
+    """(member id, product slug, why refused): the mapped (or slugified) names resolved in the
+    members directory and the products catalogue when known; an organisation or a service
+    named in neither (by the map or by its own iTop name) is refused with the closest names."""
+    reasons: list[str] = []
+
+    def resolve(catalogue: Catalogue | None, mapped: str, named: str) -> str:
+        if not catalogue:
+            return mapped
+        try:  # the map's id (or the slug) when the catalogue has it, else iTop's own name
+            return catalogue.resolve(mapped if mapped in catalogue or not named else named)
+        except UnknownName as exc:
+            reasons.append(exc.message)
+            return mapped
+
+    return resolve(reference.members, member, org), resolve(reference.products, product, service), " ".join(reasons)
 
 
 def ticket_id_for(itop_class: str, key: str, ref: str | None) -> str:
@@ -260,11 +288,16 @@ def translate(obj: ItopObject, reference: Reference, *, actor: str, tz: ZoneInfo
     if target is not None and target.kind:
         kind = target.kind
 
+    member, product, out.refused = _known_names(reference, member, org, product, service)
     filing: dict[str, Any] = {"kind": kind, "channel": channel, "product": product[:128], "member": member[:128],
                               "subject": _clip(plain(str(f.get("title") or "")).strip() or ref, 500)}
     description = _clip(html_to_text(f.get("description")), 10_000)
     if description:
         filing["description"] = description
+    if out.refused:
+        out.commands.append(Command(CommandType.FILE, tid, actor, filing, occurred_at=start,
+                                    command_id=command_id_for(ref, "start_date", start_raw)))
+        return out
     facts = [_Fact(start, 0, "start_date", start_raw, CommandType.FILE, filing)]
 
     assigned, assigned_raw = when("assignment_date")

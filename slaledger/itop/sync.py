@@ -9,6 +9,8 @@ and records which iTop object each ticket comes from (for the write-back, ``writ
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import threading
 import time
@@ -23,7 +25,7 @@ from sqlalchemy import Engine, select
 
 from sla.ticket import Command, command_event_id
 from streams.processor import encode_command
-from streams.topics import COMMANDS
+from streams.topics import COMMANDS, DEAD_LETTERS
 
 from .client import (
     ERROR_CODES,
@@ -104,6 +106,10 @@ class CheckpointStore:
 class Publisher(Protocol):
     def send(self, command: Command) -> None: ...
 
+    def dead_letter(self, command: Command, reason: str, ref: str) -> None:
+        """Set aside the filing of an object that cannot be taken in (an unknown member or
+        product), with the reason, where the worker's refusals go: the dead-letter topic."""
+
     def flush(self) -> None:
         """Return once everything sent is acknowledged by the broker; raise otherwise."""
 
@@ -123,6 +129,16 @@ class KafkaPublisher:
     def send(self, command: Command) -> None:
         self.pending.append(self.producer.send(COMMANDS, key=command.ticket_id.encode(),
                                                value=encode_command(command)))
+
+    def dead_letter(self, command: Command, reason: str, ref: str) -> None:
+        # the worker's dead-letter shape (``streams.app``); the record was never on a topic
+        origin = {"topic": None, "partition": None, "offset": None, "itop_ref": ref}
+        body = {"reason": f"itop record refused: {reason}", "origin": origin,
+                "key": base64.b64encode(command.ticket_id.encode()).decode(),
+                "value": base64.b64encode(encode_command(command)).decode(),
+                "dead_lettered_at": datetime.now(UTC).isoformat()}
+        self.pending.append(self.producer.send(DEAD_LETTERS, key=command.ticket_id.encode(),
+                                               value=json.dumps(body, ensure_ascii=False).encode()))
 
     def flush(self) -> None:
         self.producer.flush(timeout=self.timeout)
@@ -147,6 +163,7 @@ class SyncResult:
     skipped: int = 0
     watermarks: dict[str, str | None] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)  # "ref: reason" of objects not taken in
+    refused: list[str] = field(default_factory=list)  # "ref : reason" of objects dead-lettered (unknown names)
     history: dict[str, str] = field(default_factory=dict)  # class → change log read | unavailable | unused
     written_back: int = 0  # private log entries written to iTop by the write-back after the pass
     already_written: int = 0  # facts found already in iTop (marker) and recorded without writing
@@ -166,7 +183,7 @@ class SyncResult:
         figures, unknown names grouped as it groups them, the watermarks reached."""
         return {"source": self.source, "fetched": self.fetched, "unchanged": self.unchanged,
                 "commands": self.commands, "tickets": self.tickets, "skipped": self.skipped,
-                "unknown": self.unknown_by_kind(), "unreadable": list(self.unreadable),
+                "unknown": self.unknown_by_kind(), "unreadable": list(self.unreadable), "refused": list(self.refused),
                 "watermarks": dict(self.watermarks)}
 
     def summary(self) -> str:
@@ -184,6 +201,10 @@ class SyncResult:
             lines.append(f"{titles.get(what, what)} : {listed}")
         if self.unreadable:
             lines.append(f"Objets illisibles, non repris : {'; '.join(self.unreadable)}")
+        if self.refused:
+            lines.append("Fiches refusées, mises de côté avec leur motif (lettres mortes ; complétez l'annuaire des "
+                         "membres ou le catalogue des produits, puis relancez avec --since) : "
+                         + "; ".join(self.refused))
         if "unavailable" in self.history.values():
             lines.append("Historique iTop illisible (droit de lecture sur CMDBChangeOpSetAttributeScalar ?) : "
                          "transitions déduites des dates du ticket")
@@ -284,8 +305,9 @@ def _publish_batch(batch: list[ItopObject], history: _History, ctx: _PassContext
             log.warning("itop object skipped: unreadable", itop_class=obj.itop_class, key=obj.key, error=str(exc))
             ctx.result.unreadable.append(f"{obj.key}: {exc}")
             continue
-        ctx.tickets.add(done.ticket_id)
-        ctx.mapped[done.ticket_id] = (obj.itop_class, obj.key, obj.ref)
+        if not done.refused:  # a refused object made no ticket: nothing to write back
+            ctx.tickets.add(done.ticket_id)
+            ctx.mapped[done.ticket_id] = (obj.itop_class, obj.key, obj.ref)
         if stamp:
             watermark = max(watermark or stamp, stamp)
             if not any(s.retry for s in done.skipped):
@@ -334,6 +356,11 @@ def _publish(obj: ItopObject, reference: Reference, publisher: Publisher, result
                "itop_key": obj.key}
     for item in translation.unknown:
         log.warning(f"itop {item.what} unknown", value=item.value, **context)
+    if translation.refused:
+        publisher.dead_letter(translation.commands[0], translation.refused, obj.ref)
+        log.warning("itop object dead-lettered", reason=translation.refused, **context)
+        result.refused.append(f"{obj.ref} : {translation.refused}")
+        return translation
     for skip in translation.skipped:
         log.info("itop transition not mapped", itop_field=skip.field, itop_time=skip.stamp, command=skip.command,
                  reason=skip.reason, **context)

@@ -110,7 +110,7 @@ async def json_errors(request: aioweb.Request, handler: Any) -> aioweb.StreamRes
         return aioweb.json_response({"error": exc.reason}, status=exc.status)
     except Exception:
         log.exception("request failed", method=request.method, path=request.path)
-        return aioweb.json_response({"error": "internal error; it has been logged"}, status=500)
+        return aioweb.json_response({"error": "erreur interne ; elle a été journalisée"}, status=500)
     return response
 
 
@@ -122,7 +122,7 @@ async def bearer(request: Request | aioweb.BaseRequest, store: Authenticator, fa
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
-        raise BadRequest(401, "missing bearer token (Authorization: Bearer …)")
+        raise BadRequest(401, "jeton absent (en-tête Authorization: Bearer …)")
     address = client_address(request, trusted)
     refuse_if_limited(failures, address, "bearer token")
     principal = None
@@ -131,7 +131,7 @@ async def bearer(request: Request | aioweb.BaseRequest, store: Authenticator, fa
     if principal is None:
         failures.failed(address)
         log.warning("bearer token refused", client=address)
-        raise BadRequest(401, "invalid or revoked token")
+        raise BadRequest(401, "jeton invalide ou révoqué")
     return principal
 
 

@@ -30,6 +30,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from projections.tokens import SCRAPERS, Principal
+from sla.catalogue import Catalogue, UnknownName
 from sla.clock import ClockStatus
 from sla.events import (
     KINDS,
@@ -101,7 +102,7 @@ def idempotency_key(request: Request) -> str | None:
     if value is None:
         return None
     if not _IDEMPOTENCY_KEY.match(value):
-        raise BadRequest(422, f"{IDEMPOTENCY_HEADER}: 1 to 128 printable ASCII characters, no space",
+        raise BadRequest(422, f"{IDEMPOTENCY_HEADER} : de 1 à 128 caractères ASCII imprimables, sans espace",
                          IDEMPOTENCY_HEADER)
     return value
 
@@ -121,31 +122,40 @@ def key_scope(who: Principal, key: str) -> str:
 
 
 def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who: Principal,
-                      key: str | None = None) -> Command:
+                      key: str | None = None, members: Catalogue | None = None) -> Command:
     """Validate a request body strictly and build the command (raises BadRequest 4xx);
-    its id derives from the idempotency ``key`` when there is one.
+    its id derives from the idempotency ``key`` when there is one. A filing's member must be
+    in the ``members`` directory (by id or name; the command carries the id); the product is
+    the domain's to check (the policy's catalogue, ``sla.ticket.decide``).
 
     A referent's commands are scoped to their member: another member's ticket does not
     exist for them (404, decided by the ticket agent), and they file for their own member.
     """
     if who.role not in COMMAND_ROLES:
-        raise BadRequest(403, f"role {who.role} sends no command")
+        raise BadRequest(403, f"le rôle {who.role} n'envoie aucune commande")
     if who.role == "referent" and command_type not in REFERENT_COMMANDS:
-        raise BadRequest(403, "a referent files requests and answers them; other actions are the support team's")
+        raise BadRequest(403, "un référent dépose des demandes et y répond ; les autres actions sont celles de "
+                              "l'équipe support")
     if not isinstance(body, dict):
-        raise BadRequest(422, "the request body must be a JSON object")
+        raise BadRequest(422, "le corps de la requête doit être un objet JSON")
     if who.role == "referent" and command_type is CommandType.FILE:
         if body.get("member", who.member) != who.member:
-            raise BadRequest(403, "a referent files requests for their own member only", "member")
+            raise BadRequest(403, "un référent ne dépose de demandes que pour son propre membre", "member")
         body = {**body, "member": who.member}
     event_type = COMMAND_EVENT[command_type]
     time_field = TIME_FIELD.get(command_type, "occurred_at")
     allowed = set(PAYLOAD_SCHEMAS[event_type]) | {time_field}
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise BadRequest(422, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+        raise BadRequest(422, f"champ(s) inconnu(s) : {', '.join(unknown)} ; "
+                              f"champs acceptés : {', '.join(sorted(allowed))}",
                          unknown[0])
     payload = {k: v for k, v in body.items() if k != time_field}
+    if members and isinstance(payload.get("member"), str):
+        try:
+            payload["member"] = members.resolve(payload["member"])
+        except UnknownName as exc:
+            raise BadRequest(422, exc.message, "member") from None
     # Business time defaults to the moment the request arrived, not when the agent gets to it;
     # that moment is also the fact's recording time.
     received = datetime.now(UTC)
@@ -174,10 +184,10 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
 async def read_json(request: Request) -> Any:
     length = request.headers.get("Content-Length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise BadRequest(413, f"request body larger than {MAX_BODY} bytes")
+        raise BadRequest(413, f"corps de la requête de plus de {MAX_BODY} octets")
     data = await request.read()
     if len(data) > MAX_BODY:
-        raise BadRequest(413, f"request body larger than {MAX_BODY} bytes")
+        raise BadRequest(413, f"corps de la requête de plus de {MAX_BODY} octets")
     if not data.strip():
         return {}
     try:
@@ -210,15 +220,16 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
 
     async def send_command(view: View, command: Command) -> Response:
         if not ports.commands.accepting:
-            return view.json({"error": "service starting, retry shortly"}, status=503)
+            return view.json({"error": "service en cours de démarrage, réessayez dans un instant"}, status=503)
         cid = str(command.command_id)
         try:
             outcome = await ports.commands.submit(command)
         except CommandUnavailable:
-            return view.json({"error": "the event log is unavailable; retry shortly (with the same "
-                                       "Idempotency-Key if you sent one)", "command_id": cid}, status=503)
+            return view.json({"error": "journal des événements indisponible ; réessayez dans un instant "
+                                       "(avec la même Idempotency-Key si vous en avez envoyé une)",
+                              "command_id": cid}, status=503)
         except NoOutcome:
-            return view.json({"error": "no outcome in time; the command may still be applied",
+            return view.json({"error": "pas de réponse à temps ; la commande peut encore être appliquée",
                               "command_id": cid}, status=504)
         status = http_status(outcome)
         log.info("command answered", ticket_id=command.ticket_id, command_id=cid, status=status,
@@ -233,7 +244,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
                 key = idempotency_key(request)
                 body = await read_json(request)
                 ticket_id = new_ticket_id(key_scope(who, key) if key is not None else None)
-                command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
+                command = command_from_body(CommandType.FILE, ticket_id, body, who, key, ports.members)
             except BadRequest as exc:
                 return error(self, exc)
             response = await send_command(self, command)
@@ -249,7 +260,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
                 page = max(1, int(query.get("page", "1")))
                 size = min(500, max(1, int(query.get("page_size", "50"))))
             except ValueError:
-                return self.json({"error": "page and page_size must be integers", "field": "page"}, status=422)
+                return self.json({"error": "page et page_size doivent être des entiers", "field": "page"}, status=422)
             status, member, sla_status = query.get("status"), query.get("member"), query.get("sla_status")
             if status and status not in [s.value for s in Status]:
                 return self.json({"error": f"unknown status {status!r}", "field": "status"}, status=422)
@@ -307,7 +318,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
             try:
                 key = idempotency_key(request)
                 body = await read_json(request)
-                command = command_from_body(command_type, ticket_id, body, who, key)
+                command = command_from_body(command_type, ticket_id, body, who, key, ports.members)
             except BadRequest as exc:
                 return error(self, exc)
             return await send_command(self, command)
@@ -331,7 +342,7 @@ def register_views(app: faust.App, route_table: Any, ports: Ports) -> None:
             except BadRequest as exc:
                 return error(self, exc)
             if who.role not in SCRAPERS:
-                return self.json({"error": "metrics are for the support team"}, status=403)
+                return self.json({"error": "les métriques sont réservées à l'équipe support"}, status=403)
             return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/openapi.json")

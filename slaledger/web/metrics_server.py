@@ -37,7 +37,7 @@ def metrics_app(registry: CollectorRegistry, auth: Authenticator | None,
             except BadRequest as exc:
                 return aioweb.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
             if who.role not in SCRAPERS:
-                return aioweb.json_response({"error": "metrics are for the support team"}, status=403)
+                return aioweb.json_response({"error": "les métriques sont réservées à l'équipe support"}, status=403)
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
         return aioweb.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

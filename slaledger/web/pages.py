@@ -44,7 +44,7 @@ from faust.web import Request, Response, View
 from projections.tokens import Principal
 from sla import french
 from sla.events import KINDS, Event
-from sla.ticket import OPEN_STATUSES, Command, CommandType
+from sla.ticket import OPEN_STATUSES, Command, CommandType, Ticket
 from sla.view import ticket_view
 from streams.outcomes import CommandUnavailable, NoOutcome
 
@@ -169,10 +169,20 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
         origin = request.headers.get("Origin")
         return origin is None or origin.split("://", 1)[-1] == request.headers.get("Host", "")
 
+    def member_name(member: str) -> str:
+        """What a page shows for a member: its name in the directory, else the id as stored."""
+        return ports.members.name(member) if ports.members is not None else member
+
+    def page_view(ticket: Ticket, at: datetime) -> dict[str, Any]:
+        """The API's view of a ticket, with its member's name (pages show names, not ids)."""
+        view = ticket_view(ticket, ports.policy, at)
+        view["member_name"] = member_name(ticket.member)
+        return view
+
     async def queue_views(who: Principal, filters: dict[str, str], at: datetime) -> tuple[list[dict[str, Any]], int]:
         found = await find_tickets(ports, who, at, statuses=OPEN_STATUSES, member=filters["member"] or None,
                                    sla_status=filters["sla"] or None)
-        views = [ticket_view(t, ports.policy, at) for t in found if not filters["kind"] or t.kind == filters["kind"]]
+        views = [page_view(t, at) for t in found if not filters["kind"] or t.kind == filters["kind"]]
         views.sort(key=render.queue_sort_key)
         return views[:QUEUE_LIMIT], len(views)
 
@@ -185,10 +195,10 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             at = now()
             filters = queue_filters(request.query, who)
             views, total = await queue_views(who, filters, at)
-            members: list[str] = []
+            members: dict[str, str] = {}
             if who.role != "referent":
-                members = sorted({t.member for t in await find_tickets(ports, who, at, statuses=OPEN_STATUSES)
-                                  if t.member})
+                members = {t.member: member_name(t.member)
+                           for t in await find_tickets(ports, who, at, statuses=OPEN_STATUSES) if t.member}
             fragment = "/fragments/queue?" + urlencode({k: v for k, v in filters.items() if v})
             return html_response(self, render.queue_page(who, filters, members, views, total, at, tz,
                                                          fragment=fragment, refresh=REFRESH_SECONDS))
@@ -237,6 +247,10 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
     def ticket_path(ticket_id: str, done: str) -> str:
         return f"/tickets/{quote(ticket_id, safe='')}?{urlencode({'fait': done})}#actions"
 
+    # What the filing form's member and product inputs propose (``<datalist>``): the names.
+    filing_names = {"member": [e.name for e in ports.members.entries] if ports.members is not None else [],
+                    "product": [e.name for e in ports.policy.products.entries]}
+
     @app.page("/new-ticket")
     class NewTicket(View):
         async def get(self, request: Request) -> Response:
@@ -245,7 +259,8 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
                 return to_login(self, request)
             if not actions.may_file(who):
                 return html_response(self, render.refused_page("Nouvelle demande"), status=403)
-            return html_response(self, render.new_ticket_page(who, token=actions.form_token(session_id(request))))
+            return html_response(self, render.new_ticket_page(who, token=actions.form_token(session_id(request)),
+                                                              suggestions=filing_names))
 
         async def post(self, request: Request) -> Response:
             read = await read_form(self, request, "Nouvelle demande", "/new-ticket")
@@ -257,14 +272,16 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             try:
                 body = actions.filing_body(who, form, tz)
                 ticket_id = new_ticket_id(key_scope(who, key) if key is not None else None)
-                command = command_from_body(CommandType.FILE, ticket_id, body, who, key)
+                command = command_from_body(CommandType.FILE, ticket_id, body, who, key, ports.members)
             except BadRequest as exc:
                 return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=exc.message,
-                                                                  form_key=key), status=exc.status)
+                                                                  form_key=key, suggestions=filing_names),
+                                     status=exc.status)
             accepted, message, status = await submit(command)
             if not accepted:  # shown again with its key: sent again, it is the same filing
                 return html_response(self, render.new_ticket_page(who, token=token, values=form, refusal=message,
-                                                                  form_key=key), status=status)
+                                                                  form_key=key, suggestions=filing_names),
+                                     status=status)
             return redirect(self, ticket_path(ticket_id, "file"))
 
     @app.page("/tickets/{ticket_id}/actions")
@@ -284,7 +301,8 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
                     raise BadRequest(422, f"action inconnue : {action!r}", "action")
                 fields = actions.action_fields(command_type, None, who.role in actions.DATING_ROLES)
                 body = actions.body_from_form(fields, form, tz)
-                command = command_from_body(command_type, ticket_id, body, who, actions.posted_form_key(form))
+                command = command_from_body(command_type, ticket_id, body, who, actions.posted_form_key(form),
+                                            ports.members)
             except BadRequest as exc:
                 return refused(self, request, who, ticket_id, action, exc.message, form, exc.status)
             accepted, message, status = await submit(command)
@@ -327,7 +345,7 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             if ticket is None:
                 return html_response(self, render.ticket_not_found_page(ticket_id, who), status=404)
             at = now()
-            view = ticket_view(ticket, ports.policy, at)
+            view = page_view(ticket, at)
             events: list[Event] | None = None
             archive = ports.archive
             if archive is not None:
@@ -409,14 +427,16 @@ def register_pages(app: faust.App, route_table: Any, ports: Ports) -> None:
             except BadRequest as exc:
                 return self.json({"error": exc.message}, status=exc.status, headers=exc.headers)
             if not who.staff:
-                return self.json({"error": "the dispute file is for the support team and auditors"}, status=403)
+                return self.json({"error": "le dossier de contestation est réservé à l'équipe support et aux "
+                                           "auditeurs"}, status=403)
             fmt = request.query.get("format", "json")
             if fmt not in DISPUTE_FORMATS:
                 return self.json({"error": f"format must be one of {', '.join(DISPUTE_FORMATS)}", "field": "format"},
                                  status=422)
             archive = ports.archive
             if archive is None:
-                return self.json({"error": "no event archive on this worker (SLALEDGER_DATABASE_URL)"}, status=404)
+                return self.json({"error": "pas d'archive des événements sur ce serveur "
+                                           "(SLALEDGER_DATABASE_URL)"}, status=404)
             rendered = await asyncio.get_running_loop().run_in_executor(None, archive.dispute_file, ticket_id, fmt)
             if rendered is None:
                 return self.json({"error": f"ticket {ticket_id} not found in the archive"}, status=404)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from projections.tokens import Principal
+from sla.catalogue import Catalogue
 from sla.events import Event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket
@@ -89,6 +90,9 @@ class Ports:
     finder: TicketFinder
     worker: WorkerStatus
     policy: Policy
+    # The members directory (``slaledger.members.directory``): a filing names one of them.
+    # None: no directory configured (a worker of the tests), any member is taken.
+    members: Catalogue | None = None
     auth: Authenticator | None = None  # None: authentication off (a worker nobody can reach)
     archive: Archive | None = None  # None: no SQL archive configured (no timeline, no dispute file)
     whatif: DraftComparisons | None = None  # None: no drafts directory or no archive (no what-if page)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -41,16 +41,33 @@ AXIS_WIDTH, AXIS_PAD = 1000.0, 12.0  # the segments axis' viewBox width and side
 
 # --- formatting --------------------------------------------------------------------------------
 
-def instant(value: str | datetime | None, tz: ZoneInfo) -> str:
-    """« vendredi 13 mars 2026 à 17:00 » from an ISO 8601 string or an aware datetime; « — » for none."""
+def instant(value: str | datetime | None, tz: ZoneInfo, beside: Iterable[str | datetime | None] = ()) -> str:
+    """« vendredi 13 mars 2026 à 17:00 » from an ISO 8601 string or an aware datetime; « — » for
+    none. To the minute, finer only where it would read the same as an instant of ``beside``
+    (see ``french.precision``)."""
     if not value:
         return "—"
-    when = value if isinstance(value, datetime) else parse_instant(value, "instant")
-    return french.instant(when, tz)
+    return french.instant(_aware(value), tz, beside=[_aware(b) for b in beside if b])
+
+
+def _aware(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else parse_instant(value, "instant")
+
+
+def judged(view: Mapping[str, Any], events: Sequence[Event] | None) -> tuple[list[str], list[Any]]:
+    """A ticket page's deadlines, and the moments its verdicts compare with them (stops,
+    facts, events): a page writes each of them beside the others, so an acknowledgement 30 s
+    after a 13:00 deadline never reads « 13:00 » beside « Dépassé »."""
+    deadlines = [d for c in view["clocks"] for d in (c["deadline"], *c["breached_deadlines"],
+                                                     *c["retracted_deadlines"]) if d]
+    moments: list[Any] = [c["stopped_at"] for c in view["clocks"]]
+    moments += [view.get(key) for key in ("acknowledged_at", "resolved_at", "closed_at")]
+    moments += [e.occurred_at for e in events or ()]
+    return deadlines, [m for m in moments if m]
 
 
 def short(value: datetime, tz: ZoneInfo) -> str:
-    """« 16/03 12:00 »: the axis' tick and deadline labels."""
+    """« 16/03 12:00 »: the axis' deadline label (the facts above it give the exact time)."""
     local = value.astimezone(tz)
     return f"{local.day:02d}/{local.month:02d} {local.hour:02d}:{local.minute:02d}"
 
@@ -138,12 +155,16 @@ def queue_sort_key(view: Mapping[str, Any]) -> tuple[int, str]:
 
 # --- events ------------------------------------------------------------------------------------
 
-def event_details(event: Event, tz: ZoneInfo) -> str:
+def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments: Sequence[Any] = ()) -> str:
+    """What a timeline line adds to the event's type; an SLA named by its title (``titles``:
+    the page's clocks), never by its id; a deadline written as the clock writes it (beside the
+    page's ``moments``, see ``judged``)."""
     p = event.payload
     bits = []
     if event.type in (EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED):
-        bits.append(f"délai {p.get('sla')}, échéance du {french.instant(p['deadline'], tz)}"
-                    if isinstance(p.get("deadline"), datetime) else f"délai {p.get('sla')}")
+        sla = titles.get(str(p.get("sla")), str(p.get("sla")))
+        bits.append(f"« {sla} », échéance du {instant(p['deadline'], tz, moments)}"
+                    if isinstance(p.get("deadline"), datetime) else f"« {sla} »")
     if event.type is EventType.CUSTOMER_INFORMED and p.get("answer"):
         bits.append("réponse à la demande")
     if isinstance(p.get("restoration_eta"), datetime):
@@ -203,10 +224,67 @@ class Axis:
     deadline: Mark | None
     now: Mark | None
     ticks: list[Mark]
+    step: int  # seconds between two ticks
+    scale: str  # « une graduation toutes les heures »: said under the axis
 
 
-def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, index: int) -> Axis | None:
-    """Where the clock's segments, deadline, "now" and ticks fall on a 1000-wide axis."""
+# The axis' tick steps (seconds), with how the scale names them: round on a clock face, and
+# none more than 3 times the previous, so the clock's span fills most of its axis.
+TICK_STEPS = ((5, "toutes les 5 secondes"), (10, "toutes les 10 secondes"), (30, "toutes les 30 secondes"),
+              (60, "toutes les minutes"), (120, "toutes les 2 minutes"), (300, "toutes les 5 minutes"),
+              (600, "toutes les 10 minutes"), (1800, "toutes les 30 minutes"), (3600, "toutes les heures"),
+              (7200, "toutes les 2 heures"), (14400, "toutes les 4 heures"), (28800, "toutes les 8 heures"),
+              (86400, "tous les jours"), (172800, "tous les 2 jours"), (432000, "tous les 5 jours"),
+              (864000, "tous les 10 jours"), (2592000, "tous les 30 jours"))
+MAX_TICKS = 10  # intervals on the axis, at most (its labels stay apart)
+
+
+def round_ticks(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[list[datetime], int, str]:
+    """Round instants (local wall clock: 10:00, 10:30, midnight…) from the last at or before
+    ``start`` to the first at or after ``end``, at the finest step of ``TICK_STEPS`` that
+    needs at most ``MAX_TICKS`` intervals; and the step's name."""
+    span = (end - start).total_seconds()
+    for step, name in TICK_STEPS:
+        if span / step > MAX_TICKS:  # too many intervals whatever the rounding
+            continue
+        ticks = _ticks(start, end, step, tz)
+        if len(ticks) <= MAX_TICKS + 1:
+            return ticks, step, name
+    step, name = TICK_STEPS[-1]
+    return _ticks(start, end, step, tz), step, name
+
+
+def _ticks(start: datetime, end: datetime, step: int, tz: ZoneInfo) -> list[datetime]:
+    """Multiples of ``step`` counted on the local wall clock from the local midnight before
+    ``start``, up to the first at or after ``end``."""
+    local = start.astimezone(tz).replace(tzinfo=None)
+    origin = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    k = int((local - origin).total_seconds() // step)
+    wall = origin + timedelta(seconds=k * step)
+    out: list[datetime] = []
+    while True:
+        at = wall.replace(tzinfo=tz)
+        if not out or at > out[-1]:  # the autumn hour, told once; the spring gap, skipped
+            out.append(at)
+        if at >= end:
+            return out
+        wall += timedelta(seconds=step)
+
+
+def tick_label(value: datetime, step: int, tz: ZoneInfo) -> str:
+    """« 10:00 », and the day at midnight (« 03/11 »): short enough for ten ticks to stay
+    apart; the caption under the axis names its first and last day in full."""
+    local = value.astimezone(tz)
+    if (local.hour, local.minute, local.second) == (0, 0, 0):
+        return f"{local:%d/%m}"
+    return f"{local:%H:%M:%S}" if step < 60 else f"{local:%H:%M}"
+
+
+def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, index: int,
+                  tz: ZoneInfo) -> Axis | None:
+    """Where the clock's segments, deadline, "now" and ticks fall on a 1000-wide axis: the
+    clock's own span (its start to the latest of its end, its deadline and, while it runs,
+    now), widened to the round ticks around it."""
     if not spans:
         return None
     start = spans[0][1]
@@ -214,11 +292,13 @@ def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime
     horizon = max([end or max(now, lo) for _, lo, end in spans] + ([deadline] if deadline else []))
     if any(end is None for _, _, end in spans):
         horizon = max(horizon, now)
-    span = max((horizon - start).total_seconds(), 1.0)
+    instants, step, scale = round_ticks(start, max(horizon, start + timedelta(seconds=1)), tz)
+    low, high = instants[0], instants[-1]
+    span = (high - low).total_seconds()
     width, pad = AXIS_WIDTH, AXIS_PAD
 
     def x(t: datetime) -> float:
-        return pad + (t - start).total_seconds() / span * (width - 2 * pad)
+        return pad + (t - low).total_seconds() / span * (width - 2 * pad)
 
     def anchor(at: float) -> str:
         return "end" if at > width * 0.8 else "start" if at < width * 0.2 else "middle"
@@ -235,11 +315,9 @@ def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime
         rest = (x(now), x(deadline) - x(now))
     deadline_mark = Mark(deadline, x(deadline), anchor(x(deadline))) if deadline is not None else None
     now_mark = Mark(now, x(now), anchor(x(now))) if start <= now <= horizon else None
-    ticks = []
-    for i in range(5):
-        t = start + (horizon - start) * (i / 4)
-        ticks.append(Mark(t, x(t), "start" if i == 0 else "end" if i == 4 else "middle"))
-    return Axis(index, width, pad, stretches, rest, deadline_mark, now_mark, ticks)
+    last = len(instants) - 1
+    ticks = [Mark(t, x(t), "start" if i == 0 else "end" if i == last else "middle") for i, t in enumerate(instants)]
+    return Axis(index, width, pad, stretches, rest, deadline_mark, now_mark, ticks, step, scale)
 
 
 # --- the templates -----------------------------------------------------------------------------
@@ -252,15 +330,16 @@ env = Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,  # an included fragment ends its line
 )
-env.filters.update(instant=instant, short=short, clock_duration=clock_duration, countdown_text=countdown_text,
-                   pixels=pixels, path_segment=path_segment)
+env.filters.update(instant=instant, short=short, tick_label=tick_label, clock_duration=clock_duration,
+                   countdown_text=countdown_text, pixels=pixels, path_segment=path_segment)
 env.globals.update(
     KIND_FR=french.KIND, CHANNEL_FR=french.CHANNEL, STATUS_FR=french.STATUS, STATE_FR=french.STATE,
     STATE_SYMBOL=STATE_SYMBOL,
     SEGMENT_FR=french.SEGMENT, ROLE_LABEL=ROLE_LABEL, TYPE_FR=french.EVENT_TYPE,
     KIND_CHOICES=[(k, french.KIND[k]) for k in KINDS], STATE_CHOICES=[(s, french.STATE[s]) for s in FILTER_STATES],
     clock_state=clock_state, counting=counting, suspended=suspended, time_left=time_left, worst_state=worst_state,
-    current_clocks=current_clocks, story_segments=story_segments, axis_geometry=axis_geometry,
+    current_clocks=current_clocks, percent=french.percent, sla_title=french.sla_title,
+    story_segments=story_segments, axis_geometry=axis_geometry,
     event_details=event_details, recorded_late=recorded_late, new_form_key=actions.new_form_key,
 )
 
@@ -294,7 +373,7 @@ def queue_row(view: Mapping[str, Any], now: datetime, tz: ZoneInfo) -> str:
 def segments_svg(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, tz: ZoneInfo, index: int) -> str:
     """The clock's segments on a time axis: patterns (not colour alone), a deadline and a
     "now" marker with text, a tooltip per segment; the table after it says the same."""
-    geometry = axis_geometry(clock, spans, now, index)
+    geometry = axis_geometry(clock, spans, now, index, tz)
     return _render("axis.html", clock=clock, spans=spans, axis=geometry, tz=tz)
 
 
@@ -305,12 +384,14 @@ def session_expired() -> str:
 
 # --- pages -------------------------------------------------------------------------------------
 
-def queue_page(who: Principal, filters: Mapping[str, str], members: Iterable[str],
+def queue_page(who: Principal, filters: Mapping[str, str], members: Mapping[str, str],
                views: Sequence[Mapping[str, Any]], total: int, now: datetime, tz: ZoneInfo, *,
                fragment: str, refresh: int) -> str:
-    """The queue: filters, then the table the script refreshes from ``fragment``."""
-    choices = sorted(set(members) | ({filters["member"]} if filters["member"] else set()))
-    return _page("queue.html", who=who, server_now=now, filters=filters, member_choices=[(m, m) for m in choices],
+    """The queue: filters (``members``: id → the name shown), then the table the script
+    refreshes from ``fragment``."""
+    names = {**({filters["member"]: filters["member"]} if filters["member"] else {}), **members}
+    choices = sorted(names.items(), key=lambda item: (item[1].casefold(), item[0]))
+    return _page("queue.html", who=who, server_now=now, filters=filters, member_choices=choices,
                  views=views, total=total, counts=queue_counts(views), now=now, tz=tz, fragment=fragment,
                  refresh=refresh, may_file=actions.may_file(who))
 
@@ -321,15 +402,19 @@ def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Pr
     """One ticket's SLA story: facts, the caller's actions (``refusal``: the last one refused,
     with what was typed), each clock (verdict, axis, segments), the timeline."""
     forms = actions.forms_for(who, str(view["status"]), str(view["kind"]))
+    deadlines, moments = judged(view, events)
     return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz, forms=forms,
-                 token=token, refusal=refusal, done=done)
+                 token=token, refusal=refusal, done=done, deadlines=deadlines, moments=moments,
+                 sla_titles={c["sla"]: c["title"] for c in view["clocks"]})
 
 
 def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,
-                    refusal: str | None = None, form_key: str | None = None) -> str:
-    """The filing form; after a refusal, with what was typed and the same idempotency key."""
+                    refusal: str | None = None, form_key: str | None = None,
+                    suggestions: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The filing form; after a refusal, with what was typed and the same idempotency key.
+    ``suggestions``: the names the member and product inputs propose (a typo is refused)."""
     return _page("new_ticket.html", who=who, fields=actions.filing_fields(who), token=token, values=values or {},
-                 refusal=refusal, form_key=form_key)
+                 refusal=refusal, form_key=form_key, suggestions=suggestions or {})
 
 
 def action_refused_page(who: Principal, ticket_id: str, refusal: Mapping[str, Any]) -> str:

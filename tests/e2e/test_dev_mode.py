@@ -39,7 +39,7 @@ def call(method: str, url: str, body: object = None) -> tuple[int, Any]:
     return api(method, url, body, token=TOKEN)
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 60) -> None:
     def ready() -> bool:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
@@ -48,7 +48,7 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
         except OSError:
             return False
 
-    wait_for(ready, timeout=60, what="dev mode ready")
+    wait_for(ready, timeout=timeout, what="dev mode ready")
 
 
 def broker_port(log: Path) -> int:
@@ -186,7 +186,7 @@ def test_dev_kafka_keeps_its_log_across_a_kill(tmp_path: Path) -> None:
     proc, port, log = start_dev(tmp_path, "--kafka")
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, port, log)
+        wait_ready(proc, port, log, timeout=180)  # a JVM's start on 2 shared cores took 60 s
         kafka = broker_port(log)
         status, body = call("POST", f"{base}/api/tickets", filed)
         assert status == 201, body
@@ -201,7 +201,7 @@ def test_dev_kafka_keeps_its_log_across_a_kill(tmp_path: Path) -> None:
     proc, port, log = start_dev(tmp_path, "--kafka")
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, port, log)
+        wait_ready(proc, port, log, timeout=180)  # a JVM's start on 2 shared cores took 60 s
         assert broker_port(log) == kafka  # the same broker, on the same port, with its data
         assert ", 0 archived events restored" in log.read_text()
         status, ticket = call("GET", f"{base}/api/tickets/{tid}")

@@ -67,7 +67,8 @@ def test_the_pdf_reads_as_a_legal_document(tmp_path: Path) -> None:
     assert "Dossier de contestation — engagements de service" in text and "Édité le" in text
     assert "Cœur de l'ENT inaccessible — « œuvre » n° 2 ≥ 1 €" in text  # full Unicode, nothing squeezed
     assert "vendredi 3 avril 2026 à 17:00 (UTC+02:00)" in text  # local time with its offset
-    assert "2026-04-03T15:00:00Z" in text  # UTC in the annex
+    assert "2026-04-03T15:00Z" in text  # UTC in the annex, to the minute like every time a person reads
+    assert not re.search(r"\d\d:\d\d:\d\d[.,]\d", text)  # no microseconds (issue #32)
     assert "« jour ouvrable suivant » lu comme jour ouvré" in text  # the policy's readings quoted
     assert "lundi de Pentecôte férié" in text and "Version convention-2026.2" in text
     assert "Intégrité vérifiée" in text

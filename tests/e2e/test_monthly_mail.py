@@ -143,7 +143,7 @@ def test_monthly_send_and_bad_input(env: dict[str, str], smtp: tuple[Inbox, int]
     for args, reason in [
         (["--member", "nobody", "--month", "2026-11", "--format", "json"], "unknown member 'nobody'"),
         (["--member", "commune-de-blois", "--month", "2026-13", "--format", "json"], "expected YYYY-MM"),
-        (["--member", "commune-de-blois", "--month", "2026-11"], "--format pdf needs --output FILE"),
+        (["--member", "commune-de-blois", "--month", "2026-11", "--format", "pdf"], "--format pdf needs --output FILE"),
         (["--member", "commune-de-blois", "--month", "2026-11", "--format", "docx"], "invalid choice: 'docx'"),
         (["--member", "commune-de-blois", "--month", "2099-01", "--format", "json"], "has not started yet"),
     ]:

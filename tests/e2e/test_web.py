@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -35,7 +36,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("SLALEDGER_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 REFERENT_TOKEN = "slt_e2e_referent_" + "r" * 20
-REFERENT_MEMBER = "commune-de-test-referent"
+REFERENT_MEMBER = "lycee-descartes-tours"  # of the example members directory dev mode reads
+REFERENT_NAME = "Lycée Descartes (Tours)"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -325,9 +327,12 @@ def test_filed_ticket_appears_counts_down_and_states_are_marked(browser: Browser
     members = browser.eval("[...document.querySelectorAll('#f-member option')].map(o => o.value).filter(Boolean)")
     member = "commune-de-blois"
     assert member in members, members
+    assert "Commune de Blois" in browser.eval("[...document.querySelectorAll('#f-member option')]"
+                                              ".map(o => o.innerText)"), "the filter names the members"
     choose("f-member", member)
     wait_for(lambda: set(browser.eval("[...document.querySelectorAll('tr[data-ticket] td:nth-of-type(2)')]"
-                                      ".map(c => c.innerText)")) == {member}, timeout=15, what="member filter")
+                                      ".map(c => c.innerText)")) == {"Commune de Blois"}, timeout=15,
+             what="member filter")
     assert browser.eval("window.noReload") == "still the same page"
 
 
@@ -390,6 +395,19 @@ def test_ticket_page_tells_the_sla_story(browser: Browser, dev: str) -> None:
     assert all(word in legend for word in ("Décompte", "Suspendu", "Hors plage horaire", "Échéance"))
     axis_title = browser.eval(f"document.querySelector('{answer} svg.axis title').textContent")
     assert axis_title.startswith("Segments du délai")
+    # round ticks (whole hours, or days at midnight) and a bar that fills its share of the axis, as drawn
+    labels = browser.eval(f"[...document.querySelectorAll('{answer} svg.axis .tick-label')].map(t => t.textContent)")
+    assert labels and all(re.fullmatch(r"\d\d:00|\d\d/\d\d", label) for label in labels), labels
+    bar, axis = browser.eval(f"(() => {{ const s = document.querySelector('{answer} svg.axis'); return ["
+                             "[...s.querySelectorAll('rect.seg:not(.rest)')].reduce((w, r) => w + "
+                             "r.getBoundingClientRect().width, 0), s.getBoundingClientRect().width]; })()")
+    assert bar > 0.2 * axis, (bar, axis)  # three of the clock's eight days have run: not a sliver
+    assert "Une graduation" in browser.text(f"{answer} .scale")
+    # the timeline where an agent looks first: beside the clocks (wide window) or above them
+    timeline, clocks = browser.eval("[document.querySelector('section.chronology'), document.querySelector("
+                                    "'section.clocks')].map(e => { const r = e.getBoundingClientRect(); "
+                                    "return [r.left, r.top]; })")
+    assert timeline[0] > clocks[0] or timeline[1] < clocks[1], (timeline, clocks)
     assert "En attente du demandeur" in browser.text(".timeline") and "Précisions demandées" in browser.text(
         ".timeline")
 
@@ -417,6 +435,28 @@ def test_ticket_page_tells_the_sla_story(browser: Browser, dev: str) -> None:
     wait_for(arrived, timeout=15, what="the ticket page from a link on another site")
 
 
+def test_members_and_products_are_the_directorys_and_the_catalogues(dev: str) -> None:
+    """#32, item 4: the README's « Local Trust MPE » is the catalogue's local-trust-mpe (excluded,
+    not running); a typo is refused with the closest names (422, French); the event stores ids."""
+    tid = file(dev, member="Commune de Blois", product="Local Trust MPE", kind="assistance")
+    status, view = call("GET", f"{dev}/api/tickets/{tid}")
+    assert status == 200 and (view["member"], view["product"]) == ("commune-de-blois", "local-trust-mpe"), view
+    assert view["product_name"] == "Local Trust MPE"
+    assert {c["sla"]: c["status"] for c in view["clocks"]}["intake"] == "excluded", view["clocks"]
+    body = {"kind": "incident", "channel": "portal", "member": "commune-de-bois", "product": "parapheur",
+            "subject": "Parapheur inaccessible"}
+    status, reply = api("POST", f"{dev}/api/tickets", body, token=TOKEN)
+    assert status == 422 and reply["field"] == "member", reply
+    assert reply["error"].startswith("Membre inconnu : « commune-de-bois » (membres proches : Commune de Blois, "), (
+        reply)  # the closest first
+    status, reply = api("POST", f"{dev}/api/tickets", {**body, "member": "commune-de-blois", "product": "parafeur"},
+                        token=TOKEN)
+    assert status == 422 and reply["error"] == ("Produit inconnu : « parafeur » (produits proches : Parapheur "
+                                                "électronique (parapheur)).") and reply["code"] == "invalid", reply
+    status, reply = api("POST", f"{dev}/api/tickets/{tid}/reclassify", {"product": "Parafeur"}, token=TOKEN)
+    assert status == 422 and reply["error"].startswith("Produit inconnu : « Parafeur »"), reply
+
+
 def test_referent_sees_only_their_members_tickets(browser: Browser, dev: str) -> None:
     theirs = file(dev, token=REFERENT_TOKEN, member=REFERENT_MEMBER, kind="assistance", subject="Mot de passe oublié")
     other = file(dev, member="commune-de-chartres", subject="Autre membre")
@@ -439,7 +479,7 @@ def test_referent_sees_only_their_members_tickets(browser: Browser, dev: str) ->
     time.sleep(6)  # at least one refresh of the queue
     members = set(browser.eval("[...document.querySelectorAll('tr[data-ticket] td:nth-of-type(2)')]"
                                ".map(c => c.innerText)"))
-    assert members == {REFERENT_MEMBER}
+    assert members == {REFERENT_NAME}  # the member's name, not its id
     assert not browser.eval(f"!!document.querySelector('{row(other)}')")
     assert not browser.eval("!!document.getElementById('f-member')"), "a referent has no member to choose"
     assert "Référent" in browser.text(".session")
@@ -481,8 +521,26 @@ def test_an_agent_runs_a_whole_ticket_life_from_the_pages(browser: Browser, dev:
     sign_in(browser, dev, TOKEN)
     browser.navigating(lambda: browser.eval("document.querySelector('.new-link a').click()"))
     assert browser.eval("location.pathname") == "/new-ticket"
-    for name, value in (("member", "commune-de-vendome"), ("kind", "incident"), ("channel", "portal"),
-                        ("product", "parapheur"), ("subject", "Signature impossible depuis ce matin")):
+    # the inputs propose the directory's and the catalogue's names
+    proposed = "[...document.querySelectorAll('#n-{}-noms option')].map(o => o.value)"
+    assert "Commune de Blois" in browser.eval(proposed.format("member"))
+    assert "Local Trust MPE" in browser.eval(proposed.format("product"))
+    # a typo in the member or the product is refused with the closest names, and what was typed is kept (#32)
+    for member, product, refusal in (
+            ("Comune de Blois", "parapheur",
+             "Membre inconnu : « Comune de Blois » (membres proches : Commune de Blois"),
+            ("Commune de Blois", "Local Trus MPE", "Produit inconnu : « Local Trus MPE » (produits proches : "
+                                                   "Local Trust MPE)")):
+        for name, value in (("member", member), ("kind", "incident"), ("channel", "portal"), ("product", product),
+                            ("subject", "Signature impossible depuis ce matin")):
+            browser.eval(f"document.querySelector('.new-ticket [name={name}]').value = {json.dumps(value)}")
+        browser.navigating(lambda: browser.eval("document.querySelector('.new-ticket button[type=submit]').click()"))
+        assert browser.eval("location.pathname") == "/new-ticket"
+        assert refusal in browser.text(".error"), browser.text("main")
+        assert browser.eval("document.querySelector('.new-ticket [name=member]').value") == member
+        assert browser.eval("document.querySelector('.new-ticket [name=product]').value") == product
+    # names typed in full, in any case, are the directory's and the catalogue's
+    for name, value in (("member", "commune de blois"), ("product", "Parapheur électronique")):
         browser.eval(f"document.querySelector('.new-ticket [name={name}]').value = {json.dumps(value)}")
     browser.navigating(lambda: browser.eval("document.querySelector('.new-ticket button[type=submit]').click()"))
     path = browser.eval("location.pathname")
@@ -490,6 +548,9 @@ def test_an_agent_runs_a_whole_ticket_life_from_the_pages(browser: Browser, dev:
     tid = path.removeprefix("/tickets/")
     assert browser.text(".notice") == "Demande déposée."
     assert offered(browser) == ["acknowledge", "customer-response", "reclassify"]
+    facts = browser.text(".ticket-facts")
+    assert "Commune de Blois" in facts and "Parapheur électronique" in facts, facts  # names, not slugs
+    assert call("GET", f"{dev}/api/tickets/{tid}")[1]["member"] == "commune-de-blois"  # the events store ids
 
     # a refusal of the domain is shown next to what was typed, which is kept
     act(browser, "reclassify", kind="incident", reason="même type")

@@ -226,10 +226,10 @@ def test_verify_compares_projection_with_replay(audited: tuple[Broker, str],
     with engine.begin() as conn:
         conn.execute(update(TICKETS).where(TICKETS.c.ticket_id == "A-2").values(status="closed"))
     assert main(["audit", "verify", "--database", database]) == 1
-    assert "A-2: status is 'closed' in the projection, 'in_progress' in the log" in capsys.readouterr().out
+    assert "A-2 : statut 'closed' dans la projection, 'in_progress' dans le journal" in capsys.readouterr().out
     assert main(["audit", "verify", "--database", database, "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["agree"] is False and any("A-2: status is 'closed'" in d for d in report["differences"])
+    assert report["agree"] is False and any("A-2 : statut 'closed'" in d for d in report["differences"])
 
 
 def test_cli_json_is_stable(audited: tuple[Broker, str], tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from projections.audit import archive_records
 from projections.deliveries import record_sent, was_sent
-from projections.heads import latest_head, sign_head
+from projections.heads import add_cosignature, latest_head, sign_head
 from projections.metrics import ProjectionCollector
 from projections.migrate import create_schema
 from projections.projector import run_projector
@@ -186,6 +186,7 @@ def test_each_process_does_its_work_and_nothing_else(roles: Roles, broker: Broke
     head = sign_head(projector, key, policy)
     assert head.tree_size == len(events)
     allowed(projector, f"UPDATE signed_heads SET published_at = now() WHERE head_id = {head.head_id}")
+    add_cosignature(projector, head.head_id or 0, "\u2014 witness.example/w1 AAAA\n")  # a witness's line kept
     refused(projector, "UPDATE signed_heads SET signature = 'forged'")
     refused(projector, "DELETE FROM event_archive")
     refused(projector, "UPDATE event_archive SET envelope = '{}'")

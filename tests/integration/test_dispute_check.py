@@ -9,6 +9,7 @@ transaction (``Projection.apply_batch``), a head signed by ``sign_head``, the fi
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import subprocess
@@ -159,6 +160,22 @@ def _timeline(edit: Callable[[list[Any]], None]) -> Callable[[Doc], None]:
     return run
 
 
+def _note_line(doc: Doc, number: int, value: str) -> None:
+    """Rewrite line ``number`` of the head's signed note (0: origin, 1: size, 2: root)."""
+    head = doc["evidence"]["head"]
+    lines = head["checkpoint"].split("\n")
+    lines[number] = value
+    head["checkpoint"] = "\n".join(lines)
+
+
+def _note_extension(doc: Doc, name: str, value: str) -> None:
+    """Rewrite the value of an extension line of the head's signed note."""
+    head = doc["evidence"]["head"]
+    lines = head["checkpoint"].split("\n")
+    number = next(i for i, line in enumerate(lines) if line.startswith(f"{name} "))
+    _note_line(doc, number, f"{name} {value}")
+
+
 def _set(*path_value: Any) -> Callable[[Doc], None]:
     *path, value = path_value
 
@@ -193,13 +210,16 @@ TAMPERINGS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "answer flag set": (_set("tickets", 0, "timeline", 2, "answer", True), "réponse à la demande"),
     "an event's actor edited": (_set("tickets", 0, "timeline", 2, "actor", "agent:bob"), "actor"),
     "an event shown as not covered": (_set("tickets", 0, "timeline", 2, "inclusion_path", None),
-                                      "enregistré après la tête"),
+                                      "sans preuve d'inclusion"),
     "the proof of another leaf": (lambda d: d["tickets"][0]["timeline"][2].__setitem__(
         "inclusion_path", d["tickets"][0]["timeline"][1]["inclusion_path"]), "preuve d'inclusion échoue"),
     "another map entry": (_set("tickets", 0, "history_proof", "count", 2), "carte signée des historiques"),
     "the ticket removed": (_set("tickets", []), "montre 0 ticket(s)"),
-    "head signature edited": (_set("evidence", "head", "root_hash", "00" * 32), "signature"),
-    "head's map root edited": (_set("evidence", "head", "ticket_map_root", "11" * 32), "signature"),
+    "head's root edited in its note": (lambda d: _note_line(d, 2, base64.b64encode(b"\0" * 32).decode()), "signature"),
+    "head's map root edited in its note": (lambda d: _note_extension(d, "ticket_map_root", "ab" * 32), "signature"),
+    "head's root edited beside its note": (_set("evidence", "head", "root_hash", "00" * 32), "valeur signée"),
+    "head's map root edited beside its note": (_set("evidence", "head", "ticket_map_root", "11" * 32),
+                                               "valeur signée"),
     "quoted policy edited": (lambda d: d["policy_versions"][0].__setitem__(
         "text", d["policy_versions"][0]["text"].replace('"4h"', '"40h"')), "politique"),
 }
@@ -275,7 +295,9 @@ NOT_EVIDENCE = {("integrity",), ("summary",), ("closed_tickets_in_summary_only",
                 ("evidence", "head", "head_id"), ("policy_versions", "readings"), ("policy_versions", "effective_from"),
                 ("tickets", "timeline", "source"), ("tickets", "timeline", "hash"),
                 ("tickets", "timeline", "known_at_as_of"), ("filters", "member"), ("filters", "from"),
-                ("filters", "to"), ("tickets", "history_proof", "inclusion_path")}
+                ("filters", "to"), ("tickets", "history_proof", "inclusion_path"),
+                # no ticket named: a file of the tickets it shows, each still proven whole
+                ("filters", "ticket")}
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

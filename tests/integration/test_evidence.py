@@ -158,11 +158,19 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
         if edit == "event":  # the acknowledgement now says mallory, bytes and fields alike
             raw = base64.b64decode(event["envelope_base64"]).replace(b"agent:alice", b"agent:mallory")
             event["envelope_base64"], event["actor"] = base64.b64encode(raw).decode(), "agent:mallory"
-        elif edit == "signature":
-            sig = bytearray(base64.b64decode(bad["evidence"]["head"]["signature"]))
-            sig[0] ^= 1
-            bad["evidence"]["head"]["signature"] = base64.b64encode(bytes(sig)).decode()
-        elif edit == "head":  # another root, same signature: a forged head
+        elif edit == "signature":  # one bit of the checkpoint's signature line
+            head = bad["evidence"]["head"]
+            sig = bytearray(base64.b64decode(head["signature"]))
+            sig[-1] ^= 1
+            flipped = base64.b64encode(bytes(sig)).decode()
+            head["checkpoint"] = head["checkpoint"].replace(head["signature"], flipped)
+            head["signature"] = flipped
+        elif edit == "head":  # another root, same signature: a forged checkpoint
+            head = bad["evidence"]["head"]
+            root = base64.b64encode(bytes.fromhex(head["root_hash"])).decode()
+            head["checkpoint"] = head["checkpoint"].replace(f"\n{root}\n", f"\n{'A' * 43}=\n", 1)
+            head["root_hash"] = "00" * 32
+        elif edit == "readable":  # the readable copy beside the checkpoint, which is not what is signed
             bad["evidence"]["head"]["root_hash"] = "00" * 32
         else:  # the proof of another leaf
             event["inclusion_path"] = bad["tickets"][0]["timeline"][1]["inclusion_path"]
@@ -177,6 +185,8 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
         assert says in capsys.readouterr().out, edit
         script = _script(bad, public)
         assert script.returncode == 1 and says in script.stdout, (edit, script.stdout, script.stderr)
+    assert main(["audit", "check-file", str(altered("readable")), "--public-key", str(public)]) == 1
+    assert "root_hash : la copie lisible" in (out := capsys.readouterr().out) and "valeur signée" in out
     assert main(["audit", "check-file", str(first), "--public-key", str(tmp_path / "none.pub")]) == 2
     assert "fichier de clé publique" in capsys.readouterr().err
 
@@ -186,7 +196,7 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert main(["audit", "verify", "--database", database]) == 1
     out = capsys.readouterr().out
     assert "integrity:" not in out  # the chain alone is fooled
-    assert "evidence: head 1 (5 events, signed" in out and "rewritten since" in out
+    assert "preuves : head 1 (5 events, signed" in out and "rewritten since" in out
     # ...and signs a new head with the operator's key: it does not extend the older one.
     assert main(["audit", "sign-head", "--database", database]) == 0
     assert json.loads(capsys.readouterr().out)["head_id"] == 2
@@ -219,5 +229,5 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert "missing" in kinds, kinds
     capsys.readouterr()
     assert main(["audit", "verify", "--database", database]) == 1
-    assert "evidence: head 2 signs 5 events, the archive has 4" in capsys.readouterr().out
+    assert "preuves : head 2 signs 5 events, the archive has 4" in capsys.readouterr().out
     assert main(["audit", "consistency", "--database", database, "--from", "1", "--to", "9"]) == 2

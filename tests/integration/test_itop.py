@@ -9,6 +9,7 @@ becomes its fact; an SLA breach is written back to the iTop ticket once.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -25,10 +26,11 @@ from sqlalchemy import create_engine, text
 
 from sla.events import SLA_FACT_TYPES, decode_event
 from sla.ticket import Command, CommandType
+from slaledger.members import EXAMPLE_FILE
 from streams.embedded import free_port
 from streams.kafka_acls import ITOP
 from streams.kafka_tools import end_offsets_total, producer, read_topic
-from streams.processor import encode_command
+from streams.processor import decode_command, encode_command
 from streams.topics import COMMANDS, DEAD_LETTERS, EVENTS
 from tests.integration.conftest import Broker, Worker, api, wait_for
 from tests.itop_fake import FIXTURES, FakeItop
@@ -120,7 +122,7 @@ def test_itop_tickets_reach_the_ledger_once(broker: Broker, workers: list[Worker
     assert "6 objet(s) lu(s) dont 0 inchangé(s), 25 commande(s) publiée(s) pour 6 ticket(s)" in run.stdout
     # the unknown organisation is reported (output and a warning), its ticket still ingested
     assert "Organisations inconnues" in run.stdout and "Mairie de Nulle-Part : R-000103" in run.stdout
-    assert "Téléphonie : R-000103" in run.stdout
+    assert "Gestion financière : R-000103" in run.stdout
     warnings = [e for e in logs_of(run.stderr) if e["event"] == "itop organisation unknown"]
     assert [(e["level"], e["ticket_id"], e["itop_ref"], e["value"]) for e in warnings] == [
         ("warning", "IT-R-000103", "R-000103", "Mairie de Nulle-Part")]
@@ -141,7 +143,7 @@ def test_itop_tickets_reach_the_ledger_once(broker: Broker, workers: list[Worker
     assert r102 is not None and r102["filed_at"] == "2026-10-23T15:40:00Z"  # summer time in iTop
     assert r102["acknowledged_at"] == "2026-10-26T08:00:00Z" and r102["channel"] == "phone"
     r103 = ticket(worker, "IT-R-000103")
-    assert r103 is not None and (r103["member"], r103["product"]) == ("mairie-de-nulle-part", "telephonie")
+    assert r103 is not None and (r103["member"], r103["product"]) == ("mairie-de-nulle-part", "gestion-financiere")
     i201 = ticket(worker, "IT-I-000201")
     assert i201 is not None and (i201["kind"], i201["channel"]) == ("incident", "email")
 
@@ -193,6 +195,23 @@ def test_itop_tickets_reach_the_ledger_once(broker: Broker, workers: list[Worker
     assert [(e.ticket_id, e.type.value, e.payload.get("message")) for e in new] == [
         ("IT-R-000103", "customer_responded", "C'est le poste 214.")]
     assert new[0].occurred_at.isoformat() == "2026-11-28T07:45:00+00:00"
+
+
+def test_an_unknown_member_is_dead_lettered_with_its_reason(broker: Broker, fake: FakeItop, tmp_path: Path) -> None:
+    """With the members directory (#32, item 4), an organisation that names no member is not sent:
+    the connector (its own principal) puts its filing on the dead-letter topic with the reason."""
+    env = sync_env(broker, f"sqlite:///{tmp_path / 'checkpoint.db'}", SLALEDGER_MEMBERS_FILE=str(EXAMPLE_FILE))
+    run = itop_sync(env, "--url", fake.url, "--once", "--org-map", ORG_MAP)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "21 commande(s) publiée(s) pour 5 ticket(s)" in run.stdout, run.stdout
+    assert "Fiches refusées" in run.stdout and "R-000103 : Membre inconnu : « Mairie de Nulle-Part »" in run.stdout
+    letters = [json.loads(r.value) for r in read_topic(broker.bootstrap, DEAD_LETTERS)]
+    (letter,) = [d for d in letters if d["origin"].get("itop_ref") == "R-000103"]
+    assert letter["reason"].startswith("itop record refused: Membre inconnu : « Mairie de Nulle-Part » (aucun membre "
+                                       "proche ; membres connus : Commune de Blois,"), letter["reason"]
+    filing = decode_command(base64.b64decode(letter["value"]))
+    assert (filing.type, filing.ticket_id, filing.actor) == (CommandType.FILE, "IT-R-000103", "itop:sync")
+    assert base64.b64decode(letter["key"]) == b"IT-R-000103"
 
 
 def test_itop_errors_back_off_and_are_reported_on_one_line(broker: Broker, fake: FakeItop,

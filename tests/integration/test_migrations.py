@@ -95,7 +95,7 @@ def test_the_month_of_each_verdict_is_filled_from_the_rows_by_the_migration(data
 
 
 def test_the_histories_of_an_archive_archived_before_the_map_are_committed_by_the_migration(database: str) -> None:
-    """0012 (#26): every ticket's count and history hash are computed from the archive's
+    """0013 (#26): every ticket's count and history hash are computed from the archive's
     leaves (no event or leaf changes) and the map is committed at the archive's size, so the
     next signed head proves the whole history of tickets filed before the map existed."""
     from datetime import UTC, datetime

@@ -5,6 +5,7 @@ agreement with the archive and with the dispute file."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -152,7 +153,8 @@ def test_the_pdf_reads_the_statement(engine, policy: Policy) -> None:  # type: i
                                                    "key_id": "gip-2026"})
     html = monthly.to_html(doc)
     assert "Relevé mensuel de conformité" in html and "novembre 2026" in html and 'lang="fr"' in html
-    assert "Tête d'arbre signée à la fin du mois" in html and "gip-2026" in html and "Identifiant de clé" in html
+    assert "Tête d'arbre signée à la fin du mois" in html and "gip-2026" in html
+    assert "Empreinte de la clé publique" in html
     assert "50,0 %" in html  # intake: 2 met of 4 judged
     assert monthly.to_pdf(doc).startswith(b"%PDF-")
 
@@ -207,3 +209,51 @@ def test_a_head_signed_before_the_month_ends_says_what_it_leaves_out(engine, pol
     assert doc["head_uncovered"] == 2
     assert "ne couvre pas ses 2 dernier(s) événement(s)" in monthly.to_html(doc)
     assert "ne couvre pas les 2 dernier(s)" in email_body(doc)
+
+
+def test_a_members_statements_form_a_chain_checked_offline(engine, policy: Policy, tmp_path,  # type: ignore[no-untyped-def]
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Each statement carries its month's checkpoint and the consistency proof from the
+    previous month's; ``audit check-statements`` checks the chain with the key alone."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from projections.heads import public_pem, sign_head
+    from slaledger.cli import main
+    from slaledger.members import Member
+    from slaledger.report_cli import produce
+
+    key = Ed25519PrivateKey.generate()
+    tz = policy.versions[-1].tz
+    october, november_ = monthly.Month(2026, 10), monthly.Month(2026, 11)
+    first = sign_head(engine, key, policy, now=october.bounds(tz)[1] + timedelta(hours=1))
+    with engine.begin() as conn:  # December's first events, archived after October's head
+        later = [filed("2026-12-02T09:00:00+01:00", ticket_id=f"B-DEC-{i}", member=BLOIS) for i in range(3)]
+        Projection(monthly_policy()).apply_batch(conn, [Incoming(EVENTS, 0, 1000 + i, encode_event(e))
+                                                        for i, e in enumerate(later)])
+    second = sign_head(engine, key, policy, now=november_.bounds(tz)[1] + timedelta(hours=1))
+    assert second.tree_size == first.tree_size + 3
+    member = Member(BLOIS, "Commune de Blois", "")
+    docs = {m: produce(engine, policy, member, m, ISSUED + timedelta(days=2)) for m in (october, november_)}
+    link = docs[november_]["previous"]
+    assert link["month"] == "2026-10" and link["head"] == docs[october]["head"] == first.to_dict()
+    assert docs[november_]["head"] == second.to_dict() and len(link["consistency_proof"]) >= 1
+    assert "Lien avec le relevé de 2026-10" in monthly.to_html(docs[november_])
+    files = []
+    for m, doc in docs.items():
+        files.append(tmp_path / f"{m}.json")
+        files[-1].write_text(monthly.to_json(doc), encoding="utf-8")
+    (tmp_path / "gip.pub").write_bytes(public_pem(key.public_key()))
+    check = ["audit", "check-statements", "--public-key", str(tmp_path / "gip.pub")]
+    capsys.readouterr()
+    assert main([*check, *map(str, files)]) == 0
+    assert capsys.readouterr().out.startswith("OK : 2 relevé(s)")
+    assert main([*check, *map(str, files[::-1])]) == 1  # out of order
+    assert "relevé manquant ou dans le désordre" in capsys.readouterr().out
+    rewritten = json.loads(files[1].read_text(encoding="utf-8"))
+    rewritten["previous"]["consistency_proof"][0] = "ab" * 32
+    files[1].write_text(json.dumps(rewritten), encoding="utf-8")
+    assert main([*check, *map(str, files)]) == 1
+    assert "ne prolonge pas celui du mois précédent" in capsys.readouterr().out
+    files[1].write_text("{", encoding="utf-8")
+    assert main([*check, *map(str, files)]) == 2
+    assert capsys.readouterr().err.startswith("slaledger: error: ")

@@ -113,3 +113,16 @@ def test_a_referent_cannot_date_a_fact_an_agent_can() -> None:
         command_from_body(CommandType.FILE, "SL-TEST", body, referent)
     assert refused.value.status == 422 and refused.value.field == "received_at"
     assert command_from_body(CommandType.FILE, "SL-TEST", body, agent).occurred_at is not None
+
+
+@pytest.mark.parametrize(("command", "body", "french"), [
+    (CommandType.ACKNOWLEDGE, {}, "un référent dépose des demandes et y répond"),
+    (CommandType.FILE, {**FILE, "member": "commune-de-tours"}, "que pour son propre membre"),
+])
+def test_a_referent_is_refused_in_french(command: CommandType, body: dict[str, Any], french: str) -> None:
+    from projections.tokens import Principal
+
+    referent = Principal("t1", "referent", "commune-de-blois", "commune-de-blois")
+    with pytest.raises(BadRequest) as refused:
+        command_from_body(command, "SL-1", body, referent)
+    assert refused.value.status == 403 and french in refused.value.message

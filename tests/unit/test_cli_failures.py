@@ -44,6 +44,9 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
 # (argv, what the line must say); {tmp} is the test's directory, {file} a regular file in it
 IN_PROCESS = {
     "sla explain: policy file missing": ([*EXPLAIN, "--policy", "{tmp}/missing.toml"], "missing.toml"),
+    "sla explain: unknown product": ([*EXPLAIN, "--product", "Local Trus MPE"],
+                                     "--product: Produit inconnu : « Local Trus MPE » (produits proches : Local Trust "
+                                     "MPE)."),
     "policy holidays: years reversed": (["policy", "holidays", "--from", "2030", "--to", "2020"], "--from"),
     "topics create: no broker": (["topics", "create", *NO_BROKER], "127.0.0.1:1"),
     "audit replay: no broker": (["audit", "replay", "--source", "kafka", *NO_BROKER], "127.0.0.1:1"),
@@ -212,3 +215,121 @@ def test_an_evening_alert_time_that_cannot_be_one_line(value: str, expected: str
     settings = Settings(alertmanager_url="http://127.0.0.1:1", evening_alert_at=value)
     with pytest.raises(CommandFailed, match=re.escape(expected)):
         attach_read_side(settings, None, load_policy(), threading.Event(), None)  # type: ignore[arg-type]
+
+
+# --- #32 item 6: the CLI in ordinary situations --------------------------------------------------
+
+@pytest.mark.parametrize("command", ["dev", "worker"])
+def test_a_port_in_use_is_one_line_before_anything_starts(command: str, tmp_path: Path) -> None:
+    """Nothing is started, and no URL or token printed as if it had been."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run([command, "--port", str(port), "--data-dir", str(tmp_path / "d"), *NO_BROKER], tmp_path)
+    assert_one_line(done.returncode, done.stderr, f"port {port} on 127.0.0.1 is taken", "--port")
+    assert done.stdout == "" and not (tmp_path / "d").exists()
+
+
+ELSEWHERE = {
+    "token list": ["token", "list"],
+    "token create": ["token", "create", "--role", "agent", "--label", "alice"],
+    "token revoke": ["token", "revoke", "tok_x"],
+    "audit verify": ["audit", "verify"],
+    "audit sign-head": ["audit", "sign-head"],
+    "audit heads": ["audit", "heads"],
+    "report monthly": ["report", "monthly", "--member", "commune-de-blois", "--month", "2026-11"],
+}
+
+
+@pytest.mark.parametrize("argv", ELSEWHERE.values(), ids=ELSEWHERE.keys())
+def test_a_command_run_away_from_the_data_directory_creates_none(
+        argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run from another directory, a command that only uses the database says where it looked,
+    instead of creating ``./data`` there and answering « no token » (a token created there
+    would be refused by the running server)."""
+    for name in ("SLALEDGER_DATA_DIR", "SLALEDGER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    assert_one_line(code, capsys.readouterr().err, f"{tmp_path / 'data' / 'slaledger.db'} does not exist",
+                    "--data-dir")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``slaledger … --json | head -c 400``: the reader went away; exit as SIGPIPE would, no
+    BrokenPipeError text (a reader closed before the first write makes it certain)."""
+    import signal
+
+    read, write = os.pipe()
+    os.close(read)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLALEDGER_")}
+    done = subprocess.run([sys.executable, "-m", "slaledger.cli", *EXPLAIN, "--json"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=60, env=clean)
+    os.close(write)
+    assert done.stderr == "" and done.returncode == 128 + signal.SIGPIPE
+
+
+def test_report_monthly_without_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """CSV on stdout; the output file's extension otherwise (PDF for any other name)."""
+    from sqlalchemy import create_engine
+
+    from projections.migrate import create_schema
+
+    (tmp_path / "data").mkdir()
+    create_schema(create_engine(f"sqlite:///{tmp_path / 'data' / 'slaledger.db'}"))
+    members = tmp_path / "members.toml"
+    members.write_text('[members.commune-de-blois]\nname = "Commune de Blois"\nreferent = "dsi@blois.example"\n')
+    monkeypatch.chdir(tmp_path)
+    argv = ["report", "monthly", "--member", "commune-de-blois", "--month", "2026-11", "--members", str(members)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("member,")
+    for name, start in (("releve.html", b"<!doctype html>"), ("releve.json", b"{"), ("releve", b"%PDF")):
+        assert main([*argv, "-o", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes().lstrip()[:len(start)].lower() == start.lower()
+
+
+def test_dev_keeps_one_agent_token_across_restarts(tmp_path: Path) -> None:
+    """Each ``slaledger dev`` start reused to leave another live `agent dev` token: the token
+    is kept in the data directory (0600) while it is live, and replaced once revoked."""
+    from sqlalchemy import create_engine
+
+    from projections.migrate import create_schema
+    from projections.tokens import ensure_token, list_tokens, revoke_token
+    from slaledger.cli import _dev_token
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'slaledger.db'}")
+    create_schema(engine)
+    path = tmp_path / "dev-token"
+    first = _dev_token(engine, path)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() == first
+    ensure_token(engine, first, "agent", "dev")  # what dev does with it
+    assert _dev_token(engine, path) == first
+    assert len([t for t in list_tokens(engine) if t["revoked_at"] is None]) == 1
+    revoke_token(engine, first)
+    second = _dev_token(engine, path)
+    assert second != first and path.read_text().strip() == second
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "schedule", "--once"],
+    ["report", "monthly", "--member", "commune-de-blois", "--month", "2026-11", "--send"]])
+def test_statements_are_not_mailed_from_the_example_members_directory(
+        argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """#32 item 7: Compose mounts infra/members.example.toml while SLALEDGER_MEMBERS_TOML is
+    unset; the report profile would mail its example addresses."""
+    from sqlalchemy import create_engine
+
+    from projections.migrate import create_schema
+
+    example = Path(__file__).resolve().parents[2] / "infra" / "members.example.toml"
+    create_schema(create_engine(f"sqlite:///{tmp_path / 'slaledger.db'}"))
+    for name, value in (("SMTP_HOST", "127.0.0.1"), ("SMTP_FROM", "slaledger@gip.example.org"),
+                        ("MEMBERS_FILE", str(example)), ("DATA_DIR", str(tmp_path))):
+        monkeypatch.setenv(f"SLALEDGER_{name}", value)
+    code = main(argv)
+    assert_one_line(code, capsys.readouterr().err, "is the example members directory", "SLALEDGER_MEMBERS_TOML")

@@ -16,30 +16,15 @@ from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
 from sla.events import EventType, encode_event
 from sla.policy import Policy
-from sla.ticket import Command
 from slaledger import itop
 from slaledger.cli import main
 from streams.topics import EVENTS
 from tests.conftest import ev, filed
-from tests.itop_fake import FakeItop
+from tests.itop_fake import FakeItop, ListPublisher
 
 ALL = ("userrequest_core_get.json", "incident_core_get.json")
 
 
-class ListPublisher:
-    """In place of the Kafka publisher: what was sent, acknowledged on flush."""
-
-    def __init__(self, *_: object, **__: object) -> None:
-        self.sent: list[Command] = []
-
-    def send(self, command: Command) -> None:
-        self.sent.append(command)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_itop_sync_once_json_is_one_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -58,7 +43,7 @@ def test_itop_sync_once_json_is_one_object(tmp_path: Path, monkeypatch: pytest.M
         assert capsys.readouterr().err.strip() == "slaledger: error: --json goes with --once"
     assert doc["source"].startswith(url)
     assert (doc["fetched"], doc["unchanged"], doc["commands"]) == (6, 0, 25)
-    assert doc["tickets"] == 6 and doc["skipped"] == 0 and doc["unreadable"] == []
+    assert doc["tickets"] == 6 and doc["skipped"] == 0 and doc["unreadable"] == [] and doc["refused"] == []
     assert set(doc["watermarks"]) == {"UserRequest", "Incident"} and all(doc["watermarks"].values())
     assert isinstance(doc["unknown"], dict)
     # without --json, the second pass (the overlap window re-read, nothing new) is told in French
@@ -90,7 +75,7 @@ def test_audit_replay_output_file_and_no_progress_off_a_terminal(tmp_path: Path,
     assert {t["ticket_id"] for t in json.loads(out.read_text())["tickets"]} == {"T-000", "T-001", "T-002"}
     assert main(["audit", "verify", "--database", url]) == 0
     captured = capsys.readouterr()
-    assert captured.out.strip() == "projection and replay agree" and captured.err == ""
+    assert captured.out.strip() == "la projection et la relecture du journal concordent" and captured.err == ""
 
 
 def test_a_bad_output_file_fails_before_the_replay_and_keeps_the_existing_file(

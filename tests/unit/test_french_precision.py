@@ -4,8 +4,12 @@ said, no word twice)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sla import french
 from sla.clock import ClockStatus, evaluate
@@ -13,9 +17,11 @@ from sla.events import EventType
 from sla.explain import explanation
 from sla.policy import Policy
 from sla.ticket import fold
+from slaledger.settings import load_policy
 from tests.conftest import at, ev, filed
 
 PARIS = ZoneInfo("Europe/Paris")
+POLICY: Policy = load_policy()
 
 
 def intake(policy: Policy, when: str, *acked: str) -> tuple[ClockStatus, str]:
@@ -67,3 +73,73 @@ def test_a_deadline_moved_by_the_spring_gap_after_a_pause_says_so(policy: Policy
                 if c.sla == "administrative_answer"]
     assert ("Échéance reportée au dimanche 28 mars 2027 à 03:30 par la suspension ; 02:30 n'existe pas ce jour-là"
             in explanation(clock))
+
+
+# --- to the minute, finer only where the verdict needs it (issue #32 item 2) -----------------
+
+_WRITTEN = re.compile(r"(\d{1,2})(?:er)? (\w+) (\d{4}) à (\d\d):(\d\d)(?::(\d\d)(?:,(\d+))?)?")
+_MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
+           "novembre", "décembre")
+MONDAY = datetime(2026, 3, 2, tzinfo=PARIS)  # a week without holidays, far from a clock change
+
+
+def written(text: str) -> list[tuple[datetime, str]]:
+    """Every « 2 mars 2026 à 16:00:00,5 » of a text, read back as the instant it says (to the
+    precision written: what a reader compares) with the time as written."""
+    out = []
+    for m in _WRITTEN.finditer(text):
+        day, month, year, hour, minute, second, fraction = m.groups()
+        micro = int((fraction or "0").ljust(6, "0"))
+        out.append((datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute),
+                             int(second or 0), micro, tzinfo=PARIS), m.group(0).split(" à ")[1]))
+    return out
+
+
+def near(edge: datetime) -> st.SearchStrategy[datetime]:
+    """An instant within two minutes of ``edge``, to the microsecond (or exactly on it)."""
+    return st.one_of(st.just(edge), st.integers(-120_000_000, 120_000_000).map(
+        lambda us: edge + timedelta(microseconds=us)))
+
+
+def an_instant_of_the_week() -> st.SearchStrategy[datetime]:
+    edges = [MONDAY + timedelta(days=d, hours=h) for d in range(5) for h in (8, 16)]
+    return st.one_of(st.sampled_from(edges).flatmap(near),
+                     st.integers(0, 5 * 86400 * 10**6).map(lambda us: MONDAY + timedelta(microseconds=us)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(an_instant_of_the_week())
+def test_a_filing_is_written_inside_the_window_exactly_when_the_verdict_says_so(when: datetime) -> None:
+    policy = POLICY
+    _, text = intake(policy, when.isoformat())
+    (filed_as, shown), *_ = written(text)
+    inside = ", dans la plage" in text
+    assert inside == policy.versions[-1].calendars["intake"].in_window(when)
+    midnight = filed_as.replace(hour=0, minute=0, second=0, microsecond=0)
+    opening, closing = midnight + timedelta(hours=8), midnight + timedelta(hours=16)
+    assert (opening <= filed_as <= closing) == inside, text  # what the reader compares agrees
+    assert filed_as <= when and when - filed_as < timedelta(minutes=1)  # cut, never rounded
+    if min(abs(when - opening), abs(when - closing)) >= timedelta(minutes=1):
+        assert len(shown) == 5, text  # to the minute, away from the edges
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 59 * 10**6), st.integers(-120_000_000, 120_000_000))
+def test_an_action_is_written_late_exactly_when_the_verdict_says_so(filed_us: int, late_us: int) -> None:
+    when = MONDAY + timedelta(hours=9, microseconds=filed_us)
+    deadline = when + timedelta(hours=4)
+    acked = deadline + timedelta(microseconds=late_us)
+    status, text = intake(POLICY, when.isoformat(), acked.isoformat())
+    (_, _), (due, due_shown), (done, done_shown) = written(text)
+    assert (status is ClockStatus.BREACHED) == (acked > deadline) == (done > due), text
+    assert ("dépassée" in text) == (done > due) and ("délai respecté" in text) == (done <= due)
+    if abs(acked - deadline) >= timedelta(minutes=1):
+        assert len(due_shown) == len(done_shown) == 5, text
+
+
+def test_times_are_written_to_the_minute() -> None:
+    """The issue's example: no « 01:45:46,26395 » when nothing is judged within that minute."""
+    status, text = intake(POLICY, "2026-12-07T09:45:46.263950+01:00", "2026-12-07T10:15:49.031436+01:00")
+    assert status is ClockStatus.MET
+    assert "à 09:45, dans la plage" in text and "Prise en compte le lundi 7 décembre 2026 à 10:15 :" in text
+    assert not re.search(r"\d\d:\d\d:\d\d", text), text

@@ -8,6 +8,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -186,3 +187,72 @@ def test_sign_head_finds_the_key_dev_wrote_in_its_data_directory(tmp_path: Path,
         tree.append(conn, [b"a"])
     assert main(["audit", "sign-head", "--data-dir", str(tmp_path)]) == 0
     assert "\"tree_size\": 1," in capsys.readouterr().out
+
+
+def test_a_file_downloaded_before_the_next_head_says_its_newest_events_are_not_yet_signed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """#32 item 1: events recorded after the latest signed head (a file downloaded within
+    seconds of them) are « not yet signed » on page 1, in the proof section and in
+    ``audit check-file`` (exit 3) — never an integrity failure; once a head covers them, every
+    event is proven (exit 0). Without the fix page 1 said « chaque événement du dossier est
+    prouvé » and check-file answered FAILED."""
+    from html import unescape
+
+    from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
+    from projections.heads import public_pem, sign_head
+    from projections.projection import Incoming, Projection
+    from projections.report import to_html, to_markdown
+    from sla.events import EventType, encode_event, new_event
+    from slaledger.cli import main
+
+    policy = load_policy()
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    create_schema(engine)
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "gip.pub").write_bytes(public_pem(key.public_key()))
+    filed = new_event(EventType.TICKET_FILED, "SL-1", occurred_at=T0, recorded_at=T0, actor="agent:dev",
+                      payload={"kind": "incident", "channel": "portal", "member": "commune-de-blois",
+                               "product": "parapheur", "subject": "Parapheur inaccessible"})
+    acked = new_event(EventType.ACKNOWLEDGED, "SL-1", occurred_at=T0 + timedelta(minutes=5),
+                      recorded_at=T0 + timedelta(minutes=5), actor="agent:dev", payload={})
+    projection = Projection(policy)
+
+    def archive(offset: int, event: Any) -> None:
+        with engine.begin() as conn:
+            projection.apply_batch(conn, [Incoming("slaledger.ticket-events", 0, offset, encode_event(event),
+                                                   b"SL-1")])
+
+    def check(doc: dict[str, Any]) -> tuple[int, str]:
+        (tmp_path / "dossier.json").write_text(stable_json(doc))
+        capsys.readouterr()
+        code = main(["audit", "check-file", str(tmp_path / "dossier.json"), "--public-key", str(tmp_path / "gip.pub")])
+        return code, capsys.readouterr().out
+
+    archive(0, filed)
+    sign_head(engine, key, policy, T0 + timedelta(minutes=1))
+    archive(1, acked)  # recorded after the head: what a download within seconds of it meets
+    result = replay(archive_records(engine, ticket="SL-1"), policy, Filters(ticket="SL-1"), source="archive",
+                    engine=engine)
+    assert result.ok, result.findings
+    doc = dispute_file(result)
+    markdown, html = to_markdown(doc), unescape(to_html(doc))
+    for text in (markdown, html):
+        assert "1 des 2 événements du dossier sont prouvés par la tête signée n° 1" in text
+        assert "le plus récent n'est pas encore signé" in text and "chaque événement du dossier est prouvé" not in text
+        assert "pas encore signé (enregistré après la tête signée du dossier)" in text  # the proof section agrees
+        assert "non couvert" not in text
+    code, out = check(doc)
+    assert code == 3 and "FAILED" not in out, out
+    assert "OK : signature valide, 1 événement(s) prouvé(s)" in out and "PAS ENCORE SIGNÉ : 1 événement(s)" in out
+    # an event inside the head's tree shown without its proof is a fault, not « not yet signed »
+    hidden = json.loads(stable_json(doc))
+    hidden["tickets"][0]["timeline"][0]["inclusion_path"] = None
+    code, out = check(hidden)
+    assert code == 1 and "ÉCHEC : événement" in out and "sans preuve d'inclusion" in out, out
+
+    sign_head(engine, key, policy, T0 + timedelta(minutes=6))  # the projector's next head
+    doc = dispute_file(replay(archive_records(engine, ticket="SL-1"), policy, Filters(ticket="SL-1"),
+                              source="archive", engine=engine))
+    assert "chaque événement du dossier est prouvé" in to_markdown(doc)
+    code, out = check(doc)
+    assert code == 0 and out.startswith("OK : signature valide, 2 événement(s) prouvé(s)"), out

@@ -180,3 +180,12 @@ def test_invalid_input_exit_2_one_line(capsys: pytest.CaptureFixture[str], args:
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("slaledger: error: ")
+
+
+@pytest.mark.parametrize("product", ["local-trust-mpe", "Local Trust MPE", "plateforme de marchés publics"])
+def test_the_readmes_product_name_is_excluded_as_its_slug_is(capsys: pytest.CaptureFixture[str], product: str) -> None:
+    """#32, item 4: `--product "Local Trust MPE"` (the README's name) is the catalogue's
+    local-trust-mpe, judged as a filing would be: excluded, not running."""
+    doc = explain(capsys, "--kind", "assistance", "--channel", "portal", "--filed-at", "2026-03-12T10:00:00+01:00",
+                  "--product", product)
+    assert {t["sla"]: t["status"] for t in doc["targets"]} == {"intake": "excluded"}

@@ -115,10 +115,10 @@ def test_unknown_organisation_and_service_are_reported_not_dropped() -> None:
     out = run(request("103"))
     assert {(u.what, u.value, u.ref, u.ticket_id) for u in out.unknown} == {
         ("organisation", "Mairie de Nulle-Part", "R-000103", "IT-R-000103"),
-        ("service", "Téléphonie", "R-000103", "IT-R-000103"),
+        ("service", "Gestion financière", "R-000103", "IT-R-000103"),
     }
     filing = out.commands[0].payload
-    assert filing["member"] == "mairie-de-nulle-part" and filing["product"] == "telephonie"
+    assert filing["member"] == "mairie-de-nulle-part" and filing["product"] == "gestion-financiere"
     assert filing["channel"] == "email"  # origin mail
     assert final_state(out).status is Status.WAITING_FOR_CUSTOMER
 

@@ -16,7 +16,8 @@ from sqlalchemy import create_engine
 from structlog.testing import capture_logs
 
 from projections.migrate import create_schema
-from sla.ticket import Command, CommandType
+from sla.policy import Policy
+from sla.ticket import CommandType
 from slaledger.itop.client import ItopClient, ItopError, endpoint_of, parse_itop_time
 from slaledger.itop.mapping import Reference
 from slaledger.itop.sync import (
@@ -30,26 +31,13 @@ from slaledger.itop.sync import (
     run_once,
     sync_once,
 )
-from tests.itop_fake import FIXTURES, FakeItop
+from slaledger.members import EXAMPLE_FILE, directory, load_members
+from tests.itop_fake import FIXTURES, FakeItop, ListPublisher
 
 PARIS = ZoneInfo("Europe/Paris")
 ALL = ("userrequest_core_get.json", "incident_core_get.json")
 
 
-class ListPublisher:
-    def __init__(self, fail: bool = False) -> None:
-        self.buffer: list[Command] = []
-        self.sent: list[Command] = []
-        self.fail = fail
-
-    def send(self, command: Command) -> None:
-        self.buffer.append(command)
-
-    def flush(self) -> None:
-        if self.fail:
-            raise KafkaTimeoutError("broker down")
-        self.sent += self.buffer
-        self.buffer = []
 
 
 @pytest.fixture
@@ -169,7 +157,7 @@ def test_sync_checkpoints_and_skips_what_it_already_sent(fake: FakeItop, store: 
     assert first.watermarks == {"UserRequest": "2026-11-27 15:00:00", "Incident": "2026-11-25 10:40:00"}
     assert store.load("UserRequest").watermark == "2026-11-27 15:00:00"
     assert first.unknown_by_kind() == {"organisation": {"Mairie de Nulle-Part": ["R-000103"]},
-                                       "service": {"Téléphonie": ["R-000103"]}}
+                                       "service": {"Gestion financière": ["R-000103"]}}
     assert "Organisations inconnues" in first.summary() and "Mairie de Nulle-Part : R-000103" in first.summary()
 
     fake.requests.clear()
@@ -407,3 +395,29 @@ def test_an_internal_error_on_the_change_log_fails_the_pass_for_a_retry(fake: Fa
     with pytest.raises(ItopError):
         sync_once(itop, ListPublisher(), store, Reference(), tz=PARIS, classes=("Incident",))
     assert store.load("Incident") == Checkpoint()  # nothing moved: the next pass reads it all again
+
+
+def test_unknown_members_and_products_are_dead_lettered_with_the_reason(fake: FakeItop, store: CheckpointStore,
+                                                                        policy: Policy) -> None:
+    """With the members directory and the policy's catalogue, an organisation or a service that
+    names neither is set aside whole (its filing, the reason with the closest names), never sent;
+    the others resolve by their own iTop names, without an org map (#32, item 4)."""
+    members = directory(load_members(EXAMPLE_FILE))
+    reference = Reference(members=members, products=policy.products)
+    publisher = ListPublisher()
+    fake.update("UserRequest", 104, service_name="Parafeur")  # a typo in iTop's service
+    result = sync_once(client(fake), publisher, store, reference, tz=PARIS)
+    assert sorted((ref, reason) for _, reason, ref in publisher.dead) == [
+        ("R-000103", "Membre inconnu : « Mairie de Nulle-Part » (aucun membre proche ; membres connus : Commune de "
+                     "Blois, Lycée Descartes (Tours), Commune de Chartres, Commune de "
+                     "Vierzon, Agglomération montargoise (agglo-montargoise), Lycée Pothier (Orléans) "
+                     "(lycee-pothier))."),
+        ("R-000104", "Produit inconnu : « Parafeur » (produits proches : Parapheur électronique (parapheur)).")]
+    filings = {filing.ticket_id: filing for filing, _, _ in publisher.dead}
+    assert {f.type for f in filings.values()} == {CommandType.FILE} and set(filings) == {"IT-R-000103", "IT-R-000104"}
+    assert not set(filings) & {c.ticket_id for c in publisher.sent} and result.tickets == 4
+    assert len(result.refused) == 2 and "Fiches refusées" in result.summary()
+    filings = {c.ticket_id: c.payload for c in publisher.sent if c.type is CommandType.FILE}
+    assert {(p["member"], p["product"]) for p in filings.values()} <= {
+        (m, p) for m in ("commune-de-blois", "lycee-pothier", "agglo-montargoise")
+        for p in ("parapheur", "ent-netocentre", "messagerie")}

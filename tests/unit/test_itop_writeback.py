@@ -16,12 +16,11 @@ from structlog.testing import capture_logs
 from projections.migrate import create_schema
 from projections.models import ARCHIVE, CLOCKS, ItopTicketRow, ItopWritebackRow
 from sla.events import EventType, encode_event, new_event, sla_fact_id
-from sla.ticket import Command
 from slaledger.itop.client import ItopClient
 from slaledger.itop.mapping import Reference
 from slaledger.itop.sync import CheckpointStore, SyncResult, sync_once
 from slaledger.itop.writeback import check_field_code, collect, writeback_into, writeback_once
-from tests.itop_fake import FakeItop
+from tests.itop_fake import FakeItop, ListPublisher
 
 PARIS = ZoneInfo("Europe/Paris")
 ALL = ("userrequest_core_get.json", "incident_core_get.json")
@@ -29,15 +28,6 @@ DEADLINE = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 TITLES = {"resolution": "Délai de résolution"}
 
 
-class ListPublisher:
-    def __init__(self) -> None:
-        self.sent: list[Command] = []
-
-    def send(self, command: Command) -> None:
-        self.sent.append(command)
-
-    def flush(self) -> None:
-        pass
 
 
 @pytest.fixture

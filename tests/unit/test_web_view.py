@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from projections.tokens import Principal
-from sla.events import EventType
+from sla.events import EventType, format_instant
 from sla.policy import Policy
 from sla.ticket import fold
 from sla.view import ticket_view
-from slaledger.settings import Settings
+from slaledger.settings import Settings, load_policy
 from slaledger.web.pages import local_next, session_cookie
 from slaledger.web.render import (
+    MAX_TICKS,
+    TICK_STEPS,
+    Axis,
+    axis_geometry,
     clock_duration,
     countdown_text,
     login_page,
@@ -23,6 +32,8 @@ from slaledger.web.render import (
     ticket_page,
 )
 from tests.conftest import PARIS, at, ev, filed
+
+POLICY = load_policy()
 
 
 def test_countdown_wording_always_shows_seconds() -> None:
@@ -131,3 +142,57 @@ def test_antedated_facts_are_shown_even_without_the_archive(policy: Policy) -> N
     now = at("2026-03-16T12:30:00+01:00")
     html = ticket_page(ticket_view(fold(events), policy, now), None, Principal("t", "agent", None, "a"), now, PARIS)
     assert "Chronologie indisponible" in html and "Prise en compte daté par test" in html
+
+
+# --- the clock's time axis (issue #32 item 8) ------------------------------------------------
+
+WINTER = datetime(2026, 11, 2, tzinfo=PARIS)  # months without a clock change: ticks evenly spaced
+
+
+def drawn(start: datetime, seconds: float, now: datetime) -> Axis:
+    """A clock running from ``start`` to its deadline ``seconds`` later, drawn at ``now``."""
+    deadline = start + timedelta(seconds=seconds)
+    end = min(now, deadline)
+    clock = {"deadline": format_instant(deadline), "stopped_at": None, "status": "running",
+             "segments": [{"kind": "running", "start": format_instant(start), "end": format_instant(end)}]}
+    axis = axis_geometry(clock, story_segments(clock), now, 0, PARIS)
+    assert axis is not None
+    return axis
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 100 * 86400 * 10**6), st.integers(60, 60 * 86400), st.floats(0.0, 1.0))
+def test_ticks_are_round_and_the_clock_fills_its_axis(offset_us: int, seconds: int, progress: float) -> None:
+    start = WINTER + timedelta(microseconds=offset_us)
+    axis = drawn(start, seconds, start + timedelta(seconds=seconds * progress))
+    ticks = [t.at.astimezone(PARIS) for t in axis.ticks]
+    assert 2 <= len(ticks) <= MAX_TICKS + 1 and axis.step in {step for step, _ in TICK_STEPS}
+    for tick in ticks:  # round: a whole number of steps after a local midnight
+        since_midnight = tick.hour * 3600 + tick.minute * 60 + tick.second
+        assert tick.microsecond == 0 and since_midnight % min(axis.step, 86400) == 0, (tick, axis.step)
+    if axis.step >= 86400:
+        assert all((b.date() - a.date()).days == axis.step // 86400 for a, b in itertools.pairwise(ticks))
+    # the clock's own span (start to deadline) fills most of the axis, and its bar is drawn to scale
+    assert ticks[0] <= start and ticks[-1] >= start + timedelta(seconds=seconds)
+    assert seconds / (ticks[-1] - ticks[0]).total_seconds() > 0.6
+    usable = axis.width - 2 * axis.pad
+    bar = sum(s.width for s in axis.stretches)
+    assert bar >= min(usable * 0.6 * progress, usable * 0.6) - 1.5 or progress < 0.01
+
+
+def test_the_axis_ticks_of_the_issue_are_round_hours() -> None:
+    """Filed at 04:19:37, due four hours later: ticks on the hour, the scale said in words."""
+    ticket = fold([filed("2026-11-23T04:19:37+01:00", channel="portal")])
+    now = at("2026-11-23T09:10:00+01:00")
+    intake = next(c for c in ticket_view(ticket, POLICY, now)["clocks"] if c["sla"] == "intake")
+    svg = segments_svg(intake, story_segments(intake), now, PARIS, 0)
+    labels = re.findall(r'class="tick-label"[^>]*>([^<]+)<', svg)
+    assert labels and all(re.fullmatch(r"\d\d:00|\d\d/\d\d", label) for label in labels), labels
+    assert "une graduation toutes les" in svg
+
+
+def test_the_timeline_comes_before_the_clocks(policy: Policy) -> None:
+    events = [filed("2026-11-23T10:00:00+01:00"), ev(EventType.ACKNOWLEDGED, "2026-11-23T10:30:00+01:00")]
+    now = at("2026-11-23T11:00:00+01:00")
+    html = ticket_page(ticket_view(fold(events), policy, now), events, Principal("t", "agent", None, "a"), now, PARIS)
+    assert html.index('id="h-chrono"') < html.index('id="h-delais"') and '<div class="story">' in html

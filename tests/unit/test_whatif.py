@@ -146,7 +146,7 @@ def test_renderings_name_every_change(policy: Policy) -> None:
             "manquement (échéance lundi 9 novembre 2026 à 10:00)") in table
     assert "Réponse apportée le jeudi 12 novembre 2026 à 10:00 : échéance dépassée de 3 j." in table
     assert "délai suspendu à la mise en attente du demandeur" in table  # the policy change, in French
-    assert "100 % → 0 %" in table  # the statement's compliance, before and after
+    assert "100,0 % → 0,0 %" in table  # the statement's compliance, before and after (french.percent)
     assert to_csv(doc).count("A-WAIT") == 1
     html = to_html(doc, "/tickets/{ticket_id}")
     assert 'href="/tickets/A-WAIT"' in html and "m-001" in html

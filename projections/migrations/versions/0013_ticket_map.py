@@ -5,15 +5,15 @@ Events archived before are covered like later ones: each ticket's count and hist
 computed here from the archive's leaves in log order (no event, no leaf changes), and the map
 is committed at the archive's size, so the next signed head signs it.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
