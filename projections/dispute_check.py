@@ -664,10 +664,10 @@ def read_public_key(path: str) -> Ed25519PublicKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise FileError(f"fichier de clé publique {path} : {exc.strerror}") from None
+    key: Any = _verifier_key(data)  # the log's verifier key (C2SP signed-note vkey)?
     try:
-        if b"+" in data and b"-----BEGIN" not in data:  # the log's verifier key (C2SP signed-note vkey)
-            vkey = checkpoint.VerifierKey.parse(data.decode("ascii"))
-            key = vkey.public if vkey.alg == checkpoint.ED25519 else None
+        if key is not None:
+            pass
         elif b"-----BEGIN" in data:
             key = serialization.load_pem_public_key(data)
         else:
@@ -679,6 +679,17 @@ def read_public_key(path: str) -> Ed25519PublicKey:
         raise FileError(f"fichier de clé publique {path} : pas une clé publique Ed25519 (PEM, clé de vérification "
                         "C2SP ou 32 octets)")
     return key
+
+
+def _verifier_key(data: bytes) -> Ed25519PublicKey | None:
+    """The log's key from its C2SP verifier key (``origin+hash+base64``), else None."""
+    if len(data) == 32 or data.count(b"+") < 2:
+        return None
+    try:
+        vkey = checkpoint.VerifierKey.parse(data.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):  # NoteError is a ValueError
+        return None
+    return vkey.public if vkey.alg == checkpoint.ED25519 else None
 
 
 def _decode32(text: bytes) -> bytes:
