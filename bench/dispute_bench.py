@@ -1,15 +1,16 @@
 """One ticket's dispute file from a large archive (the web view's download, `audit replay
 --source archive --ticket`), at two archive sizes in one run (#16): it reads that ticket's
-rows only and proves each event in the Merkle tree against a signed head, so its cost should
+rows only and proves each event in the Merkle tree against a signed head, and (#26) the
+ticket's whole history in the head's map of histories, so its cost should
 follow the ticket, not the archive (target: ratio ≤ 1.5 between 200,000 and 2,000,000
 events). Printed next to the former path (every row of the archive read and its chain
 checked) at the same sizes. Prints its figures; no assertions.
 
     .venv/bin/python bench/dispute_bench.py [--sizes 200000,2000000] [--database URL]
 
-The archive is written directly in SQL (rows, chain and tree through the projector's own
-``tree.append``), 4 events per ticket. Default database: a SQLite file in a temporary
-directory; a --database URL must name an empty database.
+The archive is written directly in SQL (rows, chain, tree and map of histories through the
+projector's own ``tree.append`` and ``ticket_map.record``), 4 events per ticket. Default
+database: a SQLite file in a temporary directory; a --database URL must name an empty database.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, insert, select
 
-from projections import tree
+from projections import merkle, ticket_map, tree
 from projections.archive_hash import GENESIS_HASH, chain_hash
 from projections.audit import Filters, archive_records, dispute_file, replay
 from projections.heads import sign_head
@@ -66,10 +67,13 @@ def fill(engine: Any, start: int, n: int) -> str:
                                  "actor": "bench", "topic": "bench", "partition": 0, "offset": seq,
                                  "envelope": raw.decode(), "prev_hash": prev, "hash": digest, "raw": raw})
                     prev, seq = digest, seq + 1
-            first = tree.append(conn, [r.pop("raw") for r in rows])
+            raws = [r.pop("raw") for r in rows]
+            first = tree.append(conn, raws)
             for i, row in enumerate(rows):
                 row["leaf_index"] = first + i
             conn.execute(insert(ARCHIVE), rows)
+            ticket_map.record(conn, [(r["ticket_id"], r["leaf_index"], merkle.leaf_hash(raw))
+                                     for r, raw in zip(rows, raws, strict=True)])
             rows = []
     return middle
 
@@ -89,6 +93,7 @@ def one_ticket(engine: Any, ticket: str, policy: Any, *, by_tree: bool) -> float
         times.append(time.perf_counter() - t0)
         assert result.ok and ticket in result.tickets, result.findings
         assert not by_tree or all(e["inclusion_path"] is not None for e in doc["tickets"][0]["timeline"])
+        assert not by_tree or doc["tickets"][0]["history_proof"]["count"] == 4  # its whole history, proven
     return statistics.median(times)
 
 

@@ -39,7 +39,6 @@ from sla.events import (
     envelope_ids,
     format_instant,
 )
-from sla.explain import clock_view, explanation
 from sla.policy import Policy, PolicyError, PolicyVersion
 from sla.readings import pause_reading
 from sla.ticket import Ticket
@@ -47,9 +46,10 @@ from sla.view import antedated
 from streams.kafka_tools import read_topic_in_child
 from streams.topics import EVENTS, is_tree_head, tree_head_shaped
 
-from . import merkle, tree
+from . import merkle, ticket_map, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .archive_hash import digest as archive_digest
+from .dispute_check import clock_doc
 from .evidence import Leaf, ticket_evidence, verify_tree
 from .heads import SignedHead
 from .metrics import aware
@@ -248,7 +248,7 @@ class TicketVerifier:
         self.rows.append((record, event_id))
 
     def leaves(self) -> list[Leaf]:
-        return [Leaf(eid or "?", r.leaf_index, r.raw) for r, eid in self.rows]
+        return [Leaf(eid or "?", r.leaf_index, r.raw, self.ticket_id) for r, eid in self.rows]
 
     def finish(self) -> list[Finding]:
         out: list[Finding] = []
@@ -540,7 +540,8 @@ def replay(records: Iterator[LogRecord], policy: Policy, filters: Filters, *, so
         findings = ticket_check.finish() + [Finding(k, m) for k, m in proof_findings] + findings
     elif chain is not None and engine is not None and timelines and selected:
         # a member's or a period's file from the archive: the same proofs for every event shown
-        leaves = [Leaf(str(e.event_id), r.leaf_index, r.raw) for a in selected.values() for e, r in a.timeline]
+        leaves = [Leaf(str(e.event_id), r.leaf_index, r.raw, e.ticket_id) for a in selected.values()
+                  for e, r in a.timeline]
         evidence, proof_findings = ticket_evidence(engine, leaves, head, signer)
         findings = findings + [Finding(k, m) for k, m in proof_findings]
     verified = chain is not None or ticket_check is not None or (topic_check is not None and engine is not None)
@@ -580,7 +581,8 @@ def _clocks(ticket: Ticket | None, policy: Policy, now: datetime) -> list[Clock]
 
 def dispute_file(result: AuditResult) -> dict[str, Any]:
     """The machine-readable dispute file (stable schema ``slaledger.dispute-file/1``)."""
-    now = result.filters.as_of or result.generated_at
+    # the instant written in the file (to the second): the offline check re-folds at it
+    now = result.filters.as_of or result.generated_at.replace(microsecond=0)
     tickets = []
     summary: dict[str, SlaSummary] = defaultdict(SlaSummary)
     for sla, closed in result.closed_summary.items():
@@ -617,8 +619,10 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                 }
                 for e, r in audit.timeline
             ],
-            "clocks": [_clock_doc(c) for c in then],
-            "full_log_view": [_clock_doc(c) for c in today] if result.filters.as_of else None,
+            "clocks": [clock_doc(c) for c in then],
+            "full_log_view": [clock_doc(c) for c in today] if result.filters.as_of else None,
+            # the ticket's entry in the head's map of histories: the timeline is its whole history
+            "history_proof": (result.evidence or {}).get("histories", {}).get(ticket_id),
         })
     per_sla = {}
     titles = {d.name: d.title for v in result.policy.versions for d in v.slas}
@@ -638,7 +642,8 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
                     "to": format_instant(f.filed_to) if f.filed_to else None,
                     "as_of": format_instant(f.as_of) if f.as_of else None},
         # the signed tree head and, per event above, its leaf and audit path (None: no tree read)
-        "evidence": ({k: v for k, v in result.evidence.items() if k != "proofs"} if result.evidence else None),
+        "evidence": ({k: v for k, v in result.evidence.items() if k not in ("proofs", "histories")}
+                     if result.evidence else None),
         "integrity": {"ok": result.ok, "verified": result.verified, "chain_head": result.chain_head,
                       "events_read": result.events_read,
                       "resent_records": result.resent_records,
@@ -649,8 +654,9 @@ def dispute_file(result: AuditResult) -> dict[str, Any]:
         "tickets": tickets,
         # how the policy read Article 4 (quoted in the HTML and PDF), and its time zone
         "timezone": result.policy.versions[-1].tz.key,
+        # each version's text, whose SHA-256 the head signs: the verifier re-folds with it
         "policy_versions": [{"id": v.id, "effective_from": format_instant(v.effective_from),
-                             "readings": policy_readings(v)} for v in result.policy.versions],
+                             "readings": policy_readings(v), "text": v.text} for v in result.policy.versions],
     }
 
 
@@ -663,18 +669,6 @@ def _proof(evidence: dict[str, Any] | None, event_id: str, record: LogRecord) ->
     return {"envelope_base64": base64.b64encode(record.raw).decode(),
             "leaf_index": proof["leaf_index"] if proof else record.leaf_index,
             "inclusion_path": proof["inclusion_path"] if proof else None}
-
-
-def _clock_doc(clock: Clock) -> dict[str, Any]:
-    doc = clock_view(clock)
-    return {
-        "sla": doc["sla"], "title": doc["title"], "contractual": doc["contractual"],
-        "verdict": doc["status"], "verdict_fr": french.VERDICT.get(doc["status"], doc["status"]),
-        "deadline": doc["deadline"], "rule": doc["rule"], "policy_version": doc["policy_version"],
-        "clause": clock.definition.clause, "segments": doc["segments"], "explanation": explanation(clock, live=False),
-        "breached_deadlines": doc["breached_deadlines"], "retracted_deadlines": doc["retracted_deadlines"],
-        "reading": reading_of(clock),
-    }
 
 
 def policy_readings(version: PolicyVersion) -> list[str]:
@@ -706,19 +700,6 @@ def policy_readings(version: PolicyVersion) -> list[str]:
     return out
 
 
-def reading_of(clock: Clock) -> str | None:
-    """How the policy version read the working days that judged this clock (None when no
-    calendar did): « jour ouvré » or « jour ouvrable », and whose public holidays."""
-    calendar = clock.definition.calendar
-    if calendar is None:
-        return None
-    holidays = calendar.holidays
-    pinned = (f"jours fériés de la politique {clock.policy_version.id} ({holidays.first_year}–{holidays.last_year}, "
-              f"lundi de Pentecôte {'travaillé' if holidays.whit_monday_worked else 'férié'})"
-              if holidays.days else "aucun jour férié")
-    return f"{french.READING[calendar.reading]} ; {pinned}"
-
-
 def stable_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True)
 
@@ -727,14 +708,17 @@ def stable_json(doc: dict[str, Any]) -> str:
 
 def verify_projection(engine: Engine, records: Iterator[LogRecord], policy: Policy, *, source: str) -> list[str]:
     """Every difference between the live SQL projection and a fresh replay of the log, and
-    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``), one
-    French line each (``audit verify`` is read by an auditor)."""
+    between the archive and its Merkle tree and signed heads (``evidence.verify_tree``) or
+    its map of histories (``ticket_map.verify``), one French line each (``audit verify`` is
+    read by an auditor)."""
     from .models import CLOCKS, TICKETS
 
     # no timelines: only the folded states are compared (and no proofs: verify_tree checks every row)
     result = replay(records, policy, Filters(), source=source, engine=engine, timelines=False)
     out = [f"intégrité : {f.message}" for f in result.findings]
     out += [f"preuves : {line}" for line in verify_tree(engine)]
+    with engine.connect() as conn:
+        out += [f"preuves : {line}" for line in ticket_map.verify(conn)]
     with engine.connect() as conn:
         live = {r.ticket_id: r for r in conn.execute(select(TICKETS))}
         live_clocks = {(r.ticket_id, r.sla): r for r in conn.execute(select(CLOCKS))}

@@ -1,31 +1,24 @@
-"""Inclusion proofs for a dispute file, and the offline check of a dispute file.
+"""The proofs a dispute file carries, and the whole archive checked against its tree.
 
 A dispute file carries, for each event of its tickets, the exact envelope bytes (base64),
-its leaf index and its audit path to a signed tree head, and that head with its signature:
-whoever holds the operator's public key can check, without the product or its database,
-that every event is in the signed archive as shown (``check_dispute_file``; the same steps
-in ``docs/verify_dispute_file.py`` with only ``cryptography``). Given a file issued earlier,
-the same leaf must carry the same bytes in both: two signed trees that disagree on a leaf
-prove that the archive was rewritten in between.
+its leaf index and its audit path to a signed tree head, and for each ticket its entry in
+the head's map of every ticket's history with its path (``projections.ticket_map``):
+whoever holds the operator's public key checks, without the product or its database, that
+the file shows each ticket's whole history as signed (``projections.dispute_check``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import merkle, tree
-from .checkpoint import VerifierKey
-from .heads import HeadError, SignedHead, latest_head, witness_problems
+from . import merkle, ticket_history, ticket_map, tree
+from .heads import SignedHead, latest_head
 
 EVIDENCE_SCHEMA = "slaledger.inclusion-proofs/1"
 log = structlog.get_logger(__name__)
@@ -36,6 +29,7 @@ class Leaf:
     event_id: str
     leaf_index: int | None
     envelope: bytes
+    ticket_id: str
 
 
 def ticket_evidence(engine: Engine, leaves: Sequence[Leaf], head: SignedHead | None,
@@ -55,7 +49,7 @@ def ticket_evidence(engine: Engine, leaves: Sequence[Leaf], head: SignedHead | N
             except SQLAlchemyError as exc:  # e.g. a worker whose role only reads: the latest head serves
                 log.warning("no tree head signed on demand; proofs go to the latest head", error=str(exc))
     doc: dict[str, Any] = {"schema": EVIDENCE_SCHEMA, "head": head.to_dict() if head else None,
-                           "public_key_id": head.key_id if head else None, "proofs": {}}
+                           "public_key_id": head.key_id if head else None, "proofs": {}, "histories": {}}
     if head is None:
         return doc, findings
     root = bytes.fromhex(head.root_hash)
@@ -68,6 +62,8 @@ def ticket_evidence(engine: Engine, leaves: Sequence[Leaf], head: SignedHead | N
         except tree.TreeError as exc:
             findings.append(("missing", f"L'arbre de Merkle de l'archive est incomplet : {exc}."))
             return doc, findings
+        if head.ticket_map_root is not None:
+            findings += _histories(conn, leaves, head, doc["histories"])
     if current != root:
         findings.append(("altered", f"L'archive ne correspond plus à la tête d'arbre signée n° {head.head_id} "
                                     f"du {head.signed_fields()['timestamp']} ({size} événements) : elle a été "
@@ -85,111 +81,28 @@ def ticket_evidence(engine: Engine, leaves: Sequence[Leaf], head: SignedHead | N
     return doc, findings
 
 
-# --- the offline check ------------------------------------------------------------------------
-
-def _events(doc: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
-    """(the ticket id it is shown under, the event entry) for every event of the file."""
-    return [(t.get("ticket_id"), e) for t in doc.get("tickets", []) if isinstance(t, dict)
-            for e in t.get("timeline", []) if isinstance(e, dict)]
-
-
-SHOWN_FIELDS = ("event_id", "type", "occurred_at", "recorded_at", "actor")
-
-
-def _shown_differs(ticket_id: Any, entry: dict[str, Any], shown: dict[str, Any]) -> list[str]:
-    """What the file shows of an event that its archived bytes do not say: a field, the
-    ticket it is filed under, the « answer » flag that stops the administrative week."""
-    eid = entry.get("event_id")
-    out = [f"event {eid}: its {name} in the file ({entry.get(name)!r}) is not the archived envelope's "
-           f"({shown.get(name)!r})" for name in SHOWN_FIELDS if shown.get(name) != entry.get(name)]
-    if shown.get("ticket_id") != ticket_id:
-        out.append(f"event {eid}: shown under ticket {ticket_id!r}, but its archived bytes belong to "
-                   f"{shown.get('ticket_id')!r}")
-    raw_payload = shown.get("payload")
-    payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
-    answer = shown.get("type") == "customer_informed" and bool(payload.get("answer"))
-    if "answer" in entry and bool(entry.get("answer")) != answer:
-        out.append(f"event {eid}: marked {'as' if entry.get('answer') else 'not as'} the answer to the request, "
-                   "which its archived bytes do not say")
-    return out
-
-
-def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
-                       witnesses: Sequence[VerifierKey] = (), required: int = 0) -> tuple[list[str], int]:
-    """Every problem of a dispute file (English, one line each) and how many events were
-    checked. Needs nothing but the file and the key; ``earlier``: a file issued before.
-
-    What it proves: the head is the operator's, and every event the file shows is, byte for
-    byte, in the archive that head signed, under the ticket it is shown under. What it does
-    not: that no event was left out of the file, or the verdicts (``audit replay``
-    recomputes them from the events)."""
-    problems: list[str] = []
-    if not isinstance(doc, dict) or not isinstance(doc.get("evidence"), dict):
-        return ["the file carries no evidence section (not a signed dispute file)"], 0
-    raw_head = doc["evidence"].get("head")
-    try:
-        head = SignedHead.from_dict(raw_head)
-    except HeadError as exc:
-        return [f"tree head: {exc}"], 0
-    if not head.verify(public):
-        problems.append(f"tree head {head.head_id}: the signature does not verify with this public key "
-                        "(forged, altered, or signed with another key)")
-    problems += witness_problems(head, witnesses, required)
-    shown_head = head.to_dict()
-    written = raw_head if isinstance(raw_head, dict) else {}
-    problems += [f"tree head {head.head_id}: its {name} as written in the file ({written.get(name)!r}) is not "
-                 f"the value signed ({shown_head[name]!r})" for name in head.signed_fields()
-                 if written.get(name) != shown_head[name]]
-    root, checked = bytes.fromhex(head.root_hash), 0
-    for ticket_id, entry in _events(doc):
-        eid = entry.get("event_id")
-        if entry.get("inclusion_path") is None and "envelope_base64" in entry:
-            problems.append(f"event {eid}: not covered by the file's signed head (recorded after it was signed): "
-                            "not proven by this file; ask for a new one after the next head")
-            continue
+def _histories(conn: Any, leaves: Sequence[Leaf], head: SignedHead, out: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each ticket's entry in the head's map and its path, from the ticket's leaves below the
+    head's size (log order); an entry the signed map does not hold means rows were deleted."""
+    assert head.ticket_map_root is not None
+    findings = []
+    by_ticket: dict[str, list[bytes]] = {}
+    for leaf in sorted(leaves, key=lambda x: x.leaf_index if x.leaf_index is not None else -1):
+        if leaf.leaf_index is not None and leaf.leaf_index < head.tree_size:
+            by_ticket.setdefault(leaf.ticket_id, []).append(merkle.leaf_hash(leaf.envelope))
+    map_root = bytes.fromhex(head.ticket_map_root)
+    for ticket_id, hashes in by_ticket.items():
         try:
-            envelope = base64.b64decode(entry["envelope_base64"], validate=True)
-            shown = json.loads(envelope)
-            path = [bytes.fromhex(p) for p in entry["inclusion_path"]]
-            index = int(entry["leaf_index"])
-            if not isinstance(shown, dict):
-                raise ValueError("not an object")
-        except (KeyError, TypeError, ValueError, binascii.Error):
-            problems.append(f"event {eid}: no readable envelope, leaf index and inclusion path")
+            found = ticket_map.proof(conn, ticket_id, hashes, head.tree_size)
+        except ticket_map.MapError as exc:
+            findings.append(("missing", f"Ticket {ticket_id} : pas de preuve de complétude ({exc})."))
             continue
-        checked += 1
-        problems += _shown_differs(ticket_id, entry, shown)
-        if not merkle.verify_inclusion(index, head.tree_size, merkle.leaf_hash(envelope), path, root):
-            problems.append(f"event {eid} (leaf {index}): the inclusion proof fails against the signed root "
-                            "(event altered, or a proof for another leaf)")
-    if earlier is not None:
-        earlier_problems, _ = check_dispute_file(earlier, public)
-        if earlier_problems:  # an unproven file proves nothing, a rewrite least of all
-            problems.append(f"earlier file: does not verify ({earlier_problems[0]}); not compared")
-        else:
-            problems += _against_earlier(doc, head, earlier)
-    return problems, checked
-
-
-def _against_earlier(doc: dict[str, Any], head: SignedHead, earlier: Any) -> list[str]:
-    """An append-only log never changes a leaf: the same event at another leaf or with other
-    bytes, or two heads of one size with different roots, prove a rewrite. Both files have
-    been checked against the key first."""
-    out = []
-    old = SignedHead.from_dict(earlier["evidence"]["head"])
-    if old.tree_size == head.tree_size and old.root_hash != head.root_hash:
-        out.append(f"tree heads {old.head_id} and {head.head_id} both sign {head.tree_size} events with different "
-                   "roots: the archive was rewritten")
-    before = {e.get("event_id"): e for _, e in _events(earlier) if e.get("inclusion_path") is not None}
-    for _, entry in _events(doc):
-        was = before.get(entry.get("event_id"))
-        if was is None or entry.get("inclusion_path") is None:
-            continue
-        if (was.get("leaf_index"), base64.b64decode(was.get("envelope_base64") or "")) != (
-                entry.get("leaf_index"), base64.b64decode(entry.get("envelope_base64") or "")):
-            out.append(f"event {entry.get('event_id')}: leaf {entry.get('leaf_index')} differs from the earlier "
-                       f"file's (leaf {was.get('leaf_index')}): the archive was rewritten since")
-    return out
+        entry = ticket_history.map_leaf(ticket_id, found.count, found.history_hash)
+        if not merkle.verify_inclusion(found.ordinal, found.tickets, entry, found.inclusion_path, map_root):
+            findings.append(("missing", f"Ticket {ticket_id} : l'archive ne contient plus l'historique signé par la "
+                                        f"tête n° {head.head_id} (événement supprimé, ajouté ou déplacé)."))
+        out[ticket_id] = found.to_dict()
+    return findings
 
 
 # --- the whole archive against its tree and heads (``audit verify``) ----------------------------

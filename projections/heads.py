@@ -41,7 +41,7 @@ from sla.events import EventDecodeError, format_instant, parse_instant
 from sla.policy import Policy
 from streams.topics import CHECKPOINT_SCHEMA, TREE_HEAD_KEY, TREE_HEAD_SCHEMA, TREE_HEADS
 
-from . import checkpoint, tree
+from . import checkpoint, ticket_map, tree
 from .models import HEADS
 from .projection import ARCHIVE_LOCK
 
@@ -64,6 +64,9 @@ class SignedHead:
     key_id: str
     signature: str  # base64: the signature line's key hash and signature (a legacy head: the signature)
     head_id: int | None = field(default=None, compare=False)
+    # hex root of every ticket's event count and history hash (``projections.ticket_map``);
+    # None in heads signed before it existed, which then sign no such field
+    ticket_map_root: str | None = None
     origin: str | None = None  # the log's name; None for a head signed in the former JSON form
     cosignatures: tuple[str, ...] = field(default=(), compare=False)  # witnesses' signature lines
 
@@ -71,6 +74,8 @@ class SignedHead:
         fields = {"tree_size": self.tree_size, "root_hash": self.root_hash,
                   "timestamp": format_instant(self.timestamp), "policy_versions": self.policy_versions,
                   "key_id": self.key_id}
+        if self.ticket_map_root is not None:
+            fields["ticket_map_root"] = self.ticket_map_root
         return {"schema": TREE_HEAD_SCHEMA, **fields} if self.origin is None else {"origin": self.origin, **fields}
 
     def extensions(self) -> dict[str, Any]:
@@ -121,10 +126,13 @@ class SignedHead:
             if data.get("schema") != TREE_HEAD_SCHEMA:
                 raise HeadError(f"not a tree head (schema {data.get('schema')!r})")
             size, root = data["tree_size"], str(data["root_hash"])
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or len(bytes.fromhex(root)) != 32:
+            map_root = data.get("ticket_map_root")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or len(bytes.fromhex(root)) != 32 or (
+                    map_root is not None and len(bytes.fromhex(str(map_root))) != 32):
                 raise HeadError("tree head: bad size or root hash")
             return cls(size, root, parse_instant(data["timestamp"], "timestamp"), list(data["policy_versions"]),
-                       str(data["key_id"]), str(data["signature"]), _head_id(data.get("head_id")))
+                       str(data["key_id"]), str(data["signature"]), _head_id(data.get("head_id")),
+                       None if map_root is None else str(map_root))
         except (AttributeError, KeyError, TypeError, ValueError, EventDecodeError) as exc:
             if isinstance(exc, HeadError):
                 raise
@@ -145,7 +153,7 @@ class SignedHead:
                 raise HeadError("checkpoint: policy_versions is not a list of objects")
             head = cls(point.size, point.root.hex(), parse_instant(str(ext.get("timestamp")), "timestamp"), versions,
                        str(ext.get("key_id")), base64.b64encode(mine[0].key_hash + mine[0].signature).decode(),
-                       _head_id(head_id), point.origin,
+                       _head_id(head_id), _map_root(ext.get("ticket_map_root")), point.origin,
                        tuple(s.line() for s in parsed.signatures if s.name != point.origin))
         except (checkpoint.NoteError, EventDecodeError, TypeError, ValueError) as exc:
             if isinstance(exc, HeadError):
@@ -325,7 +333,9 @@ def public_pem(public: Ed25519PublicKey) -> bytes:
 # --- the store --------------------------------------------------------------------------------
 
 def policy_versions(policy: Policy) -> list[dict[str, str]]:
-    return [{"id": v.id, "effective_from": format_instant(v.effective_from)} for v in policy.versions]
+    """Each version's id, start and the SHA-256 of its text (the one dispute files quote)."""
+    return [{"id": v.id, "effective_from": format_instant(v.effective_from),
+             "sha256": hashlib.sha256(v.text.encode()).hexdigest()} for v in policy.versions]
 
 
 def lock_archive(conn: Connection) -> None:
@@ -342,13 +352,15 @@ def sign_head(engine: Engine, key: Ed25519PrivateKey, policy: Policy, now: datet
         lock_archive(conn)
         size = tree.tree_size(conn)
         root = tree.root(conn, size).hex()
+        map_root = ticket_map.commit(conn, size).hex()
         at = (now or datetime.now(UTC)).replace(microsecond=0)
-        unsigned = SignedHead(size, root, at, policy_versions(policy), key_id(key.public_key()), "", origin=origin)
+        unsigned = SignedHead(size, root, at, policy_versions(policy), key_id(key.public_key()), "",
+                              ticket_map_root=map_root, origin=origin)
         line = checkpoint.sign_note(unsigned.checkpoint_text(), origin, key)
         signature = base64.b64encode(line.key_hash + line.signature).decode()
         head_id = conn.execute(insert(HEADS).values(
             tree_size=size, root_hash=root, signed_at=at, policy_versions=unsigned.policy_versions,
-            key_id=unsigned.key_id, signature=signature, origin=origin, cosignatures=[])
+            key_id=unsigned.key_id, signature=signature, ticket_map_root=map_root, origin=origin, cosignatures=[])
             .returning(HEADS.c.head_id)).scalar_one()
     head = replace(unsigned, signature=signature, head_id=int(head_id))
     log.info("tree head signed", head_id=head.head_id, tree_size=size, root_hash=root, origin=origin)
@@ -365,10 +377,20 @@ def add_cosignature(engine: Engine, head_id: int, line: str) -> None:
         conn.execute(update(HEADS).where(HEADS.c.head_id == head_id).values(cosignatures=[*kept, line]))
 
 
+def _map_root(value: Any) -> str | None:
+    """A checkpoint's ``ticket_map_root`` extension: 64 hex digits, or absent (a head signed
+    before the map existed)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or bytes.fromhex(value).hex() != value:
+        raise HeadError("checkpoint: ticket_map_root is not 64 lower-case hex digits")
+    return value
+
+
 def _head(row: Any) -> SignedHead:
     at = row.signed_at if row.signed_at.tzinfo else row.signed_at.replace(tzinfo=UTC)
     return SignedHead(int(row.tree_size), row.root_hash, at, list(row.policy_versions), row.key_id, row.signature,
-                      int(row.head_id), row.origin, tuple(row.cosignatures or ()))
+                      int(row.head_id), row.ticket_map_root, row.origin, tuple(row.cosignatures or ()))
 
 
 def get_head(engine: Engine, head_id: int) -> SignedHead | None:

@@ -8,9 +8,9 @@ O(log N) row lookups. ``pymerkle`` stores leaf blobs behind its own interface
 proofs carry its own rule/subset bits rather than RFC 9162's bare audit path, which the
 standalone verifier would then have to reproduce. What remains is the RFC's few
 recursions, written here once and property-tested against the RFC's literal definitions
-(``tests/unit/test_merkle.py``). The offline verifier
-(``docs/verify_dispute_file.py``) repeats the two ``verify_*`` functions on purpose: a
-member's expert must be able to read them without this product.
+(``tests/unit/test_merkle.py``). This module needs nothing but ``hashlib``: the offline
+verifier (``projections.dispute_check``, run by ``docs/verify_dispute_file.py``) imports it
+from the source tree, without the database or the broker.
 
 Hashing (RFC 6962 §2.1): leaf = SHA-256(0x00 || envelope), node = SHA-256(0x01 || left ||
 right). The tree of n leaves splits at k, the largest power of two smaller than n, so every

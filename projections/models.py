@@ -129,8 +129,49 @@ class SignedHeadRow(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(128))  # base64 (key hash and) Ed25519 signature
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # hex root of the map of every ticket's history at tree_size (``projections.ticket_map``);
+    # NULL for heads signed before it existed (migration 0012)
+    ticket_map_root: Mapped[str | None] = mapped_column(String(64))
     origin: Mapped[str | None] = mapped_column(String(255))  # NULL: signed in the former JSON form
     cosignatures: Mapped[list | None] = mapped_column(JSON)  # witnesses' signature lines (C2SP)
+
+
+class TicketMapTicketRow(Base):
+    """A ticket's entry in the map of every ticket's history (``projections.ticket_map``):
+    its place in the map (the order of first events in the log), how many events it has
+    and the history hash over their leaves, as of the archive's last row (``last_leaf``)."""
+
+    __tablename__ = "ticket_map_tickets"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(BigInteger, unique=True)
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    history_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    last_leaf: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class TicketMapNodeRow(Base):
+    """A complete subtree of the ticket map as of every head from ``since_size`` on (until a
+    row of a larger ``since_size`` replaces it): the map as of any signed head stays readable
+    for its proofs, and a head writes only the nodes above the tickets that changed."""
+
+    __tablename__ = "ticket_map_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    since_size: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class TicketMapCommitRow(Base):
+    """The ticket map committed at an archive size (a signed head's): how many tickets it
+    holds and its root."""
+
+    __tablename__ = "ticket_map_commits"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tickets: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class CheckpointRow(Base):
@@ -285,6 +326,9 @@ JUDGMENTS: Table = JudgmentRow.__table__  # type: ignore[assignment]
 STATEMENTS_SENT: Table = StatementSentRow.__table__  # type: ignore[assignment]
 NODES: Table = MerkleNodeRow.__table__  # type: ignore[assignment]
 HEADS: Table = SignedHeadRow.__table__  # type: ignore[assignment]
+MAP_TICKETS: Table = TicketMapTicketRow.__table__  # type: ignore[assignment]
+MAP_NODES: Table = TicketMapNodeRow.__table__  # type: ignore[assignment]
+MAP_COMMITS: Table = TicketMapCommitRow.__table__  # type: ignore[assignment]
 
 
 def shadow_tables(suffix: str = "_rebuild") -> tuple[Table, Table]:

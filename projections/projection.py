@@ -25,7 +25,7 @@ from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
 from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
-from . import bulk, merkle, totals, tree
+from . import bulk, merkle, ticket_map, totals, tree
 from .archive_hash import GENESIS_HASH, chain_hash
 from .compliance import decided_at
 from .models import ARCHIVE, ARCHIVE_HEAD, CHECKPOINTS, CLOCKS, DEAD, JUDGMENTS, TICKETS
@@ -173,8 +173,8 @@ class Projection:
             })
             prev = digest
         bulk.append(conn, ARCHIVE, rows)
-        # ``leaves`` (ticket, leaf index, leaf hash; log order) is what a per-ticket index of
-        # the archive records, here, in this transaction.
+        # each ticket's count and history hash, for the map the next signed head commits to
+        ticket_map.record(conn, [(leaf.ticket_id, leaf.index, leaf.hash) for leaf in leaves])
         return int(conn.scalar(select(func.max(ARCHIVE.c.seq))))
 
     def _load(self, conn: Connection, ticket_ids: set[str]) -> dict[str, dict[str, Any]]:

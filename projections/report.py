@@ -197,7 +197,9 @@ def head_lines(evidence: dict[str, Any], tz: ZoneInfo) -> list[tuple[str, str]]:
     out.append(("p", f"Clé publique (empreinte SHA-256) : {head['key_id']} ; signature Ed25519 : "
                      f"{head['signature']}"))
     out.append(("p", "Vérification indépendante : slaledger audit check-file dossier.json --public-key cle.pub, "
-                     "ou le script docs/verify_dispute_file.py (Python et cryptography seulement)."))
+                     "ou le script docs/verify_dispute_file.py (Python, cryptography et les sources sla/ et "
+                     "projections/ de slaledger) : chaque événement prouvé, l'historique complet du ticket, "
+                     "l'en-tête et les verdicts recalculés avec la politique citée."))
     return out
 
 

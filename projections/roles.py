@@ -65,6 +65,9 @@ GRANTS: dict[str, dict[str, str]] = {
         "event_archive": "SELECT, INSERT",  # append-only: no UPDATE, no DELETE, even for its writer
         "merkle_nodes": "SELECT, INSERT",  # append-only
         "signed_heads": "SELECT, INSERT, UPDATE (published_at, cosignatures)",  # published, cosigned, never re-signed
+        "ticket_map_tickets": "SELECT, INSERT, UPDATE",  # each ticket's count and history hash
+        "ticket_map_nodes": "SELECT, INSERT",  # append-only: a head adds node versions
+        "ticket_map_commits": "SELECT, INSERT",  # append-only
         "projection_checkpoints": "SELECT, INSERT, UPDATE",
         "dead_letters": "SELECT, INSERT",
         "metric_totals": "SELECT, INSERT, UPDATE",
@@ -77,6 +80,9 @@ GRANTS: dict[str, dict[str, str]] = {
         "event_archive": _READ,  # timeline, dispute file
         "merkle_nodes": _READ,  # inclusion proofs of the dispute file
         "signed_heads": _READ,
+        "ticket_map_tickets": _READ,  # completeness proof of the dispute file: the ticket's place
+        "ticket_map_nodes": _READ,  # its inclusion path in the map as of the head
+        "ticket_map_commits": _READ,
         "projection_checkpoints": _READ,  # the archive's head, checked by the dispute file
         "web_sessions": "SELECT, INSERT, UPDATE, DELETE",  # sign-in sessions (#25)
         "alembic_version": _READ,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from typing import Any
@@ -124,6 +124,11 @@ class PolicyVersion:
     max_backdate: timedelta = timedelta(days=30)
     connector_max_backdate: timedelta = timedelta(days=400)
     antedated_after: timedelta = timedelta(minutes=15)
+    # The policy text this version was read from: its own ``[[versions]]`` table (a policy
+    # document by itself), or the whole file when it does not split on such lines. Tree heads
+    # sign its SHA-256 and dispute files quote it, so a member's verifier re-folds a ticket
+    # with exactly these rules (``projections.dispute_check``).
+    text: str = field(default="", compare=False, repr=False)
 
     def backdate_limit(self, actor: str) -> timedelta:
         """How far back ``actor`` (``role:label``) may date a fact."""
@@ -246,7 +251,28 @@ def parse_policy(text: str) -> Policy:
     if len(set(starts)) != len(starts):
         same = [v.id for v in versions if starts.count(v.effective_from) > 1]
         raise PolicyError(f"policy: versions {same} take effect at the same instant (which one judges?)")
-    return Policy(tuple(versions), products)
+    texts = _version_texts(text, ids)
+    return Policy(tuple(replace(v, text=texts.get(v.id, text)) for v in versions), products)
+
+
+def _version_texts(text: str, ids: list[str]) -> dict[str, str]:
+    """Each version's own text: the lines from its ``[[versions]]`` header to the next one,
+    when each such block reads alone as that one version (else none: the whole file)."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() == "[[versions]]"]
+    if len(starts) != len(ids):
+        return {}
+    out = {}
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+        block = "".join(lines[start:end])
+        try:
+            found = tomllib.loads(block)["versions"]
+        except (tomllib.TOMLDecodeError, KeyError):
+            return {}
+        if len(found) != 1 or not isinstance(found[0], dict) or found[0].get("id") not in ids:
+            return {}
+        out[found[0]["id"]] = block
+    return out if len(out) == len(ids) else {}
 
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")

@@ -65,7 +65,8 @@ def add_parsers(commands: Any, audit_commands: Any) -> None:
     consistency.add_argument("--public-key", help="check both heads' signatures with this public key (PEM)")
     consistency.set_defaults(handler=cmd_consistency)
     check = audit_commands.add_parser("check-file", help="check a dispute file (JSON) offline: signature, every "
-                                                         "event's inclusion proof; exit 1 naming what fails, 3 "
+                                                         "event's inclusion proof, each ticket's whole history, the "
+                                                         "header and verdicts re-folded; exit 1 naming what fails, 3 "
                                                          "when its newest events are not yet signed")
     check.add_argument("file")
     check.add_argument("--public-key", required=True, help="the operator's public key (PEM or raw)")
@@ -204,47 +205,14 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-NOT_YET_SIGNED = 3  # check-file's exit code: what the file proves holds, its newest events await a head
-
-
-@_one_line
 def cmd_check_file(args: argparse.Namespace) -> int:
-    """Exit 0: every event proven; 1: a problem (FAILED); 3: no problem, but the newest events
-    were recorded after the file's signed head (a file downloaded within seconds of them): not
-    yet signed, which is no sign of tampering. Only events past the head's size count as
-    such; one inside it without a proof is a problem."""
-    from projections.evidence import check_dispute_file
-    from projections.heads import read_key_file
+    """The member's check, the very code of ``docs/verify_dispute_file.py`` (its messages in
+    French; exit 0 verified, 1 problems, 2 unreadable file or key, 3 nothing wrong but the
+    newest events were recorded after the file's signed head: not yet signed, no sign of
+    tampering)."""
+    from projections.dispute_check import run
 
-    public = read_key_file(args.public_key, public=True)
-    witnesses, required = _witnesses(args)
-    earlier = _json_file(args.earlier) if args.earlier else None
-    doc = _json_file(args.file)
-    evidence = doc.get("evidence") if isinstance(doc, dict) else None
-    head = evidence.get("head") if isinstance(evidence, dict) else None
-    size, head_id = (head.get("tree_size"), head.get("head_id")) if isinstance(head, dict) else (None, None)
-    pending = 0
-    for ticket in doc.get("tickets", []) if isinstance(size, int) else []:
-        if isinstance(ticket, dict) and isinstance(ticket.get("timeline"), list):
-            proven = [e for e in ticket["timeline"] if not (
-                isinstance(e, dict) and e.get("inclusion_path") is None
-                and isinstance(e.get("leaf_index"), int) and e["leaf_index"] >= size)]
-            pending += len(ticket["timeline"]) - len(proven)
-            ticket["timeline"] = proven  # checked as the file without them
-    problems, checked = check_dispute_file(doc, public, earlier, witnesses, required)
-    for line in problems:
-        print(f"FAILED: {line}")
-    if problems:
-        print(f"{len(problems)} problem(s): this dispute file is not what the signed archive holds")
-        return 1
-    print(f"OK: signature valid, {checked} event(s) proven in the signed archive")
-    if pending:
-        print(f"PAS ENCORE SIGNÉ : {pending} événement(s) enregistré(s) après la tête signée n° "
-              f"{head_id} (le dossier les montre sans preuve) ; l'exploitant signe une nouvelle "
-              "tête quelques secondes après chaque événement : téléchargez le dossier à nouveau pour qu'ils "
-              "y soient prouvés.")
-        return NOT_YET_SIGNED
-    return 0
+    return run(args.file, args.public_key, args.earlier, args.witness_key or [], args.witnesses_required)
 
 
 @_one_line

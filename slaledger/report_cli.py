@@ -105,12 +105,15 @@ def _settings(args: argparse.Namespace) -> Settings:
         _fail(args, str(exc))
 
 
-def _engine(settings: Settings) -> Engine:
+def _engine(settings: Settings, *, service: bool = False) -> Engine:
+    """The database; a one-off ``report monthly`` refuses a dev data directory that is not
+    there (run from the wrong directory), the ``report schedule`` service creates its own,
+    like the other services."""
     from projections.migrate import create_schema
 
     from .bootstrap import engine_for
 
-    engine = engine_for(settings, existing=True)
+    engine = engine_for(settings, existing=not service)
     create_schema(engine)  # the sent-statements table of a database older than it
     return engine
 
@@ -330,7 +333,7 @@ def cmd_report_schedule(args: argparse.Namespace) -> int:
         members = load_members(settings.members_file)
     except (MembersError, MailError) as exc:
         _fail(args, str(exc))
-    engine = _engine(settings)
+    engine = _engine(settings, service=True)
     tz = policy.versions[-1].tz
 
     def tick(now: datetime) -> TickResult:

@@ -155,7 +155,7 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
         status, body = call("POST", f"{base}/api/tickets/{ids[1]}/acknowledge", {})
         assert status == 200 and body["ticket"]["status"] == "in_progress"
         # dev made a key pair in its data directory: a newcomer's dispute files are signed and checkable
-        from projections.evidence import check_dispute_file
+        from projections.dispute_check import check_dispute_file
         from projections.heads import read_key_file
 
         # the worker signs nothing: the projector's next head (seconds later) covers the new event

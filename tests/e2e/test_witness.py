@@ -138,4 +138,4 @@ def test_a_split_view_is_refused_by_the_witness_and_caught_by_the_verifier(
     assert "contresignée par 0 des témoins donnés (aucun), 1 requis" in capsys.readouterr().out
     assert main(["audit", "check-file", str(file_a), "--public-key", public, "--witness-key", vkey,
                  "--witnesses-required", "2"]) == 2
-    assert capsys.readouterr().err.startswith("slaledger: error: --witnesses-required 2: between 0 and")
+    assert capsys.readouterr().err.startswith("slaledger: error: --witnesses-required 2 : entre 0 et")

@@ -10,6 +10,7 @@ checks the SCRAM verifiers).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -191,6 +192,8 @@ def test_each_process_does_its_work_and_nothing_else(roles: Roles, broker: Broke
     refused(projector, "UPDATE event_archive SET envelope = '{}'")
     refused(projector, "TRUNCATE event_archive")
     refused(projector, "DELETE FROM merkle_nodes")
+    refused(projector, "DELETE FROM ticket_map_nodes")  # the map as of every signed head stays provable
+    refused(projector, "UPDATE ticket_map_commits SET tickets = 0")
     refused(projector, "DELETE FROM sla_judgments")
     refused(projector, "SELECT * FROM monthly_statements_sent")
     refused(projector, "INSERT INTO api_tokens (token_id, token_hash, role, label, created_at) "
@@ -217,6 +220,10 @@ def test_each_process_does_its_work_and_nothing_else(roles: Roles, broker: Broke
                                                                      if e.ticket_id == "P-0000"]
     body, ok = SqlArchive(worker, policy).dispute_file("P-0000", "json") or (b"", False)
     assert ok and b'"tree_size"' in body
+    # with the ticket's whole history proven against the head's map of histories
+    assert json.loads(body)["tickets"][0]["history_proof"]["count"] == len(ticket_events(worker, "P-0000"))
+    refused(worker, "UPDATE ticket_map_tickets SET event_count = 0")
+    refused(worker, "INSERT INTO ticket_map_nodes (level, idx, since_size, hash) VALUES (0, 0, 0, '')")
     refused(worker, "UPDATE event_archive SET envelope = '{}'")
     refused(worker, "DELETE FROM event_archive")
     refused(worker, "INSERT INTO tickets (ticket_id) VALUES ('X')")

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, delete, func, select, update
 
-from projections import tree
+from projections import merkle, ticket_map, tree
 from projections.archive_hash import GENESIS_HASH, chain_hash
 from projections.audit import Filters, kafka_records, replay, verify_projection
 from projections.heads import HeadSigner, head_at, latest_head, read_key_file
 from projections.migrate import create_schema
-from projections.models import ARCHIVE, DEAD, NODES
+from projections.models import ARCHIVE, DEAD, MAP_COMMITS, MAP_NODES, MAP_TICKETS, NODES
 from projections.projector import run_projector
 from projections.report import to_html, to_markdown, to_pdf
 from slaledger.cli import main
@@ -99,7 +99,8 @@ def _script(file: Path, public: Path) -> subprocess.CompletedProcess[str]:
 
 def _rewrite_archive(database: str) -> None:
     """What the database's administrator can do: alter an event, re-hash the chain and rebuild
-    the whole Merkle tree, so that every check inside the database agrees again."""
+    the whole Merkle tree and the map of histories, so that every check inside the database
+    agrees again."""
     engine = create_engine(database)
     with engine.begin() as conn:
         rows = conn.execute(select(ARCHIVE.c.seq, ARCHIVE.c.envelope).order_by(ARCHIVE.c.seq)).all()
@@ -115,6 +116,12 @@ def _rewrite_archive(database: str) -> None:
             prev = digest
             envelopes.append(envelope.encode())
         tree.append(conn, envelopes)
+        # and the map of histories, from the rewritten rows (the next head commits it)
+        for table in (MAP_TICKETS, MAP_NODES, MAP_COMMITS):
+            conn.execute(delete(table))
+        tickets = conn.execute(select(ARCHIVE.c.ticket_id).order_by(ARCHIVE.c.seq)).scalars().all()
+        ticket_map.record(conn, [(t, i, merkle.leaf_hash(e)) for i, (t, e) in enumerate(zip(tickets, envelopes,
+                                                                                           strict=True))])
 
 
 def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[Broker, str, Path],
@@ -129,7 +136,7 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     timeline = doc["tickets"][0]["timeline"]
     assert [e["leaf_index"] for e in timeline] == [0, 3, 4] and all(e["inclusion_path"] for e in timeline)
     assert main(["audit", "check-file", str(first), "--public-key", str(public)]) == 0
-    assert "OK: signature valid, 3 event(s)" in capsys.readouterr().out
+    assert "OK : signature valide, 3 événement(s)" in capsys.readouterr().out
     html, markdown = to_html(doc), to_markdown(doc)
     for text in (html, markdown):
         assert "Preuves d'inclusion" in text and "Tête d'arbre signée" in text
@@ -179,9 +186,9 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
         script = _script(bad, public)
         assert script.returncode == 1 and says in script.stdout, (edit, script.stdout, script.stderr)
     assert main(["audit", "check-file", str(altered("readable")), "--public-key", str(public)]) == 1
-    assert "root_hash as written beside it" in capsys.readouterr().out
+    assert "root_hash : la copie lisible" in (out := capsys.readouterr().out) and "valeur signée" in out
     assert main(["audit", "check-file", str(first), "--public-key", str(tmp_path / "none.pub")]) == 2
-    assert "public key file" in capsys.readouterr().err
+    assert "fichier de clé publique" in capsys.readouterr().err
 
     # The administrator rewrites and re-hashes the whole archive: the chain agrees again, the
     # tree too, but not with the head signed before (which left the database)...
@@ -209,7 +216,7 @@ def test_dispute_file_proofs_checked_offline_and_a_rewrite_caught(signed: tuple[
     assert _dispute(database, second) == 0
     assert main(["audit", "check-file", str(second), "--public-key", str(public)]) == 0
     assert main(["audit", "check-file", str(second), "--public-key", str(public), "--earlier", str(first)]) == 1
-    assert f"event {ack}: leaf 4 differs" in capsys.readouterr().out
+    assert f"événement {ack} : la feuille 4 diffère" in capsys.readouterr().out
 
     # A truncated archive (its last row and leaf gone) is reported against the signed head.
     engine = create_engine(database)

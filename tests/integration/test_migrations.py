@@ -92,3 +92,44 @@ def test_the_month_of_each_verdict_is_filled_from_the_rows_by_the_migration(data
         decided = dict(conn.execute(sa.text("SELECT status, decided_at FROM sla_clocks")).all())
     assert decided == {"met": t0 + timedelta(hours=1), "retracted": t0 + timedelta(hours=1),
                        "breached": t0 + timedelta(hours=4), "excluded": t0, "running": None}
+
+
+def test_the_histories_of_an_archive_archived_before_the_map_are_committed_by_the_migration(database: str) -> None:
+    """0013 (#26): every ticket's count and history hash are computed from the archive's
+    leaves (no event or leaf changes) and the map is committed at the archive's size, so the
+    next signed head proves the whole history of tickets filed before the map existed."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from projections import merkle, ticket_history
+
+    engine = create_engine(database)
+    upgrade(engine, "0011")
+    tickets = ["B", "A", "B", "C", "A", "B", "A"]  # B first in the log: ordinal 0
+    envelopes = [f'{{"n":{i},"t":"{t}"}}' for i, t in enumerate(tickets)]
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    columns = ["event_id", "type", "actor", "topic", "prev_hash", "hash"]
+    archive = sa.table("event_archive", *(sa.column(c) for c in [*columns, "ticket_id", "envelope", "seq",
+                                                                   "partition", "offset", "occurred_at",
+                                                                   "recorded_at", "leaf_index"]))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(archive), [
+            {**{c: f"{c}-{i}" for c in columns}, "ticket_id": t, "envelope": e, "seq": i + 1, "partition": 0,
+             "offset": i, "occurred_at": at, "recorded_at": at, "leaf_index": i}
+            for i, (t, e) in enumerate(zip(tickets, envelopes, strict=True))])
+    upgrade(engine)
+    leaves = [merkle.leaf_hash(e.encode()) for e in envelopes]
+    expected = {t: (sum(1 for x in tickets if x == t),
+                    ticket_history.history_hash([h for x, h in zip(tickets, leaves, strict=True) if x == t]))
+                for t in "BAC"}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT ticket_id, ordinal, event_count, history_hash FROM ticket_map_tickets "
+                                    "ORDER BY ordinal")).all()
+        assert [(r[0], r[1], r[2], bytes(r[3])) for r in rows] == [
+            (t, n, *expected[t]) for n, t in enumerate("BAC")]
+        size, count, root = conn.execute(sa.text("SELECT tree_size, tickets, root FROM ticket_map_commits")).one()
+    map_leaves = [ticket_history.map_leaf(t, *expected[t]) for t in "BAC"]
+    created, _ = merkle.append(0, [], map_leaves)
+    nodes = {(lv, i): h for lv, i, h in created}
+    assert (size, count, bytes(root)) == (7, 3, merkle.root_hash(3, lambda lv, i: nodes[(lv, i)]))
