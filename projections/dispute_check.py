@@ -711,17 +711,18 @@ NOT_YET_SIGNED = 3  # the exit code when nothing is wrong but the newest events 
 
 
 def read_witness_key(value: str) -> checkpoint.VerifierKey:
-    """A witness's verifier key (C2SP vkey), given as itself or as a file holding it."""
+    """A verifier key (C2SP vkey: a witness's, or a log's for ``witness serve``), given as
+    itself or as a file holding it (one line)."""
     text = value
     if "+" not in value:
         try:
             text = Path(value).read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise FileError(f"clé de témoin {value} : {getattr(exc, 'strerror', None) or exc}") from None
+            raise FileError(f"clé de vérification {value} : {getattr(exc, 'strerror', None) or exc}") from None
     try:
         return checkpoint.VerifierKey.parse(text)
-    except (checkpoint.NoteError, ValueError) as exc:
-        raise FileError(f"clé de témoin {value} : {exc}") from None
+    except ValueError as exc:  # NoteError is a ValueError
+        raise FileError(f"clé de vérification {value} : {exc}") from None
 
 
 def run(file: str, public_key: str, earlier: str | None = None, witness_keys: Sequence[str] = (),

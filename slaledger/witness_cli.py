@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -49,17 +48,14 @@ def add_parsers(commands: Any) -> None:
 
 
 def read_vkey(value: str) -> VerifierKey:
-    """A verifier key given as itself or as a file holding it (one line)."""
-    text = value
-    if "+" not in value:
-        try:
-            text = Path(value).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HeadError(f"verifier key file {value}: {getattr(exc, 'strerror', None) or exc}") from None
+    """A verifier key given as itself or as a file holding it (one line): the verifier's own
+    reading (``dispute_check.read_witness_key``), its error as the CLI's."""
+    from projections.dispute_check import FileError, read_witness_key
+
     try:
-        return VerifierKey.parse(text)
-    except NoteError as exc:
-        raise HeadError(f"{value}: {exc}") from None
+        return read_witness_key(value)
+    except FileError as exc:
+        raise HeadError(str(exc)) from None
 
 
 def _witness(args: argparse.Namespace, logs: list[VerifierKey] | None = None) -> Any:
