@@ -290,17 +290,23 @@ def head_problems(head: Head, public: Ed25519PublicKey) -> list[str]:
 
 
 def witness_problems(head: Head, witnesses: Sequence[checkpoint.VerifierKey], required: int) -> list[str]:
-    """One line when fewer than ``required`` of the given witnesses cosigned the head: a
-    checkpoint nobody else saw may be a view shown to this member alone (a split view)."""
+    """One line when fewer than ``required`` of the given witnesses cosigned the head."""
     if required <= 0:
         return []
     distinct = {w.vkey(): w for w in witnesses}.values()  # a key given twice counts once
     seen = [w for w in distinct if head.origin is not None and any(
         checkpoint.verify_cosignature(head.signed.decode(), line, w) is not None for line in head.cosignatures)]
+    return witness_shortfall(head.head_id, head.tree_size, seen, required)
+
+
+def witness_shortfall(head_id: int | None, tree_size: int, seen: Sequence[checkpoint.VerifierKey],
+                      required: int) -> list[str]:
+    """The line saying too few witnesses cosigned a head (none when enough did): a checkpoint
+    nobody else saw may be a view shown to this member alone (a split view)."""
     if len(seen) >= required:
         return []
     names = ", ".join(w.name for w in seen) or "aucun"
-    return [f"tête d'arbre n° {head.head_id} ({head.tree_size} événements) : contresignée par {len(seen)} des témoins "
+    return [f"tête d'arbre n° {head_id} ({tree_size} événements) : contresignée par {len(seen)} des témoins "
             f"donnés ({names}), {required} requis : les témoins ne l'ont pas vue, peut-être une vue séparée "
             "(un journal montré à vous seul)"]
 

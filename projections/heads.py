@@ -42,6 +42,7 @@ from sla.policy import Policy
 from streams.topics import CHECKPOINT_SCHEMA, TREE_HEAD_KEY, TREE_HEAD_SCHEMA, TREE_HEADS
 
 from . import checkpoint, ticket_map, tree
+from .dispute_check import witness_shortfall
 from .models import HEADS
 from .projection import ARCHIVE_LOCK
 
@@ -203,17 +204,11 @@ def _head_id(value: Any) -> int | None:
 
 
 def witness_problems(head: SignedHead, witnesses: Sequence[checkpoint.VerifierKey], required: int) -> list[str]:
-    """One line when fewer than ``required`` of the given witnesses cosigned the head: a
-    checkpoint nobody else saw may be a view shown to this member alone (a split view)."""
+    """One line when fewer than ``required`` of the given witnesses cosigned the head (the
+    dispute-file verifier's wording, ``dispute_check.witness_shortfall``)."""
     if required <= 0:
         return []
-    seen = head.witnessed_by(witnesses)
-    if len(seen) >= required:
-        return []
-    names = ", ".join(w.name for w in seen) or "aucun"
-    return [f"tête d'arbre n° {head.head_id} ({head.tree_size} événements) : contresignée par {len(seen)} des témoins "
-            f"donnés ({names}), {required} requis : les témoins ne l'ont pas vue, peut-être une vue séparée "
-            "(un journal montré à vous seul)"]
+    return witness_shortfall(head.head_id, head.tree_size, head.witnessed_by(witnesses), required)
 
 
 def canonical(fields: dict[str, Any]) -> bytes:
