@@ -155,7 +155,8 @@ def queue_sort_key(view: Mapping[str, Any]) -> tuple[int, str]:
 
 # --- events ------------------------------------------------------------------------------------
 
-def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments: Sequence[Any] = ()) -> str:
+def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments: Sequence[Any] = (),
+                  products: Mapping[str, str] | None = None) -> str:
     """What a timeline line adds to the event's type; an SLA named by its title (``titles``:
     the page's clocks), never by its id; a deadline written as the clock writes it (beside the
     page's ``moments``, see ``judged``)."""
@@ -173,7 +174,10 @@ def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments
         if p.get(key):
             bits.append(str(p[key]))
     if event.type is EventType.RECLASSIFIED:
-        bits.extend(f"{k} → {p[k]}" for k in ("kind", "product") if p.get(k))
+        if p.get("kind"):
+            bits.append(f"type → {french.KIND.get(str(p['kind']), str(p['kind']))}")
+        if p.get("product"):  # the catalogue's name of the ticket's product (``products``), else as stored
+            bits.append(f"produit → {(products or {}).get(str(p['product']), str(p['product']))}")
     return " ; ".join(bits)
 
 
@@ -405,7 +409,8 @@ def ticket_page(view: Mapping[str, Any], events: Sequence[Event] | None, who: Pr
     deadlines, moments = judged(view, events)
     return _page("ticket.html", who=who, server_now=now, view=view, events=events, now=now, tz=tz, forms=forms,
                  token=token, refusal=refusal, done=done, deadlines=deadlines, moments=moments,
-                 sla_titles={c["sla"]: c["title"] for c in view["clocks"]})
+                 sla_titles={c["sla"]: c["title"] for c in view["clocks"]},
+                 product_names={view["product"]: view.get("product_name") or view["product"]})
 
 
 def new_ticket_page(who: Principal, *, token: str, values: Mapping[str, Any] | None = None,

@@ -196,3 +196,19 @@ def test_the_timeline_comes_before_the_clocks(policy: Policy) -> None:
     now = at("2026-11-23T11:00:00+01:00")
     html = ticket_page(ticket_view(fold(events), policy, now), events, Principal("t", "agent", None, "a"), now, PARIS)
     assert html.index('id="h-chrono"') < html.index('id="h-delais"') and '<div class="story">' in html
+
+
+def test_a_reclassification_reads_in_french_with_the_products_name() -> None:
+    """#32 items 4–5: « type → Incident ; produit → Parapheur », not « kind → incident ;
+    product → parapheur »."""
+    from zoneinfo import ZoneInfo
+
+    from sla.events import EventType, new_event
+    from slaledger.web.render import event_details
+    from tests.conftest import at
+
+    when = at("2026-03-02T10:00:00+01:00")
+    event = new_event(EventType.RECLASSIFIED, "SL-1", occurred_at=when, recorded_at=when, actor="agent",
+                      payload={"kind": "incident", "product": "parapheur"})
+    text = event_details(event, ZoneInfo("Europe/Paris"), {}, (), {"parapheur": "Parapheur électronique"})
+    assert text == "type → Incident ; produit → Parapheur électronique"
