@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import merkle, ticket_history, ticket_map, tree
-from .heads import SignedHead, latest_head
+from .heads import SignedHead, head_for_proofs
 
 EVIDENCE_SCHEMA = "slaledger.inclusion-proofs/1"
 log = structlog.get_logger(__name__)
@@ -42,7 +42,7 @@ def ticket_evidence(engine: Engine, leaves: Sequence[Leaf], head: SignedHead | N
     findings: list[tuple[str, str]] = []
     indices = [x.leaf_index for x in leaves if x.leaf_index is not None]
     if head is None:
-        head = latest_head(engine)
+        head = head_for_proofs(engine, max(indices) + 1 if indices else 0)
         if signer is not None and (head is None or (indices and max(indices) >= head.tree_size)):
             try:
                 head = signer()

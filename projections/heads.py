@@ -400,6 +400,18 @@ def latest_head(engine: Engine) -> SignedHead | None:
     return _head(row) if row else None
 
 
+def head_for_proofs(engine: Engine, size: int, recent: int = 50) -> SignedHead | None:
+    """The head a dispute file's proofs lead to: among the latest ``recent`` heads, the
+    newest a witness cosigned that covers ``size`` leaves (a member checking witnesses then
+    finds it cosigned), else the latest head (no witness, or none cosigned it yet)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(HEADS).order_by(HEADS.c.head_id.desc()).limit(recent)).all()
+    for row in rows:
+        if row.cosignatures and row.tree_size >= size:
+            return _head(row)
+    return _head(rows[0]) if rows else None
+
+
 def head_at(engine: Engine, instant: datetime) -> SignedHead | None:
     """The last head signed at or before ``instant`` (e.g. a month's end, for its statement);
     None when none was signed by then."""

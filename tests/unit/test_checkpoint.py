@@ -225,3 +225,22 @@ def test_the_witness_commands_end_bad_input_in_one_line(tmp_path: Path, capsys: 
         assert main(["witness", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("slaledger: error: ") and says in err and err.count("\n") == 1, err
+
+
+def test_a_dispute_file_leads_to_the_newest_cosigned_head_that_covers_its_events(tmp_path: Path) -> None:
+    """#26 item 4: dispute files carry the cosigned checkpoint, once a witness cosigned one
+    that covers the events shown; else the latest head."""
+    from projections.heads import head_for_proofs
+
+    key = Ed25519PrivateKey.generate()
+    engine = _engine(tmp_path, 5)
+    witness, _ = _witness(tmp_path, key)
+    first = sign_head(engine, key, load_policy(), T0, ORIGIN)
+    assert head_for_proofs(engine, 5) == first  # nothing cosigned yet: the latest
+    add_cosignature(engine, first.head_id or 0, witness.add_checkpoint(request_body(0, [], first.note())).body)
+    grow(engine, 5, 9)
+    second = sign_head(engine, key, load_policy(), T0, ORIGIN)  # not cosigned (yet)
+    chosen = head_for_proofs(engine, 5)
+    assert chosen is not None and chosen.head_id == first.head_id and chosen.cosignatures
+    later = head_for_proofs(engine, 9)  # events past the cosigned head: the latest covers them
+    assert later is not None and later.head_id == second.head_id
