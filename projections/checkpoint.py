@@ -188,6 +188,8 @@ def _decode_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:  # « [[[[… »: no checkpoint field nests that deep
+        raise NoteError("checkpoint: an extension value nested too deep") from None
 
 
 def checkpoint_text(origin: str, size: int, root: bytes, extensions: dict[str, Any]) -> str:
@@ -218,7 +220,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
     if not valid_name(origin):
         raise NoteError("checkpoint: the origin line is not a log name")
     if not size_text.isascii() or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")) \
-            or len(size_text) > 19:
+            or len(size_text) > 19 or int(size_text) > 2**63 - 1:
         raise NoteError(f"checkpoint: tree size {size_text[:30]!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)

@@ -180,6 +180,7 @@ class Head:
     line: checkpoint.SignatureLine | None = None
     cosignatures: tuple[checkpoint.SignatureLine, ...] = ()
     copies_differ: tuple[str, ...] = ()  # readable copies beside a checkpoint that its note does not say
+    signed_at: datetime | None = None
 
 
 def _versions(raw: Any, where: str) -> list[dict[str, Any]]:
@@ -215,7 +216,7 @@ def read_checkpoint(data: dict[str, Any], where: str) -> Head:
         raise FileError(f"{where}.checkpoint : ligne d'extension inconnue {unknown[0]!r}")
     if checkpoint.checkpoint_text(point.origin, point.size, point.root, ext) != note.text:
         raise FileError(f"{where}.checkpoint : le texte n'est pas la forme canonique de ses champs")
-    _instant(ext.get("timestamp"), f"{where}.checkpoint timestamp")
+    signed_at = _instant(ext.get("timestamp"), f"{where}.checkpoint timestamp")
     key = _hex32(ext.get("key_id"), f"{where}.checkpoint key_id").hex()
     versions = _versions(ext.get("policy_versions"), f"{where}.checkpoint policy_versions")
     map_root = (None if "ticket_map_root" not in ext
@@ -241,7 +242,8 @@ def read_checkpoint(data: dict[str, Any], where: str) -> Head:
     if head_id is not None:
         _int(head_id, f"{where}.head_id")
     return Head(point.size, point.root, map_root, versions, head_id, note.text.encode(), mine[0].signature, key,
-                point.origin, mine[0], tuple(line for line in note.signatures if line.name != point.origin), differ)
+                point.origin, mine[0], tuple(line for line in note.signatures if line.name != point.origin), differ,
+                signed_at)
 
 
 def read_head(raw: Any, where: str = "evidence.head") -> Head:
@@ -257,7 +259,7 @@ def read_head(raw: Any, where: str = "evidence.head") -> Head:
     root = _hex32(data.get("root_hash"), f"{where}.root_hash")
     map_root = (None if "ticket_map_root" not in data
                 else _hex32(data["ticket_map_root"], f"{where}.ticket_map_root"))
-    _instant(data.get("timestamp"), f"{where}.timestamp")
+    signed_at = _instant(data.get("timestamp"), f"{where}.timestamp")
     key = _hex32(data.get("key_id"), f"{where}.key_id").hex()
     versions = _versions(data.get("policy_versions"), f"{where}.policy_versions")
     try:
@@ -269,7 +271,7 @@ def read_head(raw: Any, where: str = "evidence.head") -> Head:
         _int(head_id, f"{where}.head_id")
     signed = json.dumps({k: data[k] for k in HEAD_SIGNED if k in data}, sort_keys=True, separators=(",", ":"),
                         ensure_ascii=True).encode()
-    return Head(size, root, map_root, versions, head_id, signed, signature, key)
+    return Head(size, root, map_root, versions, head_id, signed, signature, key, signed_at=signed_at)
 
 
 def head_problems(head: Head, public: Ed25519PublicKey) -> list[str]:
@@ -293,10 +295,16 @@ def witness_problems(head: Head, witnesses: Sequence[checkpoint.VerifierKey], re
     """One line when fewer than ``required`` of the given witnesses cosigned the head."""
     if required <= 0:
         return []
-    distinct = {w.vkey(): w for w in witnesses}.values()  # a key given twice counts once
+    distinct = distinct_witnesses(witnesses)
     seen = [w for w in distinct if head.origin is not None and any(
         checkpoint.verify_cosignature(head.signed.decode(), line, w) is not None for line in head.cosignatures)]
     return witness_shortfall(head.head_id, head.tree_size, seen, required)
+
+
+def distinct_witnesses(witnesses: Sequence[checkpoint.VerifierKey]) -> list[checkpoint.VerifierKey]:
+    """One per public key: a cosignature does not sign the witness's name, so one key under
+    two names is one witness."""
+    return list({checkpoint.raw_public(w.public): w for w in witnesses}.values())
 
 
 def witness_shortfall(head_id: int | None, tree_size: int, seen: Sequence[checkpoint.VerifierKey],
@@ -513,7 +521,7 @@ def quoted_policy(doc: dict[str, Any], head: Head) -> tuple[Policy | None, list[
 
 
 def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now: datetime,
-            as_of: datetime | None) -> tuple[list[str], int, int]:
+            as_of: datetime | None) -> tuple[list[str], int, int, list[Clock]]:
     """(problems, events proven, events not yet signed) of the file's i-th ticket. An event
     recorded after the file's head (its leaf at or past the head's size, no proof) is not yet
     signed: no anomaly when it is among the newest shown — it is folded with the others (the
@@ -553,6 +561,9 @@ def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now:
         problems += _shown_differs(ticket_id, entry, event)
         proven.append(Proven(event, entry, index, leaf))
     problems += _history(ticket_id, proven, _key(ticket, "history_proof", where), head, f"{where}.history_proof")
+    if as_of is None and proven and max(p.event.recorded_at for p in proven) > now:
+        problems.append(f"ticket {ticket_id} : le fichier dit juger ses délais le {format_instant(now)}, avant "
+                        "l'enregistrement de ses derniers événements prouvés (date du fichier modifiée)")
     events = [p.event for p in proven] + pending
     known = _fold(ticket_id, events, lambda e: as_of is None or e.recorded_at <= as_of)
     derived = {"filed_at": format_instant(known.filed_at) if known.filed_at else None, "member": known.member,
@@ -561,10 +572,11 @@ def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now:
         if _key(ticket, name, where) != derived[name]:
             problems.append(f"ticket {ticket_id} : « {name} » vaut {_short(ticket[name])} dans le fichier, "
                             f"{_short(derived[name])} d'après les événements prouvés")
+    then: list[Clock] = []
     if policy is not None:
         full = _fold(ticket_id, events, lambda e: as_of is not None and e.occurred_at <= as_of)
-        problems += _compare_clocks(ticket_id, ticket.get("clocks"), _clocks(known, policy, now),
-                                    f"{where}.clocks", "vue du fichier")
+        then = _clocks(known, policy, now)
+        problems += _compare_clocks(ticket_id, ticket.get("clocks"), then, f"{where}.clocks", "vue du fichier")
         if as_of is not None:
             problems += _compare_clocks(ticket_id, _key(ticket, "full_log_view", where), _clocks(full, policy, now),
                                         f"{where}.full_log_view", "vue du journal complet")
@@ -576,7 +588,7 @@ def _ticket(doc: dict[str, Any], i: int, head: Head, policy: Policy | None, now:
             if said != (str(p.event.event_id) in flagged):
                 problems.append(f"événement {p.entry['event_id']} : « antidaté » vaut {_short(said)} dans le fichier, "
                                 "l'inverse d'après la politique citée")
-    return problems, len(proven), len(pending)
+    return problems, len(proven), len(pending), then
 
 
 # --- the whole file -----------------------------------------------------------------------------
@@ -596,10 +608,12 @@ def check_dispute_file(doc: Any, public: Ed25519PublicKey, earlier: Any = None) 
 
 
 def check(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
-          witnesses: Sequence[checkpoint.VerifierKey] = (), required: int = 0) -> Verdict:
+          witnesses: Sequence[checkpoint.VerifierKey] = (), required: int = 0, origin: str | None = None) -> Verdict:
     """The verdict on a dispute file; ``earlier``: a file issued before (the same leaf must
     hold the same bytes in both); ``witnesses``, ``required``: how many of those witnesses
-    must have cosigned its head. Raises FileError for a file that is not one (malformed)."""
+    must have cosigned its head; ``origin``: the log's name when its key was given as a
+    verifier key (a checkpoint of another log under the same key is refused). Raises
+    FileError for a file that is not one (malformed)."""
     doc = _obj(doc, "le fichier")
     if doc.get("schema") != FILE_SCHEMA:
         raise FileError(f"schema : {FILE_SCHEMA!r} est attendu (pas un fichier de litige)")
@@ -609,11 +623,17 @@ def check(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
                         "signé"], 0, 0, None)
     head = read_head(_obj(evidence, "evidence").get("head"))
     problems = [*head.copies_differ, *head_problems(head, public), *witness_problems(head, witnesses, required)]
+    if origin is not None and head.origin is not None and head.origin != origin:
+        problems.append(f"tête d'arbre : elle est du journal {head.origin!r}, la clé donnée est celle du journal "
+                        f"{origin!r}")
     tickets = _list(doc.get("tickets"), "tickets")
     filters = _obj(doc.get("filters"), "filters")
     wanted = _str(_key(filters, "ticket", "filters"), "filters.ticket", optional=True)
     as_of = None if _key(filters, "as_of", "filters") is None else _instant(filters["as_of"], "filters.as_of")
     now = as_of or _instant(doc.get("generated_at"), "generated_at")
+    if as_of is None and head.signed_at is not None and now < head.signed_at:
+        problems.append(f"le fichier dit juger ses délais le {format_instant(now)}, avant la signature de sa tête "
+                        f"({format_instant(head.signed_at)}) : date du fichier modifiée")
     policy, policy_problems = quoted_policy(doc, head)
     problems += policy_problems
     shown_ids = [_str(_obj(t, f"tickets[{i}]").get("ticket_id"), f"tickets[{i}].ticket_id")
@@ -624,11 +644,16 @@ def check(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
     if len(set(shown_ids)) != len(shown_ids):
         problems.append("un ticket figure deux fois dans le fichier")
     checked = pending = 0
+    shown_clocks: list[tuple[str, str, Clock]] = []
     for i in range(len(tickets)):
-        found, proven, newest = _ticket(doc, i, head, policy, now, as_of)
+        found, proven, newest, clocks = _ticket(doc, i, head, policy, now, as_of)
         problems += found
         checked += proven
         pending += newest
+        shown_clocks += [(shown_ids[i], str(tickets[i].get("member")), c) for c in clocks]
+    problems += _filters_problems(filters, tickets, shown_ids)
+    if policy is not None:
+        problems += _summary_problems(doc, shown_clocks)
     if earlier is not None:
         try:
             earlier_problems, _ = check_dispute_file(earlier, public)
@@ -639,6 +664,58 @@ def check(doc: Any, public: Ed25519PublicKey, earlier: Any = None,
         else:
             problems += _against_earlier(doc, head, earlier)
     return Verdict(problems, checked, pending, head.head_id)
+
+
+def _filters_problems(filters: dict[str, Any], tickets: list[Any], shown_ids: list[str]) -> list[str]:
+    """A member's or a period's file shows only tickets of that member, filed in that period
+    (each ticket's member and filing time are checked against its proven events)."""
+    member = _str(filters.get("member"), "filters.member", optional=True)
+    start = None if filters.get("from") is None else _instant(filters["from"], "filters.from")
+    end = None if filters.get("to") is None else _instant(filters["to"], "filters.to")
+    out = []
+    for ticket_id, ticket in zip(shown_ids, tickets, strict=True):
+        if member is not None and ticket.get("member") != member:
+            out.append(f"ticket {ticket_id} : du membre {_short(ticket.get('member'))}, dans un fichier du membre "
+                       f"{member!r}")
+        filed = ticket.get("filed_at")
+        if (start or end) and isinstance(filed, str):
+            at = _instant(filed, f"ticket {ticket_id} filed_at")
+            if (start and at < start) or (end and at >= end):
+                out.append(f"ticket {ticket_id} : déposé le {filed}, hors de la période du fichier")
+    return out
+
+
+def _summary_problems(doc: dict[str, Any], shown: list[tuple[str, str, Clock]]) -> list[str]:
+    """The summary table (page 1) recounted from the re-folded clocks of the tickets shown,
+    when it counts no ticket the file does not show."""
+    hidden = doc.get("closed_tickets_in_summary_only", 0)
+    if hidden != 0:
+        return []  # closed tickets counted without their events: the table is the operator's word (said by run)
+    counts: dict[str, dict[str, Any]] = {}
+    for ticket_id, member, clock in shown:
+        row = counts.setdefault(clock.sla, {"met": 0, "breached": 0, "retracted": 0, "excluded": 0, "open": 0,
+                                            "breaches": []})
+        status = str(clock.status)
+        row[status if status in ("met", "breached", "retracted", "excluded") else "open"] += 1
+        if status == "breached":
+            row["breaches"].append({"ticket": ticket_id, "member": member,
+                                    "deadline": format_instant(clock.deadline) if clock.deadline else None})
+    written = _obj(doc.get("summary", {}), "summary")
+    out = []
+    for sla in sorted(set(counts) | set(written)):
+        mine = counts.get(sla)
+        theirs = written.get(sla)
+        if mine is None or not isinstance(theirs, dict):
+            out.append(f"résumé : l'engagement {sla!r} n'y est pas compté comme d'après les horloges recalculées")
+            continue
+        decided = mine["met"] + mine["breached"] + mine["retracted"]
+        mine["compliance_percent"] = round(100 * (mine["met"] + mine["retracted"]) / decided, 2) if decided else None
+        mine["breaches"].sort(key=lambda x: x["ticket"])
+        for name, value in mine.items():
+            if theirs.get(name) != value:
+                out.append(f"résumé, engagement {sla!r} : « {name} » vaut {_short(theirs.get(name))} dans le fichier, "
+                           f"{_short(value)} d'après les horloges recalculées")
+    return out
 
 
 def _proven_entries(doc: dict[str, Any]) -> dict[str, tuple[int, bytes]]:
@@ -652,6 +729,10 @@ def _against_earlier(doc: dict[str, Any], head: Head, earlier: dict[str, Any]) -
     been checked first."""
     out = []
     old = read_head(earlier["evidence"]["head"])
+    if (old.tree_size, old.root) == (head.tree_size, head.root) and None not in (
+            old.ticket_map_root, head.ticket_map_root) and old.ticket_map_root != head.ticket_map_root:
+        out.append(f"les têtes {old.head_id} et {head.head_id} signent le même journal ({head.tree_size} événements) "
+                   "avec deux cartes des historiques différentes : l'une cache ou ajoute des événements")
     if old.tree_size == head.tree_size and old.root != head.root:
         out.append(f"les têtes {old.head_id} et {head.head_id} signent toutes deux {head.tree_size} événements avec "
                    "des racines différentes : l'archive a été réécrite")
@@ -685,6 +766,17 @@ def read_public_key(path: str) -> Ed25519PublicKey:
         raise FileError(f"fichier de clé publique {path} : pas une clé publique Ed25519 (PEM, clé de vérification "
                         "C2SP ou 32 octets)")
     return key
+
+
+def _verifier_key_name(path: str) -> str | None:
+    """The log's name when its key was given as a C2SP verifier key (``name+hash+key``)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if _verifier_key(data) is None:
+        return None
+    return data.decode("ascii").strip().split("+", 1)[0]
 
 
 def _verifier_key(data: bytes) -> Ed25519PublicKey | None:
@@ -732,16 +824,20 @@ def read_witness_key(value: str) -> checkpoint.VerifierKey:
 
 
 def run(file: str, public_key: str, earlier: str | None = None, witness_keys: Sequence[str] = (),
-        required: int = 0) -> int:
+        required: int | None = None) -> int:
     """Check a file and print the verdict: 0 verified, 1 problems (each named), 2 unreadable
-    input (one line on stderr), 3 verified but its newest events not yet signed. What ``audit
-    check-file`` and the standalone script do."""
+    input (one line on stderr), 3 nothing wrong but its newest events not yet signed (so not
+    proven). What ``audit check-file`` and the standalone script do. Witness keys given
+    without ``required``: one of them must have cosigned."""
     try:
         public = read_public_key(public_key)
-        witnesses = [read_witness_key(k) for k in witness_keys]
-        if not 0 <= required <= len({w.vkey() for w in witnesses}):
-            raise FileError(f"--witnesses-required {required} : entre 0 et le nombre de clés de témoins données")
-        verdict = check(_read_file(file), public, _read_file(earlier) if earlier else None, witnesses, required)
+        origin = _verifier_key_name(public_key)
+        witnesses = distinct_witnesses([read_witness_key(k) for k in witness_keys])
+        needed = (1 if witnesses else 0) if required is None else required
+        if not 0 <= needed <= len(witnesses):
+            raise FileError(f"--witnesses-required {needed} : entre 0 et le nombre de clés de témoins données")
+        doc = _read_file(file)
+        verdict = check(doc, public, _read_file(earlier) if earlier else None, witnesses, needed, origin)
     except FileError as exc:
         print(f"slaledger: error: {exc}", file=sys.stderr)
         return 2
@@ -752,10 +848,15 @@ def run(file: str, public_key: str, earlier: str | None = None, witness_keys: Se
         return 1
     print(f"OK : signature valide, {verdict.proven} événement(s) prouvé(s) dans l'archive signée, historique complet "
           "de chaque ticket, en-têtes et verdicts recalculés avec la politique citée")
+    hidden = doc.get("closed_tickets_in_summary_only") if isinstance(doc, dict) else None
+    if hidden:
+        print(f"NON RECALCULÉ : le résumé compte {hidden} ticket(s) clos que le fichier ne montre pas ; ses comptes "
+              "sont ceux de l'exploitant (demandez le fichier de chacun de ces tickets pour les prouver)")
     if verdict.pending:
         print(f"PAS ENCORE SIGNÉ : {verdict.pending} événement(s) enregistré(s) après la tête signée n° "
-              f"{verdict.head_id} (le dossier les montre sans preuve) ; l'exploitant signe une nouvelle tête quelques "
-              "secondes après chaque événement : téléchargez le dossier à nouveau pour qu'ils y soient prouvés.")
+              f"{verdict.head_id} (le dossier les montre sans preuve : ni eux ni les verdicts qui en dépendent ne sont "
+              "prouvés par ce fichier) ; l'exploitant signe une nouvelle tête quelques secondes après chaque "
+              "événement : téléchargez le dossier à nouveau pour qu'ils y soient prouvés.")
         return NOT_YET_SIGNED
     return 0
 
@@ -768,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--earlier", metavar="FILE", help="un fichier de litige reçu avant")
     parser.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FICHIER",
                         help="la clé (C2SP vkey) d'un témoin ; répétable")
-    parser.add_argument("--witnesses-required", type=int, default=0, metavar="N",
-                        help="combien de ces témoins doivent avoir contresigné la tête")
+    parser.add_argument("--witnesses-required", type=int, default=None, metavar="N",
+                        help="combien de ces témoins doivent avoir contresigné la tête (1 par défaut avec des témoins)")
     args = parser.parse_args(argv)
     return run(args.file, args.public_key, args.earlier, args.witness_key, args.witnesses_required)

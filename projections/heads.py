@@ -42,7 +42,7 @@ from sla.policy import Policy
 from streams.topics import CHECKPOINT_SCHEMA, TREE_HEAD_KEY, TREE_HEAD_SCHEMA, TREE_HEADS
 
 from . import checkpoint, ticket_map, tree
-from .dispute_check import witness_shortfall
+from .dispute_check import distinct_witnesses, witness_shortfall
 from .models import HEADS
 from .projection import ARCHIVE_LOCK
 
@@ -190,7 +190,7 @@ class SignedHead:
                 lines.append(checkpoint.parse_signature_line(raw.rstrip("\n")))
             except checkpoint.NoteError:
                 continue
-        distinct = {w.vkey(): w for w in witnesses}.values()  # a key given twice counts once
+        distinct = distinct_witnesses(witnesses)  # a key counts once, whatever the names given
         return [w for w in distinct if any(checkpoint.verify_cosignature(text, line, w) is not None
                                            for line in lines)]
 

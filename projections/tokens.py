@@ -95,11 +95,12 @@ def ensure_token(engine: Engine, secret: str, role: str, label: str, member: str
     return False
 
 
-def token_is_live(engine: Engine, secret: str) -> bool:
-    """Whether ``secret`` is a registered token that is not revoked."""
+def token_is_live(engine: Engine, secret: str, role: str | None = None) -> bool:
+    """Whether ``secret`` is a registered token that is not revoked (and has ``role``)."""
     with engine.connect() as conn:
-        revoked = conn.execute(select(TOKENS.c.revoked_at).where(TOKENS.c.token_hash == digest(secret))).first()
-    return revoked is not None and revoked.revoked_at is None
+        row = conn.execute(select(TOKENS.c.revoked_at, TOKENS.c.role)
+                           .where(TOKENS.c.token_hash == digest(secret))).first()
+    return row is not None and row.revoked_at is None and (role is None or row.role == role)
 
 
 def list_tokens(engine: Engine) -> list[dict[str, Any]]:

@@ -78,11 +78,17 @@ class Witness:
         if old == 0 and proof:
             return Answer(400, "a consistency proof from size 0 must be empty\n")
         with self.lock:
-            row = self.db.execute("SELECT size, root FROM cosigned WHERE origin = ?", (point.origin,)).fetchone()
+            row = self.db.execute("SELECT size, root, checkpoint FROM cosigned WHERE origin = ?",
+                                  (point.origin,)).fetchone()
             size, root = (int(row[0]), bytes(row[1])) if row else (0, b"")
             if old != size:
                 return Answer(409, f"{size}\n", SIZE_TYPE)
-            if size == point.size and size and root != point.root:
+            # the same size must say the same, extension lines included (but the time it was signed):
+            # they sign what a member relies on beside the root (the map of every ticket's history,
+            # the policies); a quiet log's daily head repeats its size with a new time only
+            same_say = row is None or _lasting(checkpoint.parse_checkpoint(checkpoint.parse_note(row[2]).text)) \
+                == _lasting(point)
+            if size == point.size and size and (root != point.root or not same_say):
                 log.warning("witness: another root for a size already cosigned (split view)", origin=point.origin,
                             size=size)
                 return Answer(409, f"{size}\n", SIZE_TYPE)
@@ -100,6 +106,11 @@ class Witness:
         self.db.close()
 
 
+def _lasting(point: checkpoint.Checkpoint) -> dict[str, object]:
+    """What a checkpoint says that another of the same size must say too: all but its time."""
+    return {k: v for k, v in point.extensions.items() if k != "timestamp"}
+
+
 def _parse_request(body: bytes) -> tuple[int, list[bytes], str]:
     text = body.decode("utf-8")
     head, sep, note = text.partition("\n\n")
@@ -108,7 +119,7 @@ def _parse_request(body: bytes) -> tuple[int, list[bytes], str]:
     lines = head.split("\n")
     word, _, number = lines[0].partition(" ")
     if word != "old" or not number.isascii() or not number.isdigit() or (number != "0" and number[0] == "0") \
-            or len(number) > 19:
+            or len(number) > 19 or int(number) > 2**63 - 1:
         raise checkpoint.NoteError("the first line is not `old <size>`")
     if len(lines) - 1 > MAX_PROOF:
         raise checkpoint.NoteError(f"more than {MAX_PROOF} proof lines")

@@ -772,10 +772,12 @@ def _dev_token(engine: Engine, path: Path) -> str:
 
     from projections.tokens import token_is_live
 
-    if path.exists():
-        kept = path.read_text(encoding="utf-8").strip()
-        if token_is_live(engine, kept):
-            return kept
+    try:  # kept only if nobody else may read it, and still a live agent token
+        kept = path.read_text(encoding="utf-8").strip() if path.stat().st_mode & 0o077 == 0 else ""
+    except (OSError, UnicodeDecodeError):
+        kept = ""
+    if kept and token_is_live(engine, kept, role="agent"):
+        return kept
     secret = "slt_dev_" + secrets.token_urlsafe(16)
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -86,18 +86,22 @@ def add_parsers(commands: Any, audit_commands: Any) -> None:
 def witness_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--witness-key", action="append", default=[], metavar="VKEY|FILE",
                         help="a witness's cosignature verifier key (name+hash+base64, or a file holding it); repeat")
-    parser.add_argument("--witnesses-required", type=int, default=0, metavar="N",
-                        help="how many of the given witnesses must have cosigned the checkpoint (default 0)")
+    parser.add_argument("--witnesses-required", type=int, default=None, metavar="N",
+                        help="how many of the given witnesses must have cosigned the checkpoint (default: 1 when "
+                             "witness keys are given, else 0)")
 
 
 def _witnesses(args: argparse.Namespace) -> tuple[list[Any], int]:
+    from projections.dispute_check import distinct_witnesses
+
     from .witness_cli import read_vkey
 
-    keys = [read_vkey(v) for v in args.witness_key]
-    if not 0 <= args.witnesses_required <= len(keys):
-        raise HeadError(f"--witnesses-required {args.witnesses_required}: between 0 and the number of "
-                        f"--witness-key given ({len(keys)})")
-    return keys, args.witnesses_required
+    keys = distinct_witnesses([read_vkey(v) for v in args.witness_key])
+    required = (1 if keys else 0) if args.witnesses_required is None else args.witnesses_required
+    if not 0 <= required <= len(keys):
+        raise HeadError(f"--witnesses-required {required}: between 0 and the number of distinct --witness-key "
+                        f"given ({len(keys)})")
+    return keys, required
 
 
 def _engine(args: argparse.Namespace) -> Any:

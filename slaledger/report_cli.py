@@ -119,12 +119,13 @@ def _engine(settings: Settings, *, service: bool = False) -> Engine:
 
 
 def _directory(settings: Settings, *, mailing: bool = False) -> dict[str, Member]:
-    """The members file; without one, the example directory names the members as ``slaledger
-    dev`` does (a statement read on a dev data directory says « Commune de Blois »), but is
-    never a list of addresses to mail."""
+    """The members file; without one, on the data directory of ``slaledger dev`` (it holds
+    ``dev-token``), the example directory names the members as dev does (« Commune de Blois »),
+    but is never a list of addresses to mail; elsewhere no directory."""
     if settings.members_file:
         return load_members(settings.members_file)
-    if not mailing and EXAMPLE_FILE.is_file():
+    dev_data = not settings.database_url and (Path(settings.data_dir) / "dev-token").is_file()
+    if not mailing and dev_data and EXAMPLE_FILE.is_file():
         return load_members(str(EXAMPLE_FILE))
     return {}
 

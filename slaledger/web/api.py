@@ -15,6 +15,7 @@ new command.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -139,7 +140,17 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
     if not isinstance(body, dict):
         raise BadRequest(422, "le corps de la requête doit être un objet JSON")
     if who.role == "referent" and command_type is CommandType.FILE:
-        if body.get("member", who.member) != who.member:
+        typed = body.get("member", who.member)
+        if members and isinstance(typed, str):  # the member's name or an alias names it too
+            try:
+                typed = members.resolve(typed)
+            except UnknownName as exc:
+                raise BadRequest(422, exc.message, "member") from None
+        own = who.member
+        if members and own:
+            with contextlib.suppress(UnknownName):  # a member the directory lacks: refused below (422)
+                own = members.resolve(own)
+        if typed not in (own, who.member):
             raise BadRequest(403, "un référent ne dépose de demandes que pour son propre membre", "member")
         body = {**body, "member": who.member}
     event_type = COMMAND_EVENT[command_type]

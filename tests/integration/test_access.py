@@ -72,7 +72,7 @@ def test_roles_and_referent_scoping(broker: Broker, database: str, workers: list
     status, body = api("POST", f"{url}/{mine}/acknowledge", {}, token=blois)
     assert status == 403 and body["error"]
     status, body = api("POST", f"{url}/{mine}/acknowledge", {}, token=auditor)
-    assert status == 403 and "no command" in body["error"]
+    assert status == 403 and "aucune commande" in body["error"]
     assert api("GET", f"{worker.url}/metrics", token=blois)[0] == 403
     assert api("GET", f"{worker.url}/metrics", token=auditor)[0] == 200
     assert api("GET", f"{url}/{theirs}", token=auditor)[0] == 200

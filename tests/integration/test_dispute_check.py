@@ -160,6 +160,12 @@ def _timeline(edit: Callable[[list[Any]], None]) -> Callable[[Doc], None]:
     return run
 
 
+def _bump_summary(doc: Doc) -> None:
+    """One more « met » in the first SLA of the summary table (page 1)."""
+    row = next(iter(doc["summary"].values()))
+    row["met"] += 1
+
+
 def _note_line(doc: Doc, number: int, value: str) -> None:
     """Rewrite line ``number`` of the head's signed note (0: origin, 1: size, 2: root)."""
     head = doc["evidence"]["head"]
@@ -220,6 +226,8 @@ TAMPERINGS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "head's root edited beside its note": (_set("evidence", "head", "root_hash", "00" * 32), "valeur signée"),
     "head's map root edited beside its note": (_set("evidence", "head", "ticket_map_root", "11" * 32),
                                                "valeur signée"),
+    "summary edited": (lambda d: _bump_summary(d), "résumé"),
+    "judged at an earlier date": (_set("generated_at", "2020-01-01T00:00:00Z"), "date du fichier modifiée"),
     "quoted policy edited": (lambda d: d["policy_versions"][0].__setitem__(
         "text", d["policy_versions"][0]["text"].replace('"4h"', '"40h"')), "politique"),
 }
@@ -265,6 +273,8 @@ MALFORMED: dict[str, Callable[[str], str]] = {
     "a key twice": lambda s: s.replace('"leaf_index": 3', '"leaf_index": 3, "leaf_index": 4', 1),
     "not JSON": lambda s: s[: len(s) // 2],
     "a list": lambda s: "[]",
+    "a checkpoint field nested too deep": lambda s: json.dumps(_edited(json.loads(s), lambda d: _note_extension(
+        d, "policy_versions", "[" * 100_000))),
 }
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,21 @@ def test_a_dispute_file_leads_to_the_newest_cosigned_head_that_covers_its_events
     assert chosen is not None and chosen.head_id == first.head_id and chosen.cosignatures
     later = head_for_proofs(engine, 9)  # events past the cosigned head: the latest covers them
     assert later is not None and later.head_id == second.head_id
+
+
+def test_the_witness_refuses_a_checkpoint_of_a_size_it_cosigned_that_says_something_else(tmp_path: Path) -> None:
+    """The same size and root with another map of histories (an event hidden from one
+    ticket's history) is a split view of what members rely on; the same checkpoint signed
+    again later (a quiet log's daily head: only its time differs) is cosigned."""
+    key = Ed25519PrivateKey.generate()
+    engine = _engine(tmp_path, 5)
+    witness, _ = _witness(tmp_path, key)
+    first = sign_head(engine, key, load_policy(), T0, ORIGIN)
+    assert witness.add_checkpoint(request_body(0, [], first.note())).status == 200
+    again = sign_head(engine, key, load_policy(), T0 + timedelta(days=1), ORIGIN)
+    assert witness.add_checkpoint(request_body(5, [], again.note())).status == 200
+    forged = dataclasses.replace(first, ticket_map_root="ab" * 32, timestamp=T0 + timedelta(days=2))
+    text = forged.checkpoint_text()
+    line = checkpoint.sign_note(text, ORIGIN, key)
+    answer = witness.add_checkpoint(request_body(5, [], text + "\n" + line.line()))
+    assert (answer.status, answer.body) == (409, "5\n")
