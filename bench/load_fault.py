@@ -88,6 +88,7 @@ from sla.facts import due_facts
 from sla.policy import PolicyError
 from sla.ticket import Ticket
 from slaledger.fixtures import short_intake_policy
+from slaledger.members import EXAMPLE_FILE, load_members
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_acls import ADMIN, PROJECTOR, WORKER
@@ -97,6 +98,9 @@ from streams.topics import COMMANDS, EVENTS, is_tree_head
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FACT_TYPES = {EventType.SLA_WARNING_RAISED, EventType.SLA_BREACHED, EventType.SLA_BREACH_RETRACTED}
+# members `slaledger dev` knows (it checks filings against the example directory); a worker
+# without a directory accepts them as any other
+MEMBERS = sorted(load_members(str(EXAMPLE_FILE)))
 # Next action by ticket status, with weights: a realistic mix that visits every state.
 ACTIONS: dict[str, list[tuple[str, float, dict[str, Any]]]] = {
     "open": [("acknowledge", 1.0, {"note": "Pris en compte"})],
@@ -277,9 +281,9 @@ class Client:
         return str(payload["status"]) if status == 200 else None
 
     def body(self) -> dict[str, Any]:
-        product = "local-trust-mpe" if self.rng.random() < 0.05 else self.rng.choice(["ent", "parapheur", "solaere"])
+        product = "local-trust-mpe" if self.rng.random() < 0.05 else self.rng.choice(["ent", "parapheur", "messagerie"])
         return {"kind": self.rng.choice(KINDS), "channel": self.rng.choice(CHANNELS),
-                "member": f"m-{self.rng.randrange(20):03d}", "product": product,
+                "member": self.rng.choice(MEMBERS), "product": product,
                 "subject": f"Charge {self.n}-{uuid.uuid4().hex[:6]}"}
 
     async def run(self) -> None:
