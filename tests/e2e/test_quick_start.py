@@ -321,7 +321,7 @@ def as_read(name: str, text: str) -> str:
     if name.endswith("(CSV)"):
         rows = list(csv.DictReader(io.StringIO(text)))
         text = "\n".join(",".join(v for k, v in row.items() if k not in ("member", "sla")) for row in rows)
-    text = re.sub(r"localhost/slaledger\n\d+\n.*?— localhost/slaledger \S+", "", text, flags=re.S)
+    text = re.sub(r"localhost/slaledger\n\d+\n.*?— localhost/slaledger\s+\S+", "", text, flags=re.S)
     text = text.replace("Commune de Blois (commune-de-blois)", "Commune de Blois")
     if name.startswith("dispute file"):
         text = text.replace("Membre commune-de-blois,", "Membre,")
