@@ -307,6 +307,16 @@ def distinct_witnesses(witnesses: Sequence[checkpoint.VerifierKey]) -> list[chec
     return list({checkpoint.raw_public(w.public): w for w in witnesses}.values())
 
 
+def witness_threshold(witnesses: Sequence[checkpoint.VerifierKey], required: int | None) -> int:
+    """How many of the (distinct) witnesses must have cosigned: ``required``, or one when keys
+    are given without it (naming witnesses and requiring none would check nothing)."""
+    needed = (1 if witnesses else 0) if required is None else required
+    if not 0 <= needed <= len(witnesses):
+        raise FileError(f"--witnesses-required {needed} : entre 0 et le nombre de clés de témoins distinctes "
+                        f"données ({len(witnesses)})")
+    return needed
+
+
 def witness_shortfall(head_id: int | None, tree_size: int, seen: Sequence[checkpoint.VerifierKey],
                       required: int) -> list[str]:
     """The line saying too few witnesses cosigned a head (none when enough did): a checkpoint
@@ -746,48 +756,43 @@ def _against_earlier(doc: dict[str, Any], head: Head, earlier: dict[str, Any]) -
 
 
 def read_public_key(path: str) -> Ed25519PublicKey:
-    """The operator's Ed25519 public key: PEM, or its 32 raw bytes (raw, hex or base64)."""
+    """The operator's Ed25519 public key: PEM, a C2SP verifier key, or its 32 raw bytes (raw,
+    hex or base64)."""
+    return read_log_key(path)[0]
+
+
+def read_log_key(path: str) -> tuple[Ed25519PublicKey, str | None]:
+    """The operator's public key, and the log's name when the key was given as a C2SP
+    verifier key (``name+hash+key``: a checkpoint of another log under that key is refused)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise FileError(f"fichier de clé publique {path} : {exc.strerror}") from None
-    key: Any = _verifier_key(data)  # the log's verifier key (C2SP signed-note vkey)?
+    vkey = _verifier_key(data)
+    if vkey is not None:
+        return vkey.public, vkey.name
     try:
-        if key is not None:
-            pass
-        elif b"-----BEGIN" in data:
-            key = serialization.load_pem_public_key(data)
+        if b"-----BEGIN" in data:
+            key: Any = serialization.load_pem_public_key(data)
         else:
-            raw = data if len(data) == 32 else _decode32(data.strip())
-            key = Ed25519PublicKey.from_public_bytes(raw)
-    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):  # NoteError is a ValueError
+            key = Ed25519PublicKey.from_public_bytes(data if len(data) == 32 else _decode32(data.strip()))
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
         key = None
     if not isinstance(key, Ed25519PublicKey):
         raise FileError(f"fichier de clé publique {path} : pas une clé publique Ed25519 (PEM, clé de vérification "
                         "C2SP ou 32 octets)")
-    return key
+    return key, None
 
 
-def _verifier_key_name(path: str) -> str | None:
-    """The log's name when its key was given as a C2SP verifier key (``name+hash+key``)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    if _verifier_key(data) is None:
-        return None
-    return data.decode("ascii").strip().split("+", 1)[0]
-
-
-def _verifier_key(data: bytes) -> Ed25519PublicKey | None:
-    """The log's key from its C2SP verifier key (``origin+hash+base64``), else None."""
+def _verifier_key(data: bytes) -> checkpoint.VerifierKey | None:
+    """The log's C2SP verifier key (algorithm Ed25519), else None."""
     if len(data) == 32 or data.count(b"+") < 2:
         return None
     try:
         vkey = checkpoint.VerifierKey.parse(data.decode("ascii"))
     except (ValueError, UnicodeDecodeError):  # NoteError is a ValueError
         return None
-    return vkey.public if vkey.alg == checkpoint.ED25519 else None
+    return vkey if vkey.alg == checkpoint.ED25519 else None
 
 
 def _decode32(text: bytes) -> bytes:
@@ -830,12 +835,9 @@ def run(file: str, public_key: str, earlier: str | None = None, witness_keys: Se
     proven). What ``audit check-file`` and the standalone script do. Witness keys given
     without ``required``: one of them must have cosigned."""
     try:
-        public = read_public_key(public_key)
-        origin = _verifier_key_name(public_key)
+        public, origin = read_log_key(public_key)
         witnesses = distinct_witnesses([read_witness_key(k) for k in witness_keys])
-        needed = (1 if witnesses else 0) if required is None else required
-        if not 0 <= needed <= len(witnesses):
-            raise FileError(f"--witnesses-required {needed} : entre 0 et le nombre de clés de témoins données")
+        needed = witness_threshold(witnesses, required)
         doc = _read_file(file)
         verdict = check(doc, public, _read_file(earlier) if earlier else None, witnesses, needed, origin)
     except FileError as exc:

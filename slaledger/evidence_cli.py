@@ -92,16 +92,15 @@ def witness_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _witnesses(args: argparse.Namespace) -> tuple[list[Any], int]:
-    from projections.dispute_check import distinct_witnesses
+    from projections.dispute_check import FileError, distinct_witnesses, witness_threshold
 
     from .witness_cli import read_vkey
 
     keys = distinct_witnesses([read_vkey(v) for v in args.witness_key])
-    required = (1 if keys else 0) if args.witnesses_required is None else args.witnesses_required
-    if not 0 <= required <= len(keys):
-        raise HeadError(f"--witnesses-required {required}: between 0 and the number of distinct --witness-key "
-                        f"given ({len(keys)})")
-    return keys, required
+    try:
+        return keys, witness_threshold(keys, args.witnesses_required)
+    except FileError as exc:
+        raise HeadError(str(exc)) from None
 
 
 def _engine(args: argparse.Namespace) -> Any:
