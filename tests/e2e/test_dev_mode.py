@@ -164,7 +164,9 @@ def test_dev_mode_is_durable_across_restarts(tmp_path: Path) -> None:
         def covered() -> dict[str, Any] | None:
             status, dossier = call("GET", f"{base}/api/tickets/{ids[1]}/dispute-file?format=json")
             assert status == 200 and dossier["evidence"]["head"] is not None, dossier
-            return dossier if check_dispute_file(dossier, public)[0] == [] else None
+            # a head signed before the acknowledgement proves the earlier events only (« pas encore signés »)
+            problems, proven = check_dispute_file(dossier, public)
+            return dossier if problems == [] and proven == len(dossier["tickets"][0]["timeline"]) else None
 
         dossier = wait_for(covered, timeout=30, interval=1, what="a signed head covering the acknowledgement")
         problems, checked = check_dispute_file(dossier, public)
