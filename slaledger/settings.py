@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from sla.policy import Policy, parse_policy
+from streams.kafka_security import ClientSecurity
 
 DEFAULT_POLICY = "default_policy.toml"
 _SECRET_HINTS = ("password", "secret", "token")
@@ -44,18 +45,11 @@ def mask_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ClientSecurity):
+    """Every setting of every process; the Kafka TLS/SASL fields (``kafka_*``) come from
+    ``streams.kafka_security.ClientSecurity``, the one definition of them."""
+
     broker_url: str = "kafka://127.0.0.1:9092"
-    # Kafka TLS/SASL (see streams.kafka_security): PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL;
-    # SASL mechanism PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512; PEM files for TLS.
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str = ""
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: str = ""
-    kafka_ssl_cafile: str = ""
-    kafka_ssl_certfile: str = ""
-    kafka_ssl_keyfile: str = ""
-    kafka_ssl_password: str = ""  # of an encrypted client key
     partitions: int = 4
     replication_factor: int = 1  # of the topics `slaledger topics create` makes (3 in production)
     web_host: str = "127.0.0.1"

@@ -46,8 +46,11 @@ class KafkaSecurity(Protocol):
 
 @dataclass(frozen=True)
 class ClientSecurity:
-    """``KafkaSecurity`` as a plain value, for a process that has no ``Settings``: the test and
-    bench processes' own clients (``streams.kafka_broker.KafkaCluster.security``)."""
+    """``KafkaSecurity`` as a plain value: the Kafka fields of ``slaledger.settings.Settings``
+    (which extends it), and a process's own clients that have no ``Settings`` (the test and
+    bench processes, ``streams.kafka_broker.KafkaCluster.security``).
+    Protocol PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL; SASL mechanism PLAIN | SCRAM-SHA-256 |
+    SCRAM-SHA-512; PEM files for TLS; ``kafka_ssl_password`` unlocks an encrypted client key."""
 
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""
