@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from sla.events import encode_event
 from sla.ticket import Command, CommandType, Ticket, decide, ticket_from_dict
 from slaledger.settings import load_policy
-from streams.processor import TicketProcessor, decode_command, encode_command
+from streams.codec import decode_command, encode_command
+from streams.processor import TicketProcessor
 from streams.table_values import stored
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}
