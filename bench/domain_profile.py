@@ -55,10 +55,8 @@ def run(records: list[bytes], processor: TicketProcessor) -> dict[str, float]:
         raw = table.get(command.ticket_id)
         ticket = ticket_from_dict(json.loads(raw)) if raw else None
         t2 = clock()
-        events = decide(ticket, command, now)
+        events = decide(ticket, command, now, policy=processor.policy)
         state = ticket if ticket is not None else Ticket(command.ticket_id)
-        if command.type is CommandType.FILE:
-            processor.policy.version_for(events[0].occurred_at).check_covers(events[0].occurred_at)
         for event in events:
             state.apply(event)
         t3 = clock()
