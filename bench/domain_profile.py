@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from sla.events import encode_event
 from sla.ticket import Command, CommandType, Ticket, decide, ticket_from_dict
 from slaledger.settings import load_policy
-from streams.processor import TicketProcessor, decode_command, encode_command
+from streams.codec import decode_command, encode_command
+from streams.processor import TicketProcessor
 from streams.table_values import stored
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}
@@ -54,10 +55,8 @@ def run(records: list[bytes], processor: TicketProcessor) -> dict[str, float]:
         raw = table.get(command.ticket_id)
         ticket = ticket_from_dict(json.loads(raw)) if raw else None
         t2 = clock()
-        events = decide(ticket, command, now)
+        events = decide(ticket, command, now, policy=processor.policy)
         state = ticket if ticket is not None else Ticket(command.ticket_id)
-        if command.type is CommandType.FILE:
-            processor.policy.version_for(events[0].occurred_at).check_covers(events[0].occurred_at)
         for event in events:
             state.apply(event)
         t3 = clock()

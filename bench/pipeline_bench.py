@@ -32,11 +32,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sla.events import decode_event
 from sla.ticket import Command, CommandType
 from slaledger.fixtures import short_intake_policy
+from streams.codec import encode_command
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_acls import WORKER
 from streams.kafka_broker import KafkaCluster, running_broker
 from streams.kafka_tools import end_offsets_total, producer, read_topic
-from streams.processor import encode_command
 from streams.topics import COMMANDS, EVENTS
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "bench"}

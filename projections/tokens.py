@@ -1,8 +1,7 @@
 """API tokens: created and revoked from the CLI, checked by every worker.
 
-The secret (``slt_…``) is printed once; only its SHA-256 is stored. Roles: ``agent`` (acts
-on every ticket), ``referent`` (a member's named referent: files, reads and answers only
-that member's tickets), ``auditor`` (reads and audits, sends no command), ``admin``.
+The secret (``slt_…``) is printed once; only its SHA-256 is stored. A token authenticates
+as a ``service.principal.Principal`` (a plain value, with the roles and what they may do).
 
 The web view signs in with a token and gets a session instead (``TokenStore.open_session``):
 its cookie holds a random id, stored hashed in ``web_sessions``, so that signing out ends it
@@ -21,38 +20,17 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, delete, insert, or_, select, update
 
+from service.principal import ROLES, SIGN_IN, Principal
 from sla.events import CONTROL_CHARACTERS, MAX_ACTOR
 
 from .models import TokenRow, WebSessionRow
 
-# ``metrics``: Prometheus' token, which reads /metrics and nothing else (no ticket, no session).
-ROLES = ("agent", "referent", "auditor", "admin", "metrics")
-STAFF = frozenset({"agent", "auditor", "admin"})
-SCRAPERS = STAFF | {"metrics"}  # who may read /metrics
 TOKENS: Table = TokenRow.__table__  # type: ignore[assignment]
 SESSIONS: Table = WebSessionRow.__table__  # type: ignore[assignment]
 
 
 class TokenError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Principal:
-    token_id: str
-    role: str
-    member: str | None
-    label: str
-
-    @property
-    def actor(self) -> str:
-        """What every event this principal causes records as its actor (cut to what an
-        event accepts: a label stored before labels were checked may be longer)."""
-        return f"{self.role}:{self.label}"[:MAX_ACTOR]
-
-    @property
-    def staff(self) -> bool:
-        return self.role in STAFF
 
 
 def digest(secret: str) -> str:
@@ -178,7 +156,7 @@ class TokenStore:
         past their limits are deleted on the way."""
         with self.engine.connect() as conn:
             row = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == digest(secret))).first()
-        if row is None or row.revoked_at is not None or row.role not in STAFF | {"referent"}:
+        if row is None or row.revoked_at is not None or row.role not in SIGN_IN:
             return None  # a metrics token opens no web session
         session_id = secrets.token_urlsafe(32)
         now = datetime.now(UTC)

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 from . import french
 from .catalogue import Catalogue, UnknownName
+from .errors import PolicyError
 from .events import (
     SLA_FACT_TYPES,
     Event,
@@ -50,6 +51,7 @@ from .events import (
     new_event,
     parse_instant,
 )
+from .policy import Policy, PolicyVersion
 
 
 class Status(StrEnum):
@@ -332,13 +334,19 @@ def hidden_from(ticket: Ticket | None, command: Command) -> bool:
 
 
 def decide(ticket: Ticket | None, command: Command, now: datetime, *,
-           max_backdate: timedelta | None = None, products: Catalogue | None = None) -> list[Event]:
+           policy: Policy | None = None, max_backdate: timedelta | None = None) -> list[Event]:
     """Validate ``command`` against ``ticket`` (None: unknown ticket) and return its events.
-    The recording time is always ``now``; a business time may precede it by ``max_backdate``
-    at most (the policy's limit; who may date at all is decided at the edge). A product named
-    by a filing or a reclassification must be in ``products`` (the policy's catalogue; None or
-    empty: any text), and its event stores the slug: an exclusion is judged on the slug, so
-    « Local Trust MPE » typed in full is excluded as ``local-trust-mpe`` is."""
+
+    The recording time is always ``now``; a business time may precede it by the limit of the
+    ``policy`` version that judges the ticket (for a filing, the one in force at its date;
+    ``PolicyVersion.backdate_limit``), or by ``max_backdate`` when given (the iTop connector's
+    preview, without a policy); who may date at all is decided at the edge. Under a
+    ``policy``, a product named by a filing or a reclassification must be in its catalogue
+    (empty: any text), and its event stores the slug: an exclusion is judged on the slug, so
+    « Local Trust MPE » typed in full is excluded as ``local-trust-mpe`` is; and a filing must
+    be dated where a version can judge it to its end (``PolicyVersion.check_covers``), or no
+    clock could ever be computed for it. Without a policy (tests, previews) none of these
+    three rules is checked but ``max_backdate``."""
     occurred = command.occurred_at or now
     if occurred.tzinfo is None:
         raise DomainError("La date de l'événement doit préciser son fuseau horaire (ex. +01:00).", "invalid")
@@ -349,6 +357,9 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
     occurred = min(occurred, now)
     # recorded when the GIP received it (the API's reception), even if decided later
     recorded = min(max(command.received_at or now, occurred), now)
+    judging = _judging_version(policy, ticket, occurred)
+    if max_backdate is None and judging is not None:
+        max_backdate = judging.backdate_limit(command.actor)
     if max_backdate is not None and recorded - occurred > max_backdate:
         limit = (f"{max_backdate.days} jours" if max_backdate == timedelta(days=max_backdate.days)
                  else french.duration(max_backdate.total_seconds()))
@@ -377,7 +388,7 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
         if occurred < ticket.filed_at:
             raise DomainError("La date de l'événement précède le dépôt du ticket.", "invalid")
 
-    payload = _with_product_slug(command.payload, products) if products else command.payload
+    payload = _with_product_slug(command.payload, policy.products) if policy and policy.products else command.payload
     if ticket is not None and command.type is CommandType.RECLASSIFY:
         kind, product = payload.get("kind"), payload.get("product")
         if (kind in (None, ticket.kind)) and (product in (None, ticket.product)):
@@ -395,7 +406,26 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
         )
     except EventDecodeError as exc:
         raise DomainError(str(exc), "invalid") from None
+    if policy is not None and command.type is CommandType.FILE:
+        try:
+            policy.version_for(occurred).check_covers(occurred)
+        except PolicyError as exc:
+            raise DomainError(str(exc), "invalid") from None
     return [event]
+
+
+def _judging_version(policy: Policy | None, ticket: Ticket | None, occurred: datetime) -> PolicyVersion | None:
+    """The policy version that judges the ticket: the one in force at its filing (for a
+    filing, at the date it gives). None without a policy, or when no version is in force
+    then: a filing is refused for that at the end of ``decide``, after the checks of the
+    command itself, so that their answers come first."""
+    if policy is None:
+        return None
+    at = ticket.filed_at if ticket is not None and ticket.filed_at is not None else occurred
+    try:
+        return policy.version_for(at)
+    except PolicyError:
+        return None
 
 
 def _with_product_slug(payload: Mapping[str, Any], products: Catalogue) -> Mapping[str, Any]:

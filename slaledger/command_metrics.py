@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
+from service.outcomes import RESULTS, CommandUnavailable, NoOutcome, Outcome
 from sla.ticket import Command, CommandType
-from streams.outcomes import CommandUnavailable, NoOutcome
-from streams.processor import RESULTS, Outcome
 
 from .web.ports import CommandBus
 

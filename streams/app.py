@@ -54,16 +54,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from service.handler import Step
+from service.outcomes import CommandUnavailable, NoOutcome, Outcome
 from sla.events import Event, encode_event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket, ticket_from_dict
 
 from .batches import TableWrites, send_batched
+from .codec import encode_command, encode_fact, is_fact
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .kafka_security import aiokafka_options, faust_credentials
-from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter, WaiterSettings
-from .processor import Outcome, Step, TicketProcessor, encode_command, encode_fact, is_fact
+from .outcomes import OutcomeWaiter, WaiterSettings
+from .processor import TicketProcessor
 from .reader import ThreadedReader
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options

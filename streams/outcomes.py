@@ -8,8 +8,9 @@ from typing import Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from service.outcomes import Outcome
+
 from .kafka_security import KafkaSecurity, aiokafka_options
-from .processor import Outcome
 from .topics import OUTCOMES
 
 log = structlog.get_logger(__name__)
@@ -88,11 +89,3 @@ class OutcomeWaiter:
         for future in self._futures.pop(outcome.command_id, []):
             if not future.done():
                 future.set_result(outcome)
-
-
-class CommandUnavailable(Exception):
-    """The command was not sent: the event log is unavailable (retry later)."""
-
-
-class NoOutcome(Exception):
-    """No outcome within the command timeout: the command may still be applied."""

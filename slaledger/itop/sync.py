@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy import Engine, select
 
 from sla.ticket import Command, command_event_id
-from streams.processor import encode_command
+from streams.codec import encode_command
 from streams.topics import COMMANDS, DEAD_LETTERS
 
 from .client import (

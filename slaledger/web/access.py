@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web as aioweb
 from faust.web import Request
 
-from projections.tokens import Principal
+from service.principal import Principal
 from sla.clock import evaluate
 from sla.display import shown_state
 from sla.ticket import Ticket

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from projections.tokens import Principal
+from service.principal import Principal
 from sla import french
 from sla.events import CHANNELS, KINDS
 from sla.ticket import CommandType, Status, commands_allowed

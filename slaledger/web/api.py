@@ -30,7 +30,8 @@ import structlog
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from projections.tokens import SCRAPERS, Principal
+from service.outcomes import CommandUnavailable, NoOutcome, Outcome
+from service.principal import SCRAPERS, Principal
 from sla.catalogue import Catalogue, UnknownName
 from sla.clock import ClockStatus
 from sla.events import (
@@ -44,8 +45,6 @@ from sla.events import (
 )
 from sla.ticket import COMMAND_EVENT, Command, CommandType, Status
 from sla.view import ticket_view
-from streams.outcomes import CommandUnavailable, NoOutcome
-from streams.processor import Outcome
 
 from .access import BadRequest, authenticator, find_tickets, json_errors, visible_ticket
 from .ports import Ports

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web as aioweb
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from projections.tokens import SCRAPERS
+from service.principal import SCRAPERS
 
 from .access import BadRequest, bearer, json_errors
 from .ports import Authenticator

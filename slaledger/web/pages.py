@@ -41,12 +41,12 @@ import faust
 import structlog
 from faust.web import Request, Response, View
 
-from projections.tokens import Principal
+from service.outcomes import CommandUnavailable, NoOutcome
+from service.principal import Principal
 from sla import french
 from sla.events import KINDS, Event
 from sla.ticket import OPEN_STATUSES, Command, CommandType, Ticket
 from sla.view import ticket_view
-from streams.outcomes import CommandUnavailable, NoOutcome
 
 from . import actions, render
 from .access import (

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from projections.tokens import Principal
+from service.outcomes import Outcome
+from service.principal import Principal
 from sla.catalogue import Catalogue
 from sla.events import Event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket
-from streams.processor import Outcome
 
 from .throttle import FailureLimit, Network
 

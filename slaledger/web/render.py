@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from projections.tokens import Principal
+from service.principal import Principal
 from sla import french
 from sla.display import shown_state
 from sla.display import worst_state as sla_worst_state

@@ -102,7 +102,7 @@ def test_the_running_filter_means_on_time_not_at_risk() -> None:
 def test_a_referent_cannot_date_a_fact_an_agent_can() -> None:
     import pytest
 
-    from projections.tokens import Principal
+    from service.principal import Principal
     from slaledger.web.access import BadRequest as Refused
 
     referent = Principal("t1", "referent", "commune-de-blois", "commune-de-blois")
@@ -120,7 +120,7 @@ def test_a_referent_cannot_date_a_fact_an_agent_can() -> None:
     (CommandType.FILE, {**FILE, "member": "commune-de-tours"}, "que pour son propre membre"),
 ])
 def test_a_referent_is_refused_in_french(command: CommandType, body: dict[str, Any], french: str) -> None:
-    from projections.tokens import Principal
+    from service.principal import Principal
 
     referent = Principal("t1", "referent", "commune-de-blois", "commune-de-blois")
     with pytest.raises(BadRequest) as refused:

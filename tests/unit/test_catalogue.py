@@ -9,7 +9,8 @@ from sla.clock import ClockStatus, evaluate
 from sla.events import EventType, new_event
 from sla.policy import Policy, PolicyError, parse_policy
 from sla.ticket import Command, CommandType, DomainError, Ticket, decide, fold
-from streams.processor import TicketProcessor, encode_command
+from streams.codec import encode_command
+from streams.processor import TicketProcessor
 from tests.conftest import at
 
 NOW = at("2026-12-07T10:00:00+01:00")  # a Monday, in the intake window
@@ -18,7 +19,7 @@ FILING = {"kind": "incident", "channel": "portal", "member": "commune-de-blois",
 
 def filed(policy: Policy, product: str) -> Ticket:
     events = decide(None, Command(CommandType.FILE, "SL-1", "agent:alice", {**FILING, "product": product}), NOW,
-                    products=policy.products)
+                    policy=policy)
     return fold(events)
 
 
@@ -45,14 +46,14 @@ def test_an_unknown_product_is_refused_with_the_closest_names(policy: Policy) ->
 def test_a_reclassification_names_a_catalogue_product_too(policy: Policy) -> None:
     ticket = filed(policy, "parapheur")
     events = decide(ticket, Command(CommandType.RECLASSIFY, "SL-1", "agent:alice", {"product": "Local Trust MPE"}),
-                    NOW, products=policy.products)
+                    NOW, policy=policy)
     assert events[0].payload["product"] == "local-trust-mpe"
     with pytest.raises(DomainError, match="ne change ni"):  # the same product, by its name
         decide(ticket, Command(CommandType.RECLASSIFY, "SL-1", "agent:alice", {"product": "Parapheur électronique"}),
-               NOW, products=policy.products)
+               NOW, policy=policy)
     with pytest.raises(DomainError, match="Produit inconnu : « Parafeur »"):
         decide(ticket, Command(CommandType.RECLASSIFY, "SL-1", "agent:alice", {"product": "Parafeur"}), NOW,
-               products=policy.products)
+               policy=policy)
 
 
 def test_the_worker_answers_an_unknown_product_as_invalid(policy: Policy) -> None:

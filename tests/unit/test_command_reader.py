@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from faust.types import TP
 
 from sla.ticket import Command, CommandType
-from streams.processor import encode_command
+from streams.codec import encode_command
 from streams.table_values import partition_for, position_key
 from streams.topics import COMMANDS
 from tests.unit.test_redelivery import FILE, Sent, pipeline

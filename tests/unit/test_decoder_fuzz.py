@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sla.events import EventDecodeError, decode_event, encode_event
-from streams.processor import CommandDecodeError, decode_command
+from streams.codec import CommandDecodeError, decode_command
 from tests.conftest import filed
 
 json_values = st.recursive(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.tokens import Principal
+from service.principal import Principal
 from sla.events import validate_ticket_id
 from sla.ticket import CommandType
 from slaledger.web.api import key_scope, keyed_command_id, new_ticket_id

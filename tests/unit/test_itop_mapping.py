@@ -23,7 +23,8 @@ from slaledger.itop.mapping import (
     ticket_id_for,
     translate,
 )
-from streams.processor import TicketProcessor, decode_command, encode_command
+from streams.codec import decode_command, encode_command
+from streams.processor import TicketProcessor
 from tests.itop_fake import FIXTURES, load_fixture
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -13,7 +13,7 @@ import pytest
 from projections import monthly
 from projections.audit import Filters, LogRecord, dispute_file, replay
 from projections.report import to_html, to_markdown
-from projections.tokens import Principal
+from service.principal import Principal
 from sla.events import Event, EventType, encode_event
 from sla.policy import Policy
 from sla.ticket import fold

@@ -17,8 +17,9 @@ from sla.ticket import Command, CommandType, ticket_from_dict
 from slaledger.settings import load_policy
 from streams.app import Pipeline, Record
 from streams.batches import TableWrites
+from streams.codec import encode_command
 from streams.deadlines import DeadlineIndex
-from streams.processor import TicketProcessor, encode_command
+from streams.processor import TicketProcessor
 from streams.table_values import events_position_key, partition_for, refusals_of
 from streams.topics import COMMANDS, EVENTS, OUTCOMES
 
@@ -177,7 +178,7 @@ def test_the_timer_s_fact_is_appended_by_the_agent_once_and_only_while_it_is_due
     appends it (the only writer of the events topic), once, and not at all if the ticket
     no longer owes it (an acknowledgement decided in between)."""
     from sla.events import encode_event
-    from streams.processor import encode_fact
+    from streams.codec import encode_fact
     from tests.conftest import ev, filed
 
     sent = Sent()
@@ -208,7 +209,7 @@ def test_the_timer_s_fact_is_appended_by_the_agent_once_and_only_while_it_is_due
 
 
 def test_an_unreadable_fact_is_dead_lettered() -> None:
-    from streams.processor import FACT_PREFIX
+    from streams.codec import FACT_PREFIX
 
     sent = Sent()
     p = pipeline(sent)

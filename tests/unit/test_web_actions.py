@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.tokens import Principal
+from service.principal import Principal
 from sla.policy import Policy
 from sla.ticket import CommandType, Status
 from slaledger.web import actions

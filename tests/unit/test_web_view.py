@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.tokens import Principal
+from service.principal import Principal
 from sla.events import EventType, format_instant
 from sla.policy import Policy
 from sla.ticket import fold
