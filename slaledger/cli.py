@@ -31,7 +31,7 @@ from .settings import Settings, load_policy
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from projections.audit import LogRecord
+    from projections.audit.sources import LogRecord
     from slaledger.itop.sync import Publisher
 
 T = TypeVar("T")
@@ -382,7 +382,8 @@ def _counted(bar: Any, records: Iterable[T]) -> Iterator[T]:
 
 def _audit_records(settings: Settings, source: str, engine: Engine | None,
                    ticket: str | None = None) -> Iterator[LogRecord]:
-    from projections.audit import archive_records, kafka_records
+    from projections.audit.kafka_source import kafka_records
+    from projections.audit.sources import archive_records
 
     if source == "archive":  # one ticket: only its rows, checked against the Merkle tree
         assert engine is not None
@@ -401,7 +402,8 @@ def _resend_window(text: str) -> int:
 
 
 def cmd_audit_replay(args: argparse.Namespace) -> int:
-    from projections.audit import Filters, dispute_file, replay, stable_json
+    from projections.audit.dispute_file import dispute_file, stable_json
+    from projections.audit.replay import Filters, replay
     from projections.report import to_html, to_markdown, to_pdf
 
     from .bootstrap import engine_for
@@ -441,7 +443,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from projections.audit import verify_projection
+    from projections.audit.replay import verify_projection
 
     from .bootstrap import engine_for
 

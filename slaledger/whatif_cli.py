@@ -96,7 +96,9 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_what_if(args: argparse.Namespace) -> int:
-    from projections.audit import Filters, archive_records, kafka_records
+    from projections.audit.kafka_source import kafka_records
+    from projections.audit.replay import Filters
+    from projections.audit.sources import archive_records
     from projections.whatif import compare, judging, ticket_histories, to_csv, to_html, to_json, to_pdf, to_table
 
     if args.format == "pdf" and not args.output:

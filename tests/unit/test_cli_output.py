@@ -82,7 +82,7 @@ def test_a_bad_output_file_fails_before_the_replay_and_keeps_the_existing_file(
         tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     url = archive_of(tmp_path, policy, 1)
     replays: list[object] = []
-    monkeypatch.setattr("projections.audit.replay", lambda *a, **k: replays.append(a))
+    monkeypatch.setattr("projections.audit.replay.replay", lambda *a, **k: replays.append(a))
     assert main(["audit", "replay", "--source", "archive", "--database", url, "-o", str(tmp_path / "no" / "f")]) == 2
     assert "directory" in capsys.readouterr().err and replays == []
 
