@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,17 +241,11 @@ def load_private_key(data: bytes) -> Ed25519PrivateKey:
     """An Ed25519 private key: PEM (PKCS#8, as ``slaledger keys create`` writes it), or the
     raw 32-byte seed (raw, hex or base64)."""
     if b"-----BEGIN" in data:
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise HeadError(f"signing key: {exc}") from None
+        key = _pem(data, "signing key", lambda pem: serialization.load_pem_private_key(pem, password=None))
         if not isinstance(key, Ed25519PrivateKey):
             raise HeadError("signing key: not an Ed25519 key")
         return key
-    raw = _raw32(data)
-    if raw is None:
-        raise HeadError("signing key: neither PEM nor a 32-byte Ed25519 seed")
-    return Ed25519PrivateKey.from_private_bytes(raw)
+    return Ed25519PrivateKey.from_private_bytes(_raw_key(data, "signing key", "a 32-byte Ed25519 seed"))
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:
@@ -262,17 +256,25 @@ def load_public_key(data: bytes) -> Ed25519PublicKey:
         except (checkpoint.NoteError, UnicodeDecodeError) as exc:
             raise HeadError(f"public key: {exc}") from None
     if b"-----BEGIN" in data:
-        try:
-            key = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError) as exc:
-            raise HeadError(f"public key: {exc}") from None
+        key = _pem(data, "public key", serialization.load_pem_public_key)
         if not isinstance(key, Ed25519PublicKey):
             raise HeadError("public key: not an Ed25519 key")
         return key
+    return Ed25519PublicKey.from_public_bytes(_raw_key(data, "public key", "32 raw bytes"))
+
+
+def _pem(data: bytes, what: str, load: Callable[[bytes], object]) -> object:
+    try:
+        return load(data)
+    except (ValueError, TypeError) as exc:
+        raise HeadError(f"{what}: {exc}") from None
+
+
+def _raw_key(data: bytes, what: str, expected: str) -> bytes:
     raw = _raw32(data)
     if raw is None:
-        raise HeadError("public key: neither PEM nor 32 raw bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
+        raise HeadError(f"{what}: neither PEM nor {expected}")
+    return raw
 
 
 def read_key_file(path: str | Path, public: bool = False) -> Any:
