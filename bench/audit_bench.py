@@ -23,7 +23,9 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from projections.audit import Filters, LogRecord, kafka_records, replay
+from projections.audit.kafka_source import kafka_records
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import LogRecord
 from sla.events import EventType, encode_event, new_event
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker

@@ -29,7 +29,9 @@ from sqlalchemy import create_engine, insert, select
 
 from projections import merkle, ticket_map, tree
 from projections.archive_hash import GENESIS_HASH, chain_hash
-from projections.audit import Filters, archive_records, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import archive_records
 from projections.heads import sign_head
 from projections.migrate import create_schema
 from projections.models import ARCHIVE

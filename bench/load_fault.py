@@ -77,7 +77,9 @@ from typing import Any
 import aiohttp
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from projections.audit import archive_records, kafka_records, verify_projection
+from projections.audit.kafka_source import kafka_records
+from projections.audit.replay import verify_projection
+from projections.audit.sources import archive_records
 from projections.migrate import create_schema
 from projections.models import ARCHIVE
 from projections.projection import checkpoints

@@ -32,7 +32,8 @@ from typing import Any
 from sqlalchemy import create_engine, insert, select
 
 from projections.archive_hash import GENESIS_HASH, chain_hash
-from projections.audit import Filters, archive_records, replay
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import archive_records
 from projections.migrate import create_schema
 from projections.models import ARCHIVE
 from projections.whatif import compare, ticket_histories

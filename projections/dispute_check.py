@@ -35,7 +35,7 @@ import binascii
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ from sla.clock import Clock, evaluate
 from sla.errors import PolicyError
 from sla.events import Event, EventDecodeError, EventType, decode_event, format_instant, parse_instant
 from sla.explain import clock_view, explanation
+from sla.log_names import CHECKPOINT_SCHEMA, TREE_HEAD_SCHEMA
 from sla.policy import Policy, parse_policy
 from sla.ticket import Ticket
 from sla.view import antedated
@@ -58,8 +59,6 @@ from . import checkpoint, merkle
 from .ticket_history import history_hash, map_leaf
 
 FILE_SCHEMA = "slaledger.dispute-file/1"
-HEAD_SCHEMA = "slaledger.tree-head/1"  # the former JSON form, still read
-CHECKPOINT_SCHEMA = "slaledger.checkpoint/1"  # = streams.topics.CHECKPOINT_SCHEMA (not imported: no structlog here)
 HEAD_SIGNED = ("schema", "tree_size", "root_hash", "timestamp", "policy_versions", "key_id", "ticket_map_root")
 HEADER = ("filed_at", "member", "kind", "product", "channel", "subject")
 MAX_INT = 2**63 - 1
@@ -201,6 +200,13 @@ def _versions(raw: Any, where: str) -> list[dict[str, Any]]:
 CHECKPOINT_FIELDS = ("timestamp", "policy_versions", "key_id", "ticket_map_root")  # its extension lines
 
 
+def differing_copies(data: Mapping[str, Any], signed: Mapping[str, Any]) -> list[str]:
+    """The fields written beside a signed note whose readable copy is not the signed value.
+    Only the note counts: a copy that says otherwise is a modified file, refused here and by
+    ``heads.SignedHead.from_dict`` alike (one comparison for both)."""
+    return [name for name, value in signed.items() if name in data and data[name] != value]
+
+
 def read_checkpoint(data: dict[str, Any], where: str) -> Head:
     """A head published as a C2SP checkpoint: only its signed note counts; the readable
     copies written beside it must say the same."""
@@ -236,8 +242,8 @@ def read_checkpoint(data: dict[str, Any], where: str) -> Head:
         if name in data:
             _hex32(data[name], f"{where}.{name}")
     differ = tuple(f"{where}.{name} : la copie lisible ({_short(data[name])}) n'est pas la valeur signée dans le "
-                   f"point de contrôle ({_short(value)}) : fichier modifié" for name, value in signed_values.items()
-                   if name in data and data[name] != value)
+                   f"point de contrôle ({_short(signed_values[name])}) : fichier modifié"
+                   for name in differing_copies(data, signed_values))
     head_id = data.get("head_id")
     if head_id is not None:
         _int(head_id, f"{where}.head_id")
@@ -253,8 +259,8 @@ def read_head(raw: Any, where: str = "evidence.head") -> Head:
     unknown = sorted(set(data) - {*HEAD_SIGNED, "signature", "head_id"})
     if unknown:
         raise FileError(f"{where} : champ inconnu {unknown[0]!r}")
-    if data.get("schema") != HEAD_SCHEMA:
-        raise FileError(f"{where}.schema : {HEAD_SCHEMA!r} est attendu")
+    if data.get("schema") != TREE_HEAD_SCHEMA:
+        raise FileError(f"{where}.schema : {TREE_HEAD_SCHEMA!r} est attendu")
     size = _int(data.get("tree_size"), f"{where}.tree_size")
     root = _hex32(data.get("root_hash"), f"{where}.root_hash")
     map_root = (None if "ticket_map_root" not in data

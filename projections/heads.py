@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,11 +38,11 @@ from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from sla.events import EventDecodeError, format_instant, parse_instant
+from sla.log_names import CHECKPOINT_SCHEMA, TREE_HEAD_SCHEMA
 from sla.policy import Policy
-from streams.topics import CHECKPOINT_SCHEMA, TREE_HEAD_KEY, TREE_HEAD_SCHEMA, TREE_HEADS
 
 from . import checkpoint, ticket_map, tree
-from .dispute_check import distinct_witnesses, witness_shortfall
+from .dispute_check import differing_copies, distinct_witnesses, witness_shortfall
 from .models import HEADS
 from .projection import ARCHIVE_LOCK
 
@@ -119,10 +119,10 @@ class SignedHead:
             if data.get("schema") == CHECKPOINT_SCHEMA:
                 head = cls.from_note(data["checkpoint"], data.get("head_id"))
                 shown = head.to_dict()
-                for name in ("signature", *head.signed_fields()):  # the readable copies, if any
-                    if name in data and data[name] != shown[name]:
-                        raise HeadError(f"checkpoint: its {name} as written beside it ({str(data[name])[:80]!r}) "
-                                        "is not the signed value")
+                differ = differing_copies(data, {name: shown[name] for name in ("signature", *head.signed_fields())})
+                if differ:
+                    raise HeadError(f"checkpoint: its {differ[0]} as written beside it ({str(data[differ[0]])[:80]!r}) "
+                                    "is not the signed value")
                 return head
             if data.get("schema") != TREE_HEAD_SCHEMA:
                 raise HeadError(f"not a tree head (schema {data.get('schema')!r})")
@@ -241,17 +241,11 @@ def load_private_key(data: bytes) -> Ed25519PrivateKey:
     """An Ed25519 private key: PEM (PKCS#8, as ``slaledger keys create`` writes it), or the
     raw 32-byte seed (raw, hex or base64)."""
     if b"-----BEGIN" in data:
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise HeadError(f"signing key: {exc}") from None
+        key = _pem(data, "signing key", lambda pem: serialization.load_pem_private_key(pem, password=None))
         if not isinstance(key, Ed25519PrivateKey):
             raise HeadError("signing key: not an Ed25519 key")
         return key
-    raw = _raw32(data)
-    if raw is None:
-        raise HeadError("signing key: neither PEM nor a 32-byte Ed25519 seed")
-    return Ed25519PrivateKey.from_private_bytes(raw)
+    return Ed25519PrivateKey.from_private_bytes(_raw_key(data, "signing key", "a 32-byte Ed25519 seed"))
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:
@@ -262,17 +256,25 @@ def load_public_key(data: bytes) -> Ed25519PublicKey:
         except (checkpoint.NoteError, UnicodeDecodeError) as exc:
             raise HeadError(f"public key: {exc}") from None
     if b"-----BEGIN" in data:
-        try:
-            key = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError) as exc:
-            raise HeadError(f"public key: {exc}") from None
+        key = _pem(data, "public key", serialization.load_pem_public_key)
         if not isinstance(key, Ed25519PublicKey):
             raise HeadError("public key: not an Ed25519 key")
         return key
+    return Ed25519PublicKey.from_public_bytes(_raw_key(data, "public key", "32 raw bytes"))
+
+
+def _pem(data: bytes, what: str, load: Callable[[bytes], object]) -> object:
+    try:
+        return load(data)
+    except (ValueError, TypeError) as exc:
+        raise HeadError(f"{what}: {exc}") from None
+
+
+def _raw_key(data: bytes, what: str, expected: str) -> bytes:
     raw = _raw32(data)
     if raw is None:
-        raise HeadError("public key: neither PEM nor 32 raw bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
+        raise HeadError(f"{what}: neither PEM nor {expected}")
+    return raw
 
 
 def read_key_file(path: str | Path, public: bool = False) -> Any:
@@ -435,55 +437,13 @@ def list_heads(engine: Engine) -> list[SignedHead]:
         return [_head(r) for r in conn.execute(select(HEADS).order_by(HEADS.c.head_id))]
 
 
-@dataclass
-class HeadSigner:
-    """The projector's schedule: a head when ``interval`` passed since the last one and the
-    tree grew, and at least daily; every stored head not yet published goes on the tree-heads
-    topic under ``TREE_HEAD_KEY`` (heads signed on demand by ``slaledger audit sign-head``
-    or by a dispute file too)."""
+def unpublished_heads(engine: Engine) -> list[SignedHead]:
+    """The stored heads not yet on the tree-heads topic, oldest first."""
+    with engine.connect() as conn:
+        return [_head(r) for r in conn.execute(select(HEADS).where(HEADS.c.published_at.is_(None))
+                                               .order_by(HEADS.c.head_id))]
 
-    key: Ed25519PrivateKey
-    policy: Policy
-    interval: timedelta = timedelta(hours=1)
-    origin: str = DEFAULT_ORIGIN
-    bootstrap: str | None = None  # None: not published (no broker)
-    embedded: bool = False
-    _producer: Any = None
 
-    def tick(self, engine: Engine, now: datetime | None = None) -> SignedHead | None:
-        now = now or datetime.now(UTC)
-        last = latest_head(engine)
-        signed = None
-        with engine.connect() as conn:
-            size = tree.tree_size(conn)
-        if last is None or (now - last.timestamp >= self.interval and size > last.tree_size) \
-                or now - last.timestamp >= MAX_HEAD_AGE:
-            signed = sign_head(engine, self.key, self.policy, now, self.origin)
-        self.publish(engine)
-        return signed
-
-    def publish(self, engine: Engine) -> int:
-        if self.bootstrap is None:
-            return 0
-        with engine.connect() as conn:
-            pending = [_head(r) for r in conn.execute(select(HEADS).where(HEADS.c.published_at.is_(None))
-                                                      .order_by(HEADS.c.head_id))]
-        if not pending:
-            return 0
-        if self._producer is None:
-            from streams.kafka_tools import producer
-
-            self._producer = producer(self.bootstrap, embedded=self.embedded)
-        for head in pending:
-            self._producer.send(TREE_HEADS, key=TREE_HEAD_KEY, value=canonical(head.to_dict()))
-        self._producer.flush()
-        with engine.begin() as conn:
-            conn.execute(update(HEADS).where(HEADS.c.head_id.in_([h.head_id for h in pending]))
-                         .values(published_at=datetime.now(UTC)))
-        log.info("tree heads published", heads=[h.head_id for h in pending])
-        return len(pending)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
-            self._producer = None
+def mark_published(engine: Engine, head_ids: Sequence[int | None]) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(HEADS).where(HEADS.c.head_id.in_(head_ids)).values(published_at=datetime.now(UTC)))

@@ -9,9 +9,9 @@ import structlog
 from kafka import KafkaConsumer
 from sqlalchemy import Engine
 
+from sla.log_names import EVENTS
 from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
-from streams.topics import EVENTS
 
 from .projection import checkpoints
 

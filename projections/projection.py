@@ -21,9 +21,9 @@ from sqlalchemy.engine import Connection
 from sla.clock import ClockStatus, evaluate
 from sla.events import Event, EventDecodeError, decode_event
 from sla.explain import explanation
+from sla.log_names import DEAD_LETTERS, EVENTS, is_tree_head
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket, ticket_from_dict, ticket_to_dict
-from streams.topics import DEAD_LETTERS, EVENTS, is_tree_head
 
 from . import bulk, merkle, ticket_map, totals, tree
 from .archive_hash import GENESIS_HASH, chain_hash

@@ -16,12 +16,12 @@ from kafka import KafkaConsumer
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from sla.log_names import DEAD_LETTERS, EVENTS
 from sla.policy import Policy
 from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
-from streams.topics import DEAD_LETTERS, EVENTS
 
-from .heads import HeadSigner
+from .head_signer import HeadSigner
 from .projection import Incoming, Projection, checkpoints
 
 log = structlog.get_logger(__name__)

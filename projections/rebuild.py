@@ -14,8 +14,8 @@ import structlog
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
+from sla.log_names import EVENTS
 from sla.policy import Policy
-from streams.topics import EVENTS
 
 from .models import CLOCKS, TICKETS, shadow_tables
 from .projection import Projection

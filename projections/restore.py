@@ -17,9 +17,9 @@ import structlog
 from kafka import KafkaConsumer
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from sla.log_names import EVENTS
 from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, producer, true_end_offsets
-from streams.topics import EVENTS
 
 from .models import ARCHIVE, CHECKPOINTS, HEADS
 

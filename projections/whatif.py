@@ -36,7 +36,8 @@ from sla.readings import changes
 from sla.ticket import Ticket, fold
 
 from . import report
-from .audit import Filters, LogRecord
+from .audit.replay import Filters
+from .audit.sources import LogRecord
 from .compliance import rate as compliance
 
 SCHEMA = "slaledger.what-if/1"

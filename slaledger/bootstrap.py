@@ -25,8 +25,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine
 
 from projections.alerts import start_alert_pusher
-from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
-from projections.heads import PRIVATE_FILE, HeadSigner, operator_key, sign_head
+from projections.audit.dispute_file import dispute_file, stable_json
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import archive_records
+from projections.head_signer import HeadSigner
+from projections.heads import PRIVATE_FILE, operator_key, sign_head
 from projections.lag import LagProbe
 from projections.metrics import ProjectionCollector
 from projections.migrate import create_schema

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_common import connection_options
 from .settings import Settings
 
 
@@ -23,9 +24,8 @@ def add_parsers(commands: Any) -> None:
     migrate = db_commands.add_parser(
         "migrate", help="as the superuser: create or update the processes' login roles, migrate the schema as its "
                         "owner role, grant each role its tables (idempotent)")
-    migrate.add_argument("--database", dest="database_url", help="the superuser's SQLAlchemy URL "
-                                                                  "(env SLALEDGER_DATABASE_URL)")
-    migrate.add_argument("--data-dir", help="where the default SQLite file lives (dev: migrate only)")
+    connection_options(migrate, database="the superuser's SQLAlchemy URL (env SLALEDGER_DATABASE_URL)",
+                       data_dir="where the default SQLite file lives (dev: migrate only)")
     migrate.add_argument("--passwords", metavar="DIR", default="/run/secrets",
                          help="directory of the login roles' password files, one per role: "
                               "db_projector_password, db_worker_password, db_itop_password, db_report_password, "

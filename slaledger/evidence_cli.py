@@ -18,6 +18,7 @@ from typing import Any
 from projections.heads import HeadError, SignedHead
 from projections.tree import TreeError
 
+from .cli_common import DATABASE_HELP, connection_options
 from .settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -44,21 +45,17 @@ def add_parsers(commands: Any, audit_commands: Any) -> None:
                                          "derived from SLALEDGER_PUBLIC_URL): written in signing-key.vkey")
     create.set_defaults(handler=cmd_keys_create)
 
-    def database_flags(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--database", dest="database_url", help="SQLAlchemy URL (env SLALEDGER_DATABASE_URL)")
-        sub.add_argument("--data-dir", help="where the default SQLite file lives")
-
     sign = audit_commands.add_parser("sign-head", help="sign the archive's tree head now (the projector "
                                                        "publishes it on the events topic)")
-    database_flags(sign)
+    connection_options(sign, database=DATABASE_HELP)
     sign.add_argument("--policy", dest="policy_file", help="policy file (TOML): its versions are signed in the head")
     sign.set_defaults(handler=cmd_sign_head)
     heads = audit_commands.add_parser("heads", help="the signed tree heads, oldest first (JSON lines)")
-    database_flags(heads)
+    connection_options(heads, database=DATABASE_HELP)
     heads.set_defaults(handler=cmd_heads)
     consistency = audit_commands.add_parser(
         "consistency", help="prove that the archive signed by one head extends the one signed by an earlier head")
-    database_flags(consistency)
+    connection_options(consistency, database=DATABASE_HELP)
     for flag in ("--from", "--to"):
         consistency.add_argument(flag, dest=flag[2:] + "_head", required=True, metavar="HEAD",
                                  help="a head id, or a JSON file: a head or a dispute file carrying one")

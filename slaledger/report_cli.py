@@ -32,9 +32,9 @@ from projections import monthly
 from projections.deliveries import record_sent, was_sent
 from projections.monthly import Month, MonthError
 from sla import french
-from sla.events import EventDecodeError, parse_instant
 from sla.policy import Policy
 
+from .cli_common import DATABASE_HELP, connection_options, instant
 from .logs import configure_logging
 from .mail import MailError, SmtpConfig, send, statement_message
 from .members import EXAMPLE_FILE, Member, MembersError, load_members
@@ -65,15 +65,14 @@ def add_parsers(commands: Any) -> None:
     schedule = sub.add_parser("schedule", help="send every member last month's statement on the 1st at 06:00 "
                                                "(long-running; what was sent is recorded, never sent twice)")
     schedule.add_argument("--once", action="store_true", help="one pass, then exit (1 if a sending failed)")
-    schedule.add_argument("--now", type=_instant, help="with --once: the pass as if run at this instant (ISO 8601)")
+    schedule.add_argument("--now", type=instant, help="with --once: the pass as if run at this instant (ISO 8601)")
     schedule.add_argument("--heartbeat", help="file touched at each wake-up (a container health check reads it)")
     schedule.set_defaults(handler=cmd_report_schedule, parser=schedule)
 
     for parser in (one, schedule):
         parser.add_argument("--members", dest="members_file", help="members directory, TOML "
                                                                    "(env SLALEDGER_MEMBERS_FILE)")
-        parser.add_argument("--database", dest="database_url", help="SQLAlchemy URL (env SLALEDGER_DATABASE_URL)")
-        parser.add_argument("--data-dir", help="where the default SQLite file lives")
+        connection_options(parser, database=DATABASE_HELP)
         parser.add_argument("--policy", dest="policy_file", help="policy file (TOML)")
 
 
@@ -82,13 +81,6 @@ def _month(value: str) -> Month:
         return Month.parse(value)
     except MonthError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _instant(value: str) -> datetime:
-    try:
-        return parse_instant(value, "date")
-    except EventDecodeError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("date: ")) from None
 
 
 def _fail(args: argparse.Namespace, message: str) -> NoReturn:

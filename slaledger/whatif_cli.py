@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sla.events import EventDecodeError, parse_instant
 from sla.policy import Policy, PolicyError, coverage_errors, parse_policy
 from sla.readings import changes
 
+from .cli_common import connection_options, instant
 from .logs import configure_logging
 from .output import output_file
 from .settings import Settings, load_policy
@@ -39,12 +39,10 @@ def add_parsers(audit_commands: Any, policy_commands: Any) -> None:
                                                                "or the convention's policy)")
     what_if.add_argument("--member", help="one member's tickets")
     what_if.add_argument("--by-member", action="store_true", help="counts per SLA and per member")
-    what_if.add_argument("--from", dest="filed_from", type=_instant, required=True, help="filed at or after (ISO 8601)")
-    what_if.add_argument("--to", dest="filed_to", type=_instant, required=True, help="filed before (ISO 8601)")
+    what_if.add_argument("--from", dest="filed_from", type=instant, required=True, help="filed at or after (ISO 8601)")
+    what_if.add_argument("--to", dest="filed_to", type=instant, required=True, help="filed before (ISO 8601)")
     what_if.add_argument("--source", choices=["archive", "topic"], default="archive")
-    what_if.add_argument("--broker", help="kafka://host:port (env SLALEDGER_BROKER_URL)")
-    what_if.add_argument("--database", dest="database_url", help="SQLAlchemy URL of the archive")
-    what_if.add_argument("--data-dir", help="where the default SQLite file lives")
+    connection_options(what_if, broker=True, database="SQLAlchemy URL of the archive")
     what_if.add_argument("--format", choices=FORMATS, default="table")
     what_if.add_argument("--output", "-o", type=output_file, help="file to write (default: stdout; required for pdf)")
     what_if.set_defaults(handler=cmd_what_if)
@@ -56,13 +54,6 @@ def add_parsers(audit_commands: Any, policy_commands: Any) -> None:
     check = policy_commands.add_parser("check", help="validate a policy file: keys, versions, covered years")
     check.add_argument("file", help="the policy file (TOML)")
     check.set_defaults(handler=cmd_policy_check)
-
-
-def _instant(value: str) -> datetime:
-    try:
-        return parse_instant(value, "date")
-    except EventDecodeError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("date: ")) from None
 
 
 def read_policy(path: str) -> Policy:
@@ -96,7 +87,9 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_what_if(args: argparse.Namespace) -> int:
-    from projections.audit import Filters, archive_records, kafka_records
+    from projections.audit.kafka_source import kafka_records
+    from projections.audit.replay import Filters
+    from projections.audit.sources import archive_records
     from projections.whatif import compare, judging, ticket_histories, to_csv, to_html, to_json, to_pdf, to_table
 
     if args.format == "pdf" and not args.output:

@@ -14,6 +14,15 @@ from dataclasses import dataclass
 
 import structlog
 
+from sla.log_names import COMMANDS as COMMANDS
+from sla.log_names import DEAD_LETTERS as DEAD_LETTERS
+from sla.log_names import EVENTS as EVENTS
+from sla.log_names import OUTCOMES as OUTCOMES
+from sla.log_names import TREE_HEAD_KEY as TREE_HEAD_KEY
+from sla.log_names import TREE_HEADS as TREE_HEADS
+from sla.log_names import is_tree_head as is_tree_head
+from sla.log_names import tree_head_shaped as tree_head_shaped
+
 log = structlog.get_logger(__name__)
 
 
@@ -53,36 +62,6 @@ def topic_specs(partitions: int = 4) -> list[TopicSpec]:
                   "changelog of the agent's processed positions (see streams.app, gap repair)"),
         TopicSpec(f"{APP_ID}-__assignor-__leader", 1, {"cleanup.policy": "delete"}, "Faust leader election"),
     ]
-
-
-COMMANDS = "slaledger.ticket-commands"
-EVENTS = "slaledger.ticket-events"
-OUTCOMES = "slaledger.command-outcomes"
-DEAD_LETTERS = "slaledger.dead-letters"
-# The archive's signed tree heads (projections.heads) have their own topic: the events
-# topic is written by the ticket agent only. Heads are keyed by this key, which no ticket id
-# can take (a ticket id starts with a letter or digit); logs written before 2026-12-04 carry
-# them on the events topic, so every reader of that topic still skips the key.
-TREE_HEADS = "slaledger.tree-heads"
-TREE_HEAD_KEY = b"__tree_head__"
-TREE_HEAD_SCHEMA = "slaledger.tree-head/1"  # the former JSON form, still read
-CHECKPOINT_SCHEMA = "slaledger.checkpoint/1"  # a C2SP checkpoint (projections.heads)
-
-
-def is_tree_head(key: bytes | None) -> bool:
-    return key == TREE_HEAD_KEY
-
-
-def tree_head_shaped(data: bytes | None) -> bool:
-    """A record under the tree-head key is a JSON object of a tree-head schema (its
-    signature is for the audit to check, with the public key the worker does not hold)."""
-    import json
-
-    try:
-        body = json.loads(data or b"")
-    except (ValueError, TypeError):
-        return False
-    return isinstance(body, dict) and body.get("schema") in (TREE_HEAD_SCHEMA, CHECKPOINT_SCHEMA)
 
 
 def create_topics(bootstrap: str, partitions: int = 4, *, replication: int = 1,

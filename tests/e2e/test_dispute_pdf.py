@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from projections.archive_hash import GENESIS_HASH, chain_hash
-from projections.audit import Filters, LogRecord, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import LogRecord
 from projections.report import to_html, to_pdf
 from sla.events import EventType, encode_event, new_event
 from slaledger.settings import load_policy

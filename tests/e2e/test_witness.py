@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from projections.audit import Filters, archive_records, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import archive_records
 from projections.heads import VKEY_FILE, create_key_pair, get_head, read_key_file, sign_head
 from projections.migrate import create_schema
 from projections.projection import Incoming, Projection

@@ -109,7 +109,9 @@ def test_who_may_date_a_fact(broker: Broker, database: str, workers: list[Worker
     within the policy's limit, and the fact is flagged « antidaté » with who dated it."""
     from datetime import UTC, datetime, timedelta
 
-    from projections.audit import Filters, archive_records, dispute_file, replay
+    from projections.audit.dispute_file import dispute_file
+    from projections.audit.replay import Filters, replay
+    from projections.audit.sources import archive_records
 
     engine = create_engine(database)
     create_schema(engine)

@@ -12,7 +12,10 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 from sqlalchemy import create_engine, select, text, update
 
-from projections.audit import Filters, archive_records, dispute_file, kafka_records, replay, verify_projection
+from projections.audit.dispute_file import dispute_file
+from projections.audit.kafka_source import kafka_records
+from projections.audit.replay import Filters, replay, verify_projection
+from projections.audit.sources import archive_records
 from projections.migrate import create_schema
 from projections.models import ARCHIVE, TICKETS
 from projections.projector import run_projector

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from projections.audit import archive_records
+from projections.audit.sources import archive_records
 from projections.deliveries import record_sent, was_sent
 from projections.heads import add_cosignature, latest_head, sign_head
 from projections.metrics import ProjectionCollector

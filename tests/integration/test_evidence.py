@@ -17,8 +17,10 @@ from sqlalchemy import create_engine, delete, func, select, update
 
 from projections import merkle, ticket_map, tree
 from projections.archive_hash import GENESIS_HASH, chain_hash
-from projections.audit import Filters, kafka_records, replay, verify_projection
-from projections.heads import HeadSigner, head_at, latest_head, read_key_file
+from projections.audit.kafka_source import kafka_records
+from projections.audit.replay import Filters, replay, verify_projection
+from projections.head_signer import HeadSigner
+from projections.heads import head_at, latest_head, read_key_file
 from projections.migrate import create_schema
 from projections.models import ARCHIVE, DEAD, MAP_COMMITS, MAP_NODES, MAP_TICKETS, NODES
 from projections.projector import run_projector

@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import create_engine
 
 from projections import monthly
-from projections.audit import Filters, archive_records, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import archive_records
 from projections.deliveries import record_sent, sent, was_sent
 from projections.migrate import create_schema
 from projections.models import HEADS

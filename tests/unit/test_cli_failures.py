@@ -122,12 +122,12 @@ def test_a_database_that_refuses_stops_a_worker_before_any_broker(command: str, 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the environment's failures are turned into a line: a programming error is not hidden."""
-    import slaledger.cli as cli
+    from slaledger import sla_cli
 
     def broken(_: object) -> int:
         raise KeyError("bug")
 
-    monkeypatch.setattr(cli, "cmd_policy_holidays", broken)
+    monkeypatch.setattr(sla_cli, "cmd_policy_holidays", broken)
     with pytest.raises(KeyError):
         main(["policy", "holidays", "--from", "2026", "--to", "2026"])
 
@@ -300,7 +300,7 @@ def test_dev_keeps_one_agent_token_across_restarts(tmp_path: Path) -> None:
 
     from projections.migrate import create_schema
     from projections.tokens import ensure_token, list_tokens, revoke_token
-    from slaledger.cli import _dev_token
+    from slaledger.worker_cli import _dev_token
 
     engine = create_engine(f"sqlite:///{tmp_path / 'slaledger.db'}")
     create_schema(engine)

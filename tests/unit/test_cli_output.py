@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-import slaledger.cli as cli
 from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
 from sla.events import EventType, encode_event
 from sla.policy import Policy
-from slaledger import itop
+from slaledger import itop, itop_cli
 from slaledger.cli import main
+from slaledger.cli_common import counted, progress_bar
 from streams.topics import EVENTS
 from tests.conftest import ev, filed
 from tests.itop_fake import FakeItop, ListPublisher
@@ -30,7 +30,7 @@ ALL = ("userrequest_core_get.json", "incident_core_get.json")
 def test_itop_sync_once_json_is_one_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(itop, "KafkaPublisher", ListPublisher)
-    monkeypatch.setattr(cli, "_reach_broker", lambda settings: None)
+    monkeypatch.setattr(itop_cli, "reach_broker", lambda settings: None)
     with FakeItop().load(*ALL) as fake:
         url = fake.url
         argv = ["itop", "sync", "--url", fake.url, "--user", "sync", "--password", "s3cret",
@@ -82,22 +82,22 @@ def test_a_bad_output_file_fails_before_the_replay_and_keeps_the_existing_file(
         tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     url = archive_of(tmp_path, policy, 1)
     replays: list[object] = []
-    monkeypatch.setattr("projections.audit.replay", lambda *a, **k: replays.append(a))
+    monkeypatch.setattr("projections.audit.replay.replay", lambda *a, **k: replays.append(a))
     assert main(["audit", "replay", "--source", "archive", "--database", url, "-o", str(tmp_path / "no" / "f")]) == 2
     assert "directory" in capsys.readouterr().err and replays == []
 
 
 def test_the_bar_advances_when_forced_on_and_is_silent_otherwise() -> None:
     shown = io.StringIO()
-    bar = cli._progress_bar("Relecture", "événements", 3, file=shown, disable=False)
-    assert list(cli._counted(bar, iter("abc"))) == ["a", "b", "c"]
+    bar = progress_bar("Relecture", "événements", 3, file=shown, disable=False)
+    assert list(counted(bar, iter("abc"))) == ["a", "b", "c"]
     bar.close()
     text = shown.getvalue()
     assert "Relecture" in text and "3/3" in text and "événements" in text and "100%" in text
 
     silent = io.StringIO()  # not a terminal: tqdm is disabled and writes nothing
-    bar = cli._progress_bar("Relecture", "événements", 3, file=silent)
-    assert list(cli._counted(bar, iter("abc"))) == ["a", "b", "c"]
+    bar = progress_bar("Relecture", "événements", 3, file=silent)
+    assert list(counted(bar, iter("abc"))) == ["a", "b", "c"]
     bar.close()
     assert silent.getvalue() == ""
 
@@ -111,7 +111,7 @@ def test_a_rebuild_reports_each_batch_to_its_bar(tmp_path: Path, policy: Policy,
                [Incoming(EVENTS, 0, 1, encode_event(filed("2026-03-02T09:00:00+01:00", ticket_id="R-2")))]]
     monkeypatch.setattr(rebuild_module, "consume", lambda *a, **k: iter(batches))
     shown = io.StringIO()
-    bar = cli._progress_bar("Reconstruction", "événements", 2, file=shown, disable=False)
+    bar = progress_bar("Reconstruction", "événements", 2, file=shown, disable=False)
     assert rebuild_module.rebuild(create_engine(url), "unused:9092", policy, progress=bar.update) == 2
     bar.close()
     assert "2/2" in shown.getvalue()

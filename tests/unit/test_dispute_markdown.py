@@ -9,7 +9,9 @@ from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from projections.audit import Filters, LogRecord, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import LogRecord
 from projections.report import to_markdown
 from sla.events import EventDecodeError, EventType, encode_event, new_event
 from slaledger.settings import load_policy

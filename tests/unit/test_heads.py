@@ -17,9 +17,9 @@ from sqlalchemy import create_engine
 
 from projections import merkle, tree
 from projections.dispute_check import head_problems, read_head
+from projections.head_signer import HeadSigner
 from projections.heads import (
     HeadError,
-    HeadSigner,
     SignedHead,
     create_key_pair,
     head_at,
@@ -198,7 +198,9 @@ def test_a_file_downloaded_before_the_next_head_says_its_newest_events_are_not_y
     prouvé » and check-file answered FAILED."""
     from html import unescape
 
-    from projections.audit import Filters, archive_records, dispute_file, replay, stable_json
+    from projections.audit.dispute_file import dispute_file, stable_json
+    from projections.audit.replay import Filters, replay
+    from projections.audit.sources import archive_records
     from projections.heads import public_pem, sign_head
     from projections.projection import Incoming, Projection
     from projections.report import to_html, to_markdown

@@ -11,7 +11,9 @@ from html import unescape
 import pytest
 
 from projections import monthly
-from projections.audit import Filters, LogRecord, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import LogRecord
 from projections.report import to_html, to_markdown
 from service.principal import Principal
 from sla.events import Event, EventType, encode_event

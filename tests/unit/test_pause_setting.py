@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.audit import policy_readings
+from projections.audit.dispute_file import policy_readings
 from projections.monthly import Month, statement, to_html
 from sla.clock import clocks
 from sla.events import EventType

@@ -7,7 +7,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.audit import Filters, LogRecord, dispute_file, replay
+from projections.audit.dispute_file import dispute_file
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import LogRecord
 from projections.report import to_markdown
 from sla.events import EventType, encode_event
 from sla.policy import Policy

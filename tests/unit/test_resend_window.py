@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from projections.audit import Filters, LogRecord, replay
+from projections.audit.replay import Filters, replay
+from projections.audit.sources import LogRecord
 from sla.events import decode_event, encode_event
 from sla.policy import Policy
 from tests.conftest import at, filed

@@ -38,11 +38,12 @@ def test_no_credential_reaches_the_start_log() -> None:
 
 def test_cli_port_values() -> None:
     """0 turns the projector's metrics server off; beyond 65535 is a usage error (exit 2)."""
-    from slaledger.cli import UsageError, _settings, build_parser
+    from slaledger.cli import build_parser
+    from slaledger.cli_common import UsageError, command_settings
 
-    assert _settings(build_parser().parse_args(["project", "--metrics-port", "0"])).metrics_port == 0
+    assert command_settings(build_parser().parse_args(["project", "--metrics-port", "0"])).metrics_port == 0
     with pytest.raises(UsageError, match="not a TCP port"):
-        _settings(build_parser().parse_args(["project", "--metrics-port", "70000"]))
+        command_settings(build_parser().parse_args(["project", "--metrics-port", "70000"]))
 
 
 def test_a_secret_is_read_from_its_file_and_the_database_url_gets_the_password(tmp_path: Path) -> None:

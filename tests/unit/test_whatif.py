@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from projections.audit import Filters, LogRecord
+from projections.audit.replay import Filters
+from projections.audit.sources import LogRecord
 from projections.whatif import compare, judging, ticket_histories, to_csv, to_html, to_pdf, to_table
 from sla.events import Event, EventType, encode_event
 from sla.policy import Policy
