@@ -16,12 +16,11 @@ import structlog
 from aiohttp import web as aioweb
 from faust.web import Request
 
-from projections.tokens import Principal
 from sla.clock import evaluate
 from sla.display import shown_state
 from sla.ticket import Ticket
 
-from .ports import Authenticator, Ports
+from .ports import Authenticator, Ports, Principal
 from .throttle import FailureLimit, Network, client_address
 
 log = structlog.get_logger(__name__)

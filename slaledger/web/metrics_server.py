@@ -16,10 +16,8 @@ import structlog
 from aiohttp import web as aioweb
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from projections.tokens import SCRAPERS
-
 from .access import BadRequest, bearer, json_errors
-from .ports import Authenticator
+from .ports import SCRAPERS, Authenticator
 from .throttle import FailureLimit, Network
 
 log = structlog.get_logger(__name__)

@@ -23,13 +23,13 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from projections.tokens import Principal
 from sla import french
 from sla.display import shown_state
 from sla.display import worst_state as sla_worst_state
 from sla.events import KINDS, Event, EventType, parse_instant
 
 from . import actions
+from .ports import Principal
 
 STATE_SYMBOL = {"breached": "✖", "at_risk": "⚠", "running": "▶", "paused": "‖", "pending": "…", "met": "✓",
                 "retracted": "↺", "excluded": "–"}

@@ -4,7 +4,7 @@ member's tickets; the same comparison as ``slaledger audit what-if``, each ticke
 its page. Admin role only (403 for any other role, sign-in first); it writes nothing.
 
 Kept apart from ``pages.py``: it only needs the caller (``access.authenticator``), the
-``whatif`` port and the pages' response helpers.
+``whatif`` port and the pages' response helpers (``browser.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sla.policy import PolicyError
 
 from . import render
 from .access import BadRequest, authenticator
-from .pages import html_response, local_next, redirect
+from .browser import html_response, local_next, redirect
 from .ports import Ports
 
 log = structlog.get_logger(__name__)

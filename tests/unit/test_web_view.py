@@ -16,7 +16,7 @@ from sla.policy import Policy
 from sla.ticket import fold
 from sla.view import ticket_view
 from slaledger.settings import Settings, load_policy
-from slaledger.web.pages import local_next, session_cookie
+from slaledger.web.browser import local_next
 from slaledger.web.render import (
     MAX_TICKS,
     TICK_STEPS,
@@ -31,6 +31,7 @@ from slaledger.web.render import (
     story_segments,
     ticket_page,
 )
+from slaledger.web.signin import session_cookie
 from tests.conftest import PARIS, at, ev, filed
 
 POLICY = load_policy()
