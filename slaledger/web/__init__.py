@@ -11,11 +11,10 @@ from typing import Any
 
 import faust
 
-from . import api, dispute, openapi, pages, signin
+from . import api, dispute, openapi, pages, signin, whatif
 from .access import authenticator, json_errors
 from .edge import EDGE, Edge, web_app
 from .ports import Ports
-from .whatif import register_whatif
 
 # In this order: aiohttp tries a path's routes in the order they were added.
 ROUTES = (
@@ -46,4 +45,5 @@ def register(app: faust.App, route_table: Any, ports: Ports) -> None:
     application[EDGE] = Edge(ports, authenticator(ports), route_table)
     for path, view in ROUTES:
         app.page(path)(view)
-    register_whatif(app, ports)
+    if ports.whatif is not None:  # drafts and an archive: the admins' what-if page
+        app.page(whatif.PATH)(whatif.WhatIfPage)

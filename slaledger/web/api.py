@@ -1,7 +1,8 @@
 """The JSON API's views: file and list tickets, read one, act on one; health, readiness and
 the metrics. Each view reads the request, builds the command (``commands.py``, shared with
 the pages) and answers what sending it gave; nothing here decides a domain question.
-Reads go to the worker that owns the ticket's partition (``EdgeView.on_owner``).
+Reads go to the worker that owns the ticket's partition (``EdgeView.on_owner``); a
+``BadRequest`` a view raises is answered in JSON (``EdgeView.on_request_error``).
 
 The JSON API takes a bearer token only, never the pages' session cookie.
 """
@@ -76,31 +77,24 @@ class ApiView(EdgeView):
 
 class Tickets(ApiView):
     async def post(self, request: Request) -> Response:
-        try:
-            who = await self.edge.authenticate(request)
-            key = idempotency_key(request)
-            body = await read_json(request)
-            command = filing_command(body, who, key, self.ports.members)
-        except BadRequest as exc:
-            return self.refusal(exc)
-        return await self.answer(command)
+        who = await self.edge.authenticate(request)
+        key = idempotency_key(request)
+        body = await read_json(request)
+        return await self.answer(filing_command(body, who, key, self.ports.members))
 
     async def get(self, request: Request) -> Response:
-        try:
-            who = await self.edge.authenticate(request)
-        except BadRequest as exc:
-            return self.refusal(exc)
+        who = await self.edge.authenticate(request)
         query = request.query
         try:
             page = max(1, int(query.get("page", "1")))
             size = min(500, max(1, int(query.get("page_size", "50"))))
         except ValueError:
-            return self.json({"error": "page et page_size doivent être des entiers", "field": "page"}, status=422)
+            raise BadRequest(422, "page et page_size doivent être des entiers", "page") from None
         status, member, sla_status = query.get("status"), query.get("member"), query.get("sla_status")
         if status and status not in [s.value for s in Status]:
-            return self.json({"error": f"unknown status {status!r}", "field": "status"}, status=422)
+            raise BadRequest(422, f"unknown status {status!r}", "status")
         if sla_status and sla_status not in SLA_STATES:
-            return self.json({"error": f"unknown sla_status {sla_status!r}", "field": "sla_status"}, status=422)
+            raise BadRequest(422, f"unknown sla_status {sla_status!r}", "sla_status")
         ports = self.ports
         now = self.edge.now()
         rows = await find_tickets(ports, who, now, statuses=[status] if status else (), member=member,
@@ -118,39 +112,29 @@ class OneTicket(ApiView):
         # Authenticated here first: nothing is forwarded for the anonymous, and a refusal
         # (a 429 with its Retry-After) is answered by this worker, headers kept, against the
         # caller's address (Faust rebuilds a forwarded answer from its status and body only).
-        try:
-            who = await self.edge.authenticate(request)
-        except BadRequest as exc:
-            return self.refusal(exc)
+        who = await self.edge.authenticate(request)
         return await self.on_owner(request, lambda: self.found(who, ticket_id))
 
     async def found(self, who: Principal, ticket_id: str) -> Response:
         ticket = visible_ticket(self.ports, who, ticket_id)
         if ticket is None:
-            return self.json({"error": f"ticket {ticket_id} not found"}, status=404)
+            raise BadRequest(404, f"ticket {ticket_id} not found")
         return self.json(ticket_view(ticket, self.ports.policy, self.edge.now()))
 
 
 class TicketAction(ApiView):
     async def post(self, request: Request, ticket_id: str, action: str) -> Response:
-        try:
-            who = await self.edge.authenticate(request)  # first: nothing is answered to the anonymous
-        except BadRequest as exc:
-            return self.refusal(exc)
+        who = await self.edge.authenticate(request)  # first: nothing is answered to the anonymous
         command_type = ACTIONS.get(action)
         if command_type is None:
-            return self.json({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"}, status=404)
+            raise BadRequest(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
         try:
             validate_ticket_id(ticket_id)
         except EventDecodeError as exc:  # no such ticket can exist: nothing is sent
-            return self.json({"error": f"ticket {ticket_id} not found ({exc})", "field": "ticket_id"}, status=404)
-        try:
-            key = idempotency_key(request)
-            body = await read_json(request)
-            command = command_from_body(command_type, ticket_id, body, who, key, self.ports.members)
-        except BadRequest as exc:
-            return self.refusal(exc)
-        return await self.answer(command)
+            raise BadRequest(404, f"ticket {ticket_id} not found ({exc})", "ticket_id") from None
+        key = idempotency_key(request)
+        body = await read_json(request)
+        return await self.answer(command_from_body(command_type, ticket_id, body, who, key, self.ports.members))
 
 
 class Health(ApiView):
@@ -166,10 +150,7 @@ class Ready(ApiView):
 
 class Metrics(ApiView):
     async def get(self, request: Request) -> Response:
-        try:
-            who = await self.edge.authenticate(request, scrape=True)
-        except BadRequest as exc:
-            return self.refusal(exc)
+        who = await self.edge.authenticate(request, scrape=True)
         if who.role not in SCRAPERS:
-            return self.json({"error": "les métriques sont réservées à l'équipe support"}, status=403)
+            raise BadRequest(403, "les métriques sont réservées à l'équipe support")
         return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

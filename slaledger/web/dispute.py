@@ -27,24 +27,18 @@ class DisputeFile(EdgeView):
     whole archive (in a thread)."""
 
     async def get(self, request: Request, ticket_id: str) -> Response:
-        try:
-            who = await self.edge.authenticate(request, cookie=True)
-        except BadRequest as exc:
-            return self.refusal(exc)
+        who = await self.edge.authenticate(request, cookie=True)
         if not who.staff:
-            return self.json({"error": "le dossier de contestation est réservé à l'équipe support et aux "
-                                       "auditeurs"}, status=403)
+            raise BadRequest(403, "le dossier de contestation est réservé à l'équipe support et aux auditeurs")
         fmt = request.query.get("format", "json")
         if fmt not in DISPUTE_FORMATS:
-            return self.json({"error": f"format must be one of {', '.join(DISPUTE_FORMATS)}", "field": "format"},
-                             status=422)
+            raise BadRequest(422, f"format must be one of {', '.join(DISPUTE_FORMATS)}", "format")
         archive = self.ports.archive
         if archive is None:
-            return self.json({"error": "pas d'archive des événements sur ce serveur "
-                                       "(SLALEDGER_DATABASE_URL)"}, status=404)
+            raise BadRequest(404, "pas d'archive des événements sur ce serveur (SLALEDGER_DATABASE_URL)")
         rendered = await asyncio.get_running_loop().run_in_executor(None, archive.dispute_file, ticket_id, fmt)
         if rendered is None:
-            return self.json({"error": f"ticket {ticket_id} not found in the archive"}, status=404)
+            raise BadRequest(404, f"ticket {ticket_id} not found in the archive")
         content, ok = rendered
         content_type, ext = DISPUTE_FORMATS[fmt]
         filename = f"dossier-{_SAFE_FILENAME.sub('_', ticket_id)[:64]}.{ext}"

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web as aioweb
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from faust.web.exceptions import WebError
 
 from .access import Authenticate, BadRequest
 from .ports import Ports
@@ -47,7 +48,7 @@ def web_app(app: Any) -> aioweb.Application:
 
 
 class EdgeView(View):
-    """A view of the product: its ``edge``, a JSON refusal, and the ticket owner's answer."""
+    """A view of the product: its ``edge``, its refusals in JSON, and the ticket owner's answer."""
 
     @property
     def edge(self) -> Edge:
@@ -57,12 +58,11 @@ class EdgeView(View):
     def ports(self) -> Ports:
         return self.edge.ports
 
-    def refusal(self, exc: BadRequest) -> Response:
-        """A ``BadRequest`` as the JSON API answers it."""
-        body: dict[str, Any] = {"error": exc.message}
-        if exc.field:
-            body["field"] = exc.field
-        return self.json(body, status=exc.status, headers=exc.headers)
+    async def on_request_error(self, request: Request, exc: WebError) -> Response:
+        """A ``BadRequest`` the view raised, as the JSON API answers it: ``{"error", "field"}``."""
+        if not isinstance(exc, BadRequest):
+            return await super().on_request_error(request, exc)
+        return self.json(exc.body(), status=exc.status, headers=exc.headers)
 
     async def on_owner(self, request: Request, answer: Callable[[], Awaitable[Response]]) -> Response:
         """``answer()`` when this worker holds the ticket ``{ticket_id}`` of the path (its

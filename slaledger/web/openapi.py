@@ -12,7 +12,6 @@ from sla.clock import ClockStatus
 from sla.events import KINDS, PAYLOAD_SCHEMAS, EventType
 from sla.ticket import COMMAND_EVENT, Status
 
-from .access import BadRequest
 from .api import IDEMPOTENCY_HEADER, SLA_STATES
 from .commands import ACTIONS
 from .edge import EdgeView
@@ -20,10 +19,7 @@ from .edge import EdgeView
 
 class OpenApi(EdgeView):
     async def get(self, request: Request) -> Response:
-        try:
-            await self.edge.authenticate(request)
-        except BadRequest as exc:
-            return self.refusal(exc)
+        await self.edge.authenticate(request)
         return self.json(openapi_document())
 
 

@@ -227,6 +227,6 @@ class Static(PageView):
     async def get(self, request: Request, name: str) -> Response:
         content_type = STATIC.get(name)
         if content_type is None:
-            return self.json({"error": f"no static file {name!r}"}, status=404)
+            raise BadRequest(404, f"no static file {name!r}")
         return self.bytes(static_asset(name), headers={
             "Content-Type": content_type, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
