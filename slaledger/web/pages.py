@@ -35,6 +35,7 @@ from sla.view import ticket_view
 from . import actions, render
 from .access import BadRequest, find_tickets, session_id, visible_ticket
 from .browser import SECURITY_HEADERS, PageView, html_response, redirect
+from .clocks import queue_sort_key
 from .commands import ACTIONS, DATING_ROLES, command_from_body, filing_command, send
 from .ports import Principal
 
@@ -83,7 +84,7 @@ class TicketsPageView(PageView):
         found = await find_tickets(self.ports, who, at, statuses=OPEN_STATUSES, member=filters["member"] or None,
                                    sla_status=filters["sla"] or None)
         views = [self.page_view(t, at) for t in found if not filters["kind"] or t.kind == filters["kind"]]
-        views.sort(key=render.queue_sort_key)
+        views.sort(key=queue_sort_key)
         return views[:QUEUE_LIMIT], len(views)
 
 
