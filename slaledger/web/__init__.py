@@ -7,9 +7,8 @@ authenticates its caller first) except health, readiness, sign-in and the static
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
+from faust.types import CollectionT
 
 from . import api, dispute, openapi, pages, signin, whatif
 from .access import authenticator, json_errors
@@ -37,7 +36,7 @@ ROUTES = (
 )
 
 
-def register(app: faust.App, route_table: Any, ports: Ports) -> None:
+def register(app: faust.App, route_table: CollectionT, ports: Ports) -> None:
     """The API and the web pages, on the worker's port: ``route_table`` is the table whose
     owner of a ticket id answers the ticket's reads."""
     application = web_app(app)

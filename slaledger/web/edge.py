@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web as aioweb
 from faust.exceptions import SameNode
+from faust.types import CollectionT
 from faust.web import Request, Response, View
 from faust.web.exceptions import WebError
 
@@ -27,7 +28,7 @@ from .ports import Ports
 class Edge:
     ports: Ports
     authenticate: Authenticate
-    route_table: Any  # the worker's tickets table: its owner of a ticket id answers the ticket's reads
+    route_table: CollectionT  # the worker's tickets table: its owner of a ticket id answers the ticket's reads
 
     @property
     def tz(self) -> ZoneInfo:
