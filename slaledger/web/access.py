@@ -15,13 +15,13 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web as aioweb
 from faust.web import Request
+from faust.web.exceptions import WebError
 
-from service.principal import Principal
 from sla.clock import evaluate
 from sla.display import shown_state
 from sla.ticket import Ticket
 
-from .ports import Authenticator, Ports
+from .ports import Authenticator, Ports, Principal
 from .throttle import FailureLimit, Network, client_address
 
 log = structlog.get_logger(__name__)
@@ -32,11 +32,20 @@ SESSION_COOKIE = "slaledger_session"
 MAX_SECRET = 256  # longer is no token or session id of ours: refused without a database look-up
 
 
-class BadRequest(Exception):
+class BadRequest(WebError):
+    """A request refused: its status, the French ``message``, the input at fault (``field``)
+    and headers to answer with. A view that does not catch it answers it in JSON
+    (``EdgeView.on_request_error``): Faust hands a view's ``WebError`` to that hook."""
+
     def __init__(self, status: int, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # not WebError's: its arguments would make str() recurse
         self.status, self.message, self.field, self.headers = status, message, field, headers or {}
+        self.code, self.detail, self.extra_context = status, message, {}
+
+    def body(self) -> dict[str, str]:
+        """The JSON answer's body: ``{"error"}``, and ``"field"`` when one is at fault."""
+        return {"error": self.message, **({"field": self.field} if self.field else {})}
 
 
 def too_many_failures(retry_after: int) -> BadRequest:

@@ -1,7 +1,7 @@
 """The agents' and referents' actions from the pages: which forms a caller sees, the token
 that protects them, and a posted form turned into the API's request body.
 
-A form goes down the API's own command path (``command_from_body`` → commands topic → the
+A form goes down the API's own command path (``commands.py`` → commands topic → the
 ticket agent's outcome), so a page can do nothing the API would refuse, and a refusal is
 the domain's French message. The session cookie is SameSite=Strict; on top of it every
 form carries a token derived from the session (an HMAC keyed by the session's bearer
@@ -21,16 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from service.principal import Principal
 from sla import french
 from sla.events import CHANNELS, KINDS
 from sla.ticket import CommandType, Status, commands_allowed
 
 from .access import BadRequest
-from .api import ACTIONS, DATING_ROLES, REFERENT_COMMANDS
-
-__all__ = ["DATING_ROLES", "ActionForm", "Field", "action_fields", "body_from_form", "filing_body", "filing_fields",
-           "form_token", "form_token_ok", "forms_for", "may_file", "new_form_key", "posted_form_key", "typed"]
+from .commands import ACTIONS, COMMAND_ROLES, DATING_ROLES, REFERENT_COMMANDS
+from .ports import Principal
 
 ACTION_NAME = {command: name for name, command in ACTIONS.items()}  # CommandType → the API's path word
 # Without authentication there is no session to derive the token from: one per process.
@@ -107,7 +104,7 @@ def action_fields(command: CommandType, kind: str | None, dating: bool) -> tuple
 def forms_for(who: Principal, status: str, kind: str) -> list[ActionForm]:
     """The actions ``who`` may take on a ticket in ``status``: a referent answers and adds
     information; the support team does what the ticket's status allows; an auditor reads."""
-    if who.role not in ("agent", "admin", "referent"):
+    if who.role not in COMMAND_ROLES:
         return []
     allowed = commands_allowed(Status(status))
     if who.role == "referent":
@@ -132,7 +129,7 @@ def filing_body(who: Principal, form: Mapping[str, str], tz: ZoneInfo) -> dict[s
 
 
 def may_file(who: Principal) -> bool:
-    return who.role in ("agent", "admin", "referent")
+    return who.role in COMMAND_ROLES
 
 
 # --- the form token ---------------------------------------------------------------------------

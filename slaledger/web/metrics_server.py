@@ -16,10 +16,8 @@ import structlog
 from aiohttp import web as aioweb
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from service.principal import SCRAPERS
-
 from .access import BadRequest, bearer, json_errors
-from .ports import Authenticator
+from .ports import SCRAPERS, Authenticator
 from .throttle import FailureLimit, Network
 
 log = structlog.get_logger(__name__)
@@ -35,7 +33,7 @@ def metrics_app(registry: CollectorRegistry, auth: Authenticator | None,
             try:
                 who = await bearer(request, auth, failures, trusted)
             except BadRequest as exc:
-                return aioweb.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+                return aioweb.json_response(exc.body(), status=exc.status, headers=exc.headers)
             if who.role not in SCRAPERS:
                 return aioweb.json_response({"error": "les métriques sont réservées à l'équipe support"}, status=403)
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)

@@ -5,6 +5,10 @@ readiness, and read the archive (a ticket's timeline and its dispute file). The 
 web pages never see the Faust worker, the SQL engine or the token store as such:
 ``slaledger.bootstrap`` wires implementations of these into a ``Ports`` value. A test can
 hand in fakes; following a request stays inside ``slaledger/web/``.
+
+The types the web layer takes from the rest of the product (the caller, a command's
+outcome and why none came) are imported here and nowhere else in ``slaledger/web/``: when
+one moves, one import line follows it.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from service.outcomes import Outcome
-from service.principal import Principal
+from service.outcomes import CommandUnavailable, NoOutcome, Outcome
+from service.principal import SCRAPERS, Principal
 from sla.catalogue import Catalogue
 from sla.events import Event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket
 
 from .throttle import FailureLimit, Network
+
+__all__ = ["SCRAPERS", "Archive", "Authenticator", "CommandBus", "CommandUnavailable", "DraftComparisons", "NoOutcome",
+           "Outcome", "Ports", "Principal", "TicketFinder", "TicketReader", "WorkerStatus"]
 
 
 class TicketReader(Protocol):
@@ -35,8 +42,8 @@ class CommandBus(Protocol):
         """Commands can be sent now (false while the worker starts)."""
 
     async def submit(self, command: Command) -> Outcome:
-        """Send and await the outcome; raises ``streams.outcomes.CommandUnavailable`` when nothing
-        was sent and ``streams.outcomes.NoOutcome`` when no outcome came in time."""
+        """Send and await the outcome; raises ``CommandUnavailable`` when nothing was sent and
+        ``NoOutcome`` when no outcome came in time."""
 
 
 class TicketFinder(Protocol):

@@ -3,8 +3,9 @@
 Every value reaches the markup through a template, where autoescape escapes it: nothing
 here escapes by hand. This module holds what the templates cannot say simply: the French
 wording tables, the formatting of instants and countdowns (the same wording as
-``slaledger/web/static/web.js``), the queue's order, and the geometry of the segments
-axis. The routes (``pages.py``) call the ``*_page`` functions and ``queue_table``.
+``slaledger/web/static/web.js``) and of events; a clock's reading is ``clocks.py``, the
+segments axis' geometry ``axis.py``. The views (``pages.py``) call the ``*_page`` functions
+and ``queue_table``.
 
 Markup rules the script and the browser tests rely on: ``time[data-countdown]`` carries
 the deadline in ``datetime``, ``#queue`` holds the fragment (``data-fragment``,
@@ -15,29 +16,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from service.principal import Principal
 from sla import french
-from sla.display import shown_state
-from sla.display import worst_state as sla_worst_state
 from sla.events import KINDS, Event, EventType, parse_instant
 
 from . import actions
+from .axis import Span, axis_geometry, story_segments, tick_label
+from .clocks import clock_state, counting, current_clocks, suspended, time_left, worst_state
+from .ports import Principal
 
 STATE_SYMBOL = {"breached": "✖", "at_risk": "⚠", "running": "▶", "paused": "‖", "pending": "…", "met": "✓",
                 "retracted": "↺", "excluded": "–"}
 FILTER_STATES = ("breached", "at_risk", "running", "paused", "pending")
 ROLE_LABEL = {"agent": "Agent", "referent": "Référent", "auditor": "Auditeur", "admin": "Administrateur"}
-
-AXIS_WIDTH, AXIS_PAD = 1000.0, 12.0  # the segments axis' viewBox width and side margin
-
 
 # --- formatting --------------------------------------------------------------------------------
 
@@ -105,54 +102,6 @@ def pixels(value: float) -> str:
     return f"{value:.1f}"
 
 
-# --- clocks ------------------------------------------------------------------------------------
-
-def clock_state(clock: Mapping[str, Any]) -> str:
-    return shown_state(str(clock["status"]), at_risk=bool(clock["at_risk"]))
-
-
-def paused_now(clock: Mapping[str, Any]) -> bool:
-    segments = clock["segments"]
-    return bool(segments) and segments[-1]["kind"] == "paused" and segments[-1]["end"] is None
-
-
-def counting(clock: Mapping[str, Any]) -> bool:
-    """Whether the clock's current deadline is still ahead of a running count (a countdown)."""
-    return (clock["deadline"] is not None and clock["stopped_at"] is None and not paused_now(clock)
-            and clock["status"] in ("running", "breached"))
-
-
-def suspended(clock: Mapping[str, Any]) -> bool:
-    """Whether the clock waits for the member (a « délai suspendu » note instead of a countdown)."""
-    return clock["status"] == "paused" or (paused_now(clock) and clock["status"] == "breached")
-
-
-def time_left(clock: Mapping[str, Any], now: datetime) -> float:
-    """Seconds until the clock's deadline (negative once passed)."""
-    return (parse_instant(clock["deadline"], "deadline") - now).total_seconds()
-
-
-def worst_state(clocks: Iterable[Mapping[str, Any]]) -> str | None:
-    return sla_worst_state(clock_state(c) for c in clocks)
-
-
-def current_clocks(view: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """A queue row's clocks: the open ones, counting down first, nearest deadline first."""
-    shown = [c for c in view["clocks"] if clock_state(c) in ("breached", "at_risk", "running", "paused")]
-    shown.sort(key=lambda c: (not counting(c), c["deadline"] or ""))
-    return shown
-
-
-def queue_sort_key(view: Mapping[str, Any]) -> tuple[int, str]:
-    """Nearest deadline first; then tickets whose clocks are all paused; then the rest."""
-    deadlines = [c["deadline"] for c in view["clocks"] if counting(c)]
-    if deadlines:
-        return 0, min(parse_instant(d, "deadline").isoformat() for d in deadlines)
-    if any(paused_now(c) for c in view["clocks"]):
-        return 1, view["filed_at"] or ""
-    return 2, view["filed_at"] or ""
-
-
 # --- events ------------------------------------------------------------------------------------
 
 def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments: Sequence[Any] = (),
@@ -184,144 +133,6 @@ def event_details(event: Event, tz: ZoneInfo, titles: Mapping[str, str], moments
 def recorded_late(event: Event) -> bool:
     """Typed in a minute or more after it happened (the timeline then says when)."""
     return abs((event.recorded_at - event.occurred_at).total_seconds()) >= 60
-
-
-# --- the segments axis -------------------------------------------------------------------------
-
-Span = tuple[str, datetime, datetime | None]
-
-
-def story_segments(clock: Mapping[str, Any]) -> list[Span]:
-    """The clock's segments (contiguous, each cycle cut at its stop by ``sla.clock``) as spans."""
-    return [(s["kind"], parse_instant(s["start"], "start"), parse_instant(s["end"], "end") if s["end"] else None)
-            for s in clock["segments"]]
-
-
-@dataclass(frozen=True, slots=True)
-class Stretch:
-    """One drawn piece of a segment: what lies after "now" is the calendar's forecast."""
-
-    kind: str
-    start: datetime  # the segment's, for its tooltip
-    end: datetime | None
-    future: bool
-    x: float
-    width: float
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """A labelled instant on the axis (the deadline, "now", a tick)."""
-
-    at: datetime
-    x: float
-    anchor: str
-
-
-@dataclass(frozen=True, slots=True)
-class Axis:
-    index: int  # the clock's rank on the page, for the ids of the title and description
-    width: float
-    pad: float
-    stretches: list[Stretch]
-    rest: tuple[float, float] | None  # (x, width) of what remains to run until the deadline
-    deadline: Mark | None
-    now: Mark | None
-    ticks: list[Mark]
-    step: int  # seconds between two ticks
-    scale: str  # « une graduation toutes les heures »: said under the axis
-
-
-# The axis' tick steps (seconds), with how the scale names them: round on a clock face, and
-# none more than 3 times the previous, so the clock's span fills most of its axis.
-TICK_STEPS = ((5, "toutes les 5 secondes"), (10, "toutes les 10 secondes"), (30, "toutes les 30 secondes"),
-              (60, "toutes les minutes"), (120, "toutes les 2 minutes"), (300, "toutes les 5 minutes"),
-              (600, "toutes les 10 minutes"), (1800, "toutes les 30 minutes"), (3600, "toutes les heures"),
-              (7200, "toutes les 2 heures"), (14400, "toutes les 4 heures"), (28800, "toutes les 8 heures"),
-              (86400, "tous les jours"), (172800, "tous les 2 jours"), (432000, "tous les 5 jours"),
-              (864000, "tous les 10 jours"), (2592000, "tous les 30 jours"))
-MAX_TICKS = 10  # intervals on the axis, at most (its labels stay apart)
-
-
-def round_ticks(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[list[datetime], int, str]:
-    """Round instants (local wall clock: 10:00, 10:30, midnight…) from the last at or before
-    ``start`` to the first at or after ``end``, at the finest step of ``TICK_STEPS`` that
-    needs at most ``MAX_TICKS`` intervals; and the step's name."""
-    span = (end - start).total_seconds()
-    for step, name in TICK_STEPS:
-        if span / step > MAX_TICKS:  # too many intervals whatever the rounding
-            continue
-        ticks = _ticks(start, end, step, tz)
-        if len(ticks) <= MAX_TICKS + 1:
-            return ticks, step, name
-    step, name = TICK_STEPS[-1]
-    return _ticks(start, end, step, tz), step, name
-
-
-def _ticks(start: datetime, end: datetime, step: int, tz: ZoneInfo) -> list[datetime]:
-    """Multiples of ``step`` counted on the local wall clock from the local midnight before
-    ``start``, up to the first at or after ``end``."""
-    local = start.astimezone(tz).replace(tzinfo=None)
-    origin = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    k = int((local - origin).total_seconds() // step)
-    wall = origin + timedelta(seconds=k * step)
-    out: list[datetime] = []
-    while True:
-        at = wall.replace(tzinfo=tz)
-        if not out or at > out[-1]:  # the autumn hour, told once; the spring gap, skipped
-            out.append(at)
-        if at >= end:
-            return out
-        wall += timedelta(seconds=step)
-
-
-def tick_label(value: datetime, step: int, tz: ZoneInfo) -> str:
-    """« 10:00 », and the day at midnight (« 03/11 »): short enough for ten ticks to stay
-    apart; the caption under the axis names its first and last day in full."""
-    local = value.astimezone(tz)
-    if (local.hour, local.minute, local.second) == (0, 0, 0):
-        return f"{local:%d/%m}"
-    return f"{local:%H:%M:%S}" if step < 60 else f"{local:%H:%M}"
-
-
-def axis_geometry(clock: Mapping[str, Any], spans: Sequence[Span], now: datetime, index: int,
-                  tz: ZoneInfo) -> Axis | None:
-    """Where the clock's segments, deadline, "now" and ticks fall on a 1000-wide axis: the
-    clock's own span (its start to the latest of its end, its deadline and, while it runs,
-    now), widened to the round ticks around it."""
-    if not spans:
-        return None
-    start = spans[0][1]
-    deadline = parse_instant(clock["deadline"], "deadline") if clock["deadline"] else None
-    horizon = max([end or max(now, lo) for _, lo, end in spans] + ([deadline] if deadline else []))
-    if any(end is None for _, _, end in spans):
-        horizon = max(horizon, now)
-    instants, step, scale = round_ticks(start, max(horizon, start + timedelta(seconds=1)), tz)
-    low, high = instants[0], instants[-1]
-    span = (high - low).total_seconds()
-    width, pad = AXIS_WIDTH, AXIS_PAD
-
-    def x(t: datetime) -> float:
-        return pad + (t - low).total_seconds() / span * (width - 2 * pad)
-
-    def anchor(at: float) -> str:
-        return "end" if at > width * 0.8 else "start" if at < width * 0.2 else "middle"
-
-    stretches: list[Stretch] = []
-    for kind, lo, end in spans:
-        hi = end or max(now, lo)
-        pieces = [(a, b, f) for a, b, f in ((lo, min(hi, now), False), (max(lo, now), hi, True)) if b > a]
-        if not pieces:  # an instant: an open stretch that starts now or later
-            pieces = [(lo, lo, lo > now)]
-        stretches.extend(Stretch(kind, lo, end, future, x(a), max(x(b) - x(a), 1.5)) for a, b, future in pieces)
-    rest = None
-    if deadline is not None and counting(clock) and deadline > now:
-        rest = (x(now), x(deadline) - x(now))
-    deadline_mark = Mark(deadline, x(deadline), anchor(x(deadline))) if deadline is not None else None
-    now_mark = Mark(now, x(now), anchor(x(now))) if start <= now <= horizon else None
-    last = len(instants) - 1
-    ticks = [Mark(t, x(t), "start" if i == 0 else "end" if i == last else "middle") for i, t in enumerate(instants)]
-    return Axis(index, width, pad, stretches, rest, deadline_mark, now_mark, ticks, step, scale)
 
 
 # --- the templates -----------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 member's tickets; the same comparison as ``slaledger audit what-if``, each ticket linked to
 its page. Admin role only (403 for any other role, sign-in first); it writes nothing.
 
-Kept apart from ``pages.py``: it only needs the caller (``access.authenticator``), the
-``whatif`` port and the pages' response helpers.
+Kept apart from ``pages.py``: it only needs the caller, the ``whatif`` port and the pages'
+response helpers (``browser.py``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-import faust
 import structlog
-from faust.web import Request, Response, View
+from faust.web import Request, Response
 
 from sla.policy import PolicyError
 
 from . import render
-from .access import BadRequest, authenticator
-from .pages import html_response, local_next, redirect
-from .ports import Ports
+from .browser import PageView, html_response, local_next, redirect
 
 log = structlog.get_logger(__name__)
 PATH = "/admin/what-if"
@@ -58,39 +55,34 @@ def read_choice(query: Mapping[str, str], drafts: list[str], tz: ZoneInfo) -> tu
     return draft, member, start, end
 
 
-def register_whatif(app: faust.App, ports: Ports) -> None:
-    """Attach ``/admin/what-if`` (when the worker has drafts and an archive)."""
-    if ports.whatif is None:
-        return
-    port = ports.whatif
-    authenticate = authenticator(ports)
-    tz = ports.policy.versions[-1].tz
+class WhatIfPage(PageView):
+    """Attached only when the worker has drafts and an archive (``ports.whatif``)."""
 
-    @app.page(PATH)
-    class WhatIfPage(View):
-        async def get(self, request: Request) -> Response:
-            try:
-                who = await authenticate(request, cookie=True)
-            except BadRequest:
-                return redirect(self, "/login?" + urlencode({"next": local_next(request.rel_url.path_qs)}))
-            if who.role != "admin":
-                log.warning("what-if page refused", actor=who.actor)
-                return html_response(self, render.refused_page("Simulation d'une politique"), status=403)
-            query = {k: str(v) for k, v in request.query.items()}
-            loop = asyncio.get_running_loop()
-            drafts = await loop.run_in_executor(None, port.drafts)
-            doc: dict[str, Any] | None = None
-            error = None
-            status = 200
-            try:
-                choice = read_choice(query, drafts, tz)
-                if choice is not None:
-                    found = await loop.run_in_executor(None, port.compare, *choice)
-                    log.info("what-if compared", actor=who.actor, draft=choice[0], member=choice[1],
-                             changes=len(found["changes"]))
-                    doc = found
-            except (FormError, PolicyError) as exc:
-                error, status = str(exc), 400
-            page = render.env.get_template("whatif.html").render(who=who, server_now=None, drafts=drafts,
-                                                                 query=query, doc=doc, error=error, tz=tz)
-            return html_response(self, page, status=status)
+    async def get(self, request: Request) -> Response:
+        who = await self.caller(request)
+        if who is None:
+            return redirect(self, "/login?" + urlencode({"next": local_next(request.rel_url.path_qs)}))
+        if who.role != "admin":
+            log.warning("what-if page refused", actor=who.actor)
+            return html_response(self, render.refused_page("Simulation d'une politique"), status=403)
+        port = self.ports.whatif
+        assert port is not None  # attached only with one (``slaledger.web.register``)
+        tz = self.ports.policy.versions[-1].tz
+        query = {k: str(v) for k, v in request.query.items()}
+        loop = asyncio.get_running_loop()
+        drafts = await loop.run_in_executor(None, port.drafts)
+        doc: dict[str, Any] | None = None
+        error = None
+        status = 200
+        try:
+            choice = read_choice(query, drafts, tz)
+            if choice is not None:
+                found = await loop.run_in_executor(None, port.compare, *choice)
+                log.info("what-if compared", actor=who.actor, draft=choice[0], member=choice[1],
+                         changes=len(found["changes"]))
+                doc = found
+        except (FormError, PolicyError) as exc:
+            error, status = str(exc), 400
+        page = render.env.get_template("whatif.html").render(who=who, server_now=None, drafts=drafts,
+                                                             query=query, doc=doc, error=error, tz=tz)
+        return html_response(self, page, status=status)

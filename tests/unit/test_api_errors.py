@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sla.ticket import CommandType, Ticket
 from slaledger.web.access import ANONYMOUS, BadRequest, json_errors
-from slaledger.web.api import command_from_body, read_json
+from slaledger.web.api import read_json
+from slaledger.web.commands import command_from_body
 
 FILE = {"kind": "incident", "channel": "portal", "product": "ent", "member": "m-001", "subject": "Panne"}
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from service.principal import Principal
 from sla.events import validate_ticket_id
 from sla.ticket import CommandType
-from slaledger.web.api import key_scope, keyed_command_id, new_ticket_id
+from slaledger.web.commands import key_scope, keyed_command_id, new_ticket_id
 
 keys = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128)
 AGENT = Principal("t1", "agent", None, "alice")

@@ -13,7 +13,7 @@ from sla.policy import Policy
 from sla.ticket import CommandType, Status
 from slaledger.web import actions
 from slaledger.web.access import BadRequest
-from slaledger.web.api import command_from_body
+from slaledger.web.commands import command_from_body
 
 PARIS = ZoneInfo("Europe/Paris")
 AGENT = Principal("t1", "agent", None, "agent:marie")

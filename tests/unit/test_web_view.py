@@ -16,21 +16,11 @@ from sla.policy import Policy
 from sla.ticket import fold
 from sla.view import ticket_view
 from slaledger.settings import Settings, load_policy
-from slaledger.web.pages import local_next, session_cookie
-from slaledger.web.render import (
-    MAX_TICKS,
-    TICK_STEPS,
-    Axis,
-    axis_geometry,
-    clock_duration,
-    countdown_text,
-    login_page,
-    queue_row,
-    queue_sort_key,
-    segments_svg,
-    story_segments,
-    ticket_page,
-)
+from slaledger.web.axis import MAX_TICKS, TICK_STEPS, Axis, axis_geometry, story_segments
+from slaledger.web.browser import local_next
+from slaledger.web.clocks import queue_sort_key
+from slaledger.web.render import clock_duration, countdown_text, login_page, queue_row, segments_svg, ticket_page
+from slaledger.web.signin import session_cookie
 from tests.conftest import PARIS, at, ev, filed
 
 POLICY = load_policy()
