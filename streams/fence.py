@@ -1,0 +1,141 @@
+"""The fence (#30): a worker that lost a partition cannot write to it any more.
+
+"One worker per partition" holds only while the group sees every worker. A worker paused
+past its session timeout (SIGSTOP, a long GC, a cut to the group coordinator) still holds
+its producer and may append when it wakes: the textbook zombie writer. Kafka's own fence
+is the producer epoch of a transactional id. Each partition of the worker's topics has
+one transactional id (``transactional_id``, as Faust's ``exactly_once`` names one per
+partition); the worker that is given the partition starts a producer with that id
+(``claim``), and the broker bumps the id's epoch and aborts whatever the previous holder
+left open. From then on the previous holder's sends and commits fail with a fencing error:
+nothing it decided reaches a ``read_committed`` reader (projector, replay, the outcomes
+waiter, the worker's own recovery).
+
+A batch's writes for one partition — events, outcomes, dead letters, the tables'
+changelog records and positions — go through ``transaction(partition)`` and are committed
+at once. A fence is logged once per partition with the ticket partition it concerns,
+counted (``Fence.fenced_writes``, for the entry point's ``slaledger_fenced_writes_total``:
+``streams/`` has no metrics server), and raised as ``Fenced``: the caller drops
+the partition and answers its waiting callers 503 (they retry with their key).
+
+The embedded broker (Tansu, dev mode) refuses InitProducerId: dev mode writes without
+transactions (acks=all, no producer id) and so has no fence; it runs one worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+
+from .topics import APP_ID
+
+log = structlog.get_logger(__name__)
+
+FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch)
+TRANSACTION_TIMEOUT_MS = 60_000  # a transaction its holder left open is aborted after this at the latest
+
+
+TRANSACTIONAL_PREFIX = f"{APP_ID}-partition-"  # the worker's principal may use these ids only
+
+
+def transactional_id(partition: int) -> str:
+    """The one transactional id of a ticket partition: whoever holds it may write there."""
+    return f"{TRANSACTIONAL_PREFIX}{partition}"
+
+
+class Fenced(Exception):
+    """Another worker owns this partition now: nothing of the batch was committed."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"partition {partition} is fenced: another worker owns it")
+        self.partition = partition
+
+
+class Fence:
+    """One transactional producer per partition this worker owns.
+
+    ``options``: aiokafka producer options (bootstrap servers, security, batch size)."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._depth: dict[int, int] = {}  # nested ``transaction`` of one partition: one transaction
+        self._fenced: set[int] = set()  # logged once
+        self.fenced_writes = 0  # transactions refused by the fence, since the start
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._producers)
+
+    async def claim(self, partitions: set[int]) -> None:
+        """Hold exactly ``partitions``: release the others, and take the new ones, which
+        fences their previous holder (its open transaction is aborted before this returns)."""
+        for partition in self.partitions - partitions:
+            await self.release(partition)
+        for partition in sorted(partitions - self.partitions):
+            producer = AIOKafkaProducer(**self.options, acks="all", transactional_id=transactional_id(partition),
+                                        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+            await producer.start()
+            await producer.begin_transaction()  # waits for the producer id: the epoch is bumped now
+            await producer.commit_transaction()
+            self._producers[partition] = producer
+            self._fenced.discard(partition)
+            log.info("partition claimed", partition=partition, transactional_id=transactional_id(partition))
+
+    async def release(self, partition: int) -> None:
+        producer = self._producers.pop(partition, None)
+        self._depth.pop(partition, None)
+        if producer is not None:
+            with suppress(*FENCING_ERRORS):  # a fenced producer may say so again while it stops
+                await producer.stop()
+
+    def producer(self, partition: int) -> AIOKafkaProducer:
+        """The partition's producer, to send inside ``transaction(partition)``."""
+        producer = self._producers.get(partition)
+        if producer is None:
+            raise Fenced(partition)
+        return producer
+
+    @asynccontextmanager
+    async def transaction(self, partition: int) -> AsyncIterator[AIOKafkaProducer]:
+        """Everything sent with the yielded producer is committed together when the
+        outermost ``transaction`` of the partition ends, or not at all."""
+        producer = self.producer(partition)
+        depth = self._depth.get(partition, 0)
+        self._depth[partition] = depth + 1
+        try:
+            if depth == 0:
+                await producer.begin_transaction()
+            yield producer
+            if depth == 0:
+                await producer.commit_transaction()
+        except FENCING_ERRORS as exc:
+            await self._on_fenced(partition, exc)
+            raise Fenced(partition) from None
+        except BaseException:
+            if depth == 0 and partition in self._producers:
+                try:
+                    await producer.abort_transaction()
+                except FENCING_ERRORS as exc:
+                    await self._on_fenced(partition, exc)
+            raise
+        finally:
+            if partition in self._depth:
+                self._depth[partition] -= 1
+
+    async def _on_fenced(self, partition: int, exc: BaseException) -> None:
+        self.fenced_writes += 1
+        if partition not in self._fenced:
+            self._fenced.add(partition)
+            log.error("writes fenced: another worker owns the partition", partition=partition,
+                      transactional_id=transactional_id(partition), error=type(exc).__name__)
+        await self.release(partition)
+
+    async def stop(self) -> None:
+        for partition in list(self._producers):
+            await self.release(partition)
