@@ -73,6 +73,10 @@ class TableWrites:
             store[key] = value
         self.pending.append((table, partition, key, raw))
 
+    def drop(self, partition: int) -> None:
+        """Forget the writes of a partition not sent yet (a fenced partition's)."""
+        self.pending = [write for write in self.pending if write[1] != partition]
+
     async def flush(self, producer: AIOKafkaProducer) -> None:
         pending, self.pending = self.pending, []
         tables = {id(table): table for table, *_ in pending}

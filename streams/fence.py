@@ -18,12 +18,17 @@ counted (``Fence.fenced_writes``, for the entry point's ``slaledger_fenced_write
 ``streams/`` has no metrics server), and raised as ``Fenced``: the caller drops
 the partition and answers its waiting callers 503 (they retry with their key).
 
+Faust reads the tables' changelogs (table recovery) with ``read_committed`` too
+(``read_committed_changelogs``), and its recovery, which waits for the record before the
+end offset, is told when the end is a transaction marker (``recovery_past_markers``).
+
 The embedded broker (Tansu, dev mode) refuses InitProducerId: dev mode writes without
 transactions (acks=all, no producer id) and so has no fence; it runs one worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -31,6 +36,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from faust.transport.drivers import aiokafka as driver
 
 from .topics import APP_ID
 
@@ -113,6 +119,7 @@ class Fence:
                 await producer.begin_transaction()
             yield producer
             if depth == 0:
+                await producer.flush()  # the changelog batches, whose futures nobody awaits
                 await producer.commit_transaction()
         except FENCING_ERRORS as exc:
             await self._on_fenced(partition, exc)
@@ -139,3 +146,43 @@ class Fence:
     async def stop(self) -> None:
         for partition in list(self._producers):
             await self.release(partition)
+
+
+def read_committed_changelogs() -> None:
+    """Faust's consumer (table recovery) reads committed records only: a zombie's aborted
+    changelog records never become a table's state. (Faust sets this only with its own
+    ``exactly_once``, which would also run its transactions on its commit interval.)"""
+    create = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "read_committed", False):
+        return
+
+    def read_committed(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._isolation_level = "read_committed"  # read by ``start``, which builds the fetcher
+        return consumer
+
+    read_committed.read_committed = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = read_committed  # type: ignore[method-assign]
+
+
+MARKER_CHECK_SECONDS = 0.5
+
+
+async def recovery_past_markers(app: Any) -> None:
+    """Faust's table recovery ends when it has applied the record before a changelog
+    partition's end; a transactional changelog ends with a commit marker, which no reader
+    receives. When Faust's reader has passed the end and every record read is applied, the
+    partition is recovered (what Faust's ``exactly_once`` does, ``detect_aborted_tx``)."""
+    recovery = app.tables.recovery
+    while True:
+        await asyncio.sleep(MARKER_CHECK_SECONDS)
+        if not recovery.in_recovery or not app.tables.changelog_queue.empty():
+            continue
+        offsets = recovery.active_offsets
+        for tp, last in list(recovery.active_highwaters.items()):
+            if last is None or offsets.get(tp) is None or offsets[tp] >= last:
+                continue
+            position = await app.consumer.position(tp)
+            if position is not None and position > last:
+                log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
+                offsets[tp] = last
