@@ -240,6 +240,7 @@ class Pipeline:
         self.filled: dict[tuple[str, int], int] = {}
         # Fenced: by events partition, the offset our last transaction's marker takes (``_advance_events``).
         self.markers: dict[int, int] = {}
+        self._markers_watch: asyncio.Task[None] | None = None  # ``fence.recovery_past_markers``
         # Events partitions read to their end since assigned (``_recover_events``), and when
         # each end was last compared with the events position.
         self.events_recovered: set[int] = set()
@@ -267,8 +268,6 @@ class Pipeline:
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
         app.task(self._watch_recovery)
-        if self.fence is not None:
-            app.task(recovery_past_markers)  # Faust passes it the app
 
     # --- what the edge uses -------------------------------------------------------------
     def load(self, ticket_id: str) -> Ticket | None:
@@ -421,6 +420,8 @@ class Pipeline:
         """Take the assigned partitions' transactional ids before anything is read: their
         previous holder, alive or not, can write there no more."""
         if self.fence is not None:
+            if self._markers_watch is None:  # Faust starts its app tasks only once the tables are recovered
+                self._markers_watch = asyncio.create_task(recovery_past_markers(self.app))
             async with self.lock:
                 await self.fence.claim({tp.partition for tp in assigned if tp.topic == self.tickets_changelog})
         self.holding = False
@@ -455,6 +456,8 @@ class Pipeline:
                 await self._command_reader_.stop()
             if self.fence is not None:
                 await self.fence.stop()
+            if self._markers_watch is not None:
+                self._markers_watch.cancel()
 
     async def _process_delivered(self, records: list[Record]) -> None:
         """Process a batch as it was fetched, filling each hole first: a partition's records
