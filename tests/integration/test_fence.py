@@ -1,23 +1,30 @@
 """A worker that lost its partition cannot write to it (#30): on a real, secured Apache
 Kafka, the new owner's claim of a partition bumps its transactional id's epoch; the zombie's
 next batch is refused (``Fenced``), counted and logged, nothing of it reaches a
-``read_committed`` reader, and the zombie writes again once it is given the partition back."""
+``read_committed`` reader, and the zombie writes again once it is given the partition back.
+First the fence alone, then a running worker whose partitions another holder takes."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sla.events import decode_event
 from streams.batches import send_batched
 from streams.fence import Fence, Fenced
 from streams.kafka_acls import WORKER
 from streams.kafka_broker import KafkaCluster
 from streams.kafka_security import aiokafka_options
+from streams.kafka_tools import read_topic
+from streams.table_values import partition_for
 from streams.topics import EVENTS, OUTCOMES
-from tests.integration.conftest import running_broker
+from tests.integration.conftest import Worker, api, running_broker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +96,63 @@ def test_a_zombie_is_fenced_and_rejoins(cluster: KafkaCluster, caplog: pytest.Lo
         await owner.stop()
 
     asyncio.run(scenario())
+
+
+FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "Mot de passe"}
+
+
+def filings(cluster: KafkaCluster) -> Counter[str]:
+    """Ticket filings a read_committed reader (the projector, the replay) finds, by ticket."""
+    return Counter(e.ticket_id for e in (decode_event(r.value) for r in read_topic(cluster.bootstrap, EVENTS))
+                   if e.type.value == "ticket_filed")
+
+
+def partitions(worker: Worker) -> set[int]:
+    _, body = api("GET", f"{worker.url}/readyz")
+    return set(body.get("partitions", [])) if isinstance(body, dict) else set()
+
+
+def test_a_running_worker_whose_partitions_are_taken_writes_nothing_then_rejoins(
+        cluster: KafkaCluster, tmp_path: Path) -> None:
+    """The zombie is a running worker; the new holder takes every partition's transactional
+    id under it (what the group's next owner does when it is assigned them). The filing the
+    zombie then decides is refused at commit: its caller gets no answer, the log has
+    nothing of it, the zombie says so once and stops reading the partition. When the group
+    next assigns partitions (another worker joins), it claims its share again and the
+    caller's retry with its key files the ticket once."""
+    a = Worker(cluster, tmp_path, name="a", extra_env={"SLALEDGER_COMMAND_TIMEOUT": "4"}).start()
+    b = Worker(cluster, tmp_path, name="b")
+    loop = asyncio.new_event_loop()
+    holder = fence(cluster)
+    try:
+        status, before = api("POST", f"{a.url}/api/tickets", FILE)
+        assert status == 201, before
+        assert partitions(a) == {0, 1, 2, 3}
+        loop.run_until_complete(holder.claim({0, 1, 2, 3}))
+
+        key = {"Idempotency-Key": "fenced-filing-1"}
+        status, refused = api("POST", f"{a.url}/api/tickets", FILE, headers=key)
+        assert status in (503, 504), refused  # no outcome: the caller retries with its key
+        fenced_lines = [line for line in a.log_path.read_text().splitlines() if "writes fenced" in line]
+        assert len(fenced_lines) == 1, fenced_lines
+        wait_for(lambda: len(partitions(a)) == 3, timeout=10, what="the fenced partition dropped")
+        dropped = ({0, 1, 2, 3} - partitions(a)).pop()
+        assert f'"partition": {dropped}' in fenced_lines[0]
+        assert filings(cluster) == {before["ticket"]["id"]: 1}  # nothing the zombie decided
+
+        b.start()  # the group assigns again: each worker claims its partitions, fencing the holder
+        wait_for(lambda: partitions(a) and partitions(b) and partitions(a) | partitions(b) == {0, 1, 2, 3},
+                 timeout=60, what="partitions shared again")
+        status, again = api("POST", f"{a.url}/api/tickets", FILE, headers=key)
+        assert status == 201, again
+        tid = again["ticket"]["id"]
+        assert partition_for(tid, 4) == dropped
+        assert filings(cluster) == {before["ticket"]["id"]: 1, tid: 1}
+        for worker in (a, b):  # the owner's state is the log's
+            status, body = api("GET", f"{worker.url}/api/tickets/{tid}")
+            assert status == 200 and body["status"] == "open" and body["version"] == 1, body
+    finally:
+        for worker in (a, b):
+            worker.stop(signal.SIGKILL)
+        loop.run_until_complete(holder.stop())
+        loop.close()
