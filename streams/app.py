@@ -67,6 +67,7 @@ from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import CommandUnavailable, NoOutcome, OutcomeWaiter, WaiterSettings
 from .processor import Outcome, Step, TicketProcessor, encode_command, encode_fact, is_fact
 from .reader import ThreadedReader
+from .recovery_watch import RecoveryWatch
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
@@ -101,12 +102,6 @@ DUE_LOOKAHEAD = timedelta(seconds=60)
 # How often the end of each events partition is compared with what the agent appended
 # (another writer: recovery).
 STALL_SECONDS = 3.0
-# Faust's table recovery can wait forever for changelog records that never come (seen on a
-# fresh Apache Kafka after a rebalance during recovery: "No event received for active tp
-# ... since recovery start"). Recovery that has not moved for this long is reported, and
-# the worker restarted when its entry point says how (``on_recovery_stalled``).
-RECOVERY_STALL_SECONDS = 45.0
-RECOVERY_POLL_SECONDS = 5.0
 BATCH_SIZE = 2000  # records decided together: the broker's acknowledgements are awaited once per batch
 PRODUCER_BATCH_BYTES = 512 * 1024  # a batch of events or changelog records (aiokafka's default: 16 KiB)
 
@@ -177,7 +172,6 @@ class Pipeline:
     def __init__(self, settings: WorkerSettings, policy: Policy,
                  on_recovery_stalled: Callable[[], None] | None = None) -> None:
         self.settings = settings
-        self.on_recovery_stalled = on_recovery_stalled
         self.policy = policy
         if settings.embedded:
             patch_faust_highwaters(settings.bootstrap)
@@ -267,7 +261,10 @@ class Pipeline:
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
-        app.task(self._watch_recovery)
+        # a table recovery that stopped moving is handed to the entry point (``on_recovery_stalled``)
+        self.recovery_watch = RecoveryWatch(app.tables.recovery, lambda: bool(app.rebalancing),  # type: ignore[attr-defined]
+                                            on_recovery_stalled)
+        app.task(self.recovery_watch.run)
 
     # --- what the edge uses -------------------------------------------------------------
     def load(self, ticket_id: str) -> Ticket | None:
@@ -316,37 +313,13 @@ class Pipeline:
 
     @property
     def recovered(self) -> bool:
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        return bool(recovery.completed.is_set()) and not self.app.rebalancing
+        return self.recovery_watch.recovered
 
     def active_partitions(self) -> set[int]:
         """The partitions the group gave this worker, that it may still write (a fenced one
         waits for the next assignment)."""
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.tickets_changelog}
         return assigned if self.fence is None else assigned & self.fence.partitions
-
-    async def _watch_recovery(self) -> None:
-        """Report a table recovery that stopped moving, and hand over to the entry point."""
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        loop = asyncio.get_running_loop()
-        seen, since = None, loop.time()
-        while True:
-            await asyncio.sleep(RECOVERY_POLL_SECONDS)
-            # a partition whose position Faust does not know yet has offset None (seen on Apache
-            # Kafka during a rebalance): it has not moved
-            moved = sum(offset for offset in recovery.active_offsets.values() if offset is not None)
-            state = (bool(recovery.in_recovery), moved, self.app.rebalancing)
-            if self.recovered or not recovery.in_recovery or state != seen:
-                seen, since = state, loop.time()
-                continue
-            if loop.time() - since >= RECOVERY_STALL_SECONDS:
-                log.error("table recovery stalled", seconds=round(loop.time() - since),
-                          behind={f"{tp.topic}:{tp.partition}": [recovery.active_offsets.get(tp), high]
-                                  for tp, high in recovery.active_highwaters.items()},
-                          restarting=self.on_recovery_stalled is not None)
-                if self.on_recovery_stalled is not None:
-                    self.on_recovery_stalled()
-                since = loop.time()
 
     # --- the agent -----------------------------------------------------------------------
     async def _read_commands(self) -> None:
