@@ -35,7 +35,8 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.producer.transaction_manager import TransactionState
 from faust.transport.drivers import aiokafka as driver
 
 from .topics import APP_ID
@@ -43,6 +44,7 @@ from .topics import APP_ID
 log = structlog.get_logger(__name__)
 
 FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch)
+STOP_SECONDS = 5.0
 TRANSACTION_TIMEOUT_MS = 60_000  # a transaction its holder left open is aborted after this at the latest
 
 
@@ -86,9 +88,13 @@ class Fence:
         for partition in sorted(partitions - self.partitions):
             producer = AIOKafkaProducer(**self.options, acks="all", transactional_id=transactional_id(partition),
                                         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
-            await producer.start()
-            await producer.begin_transaction()  # waits for the producer id: the epoch is bumped now
-            await producer.commit_transaction()
+            try:
+                await producer.start()
+                await producer.begin_transaction()  # waits for the producer id: the epoch is bumped now
+                await producer.commit_transaction()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producers[partition] = producer
             self._fenced.discard(partition)
             log.info("partition claimed", partition=partition, transactional_id=transactional_id(partition))
@@ -97,8 +103,9 @@ class Fence:
         producer = self._producers.pop(partition, None)
         self._depth.pop(partition, None)
         if producer is not None:
-            with suppress(*FENCING_ERRORS):  # a fenced producer may say so again while it stops
-                await producer.stop()
+            # a fenced producer's pending batches are never delivered, and ``stop`` waits for them
+            with suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), STOP_SECONDS)
 
     def producer(self, partition: int) -> AIOKafkaProducer:
         """The partition's producer, to send inside ``transaction(partition)``."""
@@ -121,15 +128,18 @@ class Fence:
             if depth == 0:
                 await producer.flush()  # the changelog batches, whose futures nobody awaits
                 await producer.commit_transaction()
+        except Fenced:
+            raise
         except FENCING_ERRORS as exc:
             await self._on_fenced(partition, exc)
             raise Fenced(partition) from None
-        except BaseException:
+        except BaseException as exc:
+            if _fatal(producer):  # a send the broker fenced left the producer unusable
+                await self._on_fenced(partition, exc)
+                raise Fenced(partition) from None
             if depth == 0 and partition in self._producers:
-                try:
+                with suppress(KafkaError):
                     await producer.abort_transaction()
-                except FENCING_ERRORS as exc:
-                    await self._on_fenced(partition, exc)
             raise
         finally:
             if partition in self._depth:
@@ -186,3 +196,10 @@ async def recovery_past_markers(app: Any) -> None:
             if position is not None and position > last:
                 log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
                 offsets[tp] = last
+
+
+def _fatal(producer: AIOKafkaProducer) -> bool:
+    """The producer can no longer be used: aiokafka moves it there when the broker fences
+    one of its sends (the error then reaches the batch's future, not the commit)."""
+    manager = producer._txn_manager
+    return manager is not None and bool(manager.state == TransactionState.FATAL_ERROR)
