@@ -8,9 +8,12 @@ Apache Kafka (KRaft, from infra/kafka/pom.xml). Prints its figures; no assertion
    it appends). ``--workers 1,2``: the same load on one worker, then on two sharing the
    four partitions (each on a fresh broker).
 2. Breach delay after the deadline over N tickets with staggered tiny SLAs: p50/p99.
+3. ``--transactions on,off``: on Apache Kafka, the throughput with each partition's batches
+   in transactions (the fence, ``streams.fence``: the default) and without (idempotent
+   writes, what dev mode does), each on a fresh broker, in the same run: the fence's cost.
 
     .venv/bin/python bench/pipeline_bench.py [--tickets 20000] [--breach-tickets 1000] [--brokers tansu,kafka]
-                                             [--workers 1,2]
+                                             [--workers 1,2] [--transactions on,off]
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ Broker = EmbeddedBroker | KafkaCluster
 
 
 def start_worker(
-    broker: Broker, workdir: Path, policy: Path | None = None
+    broker: Broker, workdir: Path, policy: Path | None = None, transactions: bool = True
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_WEB_PORT": str(port),
@@ -54,6 +57,7 @@ def start_worker(
            "SLALEDGER_SESSION_TIMEOUT": "4",
            "SLALEDGER_HEARTBEAT_INTERVAL": "0.5", "SLALEDGER_REBALANCE_TIMEOUT": "2",
            "SLALEDGER_LOG_LEVEL": "warning", "SLALEDGER_TIMER_INTERVAL": "0.2", "SLALEDGER_AUTH": "off",
+           "SLALEDGER_TRANSACTIONS": "1" if transactions else "0",
            **broker.client_env(WORKER)}
     if policy:
         env["SLALEDGER_POLICY_FILE"] = str(policy)
@@ -98,30 +102,54 @@ def produce_commands(broker: Broker, n: int) -> float:
     return 2 * n / (time.perf_counter() - t0)
 
 
-def run_workers(broker: Broker, workdir: Path, count: int, total: int) -> tuple[float, float]:
+def run_workers(broker: Broker, workdir: Path, count: int, total: int,
+                transactions: bool = True) -> tuple[float, float]:
     """Start ``count`` workers on a backlog of ``total`` commands; (elapsed seconds from the
-    first event to the last, CPU of all workers in cores)."""
-    procs = [start_worker(broker, workdir / f"w{i}")[0] for i in range(count)]
+    first event to the last, CPU of all workers in cores). The end offsets count the
+    transactions' markers too: the last event is the last move of the end, once it holds
+    ``total`` offsets and stays still for a second."""
+    procs = [start_worker(broker, workdir / f"w{i}", transactions=transactions)[0] for i in range(count)]
     try:
-        started, cpu_started = None, 0.0
+        started, cpu_started, last, moved, cpu_moved = None, 0.0, 0, 0.0, 0.0
         while True:
             for proc in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {proc.returncode}: see {workdir}/w*/worker.log")
             done = end_offsets_total(broker.bootstrap, EVENTS)
+            now = time.perf_counter()
             if done and started is None:
-                started, cpu_started = time.perf_counter(), sum(cpu_seconds(p.pid) for p in procs)
-            if done >= total:
+                started, cpu_started = now, sum(cpu_seconds(p.pid) for p in procs)
+            if done != last:
+                last, moved, cpu_moved = done, now, sum(cpu_seconds(p.pid) for p in procs)
+            elif done >= total and now - moved >= 1.0:
                 break
             time.sleep(0.2)
         assert started is not None
-        elapsed = time.perf_counter() - started
-        return elapsed, (sum(cpu_seconds(p.pid) for p in procs) - cpu_started) / elapsed
+        elapsed = moved - started
+        return elapsed, (cpu_moved - cpu_started) / elapsed
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=60)
+
+
+def fence_cost(n: int, modes: list[bool]) -> dict[bool, float]:
+    """One worker on Apache Kafka, with and without transactions, each on a fresh broker."""
+    rates = {}
+    for transactions in modes:
+        with tempfile.TemporaryDirectory() as tmp, running_broker("kafka", Path(tmp)) as broker:
+            label = "transactions (fenced)" if transactions else "idempotent (no fence)"
+            print(f"== kafka: throughput, 1 worker, {label}", flush=True)
+            produce_commands(broker, n)
+            (Path(tmp) / "w0").mkdir()
+            elapsed, cpu = run_workers(broker, Path(tmp), 1, 2 * n, transactions)
+            rates[transactions] = 2 * n / elapsed
+            print(f"{label}: {rates[transactions]:,.0f} commands/s in {elapsed:.1f} s; CPU {cpu:.0%} of one core",
+                  flush=True)
+    if len(rates) == 2:
+        print(f"fence cost: transactions / idempotent = {rates[True] / rates[False]:.2f}", flush=True)
+    return rates
 
 
 def throughput(n: int, kind: str, workers: list[int]) -> dict[str, float]:
@@ -209,7 +237,12 @@ def main() -> None:
     parser.add_argument("--breach-tickets", type=int, default=1_000)
     parser.add_argument("--brokers", default="tansu,kafka", help="comma-separated: tansu, kafka")
     parser.add_argument("--workers", default="1", help="comma-separated worker counts, e.g. 1,2")
+    parser.add_argument("--transactions", default="",
+                        help="on,off: the fence's cost on Apache Kafka, alone (the other figures are skipped)")
     args = parser.parse_args()
+    if args.transactions:
+        fence_cost(args.tickets, [mode == "on" for mode in args.transactions.split(",")])
+        return
     kinds = args.brokers.split(",")
     workers = [int(w) for w in args.workers.split(",")]
     figures = {kind: {**throughput(args.tickets, kind, workers), **breach_delay(args.breach_tickets, kind)}

@@ -43,6 +43,7 @@ import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,10 +65,12 @@ from .batches import TableWrites, send_batched
 from .codec import encode_command, encode_fact, is_fact
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
+from .fence import Fence, Fenced, read_committed_changelogs, recovery_past_markers
 from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import OutcomeWaiter, WaiterSettings
 from .processor import TicketProcessor
 from .reader import ThreadedReader
+from .recovery_watch import RecoveryWatch
 from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
@@ -102,12 +105,6 @@ DUE_LOOKAHEAD = timedelta(seconds=60)
 # How often the end of each events partition is compared with what the agent appended
 # (another writer: recovery).
 STALL_SECONDS = 3.0
-# Faust's table recovery can wait forever for changelog records that never come (seen on a
-# fresh Apache Kafka after a rebalance during recovery: "No event received for active tp
-# ... since recovery start"). Recovery that has not moved for this long is reported, and
-# the worker restarted when its entry point says how (``on_recovery_stalled``).
-RECOVERY_STALL_SECONDS = 45.0
-RECOVERY_POLL_SECONDS = 5.0
 BATCH_SIZE = 2000  # records decided together: the broker's acknowledgements are awaited once per batch
 PRODUCER_BATCH_BYTES = 512 * 1024  # a batch of events or changelog records (aiokafka's default: 16 KiB)
 
@@ -136,6 +133,8 @@ class WorkerSettings(WaiterSettings, Protocol):
     def rebalance_timeout(self) -> float: ...
     @property
     def commit_interval(self) -> float: ...
+    @property
+    def transactions(self) -> bool: ...
 
 
 def advertised_host(web_host: str) -> str:
@@ -176,7 +175,6 @@ class Pipeline:
     def __init__(self, settings: WorkerSettings, policy: Policy,
                  on_recovery_stalled: Callable[[], None] | None = None) -> None:
         self.settings = settings
-        self.on_recovery_stalled = on_recovery_stalled
         self.policy = policy
         if settings.embedded:
             patch_faust_highwaters(settings.bootstrap)
@@ -188,6 +186,13 @@ class Pipeline:
         # (None: none yet).
         self.due_loaded: dict[int, datetime | None] = {}
         self.waiter = OutcomeWaiter(settings)
+        # Apache Kafka: each partition's batches in transactions, a zombie fenced (``streams.fence``);
+        # Tansu (dev mode) refuses transactions: one worker, writes through Faust's producer.
+        self.fence = (Fence({"bootstrap_servers": settings.bootstrap, "max_batch_size": PRODUCER_BATCH_BYTES,
+                             **aiokafka_options(settings)})
+                      if settings.transactions and not settings.embedded else None)
+        if self.fence is not None:
+            read_committed_changelogs()
         register_store()
         register_transport()
         register_web_server()
@@ -230,6 +235,9 @@ class Pipeline:
         self.writes = TableWrites()  # their changelog records go out in batches (``TableWrites.flush``)
         self.lock = asyncio.Lock()  # one batch at a time: the agent, recovery and the timer
         self.filled: dict[tuple[str, int], int] = {}
+        # Fenced: by events partition, the offset our last transaction's marker takes (``_advance_events``).
+        self.markers: dict[int, int] = {}
+        self._markers_watch: asyncio.Task[None] | None = None  # ``fence.recovery_past_markers``
         # Events partitions read to their end since assigned (``_recover_events``), and when
         # each end was last compared with the events position.
         self.events_recovered: set[int] = set()
@@ -256,7 +264,10 @@ class Pipeline:
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
         app.task(self.waiter.run)
-        app.task(self._watch_recovery)
+        # a table recovery that stopped moving is handed to the entry point (``on_recovery_stalled``)
+        self.recovery_watch = RecoveryWatch(app.tables.recovery, lambda: bool(app.rebalancing),  # type: ignore[attr-defined]
+                                            on_recovery_stalled)
+        app.task(self.recovery_watch.run)
 
     # --- what the edge uses -------------------------------------------------------------
     def load(self, ticket_id: str) -> Ticket | None:
@@ -305,34 +316,13 @@ class Pipeline:
 
     @property
     def recovered(self) -> bool:
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        return bool(recovery.completed.is_set()) and not self.app.rebalancing
+        return self.recovery_watch.recovered
 
     def active_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.tickets_changelog}
-
-    async def _watch_recovery(self) -> None:
-        """Report a table recovery that stopped moving, and hand over to the entry point."""
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        loop = asyncio.get_running_loop()
-        seen, since = None, loop.time()
-        while True:
-            await asyncio.sleep(RECOVERY_POLL_SECONDS)
-            # a partition whose position Faust does not know yet has offset None (seen on Apache
-            # Kafka during a rebalance): it has not moved
-            moved = sum(offset for offset in recovery.active_offsets.values() if offset is not None)
-            state = (bool(recovery.in_recovery), moved, self.app.rebalancing)
-            if self.recovered or not recovery.in_recovery or state != seen:
-                seen, since = state, loop.time()
-                continue
-            if loop.time() - since >= RECOVERY_STALL_SECONDS:
-                log.error("table recovery stalled", seconds=round(loop.time() - since),
-                          behind={f"{tp.topic}:{tp.partition}": [recovery.active_offsets.get(tp), high]
-                                  for tp, high in recovery.active_highwaters.items()},
-                          restarting=self.on_recovery_stalled is not None)
-                if self.on_recovery_stalled is not None:
-                    self.on_recovery_stalled()
-                since = loop.time()
+        """The partitions the group gave this worker, that it may still write (a fenced one
+        waits for the next assignment)."""
+        assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.tickets_changelog}
+        return assigned if self.fence is None else assigned & self.fence.partitions
 
     # --- the agent -----------------------------------------------------------------------
     async def _read_commands(self) -> None:
@@ -361,18 +351,21 @@ class Pipeline:
                 records = [Record(COMMANDS, tp.partition, m.offset, m.key, m.value)
                            for tp, messages in fetched.items() if tp.partition in self.reading for m in messages]
                 partitions = {r.partition for r in records}
-                if partitions - self.events_recovered:
-                    await self._recover_events(partitions - self.events_recovered)
-                    if partitions - self.events_recovered:  # not recovered yet: read them again later
-                        await self._assign_reader(reader, self.reading, force=True)
-                        continue
-                await self._process_delivered(records)
+                try:
+                    if partitions - self.events_recovered:
+                        await self._recover_events(partitions - self.events_recovered)
+                        if partitions - self.events_recovered:  # not recovered yet: read them again later
+                            await self._assign_reader(reader, self.reading, force=True)
+                            continue
+                    await self._process_delivered(records)
+                except Fenced as fenced:
+                    self._drop_fenced(fenced.partition)
             await self._ebb()  # Faust's own consumer waits for the changelog writes this way too
 
     async def _command_reader(self) -> ThreadedReader:
         reader = ThreadedReader(COMMANDS, bootstrap_servers=self.settings.bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024, **aiokafka_options(self.settings),
+                                max_partition_fetch_bytes=4 * 1024 * 1024, **self._reader_options(),
                                 fetch_max_wait_ms=50 if self.settings.embedded else 100)
         await reader.start()
         self._command_reader_ = reader
@@ -400,7 +393,36 @@ class Pipeline:
             await self.app.producer.flush()
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        """Take the assigned partitions' transactional ids before anything is read: their
+        previous holder, alive or not, can write there no more."""
+        if self.fence is not None:
+            if self._markers_watch is None:  # Faust starts its app tasks only once the tables are recovered
+                self._markers_watch = asyncio.create_task(recovery_past_markers(self.app))
+            async with self.lock:
+                await self.fence.claim({tp.partition for tp in assigned if tp.topic == self.tickets_changelog})
         self.holding = False
+
+    def _drop_fenced(self, partition: int) -> None:
+        """Another worker owns the partition: stop reading it and forget what this worker
+        holds of it that the log may not have (its tables' local state, the positions and
+        writes of the refused batch). The next assignment recovers it from the changelog."""
+        self.reading.discard(partition)
+        self.events_recovered.discard(partition)
+        self.indexed_partitions.discard(partition)
+        self.due_loaded.pop(partition, None)
+        self.index.drop_partitions(self.indexed_partitions)
+        self.writes.drop(partition)
+        self.markers.pop(partition, None)
+        for key in [key for key in self.filled if key[1] == partition]:
+            del self.filled[key]
+        for table in (self.tickets, self.positions):
+            store = table.data
+            if isinstance(store, KeyPartitionedRocksDBStore):
+                store.forget_partition(partition)
+            else:
+                for key in [k for k in list(store.keys()) if partition_for(k.decode(), self.settings.partitions)
+                            == partition]:
+                    del store[key]
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
         """Finish the batch in hand, then read nothing more: Faust stops the producer next."""
@@ -408,6 +430,10 @@ class Pipeline:
         async with self.lock:
             if self._command_reader_ is not None:
                 await self._command_reader_.stop()
+            if self.fence is not None:
+                await self.fence.stop()
+            if self._markers_watch is not None:
+                self._markers_watch.cancel()
 
     async def _process_delivered(self, records: list[Record]) -> None:
         """Process a batch as it was fetched, filling each hole first: a partition's records
@@ -432,6 +458,28 @@ class Pipeline:
             await self._process(segment)
 
     async def _process(self, records: list[Record]) -> None:
+        """Handle a batch (``_decide``); fenced, one transaction per partition."""
+        if self.fence is None:
+            await self._decide(records, self._producer())
+            return
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        for partition, part in by_partition.items():
+            async with self._writing(partition) as producer:
+                await self._decide(part, producer)
+
+    @asynccontextmanager
+    async def _writing(self, partition: int) -> AsyncIterator[AIOKafkaProducer]:
+        """Where a partition's writes go: its transaction (``streams.fence``, committed when
+        the outermost ``_writing`` of the partition ends), or Faust's producer (dev mode)."""
+        if self.fence is None:
+            yield self._producer()
+            return
+        async with self.fence.transaction(partition) as producer:
+            yield producer
+
+    async def _decide(self, records: list[Record], producer: AIOKafkaProducer) -> None:
         """Handle a batch: decide/apply every record against the latest state, then
         1. append all resulting events and dead letters and wait for the broker,
         2. store each touched ticket once, 3. answer the waiting HTTP callers,
@@ -482,7 +530,7 @@ class Pipeline:
             emit.extend((record.partition, event) for event in step.emit)
             if step.outcome is not None:
                 outcomes.append(step.outcome)
-        acknowledged = await self._append(emit, letters)
+        acknowledged = await self._append(producer, emit, letters)
         states = []  # prepared while the broker writes the events, stored once it has them
         for tid, (partition, ticket) in touched.items():
             wakeup = self.processor.wakeup(ticket, now)  # once per ticket and batch
@@ -496,9 +544,9 @@ class Pipeline:
                 log.debug("event appended", ticket_id=event.ticket_id, event_id=str(event.event_id),
                           type=str(event.type))
         if outcomes:
-            count = len(await self._producer().partitions_for(OUTCOMES))
-            await send_batched(self._producer(), OUTCOMES, [(partition_for(o.command_id, count),
-                                                             o.command_id.encode(), o.encode()) for o in outcomes])
+            count = len(await producer.partitions_for(OUTCOMES))
+            await send_batched(producer, OUTCOMES, [(partition_for(o.command_id, count),
+                                                     o.command_id.encode(), o.encode()) for o in outcomes])
         for (topic, partition), last in _last_offsets(records).items():
             if topic == EVENTS:
                 self._set_events_position(partition, last + 1)
@@ -509,7 +557,7 @@ class Pipeline:
                                 position)
         for partition, offsets in appended.items():
             await self._advance_events(partition, offsets)
-        await self.writes.flush(self._producer())
+        await self.writes.flush(producer)
 
     def _expected(self, topic: str, partition: int) -> int | None:
         stored = self.positions.get(position_key(topic, partition, self.settings.partitions))
@@ -529,11 +577,29 @@ class Pipeline:
 
     async def _advance_events(self, partition: int, offsets: list[int]) -> None:
         """After an append: the position moves past our own records when they follow it
-        without a hole; a hole is another writer's records (a restore, a tree head), read."""
+        without a hole; a hole is another writer's records (a restore, a tree head), read.
+
+        Fenced, one offset between the position and our records, where our previous append
+        ended, is that transaction's marker; a longer hole is read up to our records only (ours are not
+        committed yet: a read_committed reader stops before them), and a hole among ours
+        is left to the next look at the partition's end (``_check_events_ends``)."""
         offsets.sort()
         at = self._events_position(partition)
-        if at == offsets[0] and offsets[-1] - offsets[0] + 1 == len(offsets):
+        contiguous = offsets[-1] - offsets[0] + 1 == len(offsets)
+        if self.fence is not None and at is not None and at == self.markers.get(partition) == offsets[0] - 1:
+            at = offsets[0]
+        elif self.fence is not None and at is not None and offsets[0] > at:
+            log.info("records of another writer before ours, read", partition=partition, position=at,
+                     first=offsets[0])
+            await self._read_events(partition, at, offsets[0])
+            at = self._events_position(partition)
+        if at == offsets[0] and contiguous:
             self._set_events_position(partition, offsets[-1] + 1)
+            if self.fence is not None:
+                self.markers[partition] = offsets[-1] + 1
+        elif self.fence is not None:
+            log.info("records of another writer among ours, read later", partition=partition, position=at,
+                     first=offsets[0], last=offsets[-1])
         else:
             log.info("records of another writer among ours, read", partition=partition, position=at,
                      first=offsets[0], last=offsets[-1], appended=len(offsets))
@@ -572,7 +638,7 @@ class Pipeline:
         nothing (on the embedded broker, a hint only: see ``_bound``)."""
         if self._ends_reader is None:
             self._ends_reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                                 enable_auto_commit=False, **aiokafka_options(self.settings))
+                                                 enable_auto_commit=False, **self._reader_options())
             await self._ends_reader.start()
         found = await self._ends_reader.end_offsets([TopicPartition(EVENTS, p) for p in partitions])
         return {tp.partition: int(offset) for tp, offset in found.items()}
@@ -586,13 +652,14 @@ class Pipeline:
         """Apply the events [start, end) of a partition; the position then covers what was
         read. (records read, whether the read reached ``end`` or the partition's end)."""
         read = 0
-        async for records in self._records(EVENTS, partition, start, end):
-            await self._process(records)
-            read += len(records)
-        reader, tp = await self._reader(EVENTS), TopicPartition(EVENTS, partition)
-        reached = await reader.position(tp)
-        self._set_events_position(partition, min(reached, end) if end is not None else reached)
-        await self.writes.flush(self._producer())
+        async with self._writing(partition) as producer:
+            async for records in self._records(EVENTS, partition, start, end):
+                await self._process(records)
+                read += len(records)
+            reader, tp = await self._reader(EVENTS), TopicPartition(EVENTS, partition)
+            reached = await reader.position(tp)
+            self._set_events_position(partition, min(reached, end) if end is not None else reached)
+            await self.writes.flush(producer)
         high = end if end is not None else reader.highwater(tp)
         return read, high is not None and reached >= high
 
@@ -615,10 +682,16 @@ class Pipeline:
         grew to 2.1 GiB without it)."""
         await self.app.producer.buffer.wait_until_ebb()
 
+    def _reader_options(self) -> dict[str, Any]:
+        """Every reader of the worker reads what was committed only: nothing a fenced
+        worker sent (``streams.fence``; Tansu, which has no transactions, reads as it is)."""
+        isolation = "read_uncommitted" if self.settings.embedded else "read_committed"
+        return {**aiokafka_options(self.settings), "isolation_level": isolation}
+
     async def _reader(self, topic: str) -> AIOKafkaConsumer:
         if topic not in self._readers:
             reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                      enable_auto_commit=False, **aiokafka_options(self.settings),
+                                      enable_auto_commit=False, **self._reader_options(),
                                       fetch_max_wait_ms=50 if self.settings.embedded else 500)
             await reader.start()
             self._readers[topic] = reader
@@ -651,21 +724,21 @@ class Pipeline:
             if not batch and high is not None and high <= position:
                 return  # the partition ends before ``end``: nothing more to read
 
-    async def _append(self, events: list[tuple[int, Event]],
+    async def _append(self, producer: AIOKafkaProducer, events: list[tuple[int, Event]],
                       letters: Sequence[tuple[Record, str]] = ()) -> Awaitable[dict[int, list[int]]]:
         """Send events (and dead letters) to their ticket's partition. What it returns, awaited,
         waits until the broker has them all and gives the offsets the events got, by
         partition (the caller prepares the states meanwhile)."""
-        sent = await send_batched(self._producer(), EVENTS,
-                                  [(p, e.ticket_id.encode(), encode_event(e)) for p, e in events])
-        dead = [await self._dead_letter(record, reason) for record, reason in letters]
+        sent = await send_batched(producer, EVENTS, [(p, e.ticket_id.encode(), encode_event(e)) for p, e in events])
+        dead = await send_batched(producer, DEAD_LETTERS, [(0, record.key, self._dead_letter(record, reason))
+                                                           for record, reason in letters])
 
         async def acknowledged() -> dict[int, list[int]]:
             appended: dict[int, list[int]] = {}
             for batch in sent:
                 appended.setdefault(batch.partition, []).extend(await batch.offsets())
-            for future in dead:
-                await future
+            for batch in dead:
+                await batch.future
             return appended
 
         return acknowledged()
@@ -674,7 +747,8 @@ class Pipeline:
         """Faust's aiokafka producer (on this loop), for the batch API (``send_batched``)."""
         return self.app.producer._ensure_producer()  # type: ignore[attr-defined]
 
-    async def _dead_letter(self, record: Record, reason: str) -> Any:
+    @staticmethod
+    def _dead_letter(record: Record, reason: str) -> bytes:
         body = {
             "reason": reason,
             "origin": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
@@ -682,7 +756,7 @@ class Pipeline:
             "value": base64.b64encode(record.value).decode() if record.value else None,
             "dead_lettered_at": utcnow().isoformat(),
         }
-        return await self.app.producer.send(DEAD_LETTERS, record.key, json.dumps(body).encode(), None, None, None)
+        return json.dumps(body).encode()
 
     # --- the timer ---------------------------------------------------------------------------
     async def _deadline_timer(self) -> None:
@@ -691,9 +765,13 @@ class Pipeline:
         active = self.active_partitions()
         self.events_recovered &= active
         async with self.lock:
-            if active - self.events_recovered:
-                await self._recover_events(active - self.events_recovered)
-            await self._check_events_ends(active)
+            try:
+                if active - self.events_recovered:
+                    await self._recover_events(active - self.events_recovered)
+                await self._check_events_ends(active)
+            except Fenced as fenced:
+                self._drop_fenced(fenced.partition)
+                return
         if active != self.indexed_partitions:
             self._rebuild_index(active)
         else:

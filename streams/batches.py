@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from faust.types import TP
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,10 @@ class TableWrites:
             store[key] = value
         self.pending.append((table, partition, key, raw))
 
+    def drop(self, partition: int) -> None:
+        """Forget the writes of a partition not sent yet (a fenced partition's)."""
+        self.pending = [write for write in self.pending if write[1] != partition]
+
     async def flush(self, producer: AIOKafkaProducer) -> None:
         pending, self.pending = self.pending, []
         tables = {id(table): table for table, *_ in pending}
@@ -84,6 +89,8 @@ class TableWrites:
 
 
 def _persisted(store: Any, tp: TP, count: int, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and isinstance(future.exception(), (ProducerFenced, InvalidProducerEpoch)):
+        return  # the batch's transaction is refused: the fence says so, once (``streams.fence``)
     if future.cancelled() or future.exception() is not None:
         log.error("changelog write failed", topic=tp.topic, partition=tp.partition, records=count,
                   error=repr(future.exception()) if not future.cancelled() else "cancelled")

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from .fence import TRANSACTIONAL_PREFIX
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE, TREE_HEADS
 
 log = structlog.get_logger(__name__)
@@ -29,11 +30,13 @@ WORKER, PROJECTOR, ITOP, AUDITOR = "worker", "projector", "itop", "auditor"
 
 @dataclass(frozen=True, order=True)
 class Grant:
-    """ALLOW ``operation`` on the resource named ``name`` (LITERAL pattern) from any host."""
+    """ALLOW ``operation`` on the resource named ``name`` (``pattern``: the name itself, or
+    every name it starts) from any host."""
 
-    resource: str  # TOPIC | GROUP
+    resource: str  # TOPIC | GROUP | TRANSACTIONAL_ID
     name: str
-    operation: str  # READ | WRITE
+    operation: str  # READ | WRITE | DESCRIBE (a transactional id's coordinator is found with it)
+    pattern: str = "LITERAL"  # LITERAL | PREFIXED
 
 
 def _topic(name: str, *operations: str) -> list[Grant]:
@@ -43,13 +46,15 @@ def _topic(name: str, *operations: str) -> list[Grant]:
 GRANTS: dict[str, list[Grant]] = {
     # The HTTP API sends commands; the agent reads them and writes the events, outcomes and dead
     # letters; it reads the events back (recovery, gap repair) and the API awaits outcomes;
-    # Faust's changelogs, leader topic and group.
+    # Faust's changelogs, leader topic and group; the transactional ids of the partitions it
+    # owns (``streams.fence``: the fence of a worker that lost them).
     WORKER: [*_topic(COMMANDS, "READ", "WRITE"), *_topic(EVENTS, "READ", "WRITE"), *_topic(OUTCOMES, "READ", "WRITE"),
              *_topic(DEAD_LETTERS, "WRITE"),
              *_topic(f"{APP_ID}-{TICKET_TABLE}-changelog", "READ", "WRITE"),
              *_topic(f"{APP_ID}-{POSITION_TABLE}-changelog", "READ", "WRITE"),
              *_topic(f"{APP_ID}-__assignor-__leader", "READ", "WRITE"),
-             Grant("GROUP", APP_ID, "READ")],
+             Grant("GROUP", APP_ID, "READ"),
+             *[Grant("TRANSACTIONAL_ID", TRANSACTIONAL_PREFIX, op, "PREFIXED") for op in ("DESCRIBE", "WRITE")]],
     # Reads by assignment (no group: its positions are in PostgreSQL); publishes the signed heads.
     PROJECTOR: [*_topic(EVENTS, "READ"), *_topic(DEAD_LETTERS, "READ"), *_topic(TREE_HEADS, "WRITE")],
     # The iTop connector sends commands, and sets aside (dead letters) the objects that name an
@@ -65,13 +70,13 @@ def _acl(principal: str, grant: Grant) -> Any:
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
     return ACL(f"User:{principal}", "*", ACLOperation[grant.operation], ACLPermissionType.ALLOW,
-               ResourcePattern(ResourceType[grant.resource], grant.name, ACLResourcePatternType.LITERAL))
+               ResourcePattern(ResourceType[grant.resource], grant.name, ACLResourcePatternType[grant.pattern]))
 
 
 def _grant_of(acl: Any) -> tuple[str, Grant]:
     pattern = acl.resource_pattern
     return (acl.principal.removeprefix("User:"),
-            Grant(pattern.resource_type.name, pattern.resource_name, acl.operation.name))
+            Grant(pattern.resource_type.name, pattern.resource_name, acl.operation.name, pattern.pattern_type.name))
 
 
 def apply_acls(bootstrap: str, client_options: dict[str, object] | None = None) -> tuple[int, int]:

@@ -97,7 +97,7 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0, **options: 
     """Every record of ``topic`` from offset 0 to the end captured at start (no group, no
     commits), partition by partition interleaved as fetched."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             **{**client_options(), **options})
+                             isolation_level="read_committed", **{**client_options(), **options})
     try:
         tps = partitions_of(consumer, topic)
         consumer.assign(tps)

@@ -58,6 +58,8 @@ class OutcomeWaiter:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None,
             auto_offset_reset="latest", **aiokafka_options(self.settings),
+            # only outcomes of committed batches: never a fenced worker's (streams.fence)
+            isolation_level="read_uncommitted" if self.settings.embedded else "read_committed",
             # Tansu answers an empty fetch after half the wait even when an outcome arrives
             # meanwhile: a short wait there; Kafka answers as soon as a record arrives.
             fetch_max_wait_ms=50 if self.settings.embedded else 500,

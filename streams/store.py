@@ -26,6 +26,7 @@ last persisted offset instead of replaying the whole table.
 
 from __future__ import annotations
 
+import shutil
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,16 @@ class KeyPartitionedRocksDBStore(RocksDBStore):
 
     def _visible_items(self, db: Rdict) -> Iterator[tuple[bytes, bytes]]:
         return ((key, value) for key, value in super()._visible_items(db) if not key.startswith(_HIDDEN))
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop a partition's local database: it holds writes a fence refused (``streams.fence``),
+        which the log never got. The next assignment recovers it from the changelog."""
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+        for key in [k for k, p in self._key_index.items() if p == partition]:
+            del self._key_index[key]
+        shutil.rmtree(self.partition_path(partition), ignore_errors=True)
 
     def raw_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, serialized value) of one partition, straight from its database."""

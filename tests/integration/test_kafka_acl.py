@@ -139,7 +139,7 @@ def test_the_brokers_hold_exactly_the_declared_acls(cluster: KafkaCluster) -> No
     finally:
         admin.close()
     held = {(a.principal, Grant(a.resource_pattern.resource_type.name, a.resource_pattern.resource_name,
-                                a.operation.name)) for a in acls}
+                                a.operation.name, a.resource_pattern.pattern_type.name)) for a in acls}
     assert held == {(f"User:{p}", g) for p, grants in GRANTS.items() for g in grants}
     assert {p for p, g in held if g == Grant("TOPIC", EVENTS, "WRITE")} == {f"User:{WORKER}"}
 

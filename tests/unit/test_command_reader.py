@@ -16,6 +16,7 @@ from faust.types import TP
 
 from sla.ticket import Command, CommandType
 from streams.codec import encode_command
+from streams.recovery_watch import RecoveryWatch
 from streams.table_values import partition_for, position_key
 from streams.topics import COMMANDS
 from tests.unit.test_redelivery import FILE, Sent, pipeline
@@ -74,6 +75,7 @@ def reading(reader: Reader, partitions: set[int], positions: dict[int, int] | No
     p.app = SimpleNamespace(producer=p.app.producer, tables=SimpleNamespace(recovery=recovery),  # type: ignore[assignment]
                             rebalancing=False,
                             assignor=SimpleNamespace(assigned_actives=lambda: {TP(CHANGELOG, q) for q in partitions}))
+    p.recovery_watch = RecoveryWatch(recovery, rebalancing=lambda: False)
 
     async def command_reader() -> Reader:
         p._command_reader_ = reader

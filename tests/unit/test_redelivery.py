@@ -106,6 +106,7 @@ def pipeline(sent: Sent) -> Pipeline:
     p.processor, p.index, p.tickets, p.positions, p.filled = (TicketProcessor(load_policy()), DeadlineIndex(),
                                                               Table(), Table(), {})
     p.writes = TableWrites()
+    p.fence = None  # dev mode's writes (no transactions)
     p.settings = SimpleNamespace(partitions=4)  # type: ignore[assignment]
     p.app = SimpleNamespace(producer=sent)  # type: ignore[assignment]
     for partition in range(4):  # recovered: the events partitions are empty
