@@ -9,9 +9,10 @@ partitions decides against the log's. Reading the log back shows it two ways:
   (``command_event_id(command_id)``) that differ in more than their recording time, or
   the outcomes topic holds two different answers (result, events) for one command id;
 - *a decision off the log*: replaying each ticket's events in log order (one partition per
-  ticket), the command behind each event, decided again (``sla.ticket.decide``, at the
-  event's recording time) on the state the earlier events give, is refused or gives
-  another event: it was decided on a state the log does not have.
+  ticket), the command behind each event, decided again (``sla.ticket.decide``) on the
+  state the earlier events give, is refused or gives another event: it was decided on a
+  state the log does not have. A command sent again with its idempotency key is a second
+  record of the same command id (received later): the event must follow from one of them.
 
 Each finding names the ticket, the command and the two decisions.
 """
@@ -43,7 +44,7 @@ def describe(event: Event | dict[str, Any]) -> str:
 
 
 def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[str, Any]:
-    commands: dict[uuid.UUID, Command] = {}
+    commands: dict[uuid.UUID, list[Command]] = defaultdict(list)
     for record in read_topic(bootstrap, COMMANDS, timeout=600):
         if record.value is None or is_fact(record.value):
             continue
@@ -51,7 +52,7 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
             command = decode_command(record.value)
         except CommandDecodeError:
             continue
-        commands[command_event_id(command.command_id)] = command
+        commands[command_event_id(command.command_id)].append(command)
     partitions: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
     for record in read_topic(bootstrap, EVENTS, timeout=600):
         if not is_tree_head(record.key):
@@ -64,8 +65,8 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
     for records in partitions.values():
         for _, value in sorted(records):
             event = decode_event(value)
-            command = commands.get(event.event_id)
-            cid = str(command.command_id) if command else "(a fact)"
+            sent = commands.get(event.event_id, [])
+            cid = str(sent[0].command_id) if sent else "(a fact)"
             chosen = decision(event)
             if event.event_id in first:
                 if first[event.event_id] != chosen:
@@ -74,11 +75,11 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
                 continue
             first[event.event_id] = chosen
             before = tickets.get(event.ticket_id)
-            if command is not None:
-                off = redecided(before, command, event, policy)
-                if off:
-                    off_log.append(f"{event.ticket_id} command {cid} ({command.type}), event {event.event_id} "
-                                   f"at log version {before.version if before else 0}: {off}")
+            if sent:
+                reasons = [redecided(before, c, event, policy) for c in sent]
+                if all(reasons):
+                    off_log.append(f"{event.ticket_id} command {cid} ({sent[0].type}), event {event.event_id} "
+                                   f"at log version {before.version if before else 0}: {reasons[0]}")
             tickets.setdefault(event.ticket_id, Ticket(event.ticket_id)).apply(event)
 
     answers: dict[str, set[tuple[str, tuple[str, ...]]]] = defaultdict(set)
@@ -90,7 +91,7 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
         answers[outcome.command_id].add((outcome.result, tuple(outcome.body.get("events") or ())))
     for cid, seen in answers.items():
         if len(seen) > 1:
-            ticket = next((c.ticket_id for c in commands.values() if str(c.command_id) == cid), "?")
+            ticket = next((c[0].ticket_id for c in commands.values() if str(c[0].command_id) == cid), "?")
             two.append(f"{ticket} command {cid}: answered " + " and ".join(
                 f"{result} {list(events)}" for result, events in sorted(seen)))
     return {"two_decisions": len(two), "two_decisions_examples": two[:examples],
@@ -99,10 +100,12 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
 
 
 def redecided(before: Ticket | None, command: Command, event: Event, policy: Policy) -> str | None:
-    """None when deciding ``command`` on ``before`` (the log's state) gives ``event``; else how not."""
+    """None when deciding ``command`` on ``before`` (the log's state) gives ``event``; else how
+    not. Decided at the event's own time: any instant after the command's reception gives
+    the same event."""
     try:
-        again = decide(before if before is not None and before.exists else None, command, event.recorded_at,
-                       products=policy.products)
+        again = decide(before if before is not None and before.exists else None, command,
+                       max(event.recorded_at, event.occurred_at), products=policy.products)
     except DomainError as exc:
         return f"the log's state refuses it ({exc.message}), the log has {describe(event)}"
     match = next((e for e in again if e.event_id == event.event_id), None)
