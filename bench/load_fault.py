@@ -340,6 +340,7 @@ class Fault:
     restarted_after: float
     ready_after: float | None = None
     fenced: int | None = None  # writes the broker refused as a zombie's (partition suite)
+    figures: dict[str, float] = field(default_factory=dict)  # of the commands answered until the next fault
 
 
 class Rig:
@@ -731,6 +732,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     done = sorted(a.done_at for a in tally.accepted)
     gaps = [b - a for a, b in zip([0.0, *done], done, strict=False)]
     windows = Counter(int(a.done_at // 5) for a in tally.accepted if a.done_at < args.seconds)
+    for i, fault in enumerate(faults):  # each fault's window: from it to the next one (or the end)
+        end = faults[i + 1].at if i + 1 < len(faults) else elapsed
+        window = sorted((a.done_at, a.latency) for a in tally.accepted if fault.at <= a.done_at < end)
+        silences = [b - a for a, b in zip([fault.at, *(d for d, _ in window)], [d for d, _ in window], strict=False)]
+        fault.figures = {"answered": len(window), "p99_s": round(percentile([lat for _, lat in window], 0.99), 3),
+                         "longest_without_answer_s": round(max(silences, default=end - fault.at), 1)}
     report.update({
         "elapsed": round(elapsed, 1), "accepted": len(tally.accepted),
         "commands_per_s": round(len(tally.accepted) / elapsed, 1),
@@ -753,12 +760,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def partition_fault_line(f: dict[str, Any]) -> str:
+    figures = f["figures"]
+    return (f"t={f['at']:.1f} s {f['what']}; healed, workers ready {f['ready_after']:g} s later; writes fenced: "
+            f"{f['fenced']}; until the next fault {figures['answered']:,} commands answered, p99 "
+            f"{figures['p99_s']:.3f} s, longest without an answer {figures['longest_without_answer_s']} s")
+
+
 def print_figures(r: dict[str, Any]) -> None:
     faults = "; ".join(f"t={f['at']:.1f} s {f['what']}, restarted {f['restarted_after']:g} s later"
                        + (f", ready {f['ready_after']:g} s after restart" if f["ready_after"] is not None else "")
                        for f in r["faults"] if f.get("fenced") is None)
-    faults += "; ".join(f"\n  t={f['at']:.1f} s {f['what']}; healed, workers ready {f['ready_after']:g} s later; "
-                        f"writes fenced: {f['fenced']}" for f in r["faults"] if f.get("fenced") is not None)
+    faults += "".join(f"\n  {partition_fault_line(f)}" for f in r["faults"] if f.get("fenced") is not None)
     answers = ", ".join(f"{k}: {v:,}" for k, v in r["answers"].items())
     dup = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["duplicate_kinds"].items())
     lines = [
