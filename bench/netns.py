@@ -14,7 +14,8 @@ route to that address cuts a member from PostgreSQL alone.
 
 Needs root and ``ip netns``; ``available()`` says why not. Names carry this process's id
 (``sl<pid>…``): ``Sandbox`` first removes those of processes that no longer exist (a run
-that crashed), and ``close()`` removes its own, whatever happened.
+that crashed), ``close()`` removes its own, and ``remove`` those of a given run (the test's
+``finally``, after a bench it had to kill).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -129,16 +131,21 @@ def free_subnet_octet() -> int:
 
 def remove_stale() -> None:
     """Namespaces and bridges of an earlier run whose process is gone (a crash)."""
-    def dead(name: str) -> bool:
+    remove(lambda pid: not os.path.exists(f"/proc/{pid}"))
+
+
+def remove(owned: Callable[[int], bool]) -> None:
+    """Our namespaces and links (``sl<pid>…``) whose ``pid`` is ``owned``."""
+    def ours(name: str) -> bool:
         match = re.match(rf"{PREFIX}(\d+)", name)
-        return bool(match) and not os.path.exists(f"/proc/{match.group(1)}")
+        return bool(match) and owned(int(match.group(1)))
 
     for line in ip("netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if name.startswith(PREFIX) and dead(name):
+        if ours(name):
             ip("netns", "del", name, check=False)
     for name in re.findall(r"^\d+: ([^:@\s]+)", ip("-o", "link", "show").stdout, re.M):
-        if name.startswith(PREFIX) and dead(name):
+        if ours(name):
             ip("link", "del", name, check=False)
 
 
