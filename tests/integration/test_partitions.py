@@ -34,9 +34,14 @@ WORKER_FENCED = False
 
 
 def _netns() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("netns", BENCH / "netns.py")
+    """bench/netns.py (the bench's directory is no package)."""
+    name = "slaledger_bench_netns"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / "netns.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
