@@ -649,8 +649,10 @@ def verify(rig: Rig, tally: Tally, versions: dict[str, int]) -> dict[str, Any]:
 
     # replay from the topic: the worker's state and the SLA facts due
     tickets: dict[str, Ticket] = {}
+    last: dict[str, Event] = {}
     for event in events.values():
         tickets.setdefault(event.ticket_id, Ticket(event.ticket_id)).apply(event)
+        last[event.ticket_id] = event
     now = datetime.now(UTC)
     missed_facts = 0
     for ticket in tickets.values():
@@ -660,9 +662,9 @@ def verify(rig: Rig, tally: Tally, versions: dict[str, int]) -> dict[str, Any]:
             missed_facts += len(due_facts(ticket, evaluate(ticket, policy, now), now))
     state_differs = sorted(t for t, v in versions.items() if tickets.get(t) is None or tickets[t].version != v)
     # how: the version the worker holds against the log's, and the log's last event
-    state_differs_how = [f"{t}: worker version {versions[t]}, log version "
-                         + (f"{tickets[t].version} (status {tickets[t].status})" if t in tickets else "none")
-                         for t in state_differs]
+    state_differs_how = [f"{t}: worker version {versions[t]}, log version " + (
+        f"{tickets[t].version} (status {tickets[t].status}; last event {last[t].type} {last[t].event_id} "
+        f"recorded {last[t].recorded_at:%H:%M:%S.%f})" if t in tickets else "none") for t in state_differs]
     state_unreadable = [t for t in tally.filed if t not in versions]
 
     archive_diff = verify_projection(rig.engine, archive_records(rig.engine), policy, source="archive")
