@@ -13,6 +13,10 @@ partitions decides against the log's. Reading the log back shows it two ways:
   state the earlier events give, is refused or gives another event: it was decided on a
   state the log does not have. A command sent again with its idempotency key is a second
   record of the same command id (received later): the event must follow from one of them.
+  And the version chain: a first answer (not a replay) gives the ticket's version after its
+  event, which must be that event's place in the ticket's log — a decider holding a state
+  with an event more or less than the log answers another version, even when the event
+  it chose happens to be valid on the log's state.
 
 Each finding names the ticket, the command and the two decisions.
 """
@@ -27,7 +31,7 @@ from sla.events import Event, decode_event
 from sla.policy import Policy
 from sla.ticket import Command, DomainError, Ticket, command_event_id, decide
 from streams.kafka_tools import read_topic
-from streams.processor import CommandDecodeError, Outcome, decode_command, is_fact
+from streams.processor import ACCEPTED, CREATED, CommandDecodeError, Outcome, decode_command, is_fact
 from streams.topics import COMMANDS, EVENTS, OUTCOMES, is_tree_head
 
 
@@ -62,6 +66,7 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
     off_log: list[str] = []
     first: dict[uuid.UUID, dict[str, Any]] = {}
     tickets: dict[str, Ticket] = {}
+    place: dict[str, tuple[str, int]] = {}  # event id -> (ticket, version after it in the log)
     for records in partitions.values():
         for _, value in sorted(records):
             event = decode_event(value)
@@ -80,7 +85,9 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
                 if all(reasons):
                     off_log.append(f"{event.ticket_id} command {cid} ({sent[0].type}), event {event.event_id} "
                                    f"at log version {before.version if before else 0}: {reasons[0]}")
-            tickets.setdefault(event.ticket_id, Ticket(event.ticket_id)).apply(event)
+            ticket = tickets.setdefault(event.ticket_id, Ticket(event.ticket_id))
+            ticket.apply(event)
+            place[str(event.event_id)] = (event.ticket_id, ticket.version)
 
     answers: dict[str, set[tuple[str, tuple[str, ...]]]] = defaultdict(set)
     for record in read_topic(bootstrap, OUTCOMES, timeout=600):
@@ -88,7 +95,14 @@ def check_decisions(bootstrap: str, policy: Policy, examples: int = 10) -> dict[
             outcome = Outcome.decode(record.value)
         except ValueError:
             continue
-        answers[outcome.command_id].add((outcome.result, tuple(outcome.body.get("events") or ())))
+        events = tuple(outcome.body.get("events") or ())
+        answers[outcome.command_id].add((outcome.result, events))
+        answered = (outcome.body.get("ticket") or {}).get("version")
+        if (outcome.result in (CREATED, ACCEPTED) and not outcome.body.get("replayed") and len(events) == 1
+                and events[0] in place and answered != place[events[0]][1]):
+            tid, version = place[events[0]]
+            off_log.append(f"{tid} command {outcome.command_id}: answered at version {answered}, its event "
+                           f"{events[0]} is version {version} of the log")
     for cid, seen in answers.items():
         if len(seen) > 1:
             ticket = next((c[0].ticket_id for c in commands.values() if str(c[0].command_id) == cid), "?")
