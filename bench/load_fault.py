@@ -75,6 +75,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from decisions import check_decisions  # bench/ (this script's directory)
+from partition_faults import FAULTS, PartitionNet, inject_partitions
 from sqlalchemy import Engine, create_engine, func, select, text
 
 from projections.audit.kafka_source import kafka_records
@@ -123,14 +125,16 @@ class Proc:
     """One slaledger process (or its replacement after a kill), logging to a file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path,
-                 url: str | None = None) -> None:
+                 url: str | None = None, prefix: list[str] | None = None) -> None:
         self.name, self.argv, self.env, self.url = name, argv, env, url
+        self.prefix = prefix or []  # `ip netns exec NS` for the partition suite
         self.log_path = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "slaledger.cli", *self.argv], env=self.env,
+            self.process = subprocess.Popen([*self.prefix, sys.executable, "-m", "slaledger.cli", *self.argv],
+                                            env=self.env,
                                             stdout=out, stderr=out, start_new_session=True)
 
     def children(self) -> list[int]:
@@ -165,6 +169,17 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def signal(self, signum: int) -> None:
+        """SIGSTOP / SIGCONT: a pause the process does not see coming (a GC, a VM freeze)."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def fenced(self) -> int:
+        """Writes the broker refused as fenced (a zombie's), as its log counts them so far."""
+        if not self.log_path.exists():
+            return 0
+        return len(re.findall(r"(?i)fenc", self.log_path.read_text(errors="replace")))
 
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
@@ -326,6 +341,8 @@ class Fault:
     what: str
     restarted_after: float
     ready_after: float | None = None
+    fenced: int | None = None  # writes the broker refused as a zombie's (partition suite)
+    figures: dict[str, float] = field(default_factory=dict)  # of the commands answered until the next fault
 
 
 class Rig:
@@ -338,6 +355,7 @@ class Rig:
         self.broker: EmbeddedBroker | KafkaCluster | None = None
         self.workers: list[Proc] = []
         self.projector: Proc | None = None
+        self.net: PartitionNet | None = None
         self.database = self._database()
         self.engine: Engine = create_engine(self.database, pool_pre_ping=True)
         try:
@@ -351,7 +369,10 @@ class Rig:
         self.policy_file = workdir / "policy.toml"
         self.policy_file.write_text(short_intake_policy(args.sla_seconds, policy_id="load-1",
                                                         title="Prise en compte (charge)"))
-        if args.mode == "kafka-ha":
+        if args.mode == "partitions":
+            self.net = PartitionNet()
+            self.broker = self.net.cluster(workdir / "kafka").start()
+        elif args.mode == "kafka-ha":
             self.broker = KafkaCluster(workdir / "kafka", 3).start()
         elif args.mode != "dev-embedded" and args.broker == "kafka":
             self.broker = KafkaCluster(workdir / "kafka", 1).start()
@@ -365,19 +386,26 @@ class Rig:
         base = {**os.environ, "SLALEDGER_DATABASE_URL": self.database, "SLALEDGER_POLICY_FILE": str(self.policy_file),
                 "SLALEDGER_LOG_LEVEL": args.log_level, "SLALEDGER_TIMER_INTERVAL": "0.2",
                 "SLALEDGER_PARTITIONS": str(args.partitions), "SLALEDGER_DEV_TOKEN": self.token}
-        if args.mode in ("two-workers", "kafka-ha"):
+        if args.mode in ("two-workers", "kafka-ha", "partitions"):
             assert self.broker is not None
-            for name in ("worker-a", "worker-b"):
+            net = self.net
+            if net is not None:  # in namespaces: PostgreSQL through the relay on the bridge
+                base["SLALEDGER_DATABASE_URL"] = net.database_url(self.database)
+            for i, name in enumerate(("worker-a", "worker-b")):
                 port = free_port()
+                host = net.workers[i].address if net else "127.0.0.1"
                 env = {**base, "SLALEDGER_BROKER_URL": self.broker.url, "SLALEDGER_WEB_PORT": str(port),
+                       "SLALEDGER_WEB_HOST": host,
                        "SLALEDGER_DATA_DIR": str(workdir / name), "SLALEDGER_EMBEDDED": embedded,
                        "SLALEDGER_SESSION_TIMEOUT": "4", "SLALEDGER_HEARTBEAT_INTERVAL": "0.5",
                        "SLALEDGER_REBALANCE_TIMEOUT": "2", "SLALEDGER_COMMIT_INTERVAL": "1",
                        **self.broker.client_env(WORKER)}
-                self.workers.append(Proc(name, ["worker"], env, workdir, f"http://127.0.0.1:{port}"))
+                self.workers.append(Proc(name, ["worker"], env, workdir, f"http://{host}:{port}",
+                                         net.workers[i].prefix if net else None))
             self.projector = Proc("projector", ["project", "--metrics-port", "0"],
                                   {**base, "SLALEDGER_BROKER_URL": self.broker.url,
-                                   **self.broker.client_env(PROJECTOR)}, workdir)
+                                   **self.broker.client_env(PROJECTOR)}, workdir, None,
+                                  net.projector.prefix if net else None)
         else:
             port = free_port()
             argv = ["dev", "--port", str(port), "--data-dir", str(workdir / "dev")]
@@ -422,6 +450,8 @@ class Rig:
                     os.kill(pid, signal.SIGKILL)
         if self.broker is not None:
             self.broker.stop()
+        if self.net is not None:
+            self.net.close()
         self.engine.dispose()
         if self.created_db and not self.args.keep:
             admin = create_engine(self.args.pg_admin, isolation_level="AUTOCOMMIT")
@@ -487,6 +517,16 @@ async def inject(rig: Rig, session: aiohttp.ClientSession, t0: float, seconds: f
     process both times, its broker with it in dev-embedded; kafka-ha: brokers)."""
     if rig.args.mode == "kafka-ha":
         await inject_broker_faults(rig, t0, seconds, rig.args.broker_restart_delay, faults)
+        return
+    if rig.net is not None:
+        assert isinstance(rig.broker, KafkaCluster)
+
+        async def recovered() -> None:
+            await asyncio.gather(*(wait_ready(session, w) for w in rig.workers))
+
+        done = await inject_partitions(rig.net, rig.broker, rig.workers, rig.args.faults, t0, rig.args.fault_hold,
+                                       recovered)
+        faults.extend(Fault(**f) for f in done)
         return
     if rig.projector is not None:
         plan = [(rig.workers[0], "worker"), (rig.projector, "projector")]
@@ -611,8 +651,10 @@ def verify(rig: Rig, tally: Tally, versions: dict[str, int]) -> dict[str, Any]:
 
     # replay from the topic: the worker's state and the SLA facts due
     tickets: dict[str, Ticket] = {}
+    last: dict[str, Event] = {}
     for event in events.values():
         tickets.setdefault(event.ticket_id, Ticket(event.ticket_id)).apply(event)
+        last[event.ticket_id] = event
     now = datetime.now(UTC)
     missed_facts = 0
     for ticket in tickets.values():
@@ -621,6 +663,10 @@ def verify(rig: Rig, tally: Tally, versions: dict[str, int]) -> dict[str, Any]:
         with contextlib.suppress(PolicyError):
             missed_facts += len(due_facts(ticket, evaluate(ticket, policy, now), now))
     state_differs = sorted(t for t, v in versions.items() if tickets.get(t) is None or tickets[t].version != v)
+    # how: the version the worker holds against the log's, and the log's last event
+    state_differs_how = [f"{t}: worker version {versions[t]}, log version " + (
+        f"{tickets[t].version} (status {tickets[t].status}; last event {last[t].type} {last[t].event_id} "
+        f"recorded {last[t].recorded_at:%H:%M:%S.%f})" if t in tickets else "none") for t in state_differs]
     state_unreadable = [t for t in tally.filed if t not in versions]
 
     archive_diff = verify_projection(rig.engine, archive_records(rig.engine), policy, source="archive")
@@ -635,9 +681,10 @@ def verify(rig: Rig, tally: Tally, versions: dict[str, int]) -> dict[str, Any]:
         "deadlines_breached": len(breaches), "breach_events": sum(len(v) for v in breaches.values()),
         "missed_sla_facts": missed_facts,
         "tickets_in_log": len(tickets), "state_checked": len(versions), "state_differs": len(state_differs),
-        "state_differs_examples": state_differs[:5], "state_unreadable": len(state_unreadable),
+        "state_differs_examples": state_differs_how[:10], "state_unreadable": len(state_unreadable),
         "verify_archive": archive_diff[:10], "verify_archive_count": len(archive_diff),
         "verify_kafka": kafka_diff[:10], "verify_kafka_count": len(kafka_diff),
+        **check_decisions(rig.bootstrap, policy),
     }
 
 
@@ -651,7 +698,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     throwaway = not args.workdir and not args.keep  # a directory given is never deleted
     rig = Rig(args, workdir)
-    broker = {"kafka-ha": "Apache Kafka x3", "dev-embedded": "tansu (in dev)"}.get(
+    broker = {"kafka-ha": "Apache Kafka x3", "partitions": "Apache Kafka x3 in network namespaces",
+              "dev-embedded": "tansu (in dev)"}.get(
         args.mode, "Apache Kafka" if args.broker == "kafka" else "tansu")
     report: dict[str, Any] = {"mode": args.mode, "broker": broker, "clients": args.clients, "seconds": args.seconds,
                               "database": rig.engine.dialect.name, "workdir": str(workdir)}
@@ -688,6 +736,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     done = sorted(a.done_at for a in tally.accepted)
     gaps = [b - a for a, b in zip([0.0, *done], done, strict=False)]
     windows = Counter(int(a.done_at // 5) for a in tally.accepted if a.done_at < args.seconds)
+    for i, fault in enumerate(faults):  # each fault's window: from it to the next one (or the end)
+        end = faults[i + 1].at if i + 1 < len(faults) else elapsed
+        window = sorted((a.done_at, a.latency) for a in tally.accepted if fault.at <= a.done_at < end)
+        silences = [b - a for a, b in zip([fault.at, *(d for d, _ in window)], [d for d, _ in window], strict=False)]
+        fault.figures = {"answered": len(window), "p99_s": round(percentile([lat for _, lat in window], 0.99), 3),
+                         "longest_without_answer_s": round(max(silences, default=end - fault.at), 1)}
     report.update({
         "elapsed": round(elapsed, 1), "accepted": len(tally.accepted),
         "commands_per_s": round(len(tally.accepted) / elapsed, 1),
@@ -705,14 +759,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["ok"] = (report["lost"] == 0 and report["duplicates"] == 0 and report["verify_archive_count"] == 0
                     and report["verify_kafka_count"] == 0 and report["state_differs"] == 0
                     and report["missed_sla_facts"] == 0 and report["applied_unanswered"] <= report["not_answered"]
-                    and len(faults) == (3 if args.mode == "kafka-ha" else 2))
+                    and report["two_decisions"] == 0 and report["off_log_decisions"] == 0
+                    and len(faults) == {"kafka-ha": 3, "partitions": len(args.faults)}.get(args.mode, 2))
     return report
+
+
+def partition_fault_line(f: dict[str, Any]) -> str:
+    figures = f["figures"]
+    return (f"t={f['at']:.1f} s {f['what']}; healed, workers ready {f['ready_after']:g} s later; writes fenced: "
+            f"{f['fenced']}; until the next fault {figures['answered']:,} commands answered, p99 "
+            f"{figures['p99_s']:.3f} s, longest without an answer {figures['longest_without_answer_s']} s")
 
 
 def print_figures(r: dict[str, Any]) -> None:
     faults = "; ".join(f"t={f['at']:.1f} s {f['what']}, restarted {f['restarted_after']:g} s later"
                        + (f", ready {f['ready_after']:g} s after restart" if f["ready_after"] is not None else "")
-                       for f in r["faults"])
+                       for f in r["faults"] if f.get("fenced") is None)
+    faults += "".join(f"\n  {partition_fault_line(f)}" for f in r["faults"] if f.get("fenced") is not None)
     answers = ", ".join(f"{k}: {v:,}" for k, v in r["answers"].items())
     dup = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["duplicate_kinds"].items())
     lines = [
@@ -742,10 +805,18 @@ def print_figures(r: dict[str, Any]) -> None:
         f"kafka: {r['verify_kafka_count']} difference(s)",
         f"worker state = log  {r['state_checked']:,} tickets read back, {r['state_differs']} differ, "
         f"{r['state_unreadable']} unreadable",
+        f"decisions           {r['commands_checked']:,} commands; two decisions for one command: "
+        f"{r['two_decisions']}; decided on a state the log does not contain: {r['off_log_decisions']}",
         f"verdict             {'OK' if r['ok'] else 'FAILED'}",
     ]
     for line in r["verify_archive"] + r["verify_kafka"]:
         lines.append(f"  difference: {line}")
+    for line in r["state_differs_examples"]:
+        lines.append(f"  worker state differs: {line}")
+    for line in r["two_decisions_examples"]:
+        lines.append(f"  two decisions: {line}")
+    for line in r["off_log_examples"]:
+        lines.append(f"  off the log: {line}")
     print("\n".join(lines), flush=True)
 
 
@@ -753,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--mode", choices=["dev", "two-workers", "dev-embedded", "kafka-ha"], default="two-workers")
+    parser.add_argument("--mode", choices=["dev", "two-workers", "dev-embedded", "kafka-ha", "partitions"],
+                        default="two-workers", help="partitions: implied by --faults")
     parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
                         help="engine of the two-workers and dev modes (kafka-ha: three Apache Kafka nodes)")
     parser.add_argument("--broker-restart-delay", type=float, default=5.0,
@@ -766,11 +838,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--restart-delay", type=float, default=2.0, help="seconds between a kill and the restart")
     parser.add_argument("--log-level", default="warning", help="of the slaledger processes")
+    parser.add_argument("--faults", type=lambda v: v.split(","), default=[],
+                        help=f"partition suite (root, `ip netns`): comma-separated, in order, of {', '.join(FAULTS)}")
+    parser.add_argument("--fault-hold", type=float, default=12.0,
+                        help="seconds each partition fault lasts (3x the workers' 4 s session timeout)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", help="run directory, kept (default: a temporary one, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory and database")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.faults:
+        unknown = set(args.faults) - set(FAULTS)
+        if unknown:
+            parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (choose among {', '.join(FAULTS)})")
+        args.mode = "partitions"
     report = asyncio.run(run(args))
     print_figures(report)
     if args.json:

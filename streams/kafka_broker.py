@@ -40,7 +40,7 @@ import structlog
 
 from .embedded import EmbeddedBroker, _die_with_parent, free_port
 from .kafka_acls import ADMIN, PRINCIPALS, apply_acls
-from .kafka_certs import write_loopback_certificates
+from .kafka_certs import LOOPBACK, write_certificates, write_loopback_certificates
 from .kafka_security import ClientSecurity
 
 log = structlog.get_logger(__name__)
@@ -103,6 +103,8 @@ class Node:
     port: int
     controller_port: int
     data_dir: Path
+    host: str = "127.0.0.1"  # the address it listens on and advertises
+    prefix: list[str] = field(default_factory=list)  # run the JVM under it (e.g. `ip netns exec NS`)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_start: int = 0  # the log file's size when the process was started
 
@@ -139,25 +141,39 @@ class KafkaCluster:
 
     Ports are chosen once (free ones, or those recorded in ``data_dir/ports``), so a cluster
     restarted on the same directory answers on the same addresses with its data.
+
+    ``hosts`` (one per node) puts each node on an address of its own instead, which it
+    listens on, advertises and has in its certificate, and ``prefixes`` runs each node's
+    JVM under a command (``ip netns exec NS``): the partition suite gives each node a
+    network namespace so that its links can be cut (``bench/netns.py``).
     """
 
     embedded = False  # no Tansu workaround applies
     MECHANISM = "SCRAM-SHA-512"
 
-    def __init__(self, data_dir: Path, nodes: int = 1, *, heap: str = "512m", port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, nodes: int = 1, *, heap: str = "512m", port: int | None = None,
+                 hosts: list[str] | None = None, prefixes: list[list[str]] | None = None) -> None:
         if nodes not in (1, 3):
             raise ValueError("a cluster of 1 or 3 nodes")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.heap = heap
         ports = self._ports(nodes, port)
-        self.nodes = [Node(i + 1, ports[2 * i], ports[2 * i + 1], self.data_dir / f"node{i + 1}") for i in range(nodes)]
+        hosts = hosts or ["127.0.0.1"] * nodes
+        prefixes = prefixes or [[] for _ in range(nodes)]
+        self.nodes = [Node(i + 1, ports[2 * i], ports[2 * i + 1], self.data_dir / f"node{i + 1}", hosts[i],
+                           prefixes[i]) for i in range(nodes)]
         self.cluster_id = self._cluster_id()
         if not self.secrets_dir.exists() and any((n.data_dir / "logs" / "meta.properties").exists()
                                                  for n in self.nodes):
             raise BrokerError(f"{self.data_dir} holds a cluster formatted without its SCRAM users (before "
                               "Kafka was secured): remove that directory to start afresh")
-        self.ca_file, self.keystore = write_loopback_certificates(self.secrets_dir)
+        if set(hosts) == {"127.0.0.1"}:
+            self.ca_file, self.keystore = write_loopback_certificates(self.secrets_dir)
+        elif (self.secrets_dir / "broker.pem").exists():
+            self.ca_file, self.keystore = self.secrets_dir / "ca.pem", self.secrets_dir / "broker.pem"
+        else:
+            self.ca_file, self.keystore = write_certificates(self.secrets_dir, [*LOOPBACK, *hosts], 30)
         self._write_passwords()
 
     # --- security ----------------------------------------------------------------------
@@ -194,7 +210,7 @@ class KafkaCluster:
     # --- addresses ---------------------------------------------------------------------
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return ",".join(f"{n.host}:{n.port}" for n in self.nodes)
 
     @property
     def url(self) -> str:
@@ -242,8 +258,8 @@ class KafkaCluster:
                 raise BrokerError(f"formatting node {node_id}'s storage failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
         out = open(node.log_path, "ab")  # noqa: SIM115 - the child keeps it
         node.log_start = out.tell()
-        node.process = subprocess.Popen([*base, "kafka.Kafka", str(node.properties)], stdout=out, stderr=out,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+        node.process = subprocess.Popen([*node.prefix, *base, "kafka.Kafka", str(node.properties)], stdout=out,
+                                        stderr=out, start_new_session=True, preexec_fn=_die_with_parent)
         out.close()
         if wait:
             self._wait_listening(node, timeout)
@@ -308,15 +324,15 @@ class KafkaCluster:
         return recorded.read_text().strip()
 
     def _properties(self, node: Node) -> str:
-        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
         n = len(self.nodes)
         isr = 2 if n == 3 else 1
         return "\n".join([
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=SASL_SSL://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=SASL_SSL://127.0.0.1:{node.port}",
+            f"listeners=SASL_SSL://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+            f"advertised.listeners=SASL_SSL://{node.host}:{node.port}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=SASL_SSL",
             "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
@@ -374,16 +390,16 @@ class KafkaCluster:
                 code = None if node.process is None else node.process.returncode
                 raise BrokerError(f"Apache Kafka node {node.node_id} exited (code {code}); "
                                   f"{node.log_path}:\n{node.tail()}")
-            if node.started() and _listens(node.port):
+            if node.started() and _listens(node.host, node.port):
                 return
             time.sleep(0.1)
         raise BrokerError(f"Apache Kafka node {node.node_id} did not start within {timeout:.0f}s; "
                           f"{node.log_path}:\n{node.tail()}")
 
 
-def _listens(port: int) -> bool:
+def _listens(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
