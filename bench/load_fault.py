@@ -179,7 +179,7 @@ class Proc:
         """Writes the broker refused as fenced (a zombie's), as its log counts them so far."""
         if not self.log_path.exists():
             return 0
-        return len(re.findall(r"(?i)fenc", self.log_path.read_text(errors="replace")))
+        return self.log_path.read_text(errors="replace").count("writes fenced")
 
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

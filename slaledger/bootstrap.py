@@ -45,7 +45,7 @@ from sla.ticket import Ticket
 from streams.app import Pipeline
 from streams.kafka_tools import wait_for_broker
 
-from .command_metrics import MeasuredCommands
+from .command_metrics import FENCED_WRITES, MeasuredCommands
 from .failures import CommandFailed
 from .members import directory, load_members
 from .settings import Settings
@@ -142,6 +142,8 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
     if members is None:
         log.warning("no members directory (SLALEDGER_MEMBERS_FILE): filings may name any member")
     pipeline = Pipeline(settings, policy, on_recovery_stalled)
+    if pipeline.fence is not None:
+        FENCED_WRITES.fences.append(pipeline.fence)
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy, members=members,
                   auth=TokenStore(engine, sessions=sessions) if settings.auth and engine is not None else None,

@@ -12,9 +12,13 @@ composition root, so the HTTP layer is unchanged and measures nothing itself.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from service.outcomes import RESULTS, CommandUnavailable, NoOutcome, Outcome
 from sla.ticket import Command, CommandType
@@ -35,6 +39,31 @@ for _type in CommandType:
     COMMAND_SECONDS.labels(str(_type))
     for _outcome in OUTCOMES:
         COMMANDS.labels(str(_type), _outcome)
+
+
+class FenceCount(Protocol):
+    @property
+    def fenced_writes(self) -> int: ...
+
+
+class FencedWrites(Collector):
+    """``slaledger_fenced_writes_total``: this worker's transactions the brokers refused because
+    another worker claimed their partition (``streams.fence``: a zombie's writes). Read from the
+    fences at scrape time; more than 0 means this worker was cut off or paused past its session."""
+
+    def __init__(self) -> None:
+        self.fences: list[FenceCount] = []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("slaledger_fenced_writes",
+                                     "Transactions of this worker refused by the brokers: its partition was claimed "
+                                     "by another worker (a zombie's writes)")
+        family.add_metric([], sum(fence.fenced_writes for fence in self.fences))
+        yield family
+
+
+FENCED_WRITES = FencedWrites()
+REGISTRY.register(FENCED_WRITES)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +176,9 @@ def test_a_running_worker_whose_partitions_are_taken_writes_nothing_then_rejoins
         # the filing's partition among them (and those whose events end the aborted
         # batches moved, which the zombie then tried to read): each said once
         assert partition_for(tid, 4) in fenced and len(fenced) == len(set(fenced)), fenced
+        with urllib.request.urlopen(f"{a.url}/metrics", timeout=10) as response:  # auth is off here
+            exposed = re.search(r"^slaledger_fenced_writes_total (\S+)$", response.read().decode(), re.M)
+        assert exposed and float(exposed.group(1)) >= len(fenced), exposed  # every refused transaction
         assert filings(cluster) == {before["ticket"]["id"]: 1, tid: 1}
         for worker in (a, b):  # the owner's state is the log's
             status, body = api("GET", f"{worker.url}/api/tickets/{tid}")

@@ -26,11 +26,10 @@ pytestmark = pytest.mark.integration
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 FAULTS = ["coordinator", "isolate", "minority", "projector-pg", "pause"]
-# A worker is not fenced yet (#30 item 1): a zombie — the paused worker, or the one cut from
-# its coordinator — may still decide a command its successor decides too, or hold a state
-# the log lacks. Until the fenced worker is merged those checks report (xfail) instead of
-# failing the suite; set True with it.
-WORKER_FENCED = False
+# The worker is fenced (#30 item 1, streams/fence.py): a zombie — the paused worker, or the
+# one cut from its coordinator — can neither decide a command its successor decides too nor
+# keep a state the log lacks. False turns those checks into xfail (to try an unfenced worker).
+WORKER_FENCED = True
 
 
 def _netns() -> ModuleType:
