@@ -27,11 +27,12 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from service.outcomes import ACCEPTED, CREATED, Outcome
 from sla.events import Event, decode_event
 from sla.policy import Policy
 from sla.ticket import Command, DomainError, Ticket, command_event_id, decide
+from streams.codec import CommandDecodeError, decode_command, is_fact
 from streams.kafka_tools import read_topic
-from streams.processor import ACCEPTED, CREATED, CommandDecodeError, Outcome, decode_command, is_fact
 from streams.topics import COMMANDS, EVENTS, OUTCOMES, is_tree_head
 
 
@@ -119,7 +120,7 @@ def redecided(before: Ticket | None, command: Command, event: Event, policy: Pol
     the same event."""
     try:
         again = decide(before if before is not None and before.exists else None, command,
-                       max(event.recorded_at, event.occurred_at), products=policy.products)
+                       max(event.recorded_at, event.occurred_at), policy=policy)
     except DomainError as exc:
         return f"the log's state refuses it ({exc.message}), the log has {describe(event)}"
     match = next((e for e in again if e.event_id == event.event_id), None)
