@@ -560,6 +560,36 @@ def end_offsets(bootstrap: str) -> dict[int, int]:
         consumer.close()
 
 
+def projected_to_end(bootstrap: str, done: dict[int, int], ends: dict[int, int]) -> bool:
+    """The projector has checkpointed every committed event up to ``ends``. With a fenced
+    (transactional) worker, a partition ends with a transaction's marker and may hold aborted
+    batches, neither of them an event: what lies beyond the checkpoint is read committed, and
+    must hold no record."""
+    behind = [p for p, end in ends.items() if end > 0 and done.get(p, -1) != end - 1]
+    if not behind:
+        return True
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.kafka_security import client_options
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", **client_options())
+    try:
+        tps = [TopicPartition(EVENTS, p) for p in behind]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, done.get(tp.partition, -1) + 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(consumer.poll(timeout_ms=200).values()):
+                return False  # a committed event the projector has not checkpointed
+            if all(consumer.position(tp) >= ends[tp.partition] for tp in tps):
+                return True
+        return False  # an open transaction holds the stable end below the end
+    finally:
+        consumer.close()
+
+
 async def settle(rig: Rig, timeout: float = 180) -> float:
     """Wait until the events topic stops growing and the projector has checkpointed its end."""
     t0 = time.monotonic()
@@ -568,7 +598,7 @@ async def settle(rig: Rig, timeout: float = 180) -> float:
     while time.monotonic() - t0 < timeout:
         ends = await asyncio.to_thread(end_offsets, rig.bootstrap)
         done = await asyncio.to_thread(checkpoints, rig.engine)
-        projected = all(done.get(p, -1) == end - 1 for p, end in ends.items() if end > 0)
+        projected = await asyncio.to_thread(projected_to_end, rig.bootstrap, done, ends)
         # quiet for 3 s: an unanswered command still queued (rebalance, gap repair) has landed
         quiet = quiet + 1 if projected and ends == previous else 0
         if quiet >= 3:

@@ -292,9 +292,10 @@ class Pipeline:
 
     async def submit(self, command: Command) -> Outcome:
         """Send a command to its ticket's partition and await the agent's outcome. Raises
-        ``CommandUnavailable`` (nothing sent) or ``NoOutcome`` (timed out: may be applied)."""
+        ``CommandUnavailable`` (nothing sent, or its partition fenced from this worker: the new
+        owner decides it again) or ``NoOutcome`` (timed out: may be applied)."""
         cid = str(command.command_id)
-        future = self.waiter.expect(cid)
+        future = self.waiter.expect(cid, partition_for(command.ticket_id, self.settings.partitions))
         try:
             await self.send(command)
             return await asyncio.wait_for(future, timeout=self.settings.command_timeout)
@@ -406,6 +407,9 @@ class Pipeline:
         """Another worker owns the partition: stop reading it and forget what this worker
         holds of it that the log may not have (its tables' local state, the positions and
         writes of the refused batch). The next assignment recovers it from the changelog."""
+        turned = self.waiter.abandon(partition, f"partition {partition} fenced: another worker owns it")
+        if turned:
+            log.warning("callers of a fenced partition answered unavailable", partition=partition, callers=turned)
         self.reading.discard(partition)
         self.events_recovered.discard(partition)
         self.indexed_partitions.discard(partition)

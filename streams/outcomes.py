@@ -8,7 +8,7 @@ from typing import Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from service.outcomes import Outcome
+from service.outcomes import CommandUnavailable, Outcome
 
 from .kafka_security import KafkaSecurity, aiokafka_options
 from .topics import OUTCOMES
@@ -39,12 +39,17 @@ class OutcomeWaiter:
     def __init__(self, settings: WaiterSettings) -> None:
         self.settings = settings
         self._futures: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._partitions: dict[str, int] = {}  # command id → its ticket's partition
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
 
-    def expect(self, command_id: str) -> asyncio.Future[Outcome]:
+    def expect(self, command_id: str, partition: int | None = None) -> asyncio.Future[Outcome]:
+        """A future answered by the command's outcome; ``partition``: its ticket's, so that a
+        fenced partition can turn its callers away (``abandon``)."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._futures.setdefault(command_id, []).append(future)
+        if partition is not None:
+            self._partitions[command_id] = partition
         return future
 
     def forget(self, command_id: str, future: asyncio.Future[Outcome]) -> None:
@@ -53,6 +58,20 @@ class OutcomeWaiter:
             waiting.remove(future)
         if not waiting:
             self._futures.pop(command_id, None)
+            self._partitions.pop(command_id, None)
+
+    def abandon(self, partition: int, reason: str) -> int:
+        """Answer every caller waiting on a command of ``partition`` with ``CommandUnavailable``
+        (HTTP 503: retry with the same key, on any worker): this worker was fenced from the
+        partition, so what it decided of it was refused and the new owner decides again. Returns
+        how many callers were turned away."""
+        turned = 0
+        for command_id in [cid for cid, p in self._partitions.items() if p == partition]:
+            for future in self._futures.get(command_id, []):
+                if not future.done():
+                    future.set_exception(CommandUnavailable(reason))
+                    turned += 1
+        return turned
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
