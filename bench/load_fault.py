@@ -47,7 +47,7 @@ event recording the command. Checks:
   (records re-sent with an event id already in the log are counted apart: at-least-once
   delivery, dropped by every consumer);
 - the SQL projection equals a replay of the archive and of the topic
-  (``projections.audit.verify_projection``); the worker's own state (``GET`` of every
+  (``projections.audit.replay.verify_projection``); the worker's own state (``GET`` of every
   ticket) has the version the log gives; no SLA fact is due but missing.
 """
 
@@ -615,16 +615,20 @@ async def worker_state(session: aiohttp.ClientSession, url: str, token: str, tic
     headers = {"Authorization": f"Bearer {token}"}
 
     async def one(ticket_id: str) -> None:
+        # a worker that rejoined after a fault may still recover a partition (503, or a 404 from
+        # an owner whose table is not back yet): ask again for up to ~30 s before calling the
+        # ticket unreadable
         async with gate:
-            for _ in range(5):
+            for _ in range(60):
                 try:
                     async with session.get(f"{url}/api/tickets/{ticket_id}", headers=headers,
                                            timeout=aiohttp.ClientTimeout(total=10)) as response:
                         if response.status == 200:
                             out[ticket_id] = int((await response.json())["version"])
-                        return
+                            return
                 except (aiohttp.ClientError, TimeoutError):
-                    await asyncio.sleep(0.5)
+                    pass
+                await asyncio.sleep(0.5)
 
     await asyncio.gather(*(one(t) for t in tickets))
     return out

@@ -90,7 +90,7 @@ class Settings(ClientSecurity):
     # for a worker that nobody can reach (tests).
     auth: bool = True
     # The web view's sessions end after this many seconds without a request, and this many
-    # after sign-in whatever happens (slaledger.web.pages).
+    # after sign-in whatever happens (slaledger.web.signin).
     web_session_idle: float = 1800.0
     web_session_lifetime: float = 43200.0
     # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client

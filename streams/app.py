@@ -4,7 +4,7 @@ One record per command. The agent reads the commands topic only and is the singl
 of the events topic for its partitions: it decides a command, appends the events, stores
 the ticket and answers, and never reads back what it appended. The deadline timer does not
 write events: it sends each due SLA fact as a record of the commands topic
-(``processor.encode_fact``), which the agent appends if the ticket still owes it.
+(``codec.encode_fact``), which the agent appends if the ticket still owes it.
 
 The agent reads its commands partitions itself, in batches, with one aiokafka consumer
 (``_read_commands``): Faust's per-record stream cost more than deciding a command. Faust
