@@ -62,8 +62,8 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
                     for r in records:
                         if follow or r.offset < ends[tp]:
                             out.append(Incoming(tp.topic, tp.partition, r.offset, r.value, r.key))
-                    if not follow and consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+                if not follow:  # also the partitions whose last fetch held only a transaction's marker
+                    remaining -= {tp for tp in remaining if consumer.position(tp) >= ends[tp]}
             if out:
                 last_data = time.monotonic()
                 yield out

@@ -50,5 +50,11 @@ class CommandUnavailable(Exception):
     """The command was not sent: the event log is unavailable (retry later)."""
 
 
+class OwnerChanged(CommandUnavailable):
+    """The command was sent, but the worker that read it was fenced from its ticket's
+    partition before its decision was written: the partition's new owner decides it, so it
+    may be applied — retry with the same idempotency key, which is answered as decided."""
+
+
 class NoOutcome(Exception):
     """No outcome within the command timeout: the command may still be applied."""

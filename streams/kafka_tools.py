@@ -111,9 +111,11 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0, **options: 
                 for record in records:
                     if record.offset < ends[tp]:
                         yield record
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-                    consumer.pause(tp)
+            # a partition is read once its position passes the end, including one whose last
+            # fetch held only a transaction's marker or aborted records (no record returned)
+            for tp in [tp for tp in remaining if consumer.position(tp) >= ends[tp]]:
+                remaining.discard(tp)
+                consumer.pause(tp)
     finally:
         consumer.close()
 

@@ -8,7 +8,7 @@ from typing import Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from service.outcomes import CommandUnavailable, Outcome
+from service.outcomes import Outcome, OwnerChanged
 
 from .kafka_security import KafkaSecurity, aiokafka_options
 from .topics import OUTCOMES
@@ -61,7 +61,7 @@ class OutcomeWaiter:
             self._partitions.pop(command_id, None)
 
     def abandon(self, partition: int, reason: str) -> int:
-        """Answer every caller waiting on a command of ``partition`` with ``CommandUnavailable``
+        """Answer every caller waiting on a command of ``partition`` with ``OwnerChanged``
         (HTTP 503: retry with the same key, on any worker): this worker was fenced from the
         partition, so what it decided of it was refused and the new owner decides again. Returns
         how many callers were turned away."""
@@ -69,7 +69,7 @@ class OutcomeWaiter:
         for command_id in [cid for cid, p in self._partitions.items() if p == partition]:
             for future in self._futures.get(command_id, []):
                 if not future.done():
-                    future.set_exception(CommandUnavailable(reason))
+                    future.set_exception(OwnerChanged(reason))
                     turned += 1
         return turned
 

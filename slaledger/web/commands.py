@@ -33,7 +33,7 @@ from sla.events import PAYLOAD_SCHEMAS, EventDecodeError, parse_instant, validat
 from sla.ticket import COMMAND_EVENT, Command, CommandType
 
 from .access import BadRequest
-from .ports import CommandUnavailable, NoOutcome, Ports, Principal
+from .ports import CommandUnavailable, NoOutcome, OwnerChanged, Ports, Principal
 
 log = structlog.get_logger(__name__)
 
@@ -191,6 +191,10 @@ STARTING = Unanswered(503, "service en cours de démarrage, réessayez dans un i
 LOG_UNAVAILABLE = Unanswered(503, "journal des événements indisponible ; réessayez dans un instant (avec la même "
                                   "Idempotency-Key si vous en avez envoyé une)",
                              "Le journal des événements est indisponible : réessayez dans un instant.")
+OWNER_CHANGED = Unanswered(503, "le serveur qui traitait ce ticket a changé ; réessayez avec la même Idempotency-Key "
+                                "(la commande a peut-être déjà été enregistrée : la même clé ne la doublera pas)",
+                           "Le serveur qui traitait ce ticket a changé : elle a peut-être été enregistrée. Renvoyer "
+                           "ce formulaire tel quel ne la doublera pas.")
 NO_OUTCOME = Unanswered(504, "pas de réponse à temps ; la commande peut encore être appliquée",
                         "Pas de réponse à temps : elle a peut-être été enregistrée. Renvoyer ce formulaire tel "
                         "quel ne la doublera pas.")
@@ -217,6 +221,8 @@ async def send(ports: Ports, command: Command) -> Sent:
         return Sent(STARTING.status, {"error": STARTING.api}, STARTING.page)
     try:
         outcome = await ports.commands.submit(command)
+    except OwnerChanged:
+        return _unanswered(OWNER_CHANGED, cid)
     except CommandUnavailable:
         return _unanswered(LOG_UNAVAILABLE, cid)
     except NoOutcome:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from service.outcomes import CommandUnavailable, NoOutcome, Outcome
+from service.outcomes import CommandUnavailable, NoOutcome, Outcome, OwnerChanged
 from service.principal import SCRAPERS, Principal
 from sla.catalogue import Catalogue
 from sla.events import Event
@@ -27,8 +27,22 @@ from sla.ticket import Command, Ticket
 
 from .throttle import FailureLimit, Network
 
-__all__ = ["SCRAPERS", "Archive", "Authenticator", "CommandBus", "CommandUnavailable", "DraftComparisons", "NoOutcome",
-           "Outcome", "Ports", "Principal", "TicketFinder", "TicketReader", "WorkerStatus"]
+__all__ = [
+    "SCRAPERS",
+    "Archive",
+    "Authenticator",
+    "CommandBus",
+    "CommandUnavailable",
+    "DraftComparisons",
+    "NoOutcome",
+    "Outcome",
+    "OwnerChanged",
+    "Ports",
+    "Principal",
+    "TicketFinder",
+    "TicketReader",
+    "WorkerStatus",
+]
 
 
 class TicketReader(Protocol):
@@ -42,7 +56,8 @@ class CommandBus(Protocol):
         """Commands can be sent now (false while the worker starts)."""
 
     async def submit(self, command: Command) -> Outcome:
-        """Send and await the outcome; raises ``CommandUnavailable`` when nothing was sent and
+        """Send and await the outcome; raises ``CommandUnavailable`` when nothing was sent,
+        ``OwnerChanged`` when the worker deciding it lost the partition (it may be applied) and
         ``NoOutcome`` when no outcome came in time."""
 
 

@@ -1,5 +1,5 @@
 """A fenced partition turns its waiting callers away (#30 item 3): each gets
-``CommandUnavailable`` (HTTP 503, retry with the key), the callers of other partitions wait on."""
+``OwnerChanged`` (HTTP 503, retry with the key: it may be applied), the callers of other partitions wait on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.outcomes import CommandUnavailable
+from service.outcomes import OwnerChanged
 from streams.outcomes import OutcomeWaiter
 
 
@@ -20,7 +20,7 @@ def test_abandon_answers_the_callers_of_the_fenced_partition_only() -> None:
         unknown = waiter.expect("c-3")  # sent without its partition: never turned away
         assert waiter.abandon(1, "partition 1 fenced") == 2
         for future in fenced:
-            with pytest.raises(CommandUnavailable, match="partition 1 fenced"):
+            with pytest.raises(OwnerChanged, match="partition 1 fenced"):
                 await future
         assert not other.done() and not unknown.done()
         waiter.forget("c-2", other)
