@@ -95,7 +95,14 @@ def coordinator(cluster: KafkaCluster) -> int:
     """The node coordinating the workers' consumer group."""
     admin = _admin(cluster)
     try:
-        return int(admin._manager.run(admin._find_coordinator_id, APP_ID))
+        deadline = time.monotonic() + 30
+        while True:  # right after the group forms, the lookup may answer "not available" for a while
+            try:
+                return int(admin._manager.run(admin._find_coordinator_id, APP_ID))
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         admin.close()
 

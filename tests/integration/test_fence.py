@@ -149,8 +149,9 @@ def test_a_running_worker_whose_partitions_are_taken_writes_nothing_then_rejoins
     next assigns partitions (another worker joins), it claims its share again and the
     caller's retry with its key files the ticket once. (Every partition the zombie then
     writes is fenced: the holder took them all.)"""
-    a = Worker(cluster, tmp_path, name="a", extra_env={"SLALEDGER_COMMAND_TIMEOUT": "20"}).start()
-    b = Worker(cluster, tmp_path, name="b")
+    fenced = {"SLALEDGER_TRANSACTIONS": "true"}  # the fence is off by default (#30)
+    a = Worker(cluster, tmp_path, name="a", extra_env={"SLALEDGER_COMMAND_TIMEOUT": "20", **fenced}).start()
+    b = Worker(cluster, tmp_path, name="b", extra_env=fenced)
     loop = asyncio.new_event_loop()
     holder = fence(cluster)
     try:
