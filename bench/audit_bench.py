@@ -27,9 +27,9 @@ from projections.audit.kafka_source import kafka_records
 from projections.audit.replay import Filters, replay
 from projections.audit.sources import LogRecord
 from sla.events import EventType, encode_event, new_event
+from slaledger.brokers.embedded import EmbeddedBroker
+from slaledger.brokers.kafka_cluster import KafkaCluster, provision
 from slaledger.settings import load_policy
-from streams.embedded import EmbeddedBroker
-from streams.kafka_broker import KafkaCluster, provision
 from streams.kafka_tools import partitions_of, producer, true_end_offsets
 from streams.topics import EVENTS
 

@@ -25,7 +25,7 @@ import faust
 from faust.worker import Worker
 
 from streams.app import BATCH_SIZE
-from streams.embedded import patch_faust_fetch_wait, patch_faust_highwaters
+from streams.tansu import patch_faust_fetch_wait, patch_faust_highwaters
 from streams.topics import COMMANDS
 
 BATCH_WITHIN = 0.02  # seconds: the latency a lone record pays for batching

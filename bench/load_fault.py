@@ -91,12 +91,13 @@ from sla.events import CHANNELS, KINDS, Event, EventType, decode_event
 from sla.facts import due_facts
 from sla.policy import PolicyError
 from sla.ticket import Ticket
+from slaledger.brokers.embedded import EmbeddedBroker
+from slaledger.brokers.kafka_cluster import KafkaCluster, provision
+from slaledger.brokers.process import free_port
 from slaledger.fixtures import short_intake_policy
 from slaledger.members import EXAMPLE_FILE, load_members
 from slaledger.settings import load_policy
-from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_acls import ADMIN, PROJECTOR, WORKER
-from streams.kafka_broker import KafkaCluster, provision
 from streams.kafka_tools import partitions_of, read_topic, true_end_offsets
 from streams.topics import COMMANDS, EVENTS, is_tree_head
 

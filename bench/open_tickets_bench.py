@@ -39,7 +39,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sla.events import EventType, encode_event, new_event
-from streams.embedded import EmbeddedBroker, free_port
+from slaledger.brokers.embedded import EmbeddedBroker
+from slaledger.brokers.process import free_port
 from streams.kafka_tools import end_offsets_total, producer
 from streams.topics import EVENTS, TICKET_TABLE, create_topics
 

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from netns import Member, PortForward, Sandbox
 
-from streams.embedded import free_port
-from streams.kafka_broker import KafkaCluster
+from slaledger.brokers.kafka_cluster import KafkaCluster
+from slaledger.brokers.process import free_port
 from streams.topics import APP_ID, COMMANDS, EVENTS
 
 FAULTS = ("coordinator", "isolate", "minority", "projector-pg", "pause")

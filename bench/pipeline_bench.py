@@ -34,11 +34,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sla.events import decode_event
 from sla.ticket import Command, CommandType
+from slaledger.brokers.embedded import EmbeddedBroker
+from slaledger.brokers.kafka_cluster import KafkaCluster, running_broker
+from slaledger.brokers.process import free_port
 from slaledger.fixtures import short_intake_policy
 from streams.codec import encode_command
-from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_acls import WORKER
-from streams.kafka_broker import KafkaCluster, running_broker
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.topics import COMMANDS, EVENTS
 

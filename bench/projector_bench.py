@@ -20,7 +20,7 @@ Apache Kafka (KRaft, from infra/kafka/pom.xml). Prints its figures; no assertion
 Reading the figures: 2 cores shared with whatever else runs, so they are noisy (ratios are
 taken within one run). On Tansu a record arriving while the projector's fetch is parked
 waits for it: kafka-python waits up to 500 ms, Tansu 0.6 answers an empty fetch after about
-half of it (``streams.embedded.patch_faust_fetch_wait``), up to ~0.25 s more.
+half of it (``streams.tansu.patch_faust_fetch_wait``), up to ~0.25 s more.
 
     .venv/bin/python bench/projector_bench.py [--events 50000] [--commands 300] [--rate 2] [--brokers tansu,kafka]
     .venv/bin/python bench/projector_bench.py --rebuild 1000000 --brokers kafka
@@ -62,11 +62,11 @@ from projections.rebuild import rebuild
 from sla.events import encode_event  # as the worker writes them
 from sla.ticket import Command, CommandType, decide, fold
 from slaledger.bootstrap import engine_for, head_signer
+from slaledger.brokers.kafka_cluster import KafkaCluster, running_broker
+from slaledger.brokers.process import free_port
 from slaledger.logs import configure_logging
 from slaledger.settings import Settings
-from streams.embedded import free_port
 from streams.kafka_acls import PROJECTOR, WORKER
-from streams.kafka_broker import KafkaCluster, running_broker
 from streams.kafka_security import ClientSecurity, client_options, configure
 from streams.kafka_tools import partitions_of, producer
 from streams.topics import EVENTS

@@ -60,7 +60,7 @@ def rule_text(d: SlaDefinition) -> str:
         if d.months:
             span = "un mois calendaire" if d.months == 1 else f"{d.months} mois calendaires"
         else:
-            span = "une semaine calendaire" if d.days == 7 else f"{d.days} jours calendaires"
+            span = "une semaine calendaire" if d.days == 7 else french.count(d.days, "jour calendaire")
         return f"{span} à compter {start}"
     return f"{french.duration(d.duration_seconds)} écoulées"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from datetime import date as _date
 from zoneinfo import ZoneInfo
 
@@ -117,6 +117,24 @@ def duration(seconds: float) -> str:
     if not parts:
         return "moins d'une seconde" if seconds else "0 s"
     return " ".join(parts)
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """« 0 jour », « 1 jour », « 2 jours », « 7 jours calendaires »: French keeps the singular
+    below two. The plural adds an s to each word not already ending in s, x or z (« mois »
+    stays), unless ``plural`` is given. Every counted noun a reader sees goes through here,
+    so no message says « 1 jours »."""
+    if abs(number) < 2:
+        return f"{number} {noun}"
+    return f"{number} {plural or ' '.join(w if w[-1] in 'sxz' else w + 's' for w in noun.split())}"
+
+
+def span(limit: timedelta) -> str:
+    """A limit set in days or in time: « 1 jour », « 30 jours » for whole days, else the
+    duration (« 12 h », « 1 j 12 h »)."""
+    if limit == timedelta(days=limit.days):
+        return count(limit.days, "jour")
+    return duration(limit.total_seconds())
 
 
 def percent(value: float | None) -> str:

@@ -113,7 +113,7 @@ def _calendar_changes(a: BusinessCalendar, b: BusinessCalendar) -> list[str]:
     for verb, days, names in (("ajoutés", added, y.days), ("retirés", removed, x.days)):
         if days:
             shown = ", ".join(f"{french.date(d)} ({names[d]})" for d in days[:_MAX_DATES])
-            more = f" et {len(days) - _MAX_DATES} autre(s)" if len(days) > _MAX_DATES else ""
+            more = f" et {french.count(len(days) - _MAX_DATES, 'autre')}" if len(days) > _MAX_DATES else ""
             out.append(f"jours fériés {verb} : {shown}{more}")
     return out
 
@@ -153,7 +153,7 @@ def _exclusion_changes(a: Exclusion, b: Exclusion) -> list[str]:
 
 def _measure(sla: SlaDefinition) -> str:
     if sla.rule == "calendar":
-        return f"{sla.months} mois" if sla.months else f"{sla.days} jour(s) calendaire(s)"
+        return f"{sla.months} mois" if sla.months else french.count(sla.days, "jour calendaire")
     kind = {"window": "dans la plage", "elapsed": "écoulées", "business": "ouvrées"}[sla.rule]
     return f"{french.duration(sla.duration_seconds)} {kind}"
 

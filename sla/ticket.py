@@ -361,10 +361,8 @@ def decide(ticket: Ticket | None, command: Command, now: datetime, *,
     if max_backdate is None and judging is not None:
         max_backdate = judging.backdate_limit(command.actor)
     if max_backdate is not None and recorded - occurred > max_backdate:
-        limit = (f"{max_backdate.days} jours" if max_backdate == timedelta(days=max_backdate.days)
-                 else french.duration(max_backdate.total_seconds()))
-        raise DomainError(f"La date de l'événement remonte à plus de {limit} avant son enregistrement : la "
-                          "politique ne permet pas de dater un fait aussi loin.", "invalid")
+        raise DomainError(f"La date de l'événement remonte à plus de {french.span(max_backdate)} avant son "
+                          "enregistrement : la politique ne permet pas de dater un fait aussi loin.", "invalid")
 
     if command.type is CommandType.FILE:
         if ticket is not None and ticket.exists:

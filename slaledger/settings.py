@@ -61,7 +61,7 @@ class Settings(ClientSecurity):
     store_url: str = "memory://"
     timer_interval: float = 0.5
     command_timeout: float = 10.0
-    # Embedded Tansu broker: work around its ListOffsets answer (see streams.embedded).
+    # Embedded Tansu broker: work around its ListOffsets answer (see streams.tansu).
     embedded: bool = False
     # Apache Kafka: write each partition's batches in transactions (streams.fence), so that a
     # worker that lost its partitions cannot append to them. Off by default for now (#30): a

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from service.principal import ROLES
+
 from .cli_common import DATABASE_HELP, UsageError, command_settings, connection_options
 
 
@@ -16,7 +18,7 @@ def add_parsers(commands: Any) -> None:
     token = commands.add_parser("token", help="API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     token_create = token_commands.add_parser("create", help="create a token; its secret is printed once")
-    token_create.add_argument("--role", required=True, choices=["agent", "referent", "auditor", "admin", "metrics"],
+    token_create.add_argument("--role", required=True, choices=ROLES,
                               help="metrics: reads /metrics only (Prometheus)")
     token_create.add_argument("--member", help="the member of a referent")
     token_create.add_argument("--label", help="who holds it (recorded as the actor of their events)")

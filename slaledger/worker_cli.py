@@ -129,12 +129,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from projections.migrate import create_schema
     from projections.restore import LogNotArchived, restore_into_empty_log
     from projections.tokens import TokenError, ensure_token
-    from streams.embedded import EmbeddedBroker
     from streams.kafka_acls import ADMIN
-    from streams.kafka_broker import BrokerError, KafkaCluster
     from streams.topics import create_topics
 
     from .bootstrap import engine_for, start_projector_thread
+    from .brokers.embedded import EmbeddedBroker
+    from .brokers.kafka_cluster import BrokerError, KafkaCluster
 
     given_token = os.environ.get("SLALEDGER_DEV_TOKEN")
     if given_token is not None and len(given_token) < MIN_DEV_TOKEN:

@@ -1,2 +1,3 @@
-"""Kafka only: topics, Kafka tools and security, the brokers (embedded Tansu, Apache Kafka), the
-table store, and the Faust worker (single writer per ticket, deadline timer, outcomes)."""
+"""Kafka only: topics, Kafka tools and security, the Tansu workarounds, the table store, and the
+Faust worker (single writer per ticket, deadline timer, outcomes). It connects to brokers and
+starts none: the dev and test launchers are ``slaledger.brokers``."""

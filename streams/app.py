@@ -64,7 +64,6 @@ from sla.ticket import Command, Ticket, ticket_from_dict
 from .batches import TableWrites, send_batched
 from .codec import encode_command, encode_fact, is_fact
 from .deadlines import DeadlineIndex
-from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
 from .fence import Fence, Fenced, read_committed_changelogs, recovery_past_markers
 from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import OutcomeWaiter, WaiterSettings
@@ -85,6 +84,7 @@ from .table_values import (
     stored,
     wakeup_of,
 )
+from .tansu import patch_faust_fetch_wait, patch_faust_highwaters
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 from .transport import broker_urls
 from .transport import register as register_transport

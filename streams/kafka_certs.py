@@ -1,6 +1,6 @@
 """A private certificate authority and the brokers' certificate, for Apache Kafka's TLS.
 
-The secured clusters of ``streams.kafka_broker`` (tests, benches) speak TLS like production
+The secured clusters of ``slaledger.brokers.kafka_cluster`` (tests, benches) speak TLS like production
 does; their certificates are made here at first start, and ``slaledger kafka certs`` makes
 those of the Compose deployment, with the ``cryptography`` package instead of committed files
 or ``keytool``: Kafka reads PEM key stores directly. The CA's own key is never written: a

@@ -48,7 +48,7 @@ class KafkaSecurity(Protocol):
 class ClientSecurity:
     """``KafkaSecurity`` as a plain value: the Kafka fields of ``slaledger.settings.Settings``
     (which extends it), and a process's own clients that have no ``Settings`` (the test and
-    bench processes, ``streams.kafka_broker.KafkaCluster.security``).
+    bench processes, ``slaledger.brokers.kafka_cluster.KafkaCluster.security``).
     Protocol PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL; SASL mechanism PLAIN | SCRAM-SHA-256 |
     SCRAM-SHA-512; PEM files for TLS; ``kafka_ssl_password`` unlocks an encrypted client key."""
 

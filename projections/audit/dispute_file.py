@@ -135,8 +135,8 @@ def policy_readings(version: PolicyVersion) -> list[str]:
         kinds = (" ; demandes concernées : " + ", ".join(french.KIND.get(k, k) for k in sorted(exclusion.kinds))
                  if exclusion.kinds is not None else "")
         out.append(f"Produit {product} : {exclusion.reason.rstrip('.')} — engagements concernés : {scope}{kinds}.")
-    out.append(f"Une date d'événement peut précéder son enregistrement de {version.max_backdate.days} jours au plus "
-               f"(agents et administrateurs ; {version.connector_max_backdate.days} jours pour le connecteur iTop, "
+    out.append(f"Une date d'événement peut précéder son enregistrement de {french.span(version.max_backdate)} au plus "
+               f"(agents et administrateurs ; {french.span(version.connector_max_backdate)} pour le connecteur iTop, "
                "qui reprend les dates d'iTop ; jamais pour un référent) ; au-delà de "
                f"{french.duration(version.antedated_after.total_seconds())}, le fait est signalé « antidaté » avec "
                "son auteur.")

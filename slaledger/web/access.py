@@ -80,7 +80,7 @@ async def find_tickets(ports: Ports, who: Principal, now: datetime, *, statuses:
                        member: str | None = None, sla_status: str | None = None) -> list[Ticket]:
     """The tickets ``who`` may see, filtered (unordered). The API list and the web queue
     share it, so a referent's scoping is decided in one place."""
-    if who.role == "referent":
+    if who.referent:
         if member and member != who.member:
             return []
         member = who.member
@@ -102,7 +102,7 @@ def visible_ticket(ports: Ports, who: Principal, ticket_id: str) -> Ticket | Non
     """This worker's copy of a ticket, or None when it does not exist for ``who`` (another
     member's ticket does not exist for a referent: no existence leak)."""
     ticket = ports.tickets.load(ticket_id)
-    if ticket is None or not ticket.exists or (who.role == "referent" and ticket.member != who.member):
+    if ticket is None or not ticket.exists or (who.referent and ticket.member != who.member):
         return None
     return ticket
 

@@ -26,7 +26,7 @@ from sla.events import CHANNELS, KINDS
 from sla.ticket import CommandType, Status, commands_allowed
 
 from .access import BadRequest
-from .commands import ACTIONS, COMMAND_ROLES, DATING_ROLES, REFERENT_COMMANDS
+from .commands import ACTIONS
 from .ports import Principal
 
 ACTION_NAME = {command: name for name, command in ACTIONS.items()}  # CommandType → the API's path word
@@ -104,32 +104,27 @@ def action_fields(command: CommandType, kind: str | None, dating: bool) -> tuple
 def forms_for(who: Principal, status: str, kind: str) -> list[ActionForm]:
     """The actions ``who`` may take on a ticket in ``status``: a referent answers and adds
     information; the support team does what the ticket's status allows; an auditor reads."""
-    if who.role not in COMMAND_ROLES:
-        return []
-    allowed = commands_allowed(Status(status))
-    if who.role == "referent":
-        allowed = tuple(c for c in allowed if c in REFERENT_COMMANDS)
-    dating = who.role in DATING_ROLES
-    return [ActionForm(ACTION_NAME[c], french.ACTION[str(c)], action_fields(c, kind, dating)) for c in allowed]
+    allowed = [c for c in commands_allowed(Status(status)) if who.may_send(c)]
+    return [ActionForm(ACTION_NAME[c], french.ACTION[str(c)], action_fields(c, kind, who.dates_facts)) for c in allowed]
 
 
 def filing_fields(who: Principal) -> tuple[Field, ...]:
     """The filing form: a referent files for their own member, on the portal, undated."""
-    if who.role == "referent":
+    if who.referent:
         return tuple(f for f in FILING_FIELDS if f.name not in ("member", "channel"))
-    return (*FILING_FIELDS, FILING_TIME) if who.role in DATING_ROLES else FILING_FIELDS
+    return (*FILING_FIELDS, FILING_TIME) if who.dates_facts else FILING_FIELDS
 
 
 def filing_body(who: Principal, form: Mapping[str, str], tz: ZoneInfo) -> dict[str, Any]:
     """A filing form as the API's body; a referent's request comes through the portal."""
     body = body_from_form(filing_fields(who), form, tz)
-    if who.role == "referent":
+    if who.referent:
         body["channel"] = "portal"
     return body
 
 
 def may_file(who: Principal) -> bool:
-    return who.role in COMMAND_ROLES
+    return who.may_send(CommandType.FILE)
 
 
 # --- the form token ---------------------------------------------------------------------------

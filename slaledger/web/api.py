@@ -24,7 +24,7 @@ from sla.view import ticket_view
 from .access import BadRequest, find_tickets, visible_ticket
 from .commands import ACTIONS, command_from_body, filing_command, send
 from .edge import EdgeView
-from .ports import SCRAPERS, Principal
+from .ports import Principal
 
 MAX_BODY = 64 * 1024
 SLA_STATES = ("running", "paused", "at_risk", "breached", "met", "retracted", "excluded", "pending")
@@ -151,6 +151,6 @@ class Ready(ApiView):
 class Metrics(ApiView):
     async def get(self, request: Request) -> Response:
         who = await self.edge.authenticate(request, scrape=True)
-        if who.role not in SCRAPERS:
+        if not who.reads_metrics:
             raise BadRequest(403, "les métriques sont réservées à l'équipe support")
         return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -50,11 +50,6 @@ ACTIONS = {
 }
 # The business time of the action, when it is not "now" (phone call taken earlier, etc.).
 TIME_FIELD = {CommandType.FILE: "received_at"}
-REFERENT_COMMANDS = frozenset({CommandType.FILE, CommandType.CUSTOMER_RESPONSE})
-COMMAND_ROLES = frozenset({"agent", "referent", "admin"})
-# Who may put a business time on a fact (within the policy's max_backdate): the support team
-# and administrators (the iTop connector dates its facts with iTop's own times).
-DATING_ROLES = frozenset({"agent", "admin"})
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("7d0c6f5e-1b2a-5c3d-9e8f-a1b2c3d4e5f6")
 _TICKET_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -104,14 +99,14 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
     A referent's commands are scoped to their member: another member's ticket does not
     exist for them (404, decided by the ticket agent), and they file for their own member.
     """
-    if who.role not in COMMAND_ROLES:
+    if not who.sends_commands:
         raise BadRequest(403, f"le rôle {who.role} n'envoie aucune commande")
-    if who.role == "referent" and command_type not in REFERENT_COMMANDS:
+    if not who.may_send(command_type):
         raise BadRequest(403, "un référent dépose des demandes et y répond ; les autres actions sont celles de "
                               "l'équipe support")
     if not isinstance(body, dict):
         raise BadRequest(422, "le corps de la requête doit être un objet JSON")
-    if who.role == "referent" and command_type is CommandType.FILE:
+    if who.referent and command_type is CommandType.FILE:
         body = _own_member(body, who, members)
     event_type = COMMAND_EVENT[command_type]
     time_field = TIME_FIELD.get(command_type, "occurred_at")
@@ -129,9 +124,7 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
     received = datetime.now(UTC)
     occurred: datetime | None = received
     if body.get(time_field) is not None:
-        if who.role not in DATING_ROLES:
-            # A member's own account could otherwise manufacture breaches (a filing dated a
-            # week back is born breached): their facts carry the moment the GIP received them.
+        if not who.dates_facts:
             raise BadRequest(422, f"{time_field} : un référent ne date pas ses demandes ni ses réponses ; la date "
                                   "retenue est celle de leur réception", time_field)
         try:
@@ -143,7 +136,7 @@ def command_from_body(command_type: CommandType, ticket_id: str, body: Any, who:
     except EventDecodeError as exc:
         field = str(exc).split(":", 1)[0].removeprefix("payload.")
         raise BadRequest(422, str(exc).replace("payload.", ""), field) from None
-    scope = who.member if who.role == "referent" else None
+    scope = who.member if who.referent else None
     command_id = keyed_command_id(key, who, command_type, ticket_id, body) if key is not None else uuid.uuid4()
     return Command(command_type, ticket_id, who.actor, payload, occurred, command_id, reply=True,
                    scope_member=scope, received_at=received)

@@ -17,7 +17,7 @@ from aiohttp import web as aioweb
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .access import BadRequest, bearer, json_errors
-from .ports import SCRAPERS, Authenticator
+from .ports import Authenticator
 from .throttle import FailureLimit, Network
 
 log = structlog.get_logger(__name__)
@@ -34,7 +34,7 @@ def metrics_app(registry: CollectorRegistry, auth: Authenticator | None,
                 who = await bearer(request, auth, failures, trusted)
             except BadRequest as exc:
                 return aioweb.json_response(exc.body(), status=exc.status, headers=exc.headers)
-            if who.role not in SCRAPERS:
+            if not who.reads_metrics:
                 return aioweb.json_response({"error": "les métriques sont réservées à l'équipe support"}, status=403)
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
         return aioweb.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

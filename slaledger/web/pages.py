@@ -36,7 +36,7 @@ from . import actions, render
 from .access import BadRequest, find_tickets, session_id, visible_ticket
 from .browser import SECURITY_HEADERS, PageView, html_response, redirect
 from .clocks import queue_sort_key
-from .commands import ACTIONS, DATING_ROLES, command_from_body, filing_command, send
+from .commands import ACTIONS, command_from_body, filing_command, send
 from .ports import Principal
 
 QUEUE_LIMIT = 300  # rows shown; the count says how many matched
@@ -50,7 +50,7 @@ def queue_filters(query: Mapping[str, str], who: Principal) -> dict[str, str]:
     kind = query.get("kind", "")
     state = query.get("sla", "")
     return {
-        "member": (who.member or "") if who.role == "referent" else member,
+        "member": (who.member or "") if who.referent else member,
         "kind": kind if kind in KINDS else "",
         "sla": state if state in render.FILTER_STATES else "",
     }
@@ -97,7 +97,7 @@ class QueuePage(TicketsPageView):
         filters = queue_filters(request.query, who)
         views, total = await self.queue_views(who, filters, at)
         members: dict[str, str] = {}
-        if who.role != "referent":
+        if not who.referent:
             members = {t.member: self.member_name(t.member)
                        for t in await find_tickets(self.ports, who, at, statuses=OPEN_STATUSES) if t.member}
         fragment = "/fragments/queue?" + urlencode({k: v for k, v in filters.items() if v})
@@ -198,7 +198,7 @@ class TicketActions(PageView):
         try:
             if command_type is None:
                 raise BadRequest(422, f"action inconnue : {action!r}", "action")
-            fields = actions.action_fields(command_type, None, who.role in DATING_ROLES)
+            fields = actions.action_fields(command_type, None, who.dates_facts)
             body = actions.body_from_form(fields, form, self.edge.tz)
             command = command_from_body(command_type, ticket_id, body, who, actions.posted_form_key(form),
                                         self.ports.members)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from service.outcomes import CommandUnavailable, NoOutcome, Outcome, OwnerChanged
-from service.principal import SCRAPERS, Principal
+from service.principal import Principal
 from sla.catalogue import Catalogue
 from sla.events import Event
 from sla.policy import Policy
@@ -28,7 +28,6 @@ from sla.ticket import Command, Ticket
 from .throttle import FailureLimit, Network
 
 __all__ = [
-    "SCRAPERS",
     "Archive",
     "Authenticator",
     "CommandBus",

@@ -28,8 +28,8 @@ from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
 from sla.events import Event, EventType, encode_event
 from sla.policy import Policy
+from slaledger.brokers.process import free_port
 from slaledger.settings import load_policy
-from streams.embedded import free_port
 from streams.topics import EVENTS
 from tests.conftest import at, ev, filed, system_tool
 from tests.e2e.test_observability import Process, grafana_sql, reachable, sql_of_panels

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from streams.embedded import free_port
+from slaledger.brokers.process import free_port
 from tests.integration.conftest import api, wait_for
 
 pytestmark = pytest.mark.e2e

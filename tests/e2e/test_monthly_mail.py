@@ -22,8 +22,8 @@ from sqlalchemy import create_engine
 from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
 from sla.events import EventType, encode_event
+from slaledger.brokers.process import free_port
 from slaledger.settings import load_policy
-from streams.embedded import free_port
 from streams.topics import EVENTS
 from tests.conftest import ev, filed, system_tool
 from tests.integration.conftest import database  # noqa: F401  (a fresh PostgreSQL database)

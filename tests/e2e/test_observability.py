@@ -23,7 +23,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from projections.roles import PASSWORD_FILES, role_names
-from streams.embedded import free_port
+from slaledger.brokers.process import free_port
 from tests.conftest import system_tool
 from tests.integration.conftest import api, database, tiny_policy, wait_for  # noqa: F401 (fixture)
 
@@ -257,7 +257,7 @@ def test_prometheus_scrapes_the_projector_with_the_staff_token(tmp_path: Path) -
     Prometheus scrapes it with the token file; the same job without the token is refused."""
     from projections.migrate import create_schema
     from projections.tokens import ensure_token
-    from streams.embedded import EmbeddedBroker
+    from slaledger.brokers.embedded import EmbeddedBroker
     from streams.topics import create_topics
 
     prometheus_bin = system_tool("prometheus", package="prometheus")

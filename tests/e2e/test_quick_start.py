@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from streams.embedded import free_port
+from slaledger.brokers.process import free_port
 from tests.conftest import system_tool
 from tests.integration.conftest import api, wait_for
 

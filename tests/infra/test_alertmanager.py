@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from sla.policy import Policy
-from streams.embedded import free_port
+from slaledger.brokers.process import free_port
 from tests.conftest import system_tool
 from tests.integration.conftest import api, wait_for
 

@@ -111,7 +111,7 @@ def test_kafka_is_kraft_without_auto_creation_or_unclean_election(compose: dict[
 
 
 def test_kafka_takes_sasl_ssl_only_and_each_process_is_its_own_principal(compose: dict[str, Any]) -> None:
-    """The brokers as streams.kafka_broker runs them in the tests (SASL_SSL, SCRAM-SHA-512, the
+    """The brokers as slaledger.brokers.kafka_cluster runs them in the tests (SASL_SSL, SCRAM-SHA-512, the
     StandardAuthorizer denying what no ACL grants, admin the only super user); each Kafka
     client is the principal of streams/kafka_acls.py for its process, with that principal's
     password only; the report job and the token job are no Kafka client at all."""
@@ -147,7 +147,7 @@ def test_kafka_takes_sasl_ssl_only_and_each_process_is_its_own_principal(compose
 
 def test_compose_runs_the_kafka_version_the_tests_run(compose: dict[str, Any]) -> None:
     """One Apache Kafka version: the one infra/kafka/pom.xml pins for the tests and benches."""
-    from streams.kafka_broker import kafka_version
+    from slaledger.brokers.kafka_cluster import kafka_version
 
     for name in ("kafka", "kafka-1", "kafka-2", "kafka-3"):
         assert compose["services"][name]["image"] == f"apache/kafka:{kafka_version()}", name

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.embedded import free_port
+from slaledger.brokers.process import free_port
 from tests.conftest import system_tool
 from tests.integration.conftest import wait_for
 

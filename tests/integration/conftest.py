@@ -24,11 +24,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from slaledger.brokers.embedded import EmbeddedBroker
+from slaledger.brokers.kafka_cluster import KafkaCluster
+from slaledger.brokers.kafka_cluster import running_broker as start_broker
+from slaledger.brokers.process import free_port
 from slaledger.fixtures import write_short_intake_policy
-from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_acls import ADMIN, WORKER
-from streams.kafka_broker import KafkaCluster
-from streams.kafka_broker import running_broker as start_broker
 from tests.conftest import call_failed, system_tool
 
 Broker = EmbeddedBroker | KafkaCluster
@@ -37,7 +38,7 @@ BROKERS = ["tansu", "kafka"]
 
 @contextmanager
 def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[Broker]:
-    """``streams.kafka_broker.running_broker``, once the Kafka engine's tools are found (a
+    """``slaledger.brokers.kafka_cluster.running_broker``, once the Kafka engine's tools are found (a
     missing one skips locally and fails in CI). Apache Kafka runs secured (SASL_SSL and
     ACLs): the test process is its ``admin`` meanwhile, in its own clients and in the
     environment its in-process ``main([...])`` calls read; every product process a test

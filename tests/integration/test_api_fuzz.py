@@ -17,8 +17,8 @@ from sqlalchemy import create_engine
 from projections.migrate import create_schema
 from projections.tokens import create_token
 from sla.events import decode_event
+from slaledger.brokers.embedded import EmbeddedBroker
 from slaledger.web.openapi import openapi_document
-from streams.embedded import EmbeddedBroker
 from streams.kafka_tools import read_topic
 from streams.topics import EVENTS, create_topics
 from tests.integration.conftest import Worker

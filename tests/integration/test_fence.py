@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import TransactionalIdAuthorizationFailed
 
 from sla.events import decode_event
+from slaledger.brokers.kafka_cluster import KafkaCluster
 from streams.batches import send_batched
 from streams.fence import Fence, Fenced
 from streams.kafka_acls import WORKER
-from streams.kafka_broker import KafkaCluster
 from streams.kafka_security import aiokafka_options
 from streams.kafka_tools import read_topic
 from streams.table_values import partition_for

@@ -26,9 +26,9 @@ from sqlalchemy import create_engine, text
 
 from sla.events import SLA_FACT_TYPES, decode_event
 from sla.ticket import Command, CommandType
+from slaledger.brokers.process import free_port
 from slaledger.members import EXAMPLE_FILE
 from streams.codec import decode_command, encode_command
-from streams.embedded import free_port
 from streams.kafka_acls import ITOP
 from streams.kafka_tools import end_offsets_total, producer, read_topic
 from streams.topics import COMMANDS, DEAD_LETTERS, EVENTS

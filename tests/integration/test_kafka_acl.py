@@ -29,8 +29,8 @@ from kafka.admin import (
 )
 from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
+from slaledger.brokers.kafka_cluster import KafkaCluster
 from streams.kafka_acls import AUDITOR, GRANTS, ITOP, PROJECTOR, WORKER, Grant, apply_acls
-from streams.kafka_broker import KafkaCluster
 from streams.kafka_security import kafka_python_options
 from streams.topics import COMMANDS, DEAD_LETTERS, EVENTS, TREE_HEADS
 from tests.integration.conftest import running_broker

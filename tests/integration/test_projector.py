@@ -26,8 +26,8 @@ from projections.rebuild import rebuild
 from projections.tokens import create_token
 from sla.events import Event, EventType, encode_event, new_event
 from sla.ticket import Ticket
+from slaledger.brokers.process import free_port
 from slaledger.settings import load_policy
-from streams.embedded import free_port
 from streams.kafka_acls import PROJECTOR
 from streams.kafka_tools import producer
 from streams.topics import DEAD_LETTERS, EVENTS

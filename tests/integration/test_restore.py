@@ -15,8 +15,8 @@ from projections.models import ARCHIVE, CHECKPOINTS
 from projections.projection import Incoming, Projection
 from projections.restore import LogNotArchived, restore_into_empty_log
 from sla.events import EventType, encode_event, new_event
+from slaledger.brokers.kafka_cluster import running_broker
 from slaledger.settings import load_policy
-from streams.kafka_broker import running_broker
 from streams.kafka_tools import end_offsets_total, producer
 from streams.topics import EVENTS
 from tests.conftest import at

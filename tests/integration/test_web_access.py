@@ -24,10 +24,11 @@ from sqlalchemy import create_engine
 from projections.migrate import create_schema
 from projections.tokens import create_token, revoke_token
 from slaledger.bootstrap import build_worker
+from slaledger.brokers.embedded import EmbeddedBroker
+from slaledger.brokers.process import free_port
 from slaledger.settings import Settings
 from slaledger.web import actions
 from slaledger.web.metrics_server import metrics_app
-from streams.embedded import EmbeddedBroker, free_port
 from streams.topics import create_topics
 from tests.integration.conftest import Worker, wait_for
 

@@ -116,5 +116,5 @@ def test_a_later_fact_is_dated_within_the_limit_of_the_version_judging_the_ticke
     (event,) = decide(old_ticket, acknowledged(old_ticket, 5), later, policy=strict)  # within the first's 30 days
     assert event.occurred_at == later - timedelta(days=5)
     new_ticket = filed_on("T-2", "2026-12-05T10:00:00+01:00")
-    with pytest.raises(DomainError, match="remonte à plus de 1 jours"):
+    with pytest.raises(DomainError, match="remonte à plus de 1 jour avant"):
         decide(new_ticket, acknowledged(new_ticket, 2), later, policy=strict)

@@ -180,7 +180,7 @@ def test_policy_diff_names_hours_holidays_durations_and_new_versions(policy: Pol
     assert "  - alerte d'échéance à 75 % → 80 % du délai" in lines
     assert "  - plage « intake » : horaires lun.–ven. 08:00–16:00 → lun.–ven. 08:30–16:00" in lines
     assert "  - plage « support » : jours fériés retirés : samedi 8 mai 2027 (Fête de la Victoire)" in lines
-    assert ("  - engagement « administrative_answer » : délai 7 jour(s) calendaire(s) → 8 jour(s) calendaire(s)"
+    assert ("  - engagement « administrative_answer » : délai 7 jours calendaires → 8 jours calendaires"
             in lines)
     renamed = parse_policy(text.replace('id = "convention-2026.2"', 'id = "convention-2027.1"'))
     lines = changes(policy, renamed)

@@ -16,7 +16,7 @@ credentials live in the metadata log the controllers serve, so controllers canno
 among themselves. There is no plaintext mode: nothing needs one (``slaledger dev --kafka`` is
 the cluster's admin), and the tests then run what production runs.
 
-Nothing here patches a client: the Tansu workarounds of ``streams.embedded`` are for the
+Nothing here patches a client: the Tansu workarounds of ``streams.tansu`` are for the
 embedded broker only.
 """
 
@@ -38,14 +38,18 @@ from pathlib import Path
 
 import structlog
 
-from .embedded import EmbeddedBroker, _die_with_parent, free_port
-from .kafka_acls import ADMIN, PRINCIPALS, apply_acls
-from .kafka_certs import LOOPBACK, write_certificates, write_loopback_certificates
-from .kafka_security import ClientSecurity
+from streams import kafka_security
+from streams.kafka_acls import ADMIN, PRINCIPALS, apply_acls
+from streams.kafka_certs import LOOPBACK, write_certificates, write_loopback_certificates
+from streams.kafka_security import ClientSecurity
+from streams.topics import create_topics
+
+from .embedded import EmbeddedBroker
+from .process import die_with_parent, free_port
 
 log = structlog.get_logger(__name__)
 
-POM = Path(__file__).resolve().parents[1] / "infra" / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "pom.xml"
 LOG4J = POM.with_name("log4j2.properties")
 
 
@@ -259,7 +263,7 @@ class KafkaCluster:
         out = open(node.log_path, "ab")  # noqa: SIM115 - the child keeps it
         node.log_start = out.tell()
         node.process = subprocess.Popen([*node.prefix, *base, "kafka.Kafka", str(node.properties)], stdout=out,
-                                        stderr=out, start_new_session=True, preexec_fn=_die_with_parent)
+                                        stderr=out, start_new_session=True, preexec_fn=die_with_parent)
         out.close()
         if wait:
             self._wait_listening(node, timeout)
@@ -418,8 +422,6 @@ def running_broker(kind: str, workdir: Path, nodes: int = 1) -> Iterator[Embedde
     product's topics (4 partitions, replicated on every node of a Kafka cluster) and, on
     Kafka, the product's ACLs: what the tests and the benches run against. This process's
     own kafka-python clients run as ``admin`` meanwhile (``kafka_security.configure``)."""
-    from . import kafka_security
-
     broker: EmbeddedBroker | KafkaCluster = (EmbeddedBroker(log_path=workdir / "tansu.log") if kind == "tansu"
                                              else KafkaCluster(workdir / "kafka", nodes))
     with broker:
@@ -434,9 +436,6 @@ def provision(broker: EmbeddedBroker | KafkaCluster, partitions: int) -> None:
     """Make this process the cluster's ``admin`` (its kafka-python clients), create the
     product's topics and, on Apache Kafka, grant the principals their ACLs: what
     ``slaledger topics create --acls`` does in production."""
-    from . import kafka_security
-    from .topics import create_topics
-
     kafka_security.configure(broker.security(ADMIN) if isinstance(broker, KafkaCluster) else ClientSecurity())
     create_topics(broker.bootstrap, partitions, replication=broker.replication)
     if isinstance(broker, KafkaCluster):
