@@ -362,6 +362,16 @@ def test_the_image_installs_the_lock_and_no_dev_extra() -> None:
     assert "pip install --no-cache-dir --no-deps ." in dockerfile and "[dev]" not in dockerfile
 
 
+def test_the_image_copies_every_package_it_installs() -> None:
+    """`pip install .` in the image builds the packages pyproject lists: each top-level one
+    must be copied in, or the image fails to build (``service/`` was missing once)."""
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (INFRA / "Dockerfile").read_text(), re.M))
+    assert {name.split(".")[0] for name in packages} <= copied
+
+
 def test_mounted_configuration_files_exist(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
