@@ -224,14 +224,21 @@ async def recovery_past_markers(app: Any) -> None:
         await asyncio.sleep(MARKER_CHECK_SECONDS)
         if not recovery.in_recovery or not app.tables.changelog_queue.empty():
             continue
-        offsets = recovery.active_offsets
-        for tp, last in list(recovery.active_highwaters.items()):
-            if last is None or offsets.get(tp) is None or offsets[tp] >= last:
-                continue
-            position = await app.consumer.position(tp)
-            if position is not None and position > last:
-                log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
-                offsets[tp] = last
+        try:
+            await _past_markers(app, recovery)
+        except Exception:  # (a rebalance under way: the position of a partition no longer assigned)
+            log.exception("changelog end markers not checked, checking again")
+
+
+async def _past_markers(app: Any, recovery: Any) -> None:
+    offsets = recovery.active_offsets
+    for tp, last in list(recovery.active_highwaters.items()):
+        if last is None or offsets.get(tp) is None or offsets[tp] >= last:
+            continue
+        position = await app.consumer.position(tp)
+        if position is not None and position > last:
+            log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
+            offsets[tp] = last
 
 
 def _fatal_error(producer: AIOKafkaProducer) -> BaseException | None:

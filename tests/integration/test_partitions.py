@@ -26,11 +26,9 @@ pytestmark = pytest.mark.integration
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 FAULTS = ["coordinator", "isolate", "minority", "projector-pg", "pause"]
-# The fence (#30 item 1, streams/fence.py, SLALEDGER_TRANSACTIONS) is off by default until a
-# worker fenced on a partition it still holds serves it again: the suite runs today's
-# unfenced worker, whose zombie (the paused worker, or the one cut from its coordinator) may
-# decide off the log; those checks report as xfail until this is True.
-WORKER_FENCED = False
+# The workers run fenced (streams/fence.py, on by default on Apache Kafka): a zombie's writes
+# are refused, so the zombie checks (state = log, one decision per command) are strict.
+WORKER_FENCED = True
 
 
 def _netns() -> ModuleType:
