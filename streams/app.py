@@ -61,7 +61,7 @@ from sla.events import Event, encode_event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket, ticket_from_dict
 
-from .batches import TableWrites, send_batched
+from .batches import SentBatch, TableWrites, send_batched
 from .codec import encode_command, encode_fact, is_fact
 from .deadlines import DeadlineIndex
 from .embedded import patch_faust_fetch_wait, patch_faust_highwaters
@@ -159,6 +159,14 @@ class Record:
 
 def _last_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
     return {(r.topic, r.partition): r.offset for r in records}
+
+
+def _retrieved(batches: Sequence[SentBatch]) -> None:
+    """Mark the batches' failures as seen: a refused transaction fails every batch of it,
+    which asyncio would otherwise log one by one ("Future exception was never retrieved");
+    the fence reports the refusal once (``streams.fence``)."""
+    for batch in batches:
+        batch.future.add_done_callback(lambda future: future.cancelled() or future.exception())
 
 
 def utcnow() -> datetime:
@@ -565,8 +573,9 @@ class Pipeline:
                           type=str(event.type))
         if outcomes:
             count = len(await producer.partitions_for(OUTCOMES))
-            await send_batched(producer, OUTCOMES, [(partition_for(o.command_id, count),
-                                                     o.command_id.encode(), o.encode()) for o in outcomes])
+            answered = await send_batched(producer, OUTCOMES, [(partition_for(o.command_id, count),
+                                                                o.command_id.encode(), o.encode()) for o in outcomes])
+            _retrieved(answered)  # the transaction's commit says whether they are written
         for (topic, partition), last in _last_offsets(records).items():
             if topic == EVENTS:
                 self._set_events_position(partition, last + 1)
@@ -755,6 +764,7 @@ class Pipeline:
         sent = await send_batched(producer, EVENTS, [(p, e.ticket_id.encode(), encode_event(e)) for p, e in events])
         dead = await send_batched(producer, DEAD_LETTERS, [(0, record.key, self._dead_letter(record, reason))
                                                            for record, reason in letters])
+        _retrieved([*sent, *dead])  # awaited in order below: a refused one stops there
 
         async def acknowledged() -> dict[int, list[int]]:
             appended: dict[int, list[int]] = {}
