@@ -96,12 +96,15 @@ class Fence:
         old producer is fenced already. A claim fences the previous holder, and aborts what it
         left open, before this returns. The claims run in parallel (one InitProducerId round
         trip each, in the group's rebalance)."""
+        started = asyncio.get_running_loop().time()
         await asyncio.gather(*(self.release(partition) for partition in list(self._producers)))
         claimed = await asyncio.gather(*(self._claim(partition) for partition in sorted(partitions)),
                                        return_exceptions=True)
         failures = [result for result in claimed if isinstance(result, BaseException)]
         if failures:
             raise failures[0]
+        log.info("partitions claimed", partitions=sorted(partitions),
+                 seconds=round(asyncio.get_running_loop().time() - started, 3))
 
     async def _claim(self, partition: int) -> None:
         producer = AIOKafkaProducer(**self.options, acks="all", transactional_id=transactional_id(partition),
@@ -116,7 +119,7 @@ class Fence:
             raise
         self._producers[partition] = producer
         self._fenced.discard(partition)
-        log.info("partition claimed", partition=partition, transactional_id=transactional_id(partition))
+        log.debug("partition claimed", partition=partition, transactional_id=transactional_id(partition))
 
     async def release(self, partition: int) -> None:
         producer = self._producers.pop(partition, None)
