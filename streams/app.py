@@ -658,6 +658,8 @@ class Pipeline:
         for partition in sorted(due):
             self.events_checked[partition] = now
             at = self._events_position(partition) or 0
+            if ends[partition] == at + 1 and at == self.markers.get(partition):
+                continue  # only our last transaction's commit marker: nothing to read (nor to commit)
             if ends[partition] > at:
                 read, _ = await self._read_events(partition, at, self._bound(ends[partition]))
                 log.info("events appended by another writer applied", partition=partition, start=at, read=read)
