@@ -229,8 +229,11 @@ def test_a_partition_that_moves_from_a_to_b_and_back_to_a_is_served(cluster: Kaf
         for ticket in filed:
             status, body = api("GET", f"{a.url}/api/tickets/{ticket['id']}")
             assert status == 200 and body["version"] == 1, body
-        # nothing was sent while a slept: a fence here would be a stale producer of a partition given back
-        assert fenced_partitions(a) == [], (before, back)
+        # a may be fenced as it wakes (a zombie's write, before it learns it lost its partitions);
+        # once it has claimed the partitions given back, none of its writes is refused
+        lines = a.log_path.read_text().splitlines()
+        last_claim = max(i for i, line in enumerate(lines) if "partitions claimed" in line)
+        assert not [line for line in lines[last_claim:] if "writes fenced" in line], (before, back)
     finally:
         for worker in (a, b):
             if worker.process is not None:
