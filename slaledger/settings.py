@@ -64,10 +64,9 @@ class Settings(ClientSecurity):
     # Embedded Tansu broker: work around its ListOffsets answer (see streams.tansu).
     embedded: bool = False
     # Apache Kafka: write each partition's batches in transactions (streams.fence), so that a
-    # worker that lost its partitions cannot append to them. Off by default for now (#30): a
-    # worker fenced on a partition the group still assigns to it stops serving that partition
-    # until the next rebalance (seen in the partition suite, and once at a group's start).
-    transactions: bool = False
+    # worker that lost its partitions cannot append to them (#30). The embedded broker (dev
+    # mode) refuses transactions: there the worker writes without them, whatever this says.
+    transactions: bool = True
     # Seconds a command waits for the broker at start before it fails with one line (a
     # service manager restarts it), instead of waiting on a broker that is not there.
     broker_timeout: float = 10.0

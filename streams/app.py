@@ -61,10 +61,10 @@ from sla.events import Event, encode_event
 from sla.policy import Policy
 from sla.ticket import Command, Ticket, ticket_from_dict
 
-from .batches import TableWrites, send_batched
+from .batches import SentBatch, TableWrites, send_batched
 from .codec import encode_command, encode_fact, is_fact
 from .deadlines import DeadlineIndex
-from .fence import Fence, Fenced, read_committed_changelogs, recovery_past_markers
+from .fence import Fence, Unwritten, read_committed_changelogs, recovery_past_markers, request_rejoin
 from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import OutcomeWaiter, WaiterSettings
 from .processor import TicketProcessor
@@ -159,6 +159,14 @@ class Record:
 
 def _last_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
     return {(r.topic, r.partition): r.offset for r in records}
+
+
+def _retrieved(batches: Sequence[SentBatch]) -> None:
+    """Mark the batches' failures as seen: a refused transaction fails every batch of it,
+    which asyncio would otherwise log one by one ("Future exception was never retrieved");
+    the fence reports the refusal once (``streams.fence``)."""
+    for batch in batches:
+        batch.future.add_done_callback(lambda future: future.cancelled() or future.exception())
 
 
 def utcnow() -> datetime:
@@ -349,18 +357,23 @@ class Pipeline:
             async with self.lock:
                 if self.stopping:
                     return
-                records = [Record(COMMANDS, tp.partition, m.offset, m.key, m.value)
-                           for tp, messages in fetched.items() if tp.partition in self.reading for m in messages]
-                partitions = {r.partition for r in records}
+                by_partition = {tp.partition: [Record(COMMANDS, tp.partition, m.offset, m.key, m.value)
+                                               for m in messages]
+                                for tp, messages in fetched.items() if tp.partition in self.reading}
                 try:
-                    if partitions - self.events_recovered:
-                        await self._recover_events(partitions - self.events_recovered)
-                        if partitions - self.events_recovered:  # not recovered yet: read them again later
+                    if set(by_partition) - self.events_recovered:
+                        await self._recover_events(set(by_partition) - self.events_recovered)
+                        if set(by_partition) - self.events_recovered:  # not recovered yet: read them again later
                             await self._assign_reader(reader, self.reading, force=True)
                             continue
-                    await self._process_delivered(records)
-                except Fenced as fenced:
-                    self._drop_fenced(fenced.partition)
+                except Unwritten as refused:
+                    self._drop_fenced(refused.partition)
+                    continue
+                for records in by_partition.values():  # one refused partition stops no other
+                    try:
+                        await self._process_delivered(records)
+                    except Unwritten as refused:
+                        self._drop_fenced(refused.partition)
             await self._ebb()  # Faust's own consumer waits for the changelog writes this way too
 
     async def _command_reader(self) -> ThreadedReader:
@@ -385,17 +398,21 @@ class Pipeline:
         """Stop deciding commands of the revoked partitions before the group moves them (one
         writer per ticket), and send their table writes; until the next assignment, read
         nothing. A partition may come back after another worker appended to it: its events
-        are recovered again."""
+        are recovered again (and its transactional id claimed again: ``_on_assigned``)."""
         self.holding = True
         async with self.lock:
             lost = {tp.partition for tp in revoked}
             self.reading -= lost
             self.events_recovered -= lost
             await self.app.producer.flush()
+            if self.fence is not None:
+                for partition in lost & self.fence.partitions:
+                    await self.fence.release(partition)
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        """Take the assigned partitions' transactional ids before anything is read: their
-        previous holder, alive or not, can write there no more."""
+        """Take every assigned partition's transactional id anew, kept ones included, before
+        anything is read: their previous holder, alive or not, can write there no more, and
+        this worker holds a fresh epoch for each (``Fence.claim``)."""
         if self.fence is not None:
             if self._markers_watch is None:  # Faust starts its app tasks only once the tables are recovered
                 self._markers_watch = asyncio.create_task(recovery_past_markers(self.app))
@@ -404,10 +421,13 @@ class Pipeline:
         self.holding = False
 
     def _drop_fenced(self, partition: int) -> None:
-        """Another worker owns the partition: stop reading it and forget what this worker
-        holds of it that the log may not have (its tables' local state, the positions and
-        writes of the refused batch). The next assignment recovers it from the changelog."""
-        turned = self.waiter.abandon(partition, f"partition {partition} fenced: another worker owns it")
+        """A batch of the partition was refused (fenced: another worker claimed it; or aborted):
+        stop reading it, forget what this worker holds of it that the log may not have (its
+        tables' local state, the positions and writes of the refused batch), and ask the group
+        for an assignment again (``fence.request_rejoin``). A zombie learns it lost the
+        partition; a worker the group still gives it (another's claim landed after its own)
+        claims it anew and Faust recovers its tables from the changelog, from the start."""
+        turned = self.waiter.abandon(partition, f"partition {partition} refused: its owner may have changed")
         if turned:
             log.warning("callers of a fenced partition answered unavailable", partition=partition, callers=turned)
         self.reading.discard(partition)
@@ -420,6 +440,9 @@ class Pipeline:
         for key in [key for key in self.filled if key[1] == partition]:
             del self.filled[key]
         for table in (self.tickets, self.positions):
+            # Faust recovers a kept partition from where its last recovery ended, or from the
+            # store's persisted offset: neither, and it reads the changelog from its start
+            self.app.tables.recovery.active_offsets.pop(TP(table.changelog_topic.get_topic_name(), partition), None)  # type: ignore[attr-defined]
             store = table.data
             if isinstance(store, KeyPartitionedRocksDBStore):
                 store.forget_partition(partition)
@@ -427,6 +450,7 @@ class Pipeline:
                 for key in [k for k in list(store.keys()) if partition_for(k.decode(), self.settings.partitions)
                             == partition]:
                     del store[key]
+        request_rejoin(self.app)
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
         """Finish the batch in hand, then read nothing more: Faust stops the producer next."""
@@ -549,8 +573,9 @@ class Pipeline:
                           type=str(event.type))
         if outcomes:
             count = len(await producer.partitions_for(OUTCOMES))
-            await send_batched(producer, OUTCOMES, [(partition_for(o.command_id, count),
-                                                     o.command_id.encode(), o.encode()) for o in outcomes])
+            answered = await send_batched(producer, OUTCOMES, [(partition_for(o.command_id, count),
+                                                                o.command_id.encode(), o.encode()) for o in outcomes])
+            _retrieved(answered)  # the transaction's commit says whether they are written
         for (topic, partition), last in _last_offsets(records).items():
             if topic == EVENTS:
                 self._set_events_position(partition, last + 1)
@@ -633,6 +658,8 @@ class Pipeline:
         for partition in sorted(due):
             self.events_checked[partition] = now
             at = self._events_position(partition) or 0
+            if ends[partition] == at + 1 and at == self.markers.get(partition):
+                continue  # only our last transaction's commit marker: nothing to read (nor to commit)
             if ends[partition] > at:
                 read, _ = await self._read_events(partition, at, self._bound(ends[partition]))
                 log.info("events appended by another writer applied", partition=partition, start=at, read=read)
@@ -654,12 +681,15 @@ class Pipeline:
 
     async def _read_events(self, partition: int, start: int, end: int | None) -> tuple[int, bool]:
         """Apply the events [start, end) of a partition; the position then covers what was
-        read. (records read, whether the read reached ``end`` or the partition's end)."""
+        read. (records read, whether the read reached ``end`` or the partition's end). Fenced,
+        each batch read is its own transaction (``_process``, unless an outer one holds it): a
+        long recovery stays far below the transaction timeout, past which the broker would
+        abort it and fence this worker."""
         read = 0
+        async for records in self._records(EVENTS, partition, start, end):
+            await self._process(records)
+            read += len(records)
         async with self._writing(partition) as producer:
-            async for records in self._records(EVENTS, partition, start, end):
-                await self._process(records)
-                read += len(records)
             reader, tp = await self._reader(EVENTS), TopicPartition(EVENTS, partition)
             reached = await reader.position(tp)
             self._set_events_position(partition, min(reached, end) if end is not None else reached)
@@ -736,6 +766,7 @@ class Pipeline:
         sent = await send_batched(producer, EVENTS, [(p, e.ticket_id.encode(), encode_event(e)) for p, e in events])
         dead = await send_batched(producer, DEAD_LETTERS, [(0, record.key, self._dead_letter(record, reason))
                                                            for record, reason in letters])
+        _retrieved([*sent, *dead])  # awaited in order below: a refused one stops there
 
         async def acknowledged() -> dict[int, list[int]]:
             appended: dict[int, list[int]] = {}
@@ -773,8 +804,8 @@ class Pipeline:
                 if active - self.events_recovered:
                     await self._recover_events(active - self.events_recovered)
                 await self._check_events_ends(active)
-            except Fenced as fenced:
-                self._drop_fenced(fenced.partition)
+            except Unwritten as refused:
+                self._drop_fenced(refused.partition)
                 return
         if active != self.indexed_partitions:
             self._rebuild_index(active)

@@ -56,12 +56,21 @@ def transactional_id(partition: int) -> str:
     return f"{TRANSACTIONAL_PREFIX}{partition}"
 
 
-class Fenced(Exception):
-    """Another worker owns this partition now: nothing of the batch was committed."""
+class Unwritten(Exception):
+    """Nothing of the partition's batch was committed (the transaction was aborted), while
+    this worker already holds its effects (tables, positions): the caller drops its local
+    state of the partition and has the group give it back, recovered from the log."""
+
+    def __init__(self, partition: int, reason: str) -> None:
+        super().__init__(f"partition {partition}: {reason}")
+        self.partition = partition
+
+
+class Fenced(Unwritten):
+    """Another worker claimed the partition's transactional id since this worker did."""
 
     def __init__(self, partition: int) -> None:
-        super().__init__(f"partition {partition} is fenced: another worker owns it")
-        self.partition = partition
+        super().__init__(partition, "fenced: another worker claimed it")
 
 
 class Fence:
@@ -81,23 +90,36 @@ class Fence:
         return set(self._producers)
 
     async def claim(self, partitions: set[int]) -> None:
-        """Hold exactly ``partitions``: release the others, and take the new ones, which
-        fences their previous holder (its open transaction is aborted before this returns)."""
-        for partition in self.partitions - partitions:
-            await self.release(partition)
-        for partition in sorted(partitions - self.partitions):
-            producer = AIOKafkaProducer(**self.options, acks="all", transactional_id=transactional_id(partition),
-                                        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
-            try:
-                await producer.start()
-                await producer.begin_transaction()  # waits for the producer id: the epoch is bumped now
-                await producer.commit_transaction()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producers[partition] = producer
-            self._fenced.discard(partition)
-            log.info("partition claimed", partition=partition, transactional_id=transactional_id(partition))
+        """Hold exactly ``partitions``, each with a fresh epoch: every assignment claims every
+        assigned partition anew, kept ones included. A kept partition may have been another
+        worker's in between (this worker paused past its session, then given it back): its
+        old producer is fenced already. A claim fences the previous holder, and aborts what it
+        left open, before this returns. The claims run in parallel (one InitProducerId round
+        trip each, in the group's rebalance)."""
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(self.release(partition) for partition in list(self._producers)))
+        claimed = await asyncio.gather(*(self._claim(partition) for partition in sorted(partitions)),
+                                       return_exceptions=True)
+        failures = [result for result in claimed if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
+        log.info("partitions claimed", partitions=sorted(partitions),
+                 seconds=round(asyncio.get_running_loop().time() - started, 3))
+
+    async def _claim(self, partition: int) -> None:
+        producer = AIOKafkaProducer(**self.options, acks="all", transactional_id=transactional_id(partition),
+                                    transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+        try:
+            await producer.start()
+            await producer.begin_transaction()  # waits for the producer id: the epoch is bumped now
+            await producer.commit_transaction()
+        except BaseException:
+            with suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), STOP_SECONDS)
+            raise
+        self._producers[partition] = producer
+        self._fenced.discard(partition)
+        log.debug("partition claimed", partition=partition, transactional_id=transactional_id(partition))
 
     async def release(self, partition: int) -> None:
         producer = self._producers.pop(partition, None)
@@ -128,19 +150,24 @@ class Fence:
             if depth == 0:
                 await producer.flush()  # the changelog batches, whose futures nobody awaits
                 await producer.commit_transaction()
-        except Fenced:
+        except Unwritten:
             raise
-        except FENCING_ERRORS as exc:
-            await self._on_fenced(partition, exc)
-            raise Fenced(partition) from None
-        except BaseException as exc:
-            if _fatal(producer):  # a send the broker fenced left the producer unusable
-                await self._on_fenced(partition, exc)
+        except Exception as exc:
+            cause = _fatal_error(producer) or exc  # a send the broker refused reaches the batch's future
+            if isinstance(cause, FENCING_ERRORS):
+                await self._on_fenced(partition, cause)
                 raise Fenced(partition) from None
-            if depth == 0 and partition in self._producers:
-                with suppress(KafkaError):
-                    await producer.abort_transaction()
-            raise
+            if depth > 0:
+                raise
+            # not a fence (a timeout below min.insync.replicas, a missing ACL, aiokafka's sender
+            # failing): aborted, and the producer let go; the next assignment claims it anew
+            log.error("transaction aborted", partition=partition, transactional_id=transactional_id(partition),
+                      error=repr(cause))
+            if _fatal_error(producer) is None:
+                with suppress(KafkaError, TimeoutError):
+                    await asyncio.wait_for(producer.abort_transaction(), STOP_SECONDS)
+            await self.release(partition)
+            raise Unwritten(partition, f"transaction aborted: {cause!r}") from exc
         finally:
             if partition in self._depth:
                 self._depth[partition] -= 1
@@ -175,6 +202,18 @@ def read_committed_changelogs() -> None:
     driver.AIOKafkaConsumerThread._create_worker_consumer = read_committed  # type: ignore[method-assign]
 
 
+def request_rejoin(app: Any) -> None:
+    """Have Faust's consumer join its group again (on its own thread's loop): the group then
+    assigns anew — the same partitions when nothing else changed — and this worker claims
+    them anew and recovers the tables' partitions it dropped."""
+    thread = app.consumer._thread
+    consumer = thread._consumer
+    if consumer is None:
+        return
+    thread.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)
+    log.info("rejoining the group: a refused partition is to be claimed and recovered again")
+
+
 MARKER_CHECK_SECONDS = 0.5
 
 
@@ -188,18 +227,32 @@ async def recovery_past_markers(app: Any) -> None:
         await asyncio.sleep(MARKER_CHECK_SECONDS)
         if not recovery.in_recovery or not app.tables.changelog_queue.empty():
             continue
-        offsets = recovery.active_offsets
-        for tp, last in list(recovery.active_highwaters.items()):
-            if last is None or offsets.get(tp) is None or offsets[tp] >= last:
-                continue
-            position = await app.consumer.position(tp)
-            if position is not None and position > last:
-                log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
-                offsets[tp] = last
+        try:
+            await _past_markers(app, recovery)
+        except Exception:  # (a rebalance under way: the position of a partition no longer assigned)
+            log.exception("changelog end markers not checked, checking again")
 
 
-def _fatal(producer: AIOKafkaProducer) -> bool:
-    """The producer can no longer be used: aiokafka moves it there when the broker fences
-    one of its sends (the error then reaches the batch's future, not the commit)."""
+async def _past_markers(app: Any, recovery: Any) -> None:
+    offsets = recovery.active_offsets
+    for tp, last in list(recovery.active_highwaters.items()):
+        if last is None or offsets.get(tp) is None or offsets[tp] >= last:
+            continue
+        position = await app.consumer.position(tp)
+        if position is not None and position > last:
+            log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
+            offsets[tp] = last
+
+
+def _fatal_error(producer: AIOKafkaProducer) -> BaseException | None:
+    """What made the producer unusable, or None: aiokafka moves it to its fatal state when
+    its sender fails — the broker fenced a send (the error then reaches the batch's future,
+    not the commit), or something else did (seen at a group's start: an AssertionError in
+    aiokafka's sender), which is no fence."""
     manager = producer._txn_manager
-    return manager is not None and bool(manager.state == TransactionState.FATAL_ERROR)
+    if manager is None or manager.state != TransactionState.FATAL_ERROR:
+        return None
+    waiter = manager._transaction_waiter
+    if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+        return waiter.exception()
+    return RuntimeError("producer in its fatal state")

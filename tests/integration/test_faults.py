@@ -32,7 +32,9 @@ def send_commands(broker: Broker, commands: list[Command]) -> None:
 
 
 def event_records(broker: Broker) -> list:
-    return [decode_event(r.value) for r in read_topic(broker.bootstrap, EVENTS)]
+    # 80,000 events and more, read by kafka-python on a shared 2-core machine: read_topic's
+    # default 30 s, which the read and the decoding share, was measured too short
+    return [decode_event(r.value) for r in read_topic(broker.bootstrap, EVENTS, timeout=180)]
 
 
 def file_and_acknowledge(prefix: str, n: int, expected: set[uuid.UUID]) -> list[Command]:

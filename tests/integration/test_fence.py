@@ -10,10 +10,12 @@ import asyncio
 import json
 import re
 import signal
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -140,53 +142,100 @@ def partitions(worker: Worker) -> set[int]:
     return set(body.get("partitions", [])) if isinstance(body, dict) else set()
 
 
-def test_a_running_worker_whose_partitions_are_taken_writes_nothing_then_rejoins(
+FENCED = {"SLALEDGER_TRANSACTIONS": "true", "SLALEDGER_COMMAND_TIMEOUT": "20"}
+
+
+def fenced_partitions(worker: Worker) -> list[int]:
+    return [json.loads(line)["partition"] for line in worker.log_path.read_text().splitlines()
+            if "writes fenced" in line]
+
+
+def file_with_retries(worker: Worker, key: str, attempts: int = 6) -> dict[str, Any]:
+    """File a ticket as a client does: a 503/504 is retried with the same key."""
+    for _ in range(attempts):
+        status, body = api("POST", f"{worker.url}/api/tickets", FILE, headers={"Idempotency-Key": key})
+        if status == 201:
+            return dict(body["ticket"])
+        assert status in (503, 504), body
+        time.sleep(1)
+    raise AssertionError(f"{key}: not filed after {attempts} attempts")
+
+
+def test_a_worker_whose_partitions_another_claims_after_it_claims_them_back_and_serves(
         cluster: KafkaCluster, tmp_path: Path) -> None:
-    """The zombie is a running worker; the new holder takes every partition's transactional
-    id under it (what the group's next owner does when it is assigned them). The filing the
-    zombie then decides is refused at commit: its caller is answered 503 at once, the log has
-    nothing of it, the zombie says so once and stops reading the partition. When the group
-    next assigns partitions (another worker joins), it claims its share again and the
-    caller's retry with its key files the ticket once. (Every partition the zombie then
-    writes is fenced: the holder took them all.)"""
-    fenced = {"SLALEDGER_TRANSACTIONS": "true"}  # the fence is off by default (#30)
-    a = Worker(cluster, tmp_path, name="a", extra_env={"SLALEDGER_COMMAND_TIMEOUT": "20", **fenced}).start()
-    b = Worker(cluster, tmp_path, name="b", extra_env=fenced)
+    """The other holder's claim lands after the worker's own (a worker that was given the
+    partitions and lost them again claimed late), while the group still assigns the worker
+    every partition. The filing the worker then decides is refused at commit: its caller is
+    answered 503 at once, the log has nothing of it, the worker says so once per partition.
+    Then, with no other worker joining, it asks the group for its partitions again, claims
+    them anew, recovers the dropped partitions' tables from the changelog (the tickets filed
+    before are there again) and the caller's retry with its key files the ticket once."""
+    a = Worker(cluster, tmp_path, name="a", extra_env=FENCED).start()
     loop = asyncio.new_event_loop()
     holder = fence(cluster)
     try:
-        status, before = api("POST", f"{a.url}/api/tickets", FILE)
-        assert status == 201, before
+        earlier = [file_with_retries(a, f"earlier-{n}") for n in range(12)]
         assert partitions(a) == {0, 1, 2, 3}
         loop.run_until_complete(holder.claim({0, 1, 2, 3}))
 
         key = {"Idempotency-Key": "fenced-filing-1"}
         status, refused = api("POST", f"{a.url}/api/tickets", FILE, headers=key)
-        # its batch refused, the zombie turns its caller away at once: 503, retry with the key
+        # its batch refused, the worker turns its caller away at once: 503, retry with the key
         assert status == 503 and "même Idempotency-Key" in refused["error"], refused  # it may be applied
-        wait_for(lambda: len(partitions(a)) < 4, timeout=10, what="the fenced partition dropped")
-        assert filings(cluster) == {before["ticket"]["id"]: 1}  # nothing the zombie decided
+        assert Counter(filings(cluster)) == Counter({t["id"]: 1 for t in earlier})  # nothing of it in the log
 
-        b.start()  # the group assigns again: each worker claims its partitions, fencing the holder
-        wait_for(lambda: partitions(a) and partitions(b) and partitions(a) | partitions(b) == {0, 1, 2, 3},
-                 timeout=60, what="partitions shared again")
         status, again = api("POST", f"{a.url}/api/tickets", FILE, headers=key)
-        assert status == 201, again
+        if status != 201:  # still rejoining
+            again = {"ticket": file_with_retries(a, "fenced-filing-1")}
         tid = again["ticket"]["id"]
-        fenced = [json.loads(line)["partition"] for line in a.log_path.read_text().splitlines()
-                  if "writes fenced" in line]
-        # the filing's partition among them (and those whose events end the aborted
-        # batches moved, which the zombie then tried to read): each said once
-        assert partition_for(tid, 4) in fenced and len(fenced) == len(set(fenced)), fenced
+        assert partitions(a) == {0, 1, 2, 3}
+        fenced = fenced_partitions(a)
+        assert partition_for(tid, 4) in fenced and len(fenced) == len(set(fenced)), fenced  # each said once
         with urllib.request.urlopen(f"{a.url}/metrics", timeout=10) as response:  # auth is off here
             exposed = re.search(r"^slaledger_fenced_writes_total (\S+)$", response.read().decode(), re.M)
         assert exposed and float(exposed.group(1)) >= len(fenced), exposed  # every refused transaction
-        assert filings(cluster) == {before["ticket"]["id"]: 1, tid: 1}
-        for worker in (a, b):  # the owner's state is the log's
-            status, body = api("GET", f"{worker.url}/api/tickets/{tid}")
+        assert filings(cluster) == Counter({**{t["id"]: 1 for t in earlier}, tid: 1})
+        for ticket in [*earlier, {"id": tid}]:  # the dropped partitions' tables recovered from the changelog
+            status, body = api("GET", f"{a.url}/api/tickets/{ticket['id']}")
             assert status == 200 and body["status"] == "open" and body["version"] == 1, body
     finally:
-        for worker in (a, b):
-            worker.stop(signal.SIGKILL)
+        a.stop(signal.SIGKILL)
         loop.run_until_complete(holder.stop())
         loop.close()
+
+
+def test_a_partition_that_moves_from_a_to_b_and_back_to_a_is_served(cluster: KafkaCluster, tmp_path: Path) -> None:
+    """Worker a paused past its session timeout (SIGSTOP): the group gives its partitions to
+    b, which claims them; a resumes, rejoins and is given partitions back without having
+    seen the generation in between. It claims every assigned partition anew (not only those
+    new to it), so it serves them: every filing on every partition is answered, once."""
+    a = Worker(cluster, tmp_path, name="a", extra_env=FENCED).start()
+    b = Worker(cluster, tmp_path, name="b", extra_env=FENCED).start()
+    try:
+        wait_for(lambda: partitions(a) and partitions(b) and partitions(a) | partitions(b) == {0, 1, 2, 3},
+                 timeout=60, what="partitions shared")
+        before = partitions(a)
+        assert a.process is not None
+        a.process.send_signal(signal.SIGSTOP)
+        wait_for(lambda: partitions(b) == {0, 1, 2, 3}, timeout=60, what="b given a's partitions")
+        a.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: partitions(a) and partitions(b) and partitions(a) | partitions(b) == {0, 1, 2, 3},
+                 timeout=60, what="partitions shared again")
+        back = partitions(a)
+        filed = [file_with_retries(a, f"after-{n}") for n in range(32)]
+        assert back & {partition_for(t["id"], 4) for t in filed} == back, (back, filed)  # a's own partitions too
+        found = filings(cluster)
+        assert all(found[t["id"]] == 1 for t in filed), found
+        for ticket in filed:
+            status, body = api("GET", f"{a.url}/api/tickets/{ticket['id']}")
+            assert status == 200 and body["version"] == 1, body
+        # a may be fenced as it wakes (a zombie's write, before it learns it lost its partitions);
+        # once it has claimed the partitions given back, none of its writes is refused
+        lines = a.log_path.read_text().splitlines()
+        last_claim = max(i for i, line in enumerate(lines) if "partitions claimed" in line)
+        assert not [line for line in lines[last_claim:] if "writes fenced" in line], (before, back)
+    finally:
+        for worker in (a, b):
+            if worker.process is not None:
+                worker.process.send_signal(signal.SIGCONT)
+            worker.stop(signal.SIGKILL)
