@@ -24,8 +24,8 @@ from pathlib import Path
 import faust
 from faust.worker import Worker
 
-from streams.app import BATCH_SIZE
 from streams.embedded import patch_faust_fetch_wait, patch_faust_highwaters
+from streams.reader import BATCH_SIZE
 from streams.topics import COMMANDS
 
 BATCH_WITHIN = 0.02  # seconds: the latency a lone record pays for batching
