@@ -41,10 +41,6 @@ log = structlog.get_logger(__name__)
 Appended = dict[int, list[int]]  # by events partition, the offsets our events got
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Appender:
     """``schedule``: the deadline index's (partition, ticket id, wakeup); ``fence``: None in
     dev mode; ``producer``: Faust's aiokafka producer, asked for when first written to."""
@@ -79,7 +75,7 @@ class Appender:
         records = [r for r in records if r.topic != COMMANDS or r.offset >= decided[r.partition]]
         if not records:
             return None
-        now = utcnow()
+        now = datetime.now(UTC)
         cache: dict[str, Ticket | None] = {}
         refused: dict[str, Refusals] = {}
         touched: dict[str, tuple[int, Ticket]] = {}
@@ -180,6 +176,6 @@ def dead_letter(record: Record, reason: str) -> bytes:
         "origin": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
         "key": base64.b64encode(record.key).decode() if record.key else None,
         "value": base64.b64encode(record.value).decode() if record.value else None,
-        "dead_lettered_at": utcnow().isoformat(),
+        "dead_lettered_at": datetime.now(UTC).isoformat(),
     }
     return json.dumps(body).encode()

@@ -44,10 +44,6 @@ FACT_MEMORY = timedelta(hours=1)
 DUE_LOOKAHEAD = timedelta(seconds=60)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class DeadlineTimer:
     """``tickets``: the ticket table; ``producer``: Faust's producer (its ``send``), asked
     for when facts are sent; ``partitions``: the topics' partition count."""
@@ -77,12 +73,12 @@ class DeadlineTimer:
         if active != self._indexed:
             self._rebuild_index(active)
         else:
-            self._load_due(active, utcnow())
+            self._load_due(active, datetime.now(UTC))
 
     async def send_due(self, caught_up: set[int]) -> None:
         """Send the facts due now on the caught-up partitions: one round trip for every fact
         due at this tick, not one per ticket."""
-        now = utcnow()
+        now = datetime.now(UTC)
         facts: list[Event] = []
         for partition, ticket_id in self.index.pop_due(now, caught_up):
             raw = self.tickets.get(ticket_id.encode())
@@ -131,7 +127,7 @@ class DeadlineTimer:
         (``_load_due``), so a deadline already due, or due during the start, is read at the
         first tick, before any later one. From memory, every ticket is read from the wakeup
         stored with it (no fold at start)."""
-        now = utcnow()
+        now = datetime.now(UTC)
         self.index.drop_partitions(active)
         for partition in [p for p in self._due_loaded if p not in active]:
             del self._due_loaded[partition]
