@@ -24,7 +24,7 @@ from pathlib import Path
 import faust
 from faust.worker import Worker
 
-from streams.app import BATCH_SIZE
+from streams.reader import BATCH_SIZE
 from streams.tansu import patch_faust_fetch_wait, patch_faust_highwaters
 from streams.topics import COMMANDS
 

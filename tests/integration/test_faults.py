@@ -12,9 +12,9 @@ import pytest
 
 from sla.events import decode_event
 from sla.ticket import Command, CommandType, command_event_id
-from streams.app import BATCH_SIZE
 from streams.codec import encode_command
 from streams.kafka_tools import end_offsets_total, producer, read_topic
+from streams.reader import BATCH_SIZE
 from streams.topics import COMMANDS, EVENTS
 from tests.integration.conftest import Broker, Worker, api, tiny_policy, wait_for
 

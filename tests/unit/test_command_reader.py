@@ -1,4 +1,4 @@
-"""The agent reads its commands partitions itself (``Pipeline._read_commands``): each
+"""The agent reads its commands partitions itself (``CommandReader``): each
 partition from its stored position, and a partition revoked by the group is never decided
 again by this worker, even from a batch fetched before the revocation (one writer per
 ticket)."""
@@ -12,16 +12,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
-from faust.types import TP
 
 from sla.ticket import Command, CommandType
 from streams.codec import encode_command
-from streams.recovery_watch import RecoveryWatch
+from streams.command_reader import CommandReader
 from streams.table_values import partition_for, position_key
 from streams.topics import COMMANDS
-from tests.unit.test_redelivery import FILE, Sent, pipeline
-
-CHANGELOG = "slaledger-tickets-changelog"
+from tests.unit.test_redelivery import FILE, Sent, Worker, worker
 
 
 class Reader:
@@ -33,6 +30,12 @@ class Reader:
         self.seeks: list[tuple[int, int]] = []
         self.assigned: list[int] = []
         self.fetched = asyncio.Event()
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
     async def assign(self, partitions: set[int], seeks: dict[int, int]) -> None:
         self.assigned = sorted(partitions)
@@ -62,58 +65,48 @@ def ticket_on(partition: int, n: int) -> str:
     return next(f"T-{partition}-{i}" for i in range(n, 10_000) if partition_for(f"T-{partition}-{i}", 4) == partition)
 
 
-def reading(reader: Reader, partitions: set[int], positions: dict[int, int] | None = None) -> Any:
-    """A pipeline whose group assigned ``partitions`` and whose tables are recovered, run
-    until its reader has nothing more to give."""
-    p = pipeline(Sent())
+def reading(reader: Reader, partitions: set[int], positions: dict[int, int] | None = None) -> tuple[Worker, Any]:
+    """A worker whose group assigned ``partitions`` and whose tables are recovered, its
+    command reader run until its reader has nothing more to give."""
+    w = worker(Sent())
     for partition, offset in (positions or {}).items():
-        p.positions[position_key(COMMANDS, partition, 4)] = offset
-    p.events_recovered = {0, 1, 2, 3}
-    p.reading, p.holding, p.stopping, p.lock = set(), False, False, asyncio.Lock()
-    p.tickets_changelog = CHANGELOG
-    recovery = SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True))
-    p.app = SimpleNamespace(producer=p.app.producer, tables=SimpleNamespace(recovery=recovery),  # type: ignore[assignment]
-                            rebalancing=False,
-                            assignor=SimpleNamespace(assigned_actives=lambda: {TP(CHANGELOG, q) for q in partitions}))
-    p.recovery_watch = RecoveryWatch(recovery, rebalancing=lambda: False)
+        w.positions.table[position_key(COMMANDS, partition, 4)] = offset
 
-    async def command_reader() -> Reader:
-        p._command_reader_ = reader
-        return reader
-
-    async def ebb() -> None:
+    async def nothing() -> None:
         pass
 
-    p._command_reader, p._ebb = command_reader, ebb  # type: ignore[method-assign]
-    if reader.during_fetch is not None:
-        reader.during_fetch = partial(reader.during_fetch, p)
-
-    async def run() -> None:
-        task = asyncio.create_task(p._read_commands())
+    async def run() -> CommandReader:
+        commands = CommandReader(reader, asyncio.Lock(), w.positions, w.recovery, fence=None,  # type: ignore[arg-type]
+                                 active=lambda: set(partitions), recovered=lambda: True,
+                                 on_refused=lambda partition: None, flush=nothing, ebb=nothing)
+        await w.recovery.recover({0, 1, 2, 3})  # their events partitions are empty
+        if reader.during_fetch is not None:
+            reader.during_fetch = partial(reader.during_fetch, commands)
+        task = asyncio.create_task(commands.run())
         await reader.fetched.wait()
-        p.stopping = True
+        commands.stop()
         await task
+        return commands
 
-    asyncio.run(run())
-    return p
+    return w, asyncio.run(run())
 
 
 def test_each_partition_is_read_from_its_stored_position() -> None:
     reader = Reader([])
-    p = reading(reader, {0, 2}, positions={2: 17})
+    _, commands = reading(reader, {0, 2}, positions={2: 17})
     assert sorted(reader.seeks) == [(0, 0), (2, 17)] and reader.assigned == [0, 2]
-    assert p.reading == {0, 2}
+    assert commands.reading == {0, 2}
 
 
 def test_a_batch_fetched_before_its_partition_was_revoked_is_not_decided() -> None:
     one, two = ticket_on(1, 0), ticket_on(2, 0)
     partitions = {1, 2}
 
-    async def rebalance(p: Any) -> None:  # while the batch is fetched, the group moves partition 1
-        await p._on_revoked(None, {TP(CHANGELOG, 1)})
+    async def rebalance(commands: CommandReader) -> None:  # while the batch is fetched, the group moves partition 1
+        await commands.revoked({1})
         partitions.discard(1)
-        await p._on_assigned(None, {TP(CHANGELOG, 2)})
+        await commands.assigned({2})
 
-    p = reading(Reader([{1: [(0, one)], 2: [(0, two)]}], during_fetch=rebalance), partitions)
-    assert one.encode() not in p.tickets and two.encode() in p.tickets
-    assert p.reading == {2}
+    w, commands = reading(Reader([{1: [(0, one)], 2: [(0, two)]}], during_fetch=rebalance), partitions)
+    assert one.encode() not in w.tickets and two.encode() in w.tickets
+    assert commands.reading == {2}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -15,12 +17,15 @@ from typing import Any
 from sla.events import EventType
 from sla.ticket import Command, CommandType, ticket_from_dict
 from slaledger.settings import load_policy
-from streams.app import Pipeline, Record
+from streams.appender import Appender
 from streams.batches import TableWrites
 from streams.codec import encode_command
-from streams.deadlines import DeadlineIndex
+from streams.positions import Positions
 from streams.processor import TicketProcessor
+from streams.reader import Record
+from streams.recovery import Ranges, Recovery
 from streams.table_values import events_position_key, partition_for, refusals_of
+from streams.timer import DeadlineTimer
 from streams.topics import COMMANDS, EVENTS, OUTCOMES
 
 FILE = {"kind": "incident", "channel": "phone", "product": "ent", "member": "m-001", "subject": "Panne"}
@@ -62,9 +67,6 @@ class Sent(list[tuple[str, bytes]]):
     async def flush(self) -> None:
         pass
 
-    def _ensure_producer(self) -> Sent:
-        return self
-
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(4))
 
@@ -100,18 +102,50 @@ class Table(dict[bytes, Any]):
         pass
 
 
-def pipeline(sent: Sent) -> Pipeline:
-    """The agent's batch handler over dict tables and a recording producer."""
-    p = Pipeline.__new__(Pipeline)
-    p.processor, p.index, p.tickets, p.positions, p.filled = (TicketProcessor(load_policy()), DeadlineIndex(),
-                                                              Table(), Table(), {})
-    p.writes = TableWrites()
-    p.fence = None  # dev mode's writes (no transactions)
-    p.settings = SimpleNamespace(partitions=4)  # type: ignore[assignment]
-    p.app = SimpleNamespace(producer=sent)  # type: ignore[assignment]
+class DirectReads:
+    """Direct reads (``reader.RangeReader``) of an events topic that holds nothing and of
+    the commands given."""
+
+    def __init__(self, commands: list[Record] | None = None) -> None:
+        self.commands = commands or []
+        self.read: list[tuple[int, int | None]] = []  # (start, end) of each range of commands read
+
+    async def records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
+        if topic == COMMANDS:
+            self.read.append((start, end))
+            yield self.commands[start:end]
+
+    async def position(self, topic: str, partition: int) -> int:
+        return 0
+
+    async def highwater(self, topic: str, partition: int) -> int | None:
+        return 0
+
+    async def events_ends(self, partitions: set[int]) -> dict[int, int]:
+        return {p: 0 for p in partitions}
+
+
+@dataclass
+class Worker:
+    """The agent's collaborators as ``streams.app.Pipeline`` wires them, over dict tables
+    and a recording producer, without a fence (dev mode's writes)."""
+    tickets: Table
+    positions: Positions
+    processor: TicketProcessor
+    timer: DeadlineTimer
+    recovery: Recovery
+
+
+def worker(sent: Sent, ranges: Ranges | None = None) -> Worker:
+    processor, tickets, writes = TicketProcessor(load_policy()), Table(), TableWrites()
+    positions = Positions(tickets, Table(), writes, 4)
+    timer = DeadlineTimer(processor, tickets, 4, producer=lambda: sent)
+    appender = Appender(processor, tickets, positions, writes, timer.schedule, None,
+                        producer=lambda: sent)  # type: ignore[arg-type,return-value]
     for partition in range(4):  # recovered: the events partitions are empty
-        p.tickets[events_position_key(partition, 4)] = {"events_position": 0}
-    return p
+        tickets[events_position_key(partition, 4)] = {"events_position": 0}
+    return Worker(tickets, positions, processor, timer,
+                  Recovery(appender, positions, writes, ranges or DirectReads(), embedded=False))
 
 
 def command(offset: int, command_type: CommandType, payload: dict[str, Any] | None = None) -> Record:
@@ -122,35 +156,35 @@ def command(offset: int, command_type: CommandType, payload: dict[str, Any] | No
 
 def test_a_refused_command_delivered_again_is_answered_again_not_applied() -> None:
     sent = Sent()
-    p = pipeline(sent)
+    w = worker(sent)
     history = [command(0, CommandType.FILE, FILE), command(1, CommandType.ACKNOWLEDGE),
                command(2, CommandType.CLOSE), command(3, CommandType.RESOLVE, {"resolution": "Réparé"})]
-    asyncio.run(p._process(history))
+    asyncio.run(w.recovery.process(history))
     assert sent.outcomes() == ["created", "accepted", "conflict", "accepted"]
-    assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
-    assert [result for result, _ in refusals_of(p.tickets[TID.encode()]).values()] == ["conflict"]
+    assert ticket_from_dict(w.tickets[TID.encode()]).status.value == "resolved"
+    assert [result for result, _ in refusals_of(w.tickets[TID.encode()]).values()] == ["conflict"]
 
     # Delivered again from the last commit, by this worker (positions known)...
     sent.clear()
-    asyncio.run(p._process(history[2:]))
-    assert sent == [] and ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
+    asyncio.run(w.recovery.process(history[2:]))
+    assert sent == [] and ticket_from_dict(w.tickets[TID.encode()]).status.value == "resolved"
 
     # ...or by a worker that has no position for the partition (gap repair from offset 0):
     # each command is answered as it was the first time, nothing is applied again.
-    p.positions.clear()
-    p.filled.clear()
-    asyncio.run(p._process(history))
+    w.positions.table.clear()
+    w.positions.forget()
+    asyncio.run(w.recovery.process(history))
     assert sent.outcomes() == ["created", "accepted", "conflict", "accepted"] and sent.events() == []
-    assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "resolved"
+    assert ticket_from_dict(w.tickets[TID.encode()]).status.value == "resolved"
 
 
 def test_refusals_kept_are_bounded() -> None:
     sent = Sent()
-    p = pipeline(sent)
-    asyncio.run(p._process([command(0, CommandType.FILE, FILE)]
+    w = worker(sent)
+    asyncio.run(w.recovery.process([command(0, CommandType.FILE, FILE)]
                            + [command(i, CommandType.CLOSE) for i in range(1, 40)]))
     assert sent.outcomes().count("conflict") == 39
-    assert len(refusals_of(p.tickets[TID.encode()])) == 20
+    assert len(refusals_of(w.tickets[TID.encode()])) == 20
 
 
 def test_a_fact_due_again_before_it_is_applied_is_sent_byte_for_byte() -> None:
@@ -162,16 +196,15 @@ def test_a_fact_due_again_before_it_is_applied_is_sent_byte_for_byte() -> None:
     from sla.events import encode_event
     from tests.conftest import ev
 
-    p = pipeline(Sent())
-    p.sent_facts = {}
+    timer = worker(Sent()).timer
     now = datetime.now(UTC)
     first = ev(EventType.SLA_BREACHED, now, TID, sla="intake", deadline=now, policy_version="v",
                explanation="Rien n'était enregistré à l'échéance.")
     later = replace(first, recorded_at=now + timedelta(seconds=5),
                     payload={**first.payload, "explanation": "Prise en compte tardive."})
-    assert p._first_copy(first, now) is first
-    assert encode_event(p._first_copy(later, now + timedelta(seconds=5))) == encode_event(first)
-    assert p._first_copy(later, now + timedelta(hours=2)) is later  # long forgotten: derived anew
+    assert timer.first_copy(first, now) is first
+    assert encode_event(timer.first_copy(later, now + timedelta(seconds=5))) == encode_event(first)
+    assert timer.first_copy(later, now + timedelta(hours=2)) is later  # long forgotten: derived anew
 
 
 def test_the_timer_s_fact_is_appended_by_the_agent_once_and_only_while_it_is_due() -> None:
@@ -183,29 +216,30 @@ def test_the_timer_s_fact_is_appended_by_the_agent_once_and_only_while_it_is_due
     from tests.conftest import ev, filed
 
     sent = Sent()
-    p = pipeline(sent)
+    w = worker(sent)
     late, acked = TID, "SL-ACK2"
     assert partition_for(late, 4) == partition_for(acked, 4) == 0
     long_ago = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)  # a Monday: intake due at 12:00
     log = [filed(long_ago, ticket_id=late), filed(long_ago, ticket_id=acked)]
-    asyncio.run(p._process([Record(EVENTS, 0, i, e.ticket_id.encode(), encode_event(e)) for i, e in enumerate(log)]))
-    assert p._events_position(0) == 2
+    asyncio.run(w.recovery.process([Record(EVENTS, 0, i, e.ticket_id.encode(), encode_event(e))
+                                    for i, e in enumerate(log)]))
+    assert w.positions.events(0) == 2
     sent.ends[(EVENTS, 0)] = 1  # the log holds offsets 0 and 1: ours come next
     now = datetime.now(UTC)
-    facts = p.processor.due(ticket_from_dict(p.tickets[late.encode()]), now)
-    moot = p.processor.due(ticket_from_dict(p.tickets[acked.encode()]), now)
+    facts = w.processor.due(ticket_from_dict(w.tickets[late.encode()]), now)
+    moot = w.processor.due(ticket_from_dict(w.tickets[acked.encode()]), now)
     assert facts and moot
     ack = ev(EventType.ACKNOWLEDGED, long_ago, acked)
-    asyncio.run(p._process([Record(EVENTS, 0, 2, acked.encode(), encode_event(ack))]))
+    asyncio.run(w.recovery.process([Record(EVENTS, 0, 2, acked.encode(), encode_event(ack))]))
     sent.ends[(EVENTS, 0)] = 2
 
     sent_by_timer = facts + facts + moot  # each of the late ticket's facts twice (a resend)
-    asyncio.run(p._process([Record(COMMANDS, 0, i, f.ticket_id.encode(), encode_fact(f))
-                            for i, f in enumerate(sent_by_timer)]))
+    asyncio.run(w.recovery.process([Record(COMMANDS, 0, i, f.ticket_id.encode(), encode_fact(f))
+                                    for i, f in enumerate(sent_by_timer)]))
     appended = [json.loads(v) for t, v in sent if t == EVENTS]
     assert [a["event_id"] for a in appended] == [str(f.event_id) for f in facts]
     assert {e.payload["sla"] for e in facts} and all(a["ticket_id"] == late for a in appended)
-    assert p._events_position(0) == 3 + len(facts)  # past the log and our own appends, no hole
+    assert w.positions.events(0) == 3 + len(facts)  # past the log and our own appends, no hole
     assert sent.outcomes() == []
 
 
@@ -213,8 +247,8 @@ def test_an_unreadable_fact_is_dead_lettered() -> None:
     from streams.codec import FACT_PREFIX
 
     sent = Sent()
-    p = pipeline(sent)
-    asyncio.run(p._process([Record(COMMANDS, 0, 0, TID.encode(), FACT_PREFIX + b'{"event_id":1}}')]))
+    w = worker(sent)
+    asyncio.run(w.recovery.process([Record(COMMANDS, 0, 0, TID.encode(), FACT_PREFIX + b'{"event_id":1}}')]))
     assert [t for t, _ in sent] == ["slaledger.dead-letters"]
     assert "unreadable fact" in json.loads(sent[0][1])["reason"]
 
@@ -224,19 +258,13 @@ def test_a_hole_inside_a_delivered_batch_is_read_before_the_records_after_it() -
     Apache Kafka after a SIGKILL: 174, then 384…): the skipped commands are read directly
     and decided in order, before those that follow the hole."""
     sent = Sent()
-    p = pipeline(sent)
     log = [command(0, CommandType.FILE, FILE), command(1, CommandType.ACKNOWLEDGE),
            command(2, CommandType.INFORM, {"message": "En cours"}),
            command(3, CommandType.RESOLVE, {"resolution": "Réparé"}), command(4, CommandType.CLOSE)]
-    read_directly: list[tuple[int, int]] = []
-
-    async def records(topic: str, partition: int, start: int, end: int | None) -> Any:
-        read_directly.append((start, end))
-        yield log[start:end]
-
-    p._records = records  # type: ignore[method-assign]
-    asyncio.run(p._process_delivered([log[0], log[3], log[4]]))  # 1 and 2 skipped
-    assert read_directly == [(1, 3)]
+    log_reader = DirectReads(commands=log)
+    w = worker(sent, log_reader)
+    asyncio.run(w.recovery.process_delivered([log[0], log[3], log[4]]))  # 1 and 2 skipped
+    assert log_reader.read == [(1, 3)]
     assert sent.outcomes() == ["created", "accepted", "accepted", "accepted", "accepted"]
-    assert ticket_from_dict(p.tickets[TID.encode()]).status.value == "closed"
-    assert p._expected(COMMANDS, 0) == 5
+    assert ticket_from_dict(w.tickets[TID.encode()]).status.value == "closed"
+    assert w.positions.expected(COMMANDS, 0) == 5
