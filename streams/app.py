@@ -85,6 +85,7 @@ from .table_values import (
     stored,
     wakeup_of,
 )
+from .tables import DeclaredTables  # restart (#31): no fixed wait at start
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
 from .transport import broker_urls
 from .transport import register as register_transport
@@ -220,6 +221,7 @@ class Pipeline:
             producer_max_batch_size=PRODUCER_BATCH_BYTES,
             table_standby_replicas=0,
             web_in_thread=False,
+            TableManager=DeclaredTables,  # restart (#31)
         )
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         p = settings.partitions
