@@ -41,7 +41,7 @@ from pathlib import Path
 
 from faust.serializers.codecs import codecs
 
-from sla.events import EventType, encode_event, new_event
+from sla.events import EventType, decode_event, encode_event, new_event
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker, free_port
 from streams.kafka_acls import WORKER
@@ -192,7 +192,8 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also the memory store (whole changelog at each start)")
     parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka",
                         help="Apache Kafka (production's broker, default) or the embedded Tansu")
-    parser.add_argument("--keep", type=Path, help="work (data directories, logs) in this directory and keep it")
+    parser.add_argument("--keep", type=Path, help="work (data directories, logs) in this directory and keep it; "
+                        "given again (Apache Kafka), its tickets are not written again")
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -200,34 +201,64 @@ def main() -> None:
         run(args, args.keep or Path(scratch))
 
 
+SHAPES = 1000  # distinct filings (instant, member), each folded by the worker's own code
+_TEMPLATE_ID = "O-99999999"  # the ticket id a shape is folded under: as long as every bench id
+_TEMPLATE_EVENT = uuid.UUID(int=0xB0B)
+
+
+def shapes(processor: TicketProcessor, base: datetime) -> list[tuple[bytes, bytes]]:
+    """(filing event, stored ticket) bytes of each shape, under ``_TEMPLATE_ID``: filed in
+    the next 30 days, 43 min apart (open, nothing due, a thousand distinct wakeups), folded
+    as the agent folds an event read back (``recover``), stored with its wakeup."""
+    out = []
+    for j in range(SHAPES):
+        at = base + timedelta(minutes=43 * j)
+        event = new_event(EventType.TICKET_FILED, _TEMPLATE_ID, occurred_at=at, recorded_at=at, actor="bench",
+                          payload={"kind": "assistance", "channel": "portal", "member": f"m-{j % 300}",
+                                   "product": "ent", "subject": "ouvert"}, event_id=_TEMPLATE_EVENT)
+        ticket = processor.recover(None, event).ticket
+        assert ticket is not None
+        out.append((encode_event(event), codecs["json"].dumps(stored(ticket, processor.wakeup(ticket, at)))))
+    return out
+
+
+def instance(shape: tuple[bytes, bytes], tid: str, event_id: uuid.UUID) -> tuple[bytes, bytes]:
+    """A shape's bytes for another ticket id and event id: both are opaque to the fold, so
+    these are the bytes the worker would have written (``seed`` checks it on a sample)."""
+    ids = ((_TEMPLATE_ID.encode(), tid.encode()), (str(_TEMPLATE_EVENT).encode(), str(event_id).encode()),
+           (_TEMPLATE_EVENT.hex.encode(), event_id.hex.encode()))
+    event, value = shape
+    for old, new in ids:
+        event, value = event.replace(old, new), value.replace(old, new)
+    return event, value
+
+
 def seed(broker: EmbeddedBroker | KafkaCluster, n: int) -> None:
     """Write N open tickets as a worker that had decided their filings would have left them:
-    each filing event on the events topic and, on the table's changelog, the ticket folded
-    by the worker's own code (``TicketProcessor``, the stored value with its wakeup), then each
-    partition's events position past its filings. Through a raw bulk producer: minutes, where
-    deciding a million filings through the worker took 45 min. The first start then recovers
-    the changelog into RocksDB (Faust's table recovery) and has no event left to apply."""
+    each filing event on the events topic and, on the table's changelog, the ticket as the
+    worker stores it (folded by ``TicketProcessor``, with its wakeup), then each partition's
+    events position past its filings. Through a raw bulk producer: minutes, where deciding a
+    million filings through the worker took 45 min. The first start then recovers the
+    changelog into RocksDB (Faust's table recovery) and has no event left to apply."""
     processor = TicketProcessor(load_policy())
     encode = codecs["json"].dumps
-    # filed in the next 30 days, one every 2.5 s: open, nothing due, every wakeup its own instant
     base = datetime.now(UTC) + timedelta(days=1)
+    folded = shapes(processor, base)
     kafka = producer(broker.bootstrap, embedded=False, linger_ms=20, batch_size=512 * 1024)
     counts = [0] * PARTITIONS
     t0 = time.perf_counter()
     for i in range(n):
-        tid = f"O-{i:08d}"
-        at = base + timedelta(seconds=2.5 * i)
-        event = new_event(EventType.TICKET_FILED, tid, occurred_at=at, recorded_at=at, actor="bench",
-                          payload={"kind": "assistance", "channel": "portal", "member": f"m-{i % 300}",
-                                   "product": "ent", "subject": "ouvert"}, event_id=uuid.uuid4())
-        key, data = tid.encode(), encode_event(event)
-        ticket = processor.recover(None, event).ticket  # as the agent folds an event read back
-        assert ticket is not None
+        tid, event_id = f"O-{i:08d}", uuid.uuid4()
+        data, value = instance(folded[i % SHAPES], tid, event_id)
+        if i % 50_000 == 0:  # the same bytes as the fold of this very ticket
+            event = decode_event(data)
+            ticket = processor.recover(None, event).ticket
+            assert ticket is not None and event.event_id == event_id and event.ticket_id == tid
+            assert value == encode(stored(ticket, processor.wakeup(ticket, event.occurred_at))), tid
         partition = partition_for(tid, PARTITIONS)
         counts[partition] += 1
-        kafka.send(EVENTS, key=key, value=data, partition=partition)
-        kafka.send(CHANGELOG, key=key, value=encode(stored(ticket, processor.wakeup(ticket, at))),
-                   partition=partition)
+        kafka.send(EVENTS, key=tid.encode(), value=data, partition=partition)
+        kafka.send(CHANGELOG, key=tid.encode(), value=value, partition=partition)
     kafka.flush()
     for partition in range(PARTITIONS):  # after the tickets it covers, on their partition (fresh topics)
         kafka.send(CHANGELOG, key=events_position_key(partition, PARTITIONS), partition=partition,
@@ -235,7 +266,7 @@ def seed(broker: EmbeddedBroker | KafkaCluster, n: int) -> None:
     kafka.flush()
     kafka.close()
     took = time.perf_counter() - t0
-    print(f"{n:,} open tickets written (filing events + folded changelog) in {took:.0f} s ({n / took:,.0f}/s)")
+    print(f"{n:,} open tickets written (filing events + stored tickets) in {took:.0f} s ({n / took:,.0f}/s)")
 
 
 def compile_checkout() -> None:
@@ -249,8 +280,16 @@ def compile_checkout() -> None:
 def run(args: argparse.Namespace, tmp: Path) -> None:
     n = args.tickets
     compile_checkout()
+    seeded = tmp / "seeded"  # --keep DIR given again: its broker and data directories are reused
+    if seeded.exists() and (args.broker == "tansu" or args.memory):
+        raise SystemExit(f"{tmp} is seeded: a run on Tansu (memory only) or with --memory needs a fresh directory")
     with running_broker(args.broker, tmp) as broker:
-        seed(broker, n)
+        if seeded.exists():
+            n = int(seeded.read_text())
+            print(f"{n:,} open tickets already written in {tmp}")
+        else:
+            seed(broker, n)
+            seeded.write_text(str(n))
 
         if args.memory:
             memory = Worker(broker, tmp / "memory", "memory://")
