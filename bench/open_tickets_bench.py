@@ -321,7 +321,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             memory.stop()
 
         rocks = Worker(broker, tmp / "rocks", "slaledger-rocksdb://")
-        first = rocks.wait_ready()
+        first = rocks.wait_ready(timeout=4 * 3600)  # Faust's recovery of a million: ~850/s under load
         print(f"rocksdb store: first start (changelog → RocksDB) ready in {first.ready:.1f} s; "
               f"RSS {rss_mib(rocks.proc.pid):,.0f} MiB\n  spawn → {first.breakdown()}")
         times = []

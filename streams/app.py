@@ -265,6 +265,7 @@ class Pipeline:
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._deadline_timer)
+        app.task(self._deadline_timer)  # restart (#31): a first tick once recovered, not a timer_interval later
         app.task(self.waiter.run)
         # a table recovery that stopped moving is handed to the entry point (``on_recovery_stalled``)
         self.recovery_watch = RecoveryWatch(app.tables.recovery, lambda: bool(app.rebalancing),  # type: ignore[attr-defined]
