@@ -1,14 +1,20 @@
-"""One worker holding N open tickets (issues 3 and 20): RSS and restart-to-ready time, memory
-table store vs the persistent RocksDB store, in the same run. Prints its figures; no assertions.
+"""One worker holding N open tickets (issues 3, 20 and 31): RSS and restart-to-ready time with
+the persistent RocksDB store (and, ``--memory``, the memory store). Prints its figures and one
+``SUMMARY`` line (the slowest restart against the 5 s target); no assertions.
 
-    .venv/bin/python bench/open_tickets_bench.py [--tickets 1000000] [--restarts 3] [--memory]
+    .venv/bin/python bench/open_tickets_bench.py [--tickets 1000000] [--restarts 3] [--broker kafka|tansu]
+        [--memory] [--keep DIR]
 
-N filing events are written to the events topic (as an import or a restore would); then:
-- memory store (``--memory``): one worker folds them into its table (and its changelog),
-  SIGTERM and restart: the table is rebuilt from the whole changelog;
-- RocksDB store: a first start folds the events (or, after the memory worker, recovers the
-  changelog) into RocksDB, then ``--restarts`` times: SIGTERM, start again on the same data
-  directory, time to ready. Only what was written since the last persisted offset is read.
+On Apache Kafka (production's broker; ``--broker tansu``: the embedded one), N open tickets are
+written as a worker would have left them (``seed``: each filing event and the stored ticket on
+the table's changelog, with each partition's events position), in minutes; then:
+- memory store (``--memory``): a first start replays the changelog into memory, then a
+  restart replays it whole again;
+- RocksDB store: a first start recovers the changelog into RocksDB, then ``--restarts``
+  times: SIGTERM, start again on the same data directory, time to ready. Only what was
+  written since the last persisted offset is read.
+``--keep DIR`` keeps the broker's and workers' directories; given again (Apache Kafka), the
+tickets are not written again and the first start only resumes what is left to recover.
 "Ready" is the worker's /readyz: tables recovered, caught up, deadline index rebuilt.
 
 Each restart prints where its time went, from the worker's log (``SLALEDGER_LOG_LEVEL``, info
