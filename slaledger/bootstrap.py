@@ -18,41 +18,31 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine, create_engine
 
-from projections.alerts import start_alert_pusher
-from projections.audit.dispute_file import dispute_file, stable_json
-from projections.audit.replay import Filters, replay
-from projections.audit.sources import archive_records
-from projections.head_signer import HeadSigner
-from projections.heads import PRIVATE_FILE, operator_key, sign_head
-from projections.lag import LagProbe
-from projections.metrics import ProjectionCollector
-from projections.migrate import create_schema
-from projections.projector import run_projector
-from projections.queries import list_tickets, ticket_events
-from projections.rebuild import rebuild as rebuild_projection
-from projections.report import to_html, to_markdown, to_pdf
-from projections.tokens import SessionLimits, TokenStore
-from projections.witnessing import WitnessCollector, parse_witnesses, start_witness_feeds
 from sla.events import Event
 from sla.policy import Policy, PolicyError
 from sla.ticket import Ticket
 from streams.app import Pipeline
-from streams.kafka_tools import wait_for_broker
 
 from .command_metrics import FENCED_WRITES, MeasuredCommands
 from .failures import CommandFailed
 from .members import directory, load_members
 from .settings import Settings
 from .web import register
-from .web.metrics_server import metrics_app, serve_metrics
 from .web.ports import Ports
 from .web.throttle import trusted_networks
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import Engine
+
+    from projections.head_signer import HeadSigner
+
+# What only the projector, the archive's pages or the evidence commands use is imported where
+# it is used: a worker's start does not pay for it (#31: import time is part of a restart).
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +58,8 @@ class TicketLists:
     async def find(self, statuses: Collection[str], member: str | None) -> list[Ticket]:
         if self.engine is None:
             return self.pipeline.local_tickets(statuses, member)
+        from projections.queries import list_tickets
+
         engine = self.engine
         return await asyncio.get_running_loop().run_in_executor(
             None, lambda: list_tickets(engine, statuses=statuses, member=member))
@@ -86,9 +78,16 @@ class SqlArchive:
     policy: Policy
 
     def events(self, ticket_id: str) -> list[Event]:
+        from projections.queries import ticket_events
+
         return ticket_events(self.engine, ticket_id)
 
     def dispute_file(self, ticket_id: str, fmt: str) -> tuple[bytes, bool] | None:
+        from projections.audit.dispute_file import dispute_file, stable_json
+        from projections.audit.replay import Filters, replay
+        from projections.audit.sources import archive_records
+        from projections.report import to_html, to_markdown, to_pdf
+
         result = replay(archive_records(self.engine, ticket=ticket_id), self.policy, Filters(ticket=ticket_id),
                         source="archive", engine=self.engine)
         if ticket_id not in result.tickets:
@@ -112,6 +111,8 @@ class ArchiveDrafts:
         return sorted(p.name for p in self.directory.glob("*.toml") if p.is_file())
 
     def compare(self, draft: str, member: str | None, filed_from: datetime, filed_to: datetime) -> dict[str, Any]:
+        from projections.audit.replay import Filters
+        from projections.audit.sources import archive_records
         from projections.whatif import compare, ticket_histories
 
         from .whatif_cli import read_policy
@@ -126,18 +127,22 @@ class ArchiveDrafts:
                                    generated_at=now)
 
 
-def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | None = None) -> Pipeline:
-    """The worker with its API, web pages and (``settings.demo``) demo feeder attached.
-    Raises ValueError on settings that cannot work together."""
-    policy = settings.policy()
-    engine = create_engine(settings.database, pool_pre_ping=True) if settings.database_url else None
+def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | None = None,
+                 policy: Policy | None = None) -> Pipeline:
+    """The worker with its API, web pages and (``settings.demo``) demo feeder attached, under
+    ``policy`` (the settings' when None: the caller may have parsed it already). Raises
+    ValueError on settings that cannot work together."""
+    policy = policy or settings.policy()
+    engine = None
+    if settings.database_url:
+        from sqlalchemy import create_engine
+
+        engine = create_engine(settings.database, pool_pre_ping=True)
     if settings.auth and engine is None:
         raise ValueError("API authentication needs the token database: set SLALEDGER_DATABASE_URL "
                          "(or SLALEDGER_AUTH=off for a worker nobody can reach)")
     if settings.web_session_idle <= 0 or settings.web_session_lifetime <= 0:
         raise ValueError("SLALEDGER_WEB_SESSION_IDLE and SLALEDGER_WEB_SESSION_LIFETIME: seconds, more than 0")
-    sessions = SessionLimits(timedelta(seconds=settings.web_session_idle),
-                             timedelta(seconds=settings.web_session_lifetime))
     members = directory(load_members(settings.members_file)) if settings.members_file else None
     if members is None:
         log.warning("no members directory (SLALEDGER_MEMBERS_FILE): filings may name any member")
@@ -146,7 +151,7 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
         FENCED_WRITES.fences.append(pipeline.fence)
     ports = Ports(tickets=pipeline, commands=MeasuredCommands(pipeline), finder=TicketLists(engine, pipeline),
                   worker=pipeline, policy=policy, members=members,
-                  auth=TokenStore(engine, sessions=sessions) if settings.auth and engine is not None else None,
+                  auth=_token_store(settings, engine),
                   archive=SqlArchive(engine, policy) if engine is not None else None,
                   whatif=(ArchiveDrafts(engine, policy, Path(settings.policy_drafts_dir))
                           if engine is not None and settings.policy_drafts_dir else None),
@@ -159,10 +164,22 @@ def build_worker(settings: Settings, on_recovery_stalled: Callable[[], None] | N
     return pipeline
 
 
+def _token_store(settings: Settings, engine: Engine | None) -> Any:
+    """The API's token and session store (None: authentication off)."""
+    if not settings.auth or engine is None:
+        return None
+    from projections.tokens import SessionLimits, TokenStore
+
+    return TokenStore(engine, sessions=SessionLimits(timedelta(seconds=settings.web_session_idle),
+                                                     timedelta(seconds=settings.web_session_lifetime)))
+
+
 def signing_key(settings: Settings) -> Any:
     """The operator's Ed25519 key of the settings, else the one ``slaledger dev`` wrote in the
     data directory (so ``audit sign-head --data-dir D`` finds dev's key), else None (raises
     HeadError when unreadable)."""
+    from projections.heads import PRIVATE_FILE, operator_key
+
     key_file = settings.signing_key_file
     if not key_file and not settings.signing_key and (Path(settings.data_dir) / PRIVATE_FILE).is_file():
         key_file = str(Path(settings.data_dir) / PRIVATE_FILE)
@@ -171,6 +188,8 @@ def signing_key(settings: Settings) -> Any:
 
 def head_signer(settings: Settings, policy: Policy) -> HeadSigner | None:
     """The projector's head schedule when a signing key is configured."""
+    from projections.head_signer import HeadSigner
+
     key = signing_key(settings)
     if key is None:
         log.warning("no signing key (SLALEDGER_SIGNING_KEY_FILE): the archive's tree heads are not signed")
@@ -182,7 +201,7 @@ def head_signer(settings: Settings, policy: Policy) -> HeadSigner | None:
 def evidence_options(settings: Settings, engine: Engine | None, head_id: int | None) -> dict[str, Any]:
     """``replay``'s head and signer for a dispute file: the head asked for (HeadError when
     unknown), and the operator's key to sign one on demand when configured."""
-    from projections.heads import HeadError, get_head
+    from projections.heads import HeadError, get_head, sign_head
 
     if engine is None:
         return {}
@@ -204,6 +223,8 @@ def engine_for(settings: Settings, *, existing: bool = False) -> Engine:
     ``existing``: a command that only uses the database (tokens, audit, reports) refuses a
     default SQLite file that is not there, instead of creating ``./data`` wherever it runs
     (a token created there would be refused by the running server)."""
+    from sqlalchemy import create_engine
+
     if settings.database.startswith("sqlite:///"):
         path = Path(settings.database.removeprefix("sqlite:///"))
         directory = path.parent
@@ -228,6 +249,11 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
                      registry: CollectorRegistry | None) -> None:
     """What the projector serves besides its SQL rows: the SLA metrics (with the consumer
     lag measured apart) in ``registry``, and the per-ticket alerts pushed to Alertmanager."""
+    from projections.alerts import start_alert_pusher
+    from projections.lag import LagProbe
+    from projections.metrics import ProjectionCollector
+    from projections.witnessing import WitnessCollector, parse_witnesses, start_witness_feeds
+
     if registry is not None:
         registry.register(ProjectionCollector(engine, lag=LagProbe(engine, settings.bootstrap), policy=policy))
     witnesses = parse_witnesses(settings.witnesses)
@@ -249,6 +275,8 @@ def attach_read_side(settings: Settings, engine: Engine, policy: Policy, stop: t
 def start_projector_thread(settings: Settings, engine: Engine, policy: Policy, stop: threading.Event,
                            registry: CollectorRegistry) -> threading.Thread:
     """The projector in a thread of this process (``slaledger dev``), with its read side."""
+    from projections.projector import run_projector
+
     thread = threading.Thread(target=run_projector, name="projector", daemon=True,
                               args=(engine, settings.bootstrap, policy),
                               kwargs={"follow": True, "should_stop": stop.is_set,
@@ -262,6 +290,16 @@ def serve_projector(settings: Settings, *, rebuild: bool = False, follow: bool =
                     progress: Callable[[int], object] | None = None) -> int:
     """The projector process: check the schema, project (follow the topic), serve /metrics, push alerts,
     stop on SIGTERM. ``progress`` follows a rebuild (records read, batch by batch)."""
+    from prometheus_client import CollectorRegistry
+
+    from projections.migrate import create_schema
+    from projections.projector import run_projector
+    from projections.rebuild import rebuild as rebuild_projection
+    from projections.tokens import TokenStore
+    from streams.kafka_tools import wait_for_broker
+
+    from .web.metrics_server import metrics_app, serve_metrics
+
     policy = settings.policy()
     engine = engine_for(settings)
     create_schema(engine)

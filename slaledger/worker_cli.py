@@ -96,7 +96,7 @@ def _run_worker(settings: Settings) -> int:
 
     from .bootstrap import build_worker, engine_for
 
-    settings.policy()  # fail fast on a bad policy file
+    policy = settings.policy()  # fail fast on a bad policy file; parsed once (a restart pays for each parse)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_format, settings.log_level)
     # The token database is first used by a request and Faust retries an absent broker
@@ -107,7 +107,7 @@ def _run_worker(settings: Settings) -> int:
     reach_broker(settings)
     structlog.get_logger("slaledger").info("worker starting", settings=settings.public())
     try:
-        pipeline = build_worker(settings, on_recovery_stalled=_restart_process)
+        pipeline = build_worker(settings, on_recovery_stalled=_restart_process, policy=policy)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,

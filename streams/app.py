@@ -63,6 +63,7 @@ from .store import SCHEME as STORE_SCHEME
 from .store import KeyPartitionedRocksDBStore, store_options
 from .store import register as register_store
 from .table_values import is_ticket_key, partition_for
+from .tables import DeclaredTables  # restart (#31): no fixed wait at start
 from .tansu import patch_faust_fetch_wait, patch_faust_highwaters
 from .timer import DeadlineTimer
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, OUTCOMES, POSITION_TABLE, TICKET_TABLE
@@ -185,6 +186,7 @@ class Pipeline:
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         app.timer(settings.timer_interval, name="deadline_timer")(self._on_tick)
+        app.task(self._on_tick)  # restart (#31): a first tick once recovered, not a timer_interval later
         app.task(self.waiter.run)
         app.task(self.recovery_watch.run)
 
@@ -217,6 +219,7 @@ class Pipeline:
             producer_max_batch_size=PRODUCER_BATCH_BYTES,
             table_standby_replicas=0,
             web_in_thread=False,
+            TableManager=DeclaredTables,  # restart (#31)
         )
 
     # --- what the edge uses -------------------------------------------------------------

@@ -152,6 +152,13 @@ class KeyPartitionedRocksDBStore(RocksDBStore):
     def _visible_items(self, db: Rdict) -> Iterator[tuple[bytes, bytes]]:
         return ((key, value) for key, value in super()._visible_items(db) if not key.startswith(_HIDDEN))
 
+    def revoke_partitions(self, table: Any, tps: set[Any]) -> None:
+        """Faust's, only when a database of this store is dropped: Faust ends it with a full
+        ``gc.collect()`` (to release the dropped databases' locks) even when nothing is
+        revoked, as at every start (measured: 0.2–0.35 s per table on a loaded machine)."""
+        if any(tp.topic in table.changelog_topic.topics and tp.partition in self._dbs for tp in tps):
+            super().revoke_partitions(table, tps)
+
     def forget_partition(self, partition: int) -> None:
         """Drop a partition's local database: it holds writes a fence refused (``streams.fence``),
         which the log never got. The next assignment recovers it from the changelog."""
