@@ -8,8 +8,11 @@ offsets are not used). A record the database refuses is set aside in ``dead_lett
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import os
 import pickle
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -51,7 +54,7 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
         return
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_read_into, args=(sender, bootstrap, start, options), daemon=True,
+    child = context.Process(target=_read_into, args=(receiver, sender, bootstrap, start, options), daemon=True,
                             name="projector-reader")
     child.start()
     sender.close()
@@ -73,9 +76,14 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
         child.join()
 
 
-def _read_into(sender: Connection, bootstrap: str, start: dict[tuple[str, int], int], options: dict[str, Any]) -> None:
+def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: dict[tuple[str, int], int],
+               options: dict[str, Any]) -> None:
     """The reader process: ``read``'s batches as tuples (cheaper to pickle than objects),
-    then None; an error is handed over to be raised in the projector."""
+    then None; an error is handed over to be raised in the projector. It dies with the
+    projector (a SIGKILL too): it holds copies of the projector's descriptors, its /metrics
+    port among them, which a restarted projector must be able to bind."""
+    receiver.close()  # the projector's end: once the projector is gone, a send fails
+    _die_with_parent()
     try:
         for records in read(bootstrap, start, **options):
             sender.send([(r.topic, r.partition, r.offset, r.value, r.key) for r in records])
@@ -91,6 +99,14 @@ def _read_into(sender: Connection, bootstrap: str, start: dict[tuple[str, int], 
             sender.send(exc)
     finally:
         sender.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
 
 
 def read(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
