@@ -30,6 +30,7 @@ from sla.events import EventType, encode_event, new_event
 from slaledger.settings import load_policy
 from streams.embedded import EmbeddedBroker
 from streams.kafka_broker import KafkaCluster, provision
+from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, producer, true_end_offsets
 from streams.topics import EVENTS
 
@@ -84,7 +85,7 @@ def one_broker(kind: str, total: int) -> dict[str, float]:
         print(f"produced {n:,} events in {time.perf_counter() - t0:.1f} s")
 
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
-                                 max_poll_records=10_000)
+                                 max_poll_records=10_000, **client_options())  # as the replay's reader: TLS on Kafka
         tps = partitions_of(consumer, EVENTS)
         consumer.assign(tps)
         ends = true_end_offsets(consumer, tps)
@@ -136,6 +137,16 @@ def main() -> None:
         print(f"{kind:>6} | {f['raw']:,.0f} | {f['replay']:,.0f} | {f['ratio']:.2f} | "
               f"{f['rss_before']:,.0f} / {f['rss_mid']:,.0f} / {f['rss_after']:,.0f} MiB | "
               f"{f['max_rss_mid']:,.0f} / {f['max_rss']:,.0f} MiB")
+    for kind, f in figures.items():  # one line per target, for the lead
+        verdict(f"replay / raw reader, {kind}, {args.events:,} events", f"{f['ratio']:.2f}", ">= 0.8",
+                f["ratio"] >= 0.8)
+        verdict(f"replay max RSS, {kind}, at {MID:,} / {args.events:,} events",
+                f"{f['max_rss_mid']:,.0f} / {f['max_rss']:,.0f} MiB", "<= 200 MiB and flat (+10 % at most)",
+                f["max_rss"] <= 200 and f["max_rss"] <= 1.1 * f["max_rss_mid"])
+
+
+def verdict(what: str, value: str, target: str, met: bool) -> None:
+    print(f"SUMMARY {what}: {value} (target {target}): {'met' if met else 'NOT met'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: 
     projector (a SIGKILL too): it holds copies of the projector's descriptors, its /metrics
     port among them, which a restarted projector must be able to bind."""
     receiver.close()  # the projector's end: once the projector is gone, a send fails
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the projector's handlers: its terminate() ends it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the projector stops it
     _die_with_parent()
     try:
         for records in read(bootstrap, start, **options):
@@ -161,24 +163,41 @@ def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: boo
                   heads: HeadSigner | None = None) -> int:
     """Project the events topic into SQL from the stored checkpoints; returns events applied.
     With ``heads`` (the operator's key), signs and publishes the archive's tree heads on its
-    schedule, between batches (at most every HEAD_CHECK seconds), and once at the end."""
+    schedule, from the first batch on (at most every HEAD_CHECK seconds), and once at the end.
+    The schedule runs in a thread of its own: signing (under the archive's lock) and
+    publishing (a producer's flush) took the projector's loop a moment every few seconds,
+    during which a record that arrived waited (freshness, #31)."""
     projection = Projection(policy)
-    checked = 0.0
     start = {(topic, p): o + 1 for topic in (EVENTS, DEAD_LETTERS) for p, o in checkpoints(engine, topic).items()}
     log.info("projector starting", resume_from={f"{t}:{p}": o for (t, p), o in start.items()})
     applied = 0
-    for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
-        if batch:
-            applied += apply_isolating(engine, projection, batch)
-        if heads is not None and time.monotonic() - checked >= HEAD_CHECK:
-            checked = time.monotonic()
-            _tick(heads, engine)
-        if should_stop():
-            break
+    done, signer = threading.Event(), None
+    try:
+        for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
+            if batch:
+                applied += apply_isolating(engine, projection, batch)
+            if heads is not None and signer is None:
+                signer = threading.Thread(target=_sign_heads, args=(heads, engine, done), name="head-signer",
+                                          daemon=True)
+                signer.start()
+            if should_stop():
+                break
+    finally:
+        done.set()
+        if signer is not None:
+            signer.join()
     if heads is not None:
         _tick(heads, engine)
         heads.close()
     return applied
+
+
+def _sign_heads(heads: HeadSigner, engine: Engine, done: threading.Event) -> None:
+    """The head schedule, every HEAD_CHECK seconds until ``done``."""
+    while True:
+        _tick(heads, engine)
+        if done.wait(HEAD_CHECK):
+            return
 
 
 def _tick(heads: HeadSigner, engine: Engine) -> None:
