@@ -35,6 +35,7 @@ from .projection import Incoming, Projection, checkpoints
 log = structlog.get_logger(__name__)
 HEAD_CHECK = 1.0  # seconds between two looks at the head schedule (two small queries)
 POLL, CATCH_UP = 2000, 10_000  # records per poll; per batch while there is a backlog
+IDLE = 0.5  # seconds without a word from the reader process before the projector's loop looks around
 
 
 def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
@@ -60,6 +61,12 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
     sender.close()
     try:
         while True:
+            if not receiver.poll(IDLE):  # the projector's loop must breathe (signals) whatever the child does
+                if not child.is_alive():
+                    raise RuntimeError("the projector's reader process ended without a word")
+                if follow:
+                    yield []
+                continue
             try:
                 message = receiver.recv()
             except EOFError:
