@@ -30,6 +30,7 @@ from sla.events import EventType, encode_event, new_event
 from slaledger.brokers.embedded import EmbeddedBroker
 from slaledger.brokers.kafka_cluster import KafkaCluster, provision
 from slaledger.settings import load_policy
+from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, producer, true_end_offsets
 from streams.topics import EVENTS
 
@@ -57,6 +58,26 @@ def sampled(records: Iterator[LogRecord], at: int, samples: dict[str, float]) ->
         yield record
 
 
+def histories(total: int) -> Iterator[tuple[bytes, bytes]]:
+    """At least ``total`` event records (key, value): tickets filed, acknowledged, waiting,
+    resolved and closed an hour apart. The domain builds one ticket's events
+    (``sla.events.new_event``); every ticket is a copy with its own ticket id, member and event
+    ids (building each one took a millisecond on the loaded machine: 1,000,000 took minutes)."""
+    proto, at = "A-00000000", datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    events = [new_event(EventType.TICKET_FILED, proto, occurred_at=at, recorded_at=at, actor="bench",
+                        payload={"kind": "assistance", "channel": "portal", "member": "m-000",
+                                 "product": "ent", "subject": "s"}, event_id=uuid.uuid4())]
+    events += [new_event(kind, proto, occurred_at=at + timedelta(hours=step), recorded_at=at + timedelta(hours=step),
+                         actor="bench", event_id=uuid.uuid4()) for step, kind in enumerate(STEPS, 1)]
+    template = [(str(e.event_id).encode(), encode_event(e)) for e in events]
+    for n in range(0, total, len(events)):
+        tid = f"A-{n:08d}".encode()
+        member = f'"m-{n // len(events) % 300:03d}"'.encode()
+        for event_id, value in template:
+            yield tid, (value.replace(proto.encode(), tid).replace(b'"m-000"', member)
+                        .replace(event_id, str(uuid.uuid4()).encode()))
+
+
 def one_broker(kind: str, total: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, (
             EmbeddedBroker(log_path=Path(tmp) / "tansu.log") if kind == "tansu"
@@ -64,27 +85,16 @@ def one_broker(kind: str, total: int) -> dict[str, float]:
         print(f"== {kind}", flush=True)
         provision(broker, 4)  # topics and ACLs; this process is the admin of a Kafka cluster
         kafka = producer(broker.bootstrap, embedded=False, linger_ms=5, batch_size=256 * 1024)
-        base = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
         t0, n = time.perf_counter(), 0
-        while n < total:
-            tid = f"A-{n:08d}"
-            at = base + timedelta(minutes=n % 100_000)
-            events = [new_event(EventType.TICKET_FILED, tid, occurred_at=at, recorded_at=at, actor="bench",
-                                payload={"kind": "assistance", "channel": "portal", "member": f"m-{n % 300}",
-                                         "product": "ent", "subject": "s"}, event_id=uuid.uuid4())]
-            for step, kind in enumerate(STEPS, 1):
-                when = at + timedelta(hours=step)
-                events.append(new_event(kind, tid, occurred_at=when, recorded_at=when, actor="bench",
-                                        event_id=uuid.uuid4()))
-            for event in events:
-                kafka.send(EVENTS, key=tid.encode(), value=encode_event(event))
-            n += len(events)
+        for key, value in histories(total):
+            kafka.send(EVENTS, key=key, value=value)
+            n += 1
         kafka.flush()
         kafka.close()
         print(f"produced {n:,} events in {time.perf_counter() - t0:.1f} s")
 
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
-                                 max_poll_records=10_000)
+                                 max_poll_records=10_000, **client_options())  # as the replay's reader: TLS on Kafka
         tps = partitions_of(consumer, EVENTS)
         consumer.assign(tps)
         ends = true_end_offsets(consumer, tps)
@@ -136,6 +146,16 @@ def main() -> None:
         print(f"{kind:>6} | {f['raw']:,.0f} | {f['replay']:,.0f} | {f['ratio']:.2f} | "
               f"{f['rss_before']:,.0f} / {f['rss_mid']:,.0f} / {f['rss_after']:,.0f} MiB | "
               f"{f['max_rss_mid']:,.0f} / {f['max_rss']:,.0f} MiB")
+    for kind, f in figures.items():  # one line per target, for the lead
+        verdict(f"replay / raw reader, {kind}, {args.events:,} events", f"{f['ratio']:.2f}", ">= 0.8",
+                f["ratio"] >= 0.8)
+        verdict(f"replay max RSS, {kind}, at {MID:,} / {args.events:,} events",
+                f"{f['max_rss_mid']:,.0f} / {f['max_rss']:,.0f} MiB", "<= 200 MiB and flat (+10 % at most)",
+                f["max_rss"] <= 200 and f["max_rss"] <= 1.1 * f["max_rss_mid"])
+
+
+def verdict(what: str, value: str, target: str, met: bool) -> None:
+    print(f"SUMMARY {what}: {value} (target {target}): {'met' if met else 'NOT met'}", flush=True)
 
 
 if __name__ == "__main__":

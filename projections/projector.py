@@ -7,8 +7,16 @@ offsets are not used). A record the database refuses is set aside in ``dead_lett
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
@@ -27,12 +35,94 @@ from .projection import Incoming, Projection, checkpoints
 log = structlog.get_logger(__name__)
 HEAD_CHECK = 1.0  # seconds between two looks at the head schedule (two small queries)
 POLL, CATCH_UP = 2000, 10_000  # records per poll; per batch while there is a backlog
+IDLE = 0.5  # seconds without a word from the reader process before the projector's loop looks around
 
 
 def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
-            batch: int = POLL, catch_up: int = CATCH_UP, idle_stop: float | None = None) -> Iterator[list[Incoming]]:
+            batch: int = POLL, catch_up: int = CATCH_UP, idle_stop: float | None = None,
+            in_child: bool | None = None) -> Iterator[list[Incoming]]:
+    """``read``'s batches, read by a forked child process while this one projects the
+    previous batch (``in_child``; by default when called from the main thread: ``slaledger
+    project`` and ``--rebuild``, not the projector thread of ``slaledger dev``, which shares
+    its process with the worker). kafka-python fetches and parses records in Python, about
+    a fifth of what projecting one costs: on two cores the two overlap instead of adding up
+    (#31). The pipe holds one batch at a time: the child reads ahead by one batch at most."""
+    if in_child is None:
+        in_child = threading.current_thread() is threading.main_thread()
+    options = {"follow": follow, "topics": topics, "batch": batch, "catch_up": catch_up, "idle_stop": idle_stop}
+    if not in_child:
+        yield from read(bootstrap, start, **options)  # type: ignore[arg-type]
+        return
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_read_into, args=(receiver, sender, bootstrap, start, options), daemon=True,
+                            name="projector-reader")
+    child.start()
+    sender.close()
+    try:
+        while True:
+            if not receiver.poll(IDLE):  # the projector's loop must breathe (signals) whatever the child does
+                if not child.is_alive():
+                    raise RuntimeError("the projector's reader process ended without a word")
+                if follow:
+                    yield []
+                continue
+            try:
+                message = receiver.recv()
+            except EOFError:
+                raise RuntimeError("the projector's reader process ended without a word") from None
+            if message is None:
+                return
+            if isinstance(message, BaseException):
+                raise message
+            yield [Incoming(*fields) for fields in message]
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: dict[tuple[str, int], int],
+               options: dict[str, Any]) -> None:
+    """The reader process: ``read``'s batches as tuples (cheaper to pickle than objects),
+    then None; an error is handed over to be raised in the projector. It dies with the
+    projector (a SIGKILL too): it holds copies of the projector's descriptors, its /metrics
+    port among them, which a restarted projector must be able to bind."""
+    receiver.close()  # the projector's end: once the projector is gone, a send fails
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the projector's handlers: its terminate() ends it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the projector stops it
+    _die_with_parent()
+    try:
+        for records in read(bootstrap, start, **options):
+            sender.send([(r.topic, r.partition, r.offset, r.value, r.key) for r in records])
+        sender.send(None)
+    except BrokenPipeError:
+        pass  # the projector stopped reading: it is stopping
+    except Exception as exc:
+        try:
+            pickle.dumps(exc)
+        except Exception:
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):  # the projector is gone already
+            sender.send(exc)
+    finally:
+        sender.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+def read(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
+         batch: int = POLL, catch_up: int = CATCH_UP, idle_stop: float | None = None) -> Iterator[list[Incoming]]:
     """Batches of records from ``start[(topic, partition)]`` (next offset to read) on; with
     ``follow=False`` stops at the end offsets captured at start (fetch high watermarks).
+    Offsets need not be contiguous (a transaction's commit marker takes one).
 
     A batch's size follows the backlog: live, a poll hands over what arrived (often one
     record, written at once: freshness); when a poll comes back full there is a backlog, and
@@ -80,24 +170,41 @@ def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: boo
                   heads: HeadSigner | None = None) -> int:
     """Project the events topic into SQL from the stored checkpoints; returns events applied.
     With ``heads`` (the operator's key), signs and publishes the archive's tree heads on its
-    schedule, between batches (at most every HEAD_CHECK seconds), and once at the end."""
+    schedule, from the first batch on (at most every HEAD_CHECK seconds), and once at the end.
+    The schedule runs in a thread of its own: signing (under the archive's lock) and
+    publishing (a producer's flush) took the projector's loop a moment every few seconds,
+    during which a record that arrived waited (freshness, #31)."""
     projection = Projection(policy)
-    checked = 0.0
     start = {(topic, p): o + 1 for topic in (EVENTS, DEAD_LETTERS) for p, o in checkpoints(engine, topic).items()}
     log.info("projector starting", resume_from={f"{t}:{p}": o for (t, p), o in start.items()})
     applied = 0
-    for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
-        if batch:
-            applied += apply_isolating(engine, projection, batch)
-        if heads is not None and time.monotonic() - checked >= HEAD_CHECK:
-            checked = time.monotonic()
-            _tick(heads, engine)
-        if should_stop():
-            break
+    done, signer = threading.Event(), None
+    try:
+        for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
+            if batch:
+                applied += apply_isolating(engine, projection, batch)
+            if heads is not None and signer is None:
+                signer = threading.Thread(target=_sign_heads, args=(heads, engine, done), name="head-signer",
+                                          daemon=True)
+                signer.start()
+            if should_stop():
+                break
+    finally:
+        done.set()
+        if signer is not None:
+            signer.join()
     if heads is not None:
         _tick(heads, engine)
         heads.close()
     return applied
+
+
+def _sign_heads(heads: HeadSigner, engine: Engine, done: threading.Event) -> None:
+    """The head schedule, every HEAD_CHECK seconds until ``done``."""
+    while True:
+        _tick(heads, engine)
+        if done.wait(HEAD_CHECK):
+            return
 
 
 def _tick(heads: HeadSigner, engine: Engine) -> None:

@@ -30,10 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from . import merkle
+from . import bulk, merkle
 from .models import MAP_COMMITS, MAP_NODES, MAP_TICKETS
 from .ticket_history import HISTORY_START, history_hash, map_leaf
 
@@ -62,7 +61,7 @@ def record(conn: Connection, leaves: Sequence[Leaf]) -> None:
         return
     ids = sorted({t for t, _, _ in leaves})
     state = {row.ticket_id: row for row in conn.execute(
-        select(MAP_TICKETS).where(MAP_TICKETS.c.ticket_id.in_(ids)))}
+        select(MAP_TICKETS).where(bulk.among(conn, MAP_TICKETS.c.ticket_id, ids)))}
     next_ordinal = None
     rows: dict[str, dict[str, object]] = {}
     for ticket_id, leaf_index, leaf in leaves:
@@ -82,12 +81,8 @@ def record(conn: Connection, leaves: Sequence[Leaf]) -> None:
         row["event_count"] = int(row["event_count"]) + 1  # type: ignore[call-overload]
         row["history_hash"] = history_hash([leaf], row["history_hash"])  # type: ignore[arg-type]
         row["last_leaf"] = leaf_index
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(MAP_TICKETS)
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=[MAP_TICKETS.c.ticket_id],
-        set_={"event_count": statement.excluded.event_count, "history_hash": statement.excluded.history_hash,
-              "last_leaf": statement.excluded.last_leaf}), list(rows.values()))
+    bulk.upsert(conn, MAP_TICKETS, list(rows.values()), set_={  # the ordinal never changes
+        name: (lambda new, name=name: new[name]) for name in ("event_count", "history_hash", "last_leaf")})
 
 
 def _latest(conn: Connection, coords: set[tuple[int, int]], size: int) -> dict[tuple[int, int], bytes]:
