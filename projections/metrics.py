@@ -38,7 +38,7 @@ VERSION = "0.1.0"
 
 
 OUTCOMES = ("met", "breached", "retracted", "excluded")
-# The dead-letter reasons the worker and the projector write (streams.app, projections.projector).
+# The dead-letter reasons the worker and the projector write (streams.appender, projections.projector).
 DEAD_LETTER_REASONS = ("command refused", "key mismatch", "processing error", "projection failed",
                        "unreadable command", "unreadable event")
 

@@ -59,7 +59,7 @@ def topic_specs(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(f"{APP_ID}-{TICKET_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
                   "changelog of the Faust ticket table"),
         TopicSpec(f"{APP_ID}-{POSITION_TABLE}-changelog", partitions, {"cleanup.policy": "compact"},
-                  "changelog of the agent's processed positions (see streams.app, gap repair)"),
+                  "changelog of the agent's processed positions (see streams.positions, streams.recovery: gap repair)"),
         TopicSpec(f"{APP_ID}-__assignor-__leader", 1, {"cleanup.policy": "delete"}, "Faust leader election"),
     ]
 

@@ -131,7 +131,7 @@ class KafkaPublisher:
                                                value=encode_command(command)))
 
     def dead_letter(self, command: Command, reason: str, ref: str) -> None:
-        # the worker's dead-letter shape (``streams.app``); the record was never on a topic
+        # the worker's dead-letter shape (``streams.appender``); the record was never on a topic
         origin = {"topic": None, "partition": None, "offset": None, "itop_ref": ref}
         body = {"reason": f"itop record refused: {reason}", "origin": origin,
                 "key": base64.b64encode(command.ticket_id.encode()).decode(),

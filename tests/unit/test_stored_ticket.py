@@ -1,5 +1,5 @@
 """The worker's table value leads with the ticket's next wakeup, read back from the raw
-bytes at restart without folding the ticket (streams.app)."""
+bytes at restart without folding the ticket (streams.recovery, streams.timer)."""
 
 from __future__ import annotations
 
