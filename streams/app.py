@@ -228,6 +228,12 @@ class Pipeline:
         raw = self.tickets.get(ticket_id.encode())
         return ticket_from_dict(raw) if raw else None
 
+    def serves(self, ticket_id: str) -> bool:
+        """This worker answers for the ticket now: its partition is assigned here, writable, and
+        its tables recovered. A ticket it lacks then does not exist; otherwise the partition is
+        being taken back (after a fence, a rejoin recovers it) and "not found" would be false."""
+        return self.recovered and partition_for(ticket_id, self.settings.partitions) in self.active_partitions()
+
     def local_tickets(self, statuses: Collection[str] = (), member: str | None = None) -> list[Ticket]:
         """The tickets of this worker's partitions (when no SQL read model is configured)."""
         return [ticket_from_dict(raw) for key, raw in list(self.tickets.items())

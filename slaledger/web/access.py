@@ -98,6 +98,15 @@ async def find_tickets(ports: Ports, who: Principal, now: datetime, *, statuses:
     return rows
 
 
+TAKING_BACK = "ce ticket est en cours de reprise par ce serveur ; réessayez dans un instant"
+
+
+def taken_back(ports: Ports, ticket_id: str) -> bool:
+    """A ticket this worker lacks only because its partition is being taken back (a fenced
+    partition, before the rejoin recovers it): answered 503, not "not found"."""
+    return not ports.tickets.serves(ticket_id)
+
+
 def visible_ticket(ports: Ports, who: Principal, ticket_id: str) -> Ticket | None:
     """This worker's copy of a ticket, or None when it does not exist for ``who`` (another
     member's ticket does not exist for a referent: no existence leak)."""

@@ -21,7 +21,7 @@ from sla.events import EventDecodeError, validate_ticket_id
 from sla.ticket import Command, Status
 from sla.view import ticket_view
 
-from .access import BadRequest, find_tickets, visible_ticket
+from .access import TAKING_BACK, BadRequest, find_tickets, taken_back, visible_ticket
 from .commands import ACTIONS, command_from_body, filing_command, send
 from .edge import EdgeView
 from .ports import Principal
@@ -117,6 +117,8 @@ class OneTicket(ApiView):
 
     async def found(self, who: Principal, ticket_id: str) -> Response:
         ticket = visible_ticket(self.ports, who, ticket_id)
+        if ticket is None and taken_back(self.ports, ticket_id):
+            raise BadRequest(503, TAKING_BACK, headers={"Retry-After": "1"})
         if ticket is None:
             raise BadRequest(404, f"ticket {ticket_id} not found")
         return self.json(ticket_view(ticket, self.ports.policy, self.edge.now()))

@@ -81,7 +81,7 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "A ticket with its SLA clocks",
                 "parameters": [{"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": ticket, "404": error},
+                "responses": {"200": ticket, "404": error, "503": error},
             }
         },
         "/api/tickets/{ticket_id}/dispute-file": {

@@ -33,7 +33,7 @@ from sla.ticket import OPEN_STATUSES, Ticket
 from sla.view import ticket_view
 
 from . import actions, render
-from .access import BadRequest, find_tickets, session_id, visible_ticket
+from .access import BadRequest, find_tickets, session_id, taken_back, visible_ticket
 from .browser import SECURITY_HEADERS, PageView, html_response, redirect
 from .clocks import queue_sort_key
 from .commands import ACTIONS, command_from_body, filing_command, send
@@ -129,6 +129,10 @@ class TicketPage(TicketsPageView):
 
     async def story(self, request: Request, who: Principal, ticket_id: str) -> Response:
         ticket = visible_ticket(self.ports, who, ticket_id)
+        if ticket is None and taken_back(self.ports, ticket_id):
+            response = html_response(self, render.ticket_taken_back_page(ticket_id, who), status=503)
+            response.headers["Retry-After"] = "1"
+            return response
         if ticket is None:
             return html_response(self, render.ticket_not_found_page(ticket_id, who), status=404)
         at = self.edge.now()

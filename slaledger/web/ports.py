@@ -48,6 +48,10 @@ class TicketReader(Protocol):
     def load(self, ticket_id: str) -> Ticket | None:
         """This worker's copy of a ticket (reads are routed to the worker that owns it)."""
 
+    def serves(self, ticket_id: str) -> bool:
+        """This worker answers for the ticket now (its partition held and recovered): a ticket
+        ``load`` lacks then does not exist; otherwise its reads are answered 503."""
+
 
 class CommandBus(Protocol):
     @property

@@ -243,6 +243,11 @@ def ticket_not_found_page(ticket_id: str, who: Principal) -> str:
     return _page("ticket_not_found.html", who=who, ticket_id=ticket_id)
 
 
+def ticket_taken_back_page(ticket_id: str, who: Principal) -> str:
+    """The ticket's partition is being taken back by this worker: a moment, not "not found"."""
+    return _page("ticket_taken_back.html", who=who, ticket_id=ticket_id)
+
+
 def login_page(next_path: str, message: str | None) -> str:
     return _page("login.html", next_path=next_path, message=message)
 

@@ -183,6 +183,9 @@ def test_a_worker_whose_partitions_another_claims_after_it_claims_them_back_and_
         # its batch refused, the worker turns its caller away at once: 503, retry with the key
         assert status == 503 and "même Idempotency-Key" in refused["error"], refused  # it may be applied
         assert Counter(filings(cluster)) == Counter({t["id"]: 1 for t in earlier})  # nothing of it in the log
+        for ticket in earlier:  # a partition being taken back: unavailable for a moment, never "not found"
+            status, body = api("GET", f"{a.url}/api/tickets/{ticket['id']}")
+            assert status in (200, 503), body
 
         status, again = api("POST", f"{a.url}/api/tickets", FILE, headers=key)
         if status != 201:  # still rejoining
