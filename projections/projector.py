@@ -55,7 +55,8 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
         return
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_read_into, args=(receiver, sender, bootstrap, start, options), daemon=True,
+    child = context.Process(target=_read_into, args=(receiver, sender, os.getpid(), bootstrap, start, options),
+                            daemon=True,
                             name="projector-reader")
     child.start()
     sender.close()
@@ -83,8 +84,8 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
         child.join()
 
 
-def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: dict[tuple[str, int], int],
-               options: dict[str, Any]) -> None:
+def _read_into(receiver: Connection, sender: Connection, parent: int, bootstrap: str,
+               start: dict[tuple[str, int], int], options: dict[str, Any]) -> None:
     """The reader process: ``read``'s batches as tuples (cheaper to pickle than objects),
     then None; an error is handed over to be raised in the projector. It dies with the
     projector (a SIGKILL too): it holds copies of the projector's descriptors, its /metrics
@@ -92,7 +93,7 @@ def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: 
     receiver.close()  # the projector's end: once the projector is gone, a send fails
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the projector's handlers: its terminate() ends it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the projector stops it
-    _die_with_parent()
+    _die_with_parent(parent)
     try:
         for records in read(bootstrap, start, **options):
             sender.send([(r.topic, r.partition, r.offset, r.value, r.key) for r in records])
@@ -101,7 +102,7 @@ def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: 
         pass  # the projector stopped reading: it is stopping
     except Exception as exc:
         try:
-            pickle.dumps(exc)
+            pickle.loads(pickle.dumps(exc))  # raised in the projector: it must come back whole
         except Exception:
             exc = RuntimeError(f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(OSError):  # the projector is gone already
@@ -110,11 +111,13 @@ def _read_into(receiver: Connection, sender: Connection, bootstrap: str, start: 
         sender.close()
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``).
+    ``parent`` is the projector's pid, taken before the fork: in a container the projector
+    is pid 1 itself, so "my parent is 1" cannot mean "my parent died"."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before the call
+    if os.getppid() != parent:  # the parent died before the call
         os._exit(1)
 
 

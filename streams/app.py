@@ -342,7 +342,8 @@ class Pipeline:
         self.recovery.keep(active)
         async with self.lock:
             try:
-                await self.recovery.follow(active)
+                # not a partition refused while this tick waited for the lock (its rejoin recovers it)
+                await self.recovery.follow(active & self.active_partitions())
             except Unwritten as refused:
                 self._drop_fenced(refused.partition)
                 return

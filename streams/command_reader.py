@@ -78,6 +78,7 @@ class CommandReader:
                             continue
                 except Unwritten as refused:
                     self.on_refused(refused.partition)
+                    await self._assign(self.reading, force=True)  # the others' fetched records: read again
                     continue
                 for records in by_partition.values():  # one refused partition stops no other
                     try:
