@@ -11,10 +11,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
+from sqlalchemy import Engine, create_engine
 
-from sla.events import Event, EventType, new_event
+from projections.migrate import create_schema
+from projections.projection import Incoming, Projection
+from sla.events import Event, EventType, encode_event, new_event
 from sla.policy import Policy
 from slaledger.settings import load_policy
+from streams.topics import EVENTS
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -79,3 +83,14 @@ def filed(when: datetime | str, *, kind: str = "assistance", channel: str = "por
           member: str = "m-001", ticket_id: str = "T-1", **extra: Any) -> Event:
     return ev(EventType.TICKET_FILED, when, ticket_id, kind=kind, channel=channel, product=product,
               member=member, subject="Demande", **extra)
+
+
+def projected(url: str, events: list[Event], policy: Policy | None = None) -> Engine:
+    """The database at ``url``, its schema created and ``events`` projected by the projector's own
+    code as the worker writes them: keyed by ticket, offsets 0… of the events topic's partition 0."""
+    engine = create_engine(url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        Projection(policy or load_policy()).apply_batch(
+            conn, [Incoming(EVENTS, 0, i, encode_event(e), e.ticket_id.encode()) for i, e in enumerate(events)])
+    return engine

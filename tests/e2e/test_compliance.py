@@ -20,18 +20,15 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from projections import compliance, monthly
 from projections.metrics import ProjectionCollector
-from projections.migrate import create_schema
-from projections.projection import Incoming, Projection
-from sla.events import Event, EventType, encode_event
+from sla.events import Event, EventType
 from sla.policy import Policy
 from slaledger.brokers.process import free_port
 from slaledger.settings import load_policy
-from streams.topics import EVENTS
-from tests.conftest import at, ev, filed, system_tool
+from tests.conftest import at, ev, filed, projected, system_tool
 from tests.e2e.test_observability import Process, grafana_sql, reachable, sql_of_panels
 from tests.integration.conftest import api, database, wait_for  # noqa: F401 (fixture)
 
@@ -100,11 +97,7 @@ def log() -> list[Event]:
 
 @pytest.fixture
 def engine(database: str) -> Iterator[Engine]:  # noqa: F811
-    engine = create_engine(database)
-    create_schema(engine)
-    with engine.begin() as conn:
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                     for i, e in enumerate(log())])
+    engine = projected(database, log())
     yield engine
     engine.dispose()
 
