@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from slaledger.brokers.process import free_port
 from slaledger.devdb import fresh_database
 from slaledger.fixtures import write_short_intake_policy
 from streams.kafka_acls import ADMIN, WORKER
+from streams.kafka_tools import producer
 from tests.conftest import call_failed, system_tool
 
 Broker = EmbeddedBroker | KafkaCluster
@@ -194,6 +195,15 @@ def workers(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest) -> I
 
 def tiny_policy(tmp_path: Path, seconds: float = 2) -> Path:
     return write_short_intake_policy(tmp_path, seconds)
+
+
+def send_records(broker: Broker, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Each (key, value) to ``topic``, through a plain producer, flushed."""
+    kafka = producer(broker.bootstrap, embedded=False)
+    for key, value in records:
+        kafka.send(topic, key=key, value=value)
+    kafka.flush()
+    kafka.close()
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:

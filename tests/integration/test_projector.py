@@ -32,7 +32,7 @@ from streams.kafka_acls import PROJECTOR
 from streams.kafka_tools import producer
 from streams.topics import DEAD_LETTERS, EVENTS
 from tests.conftest import projected
-from tests.integration.conftest import Broker, api, wait_for
+from tests.integration.conftest import Broker, api, send_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +64,7 @@ def history(n: int, start: datetime, prefix: str = "P") -> list[Event]:
 
 
 def publish(broker: Broker, events: list[Event]) -> None:
-    kafka = producer(broker.bootstrap, embedded=False)
-    for event in events:
-        kafka.send(EVENTS, key=event.ticket_id.encode(), value=encode_event(event))
-    kafka.flush()
-    kafka.close()
+    send_records(broker, EVENTS, [(event.ticket_id.encode(), encode_event(event)) for event in events])
 
 
 def verify_chain(engine: Engine) -> int:
