@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import uuid
 from datetime import datetime
 from typing import Any
@@ -61,6 +63,16 @@ def system_tool(*names: str, package: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def end_group(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM to the process's group; SIGKILL if it has not ended within ``timeout`` seconds."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def at(text: str) -> datetime:
