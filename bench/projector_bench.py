@@ -49,7 +49,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +67,7 @@ from sla.ticket import Command, CommandType, decide, fold
 from slaledger.bootstrap import engine_for, head_signer
 from slaledger.brokers.kafka_cluster import KafkaCluster, running_broker
 from slaledger.brokers.process import free_port
+from slaledger.devdb import fresh_database
 from slaledger.logs import configure_logging
 from slaledger.settings import Settings
 from streams.kafka_acls import PROJECTOR, WORKER
@@ -138,20 +138,6 @@ def raw_read(bootstrap: str, n: int) -> float:
     return seen / elapsed
 
 
-@contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    name = f"projector_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server + "postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def signing_key(workdir: Path) -> Path:
     subprocess.run([sys.executable, "-m", "slaledger.cli", "keys", "create", "--out", str(workdir / "keys")],
                    check=True, capture_output=True)
@@ -160,7 +146,7 @@ def signing_key(workdir: Path) -> Path:
 
 def throughput(kind: str, n: int, server: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
-            fresh_database(server) as url:
+            fresh_database(server, "projector_bench_") as url:
         print(f"== {kind}: projector throughput", flush=True)
         produce(broker, n)
         as_principal(broker, PROJECTOR)
@@ -188,7 +174,7 @@ def rebuild_time(kind: str, n: int, server: str) -> float:
     """``slaledger project --rebuild`` of n events (what ``rebuild`` does: shadow tables,
     then the swap), timed from its start to the swap's commit."""
     with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
-            fresh_database(server) as url:
+            fresh_database(server, "projector_bench_") as url:
         print(f"== {kind}: --rebuild of {n:,} events", flush=True)
         produce(broker, n)
         as_principal(broker, PROJECTOR)  # the migration job's in production; reading the topic is the same
@@ -250,7 +236,7 @@ def percentiles(xs: list[float]) -> tuple[float, float, float]:
 
 def freshness(kind: str, m: int, rate: float, server: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_broker(kind, Path(tmp)) as broker, \
-            fresh_database(server) as url:
+            fresh_database(server, "projector_bench_") as url:
         print(f"== {kind}: freshness", flush=True)
         workdir, web, metrics = Path(tmp), free_port(), free_port()
         common = {"SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_EMBEDDED": "1" if broker.embedded else "0",

@@ -17,13 +17,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from projections import projection as projection_module
 from projections import tree
 from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
 from sla.events import EventType, encode_event, new_event
+from slaledger.devdb import fresh_database
 from slaledger.settings import load_policy
 from streams.topics import EVENTS
 
@@ -62,26 +63,20 @@ class NoTree:
 
 
 def run(server: str, batch: list[Incoming], with_tree: bool) -> float:
-    name = f"slaledger_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server + "postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(server + name)
-    try:
-        create_schema(engine)
-        projection = Projection(load_policy())
-        projection_module.tree = tree if with_tree else NoTree()  # type: ignore[assignment]
-        t0 = time.perf_counter()
-        for i in range(0, len(batch), 2000):
-            with engine.begin() as conn:
-                projection.apply_batch(conn, batch[i:i + 2000])
-        return time.perf_counter() - t0
-    finally:
-        projection_module.tree = tree
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(server, "slaledger_bench_") as url:
+        engine = create_engine(url)
+        try:
+            create_schema(engine)
+            projection = Projection(load_policy())
+            projection_module.tree = tree if with_tree else NoTree()  # type: ignore[assignment]
+            t0 = time.perf_counter()
+            for i in range(0, len(batch), 2000):
+                with engine.begin() as conn:
+                    projection.apply_batch(conn, batch[i:i + 2000])
+            return time.perf_counter() - t0
+        finally:
+            projection_module.tree = tree
+            engine.dispose()
 
 
 def main() -> None:

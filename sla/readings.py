@@ -133,22 +133,18 @@ def _sla_changes(a: SlaDefinition, b: SlaDefinition) -> list[str]:
                         ("redémarre", a.restarts_on, b.restarts_on)):
         if x != y:
             out.append(f"le délai {label} {_signals(x) or 'jamais'} → {_signals(y) or 'jamais'}")
-    if a.kinds != b.kinds:
-        out.append(f"demandes concernées : {_kinds(a.kinds)} → {_kinds(b.kinds)}")
-    if a.channels != b.channels:
-        out.append(f"canaux : {_channels(a.channels)} → {_channels(b.channels)}")
-    return out
+    return out + _labelled(("demandes concernées", _kinds, a.kinds, b.kinds),
+                           ("canaux", _channels, a.channels, b.channels))
 
 
 def _exclusion_changes(a: Exclusion, b: Exclusion) -> list[str]:
-    out = []
-    if a.slas != b.slas:
-        out.append(f"engagements exclus : {_names(a.slas)} → {_names(b.slas)}")
-    if a.kinds != b.kinds:
-        out.append(f"demandes concernées : {_kinds(a.kinds)} → {_kinds(b.kinds)}")
-    if a.reason != b.reason:
-        out.append(f"motif : « {a.reason} » → « {b.reason} »")
-    return out
+    return _labelled(("engagements exclus", _names, a.slas, b.slas), ("demandes concernées", _kinds, a.kinds, b.kinds),
+                     ("motif", lambda reason: f"« {reason} »", a.reason, b.reason))
+
+
+def _labelled(*fields: tuple[str, Callable[[Any], str], Any, Any]) -> list[str]:
+    """``label : before → after``, for each (label, how shown, before, after) that changed."""
+    return [f"{label} : {show(x)} → {show(y)}" for label, show, x, y in fields if x != y]
 
 
 def _measure(sla: SlaDefinition) -> str:

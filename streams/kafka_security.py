@@ -119,14 +119,19 @@ def _sasl(settings: KafkaSecurity, protocol: str) -> dict[str, Any]:
             "sasl_plain_password": settings.kafka_sasl_password}
 
 
-def kafka_python_options(settings: KafkaSecurity) -> dict[str, Any]:
-    """Keyword arguments of kafka-python's KafkaConsumer, KafkaProducer and KafkaAdminClient."""
+def _common(settings: KafkaSecurity) -> dict[str, Any]:
+    """The options both clients name alike: the protocol and SASL (none for PLAINTEXT)."""
     validate(settings)
     protocol = protocol_of(settings)
     if protocol == "PLAINTEXT":
         return {}
-    out: dict[str, Any] = {"security_protocol": protocol, **_sasl(settings, protocol)}
-    if protocol.endswith("SSL"):
+    return {"security_protocol": protocol, **_sasl(settings, protocol)}
+
+
+def kafka_python_options(settings: KafkaSecurity) -> dict[str, Any]:
+    """Keyword arguments of kafka-python's KafkaConsumer, KafkaProducer and KafkaAdminClient."""
+    out = _common(settings)
+    if out.get("security_protocol", "").endswith("SSL"):
         out["ssl_check_hostname"] = True
         for option, value in (("ssl_cafile", settings.kafka_ssl_cafile), ("ssl_certfile", settings.kafka_ssl_certfile),
                               ("ssl_keyfile", settings.kafka_ssl_keyfile),
@@ -138,11 +143,7 @@ def kafka_python_options(settings: KafkaSecurity) -> dict[str, Any]:
 
 def aiokafka_options(settings: KafkaSecurity) -> dict[str, Any]:
     """Keyword arguments of aiokafka's AIOKafkaConsumer / AIOKafkaProducer."""
-    validate(settings)
-    protocol = protocol_of(settings)
-    if protocol == "PLAINTEXT":
-        return {}
-    out: dict[str, Any] = {"security_protocol": protocol, **_sasl(settings, protocol)}
+    out = _common(settings)
     context = ssl_context(settings)
     if context is not None:
         out["ssl_context"] = context

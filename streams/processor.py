@@ -11,13 +11,13 @@ timer). Without Faust: the tests drive it with bytes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from service.handler import CommandHandler, Step
 from service.outcomes import Outcome
-from sla.events import EventDecodeError, decode_event, envelope_ids
+from sla.events import Event, EventDecodeError, decode_event, envelope_ids
 from sla.ticket import Ticket
 
 from .codec import CommandDecodeError, command_id_of, decode_command, decode_fact
@@ -42,22 +42,23 @@ class TicketProcessor(CommandHandler):
             return Step() if tree_head_shaped(data) else Step(dead_letter="unreadable tree head")
         if ticket is not None and _event_id_int(data) in ticket.event_ids:
             return Step()  # our own event coming back, or a redelivery: skip the full decode
-        try:
-            event = decode_event(data)
-        except EventDecodeError as exc:
-            return Step(dead_letter=f"unreadable event: {exc}")
-        if key is not None and key != event.ticket_id.encode():
-            return Step(dead_letter=f"key mismatch: record key {key!r} is not ticket_id {event.ticket_id!r}")
-        return self.recover(ticket, event)
+        event = _read(decode_event, "event", key, data)
+        return Step(dead_letter=event) if isinstance(event, str) else self.recover(ticket, event)
 
     def on_fact(self, ticket: Ticket | None, key: bytes | None, data: bytes, now: datetime) -> Step:
-        try:
-            fact = decode_fact(data)
-        except EventDecodeError as exc:
-            return Step(dead_letter=f"unreadable fact: {exc}")
-        if key is not None and key != fact.ticket_id.encode():
-            return Step(dead_letter=f"key mismatch: record key {key!r} is not ticket_id {fact.ticket_id!r}")
-        return self.append_fact(ticket, fact)
+        fact = _read(decode_fact, "fact", key, data)
+        return Step(dead_letter=fact) if isinstance(fact, str) else self.append_fact(ticket, fact)
+
+
+def _read(decode: Callable[[bytes], Event], what: str, key: bytes | None, data: bytes) -> Event | str:
+    """The record's event (or fact), or why it is a dead letter: unreadable, or keyed to another ticket."""
+    try:
+        event = decode(data)
+    except EventDecodeError as exc:
+        return f"unreadable {what}: {exc}"
+    if key is not None and key != event.ticket_id.encode():
+        return f"key mismatch: record key {key!r} is not ticket_id {event.ticket_id!r}"
+    return event
 
 
 def _event_id_int(data: bytes) -> int | None:

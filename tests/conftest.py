@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import uuid
 from datetime import datetime
 from typing import Any
@@ -11,10 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
+from sqlalchemy import Engine, create_engine
 
-from sla.events import Event, EventType, new_event
+from projections.migrate import create_schema
+from projections.projection import Incoming, Projection
+from sla.events import Event, EventType, encode_event, new_event
 from sla.policy import Policy
 from slaledger.settings import load_policy
+from streams.topics import EVENTS
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -59,6 +65,16 @@ def system_tool(*names: str, package: str) -> str:
     pytest.skip(message)
 
 
+def end_group(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM to the process's group; SIGKILL if it has not ended within ``timeout`` seconds."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def at(text: str) -> datetime:
     """An aware instant from ISO 8601 (with offset)."""
     value = datetime.fromisoformat(text)
@@ -79,3 +95,14 @@ def filed(when: datetime | str, *, kind: str = "assistance", channel: str = "por
           member: str = "m-001", ticket_id: str = "T-1", **extra: Any) -> Event:
     return ev(EventType.TICKET_FILED, when, ticket_id, kind=kind, channel=channel, product=product,
               member=member, subject="Demande", **extra)
+
+
+def projected(url: str, events: list[Event], policy: Policy | None = None) -> Engine:
+    """The database at ``url``, its schema created and ``events`` projected by the projector's own
+    code as the worker writes them: keyed by ticket, offsets 0… of the events topic's partition 0."""
+    engine = create_engine(url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        Projection(policy or load_policy()).apply_batch(
+            conn, [Incoming(EVENTS, 0, i, encode_event(e), e.ticket_id.encode()) for i, e in enumerate(events)])
+    return engine

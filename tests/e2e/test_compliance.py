@@ -20,18 +20,15 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from projections import compliance, monthly
 from projections.metrics import ProjectionCollector
-from projections.migrate import create_schema
-from projections.projection import Incoming, Projection
-from sla.events import Event, EventType, encode_event
+from sla.events import Event, EventType
 from sla.policy import Policy
 from slaledger.brokers.process import free_port
 from slaledger.settings import load_policy
-from streams.topics import EVENTS
-from tests.conftest import at, ev, filed, system_tool
+from tests.conftest import at, ev, filed, projected, system_tool
 from tests.e2e.test_observability import Process, grafana_sql, reachable, sql_of_panels
 from tests.integration.conftest import api, database, wait_for  # noqa: F401 (fixture)
 
@@ -45,11 +42,13 @@ ISSUED = at("2026-12-01T06:00:00+01:00")
 NOVEMBER_WORKING_DAYS = (2, 3, 4, 5, 6, 9, 10, 12, 13, 16, 17, 18, 19, 20, 23, 24, 25, 26)  # the 11th is a holiday
 
 
-def breach(ticket_id: str, deadline: str) -> Event:
-    """The fact the timer appends once the deadline passed."""
-    return ev(EventType.SLA_BREACHED, deadline, ticket_id, recorded=at(deadline) + timedelta(seconds=1),
-              sla="intake", deadline=at(deadline), policy_version="convention-2026.1",
-              explanation="Rien n'était enregistré à l'échéance.")
+def late(ticket_id: str, member: str, filed_at: str, deadline: str, acknowledged: str, **ack: Any) -> list[Event]:
+    """Filed, the breach fact the timer appends once the deadline passed, then the acknowledgement."""
+    return [filed(filed_at, ticket_id=ticket_id, member=member),
+            ev(EventType.SLA_BREACHED, deadline, ticket_id, recorded=at(deadline) + timedelta(seconds=1),
+               sla="intake", deadline=at(deadline), policy_version="convention-2026.1",
+               explanation="Rien n'était enregistré à l'échéance."),
+            ev(EventType.ACKNOWLEDGED, acknowledged, ticket_id, **ack)]
 
 
 def log() -> list[Event]:
@@ -59,13 +58,10 @@ def log() -> list[Event]:
         tid = f"B-OK-{n:02d}"
         events += [filed(f"2026-11-{day:02d}T09:00:00+01:00", ticket_id=tid, member=BLOIS),
                    ev(EventType.ACKNOWLEDGED, f"2026-11-{day:02d}T10:00:00+01:00", tid)]
-    events += [filed("2026-11-27T09:00:00+01:00", ticket_id="B-LATE", member=BLOIS),
-               breach("B-LATE", "2026-11-27T13:00:00+01:00"),
-               ev(EventType.ACKNOWLEDGED, "2026-11-27T15:00:00+01:00", "B-LATE"),
-               filed("2026-11-30T09:00:00+01:00", ticket_id="B-RETRACT", member=BLOIS),
-               breach("B-RETRACT", "2026-11-30T13:00:00+01:00"),
-               ev(EventType.ACKNOWLEDGED, "2026-11-30T12:00:00+01:00", "B-RETRACT",
-                  recorded="2026-11-30T14:00:00+01:00")]
+    events += [*late("B-LATE", BLOIS, "2026-11-27T09:00:00+01:00", "2026-11-27T13:00:00+01:00",
+                     "2026-11-27T15:00:00+01:00"),
+               *late("B-RETRACT", BLOIS, "2026-11-30T09:00:00+01:00", "2026-11-30T13:00:00+01:00",
+                     "2026-11-30T12:00:00+01:00", recorded="2026-11-30T14:00:00+01:00")]
     # Blois, the administrative week (by e-mail: no intake clock): two met, one breached after a pause
     for tid, day in (("B-ADM-1", 2), ("B-ADM-2", 9)):
         events += [filed(f"2026-11-{day:02d}T10:00:00+01:00", ticket_id=tid, member=BLOIS, kind="administrative",
@@ -82,29 +78,23 @@ def log() -> list[Event]:
     for tid, day in (("L-OK-1", 5), ("L-OK-2", 12), ("L-OK-3", 19)):
         events += [filed(f"2026-10-{day:02d}T09:00:00+02:00", ticket_id=tid, member=LYCEE),
                    ev(EventType.ACKNOWLEDGED, f"2026-10-{day:02d}T09:30:00+02:00", tid)]
-    events += [filed("2026-10-30T15:00:00+01:00", ticket_id="L-LATE", member=LYCEE),
-               breach("L-LATE", "2026-10-30T19:00:00+01:00"),
-               ev(EventType.ACKNOWLEDGED, "2026-11-02T09:00:00+01:00", "L-LATE"),
+    events += [*late("L-LATE", LYCEE, "2026-10-30T15:00:00+01:00", "2026-10-30T19:00:00+01:00",
+                     "2026-11-02T09:00:00+01:00"),
                # filed Friday after hours, due Monday 2 November 12:00, met on Saturday 31 October
                filed("2026-10-30T17:00:00+01:00", ticket_id="L-WEEKEND", member=LYCEE),
                ev(EventType.ACKNOWLEDGED, "2026-10-31T10:00:00+01:00", "L-WEEKEND"),
                # November: one met, one breached, one outside the commitments
                filed("2026-11-03T09:00:00+01:00", ticket_id="L-OK-4", member=LYCEE),
                ev(EventType.ACKNOWLEDGED, "2026-11-03T09:30:00+01:00", "L-OK-4"),
-               filed("2026-11-04T09:00:00+01:00", ticket_id="L-LATE-2", member=LYCEE),
-               breach("L-LATE-2", "2026-11-04T13:00:00+01:00"),
-               ev(EventType.ACKNOWLEDGED, "2026-11-05T09:00:00+01:00", "L-LATE-2"),
+               *late("L-LATE-2", LYCEE, "2026-11-04T09:00:00+01:00", "2026-11-04T13:00:00+01:00",
+                     "2026-11-05T09:00:00+01:00"),
                filed("2026-11-12T09:00:00+01:00", ticket_id="L-MPE", member=LYCEE, product="local-trust-mpe")]
     return events
 
 
 @pytest.fixture
 def engine(database: str) -> Iterator[Engine]:  # noqa: F811
-    engine = create_engine(database)
-    create_schema(engine)
-    with engine.begin() as conn:
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                     for i, e in enumerate(log())])
+    engine = projected(database, log())
     yield engine
     engine.dispose()
 

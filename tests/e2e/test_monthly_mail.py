@@ -17,15 +17,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import create_engine
 
-from projections.migrate import create_schema
-from projections.projection import Incoming, Projection
-from sla.events import EventType, encode_event
+from sla.events import EventType
 from slaledger.brokers.process import free_port
-from slaledger.settings import load_policy
-from streams.topics import EVENTS
-from tests.conftest import ev, filed, system_tool
+from tests.conftest import ev, filed, projected, system_tool
 from tests.integration.conftest import database  # noqa: F401  (a fresh PostgreSQL database)
 
 pytestmark = pytest.mark.e2e
@@ -60,8 +55,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 def populate(url: str) -> None:
     """November 2026 for the commune of Blois, through the projector's own code: one intake met,
     one breached (acknowledged late), one incident never acknowledged."""
-    engine = create_engine(url)
-    create_schema(engine)
     events = [
         filed("2026-11-02T09:00:00+01:00", ticket_id="SL-MET", member="commune-de-blois"),
         ev(EventType.ACKNOWLEDGED, "2026-11-02T10:00:00+01:00", "SL-MET"),
@@ -69,10 +62,7 @@ def populate(url: str) -> None:
         ev(EventType.ACKNOWLEDGED, "2026-11-03T15:00:00+01:00", "SL-LATE"),
         filed("2026-11-04T09:00:00+01:00", ticket_id="SL-SILENT", member="commune-de-blois", kind="incident"),
     ]
-    with engine.begin() as conn:
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                     for i, e in enumerate(events)])
-    engine.dispose()
+    projected(url, events).dispose()
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

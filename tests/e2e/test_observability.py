@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.parse
@@ -24,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from projections.roles import PASSWORD_FILES, role_names
 from slaledger.brokers.process import free_port
-from tests.conftest import system_tool
+from tests.conftest import end_group, system_tool
 from tests.integration.conftest import api, database, tiny_policy, wait_for  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -47,12 +46,7 @@ class Process:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            end_group(self.proc, 20)
 
 
 def get(url: str) -> Any:

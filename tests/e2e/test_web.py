@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from tests.conftest import system_tool
+from tests.conftest import end_group, system_tool
 from tests.e2e.test_dev_mode import TOKEN, call, start_dev, wait_ready
 from tests.integration.conftest import api, wait_for
 
@@ -157,12 +157,7 @@ class Browser:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            end_group(self.process, 10)
 
 
 @pytest.fixture(scope="module")

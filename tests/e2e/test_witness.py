@@ -21,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 
 from projections.audit.dispute_file import dispute_file
 from projections.audit.replay import Filters, replay
 from projections.audit.sources import archive_records
 from projections.heads import VKEY_FILE, create_key_pair, get_head, read_key_file, sign_head
-from projections.migrate import create_schema
 from projections.projection import Incoming, Projection
 from projections.witnessing import WitnessClient, WitnessCollector, parse_witnesses
 from sla.events import Event, encode_event
 from slaledger.cli import main
 from slaledger.settings import load_policy
 from streams.topics import EVENTS
+from tests.conftest import projected
 from tests.integration.conftest import wait_for
 from tests.integration.test_audit import dispute_log
 
@@ -75,12 +74,7 @@ def witness(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
 
 
 def _archive(path: Path, events: list[Event]) -> Any:
-    engine = create_engine(f"sqlite:///{path}")
-    create_schema(engine)
-    with engine.begin() as conn:
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                     for i, e in enumerate(events)])
-    return engine
+    return projected(f"sqlite:///{path}", events)
 
 
 def _file(engine: Any, member: str, head_id: int, path: Path) -> Path:

@@ -15,21 +15,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from slaledger.brokers.embedded import EmbeddedBroker
 from slaledger.brokers.kafka_cluster import KafkaCluster
 from slaledger.brokers.kafka_cluster import running_broker as start_broker
 from slaledger.brokers.process import free_port
+from slaledger.devdb import fresh_database
 from slaledger.fixtures import write_short_intake_policy
 from streams.kafka_acls import ADMIN, WORKER
+from streams.kafka_tools import producer
 from tests.conftest import call_failed, system_tool
 
 Broker = EmbeddedBroker | KafkaCluster
@@ -197,6 +197,15 @@ def tiny_policy(tmp_path: Path, seconds: float = 2) -> Path:
     return write_short_intake_policy(tmp_path, seconds)
 
 
+def send_records(broker: Broker, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Each (key, value) to ``topic``, through a plain producer, flushed."""
+    kafka = producer(broker.bootstrap, embedded=False)
+    for key, value in records:
+        kafka.send(topic, key=key, value=value)
+    kafka.flush()
+    kafka.close()
+
+
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -213,15 +222,7 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database on the local server, dropped afterwards."""
-    name = f"slaledger_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG + "test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(PG, "slaledger_t_", admin_db="test") as url:
+        yield url
 
 

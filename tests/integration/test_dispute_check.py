@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from projections.heads import read_key_file, sign_head
-from projections.migrate import create_schema
-from projections.projection import Incoming, Projection
-from sla.events import EventType, encode_event, new_event
+from sla.events import EventType, new_event
 from slaledger.cli import main
+from slaledger.devdb import fresh_database
 from slaledger.settings import load_policy
-from streams.topics import EVENTS
+from tests.conftest import projected
+from tests.integration.conftest import PG
 from tests.integration.test_audit import dispute_log
 
 pytestmark = pytest.mark.integration
@@ -38,39 +38,18 @@ SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "verify_dispute_file.py"
 Doc = dict[str, Any]
 
 
-def project(database: str, events: list[Any], policy: Any = None) -> None:
-    engine = create_engine(database)
-    create_schema(engine)
-    projection = Projection(policy or load_policy())
-    with engine.begin() as conn:
-        projection.apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e), e.ticket_id.encode())
-                                      for i, e in enumerate(events)])
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, Path]:
     """A-1's dispute file (filed, breach declared, late-typed acknowledgement that retracts
     it) against a head signed after the whole dispute log, and the operator's public key."""
-    from tests.integration.conftest import PG
-
     tmp = tmp_path_factory.mktemp("issued")
     assert main(["keys", "create", "--out", str(tmp / "keys")]) == 0
-    name = "slaledger_t_dispute_check"
-    from sqlalchemy import text
-
-    admin = create_engine(PG + "test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        database = PG + name
+    with fresh_database(PG, "slaledger_t_", admin_db="test") as database:
         filed = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
         running = new_event(EventType.TICKET_FILED, "R-1", occurred_at=filed, recorded_at=filed, actor="agent:alice",
                             payload={"kind": "incident", "channel": "portal", "product": "ent", "subject": "Panne",
                                      "member": "commune-de-blois"})
-        project(database, [*dispute_log(), running])
-        engine = create_engine(database)
+        engine = projected(database, [*dispute_log(), running])
         sign_head(engine, read_key_file(tmp / "keys" / "signing-key"), load_policy())
         engine.dispose()
         out = tmp / "a1.json"
@@ -89,10 +68,6 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, Path]:
             conn.execute(text("UPDATE ticket_map_tickets SET event_count = 2 WHERE ticket_id = 'A-1'"))
         engine.dispose()
         assert main(["audit", "verify", "--database", database]) == 1
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     return json.loads(out.read_text()), tmp / "keys" / "signing-key.pub"
 
 

@@ -13,10 +13,10 @@ import pytest
 from sla.events import decode_event
 from sla.ticket import Command, CommandType, command_event_id
 from streams.codec import encode_command
-from streams.kafka_tools import end_offsets_total, producer, read_topic
+from streams.kafka_tools import end_offsets_total, read_topic
 from streams.reader import BATCH_SIZE
 from streams.topics import COMMANDS, EVENTS
-from tests.integration.conftest import Broker, Worker, api, tiny_policy, wait_for
+from tests.integration.conftest import Broker, Worker, api, send_records, tiny_policy, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,7 @@ FILE = {"kind": "assistance", "channel": "phone", "member": "m-002", "product": 
 
 
 def send_commands(broker: Broker, commands: list[Command]) -> None:
-    kafka = producer(broker.bootstrap, embedded=False)
-    for command in commands:
-        kafka.send(COMMANDS, key=command.ticket_id.encode(), value=encode_command(command))
-    kafka.flush()
-    kafka.close()
+    send_records(broker, COMMANDS, [(command.ticket_id.encode(), encode_command(command)) for command in commands])
 
 
 def event_records(broker: Broker) -> list:

@@ -9,14 +9,12 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine
 
 from projections import monthly
 from projections.audit.dispute_file import dispute_file
 from projections.audit.replay import Filters, replay
 from projections.audit.sources import archive_records
 from projections.deliveries import record_sent, sent, was_sent
-from projections.migrate import create_schema
 from projections.models import HEADS
 from projections.projection import Incoming, Projection
 from projections.queries import ticket_events
@@ -24,7 +22,7 @@ from sla.events import Event, EventType, encode_event
 from sla.policy import Policy
 from sla.ticket import fold
 from streams.topics import EVENTS
-from tests.conftest import at, ev, filed
+from tests.conftest import at, ev, filed, projected
 
 pytestmark = pytest.mark.integration
 BLOIS, LYCEE = "commune-de-blois", "lycee-descartes"
@@ -83,12 +81,7 @@ def november() -> list[Event]:
 
 @pytest.fixture
 def engine(database: str):  # type: ignore[no-untyped-def]
-    engine = create_engine(database)
-    create_schema(engine)
-    events = november()
-    with engine.begin() as conn:
-        Projection(monthly_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                        for i, e in enumerate(events)])
+    engine = projected(database, november(), monthly_policy())
     yield engine
     engine.dispose()
 

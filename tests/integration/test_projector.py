@@ -31,7 +31,8 @@ from slaledger.settings import load_policy
 from streams.kafka_acls import PROJECTOR
 from streams.kafka_tools import producer
 from streams.topics import DEAD_LETTERS, EVENTS
-from tests.integration.conftest import Broker, api, wait_for
+from tests.conftest import projected
+from tests.integration.conftest import Broker, api, send_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +64,7 @@ def history(n: int, start: datetime, prefix: str = "P") -> list[Event]:
 
 
 def publish(broker: Broker, events: list[Event]) -> None:
-    kafka = producer(broker.bootstrap, embedded=False)
-    for event in events:
-        kafka.send(EVENTS, key=event.ticket_id.encode(), value=encode_event(event))
-    kafka.flush()
-    kafka.close()
+    send_records(broker, EVENTS, [(event.ticket_id.encode(), encode_event(event)) for event in events])
 
 
 def verify_chain(engine: Engine) -> int:
@@ -253,8 +250,6 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
 def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> None:
     """A ticket acknowledged late is breached history, not something to act on: no
     per-ticket alert, not counted as an open breach; one still unacknowledged is both."""
-    engine = create_engine(database)
-    create_schema(engine)
     filed_at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
     def ev(event_type: EventType, tid: str, at: datetime, **payload: object) -> Event:
@@ -263,9 +258,7 @@ def test_alerts_and_the_open_queue_follow_running_clocks_only(database: str) -> 
     events = [ev(EventType.TICKET_FILED, tid, filed_at, kind="assistance", channel="portal", member="m-1",
                  product="ent", subject="s") for tid in ("LATE", "WAITING")]
     events.append(ev(EventType.ACKNOWLEDGED, "LATE", filed_at + timedelta(hours=30)))
-    with engine.begin() as conn:
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                     for i, e in enumerate(events)])
+    engine = projected(database, events)
     now = filed_at + timedelta(days=3)
     alerts = ticket_alerts(engine, now, "http://x/{ticket_id}", timedelta(minutes=1), load_policy())
     assert [(a["labels"]["ticket_id"], a["labels"]["alertname"]) for a in alerts] == [("WAITING", "SLATicketBreached")]

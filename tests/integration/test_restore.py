@@ -8,30 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
-from projections.migrate import create_schema
 from projections.models import ARCHIVE, CHECKPOINTS
-from projections.projection import Incoming, Projection
 from projections.restore import LogNotArchived, restore_into_empty_log
-from sla.events import EventType, encode_event, new_event
+from sla.events import EventType, new_event
 from slaledger.brokers.kafka_cluster import running_broker
-from slaledger.settings import load_policy
 from streams.kafka_tools import end_offsets_total, producer
 from streams.topics import EVENTS
-from tests.conftest import at
+from tests.conftest import at, projected
 
 
 def test_the_archive_goes_into_an_empty_log_only(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'slaledger.db'}")
-    create_schema(engine)
     t0 = at("2026-03-02T09:00:00+01:00")
     events = [new_event(EventType.TICKET_FILED, f"SL-{i}", occurred_at=t0, recorded_at=t0, actor="agent:dev",
                         payload={"kind": "assistance", "channel": "phone", "member": "commune-de-blois",
                                  "product": "parapheur", "subject": "Compte bloqué"}) for i in range(3)]
-    with engine.begin() as conn:  # projected from the embedded broker's log, offsets 0..2 of partition 0
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e), e.ticket_id.encode())
-                                                     for i, e in enumerate(events)])
+    # projected from the embedded broker's log, offsets 0..2 of partition 0
+    engine = projected(f"sqlite:///{tmp_path / 'slaledger.db'}", events)
     with running_broker("tansu", tmp_path) as broker:
         assert restore_into_empty_log(engine, broker.bootstrap) == 3  # a fresh broker: as the embedded mode does
         assert end_offsets_total(broker.bootstrap, EVENTS) == 3

@@ -54,23 +54,19 @@ def portal(ticket_id: str, when: str, acknowledged: str) -> list[Event]:
     return [filed(when, ticket_id=ticket_id), ev(EventType.ACKNOWLEDGED, acknowledged, ticket_id)]
 
 
-def test_what_if_whit_monday_were_worked(policy: Policy) -> None:
-    histories = [
+@pytest.mark.parametrize(("name", "histories", "expected"), [
+    pytest.param("whit-monday-worked", [
         # Friday 22 May 2026 after hours: due Tuesday 26 at 12:00 (Monday 25 is Whit Monday), or Monday 12:00
         portal("W-FRI", "2026-05-22T17:00:00+02:00", "2026-05-26T09:00:00+02:00"),
         # on Whit Monday at 10:00: due Tuesday 12:00, or 14:00 the same day; met either way
         portal("W-MON", "2026-05-25T10:00:00+02:00", "2026-05-25T13:00:00+02:00"),
         # Ascension (Thursday 14 May) stays a holiday: nothing changes
         portal("W-ASC", "2026-05-13T17:00:00+02:00", "2026-05-15T09:00:00+02:00"),
-    ]
-    assert changed(histories, policy, draft("whit-monday-worked")) == {
+    ], {
         ("W-FRI", "intake", "met", "breached", "2026-05-26T10:00:00Z", "2026-05-25T10:00:00Z"),
         ("W-MON", "intake", "met", "met", "2026-05-26T10:00:00Z", "2026-05-25T12:00:00Z"),
-    }
-
-
-def test_what_if_saturday_were_a_jour_ouvrable(policy: Policy) -> None:
-    histories = [
+    }, id="whit-monday-worked"),
+    pytest.param("saturday-ouvrable", [
         # Friday 6 November after 16:00: due Monday 9 at 12:00, or Saturday 7 at 12:00
         portal("S-FRI", "2026-11-06T17:00:00+01:00", "2026-11-09T09:00:00+01:00"),
         # on Saturday at 07:00: due Monday 12:00, or that Saturday at 12:00 (acknowledged at 11:00: met)
@@ -79,11 +75,14 @@ def test_what_if_saturday_were_a_jour_ouvrable(policy: Policy) -> None:
         portal("S-SAT10", "2026-11-07T10:00:00+01:00", "2026-11-09T09:00:00+01:00"),
         # on a Tuesday within the window: 4 hours either way
         portal("S-TUE", "2026-11-10T10:00:00+01:00", "2026-11-10T11:00:00+01:00"),
-    ]
-    assert changed(histories, policy, draft("saturday-ouvrable")) == {
+    ], {
         ("S-FRI", "intake", "met", "breached", "2026-11-09T11:00:00Z", "2026-11-07T11:00:00Z"),
         ("S-SAT7", "intake", "met", "met", "2026-11-09T11:00:00Z", "2026-11-07T11:00:00Z"),
-    }
+    }, id="saturday-ouvrable"),
+])
+def test_what_if_the_draft_were_in_force(name: str, histories: list[list[Event]], expected: set[tuple[str, ...]],
+                                        policy: Policy) -> None:
+    assert changed(histories, policy, draft(name)) == expected
 
 
 def test_the_same_policy_changes_nothing_and_counts_like_the_statement(policy: Policy) -> None:

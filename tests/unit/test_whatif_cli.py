@@ -7,15 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 
-from projections.migrate import create_schema
-from projections.projection import Incoming, Projection
-from sla.events import EventType, encode_event
+from sla.events import EventType
 from slaledger.cli import main
-from slaledger.settings import load_policy
-from streams.topics import EVENTS
-from tests.conftest import ev, filed
+from tests.conftest import ev, filed, projected
 
 ROOT = Path(__file__).resolve().parents[2]
 DRAFTS = ROOT / "docs" / "drafts"
@@ -25,18 +20,13 @@ DEFAULT = ROOT / "sla" / "default_policy.toml"
 @pytest.fixture
 def archive(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'slaledger.db'}"
-    engine = create_engine(url)
-    create_schema(engine)
     events = [
         filed("2026-11-06T17:00:00+01:00", ticket_id="S-FRI", member="commune-de-blois"),
         ev(EventType.ACKNOWLEDGED, "2026-11-09T09:00:00+01:00", "S-FRI"),
         filed("2026-11-10T10:00:00+01:00", ticket_id="S-TUE", member="lycee-descartes"),
         ev(EventType.ACKNOWLEDGED, "2026-11-10T11:00:00+01:00", "S-TUE"),
     ]
-    with engine.begin() as conn:
-        Projection(load_policy()).apply_batch(conn, [Incoming(EVENTS, 0, i, encode_event(e))
-                                                     for i, e in enumerate(events)])
-    engine.dispose()
+    projected(url, events).dispose()
     return url
 
 
