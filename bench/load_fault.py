@@ -189,6 +189,7 @@ class Proc:
 async def wait_ready(session: aiohttp.ClientSession, proc: Proc, timeout: float = 120) -> float:
     """Seconds until ``/readyz`` answers 200 (tables recovered, backlog read)."""
     t0 = time.monotonic()
+    last = "no answer"
     while time.monotonic() - t0 < timeout:
         assert proc.process is not None
         if proc.process.poll() is not None:
@@ -197,10 +198,11 @@ async def wait_ready(session: aiohttp.ClientSession, proc: Proc, timeout: float 
             async with session.get(f"{proc.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as response:
                 if response.status == 200:
                     return time.monotonic() - t0
-        except (aiohttp.ClientError, TimeoutError):
-            pass
+                last = f"{response.status} {await response.text()}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = f"no answer ({exc!r})"
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"{proc.name} not ready after {timeout:.0f} s:\n{proc.tail()}")
+    raise TimeoutError(f"{proc.name} not ready after {timeout:.0f} s (/readyz: {last}):\n{proc.tail()}")
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -176,8 +176,11 @@ def test_ctrl_c_stops_a_long_running_command_without_a_traceback(argv: list[str]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SLALEDGER_")}
     env = {**clean, "SLALEDGER_BROKER_TIMEOUT": "120", "SLALEDGER_SMTP_HOST": "127.0.0.1",
            "SLALEDGER_SMTP_FROM": "slaledger@example.org", "SLALEDGER_MEMBERS_FILE": str(members)}
+    # A terminal gives its command SIGINT at its default; a shell's background job (how a CI
+    # runner may start this suite) inherits it ignored, and Python then keeps ignoring it.
     process = subprocess.Popen([sys.executable, "-m", "slaledger.cli", *expand(argv, tmp_path)], cwd=tmp_path,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(3)  # past the interpreter's start-up: any later moment must end the same way
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=60)[1]
