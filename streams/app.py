@@ -348,8 +348,8 @@ class Pipeline:
                 self._drop_fenced(refused.partition)
                 return
         self.timer.index_partitions(active)
-        caught_up = self.reader.caught_up(active)
-        if not self.caught_up_once and active and caught_up == active:
+        read_until = self.reader.read_until(active)
+        if not self.caught_up_once and active and set(read_until) == active:
             self.caught_up_once = True
             log.info("worker caught up", partitions=sorted(active))
-        await self.timer.send_due(caught_up)
+        await self.timer.send_due(read_until)

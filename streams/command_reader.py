@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import structlog
 from aiokafka import TopicPartition
@@ -44,6 +45,8 @@ class CommandReader:
         self._holding = False  # between a revocation and the next assignment: read nothing
         self._stopping = False
         self._started = False
+        self._snapshots: dict[int, tuple[datetime, int]] = {}  # partition -> (when, its end then)
+        self._read_until: dict[int, datetime] = {}
 
     async def run(self) -> None:
         """The ticket agent: read, recover the events of a partition first, decide."""
@@ -123,16 +126,35 @@ class CommandReader:
         """Another worker owns the partition: stop reading it."""
         self.reading.discard(partition)
 
-    def caught_up(self, partitions: set[int]) -> set[int]:
-        """Partitions whose events are recovered and whose commands are read to the end:
-        only there may a verdict be drawn (a backlog still holds part of the tickets'
-        history)."""
-        out = set()
-        for partition in partitions & self.recovery.recovered & self.reading:
-            high = self.reader.highwater(TopicPartition(COMMANDS, partition)) if self._started else None
-            if high is not None and (self.positions.expected(COMMANDS, partition) or 0) >= high:
-                out.add(partition)
-        return out
+    def read_until(self, partitions: set[int]) -> dict[int, datetime]:
+        """For each partition whose events are recovered and whose commands are read: the
+        latest instant such that every command the log held then is decided. Only up to it
+        may a verdict be drawn (a backlog still holds part of the tickets' history).
+
+        The instant is that of a snapshot of the partition's end (its high watermark), kept
+        until the reader passes it; a partition read to its end is read until now. Asking
+        for the end *now* instead would, under a steady flow of commands, rarely find the
+        reader there: the due facts and the readiness waited for a lull (a restarted
+        worker under load was not ready after 120 s in CI)."""
+        now = datetime.now(UTC)
+        eligible = partitions & self.recovery.recovered & self.reading if self._started else set()
+        for gone in [p for p in self._read_until if p not in eligible]:
+            del self._read_until[gone]
+        for gone in [p for p in self._snapshots if p not in eligible]:
+            del self._snapshots[gone]
+        for partition in eligible:
+            position = self.positions.expected(COMMANDS, partition) or 0
+            snapshot = self._snapshots.get(partition)
+            if snapshot is not None and position >= snapshot[1]:
+                self._read_until[partition] = snapshot[0]
+                del self._snapshots[partition]
+            if partition not in self._snapshots:
+                high = self.reader.highwater(TopicPartition(COMMANDS, partition))
+                if high is not None and position >= high:
+                    self._read_until[partition] = now
+                elif high is not None:
+                    self._snapshots[partition] = (now, high)
+        return dict(self._read_until)
 
     @property
     def stopping(self) -> bool:

@@ -75,22 +75,24 @@ class DeadlineTimer:
         else:
             self._load_due(active, datetime.now(UTC))
 
-    async def send_due(self, caught_up: set[int]) -> None:
-        """Send the facts due now on the caught-up partitions: one round trip for every fact
-        due at this tick, not one per ticket."""
+    async def send_due(self, read_until: dict[int, datetime]) -> None:
+        """Send the facts due on each partition by the instant its commands are read until
+        (``CommandReader.read_until``): one round trip for every fact due at this tick, not
+        one per ticket."""
         now = datetime.now(UTC)
         facts: list[Event] = []
-        for partition, ticket_id in self.index.pop_due(now, caught_up):
-            raw = self.tickets.get(ticket_id.encode())
-            if not raw:
-                continue
-            ticket = ticket_from_dict(raw)
-            due = [self.first_copy(fact, now) for fact in self.processor.due(ticket, now)]
-            if due:
-                facts.extend(due)
-                self.index.schedule(partition, ticket_id, now + FACT_RECHECK)
-            else:
-                self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, now))
+        for partition, until in read_until.items():
+            for _, ticket_id in self.index.pop_due(until, [partition]):
+                raw = self.tickets.get(ticket_id.encode())
+                if not raw:
+                    continue
+                ticket = ticket_from_dict(raw)
+                due = [self.first_copy(fact, now) for fact in self.processor.due(ticket, until)]
+                if due:
+                    facts.extend(due)
+                    self.index.schedule(partition, ticket_id, until + FACT_RECHECK)
+                else:
+                    self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, until))
         if facts and not self._stopping:
             send = self.producer().send
             pending = [await send(COMMANDS, f.ticket_id.encode(), encode_fact(f), None, None, None) for f in facts]

@@ -110,3 +110,41 @@ def test_a_batch_fetched_before_its_partition_was_revoked_is_not_decided() -> No
     w, commands = reading(Reader([{1: [(0, one)], 2: [(0, two)]}], during_fetch=rebalance), partitions)
     assert one.encode() not in w.tickets and two.encode() in w.tickets
     assert commands.reading == {2}
+
+
+class FlowingReader(Reader):
+    """A partition whose end moves on while the agent reads it (a steady flow of commands)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.ends: dict[int, int] = {}
+
+    def highwater(self, tp: TopicPartition) -> int | None:  # type: ignore[override]
+        return self.ends.get(tp.partition)
+
+
+def test_a_partition_under_a_steady_flow_is_read_until_the_last_end_it_passed() -> None:
+    """Verdicts (the due facts) and readiness need the commands read up to an instant, not a
+    lull in the flow: under load the reader is rarely at the very end, and a restarted worker
+    was once never ready. The instant is that of the last end the reader passed."""
+    reader = FlowingReader()
+    w, commands = reading(reader, {0})
+
+    def at(offset: int) -> None:
+        w.positions.table[position_key(COMMANDS, 0, 4)] = offset
+
+    assert commands.read_until({0}) == {}  # no end known yet: nothing may be judged
+    at(5)
+    reader.ends[0] = 10
+    before = datetime.now(UTC)
+    assert commands.read_until({0}) == {}  # behind the end seen now: remembered
+    reader.ends[0], then = 20, datetime.now(UTC)
+    at(12)  # past the end seen then, not at the end now
+    first = commands.read_until({0})[0]
+    assert before <= first <= then
+    assert commands.read_until({0}) == {0: first}  # behind the new end: still that instant
+    at(20)
+    latest = commands.read_until({0})[0]
+    assert latest > first  # at the end: read until now
+    assert commands.read_until({1}) == {}  # a partition not read is judged nowhere
+    assert commands.read_until({0})[0] >= latest  # dropped above, judged again from its position
