@@ -235,6 +235,7 @@ async def recovery_past_markers(app: Any) -> None:
 
 async def _past_markers(app: Any, recovery: Any) -> None:
     offsets = recovery.active_offsets
+    moved = False
     for tp, last in list(recovery.active_highwaters.items()):
         if last is None or offsets.get(tp) is None or offsets[tp] >= last:
             continue
@@ -242,6 +243,14 @@ async def _past_markers(app: Any, recovery: Any) -> None:
         if position is not None and position > last:
             log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
             offsets[tp] = last
+            moved = True
+    if moved and recovery.in_recovery and not recovery.need_recovery():
+        # Faust's recovery loop looks again only at its next changelog record, or after 5 s
+        # without one: every restart after a crash waited those 5 s (measured). End the
+        # recovery as that loop would (``_maybe_signal_recovery_end``).
+        recovery.flush_buffers()
+        recovery._set_recovery_ended()
+        recovery.signal_recovery_end.set()
 
 
 def _fatal_error(producer: AIOKafkaProducer) -> BaseException | None:
