@@ -93,8 +93,9 @@ def one_broker(kind: str, total: int) -> dict[str, float]:
         kafka.close()
         print(f"produced {n:,} events in {time.perf_counter() - t0:.1f} s")
 
+        # the replay's reader's settings (``read_topic``): read_committed, 5,000 records a poll, TLS on Kafka
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
-                                 max_poll_records=10_000, **client_options())  # as the replay's reader: TLS on Kafka
+                                 isolation_level="read_committed", max_poll_records=5_000, **client_options())
         tps = partitions_of(consumer, EVENTS)
         consumer.assign(tps)
         ends = true_end_offsets(consumer, tps)
