@@ -24,8 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (JSON, ColumnElement, Table, Text, any_, cast, func, insert, literal, literal_column, select,
-                        text)
+from sqlalchemy import JSON, ColumnElement, Table, Text, any_, cast, func, insert, literal, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnClause

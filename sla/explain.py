@@ -211,7 +211,8 @@ def _verdict(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, now: datetime, tz
         if not live:
             return f"Rien n'était enregistré à l'échéance du {deadline()} : délai dépassé."
         since = french.duration((now - cycle.deadline).total_seconds())
-        return f"Échéance dépassée depuis {since} ({judged()})." if cycle.moves else f"Échéance dépassée depuis {since}."
+        return (f"Échéance dépassée depuis {since} ({judged()})." if cycle.moves
+                else f"Échéance dépassée depuis {since}.")
     if not live:
         return ""
     left = french.duration((cycle.deadline - now).total_seconds())
