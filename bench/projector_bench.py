@@ -24,6 +24,7 @@ waits for it: kafka-python waits up to 500 ms, Tansu 0.6 answers an empty fetch 
 half of it (``streams.tansu.patch_faust_fetch_wait``), up to ~0.25 s more.
 
     .venv/bin/python bench/projector_bench.py [--events 50000] [--commands 300] [--rate 2] [--brokers tansu,kafka]
+    .venv/bin/python bench/projector_bench.py --commands 0 --brokers kafka   # throughput only
     .venv/bin/python bench/projector_bench.py --rebuild 1000000 --brokers kafka
 
 The events are produced straight onto the topic (``produce``: decided by the domain, sent in
@@ -309,7 +310,7 @@ def freshness(kind: str, m: int, rate: float, server: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--commands", type=int, default=300)
+    parser.add_argument("--commands", type=int, default=300, help="tickets filed to time freshness (0: skip it)")
     parser.add_argument("--rate", type=float, default=2.0, help="tickets filed per second (at most)")
     parser.add_argument("--brokers", default="tansu,kafka", help="comma-separated: tansu, kafka")
     parser.add_argument("--rebuild", type=int, default=0, metavar="EVENTS",
@@ -321,6 +322,11 @@ def main() -> None:
     kinds = args.brokers.split(",")
     if args.rebuild:
         rebuild_time(kinds[0], args.rebuild, args.server)
+        return
+    if not args.commands:  # throughput only
+        figures = {kind: throughput(kind, args.events, args.server) for kind in kinds}
+        for kind, f in figures.items():
+            print(f"| {kind} | {f['raw']:,.0f} | {f['projector']:,.0f} | {f['projector'] / f['raw']:.3f} |")
         return
     figures = {kind: {**throughput(kind, args.events, args.server),
                       **freshness(kind, args.commands, args.rate, args.server)} for kind in kinds}

@@ -55,7 +55,7 @@ class Deltas(defaultdict[Key, float]):
 
 def ack_observation(seconds: float) -> dict[Key, float]:
     """One time-to-acknowledge, as the histogram's rows (cumulative buckets, sum, count)."""
-    out: dict[Key, float] = {key(ACK_BUCKET, _fmt(b)): 1.0 for b in ACK_BUCKETS if seconds <= b}
+    out: dict[Key, float] = {k: 1.0 for b, k in _ACK_BUCKET_KEYS if seconds <= b}
     out[key(ACK_SUM)] = seconds
     out[key(ACK_COUNT)] = 1.0
     return out
@@ -146,3 +146,6 @@ def _fmt(bound: float) -> str:
 
 def bucket_bounds() -> Iterable[str]:
     return (_fmt(b) for b in ACK_BUCKETS)
+
+
+_ACK_BUCKET_KEYS = [(b, key(ACK_BUCKET, _fmt(b))) for b in ACK_BUCKETS]  # once, not per acknowledgement

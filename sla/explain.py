@@ -97,6 +97,8 @@ def _explain(clock: Clock, live: bool) -> str:
 
 def _deadlines(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> list[datetime]:
     """The deadlines a cycle's actions are judged against: as first set, as each pause moved it."""
+    if not cycle.moves:  # never moved: the deadline as first set is the cycle's
+        return [cycle.deadline]
     return [_initial_deadline(d, v, cycle), *(deadline for _, _, deadline in cycle.moves), cycle.deadline]
 
 
@@ -136,6 +138,8 @@ def _explain_pauses(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, tz: Any) -
     """Each pause, and the deadline it moved the clock to (« échéance reportée au … par la
     suspension »), from the fold's own record of the moves: the last deadline named is the
     one the verdict judges."""
+    if not cycle.pauses:
+        return []
     moved = {resumed_at: (remaining, deadline) for resumed_at, remaining, deadline in cycle.moves}
     deadlines, actions = _deadlines(d, v, cycle), _actions(cycle)
     parts = []
@@ -170,37 +174,46 @@ def _gap_note(d: SlaDefinition, target: datetime, deadline: datetime, tz: Any) -
 
 
 def _initial_deadline(d: SlaDefinition, v: PolicyVersion, cycle: Cycle) -> datetime:
-    return first_deadline(d, v, cycle.start)[1]
+    """The deadline as the cycle's start set it: only a resumption moves it (``Cycle.moves``),
+    so an unmoved cycle's is its own, without computing it again (the projector explains
+    every clock it writes: #31)."""
+    return first_deadline(d, v, cycle.start)[1] if cycle.moves else cycle.deadline
 
 
 def _verdict(d: SlaDefinition, v: PolicyVersion, cycle: Cycle, now: datetime, tz: Any, *, live: bool) -> str:
     """The verdict, measured from the deadline judged; when a pause moved it, the sentence
-    names it again (the reader compares the overrun or the margin with that one)."""
-    deadline = french.instant(cycle.deadline, tz, beside=_actions(cycle))
-    judged = f"l'échéance du {deadline}"
+    names it again (the reader compares the overrun or the margin with that one). The
+    deadline is written only by the sentences that name it (a met clock's does not: #31)."""
+    def deadline() -> str:
+        return french.instant(cycle.deadline, tz, beside=_actions(cycle))
+
+    def judged() -> str:
+        return f"l'échéance du {deadline()}"
+
     if cycle.end is not None:
         when = french.instant(cycle.end, tz, beside=_deadlines(d, v, cycle))
         what = d.stop_label if cycle.end_is_stop else "Information transmise, nouveau cycle"
         margin = (cycle.deadline - cycle.end).total_seconds()
         if cycle.overdue:
             late = french.duration(-margin)
-            return (f"{what} le {when} : {judged} est dépassée de {late}." if cycle.moves
+            return (f"{what} le {when} : {judged()} est dépassée de {late}." if cycle.moves
                     else f"{what} le {when} : échéance dépassée de {late}.")
         if cycle.paused_at is not None or (cycle.pauses and cycle.pauses[-1][1] == cycle.end):
             return f"{what} le {when} : délai respecté."
         if cycle.moves:
-            return f"{what} le {when} : délai respecté ({french.duration(margin)} avant {judged})."
+            return f"{what} le {when} : délai respecté ({french.duration(margin)} avant {judged()})."
         return f"{what} le {when} : délai respecté ({french.duration(margin)} d'avance)."
     if cycle.paused_at is not None:
         if cycle.overdue:
-            return f"Échéance du {deadline} dépassée avant la suspension."
-        return f"Il restera {french.duration(cycle.remaining)} à la reprise ; {judged} sera reportée en conséquence."
+            return f"Échéance du {deadline()} dépassée avant la suspension."
+        return f"Il restera {french.duration(cycle.remaining)} à la reprise ; {judged()} sera reportée en conséquence."
     if cycle.overdue:
         if not live:
-            return f"Rien n'était enregistré à l'échéance du {deadline} : délai dépassé."
+            return f"Rien n'était enregistré à l'échéance du {deadline()} : délai dépassé."
         since = french.duration((now - cycle.deadline).total_seconds())
-        return f"Échéance dépassée depuis {since} ({judged})." if cycle.moves else f"Échéance dépassée depuis {since}."
+        return (f"Échéance dépassée depuis {since} ({judged()})." if cycle.moves
+                else f"Échéance dépassée depuis {since}.")
     if not live:
         return ""
     left = french.duration((cycle.deadline - now).total_seconds())
-    return f"Temps restant : {left} avant {judged}." if cycle.moves else f"Temps restant : {left}."
+    return f"Temps restant : {left} avant {judged()}." if cycle.moves else f"Temps restant : {left}."
