@@ -8,11 +8,8 @@ Every client carries the process's TLS/SASL options (``streams.kafka_security``)
 
 from __future__ import annotations
 
-import multiprocessing
-import pickle
 import time
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -118,59 +115,6 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0, **options: 
                 consumer.pause(tp)
     finally:
         consumer.close()
-
-
-Fetched = tuple[int, int, bytes | None, bytes | None]  # partition, offset, key, value
-
-
-def read_topic_in_child(bootstrap: str, topic: str, *, timeout: float = 30.0,
-                        chunk: int = 2_000) -> Iterator[Fetched]:
-    """``read_topic``'s records, fetched and parsed by a child process (forked: it keeps this
-    process's client options) and handed over ``chunk`` at a time: kafka-python parses
-    records in Python, about as long as the audit takes to decode and fold one, so the two
-    run side by side on two cores instead of one after the other (#31). At most two chunks
-    are in flight; a failure in the child (broker, timeout) is raised here."""
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_send_topic, args=(sender, bootstrap, topic, timeout, chunk), daemon=True)
-    child.start()
-    sender.close()
-    try:
-        while True:
-            try:
-                batch = receiver.recv()
-            except EOFError:
-                raise RuntimeError(f"reading {topic}: the reader process ended without a word") from None
-            if batch is None:
-                return
-            if isinstance(batch, BaseException):
-                raise batch
-            yield from batch
-    finally:
-        receiver.close()
-        if child.is_alive():
-            child.terminate()
-        child.join()
-
-
-def _send_topic(sender: Connection, bootstrap: str, topic: str, timeout: float, chunk: int) -> None:
-    try:
-        batch: list[Fetched] = []
-        for record in read_topic(bootstrap, topic, timeout=timeout):
-            batch.append((record.partition, record.offset, record.key, record.value))
-            if len(batch) >= chunk:
-                sender.send(batch)
-                batch = []
-        sender.send(batch)
-        sender.send(None)
-    except Exception as exc:  # told to the parent, which raises it
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        sender.send(exc)
-    finally:
-        sender.close()
 
 
 def producer(bootstrap: str, *, embedded: bool, **options: Any) -> KafkaProducer:
