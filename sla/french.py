@@ -36,14 +36,30 @@ def precision(value: datetime, beside: Iterable[datetime | None] = ()) -> int:
     with the one a verdict judged it against (a filing with the window's edges, an action
     with its deadline): both written at this precision, the reader's comparison of the
     written times agrees with the verdict — truncation never reverses an order, and this
-    precision never makes two different instants read the same."""
+    precision never makes two different instants read the same.
+
+    Compared as whole microseconds since the epoch (UTC minutes and seconds are whole
+    multiples of it): the projector explains every clock of every ticket a batch touches,
+    and cutting datetimes here was a tenth of its time (#31)."""
     level = MINUTE
+    at: int | None = None
     for other in beside:
         if other is None or other == value:
             continue
-        while level < FINEST and _truncate(value, level) == _truncate(other, level):
+        at = _micros(value) if at is None else at
+        there = _micros(other)
+        while level < FINEST and at // _STEP[level] == there // _STEP[level]:
             level += 1
     return level
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STEP = {MINUTE: 60_000_000, **{level: 10 ** (FINEST - level) for level in range(SECOND, FINEST + 1)}}
+
+
+def _micros(value: datetime) -> int:
+    elapsed = (value if value.tzinfo is not None else value.astimezone(UTC)) - _EPOCH
+    return (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
 
 
 def _truncate(value: datetime, level: int) -> datetime:
