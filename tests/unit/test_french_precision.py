@@ -143,3 +143,32 @@ def test_times_are_written_to_the_minute() -> None:
     assert status is ClockStatus.MET
     assert "à 09:45, dans la plage" in text and "Prise en compte le lundi 7 décembre 2026 à 10:15 :" in text
     assert not re.search(r"\d\d:\d\d:\d\d", text), text
+
+
+def _cut(value: datetime, level: int) -> datetime:
+    """The definition: the instant in UTC cut (never rounded) to ``level``."""
+    value = value.astimezone(UTC)
+    if level == french.MINUTE:
+        return value.replace(second=0, microsecond=0)
+    step = 10 ** (french.FINEST - level)
+    return value.replace(microsecond=value.microsecond // step * step)
+
+
+_OFFSETS = st.sampled_from([UTC, PARIS, ZoneInfo("America/St_Johns")])
+_INSTANTS = st.datetimes(min_value=datetime(1950, 1, 1), max_value=datetime(2150, 1, 1), timezones=_OFFSETS)
+# others near the instant judged (a microsecond to a minute and more away, either side) or anywhere
+_APART = st.sampled_from([1, 10, 999, 10**6, 59 * 10**6, 61 * 10**6]).flatmap(lambda us: st.sampled_from([us, -us]))
+
+
+@settings(max_examples=300)
+@given(_INSTANTS, st.lists(st.one_of(st.none(), _INSTANTS, _APART), max_size=4))
+def test_the_precision_is_the_coarsest_at_which_the_cut_instants_differ(value: datetime,
+                                                                       drawn: list[datetime | int | None]) -> None:
+    """``precision`` counts in microseconds since the epoch (the projector explains every
+    clock of every batch); it agrees with cutting the datetimes themselves."""
+    beside = [value + timedelta(microseconds=d) if isinstance(d, int) else d for d in drawn]
+    level = french.precision(value, beside)
+    others = [other for other in beside if other is not None and other != value]
+    assert all(_cut(value, level) != _cut(other, level) for other in others)
+    if level > french.MINUTE:
+        assert any(_cut(value, level - 1) == _cut(other, level - 1) for other in others)
