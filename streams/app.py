@@ -340,16 +340,21 @@ class Pipeline:
             return
         active = self.active_partitions()
         self.recovery.keep(active)
-        async with self.lock:
-            try:
-                # not a partition refused while this tick waited for the lock (its rejoin recovers it)
-                await self.recovery.follow(active & self.active_partitions())
-            except Unwritten as refused:
-                self._drop_fenced(refused.partition)
-                return
-        self.timer.index_partitions(active)
-        read_until = self.reader.read_until(active)
-        if not self.caught_up_once and active and set(read_until) == active:
-            self.caught_up_once = True
-            log.info("worker caught up", partitions=sorted(active))
-        await self.timer.send_due(read_until)
+        try:
+            async with self.lock:
+                try:
+                    # not a partition refused while this tick waited for the lock (its rejoin recovers it)
+                    await self.recovery.follow(active & self.active_partitions())
+                except Unwritten as refused:
+                    self._drop_fenced(refused.partition)
+                    return
+            self.timer.index_partitions(active)
+            read_until = self.reader.read_until(active)
+            if not self.caught_up_once and active and set(read_until) == active:
+                self.caught_up_once = True
+                log.info("worker caught up", partitions=sorted(active))
+            await self.timer.send_due(read_until)
+        except KafkaError as exc:
+            # the brokers not answering (a whole cluster restarting took 43 s here): the next
+            # tick tries again; raised, it would crash the worker (Faust stops on a timer's error)
+            log.warning("timer tick not done: the brokers did not answer", error=repr(exc))
