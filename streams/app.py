@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import faust
 import structlog
 from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import TP
 
 from service.outcomes import CommandUnavailable, NoOutcome, Outcome
@@ -354,7 +355,7 @@ class Pipeline:
                 self.caught_up_once = True
                 log.info("worker caught up", partitions=sorted(active))
             await self.timer.send_due(read_until)
-        except KafkaError as exc:
+        except (KafkaError, ProducerSendError) as exc:  # Faust's producer wraps a KafkaError in the latter
             # the brokers not answering (a whole cluster restarting took 43 s here): the next
             # tick tries again; raised, it would crash the worker (Faust stops on a timer's error)
             log.warning("timer tick not done: the brokers did not answer", error=repr(exc))

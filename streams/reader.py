@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -75,6 +76,11 @@ class ThreadedReader:
         """The partition's end as the last fetch reported it (a read of the consumer's state)."""
         return self.consumer.highwater(tp) if self.consumer is not None else None
 
+    def polled_at(self, tp: TopicPartition) -> datetime | None:
+        """When that fetch came back: the end ``highwater`` gives is the end as of then."""
+        at = self.consumer.last_poll_timestamp(tp) if self.consumer is not None else None
+        return None if at is None else datetime.fromtimestamp(at / 1000, UTC)
+
     async def stop(self) -> None:
         if self.consumer is not None:
             await self._call(self.consumer.stop())
@@ -106,7 +112,8 @@ class RangeReader:
             self._readers[topic] = reader
         return self._readers[topic]
 
-    async def records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
+    async def records(self, topic: str, partition: int, start: int,
+                      end: int | None) -> AsyncGenerator[list[Record], None]:
         """Records [start, end) in batches; ``end`` None: to the end the fetches report. Each
         next batch waits for the changelog writes of the one before (``ebb``). Gives up after
         30 s without progress."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -110,7 +110,8 @@ class DirectReads:
         self.commands = commands or []
         self.read: list[tuple[int, int | None]] = []  # (start, end) of each range of commands read
 
-    async def records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
+    async def records(self, topic: str, partition: int, start: int,
+                      end: int | None) -> AsyncGenerator[list[Record], None]:
         if topic == COMMANDS:
             self.read.append((start, end))
             yield self.commands[start:end]
