@@ -93,7 +93,7 @@ from sla.policy import PolicyError
 from sla.ticket import Ticket
 from slaledger.brokers.embedded import EmbeddedBroker
 from slaledger.brokers.kafka_cluster import KafkaCluster, provision
-from slaledger.brokers.process import free_port
+from slaledger.brokers.process import die_with_parent, free_port
 from slaledger.fixtures import short_intake_policy
 from slaledger.members import EXAMPLE_FILE, load_members
 from slaledger.settings import load_policy
@@ -135,8 +135,9 @@ class Proc:
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen([*self.prefix, sys.executable, "-m", "slaledger.cli", *self.argv],
-                                            env=self.env,
-                                            stdout=out, stderr=out, start_new_session=True)
+                                            env=self.env, stdout=out, stderr=out, start_new_session=True,
+                                            # a driver killed (a test's timeout) leaves no worker running
+                                            preexec_fn=die_with_parent)
 
     def children(self) -> list[int]:
         """Processes this one started (the embedded broker of ``slaledger dev``)."""

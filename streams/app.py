@@ -41,7 +41,6 @@ from typing import Any, Protocol
 import faust
 import structlog
 from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
 from faust.types import TP
 
 from service.outcomes import CommandUnavailable, NoOutcome, Outcome
@@ -341,21 +340,16 @@ class Pipeline:
             return
         active = self.active_partitions()
         self.recovery.keep(active)
-        try:
-            async with self.lock:
-                try:
-                    # not a partition refused while this tick waited for the lock (its rejoin recovers it)
-                    await self.recovery.follow(active & self.active_partitions())
-                except Unwritten as refused:
-                    self._drop_fenced(refused.partition)
-                    return
-            self.timer.index_partitions(active)
-            read_until = self.reader.read_until(active)
-            if not self.caught_up_once and active and set(read_until) == active:
-                self.caught_up_once = True
-                log.info("worker caught up", partitions=sorted(active))
-            await self.timer.send_due(read_until)
-        except (KafkaError, ProducerSendError) as exc:  # Faust's producer wraps a KafkaError in the latter
-            # the brokers not answering (a whole cluster restarting took 43 s here): the next
-            # tick tries again; raised, it would crash the worker (Faust stops on a timer's error)
-            log.warning("timer tick not done: the brokers did not answer", error=repr(exc))
+        async with self.lock:
+            try:
+                # not a partition refused while this tick waited for the lock (its rejoin recovers it)
+                await self.recovery.follow(active & self.active_partitions())
+            except Unwritten as refused:
+                self._drop_fenced(refused.partition)
+                return
+        self.timer.index_partitions(active)
+        read_until = self.reader.read_until(active)
+        if not self.caught_up_once and active and set(read_until) == active:
+            self.caught_up_once = True
+            log.info("worker caught up", partitions=sorted(active))
+        await self.timer.send_due(read_until)

@@ -131,9 +131,8 @@ class CommandReader:
         latest instant such that every command the log held then is decided. Only up to it
         may a verdict be drawn (a backlog still holds part of the tickets' history).
 
-        The instant is that of a snapshot of the partition's end (its high watermark, as of
-        the fetch that reported it), kept until the reader passes it; a partition read to its
-        end is read until that fetch. Asking
+        The instant is that of a snapshot of the partition's end (its high watermark), kept
+        until the reader passes it; a partition read to its end is read until now. Asking
         for the end *now* instead would, under a steady flow of commands, rarely find the
         reader there: the due facts and the readiness waited for a lull (a restarted
         worker under load was not ready after 120 s in CI)."""
@@ -150,15 +149,11 @@ class CommandReader:
                 self._read_until[partition] = snapshot[0]
                 del self._snapshots[partition]
             if partition not in self._snapshots:
-                tp = TopicPartition(COMMANDS, partition)
-                polled = self.reader.polled_at(tp)  # first: a fetch landing in between errs early
-                high = self.reader.highwater(tp)
-                if high is None or polled is None:
-                    continue
-                if position >= high:
-                    self._read_until[partition] = min(now, polled)
-                else:
-                    self._snapshots[partition] = (min(now, polled), high)
+                high = self.reader.highwater(TopicPartition(COMMANDS, partition))
+                if high is not None and position >= high:
+                    self._read_until[partition] = now
+                elif high is not None:
+                    self._snapshots[partition] = (now, high)
         return dict(self._read_until)
 
     @property

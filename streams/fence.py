@@ -223,57 +223,25 @@ async def recovery_past_markers(app: Any) -> None:
     receives. When Faust's reader has passed the end and every record read is applied, the
     partition is recovered (what Faust's ``exactly_once`` does, ``detect_aborted_tx``)."""
     recovery = app.tables.recovery
-    seen: dict[Any, int] = {}
     while True:
         await asyncio.sleep(MARKER_CHECK_SECONDS)
         if not recovery.in_recovery or not app.tables.changelog_queue.empty():
-            seen = {}
             continue
         try:
-            seen = await _past_markers(app, recovery, seen)
-            _end_recovery(recovery)
+            await _past_markers(app, recovery)
         except Exception:  # (a rebalance under way: the position of a partition no longer assigned)
-            seen = {}
             log.exception("changelog end markers not checked, checking again")
 
 
-async def _past_markers(app: Any, recovery: Any, seen: dict[Any, int]) -> dict[Any, int]:
-    """Move past its end marker each partition found past it twice in a row, its last
-    applied offset unchanged and nothing queued: Faust hands a fetched batch to its recovery
-    one record at a time, so an empty queue alone may fall between two records of a batch
-    whose last ones are still to be applied (Faust's own check waits two rounds too).
-    Returns the partitions found past their end this round, with their applied offsets."""
+async def _past_markers(app: Any, recovery: Any) -> None:
     offsets = recovery.active_offsets
-    found: dict[Any, int] = {}
     for tp, last in list(recovery.active_highwaters.items()):
         if last is None or offsets.get(tp) is None or offsets[tp] >= last:
             continue
-        applied = offsets[tp]
         position = await app.consumer.position(tp)
-        if position is not None and position > last and offsets.get(tp) == applied:
-            found[tp] = applied
-    if not app.tables.changelog_queue.empty():
-        return {}
-    for tp, applied in found.items():
-        last = recovery.active_highwaters.get(tp)
-        if seen.get(tp) == applied and offsets.get(tp) == applied and last is not None:
+        if position is not None and position > last:
             log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
             offsets[tp] = last
-    return found
-
-
-def _end_recovery(recovery: Any) -> None:
-    """Faust's recovery loop looks again only at its next changelog record, or after 5 s
-    without one: every restart after a crash waited those 5 s (measured). Once nothing is
-    left to recover and Faust waits for the end, end it as that loop would
-    (``_maybe_signal_recovery_end``). The signal is cleared at once, as that loop does at its
-    next turn: left set, a later recovery (a rejoin) would take it for its own end."""
-    signal = recovery.signal_recovery_end
-    if recovery.in_recovery and not recovery.need_recovery() and signal._waiters:
-        recovery.flush_buffers()
-        recovery._set_recovery_ended()
-        signal.set()
-        signal.clear()
 
 
 def _fatal_error(producer: AIOKafkaProducer) -> BaseException | None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -76,11 +75,6 @@ class ThreadedReader:
         """The partition's end as the last fetch reported it (a read of the consumer's state)."""
         return self.consumer.highwater(tp) if self.consumer is not None else None
 
-    def polled_at(self, tp: TopicPartition) -> datetime | None:
-        """When that fetch came back: the end ``highwater`` gives is the end as of then."""
-        at = self.consumer.last_poll_timestamp(tp) if self.consumer is not None else None
-        return None if at is None else datetime.fromtimestamp(at / 1000, UTC)
-
     async def stop(self) -> None:
         if self.consumer is not None:
             await self._call(self.consumer.stop())
@@ -103,17 +97,13 @@ class RangeReader:
 
     async def _reader(self, topic: str) -> AIOKafkaConsumer:
         if topic not in self._readers:
-            # a short fetch wait: a range ends at a partition's end, where a fetch waits this
-            # long, and the next range (another partition) waits for that fetch to come back
-            # (measured, 500 ms: each events partition of a restart took 0.5 s with nothing to read)
             reader = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **self.options,
-                                      fetch_max_wait_ms=50)
+                                      fetch_max_wait_ms=50 if self.embedded else 500)
             await reader.start()
             self._readers[topic] = reader
         return self._readers[topic]
 
-    async def records(self, topic: str, partition: int, start: int,
-                      end: int | None) -> AsyncGenerator[list[Record], None]:
+    async def records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
         """Records [start, end) in batches; ``end`` None: to the end the fetches report. Each
         next batch waits for the changelog writes of the one before (``ebb``). Gives up after
         30 s without progress."""
@@ -121,25 +111,24 @@ class RangeReader:
         tp = TopicPartition(topic, partition)
         reader.assign([tp])
         reader.seek(tp, start)
+        if end is not None and end <= start:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
-        try:
-            while (end is None or end > start) and loop.time() < deadline:
-                batch = (await reader.getmany(tp, timeout_ms=50, max_records=BATCH_SIZE)).get(tp, [])
-                found = [Record(topic, partition, r.offset, r.key, r.value)
-                         for r in batch if end is None or r.offset < end]
-                if found:
-                    deadline = loop.time() + 30
-                    yield found
-                    await self.ebb()  # the caller has processed them: their changelog writes go first
-                position = await reader.position(tp)
-                if end is not None and position >= end:
-                    return
-                high = reader.highwater(tp)
-                if not batch and high is not None and high <= position:
-                    return  # the partition ends before ``end``: nothing more to read
-        finally:
-            reader.pause(tp)  # no fetch in the background until the next range (its position stays)
+        while loop.time() < deadline:
+            batch = (await reader.getmany(tp, timeout_ms=50, max_records=BATCH_SIZE)).get(tp, [])
+            found = [Record(topic, partition, r.offset, r.key, r.value)
+                     for r in batch if end is None or r.offset < end]
+            if found:
+                deadline = loop.time() + 30
+                yield found
+                await self.ebb()  # the caller has processed them: their changelog writes go first
+            position = await reader.position(tp)
+            if end is not None and position >= end:
+                return
+            high = reader.highwater(tp)
+            if not batch and high is not None and high <= position:
+                return  # the partition ends before ``end``: nothing more to read
 
     async def position(self, topic: str, partition: int) -> int:
         """Where the last read of the partition stopped (the next offset it would give)."""

@@ -18,8 +18,7 @@ events position follows the appends, then the batch's table writes go out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import structlog
@@ -40,8 +39,7 @@ STALL_SECONDS = 3.0
 
 class Ranges(Protocol):
     """What recovery reads directly (``reader.RangeReader``)."""
-    def records(self, topic: str, partition: int, start: int,
-                end: int | None) -> AsyncGenerator[list[Record], None]: ...
+    def records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]: ...
     async def position(self, topic: str, partition: int) -> int: ...
     async def highwater(self, topic: str, partition: int) -> int | None: ...
     async def events_ends(self, partitions: set[int]) -> dict[int, int]: ...
@@ -113,9 +111,8 @@ class Recovery:
             return
         log.warning("gap in delivered records, reading it directly", topic=topic, partition=partition,
                     first=expected, upto=upto)
-        async with aclosing(self.ranges.records(topic, partition, expected, upto)) as ranged:
-            async for records in ranged:  # closed here even if a batch is refused (the reader pauses)
-                await self.process(records)
+        async for records in self.ranges.records(topic, partition, expected, upto):
+            await self.process(records)
 
     # --- the events position ----------------------------------------------------------------
     async def advance(self, partition: int, offsets: list[int]) -> None:
@@ -198,10 +195,9 @@ class Recovery:
         long recovery stays far below the transaction timeout, past which the broker would
         abort it and fence this worker."""
         read = 0
-        async with aclosing(self.ranges.records(EVENTS, partition, start, end)) as ranged:
-            async for records in ranged:
-                await self.process(records)
-                read += len(records)
+        async for records in self.ranges.records(EVENTS, partition, start, end):
+            await self.process(records)
+            read += len(records)
         async with self.appender.writing(partition) as producer:
             reached = await self.ranges.position(EVENTS, partition)
             self.positions.set_events(partition, min(reached, end) if end is not None else reached)

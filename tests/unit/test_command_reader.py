@@ -44,9 +44,6 @@ class Reader:
     def highwater(self, tp: TopicPartition) -> None:
         return None
 
-    def polled_at(self, tp: TopicPartition) -> None:
-        return None
-
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         if not self.batches:
             self.fetched.set()
@@ -121,41 +118,33 @@ class FlowingReader(Reader):
     def __init__(self) -> None:
         super().__init__([])
         self.ends: dict[int, int] = {}
-        self.fetched_at = datetime.now(UTC)  # when the last fetch reported the end
 
     def highwater(self, tp: TopicPartition) -> int | None:  # type: ignore[override]
         return self.ends.get(tp.partition)
-
-    def polled_at(self, tp: TopicPartition) -> datetime | None:  # type: ignore[override]
-        return self.fetched_at if tp.partition in self.ends else None
 
 
 def test_a_partition_under_a_steady_flow_is_read_until_the_last_end_it_passed() -> None:
     """Verdicts (the due facts) and readiness need the commands read up to an instant, not a
     lull in the flow: under load the reader is rarely at the very end, and a restarted worker
-    was once never ready. The instant is that of the fetch that reported the last end the
-    reader passed (an end is known as of its fetch, never later)."""
-    from datetime import timedelta
-
+    was once never ready. The instant is that of the last end the reader passed."""
     reader = FlowingReader()
     w, commands = reading(reader, {0})
-    now = datetime.now(UTC)
 
     def at(offset: int) -> None:
         w.positions.table[position_key(COMMANDS, 0, 4)] = offset
 
     assert commands.read_until({0}) == {}  # no end known yet: nothing may be judged
     at(5)
-    reader.ends[0], reader.fetched_at = 10, now - timedelta(seconds=3)
-    assert commands.read_until({0}) == {}  # behind the end known: remembered with its fetch
-    reader.ends[0], reader.fetched_at = 20, now - timedelta(seconds=2)
-    at(12)  # past the end remembered, not at the end now
-    assert commands.read_until({0}) == {0: now - timedelta(seconds=3)}
-    assert commands.read_until({0}) == {0: now - timedelta(seconds=3)}  # behind the new end: still then
+    reader.ends[0] = 10
+    before = datetime.now(UTC)
+    assert commands.read_until({0}) == {}  # behind the end seen now: remembered
+    reader.ends[0], then = 20, datetime.now(UTC)
+    at(12)  # past the end seen then, not at the end now
+    first = commands.read_until({0})[0]
+    assert before <= first <= then
+    assert commands.read_until({0}) == {0: first}  # behind the new end: still that instant
     at(20)
-    assert commands.read_until({0}) == {0: now - timedelta(seconds=2)}  # at the end: as of its fetch
-    reader.fetched_at = now
-    assert commands.read_until({0}) == {0: now}
+    latest = commands.read_until({0})[0]
+    assert latest > first  # at the end: read until now
     assert commands.read_until({1}) == {}  # a partition not read is judged nowhere
-    reader.ends[0] = 21  # dropped above; behind the end again: judged nowhere until it passes it
-    assert commands.read_until({0}) == {}
+    assert commands.read_until({0})[0] >= latest  # dropped above, judged again from its position

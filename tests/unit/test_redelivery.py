@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -110,8 +110,7 @@ class DirectReads:
         self.commands = commands or []
         self.read: list[tuple[int, int | None]] = []  # (start, end) of each range of commands read
 
-    async def records(self, topic: str, partition: int, start: int,
-                      end: int | None) -> AsyncGenerator[list[Record], None]:
+    async def records(self, topic: str, partition: int, start: int, end: int | None) -> AsyncIterator[list[Record]]:
         if topic == COMMANDS:
             self.read.append((start, end))
             yield self.commands[start:end]
