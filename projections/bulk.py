@@ -85,12 +85,18 @@ def append(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     names = list(rows[0])
     quote = conn.dialect.identifier_preparer.quote
     sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN (FORMAT BINARY)"
-    types = _column_types(conn, table.name)
+    types = _COLUMN_TYPES.get(table.name)
+    if types is None or any(n not in types for n in names):  # first COPY, or a column added since
+        types = _COLUMN_TYPES[table.name] = _column_types(conn, table.name)
     # the SQLAlchemy connection's own DBAPI connection: the COPY is in the batch's transaction
     with conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
         copy.set_types([types[n] for n in names])
         for row in rows:
             copy.write_row([row[n] for n in names])
+
+
+# Built-in types' oids never change: read once per table and process, not once per batch.
+_COLUMN_TYPES: dict[str, dict[str, int]] = {}
 
 
 def _column_types(conn: Connection, table: str) -> dict[str, int]:
