@@ -23,6 +23,7 @@ from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from .appender import Appender
 from .batches import TableWrites
@@ -149,7 +150,9 @@ class Recovery:
     async def recover(self, partitions: set[int]) -> None:
         """At assignment: apply what each events partition holds past its events position
         (states a crash lost, a restored log) before deciding any command of it."""
-        ends = await self.ranges.events_ends(partitions)
+        ends = await self._ends(partitions)
+        if ends is None:
+            return
         for partition in sorted(partitions):
             start = self.positions.events(partition)
             if start is None or ends[partition] > start or self.embedded:
@@ -173,7 +176,9 @@ class Recovery:
         due = {p for p in active & self.recovered if now - self._checked.get(p, 0.0) >= STALL_SECONDS}
         if not due:
             return
-        ends = await self.ranges.events_ends(due)
+        ends = await self._ends(due)
+        if ends is None:
+            return
         for partition in sorted(due):
             self._checked[partition] = now
             at = self.positions.events(partition) or 0
@@ -182,6 +187,18 @@ class Recovery:
             if ends[partition] > at:
                 read, _ = await self._read_events(partition, at, self._bound(ends[partition]))
                 log.info("events appended by another writer applied", partition=partition, start=at, read=read)
+
+    async def _ends(self, partitions: set[int]) -> dict[int, int] | None:
+        """The events partitions' end offsets, or None when no broker answered within the
+        client's request timeout (a cut link, a whole cluster restarting): nothing was read
+        nor written, so the next tick simply asks again. Raised, it stopped the worker
+        (Faust stops the app on a timer's error) after 40 s without a broker."""
+        try:
+            return await self.ranges.events_ends(partitions)
+        except KafkaTimeoutError as exc:
+            log.warning("events partitions' ends not known: no broker answered; asked again at the next tick",
+                        partitions=sorted(partitions), error=str(exc))
+            return None
 
     def _bound(self, end: int) -> int | None:
         """Where a read of the events stops: the end offset on Apache Kafka; on the embedded

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 
 from sla.events import Event
 from sla.ticket import ticket_from_dict
@@ -94,13 +96,24 @@ class DeadlineTimer:
                 else:
                     self.index.schedule(partition, ticket_id, self.processor.wakeup(ticket, until))
         if facts and not self._stopping:
-            send = self.producer().send
-            pending = [await send(COMMANDS, f.ticket_id.encode(), encode_fact(f), None, None, None) for f in facts]
-            for future in pending:
-                await future
-            for fact in facts:
-                log.info("sla fact sent to the agent", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
-                         type=str(fact.type), sla=fact.payload["sla"])
+            try:
+                await self._send(facts)
+            except (KafkaTimeoutError, ProducerSendError) as exc:
+                if not isinstance(exc, KafkaTimeoutError) and not isinstance(exc.__cause__, KafkaTimeoutError):
+                    raise
+                # each ticket is looked at again FACT_RECHECK later, and its facts sent again
+                # byte for byte (``first_copy``): the agent appends a fact once, however often sent
+                log.warning("sla facts not sent: no broker answered; sent again at the next look",
+                            facts=len(facts), error=str(exc))
+
+    async def _send(self, facts: list[Event]) -> None:
+        send = self.producer().send
+        pending = [await send(COMMANDS, f.ticket_id.encode(), encode_fact(f), None, None, None) for f in facts]
+        for future in pending:
+            await future
+        for fact in facts:
+            log.info("sla fact sent to the agent", ticket_id=fact.ticket_id, event_id=str(fact.event_id),
+                     type=str(fact.type), sla=fact.payload["sla"])
 
     def first_copy(self, fact: Event, now: datetime) -> Event:
         """The fact as first sent, if it was sent within FACT_MEMORY (else this one)."""

@@ -242,3 +242,33 @@ def test_a_partition_that_moves_from_a_to_b_and_back_to_a_is_served(cluster: Kaf
             if worker.process is not None:
                 worker.process.send_signal(signal.SIGCONT)
             worker.stop(signal.SIGKILL)
+
+
+def test_a_worker_outlives_a_broker_silent_past_its_request_timeout(cluster: KafkaCluster, tmp_path: Path) -> None:
+    """Every broker silent for longer than the clients' 40 s request timeout (the node
+    SIGSTOPped: its connections hang, as behind a cut link or during a whole cluster's
+    restart): the worker keeps running — a timer tick whose broker calls time out is tried
+    again at the next tick instead of stopping the worker — and once the broker answers
+    again it serves its tickets and files new ones, each once."""
+    a = Worker(cluster, tmp_path, name="a", extra_env=FENCED).start()
+    node = cluster.node(1).process
+    assert node is not None
+    try:
+        before = file_with_retries(a, "before-silence")
+        node.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(50)
+            assert a.process is not None and a.process.poll() is None, a.log_path.read_text()[-3000:]
+        finally:
+            node.send_signal(signal.SIGCONT)
+        a.wait_ready(timeout=90)
+        after = file_with_retries(a, "after-silence", attempts=30)
+        assert a.process is not None and a.process.poll() is None, a.log_path.read_text()[-3000:]
+        found = filings(cluster)
+        assert found[before["id"]] == 1 and found[after["id"]] == 1, found
+        for ticket in (before, after):
+            _, body = wait_for(lambda t=ticket: (r := api("GET", f"{a.url}/api/tickets/{t['id']}"))[0] == 200 and r,
+                               timeout=60, what=f"{ticket['id']} served")
+            assert body["version"] == 1, body
+    finally:
+        a.stop(signal.SIGKILL)
