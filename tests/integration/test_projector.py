@@ -188,6 +188,50 @@ def test_projector_resumes_after_sigkill_and_serves_metrics(broker: Broker, data
         assert proc.wait(timeout=30) == 0
 
 
+def test_projector_goes_on_after_its_broker_was_silent_then_restarted(broker: Broker, database: str,
+                                                                      tmp_path: Path) -> None:
+    """The broker silent past the client's request timeout (SIGSTOPped 50 s, as behind a cut
+    link), then killed and restarted (a whole cluster's restart): the running projector
+    projects what is appended after each, every event once."""
+    if broker.embedded:
+        pytest.skip("the embedded broker keeps nothing across a restart")
+    engine = create_engine(database)
+    events = history(90, datetime(2026, 5, 4, 7, 0, tzinfo=UTC), prefix="Q")
+    thirds = [events[: len(events) // 3], events[len(events) // 3: 2 * len(events) // 3],
+              events[2 * len(events) // 3:]]
+    env = {"SLALEDGER_BROKER_URL": broker.url, "SLALEDGER_DATABASE_URL": database,
+           "SLALEDGER_METRICS_PORT": str(free_port()), "SLALEDGER_LOG_LEVEL": "info", **broker.client_env(PROJECTOR)}
+    import os
+    log_file = tmp_path / "projector.log"
+    proc = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "project"], env={**os.environ, **env},
+                            stdout=log_file.open("ab"), stderr=subprocess.STDOUT)
+    node = broker.node(1)  # type: ignore[attr-defined]
+    try:
+        publish(broker, thirds[0])
+        wait_for(lambda: _safe_count(engine, "Q-") == len(thirds[0]), timeout=60, what="first third projected")
+        assert node.process is not None
+        node.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(50)
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+        publish(broker, thirds[1])
+        wait_for(lambda: _safe_count(engine, "Q-") == len(thirds[0]) + len(thirds[1]), timeout=120,
+                 what=f"second third projected after the silence: {log_file.read_text()[-3000:]}")
+        broker.kill_node(1)  # type: ignore[attr-defined]
+        broker.start_node(1)  # type: ignore[attr-defined]
+        publish(broker, thirds[2])
+        wait_for(lambda: _safe_count(engine, "Q-") == len(events), timeout=120,
+                 what=f"last third projected after the restart: {log_file.read_text()[-3000:]}")
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+        time.sleep(1)
+        assert _safe_count(engine, "Q-") == len(events)  # nothing twice
+        assert verify_chain(engine) == count(engine, ARCHIVE)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def _safe_count(engine: Engine, prefix: str = "R-") -> int:
     try:
         with engine.connect() as conn:
