@@ -49,9 +49,10 @@ from sla.ticket import Command, Ticket, ticket_from_dict
 
 from .appender import Appender
 from .batches import TableWrites
+from .changelog_markers import CommittedProbe, recovery_past_markers
 from .codec import encode_command
 from .command_reader import CommandReader
-from .fence import Fence, Unwritten, read_committed_changelogs, recovery_past_markers, request_rejoin
+from .fence import Fence, Unwritten, read_committed_changelogs, request_rejoin
 from .kafka_security import aiokafka_options, faust_credentials
 from .outcomes import OutcomeWaiter, WaiterSettings
 from .positions import Positions
@@ -157,7 +158,8 @@ class Pipeline:
         # Ready once the tables are recovered and the backlog found at start has been read
         # (after a dev-mode restore, the tickets are rebuilt from the events topic).
         self.caught_up_once = False
-        self._markers_watch: asyncio.Task[None] | None = None  # ``fence.recovery_past_markers``
+        self._markers_watch: asyncio.Task[None] | None = None  # ``changelog_markers.recovery_past_markers``
+        self._markers_probe = CommittedProbe(reader_options(settings))
         # a table recovery that stopped moving is handed to the entry point (``on_recovery_stalled``)
         self.recovery_watch = watch = RecoveryWatch(app.tables.recovery,  # type: ignore[attr-defined]
                                                     lambda: bool(app.rebalancing), on_recovery_stalled)
@@ -291,7 +293,7 @@ class Pipeline:
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         if self.fence is not None and self._markers_watch is None:
             # Faust starts its app tasks only once the tables are recovered
-            self._markers_watch = asyncio.create_task(recovery_past_markers(self.app))
+            self._markers_watch = asyncio.create_task(recovery_past_markers(self.app, self._markers_probe))
         await self.reader.assigned({tp.partition for tp in assigned if tp.topic == self.tickets_changelog})
 
     def _drop_fenced(self, partition: int) -> None:
@@ -332,6 +334,7 @@ class Pipeline:
                 await self.fence.stop()
             if self._markers_watch is not None:
                 self._markers_watch.cancel()
+                await self._markers_probe.stop()
 
     async def _on_tick(self) -> None:
         """The timer's tick: the events recovered and followed, the deadlines indexed, the

@@ -20,7 +20,7 @@ the partition and answers its waiting callers 503 (they retry with their key).
 
 Faust reads the tables' changelogs (table recovery) with ``read_committed`` too
 (``read_committed_changelogs``), and its recovery, which waits for the record before the
-end offset, is told when the end is a transaction marker (``recovery_past_markers``).
+end offset, is told when the end is a transaction marker (``streams.changelog_markers``).
 
 The embedded broker (Tansu, dev mode) refuses InitProducerId: dev mode writes without
 transactions (acks=all, no producer id) and so has no fence; it runs one worker.
@@ -212,36 +212,6 @@ def request_rejoin(app: Any) -> None:
         return
     thread.thread_loop.call_soon_threadsafe(consumer._coordinator.request_rejoin)
     log.info("rejoining the group: a refused partition is to be claimed and recovered again")
-
-
-MARKER_CHECK_SECONDS = 0.5
-
-
-async def recovery_past_markers(app: Any) -> None:
-    """Faust's table recovery ends when it has applied the record before a changelog
-    partition's end; a transactional changelog ends with a commit marker, which no reader
-    receives. When Faust's reader has passed the end and every record read is applied, the
-    partition is recovered (what Faust's ``exactly_once`` does, ``detect_aborted_tx``)."""
-    recovery = app.tables.recovery
-    while True:
-        await asyncio.sleep(MARKER_CHECK_SECONDS)
-        if not recovery.in_recovery or not app.tables.changelog_queue.empty():
-            continue
-        try:
-            await _past_markers(app, recovery)
-        except Exception:  # (a rebalance under way: the position of a partition no longer assigned)
-            log.exception("changelog end markers not checked, checking again")
-
-
-async def _past_markers(app: Any, recovery: Any) -> None:
-    offsets = recovery.active_offsets
-    for tp, last in list(recovery.active_highwaters.items()):
-        if last is None or offsets.get(tp) is None or offsets[tp] >= last:
-            continue
-        position = await app.consumer.position(tp)
-        if position is not None and position > last:
-            log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
-            offsets[tp] = last
 
 
 def _fatal_error(producer: AIOKafkaProducer) -> BaseException | None:

@@ -24,6 +24,7 @@ from aiokafka.errors import TransactionalIdAuthorizationFailed
 from sla.events import decode_event
 from slaledger.brokers.kafka_cluster import KafkaCluster
 from streams.batches import send_batched
+from streams.changelog_markers import CommittedProbe
 from streams.fence import Fence, Fenced
 from streams.kafka_acls import WORKER
 from streams.kafka_security import aiokafka_options
@@ -122,6 +123,34 @@ def test_a_zombie_is_fenced_and_rejoins(cluster: KafkaCluster, caplog: pytest.Lo
 
     asyncio.run(scenario())
 
+
+
+def test_the_changelog_probe_tells_an_unapplied_record_from_an_end_marker(cluster: KafkaCluster) -> None:
+    """Faust's table recovery is moved past a changelog's end only when what it has not
+    applied is markers only (``streams.changelog_markers``): a committed record still to
+    apply is seen, whatever Faust's own reader has fetched."""
+    async def scenario() -> None:
+        owner = fence(cluster)
+        await owner.claim({2})
+        await write(owner, 2, b"last-record")  # the partition ends: the record, then its commit marker
+        probe = CommittedProbe({"bootstrap_servers": cluster.bootstrap, "isolation_level": "read_committed",
+                                **aiokafka_options(cluster.security(WORKER))})
+        tp = TopicPartition(EVENTS, 2)
+        reader = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None,
+                                  **aiokafka_options(cluster.security(WORKER)))
+        await reader.start()
+        try:
+            end = (await reader.end_offsets([tp]))[tp]
+        finally:
+            await reader.stop()
+        try:
+            assert await probe.holding_records({tp: (end - 2, end)}) == {tp}  # the record is still to apply
+            assert await probe.holding_records({tp: (end - 1, end)}) == set()  # its marker only
+        finally:
+            await probe.stop()
+            await owner.stop()
+
+    asyncio.run(scenario())
 
 FILE = {"kind": "assistance", "channel": "portal", "member": "m-001", "product": "ent", "subject": "Mot de passe"}
 
