@@ -33,6 +33,7 @@ the sla/ state machine, appends events, stores the ticket, answers on the outcom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -334,6 +335,8 @@ class Pipeline:
                 await self.fence.stop()
             if self._markers_watch is not None:
                 self._markers_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._markers_watch
                 await self._markers_probe.stop()
 
     async def _on_tick(self) -> None:

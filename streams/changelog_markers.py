@@ -43,10 +43,16 @@ class CommittedProbe:
         reader receives, read together; those not read to their end within PROBE_SECONDS
         count among them."""
         if self._consumer is None:
-            # a short fetch wait: a fetch that finds markers only returns at once anyway
-            self._consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50,
-                                              **self.options)
-            await self._consumer.start()
+            # a short fetch wait: a fetch that finds markers only returns at once anyway; no
+            # offset reset: a range gone from the log is an error, not "nothing there"
+            consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50,
+                                        auto_offset_reset="none", **self.options)
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            self._consumer = consumer
         consumer = self._consumer
         consumer.assign(list(ranges))
         for tp, (start, _) in ranges.items():
@@ -80,14 +86,16 @@ async def recovery_past_markers(app: Any, probe: CommittedProbe) -> None:
         if not recovery.in_recovery:
             continue
         try:
-            if await _past_markers(app, recovery, probe):
-                _end_recovery(recovery)
+            await _past_markers(app, recovery, probe)
+            _end_recovery(recovery)
         except Exception:  # (a rebalance under way: the position of a partition no longer assigned)
             log.exception("changelog end markers not checked, checking again")
 
 
-async def _past_markers(app: Any, recovery: Any, probe: CommittedProbe) -> bool:
-    """Whether a partition was moved past its end markers."""
+async def _past_markers(app: Any, recovery: Any, probe: CommittedProbe) -> None:
+    """Move each partition whose unapplied rest is markers only to its end: the end probed,
+    and only if Faust's end and what it applied are still those the probe was asked about
+    (a rebalance meanwhile moves them)."""
     offsets = recovery.active_offsets
     unapplied: dict[TopicPartition, tuple[int, int]] = {}
     for tp, last in list(recovery.active_highwaters.items()):
@@ -98,21 +106,21 @@ async def _past_markers(app: Any, recovery: Any, probe: CommittedProbe) -> bool:
         if position is not None and position > last:  # Faust's reader has fetched to the end
             unapplied[TopicPartition(tp.topic, tp.partition)] = (applied + 1, last + 1)
     if not unapplied:
-        return False
+        return
     holding = await probe.holding_records(unapplied)
-    moved = False
-    for tp, last in list(recovery.active_highwaters.items()):
+    for tp in list(recovery.active_highwaters):
         where = TopicPartition(tp.topic, tp.partition)
-        if where in unapplied and where not in holding and offsets.get(tp) == unapplied[where][0] - 1:
-            log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=last)
-            offsets[tp] = last
-            moved = True
-    return moved
+        if where not in unapplied or where in holding:
+            continue
+        start, end = unapplied[where]
+        if recovery.active_highwaters.get(tp) == end - 1 and offsets.get(tp) == start - 1:
+            log.info("changelog recovered to its end marker", topic=tp.topic, partition=tp.partition, end=end - 1)
+            offsets[tp] = end - 1
 
 
 def _end_recovery(recovery: Any) -> None:
-    """Faust's own end of a recovery (``_maybe_signal_recovery_end``), now, and only while
-    its recovery waits for that signal. The signal is cleared at once: left set, a later
+    """Faust's own end of a recovery (``_maybe_signal_recovery_end``), now that nothing is
+    left to apply, and only while its recovery waits for that signal. The signal is cleared at once: left set, a later
     recovery (a rejoin) would take it for its own end."""
     signal = recovery.signal_recovery_end
     if not recovery.in_recovery or recovery.need_recovery() or not signal._waiters:

@@ -24,7 +24,7 @@ from aiokafka.errors import TransactionalIdAuthorizationFailed
 from sla.events import decode_event
 from slaledger.brokers.kafka_cluster import KafkaCluster
 from streams.batches import send_batched
-from streams.changelog_markers import CommittedProbe
+from streams.changelog_markers import PROBE_SECONDS, CommittedProbe
 from streams.fence import Fence, Fenced
 from streams.kafka_acls import WORKER
 from streams.kafka_security import aiokafka_options
@@ -136,15 +136,25 @@ def test_the_changelog_probe_tells_an_unapplied_record_from_an_end_marker(cluste
         probe = CommittedProbe({"bootstrap_servers": cluster.bootstrap, "isolation_level": "read_committed",
                                 **aiokafka_options(cluster.security(WORKER))})
         tp = TopicPartition(EVENTS, 2)
-        reader = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None,
-                                  **aiokafka_options(cluster.security(WORKER)))
-        await reader.start()
-        try:
-            end = (await reader.end_offsets([tp]))[tp]
+        readers = [AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None, isolation_level=isolation,
+                                    **aiokafka_options(cluster.security(WORKER)))
+                   for isolation in ("read_uncommitted", "read_committed")]
+        for reader in readers:
+            await reader.start()
+        try:  # the commit is answered before its markers are written: wait until they are
+            for _ in range(100):
+                ends = [(await reader.end_offsets([tp]))[tp] for reader in readers]
+                if ends[0] == ends[1]:
+                    break
+                await asyncio.sleep(0.1)
+            end = ends[1]
         finally:
-            await reader.stop()
+            for reader in readers:
+                await reader.stop()
         try:
+            started = asyncio.get_running_loop().time()
             assert await probe.holding_records({tp: (end - 2, end)}) == {tp}  # the record is still to apply
+            assert asyncio.get_running_loop().time() - started < PROBE_SECONDS  # found, not timed out
             assert await probe.holding_records({tp: (end - 1, end)}) == set()  # its marker only
         finally:
             await probe.stop()

@@ -229,7 +229,11 @@ def test_projector_goes_on_after_its_broker_was_silent_then_restarted(broker: Br
         assert verify_chain(engine) == count(engine, ARCHIVE)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _safe_count(engine: Engine, prefix: str = "R-") -> int:
