@@ -15,7 +15,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,29 +30,54 @@ from streams.kafka_security import client_options
 from streams.kafka_tools import partitions_of, true_end_offsets
 
 from .head_signer import HeadSigner
+from .lag import consumer_lag
 from .projection import Incoming, Projection, checkpoints
 
 log = structlog.get_logger(__name__)
 HEAD_CHECK = 1.0  # seconds between two looks at the head schedule (two small queries)
 POLL, CATCH_UP = 2000, 10_000  # records per poll; per batch while there is a backlog
 IDLE = 0.5  # seconds without a word from the reader process before the projector's loop looks around
+QUIET_LOOK = 30.0  # seconds without a record from the reader before asking whether records wait
 
 
 def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, topics: tuple[str, ...] = (EVENTS,),
             batch: int = POLL, catch_up: int = CATCH_UP, idle_stop: float | None = None,
-            in_child: bool | None = None) -> Iterator[list[Incoming]]:
+            in_child: bool | None = None, waiting: Callable[[], bool] | None = None) -> Iterator[list[Incoming]]:
     """``read``'s batches, read by a forked child process while this one projects the
     previous batch (``in_child``; by default when called from the main thread: ``slaledger
     project`` and ``--rebuild``, not the projector thread of ``slaledger dev``, which shares
     its process with the worker). kafka-python fetches and parses records in Python, about
     a fifth of what projecting one costs: on two cores the two overlap instead of adding up
-    (#31). The pipe holds one batch at a time: the child reads ahead by one batch at most."""
+    (#31). The pipe holds one batch at a time: the child reads ahead by one batch at most.
+
+    Following, a reader that has handed over nothing for QUIET_LOOK seconds while records
+    wait (``waiting``: asked then, at most once per QUIET_LOOK) is started anew from where
+    it was: after a whole cluster's restart, kafka-python's reader was seen to get nothing
+    more, for minutes, while the log grew."""
     if in_child is None:
         in_child = threading.current_thread() is threading.main_thread()
     options = {"follow": follow, "topics": topics, "batch": batch, "catch_up": catch_up, "idle_stop": idle_stop}
     if not in_child:
         yield from read(bootstrap, start, **options)  # type: ignore[arg-type]
         return
+    position = dict(start)
+    while True:
+        for records in _read_in_child(bootstrap, position, options, restart_when=waiting if follow else None):
+            if records is None:  # the reader looks stuck: a new one, from where this one was
+                log.warning("the projector's reader handed over nothing while records waited: started anew",
+                            seconds=QUIET_LOOK, position={f"{t}:{p}": o for (t, p), o in position.items()})
+                break
+            for record in records:
+                position[(record.topic, record.partition)] = record.offset + 1
+            yield records
+        else:
+            return
+
+
+def _read_in_child(bootstrap: str, start: dict[tuple[str, int], int], options: dict[str, Any],
+                   restart_when: Callable[[], bool] | None) -> Iterator[list[Incoming] | None]:
+    """One reader process's batches; None (then the end) when ``restart_when`` says records
+    wait after QUIET_LOOK seconds without a record from it."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_read_into, args=(receiver, sender, os.getpid(), bootstrap, start, options),
@@ -60,12 +85,19 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
                             name="projector-reader")
     child.start()
     sender.close()
+    last_record = last_look = time.monotonic()
     try:
         while True:
+            now = time.monotonic()
+            if restart_when is not None and now - max(last_record, last_look) >= QUIET_LOOK:
+                last_look = now
+                if _asked(restart_when):
+                    yield None
+                    return
             if not receiver.poll(IDLE):  # the projector's loop must breathe (signals) whatever the child does
                 if not child.is_alive():
                     raise RuntimeError("the projector's reader process ended without a word")
-                if follow:
+                if options["follow"]:
                     yield []
                 continue
             try:
@@ -76,12 +108,23 @@ def consume(bootstrap: str, start: dict[tuple[str, int], int], *, follow: bool, 
                 return
             if isinstance(message, BaseException):
                 raise message
+            if message:
+                last_record = time.monotonic()
             yield [Incoming(*fields) for fields in message]
     finally:
         receiver.close()
         if child.is_alive():
             child.terminate()
         child.join()
+
+
+def _asked(question: Callable[[], bool]) -> bool:
+    """``question()``, False when it cannot be answered (the broker or the database away)."""
+    try:
+        return question()
+    except Exception as exc:
+        log.info("could not tell whether records wait for the projector", error=str(exc))
+        return False
 
 
 def _read_into(receiver: Connection, sender: Connection, parent: int, bootstrap: str,
@@ -183,7 +226,8 @@ def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: boo
     applied = 0
     done, signer = threading.Event(), None
     try:
-        for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop):
+        for batch in consume(bootstrap, start, follow=follow, topics=(EVENTS, DEAD_LETTERS), idle_stop=idle_stop,
+                             waiting=lambda: any(consumer_lag(engine, bootstrap).values())):
             if batch:
                 applied += apply_isolating(engine, projection, batch)
             if heads is not None and signer is None:

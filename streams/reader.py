@@ -141,8 +141,13 @@ class RangeReader:
     async def events_ends(self, partitions: set[int]) -> dict[int, int]:
         """The end offsets of events partitions, in one request of a consumer that fetches
         nothing (on the embedded broker, a hint only: ``Recovery.bound``)."""
-        if self._ends_reader is None:
-            self._ends_reader = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **self.options)
-            await self._ends_reader.start()
+        if self._ends_reader is None:  # kept once started only: a half-started one would fail every tick
+            reader = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **self.options)
+            try:
+                await reader.start()
+            except BaseException:
+                await reader.stop()
+                raise
+            self._ends_reader = reader
         found = await self._ends_reader.end_offsets([TopicPartition(EVENTS, p) for p in partitions])
         return {tp.partition: int(offset) for tp, offset in found.items()}
