@@ -108,9 +108,9 @@ def _read_in_child(bootstrap: str, start: dict[tuple[str, int], int], options: d
                 return
             if isinstance(message, BaseException):
                 raise message
-            if message:
-                last_record = time.monotonic()
             yield [Incoming(*fields) for fields in message]
+            if message:  # quiet counts from when the projector asks for more, not while it applies
+                last_record = time.monotonic()
     finally:
         receiver.close()
         if child.is_alive():
