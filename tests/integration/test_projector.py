@@ -31,7 +31,7 @@ from slaledger.settings import load_policy
 from streams.kafka_acls import PROJECTOR
 from streams.kafka_tools import producer
 from streams.topics import DEAD_LETTERS, EVENTS
-from tests.conftest import projected
+from tests.conftest import end_group, projected
 from tests.integration.conftest import Broker, api, send_records, wait_for
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ def test_projector_goes_on_after_its_broker_was_silent_then_restarted(broker: Br
     import os
     log_file = tmp_path / "projector.log"
     proc = subprocess.Popen([sys.executable, "-m", "slaledger.cli", "project"], env={**os.environ, **env},
-                            stdout=log_file.open("ab"), stderr=subprocess.STDOUT)
+                            stdout=log_file.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     node = broker.node(1)  # type: ignore[attr-defined]
     try:
         publish(broker, thirds[0])
@@ -228,12 +228,7 @@ def test_projector_goes_on_after_its_broker_was_silent_then_restarted(broker: Br
         assert _safe_count(engine, "Q-") == len(events)  # nothing twice
         assert verify_chain(engine) == count(engine, ARCHIVE)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_group(proc, 30)  # the projector and its reader process
 
 
 def _safe_count(engine: Engine, prefix: str = "R-") -> int:
