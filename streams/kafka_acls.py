@@ -14,6 +14,7 @@ is missing is created, what is no longer listed is deleted.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from .fence import TRANSACTIONAL_PREFIX
 from .topics import APP_ID, COMMANDS, DEAD_LETTERS, EVENTS, OUTCOMES, POSITION_TABLE, TICKET_TABLE, TREE_HEADS
 
 log = structlog.get_logger(__name__)
+PROPAGATION = 30.0  # seconds the brokers may take to show ACLs just set
 
 ADMIN = "admin"
 WORKER, PROJECTOR, ITOP, AUDITOR = "worker", "projector", "itop", "auditor"
@@ -96,18 +98,23 @@ def apply_acls(bootstrap: str, client_options: dict[str, object] | None = None) 
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="slaledger-admin",
                              **{**security_options(), **(client_options or {})})
-    try:
-        wanted = {(p, g) for p, grants in GRANTS.items() for g in grants}
-        present: dict[tuple[str, Grant], Any] = {}
+
+    def present() -> dict[tuple[str, Grant], Any]:
+        found: dict[tuple[str, Grant], Any] = {}
         for principal in GRANTS:
             acls, error = admin.describe_acls(ACLFilter(
                 f"User:{principal}", None, ACLOperation.ANY, ACLPermissionType.ANY,
                 ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
             if error.errno:
                 raise RuntimeError(f"describing {principal}'s ACLs: {error}")
-            present.update({_grant_of(acl): acl for acl in acls})
-        missing = sorted(wanted - present.keys())
-        extra = [acl for key, acl in present.items() if key not in wanted]
+            found.update({_grant_of(acl): acl for acl in acls})
+        return found
+
+    try:
+        wanted = {(p, g) for p, grants in GRANTS.items() for g in grants}
+        before = present()
+        missing = sorted(wanted - before.keys())
+        extra = [acl for key, acl in before.items() if key not in wanted]
         if missing:
             result = admin.create_acls([_acl(p, g) for p, g in missing])
             if result["failed"]:
@@ -124,6 +131,14 @@ def apply_acls(bootstrap: str, client_options: dict[str, object] | None = None) 
         for principal, grant in (_grant_of(a) for a in extra):
             log.info("kafka acl deleted", principal=principal, resource=grant.resource, name=grant.name,
                      operation=grant.operation)
+        # A broker applies ACLs from the metadata log after the controller committed them:
+        # a client right after this call was refused (a bench's producer: InitProducerId,
+        # ClusterAuthorizationFailed). Wait until the brokers answer with exactly the grants.
+        deadline = time.monotonic() + PROPAGATION
+        while (missing or extra) and present().keys() != wanted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the brokers do not show the ACLs {PROPAGATION:.0f} s after they were set")
+            time.sleep(0.1)
         return len(missing), len(extra)
     finally:
         admin.close()
