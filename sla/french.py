@@ -22,8 +22,8 @@ def clock_time(t: time) -> str:
     (a filing at 16:00:00.5 is outside a window closing at 16:00 and must not read « 16:00 »)."""
     if t.microsecond:
         fraction = f"{t.microsecond:06d}".rstrip("0")
-        return f"{t.strftime('%H:%M:%S')},{fraction}"
-    return t.strftime("%H:%M:%S") if t.second else t.strftime("%H:%M")
+        return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d},{fraction}"
+    return f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}" if t.second else f"{t.hour:02d}:{t.minute:02d}"
 
 
 # How finely a time is written: to the minute, to the second, or to 1–6 decimals of a second.
@@ -93,8 +93,7 @@ def instant(value: datetime, tz: ZoneInfo, *, beside: Iterable[datetime | None] 
     names its offset: « à 02:30 heure d'hiver »."""
     local = _truncate(value, precision(value, beside)).astimezone(tz)
     text = f"{date(local.date())} à {clock_time(local.time())}"
-    twin = local.replace(tzinfo=None).replace(fold=1 - local.fold).replace(tzinfo=tz)
-    if twin.utcoffset() != local.utcoffset():
+    if tz.utcoffset(local.replace(fold=1 - local.fold)) != local.utcoffset():  # the same wall time twice
         text += " heure d'été" if local.dst() else " heure d'hiver"
     return text
 

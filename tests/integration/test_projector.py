@@ -25,7 +25,6 @@ from projections.projector import apply_isolating, run_projector
 from projections.rebuild import rebuild
 from projections.tokens import create_token
 from sla.events import Event, EventType, encode_event, new_event
-from sla.ticket import Ticket
 from slaledger.brokers.process import free_port
 from slaledger.settings import load_policy
 from streams.kafka_acls import PROJECTOR
@@ -270,14 +269,14 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
     create_schema(engine)
     events = history(3, datetime(2026, 3, 2, 8, 0, tzinfo=UTC), prefix="Q")
     bad = events[1].ticket_id
-    original = Projection._store
+    original = Projection._write
 
-    def store(self: Projection, conn: Any, ticket: Ticket, now: datetime) -> Any:
-        if ticket.ticket_id == bad:
+    def write(self: Projection, conn: Any, staged: list[Any], now: datetime) -> Any:
+        if any(row["ticket_id"] == bad for row, _ in staged):
             conn.execute(text("SELECT :v"), {"v": "a\x00b"})  # PostgreSQL refuses NUL in text
-        return original(self, conn, ticket, now)
+        return original(self, conn, staged, now)
 
-    monkeypatch.setattr(Projection, "_store", store)
+    monkeypatch.setattr(Projection, "_write", write)
     records = [Incoming(EVENTS, 0, offset, encode_event(e)) for offset, e in enumerate(events)]
     applied = apply_isolating(engine, Projection(load_policy()), records)
     refused = [r for r, e in zip(records, events, strict=True) if e.ticket_id == bad]
