@@ -56,9 +56,12 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Row], *,
     if conn.dialect.name != "postgresql":
         conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_), list(rows))
         return
-    # the rows as one JSON document, read back as rows of the table's own type
-    document = json.dumps([{name: row[name] for name in names} for row in rows], default=_json_value,
-                          separators=(",", ":"))
+    # the rows as one JSON document, read back as rows of the table's own type (by name:
+    # the rows are serialized as they are, a copy of each cost a twentieth of a batch)
+    if any(row.keys() != rows[0].keys() for row in rows):
+        raise ValueError(f"upsert into {table.name}: the rows do not all have the same columns")
+    document = json.dumps(rows if isinstance(rows, list) else list(rows), default=_json_value,
+                          separators=(",", ":"), check_circular=False)
     row_type: ColumnClause[Any] = literal_column(f"NULL::{conn.dialect.identifier_preparer.quote(table.name)}")
     records = func.json_populate_recordset(row_type, cast(literal(document, Text()), JSON)).table_valued(*names)
     source = select(*(records.c[name] for name in names))

@@ -271,10 +271,10 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
     bad = events[1].ticket_id
     original = Projection._write
 
-    def write(self: Projection, conn: Any, staged: list[Any], now: datetime) -> Any:
+    def write(self: Projection, conn: Any, staged: list[Any], present: Any, now: datetime) -> Any:
         if any(row["ticket_id"] == bad for row, _ in staged):
             conn.execute(text("SELECT :v"), {"v": "a\x00b"})  # PostgreSQL refuses NUL in text
-        return original(self, conn, staged, now)
+        return original(self, conn, staged, present, now)
 
     monkeypatch.setattr(Projection, "_write", write)
     records = [Incoming(EVENTS, 0, offset, encode_event(e)) for offset, e in enumerate(events)]
