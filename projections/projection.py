@@ -1,6 +1,7 @@
 """The SQL projection of events: tickets, SLA clocks, judgments, archive and checkpoints,
-written in one transaction per batch, one statement per table (``projections.bulk``): the
-cost of a batch is a fixed number of round trips, whatever its size (#31).
+written in one transaction per batch, one or two statements per table (``projections.bulk``):
+the cost of a batch is a fixed number of round trips, whatever its size (#31). The archive's
+statements run in a thread of their own while the batch is folded (``_both``).
 
 An event already in the archive (unique ``event_id``) changes nothing, so at-least-once
 delivery, a duplicate record or a replay is harmless. The fold is ``sla/``'s, the very one
@@ -57,9 +58,11 @@ class Projection:
         self.policy = policy
         self.tickets, self.clocks, self.archive = tickets, clocks, archive
 
-    def apply_batch(self, conn: Connection, records: list[Incoming]) -> int:
+    def apply_batch(self, conn: Connection, records: list[Incoming],
+                    events: dict[str, tuple[Incoming, Event]] | None = None) -> int:
         """Apply records in one transaction (the caller's); returns how many events were new.
-        Set-based: one statement per table for the whole batch (``projections.bulk``)."""
+        Set-based: one statement per table for the whole batch (``projections.bulk``).
+        ``events``: the records' ``decode``, when the caller decoded them already."""
         if not records:
             return 0
         if self.archive and conn.dialect.name == "postgresql":
@@ -69,7 +72,7 @@ class Projection:
         letters = [r for r in records if r.topic == DEAD_LETTERS]
         if letters and self.archive:
             self._dead_letters(conn, letters)
-        events = self._decode(records)
+        events = self.decode(records) if events is None else events
         known = set()
         if self.archive and events:
             known = set(conn.scalars(select(ARCHIVE.c.event_id).where(bulk.among(conn, ARCHIVE.c.event_id,
@@ -132,8 +135,9 @@ class Projection:
             self._checkpoint(conn, [record])
 
     @staticmethod
-    def _decode(records: list[Incoming]) -> dict[str, tuple[Incoming, Event]]:
-        """The batch's ticket events by event id, in log order (a repeated id: its first record)."""
+    def decode(records: list[Incoming]) -> dict[str, tuple[Incoming, Event]]:
+        """The batch's ticket events by event id, in log order (a repeated id: its first record).
+        No database: the projector decodes a batch while the previous one is written."""
         events: dict[str, tuple[Incoming, Event]] = {}
         for record in records:
             if record.topic != EVENTS or is_tree_head(record.key):
