@@ -24,9 +24,11 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import JSON, ColumnElement, Table, Text, any_, cast, func, insert, literal, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.sql.elements import ColumnClause
 
 Row = Mapping[str, Any]
@@ -92,10 +94,15 @@ def append(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     if types is None or any(n not in types for n in names):  # first COPY, or a column added since
         types = _COLUMN_TYPES[table.name] = _column_types(conn, table.name)
     # the SQLAlchemy connection's own DBAPI connection: the COPY is in the batch's transaction
-    with conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
-        copy.set_types([types[n] for n in names])
-        for row in rows:
-            copy.write_row([row[n] for n in names])
+    try:
+        with conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+            copy.set_types([types[n] for n in names])
+            for row in rows:
+                copy.write_row([row[n] for n in names])
+    except psycopg.Error as exc:  # as SQLAlchemy raises it for its own statements: a refused
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc  # value is set aside
+    except UnicodeEncodeError as exc:  # a lone surrogate in a text (the JSON of an upsert had
+        raise DataError(sql, None, exc) from exc  # it refused by the server, 22P02)
 
 
 # Built-in types' oids never change: read once per table and process, not once per batch.

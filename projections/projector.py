@@ -99,20 +99,24 @@ def _read_in_child(bootstrap: str, start: dict[tuple[str, int], int], options: d
             if not receiver.poll(IDLE):  # the projector's loop must breathe (signals) whatever the child does
                 if not child.is_alive():
                     raise RuntimeError("the projector's reader process ended without a word")
-                if options["follow"]:
-                    yield []
-                continue
-            try:
-                message = receiver.recv()
-            except EOFError:
-                raise RuntimeError("the projector's reader process ended without a word") from None
-            if message is None:
-                return
-            if isinstance(message, BaseException):
-                raise message
+                if not options["follow"]:
+                    continue
+                message = []
+            else:
+                try:
+                    message = receiver.recv()
+                except EOFError:
+                    raise RuntimeError("the projector's reader process ended without a word") from None
+                if message is None:
+                    return
+                if isinstance(message, BaseException):
+                    raise message
+            # Quiet counts while the projector waits for records, not while it applies or
+            # writes them: the time spent away from here moves both marks forward.
+            handed = time.monotonic()
             yield [Incoming(*fields) for fields in message]
-            if message:  # quiet counts from when the projector asks for more, not while it applies
-                last_record = time.monotonic()
+            back = time.monotonic()
+            last_record, last_look = (back if message else last_record + back - handed), last_look + back - handed
     finally:
         receiver.close()
         if child.is_alive():
@@ -238,8 +242,8 @@ def run_projector(engine: Engine, bootstrap: str, policy: Policy, *, follow: boo
                              waiting=lambda: any(consumer_lag(engine, bootstrap).values())):
             events = projection.decode(batch) if batch else {}
             if writing is not None:
-                applied += writing.result()
-                writing = None
+                written, writing = writing, None  # its failure is raised once, here
+                applied += written.result()
             if batch:
                 writing = writer.submit(apply_isolating, engine, projection, batch, events)
             if heads is not None and signer is None:

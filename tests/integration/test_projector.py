@@ -260,23 +260,36 @@ def test_dead_letters_are_counted(broker: Broker, database: str) -> None:
     assert samples['slaledger_dead_lettered_total{"reason": "command refused"}'] == 1
 
 
+@pytest.mark.parametrize("refused", ["a statement", "a new ticket's row (COPY), NUL",
+                                     "a new ticket's row (COPY), surrogate"])
 def test_a_record_the_database_refuses_is_set_aside_and_the_rest_projected(
-        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        database: str, monkeypatch: pytest.MonkeyPatch, refused: str) -> None:
     """One event PostgreSQL cannot store (here: a value forced past its column) must not stop
     the projector at every restart: it is recorded in dead_letters, checkpointed past, and
-    the events around it are projected and archived in one chain."""
+    the events around it are projected and archived in one chain. A new ticket's row goes
+    by COPY, whose refusals must be told apart from a database that is down just the same."""
     engine = create_engine(database)
     create_schema(engine)
     events = history(3, datetime(2026, 3, 2, 8, 0, tzinfo=UTC), prefix="Q")
     bad = events[1].ticket_id
-    original = Projection._write
+    if refused == "a statement":
+        original_write = Projection._write
 
-    def write(self: Projection, conn: Any, staged: list[Any], present: Any, now: datetime) -> Any:
-        if any(row["ticket_id"] == bad for row, _ in staged):
-            conn.execute(text("SELECT :v"), {"v": "a\x00b"})  # PostgreSQL refuses NUL in text
-        return original(self, conn, staged, present, now)
+        def write(self: Projection, conn: Any, staged: list[Any], present: Any, now: datetime) -> Any:
+            if any(row["ticket_id"] == bad for row, _ in staged):
+                conn.execute(text("SELECT :v"), {"v": "a\x00b"})  # PostgreSQL refuses NUL in text
+            return original_write(self, conn, staged, present, now)
 
-    monkeypatch.setattr(Projection, "_write", write)
+        monkeypatch.setattr(Projection, "_write", write)
+    else:
+        original_store = Projection._store
+        value = "a\x00b" if refused.endswith("NUL") else "a\ud800b"
+
+        def store(self: Projection, ticket: Any, now: datetime) -> Any:
+            row, clocks = original_store(self, ticket, now)
+            return ({**row, "subject": value} if ticket.ticket_id == bad else row), clocks
+
+        monkeypatch.setattr(Projection, "_store", store)
     records = [Incoming(EVENTS, 0, offset, encode_event(e)) for offset, e in enumerate(events)]
     applied = apply_isolating(engine, Projection(load_policy()), records)
     refused = [r for r, e in zip(records, events, strict=True) if e.ticket_id == bad]

@@ -85,3 +85,27 @@ def test_a_reader_that_hands_over_nothing_while_records_wait_is_started_anew(tmp
     batches.close()
     assert [r.offset for batch in got for r in batch] == [5]
     assert [json.loads(line) for line in starts.read_text().splitlines()] == [[["events:0", 0]], [["events:0", 6]]]
+
+
+def test_time_the_projector_spends_writing_is_not_taken_for_a_quiet_reader(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The projector writes a batch while the reader is idle (its loop waits for the write
+    between two empty batches): however long that write, the reader was not quiet."""
+    starts = tmp_path / "starts"
+
+    def idle_read(bootstrap: str, start: dict[tuple[str, int], int], **_: object) -> Iterator[list[Incoming]]:
+        with starts.open("a") as out:
+            out.write("started\n")
+        while True:
+            time.sleep(0.05)
+            yield []
+
+    monkeypatch.setattr(projector, "read", idle_read)
+    monkeypatch.setattr(projector, "QUIET_LOOK", 0.5)
+    batches = projector.consume("unused:9092", {("events", 0): 0}, follow=True, in_child=True,
+                                waiting=lambda: True)  # records always said to wait
+    for _ in range(6):  # each batch held past QUIET_LOOK, as a long write holds the loop
+        next(batches)
+        time.sleep(0.6)
+    batches.close()
+    assert starts.read_text().splitlines() == ["started"]
