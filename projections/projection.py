@@ -11,8 +11,8 @@ the live worker and the audit replay use.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -61,7 +61,7 @@ class Projection:
     def apply_batch(self, conn: Connection, records: list[Incoming],
                     events: dict[str, tuple[Incoming, Event]] | None = None) -> int:
         """Apply records in one transaction (the caller's); returns how many events were new.
-        Set-based: one statement per table for the whole batch (``projections.bulk``).
+        Set-based: one or two statements per table for the whole batch (``projections.bulk``).
         ``events``: the records' ``decode``, when the caller decoded them already."""
         if not records:
             return 0
@@ -82,8 +82,8 @@ class Projection:
         now = datetime.now(UTC)
         # The archive (rows, chain, tree, map) is written by another thread while this one
         # folds the tickets and renders their rows, which needs no database: the server's
-        # part of the archive's statements, a quarter of a batch's time, no longer adds up
-        # with the fold's Python (#31). Nothing else uses the connection meanwhile.
+        # part of the archive's statements no longer adds up with the fold's Python (#31).
+        # Nothing else uses the connection meanwhile.
         archive_head, (staged, counted) = _both(
             partial(self._archive, conn, fresh) if self.archive and fresh else None,
             partial(self._fold, fresh, stored, now), alongside=conn.dialect.name == "postgresql")
@@ -238,7 +238,7 @@ class Projection:
 
     def _write(self, conn: Connection, staged: list[Staged], present: Collection[str],
                now: datetime) -> dict[totals.Key, float]:
-        """Upsert the tickets, replace their clocks (one statement each for the batch);
+        """Add or update the tickets, replace their clocks (a statement or two each for the batch);
         returns the outcomes newly judged (met, excluded)."""
         if not staged:
             return {}
@@ -298,23 +298,13 @@ def _both(background: Callable[[], A] | None, foreground: Callable[[], B], *, al
     background's failure first (it may have left the transaction aborted), then the other's."""
     if background is None or not alongside:
         return (background() if background is not None else None), foreground()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-writer") as pool:
+        archived = pool.submit(background)
         try:
-            outcome["value"] = background()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="archive-writer", daemon=True)
-    thread.start()
-    try:
-        result = foreground()
-    finally:
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-    return outcome["value"], result
+            result = foreground()
+        finally:
+            value = archived.result()  # waits for it; its failure is raised first
+    return value, result
 
 
 def _ticket(state: dict[str, Any] | None) -> Ticket | None:

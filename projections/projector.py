@@ -115,8 +115,9 @@ def _read_in_child(bootstrap: str, start: dict[tuple[str, int], int], options: d
             # writes them: the time spent away from here moves both marks forward.
             handed = time.monotonic()
             yield [Incoming(*fields) for fields in message]
-            back = time.monotonic()
-            last_record, last_look = (back if message else last_record + back - handed), last_look + back - handed
+            away = time.monotonic() - handed
+            last_look += away
+            last_record = handed + away if message else last_record + away
     finally:
         receiver.close()
         if child.is_alive():

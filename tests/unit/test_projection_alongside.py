@@ -20,7 +20,7 @@ def test_both_results_come_back_and_the_background_ran_in_another_thread() -> No
         return 1
 
     assert _both(background, lambda: 2, alongside=True) == (1, 2)
-    assert threads == ["archive-writer"]
+    assert threads == ["archive-writer_0"]
 
 
 def test_a_background_failure_is_raised_after_the_foreground_ended() -> None:
